@@ -1,0 +1,32 @@
+# Limits, suite identifiers and status codes shared by every part of the core.
+
+cdef enum:
+    SRTP_MAX_PACKET = 65535     # SRTP travels in UDP: no datagram is larger
+    SRTP_MAX_TAG = 16           # GCM; HMAC-SHA1 tags are 10 or 4 bytes
+    SRTP_MAX_KEY = 32           # AES-256
+    SRTP_MAX_SALT = 14          # AES-CM master and session salt; GCM uses 12
+    SRTP_AUTH_KEY_LEN = 20      # HMAC-SHA1 session key (RFC 3711 section 8.2)
+    SRTCP_TRAILER = 4           # E flag || 31-bit SRTCP index
+    REPLAY_WINDOW_MIN = 64      # RFC 3711 section 3.3.2: "SRTP MUST use a window of at least 64"
+    REPLAY_WINDOW_MAX = 1024
+    REPLAY_WORDS_MAX = 16       # REPLAY_WINDOW_MAX / 64
+
+
+cdef enum SrtpSuite:
+    SUITE_AES_CM_128_HMAC_SHA1_80 = 1
+    SUITE_AES_CM_128_HMAC_SHA1_32 = 2
+    SUITE_AEAD_AES_128_GCM = 3
+    SUITE_AEAD_AES_256_GCM = 4
+
+
+# One code per reason a packet is refused. The forwarding loop counts drops under these, and
+# Session turns them into exceptions (_raise_for in session.pxi). Zero means success.
+cdef enum SrtpStatus:
+    SRTP_OK = 0
+    SRTP_ERR_MALFORMED = 1      # too short, not RTP/RTCP version 2, header past the end
+    SRTP_ERR_AUTH = 2           # the authentication tag does not match
+    SRTP_ERR_REPLAY = 3         # this index was seen (or, sending, already used) before
+    SRTP_ERR_REPLAY_OLD = 4     # the index lies behind the replay window
+    SRTP_ERR_NO_ROOM = 5        # the buffer has no room for the tag and trailer
+    SRTP_ERR_INDEX_LIMIT = 6    # 2^48 SRTP or 2^31 SRTCP packets under one key: rekey
+    SRTP_ERR_CRYPTO = 7         # OpenSSL refused an operation (not expected)

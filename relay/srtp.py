@@ -1,0 +1,64 @@
+"""SRTP and SRTCP for relay: the stable public face of the native core.
+
+    from relay.srtp import Session, SUITES, SrtpError, AuthError, ReplayError
+
+    s = Session("AES_CM_128_HMAC_SHA1_80", key_material)  # master key || master salt
+    srtp = s.protect(rtp)
+    rtp = s.unprotect(srtp)          # AuthError / ReplayError / SrtpError
+    srtcp = s.protect_rtcp(rtcp)
+    rtcp = s.unprotect_rtcp(srtcp)
+
+A Session keeps per-SSRC send state (for protect) and receive state (ROC estimate, replay
+window) apart, like libsrtp. Suites: RFC 3711 AES-CM with HMAC-SHA1 (80- and 32-bit tags) and
+RFC 7714 AES-GCM (128 and 256), each for SRTP and SRTCP.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from types import MappingProxyType
+
+from relay._core import SUITES as _SUITES
+from relay._core import Session
+from relay.errors import AuthError, ReplayError, SrtpError
+
+#: suite name -> (master key length, master salt length, SRTP tag length), in bytes.
+SUITES: MappingProxyType[str, tuple[int, int, int]] = MappingProxyType(dict(_SUITES))
+
+__all__ = ["SUITES", "AuthError", "ReplayError", "Session", "SrtpError", "parse_sdes_key"]
+
+
+def parse_sdes_key(suite: str, key_params: str) -> bytes:
+    """Decode an SDES key (RFC 4568 section 6.1) into key material for `Session`.
+
+    Accepts `inline:<base64>[|lifetime][|MKI:length]` or the bare base64, with or without
+    `=` padding (rtpengine omits it).
+
+    Raises:
+        ValueError: unknown suite, bad base64, the wrong length for the suite, or an MKI.
+    """
+    if suite not in SUITES:
+        raise ValueError(f"unknown SRTP suite {suite!r}; expected one of: {', '.join(SUITES)}")
+    text = key_params.strip()
+    if text.startswith("inline:"):
+        text = text[len("inline:") :]
+    encoded, *params = text.split("|")
+    for param in params:
+        if ":" in param:
+            raise ValueError(
+                f"MKI is not supported (key parameter {param!r}); expected "
+                "'inline:<base64>' with at most a lifetime after '|'"
+            )
+    encoded += "=" * (-len(encoded) % 4)
+    try:
+        material = base64.b64decode(encoded, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"SDES key is not valid base64: {exc}") from None
+    key_len, salt_len, _ = SUITES[suite]
+    if len(material) != key_len + salt_len:
+        raise ValueError(
+            f"{suite} needs {key_len + salt_len} bytes of key material "
+            f"({key_len}-byte key || {salt_len}-byte salt), the SDES key holds {len(material)}"
+        )
+    return material

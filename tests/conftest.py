@@ -1,0 +1,77 @@
+"""Shared fixtures: every SRTP behaviour test runs on the native core and on the reference."""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import relay
+
+# RELAY_CORE_DIR=build/debug-lib runs the suite on the debug build (scripts/test does): its
+# relay/_core comes first on the package path, before the release build in the source tree.
+if os.environ.get("RELAY_CORE_DIR"):
+    relay.__path__.insert(0, str(Path(os.environ["RELAY_CORE_DIR"]).resolve() / "relay"))
+
+from relay import _core  # noqa: E402
+from tests.reference import srtp_ref  # noqa: E402
+
+ALL_SUITES = list(_core.SUITES)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    build = "debug (RELAY_DEBUG=1)" if _core.DEBUG_BUILD else "release"
+    return f"relay._core: {build} build, {_core.OPENSSL_VERSION}"
+
+
+@pytest.fixture(params=["native", "reference"])
+def impl(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """The Session class under test."""
+    return _core.Session if request.param == "native" else srtp_ref.Session
+
+
+@pytest.fixture(params=ALL_SUITES)
+def suite(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def key_for(suite: str, seed: int = 1) -> bytes:
+    key_len, salt_len, _ = _core.SUITES[suite]
+    return bytes((seed * 37 + i) & 0xFF for i in range(key_len + salt_len))
+
+
+def rtp(
+    seq: int,
+    ssrc: int = 0x11223344,
+    payload: bytes = b"\xab" * 160,
+    *,
+    pt: int = 111,
+    ts: int = 0,
+    csrcs: tuple[int, ...] = (),
+    ext: bytes | None = None,
+    padding: int = 0,
+    marker: bool = False,
+) -> bytes:
+    """Build an RTP packet (RFC 3550 section 5.1)."""
+    b0 = 0x80 | len(csrcs) | (0x10 if ext is not None else 0) | (0x20 if padding else 0)
+    b1 = pt | (0x80 if marker else 0)
+    out = struct.pack("!BBHII", b0, b1, seq & 0xFFFF, ts, ssrc)
+    out += b"".join(struct.pack("!I", c) for c in csrcs)
+    if ext is not None:
+        assert len(ext) % 4 == 0
+        out += struct.pack("!HH", 0xBEDE, len(ext) // 4) + ext
+    out += payload
+    if padding:
+        out += bytes(padding - 1) + bytes([padding])
+    return out
+
+
+def rtcp_sr(ssrc: int = 0x11223344, extra: bytes = b"") -> bytes:
+    """An RTCP sender report with no report blocks (RFC 3550 section 6.4.1)."""
+    body = struct.pack("!IIIII", ssrc, 0x83AA7E80, 0, 1234, 10) + struct.pack("!I", 1600)
+    pkt = struct.pack("!BBH", 0x80, 200, len(body) // 4) + body + extra
+    return pkt
