@@ -21,7 +21,7 @@ PROFILES = {
     "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
     "AEAD_AES_256_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
 }
-SIZES = [0, 1, 160, 1000, 1356 - 12 - 16]   # payload bytes; pylibsrtp stops at 1,356 in all
+SIZES = [0, 1, 160, 1000, 1356 - 12 - 16]  # payload bytes; pylibsrtp stops at 1,356 in all
 
 
 def libsrtp(suite: str, outbound: bool) -> pylibsrtp.Session:
@@ -37,8 +37,9 @@ def stream(start: int, count: int) -> list[bytes]:
     for i in range(count):
         size = SIZES[i % len(SIZES)]
         extras = {"csrcs": (7, 8)} if i % 3 == 1 else {"ext": b"\x10\x01\x02\x03"} if i % 3 else {}
-        out.append(rtp((start + i) & 0xFFFF, payload=bytes((i + j) & 0xFF for j in range(size)),
-                       **extras))
+        out.append(
+            rtp((start + i) & 0xFFFF, payload=bytes((i + j) & 0xFF for j in range(size)), **extras)
+        )
     return out
 
 

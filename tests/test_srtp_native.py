@@ -59,8 +59,15 @@ def test_batch_reports_a_status_per_packet() -> None:
     status = np.full(len(batch), -1, np.int32)
     assert Session(suite, key_for(suite)).unprotect_batch(slab, lengths, status) == 4
     assert [_core.STATUS_NAMES[c] for c in status] == [
-        "ok", "ok", "replay", "auth", "malformed", "ok", "ok"]
-    assert lengths[3] == len(forged)   # a refused row keeps its length
+        "ok",
+        "ok",
+        "replay",
+        "auth",
+        "malformed",
+        "ok",
+        "ok",
+    ]
+    assert lengths[3] == len(forged)  # a refused row keeps its length
 
 
 def test_batch_row_without_room_for_the_tag() -> None:
@@ -76,8 +83,7 @@ def test_batch_shape_errors() -> None:
     with pytest.raises(ValueError, match="rows"):
         s.protect_batch(np.zeros((2, 100), np.uint8), np.zeros(3, np.uint32))
     with pytest.raises(ValueError, match="status"):
-        s.protect_batch(np.zeros((3, 100), np.uint8), np.zeros(3, np.uint32),
-                        np.zeros(2, np.int32))
+        s.protect_batch(np.zeros((3, 100), np.uint8), np.zeros(3, np.uint32), np.zeros(2, np.int32))
     assert s.protect_batch(np.zeros((0, 100), np.uint8), np.zeros(0, np.uint32)) == 0
 
 
@@ -125,8 +131,11 @@ def test_sdes_inline_key_with_and_without_padding() -> None:
     ("suite", "text", "message"),
     [
         ("AES_CM_128_HMAC_SHA1_80", "inline:AAAA", "30 bytes"),
-        ("AES_CM_128_HMAC_SHA1_80", "inline:4fl6DT4Bi+DWT6MsBt5BOQ7Gda1Jiv7rtpYLOqvm|2^20|1:4",
-         "MKI"),
+        (
+            "AES_CM_128_HMAC_SHA1_80",
+            "inline:4fl6DT4Bi+DWT6MsBt5BOQ7Gda1Jiv7rtpYLOqvm|2^20|1:4",
+            "MKI",
+        ),
         ("AES_CM_128_HMAC_SHA1_80", "inline:not base64!", "base64"),
         ("NULL_HMAC_SHA1_80", "inline:AAAA", "unknown SRTP suite"),
     ],
@@ -137,8 +146,9 @@ def test_sdes_errors(suite: str, text: str, message: str) -> None:
 
 
 def test_libsrtp_vector_key_through_sdes() -> None:
-    material = parse_sdes_key("AES_CM_128_HMAC_SHA1_80",
-                              "inline:4fl6DT4Bi+DWT6MsBt5BOQ7Gda1Jiv7rtpYLOqvm")
+    material = parse_sdes_key(
+        "AES_CM_128_HMAC_SHA1_80", "inline:4fl6DT4Bi+DWT6MsBt5BOQ7Gda1Jiv7rtpYLOqvm"
+    )
     assert material.hex() == "e1f97a0d3e018be0d64fa32c06de41390ec675ad498afeebb6960b3aabe6"
 
 

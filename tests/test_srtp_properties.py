@@ -14,8 +14,7 @@ from relay.srtp import SrtpError
 from tests.conftest import ALL_SUITES, key_for, rtcp_sr
 from tests.reference import srtp_ref
 
-SETTINGS = settings(max_examples=300, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -28,12 +27,19 @@ def rtp_packets(draw: st.DrawFn) -> bytes:
     room = 1400 - header - padding
     payload = draw(st.binary(max_size=max(room, 0)))
     b0 = 0x80 | len(csrcs) | (0x10 if ext_words is not None else 0) | (0x20 if padding else 0)
-    pkt = struct.pack("!BBHII", b0, draw(st.integers(0, 255)), draw(st.integers(0, 0xFFFF)),
-                      draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)))
+    pkt = struct.pack(
+        "!BBHII",
+        b0,
+        draw(st.integers(0, 255)),
+        draw(st.integers(0, 0xFFFF)),
+        draw(st.integers(0, 2**32 - 1)),
+        draw(st.integers(0, 2**32 - 1)),
+    )
     pkt += b"".join(struct.pack("!I", c) for c in csrcs)
     if ext_words is not None:
-        pkt += struct.pack("!HH", 0xBEDE, ext_words) + draw(st.binary(min_size=4 * ext_words,
-                                                                      max_size=4 * ext_words))
+        pkt += struct.pack("!HH", 0xBEDE, ext_words) + draw(
+            st.binary(min_size=4 * ext_words, max_size=4 * ext_words)
+        )
     pkt += payload
     if padding:
         pkt += bytes(padding - 1) + bytes([padding])
@@ -65,8 +71,7 @@ def test_native_and_reference_agree_on_rtcp(suite: str, extra: bytes) -> None:
 @given(suite=st.sampled_from(ALL_SUITES), data=st.binary(max_size=1600))
 def test_random_input_never_crashes(suite: str, data: bytes) -> None:
     session = _core.Session(suite, key_for(suite))
-    for call in (session.unprotect, session.unprotect_rtcp, session.protect,
-                 session.protect_rtcp):
+    for call in (session.unprotect, session.unprotect_rtcp, session.protect, session.protect_rtcp):
         try:
             call(data)
         except SrtpError:
@@ -75,8 +80,9 @@ def test_random_input_never_crashes(suite: str, data: bytes) -> None:
 
 @SETTINGS
 @given(suite=st.sampled_from(ALL_SUITES), packet=rtp_packets(), data=st.data())
-def test_truncated_and_bit_flipped_srtp_is_refused(suite: str, packet: bytes,
-                                                   data: st.DataObject) -> None:
+def test_truncated_and_bit_flipped_srtp_is_refused(
+    suite: str, packet: bytes, data: st.DataObject
+) -> None:
     srtp = _core.Session(suite, key_for(suite)).protect(packet)
     cut = data.draw(st.integers(0, len(srtp) - 1))
     flip = data.draw(st.integers(0, len(srtp) * 8 - 1))

@@ -33,8 +33,8 @@ def test_round_trip_rtp(impl: SessionType, suite: str) -> None:
         plain = rtp(seq, payload=bytes(range(seq % 50, seq % 50 + 150)))
         srtp = tx.protect(plain)
         assert len(srtp) == len(plain) + SUITES[suite][2]
-        assert srtp[:12] == plain[:12]                       # the header stays in the clear
-        assert srtp[12 : len(plain)] != plain[12:]           # the payload does not
+        assert srtp[:12] == plain[:12]  # the header stays in the clear
+        assert srtp[12 : len(plain)] != plain[12:]  # the payload does not
         assert rx.unprotect(srtp) == plain
 
 
@@ -46,7 +46,7 @@ def test_round_trip_rtcp(impl: SessionType, suite: str) -> None:
         tag = 16 if "GCM" in suite else 10
         assert len(srtcp) == len(plain) + 4 + tag
         trailer = srtcp[-4:] if "GCM" in suite else srtcp[len(plain) : len(plain) + 4]
-        assert struct.unpack("!I", trailer)[0] == 0x80000000 | i   # E = 1, index counts from 0
+        assert struct.unpack("!I", trailer)[0] == 0x80000000 | i  # E = 1, index counts from 0
         assert rx.unprotect_rtcp(srtcp) == plain
 
 
@@ -139,9 +139,9 @@ def test_too_old_raises_and_window_edge(impl: SessionType, suite: str) -> None:
     tx, rx = pair(impl, suite, replay_window=64)
     packets = {seq: tx.protect(rtp(seq)) for seq in range(1, 200)}
     rx.unprotect(packets[199])
-    assert rx.unprotect(packets[199 - 63]) == rtp(199 - 63)   # last index inside the window
+    assert rx.unprotect(packets[199 - 63]) == rtp(199 - 63)  # last index inside the window
     with pytest.raises(ReplayError):
-        rx.unprotect(packets[199 - 64])                      # first one behind it
+        rx.unprotect(packets[199 - 64])  # first one behind it
     with pytest.raises(ReplayError):
         rx.unprotect(packets[1])
 
@@ -149,7 +149,7 @@ def test_too_old_raises_and_window_edge(impl: SessionType, suite: str) -> None:
 def test_late_packets_within_window_accepted_once(impl: SessionType, suite: str) -> None:
     tx, rx = pair(impl, suite)
     packets = [tx.protect(rtp(seq)) for seq in range(0, 300)]
-    order = list(range(0, 300, 2)) + list(range(299, 171, -2))   # odd ones late, newest first
+    order = list(range(0, 300, 2)) + list(range(299, 171, -2))  # odd ones late, newest first
     for seq in order:
         assert rx.unprotect(packets[seq]) == rtp(seq)
     for seq in (171, 1):
@@ -163,7 +163,7 @@ def test_protecting_an_index_twice_is_refused(impl: SessionType, suite: str) -> 
     tx.protect(rtp(5))
     with pytest.raises(ReplayError):
         tx.protect(rtp(5, payload=b"different"))
-    tx.protect(rtp(4))   # out of order but never used: allowed
+    tx.protect(rtp(4))  # out of order but never used: allowed
 
 
 def test_ssrcs_keep_separate_state(impl: SessionType, suite: str) -> None:
@@ -238,10 +238,10 @@ def test_srtcp_reordering_and_replay(impl: SessionType, suite: str) -> None:
     [
         b"",
         b"\x80",
-        bytes(11),                                   # shorter than the fixed header
-        b"\x40" + bytes(30),                         # version 1
-        b"\x8f" + bytes(30),                         # 15 CSRCs announced, 30 bytes present
-        b"\x90" + bytes(11) + b"\xbe\xde\x00\xff",   # extension of 255 words, none present
+        bytes(11),  # shorter than the fixed header
+        b"\x40" + bytes(30),  # version 1
+        b"\x8f" + bytes(30),  # 15 CSRCs announced, 30 bytes present
+        b"\x90" + bytes(11) + b"\xbe\xde\x00\xff",  # extension of 255 words, none present
     ],
 )
 def test_malformed_rtp_raises_srtp_error(impl: SessionType, suite: str, packet: bytes) -> None:

@@ -30,10 +30,22 @@ B2_SALT = h("F0F1F2F3F4F5F6F7F8F9FAFBFCFD")
 @pytest.mark.parametrize(
     ("counter", "blocks"),
     [
-        (0x0000, ["E03EAD0935C95E80E166B16DD92B4EB4", "D23513162B02D0F72A43A2FE4A5F97AB",
-                  "41E95B3BB0A2E8DD477901E4FCA894C0"]),
-        (0xFEFF, ["EC8CDF7398607CB0F2D21675EA9EA1E4", "362B7C3C6773516318A077D7FC5073AE",
-                  "6A2CC3787889374FBEB4C81B17BA6C44"]),
+        (
+            0x0000,
+            [
+                "E03EAD0935C95E80E166B16DD92B4EB4",
+                "D23513162B02D0F72A43A2FE4A5F97AB",
+                "41E95B3BB0A2E8DD477901E4FCA894C0",
+            ],
+        ),
+        (
+            0xFEFF,
+            [
+                "EC8CDF7398607CB0F2D21675EA9EA1E4",
+                "362B7C3C6773516318A077D7FC5073AE",
+                "6A2CC3787889374FBEB4C81B17BA6C44",
+            ],
+        ),
     ],
 )
 def test_rfc3711_b2_aes_cm_keystream(counter: int, blocks: list[str]) -> None:
@@ -55,9 +67,9 @@ B3_AUTH_94 = h("""CEBE321F6FF7716B6FD4AB49AF256A15 6D38BAA48F0A0ACF3C34E2359E6CD
 @pytest.mark.parametrize(
     ("label", "expected"),
     [
-        (0x00, h("C61E7A93744F39EE10734AFE3FF7A087")),          # B.3 cipher key
-        (0x02, h("30CBBC08863D8C85D49DB34A9AE1")),              # B.3 cipher salt
-        (0x01, B3_AUTH_94),                                     # B.3 auth key, full 94 bytes
+        (0x00, h("C61E7A93744F39EE10734AFE3FF7A087")),  # B.3 cipher key
+        (0x02, h("30CBBC08863D8C85D49DB34A9AE1")),  # B.3 cipher salt
+        (0x01, B3_AUTH_94),  # B.3 auth key, full 94 bytes
         # SRTCP keys: not printed in the RFC; confirmed through the libsrtp SRTCP packet below.
         (0x03, h("4C1AA45A81F73D61C800BBB00FBB1EAA")),
         (0x04, h("8D54534FEB49AE8E7993A6BD0B844FC323A93DFD")),
@@ -92,7 +104,9 @@ def test_libsrtp_cm80_rtcp_both_ways() -> None:
     first = tx.protect_rtcp(PLAIN_RTCP)
     assert first[-14:-10] == h("80000000")
     assert tx.protect_rtcp(PLAIN_RTCP) == CM80_SRTCP_INDEX1
-    assert Session("AES_CM_128_HMAC_SHA1_80", CM_KEY).unprotect_rtcp(CM80_SRTCP_INDEX1) == PLAIN_RTCP
+    assert (
+        Session("AES_CM_128_HMAC_SHA1_80", CM_KEY).unprotect_rtcp(CM80_SRTCP_INDEX1) == PLAIN_RTCP
+    )
 
 
 def test_libsrtp_negative_vector_flipped_tag_bit() -> None:
@@ -173,18 +187,28 @@ def test_rfc7714_section17_srtcp(suite: str) -> None:
 # --- ROC roll-over, SEQ 0xFFFE -> 0x0001 (libsrtp 2.7.0 generated) -------------------------
 
 ROLLOVER = {
-    "AES_CM_128_HMAC_SHA1_80": (CM_KEY, [
-        "800ffffedecafbadcafebabe dae8b0de83c8b04e96f24a2425bce81e fd162555e37f4389d3a4",
-        "800fffffdecafbadcafebabe f36e96fc87ac01758cea5f94ba171db8 1149c9c49efa93c1b483",
-        "800f0000decafbadcafebabe 24ecf92d9c97bf2ac679b796fdfd365a 267beecdc56456590e62",
-        "800f0001decafbadcafebabe b6f1f0a458a238ac3d2f55ac6566b25c 051f89495037505c44c7",
-    ]),
-    "AEAD_AES_128_GCM": (GCM_KEY, [
-        "800ffffedecafbadcafebabe 13c8a0e35de7456ab2d334abd1bf4afb 42d78d9bfac35a2bc71887f7e5c35901",
-        "800fffffdecafbadcafebabe d494b10e1dc38bd0aec3fb9c9a45edcc 38f62c226704c0e5d4bd59c18478b33a",
-        "800f0000decafbadcafebabe bf6c6dfe17cc151e899f772b46409248 441b38fe472d11f34b9c6eab595d256f",
-        "800f0001decafbadcafebabe ed15014db6b05349ed97792f4c31d438 d58ed625fb433cf3516c086320a405dc",
-    ]),
+    "AES_CM_128_HMAC_SHA1_80": (
+        CM_KEY,
+        [
+            "800ffffedecafbadcafebabe dae8b0de83c8b04e96f24a2425bce81e fd162555e37f4389d3a4",
+            "800fffffdecafbadcafebabe f36e96fc87ac01758cea5f94ba171db8 1149c9c49efa93c1b483",
+            "800f0000decafbadcafebabe 24ecf92d9c97bf2ac679b796fdfd365a 267beecdc56456590e62",
+            "800f0001decafbadcafebabe b6f1f0a458a238ac3d2f55ac6566b25c 051f89495037505c44c7",
+        ],
+    ),
+    "AEAD_AES_128_GCM": (
+        GCM_KEY,
+        [
+            "800ffffedecafbadcafebabe 13c8a0e35de7456ab2d334abd1bf4afb "
+            "42d78d9bfac35a2bc71887f7e5c35901",
+            "800fffffdecafbadcafebabe d494b10e1dc38bd0aec3fb9c9a45edcc "
+            "38f62c226704c0e5d4bd59c18478b33a",
+            "800f0000decafbadcafebabe bf6c6dfe17cc151e899f772b46409248 "
+            "441b38fe472d11f34b9c6eab595d256f",
+            "800f0001decafbadcafebabe ed15014db6b05349ed97792f4c31d438 "
+            "d58ed625fb433cf3516c086320a405dc",
+        ],
+    ),
 }
 
 

@@ -119,10 +119,12 @@ class Session:
             raise ValueError(f"{suite} needs {self.key_len + self.salt_len} bytes")
         mk, ms = bytes(key_material[: self.key_len]), bytes(key_material[self.key_len :])
         auth_len = 0 if self.aead else 20
-        self.rtp = Keys(kdf(mk, ms, 0, self.key_len), kdf(mk, ms, 2, self.salt_len),
-                        kdf(mk, ms, 1, auth_len))
-        self.rtcp = Keys(kdf(mk, ms, 3, self.key_len), kdf(mk, ms, 5, self.salt_len),
-                         kdf(mk, ms, 4, auth_len))
+        self.rtp = Keys(
+            kdf(mk, ms, 0, self.key_len), kdf(mk, ms, 2, self.salt_len), kdf(mk, ms, 1, auth_len)
+        )
+        self.rtcp = Keys(
+            kdf(mk, ms, 3, self.key_len), kdf(mk, ms, 5, self.salt_len), kdf(mk, ms, 4, auth_len)
+        )
         self.window = replay_window
         self.streams: dict[int, Stream] = {}
 
@@ -162,8 +164,9 @@ class Session:
         if index >> 48:
             raise SrtpError("packet index limit reached")
         if self.aead:
-            sealed = AESGCM(self.rtp.key).encrypt(self._gcm_iv(self.rtp, ssrc, index),
-                                                  rtp[h:], rtp[:h])
+            sealed = AESGCM(self.rtp.key).encrypt(
+                self._gcm_iv(self.rtp, ssrc, index), rtp[h:], rtp[:h]
+            )
             out = rtp[:h] + sealed
         else:
             body = rtp[:h] + aes_ctr(self.rtp.key, self._cm_iv(self.rtp, ssrc, index), rtp[h:])
@@ -187,8 +190,9 @@ class Session:
             raise SrtpError("packet index limit reached")
         if self.aead:
             try:
-                plain = AESGCM(self.rtp.key).decrypt(self._gcm_iv(self.rtp, ssrc, index),
-                                                     body[h:] + tag, body[:h])
+                plain = AESGCM(self.rtp.key).decrypt(
+                    self._gcm_iv(self.rtp, ssrc, index), body[h:] + tag, body[:h]
+                )
             except Exception:
                 raise AuthError("authentication tag mismatch") from None
         else:
@@ -211,12 +215,16 @@ class Session:
             raise SrtpError("SRTCP index limit reached")
         trailer = struct.pack("!I", 0x80000000 | index)
         if self.aead:
-            sealed = AESGCM(self.rtcp.key).encrypt(self._gcm_iv(self.rtcp, ssrc, index),
-                                                   rtcp[8:], rtcp[:8] + trailer)
+            sealed = AESGCM(self.rtcp.key).encrypt(
+                self._gcm_iv(self.rtcp, ssrc, index), rtcp[8:], rtcp[:8] + trailer
+            )
             out = rtcp[:8] + sealed + trailer
         else:
-            body = rtcp[:8] + aes_ctr(self.rtcp.key, self._cm_iv(self.rtcp, ssrc, index),
-                                      rtcp[8:]) + trailer
+            body = (
+                rtcp[:8]
+                + aes_ctr(self.rtcp.key, self._cm_iv(self.rtcp, ssrc, index), rtcp[8:])
+                + trailer
+            )
             out = body + self._mac(self.rtcp, body, self.rtcp_tag_len)
         st.rtcp_tx_next = index + 1
         self._keep(ssrc, st)
@@ -231,8 +239,11 @@ class Session:
         if srtcp[0] >> 6 != 2:
             raise SrtpError("malformed SRTCP packet")
         if self.aead:
-            body, tag, trailer = (srtcp[:body_len], srtcp[body_len : body_len + tag_len],
-                                  srtcp[-4:])
+            body, tag, trailer = (
+                srtcp[:body_len],
+                srtcp[body_len : body_len + tag_len],
+                srtcp[-4:],
+            )
         else:
             body, trailer, tag = srtcp[:body_len], srtcp[body_len : body_len + 4], srtcp[-tag_len:]
         word = struct.unpack("!I", trailer)[0]
@@ -245,7 +256,8 @@ class Session:
             try:
                 if encrypted:
                     plain = body[:8] + AESGCM(self.rtcp.key).decrypt(
-                        iv, body[8:] + tag, body[:8] + trailer)
+                        iv, body[8:] + tag, body[:8] + trailer
+                    )
                 else:
                     AESGCM(self.rtcp.key).decrypt(iv, tag, body + trailer)
                     plain = body
@@ -256,8 +268,9 @@ class Session:
                 raise AuthError("authentication tag mismatch")
             plain = body
             if encrypted:
-                plain = body[:8] + aes_ctr(self.rtcp.key, self._cm_iv(self.rtcp, ssrc, index),
-                                           body[8:])
+                plain = body[:8] + aes_ctr(
+                    self.rtcp.key, self._cm_iv(self.rtcp, ssrc, index), body[8:]
+                )
         st.rtcp_rx.accept(index, self.window)
         self._keep(ssrc, st)
         return plain
