@@ -1,9 +1,8 @@
 """Typed stubs for the compiled module relay._core (ext/_core.pyx)."""
 
-from typing_extensions import Buffer
-
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Buffer
 
 DEBUG_BUILD: bool
 OPENSSL_VERSION: str
