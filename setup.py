@@ -44,7 +44,7 @@ extensions = [
     ),
     Extension(
         "bench._ceiling",
-        ["bench/_ceiling.pyx", "bench/ceiling.c"],
+        ["bench/_ceiling.pyx", "bench/ceiling.c", "bench/ceiling_relay.c"],
         include_dirs=["bench", "ext"],
         libraries=["crypto"],
         define_macros=macros,

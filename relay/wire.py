@@ -1,0 +1,265 @@
+"""The messages between the control plane and the workers, and their encoding.
+
+Each message is a past-tense event (or a request) as a frozen dataclass. On the wire a message
+is a list of ZeroMQ frames: [topic, version, json body]; decode() refuses unknown versions and
+kinds with WireError. No sockets here: encode and decode only.
+
+The routing table a worker holds is the result of applying, in order, a Snapshot and then
+numbered updates (the ZeroMQ "clone" pattern). A Snapshot is also what `relay worker --table
+FILE` and the benchmark baselines read from a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from relay.errors import RelayError
+
+WIRE_VERSION = b"1"
+ROLES = ("host", "panelist", "attendee")
+MODES = ("meeting", "webinar")
+
+
+class WireError(RelayError, ValueError):
+    """A message that cannot be decoded: unknown version or kind, missing or bad fields."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'ip:port' or '[v6]:port' -> (ip, port), validated."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise WireError(f"address {text!r} is not ip:port")
+    host = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise WireError(f"address {text!r} is not ip:port") from None
+    if not 0 < number < 65536:
+        raise WireError(f"port out of range in {text!r}")
+    return str(ip), number
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise WireError(f"{what} is not base64") from None
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One stream a participant sends: its SSRC and how receivers' SDP describes it."""
+
+    ssrc: int
+    kind: str = "audio"
+    pt: int = 111
+    codec: str = "opus/48000/2"
+
+
+@dataclass(frozen=True)
+class MeetingOpened:
+    kind: ClassVar[str] = "meeting_opened"
+    meeting: int
+    mode: str = "meeting"
+
+
+@dataclass(frozen=True)
+class MeetingEnded:
+    kind: ClassVar[str] = "meeting_ended"
+    meeting: int
+
+
+@dataclass(frozen=True)
+class ParticipantJoined:
+    kind: ClassVar[str] = "participant_joined"
+    participant: int
+    meeting: int
+    role: str
+    suite: str
+    uplink: bytes  # master key || salt for what the participant sends
+    downlink: bytes  # master key || salt for what it receives
+    streams: tuple[Stream, ...] = ()
+    address: tuple[str, int] | None = None  # receive_at, for listen-only clients
+
+
+@dataclass(frozen=True)
+class ParticipantLeft:
+    kind: ClassVar[str] = "participant_left"
+    participant: int
+
+
+@dataclass(frozen=True)
+class ParticipantEjected:
+    kind: ClassVar[str] = "participant_ejected"
+    participant: int
+
+
+@dataclass(frozen=True)
+class ParticipantMuted:
+    kind: ClassVar[str] = "participant_muted"
+    participant: int
+    muted: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The whole routing state at update number `seq`."""
+
+    kind: ClassVar[str] = "snapshot"
+    seq: int = 0
+    meetings: tuple[MeetingOpened, ...] = ()
+    participants: tuple[ParticipantJoined, ...] = ()
+
+
+Update = (
+    MeetingOpened
+    | MeetingEnded
+    | ParticipantJoined
+    | ParticipantLeft
+    | ParticipantEjected
+    | ParticipantMuted
+)
+Message = Update | Snapshot
+
+_KINDS: dict[str, type[Any]] = {
+    cls.kind: cls
+    for cls in (
+        MeetingOpened,
+        MeetingEnded,
+        ParticipantJoined,
+        ParticipantLeft,
+        ParticipantEjected,
+        ParticipantMuted,
+        Snapshot,
+    )
+}
+
+
+def to_json(msg: Message) -> dict[str, Any]:
+    """A message as a JSON-ready dict (bytes as base64, addresses as 'ip:port')."""
+    if isinstance(msg, Snapshot):
+        return {
+            "kind": msg.kind,
+            "seq": msg.seq,
+            "meetings": [to_json(m) for m in msg.meetings],
+            "participants": [to_json(p) for p in msg.participants],
+        }
+    body: dict[str, Any] = {"kind": msg.kind, **asdict(msg)}
+    if isinstance(msg, ParticipantJoined):
+        body["uplink"], body["downlink"] = _b64(msg.uplink), _b64(msg.downlink)
+        body["address"] = f"{msg.address[0]}:{msg.address[1]}" if msg.address else None
+        body["streams"] = [asdict(s) for s in msg.streams]
+    return body
+
+
+def from_json(body: Any) -> Message:
+    """Validate and build a message from a decoded JSON object; WireError if it is bad."""
+    if not isinstance(body, dict) or body.get("kind") not in _KINDS:
+        raise WireError(
+            f"unknown message kind {body.get('kind') if isinstance(body, dict) else body!r}"
+        )
+    cls = _KINDS[body["kind"]]
+    try:
+        if cls is Snapshot:
+            meetings = tuple(
+                _check(from_json({"kind": "meeting_opened", **m}), MeetingOpened)
+                for m in body.get("meetings", [])
+            )
+            participants = tuple(
+                _check(from_json({"kind": "participant_joined", **p}), ParticipantJoined)
+                for p in body.get("participants", [])
+            )
+            return Snapshot(int(body.get("seq", 0)), meetings, participants)
+        args = {f.name: body[f.name] for f in fields(cls) if f.name in body}
+        if cls is ParticipantJoined:
+            args["uplink"] = _unb64(args.get("uplink", ""), "uplink")
+            args["downlink"] = _unb64(args.get("downlink", ""), "downlink")
+            args["streams"] = tuple(
+                Stream(**s) if isinstance(s, dict) else Stream(int(s))
+                for s in body.get("streams", body.get("ssrcs", []))
+            )
+            address = body.get("address")
+            args["address"] = parse_address(address) if address else None
+            if args.get("role") not in ROLES:
+                raise WireError(f"role must be one of {ROLES}, got {args.get('role')!r}")
+        if cls is MeetingOpened and args.get("mode", "meeting") not in MODES:
+            raise WireError(f"mode must be one of {MODES}, got {args.get('mode')!r}")
+        return cls(**args)  # type: ignore[no-any-return]
+    except WireError:
+        raise
+    except (TypeError, ValueError, KeyError) as exc:
+        raise WireError(f"bad {body['kind']} message: {exc}") from None
+
+
+def _check(msg: Message, cls: type[Any]) -> Any:
+    if not isinstance(msg, cls):
+        raise WireError(f"expected {cls.__name__}")
+    return msg
+
+
+def encode(msg: Message, topic: bytes = b"") -> list[bytes]:
+    return [topic, WIRE_VERSION, json.dumps(to_json(msg), separators=(",", ":")).encode()]
+
+
+def decode(frames: list[bytes]) -> Message:
+    if len(frames) != 3:
+        raise WireError(f"expected 3 frames, got {len(frames)}")
+    if frames[1] != WIRE_VERSION:
+        raise WireError(
+            f"unsupported wire version {frames[1]!r}, this worker speaks {WIRE_VERSION!r}"
+        )
+    try:
+        body = json.loads(frames[2])
+    except ValueError:
+        raise WireError("message body is not JSON") from None
+    return from_json(body)
+
+
+def load_snapshot(path: str | Path) -> Snapshot:
+    """Read a routing table file (the JSON form of a Snapshot)."""
+    try:
+        body = json.loads(Path(path).read_text())
+    except ValueError as exc:
+        raise WireError(f"{path}: not JSON: {exc}") from None
+    body.setdefault("kind", "snapshot")
+    return _check(from_json(body), Snapshot)  # type: ignore[no-any-return]
+
+
+def save_snapshot(snapshot: Snapshot, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_json(snapshot), indent=1))
+
+
+__all__ = [
+    "ROLES",
+    "MODES",
+    "WireError",
+    "Stream",
+    "MeetingOpened",
+    "MeetingEnded",
+    "ParticipantJoined",
+    "ParticipantLeft",
+    "ParticipantEjected",
+    "ParticipantMuted",
+    "Snapshot",
+    "Update",
+    "Message",
+    "encode",
+    "decode",
+    "load_snapshot",
+    "save_snapshot",
+    "to_json",
+    "from_json",
+    "parse_address",
+    "field",
+]
