@@ -187,7 +187,7 @@ def from_json(body: Any) -> Message:
             args["downlink"] = _unb64(args.get("downlink", ""), "downlink")
             args["streams"] = tuple(
                 Stream(**s) if isinstance(s, dict) else Stream(int(s))
-                for s in body.get("streams", body.get("ssrcs", []))
+                for s in body.get("streams") or body.get("ssrcs") or []
             )
             address = body.get("address")
             args["address"] = parse_address(address) if address else None
@@ -261,5 +261,4 @@ __all__ = [
     "to_json",
     "from_json",
     "parse_address",
-    "field",
 ]
