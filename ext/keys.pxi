@@ -33,10 +33,6 @@ cdef enum:
     LABEL_RTCP_SALT = 5
 
 
-cdef const EVP_CIPHER* srtp_ctr_cipher(size_t key_len) noexcept nogil:
-    return EVP_aes_256_ctr() if key_len == 32 else EVP_aes_128_ctr()
-
-
 cdef int srtp_kdf(const uint8_t* master_key, size_t key_len, const uint8_t* master_salt,
                   size_t salt_len, int label, uint8_t* out, size_t out_len) noexcept nogil:
     """The AES-CM PRF with key_derivation_rate 0 (RFC 3711 section 4.3.1 and 4.3.3).
@@ -61,52 +57,18 @@ cdef int srtp_kdf(const uint8_t* master_key, size_t key_len, const uint8_t* mast
     return rc
 
 
-cdef void srtp_hmac_pads(SrtpKeys* k, const uint8_t* auth_key, size_t n) noexcept nogil:
-    """Hash (key XOR ipad) and (key XOR opad) once (RFC 2104); n is at most one block."""
-    cdef uint8_t block[64]
-    cdef size_t i
-    memset(block, 0, 64)
-    memcpy(block, auth_key, n)
-    for i in range(64):
-        block[i] ^= 0x36
-    SHA1_Init(&k.hmac_inner)
-    SHA1_Update(&k.hmac_inner, block, 64)
-    for i in range(64):
-        block[i] ^= 0x36 ^ 0x5C
-    SHA1_Init(&k.hmac_outer)
-    SHA1_Update(&k.hmac_outer, block, 64)
-    OPENSSL_cleanse(block, 64)
-
-
-cdef int srtp_keys_init(SrtpKeys* k, const SuiteSpec* spec, const uint8_t* key,
-                        const uint8_t* salt, const uint8_t* auth_key) noexcept nogil:
-    """Key k's EVP contexts with session keys; the IV is supplied per packet."""
-    cdef const EVP_CIPHER* cipher
+cdef void srtp_keys_set(SrtpKeys* k, const SuiteSpec* spec, const uint8_t* key,
+                       const uint8_t* salt, const uint8_t* auth_key) noexcept nogil:
+    """Store session keys in k; srtp_keys_ready keys the contexts on first use."""
+    memset(k, 0, sizeof(SrtpKeys))
+    memcpy(k.key, key, spec.key_len)
     memcpy(k.salt, salt, spec.salt_len)
-    k.enc = EVP_CIPHER_CTX_new()
-    if k.enc == NULL:
-        return SRTP_ERR_CRYPTO
-    if spec.aead:
-        cipher = EVP_aes_256_gcm() if spec.key_len == 32 else EVP_aes_128_gcm()
-        k.dec = EVP_CIPHER_CTX_new()
-        if k.dec == NULL:
-            return SRTP_ERR_CRYPTO
-        if EVP_CipherInit_ex(k.enc, cipher, NULL, key, NULL, 1) != 1:
-            return SRTP_ERR_CRYPTO
-        if EVP_CipherInit_ex(k.dec, cipher, NULL, key, NULL, 0) != 1:
-            return SRTP_ERR_CRYPTO
-    else:
-        if EVP_CipherInit_ex(k.enc, srtp_ctr_cipher(spec.key_len), NULL, key, NULL, 1) != 1:
-            return SRTP_ERR_CRYPTO
-        srtp_hmac_pads(k, auth_key, SRTP_AUTH_KEY_LEN)
-    return SRTP_OK
+    if not spec.aead:
+        memcpy(k.auth, auth_key, SRTP_AUTH_KEY_LEN)
 
 
 cdef void srtp_keys_clear(SrtpKeys* k) noexcept nogil:
-    if k.enc != NULL:
-        EVP_CIPHER_CTX_free(k.enc)
-    if k.dec != NULL:
-        EVP_CIPHER_CTX_free(k.dec)
+    srtp_keys_release(k)
     OPENSSL_cleanse(k, sizeof(SrtpKeys))
 
 
@@ -124,7 +86,7 @@ cdef void srtp_context_setup(SrtpContext* c, const SuiteSpec* spec, uint32_t win
 cdef int srtp_context_from_master(SrtpContext* c, const SuiteSpec* spec,
                                   const uint8_t* master_key, const uint8_t* master_salt,
                                   uint32_t window) noexcept nogil:
-    """Derive the six session keys from one master key and salt and key c with them."""
+    """Derive the six session keys from one master key and salt (keyed on first use)."""
     cdef uint8_t key[SRTP_MAX_KEY]
     cdef uint8_t salt[SRTP_MAX_SALT]
     cdef uint8_t auth[SRTP_AUTH_KEY_LEN]
@@ -146,10 +108,9 @@ cdef int srtp_context_from_master(SrtpContext* c, const SuiteSpec* spec,
         if rc == SRTP_OK and not spec.aead:
             rc = srtp_kdf(master_key, spec.key_len, master_salt, spec.salt_len, labels[i][2],
                           auth, SRTP_AUTH_KEY_LEN)
-        if rc == SRTP_OK:
-            rc = srtp_keys_init(targets[i], spec, key, salt, auth)
         if rc != SRTP_OK:
             break
+        srtp_keys_set(targets[i], spec, key, salt, auth)
     OPENSSL_cleanse(key, sizeof(key))
     OPENSSL_cleanse(salt, sizeof(salt))
     OPENSSL_cleanse(auth, sizeof(auth))

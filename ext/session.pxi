@@ -136,7 +136,6 @@ cdef class Session:
         """
         cdef Session self = Session.__new__(Session)
         cdef const SuiteSpec* spec = _suite_spec(suite)
-        cdef int rc
         for name, value, want in (("rtp_key", rtp_key, spec.key_len),
                                   ("rtcp_key", rtcp_key, spec.key_len),
                                   ("rtp_salt", rtp_salt, spec.salt_len),
@@ -150,11 +149,8 @@ cdef class Session:
         _check_window(replay_window)
         self._reset(spec, replay_window)
         srtp_context_setup(&self.ctx, spec, <uint32_t>replay_window)
-        rc = srtp_keys_init(&self.ctx.rtp, spec, rtp_key, rtp_salt, rtp_auth_key)
-        if rc == SRTP_OK:
-            rc = srtp_keys_init(&self.ctx.rtcp, spec, rtcp_key, rtcp_salt, rtcp_auth_key)
-        if rc != SRTP_OK:
-            _raise_for(rc, "Session")
+        srtp_keys_set(&self.ctx.rtp, spec, rtp_key, rtp_salt, rtp_auth_key)
+        srtp_keys_set(&self.ctx.rtcp, spec, rtcp_key, rtcp_salt, rtcp_auth_key)
         return self
 
     cdef void _reset(self, const SuiteSpec* spec, int window):
@@ -320,7 +316,7 @@ cdef class Session:
         if op == 0:
             rc = srtp_protect(&self.ctx, &st.rtp_tx, buf, n, n + overhead, &out_n)
         elif op == 1:
-            rc = srtp_unprotect(&self.ctx, &st.rtp_rx, buf, n, &out_n)
+            rc = srtp_unprotect(&self.ctx, &st.rtp_rx, buf, n, &out_n, NULL)
         elif op == 2:
             rc = srtcp_protect(&self.ctx, &st.rtcp_tx_next, buf, n, n + overhead, &out_n)
         else:
@@ -380,7 +376,7 @@ cdef class Session:
                     if op == 0:
                         rc = srtp_protect(&self.ctx, &st.rtp_tx, row, n, stride, &out_n)
                     else:
-                        rc = srtp_unprotect(&self.ctx, &st.rtp_rx, row, n, &out_n)
+                        rc = srtp_unprotect(&self.ctx, &st.rtp_rx, row, n, &out_n, NULL)
                     if rc == SRTP_OK:
                         rc = self._keep(st, &fresh)
                 if rc == SRTP_OK:

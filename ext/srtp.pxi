@@ -2,8 +2,9 @@
 #
 # The split between what is keyed and what is counted:
 #
-#   SrtpKeys      the session keys for RTP or for RTCP, expanded once (EVP contexts keyed, HMAC
-#                 pads hashed). Per packet only the IV changes.
+#   SrtpKeys      the session keys for RTP or for RTCP. The EVP contexts are keyed and the HMAC
+#                 pads hashed on first use and then kept: per packet only the IV changes. Keys
+#                 used rarely (a receiver's SRTCP) can be released after use to save memory.
 #   SrtpContext   one master key: the suite, tag lengths, replay window, RTP and RTCP SrtpKeys.
 #   SrtpIndex     the packet-index state of one direction of one SSRC: the highest index (so
 #                 the ROC, RFC 3711 section 3.3.1) and a replay bitmap (section 3.3.2).
@@ -15,18 +16,25 @@
 # check), so callers drop it.
 
 from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from libcrypto cimport *
 from rtp cimport load_be16, load_be32, store_be32, rtp_header_len, rtcp_header_ok
 
 
+ctypedef struct SrtpHmacPads:
+    SHA_CTX inner           # SHA-1 after absorbing (auth key XOR ipad), RFC 2104
+    SHA_CTX outer           # SHA-1 after absorbing (auth key XOR opad)
+
+
 ctypedef struct SrtpKeys:
-    EVP_CIPHER_CTX* enc     # AES-CTR (both directions) or AES-GCM encrypt, keyed once
-    EVP_CIPHER_CTX* dec     # AES-GCM decrypt; NULL for AES-CM
-    uint8_t salt[SRTP_MAX_SALT]   # session salt: 14 bytes for AES-CM, 12 for GCM
-    SHA_CTX hmac_inner      # SHA-1 after absorbing (auth key XOR ipad); AES-CM only
-    SHA_CTX hmac_outer      # SHA-1 after absorbing (auth key XOR opad)
+    EVP_CIPHER_CTX* enc     # AES-CTR (both directions) or AES-GCM encrypt; NULL until used
+    EVP_CIPHER_CTX* dec     # AES-GCM decrypt; NULL until used, never for AES-CM
+    SrtpHmacPads* pads      # AES-CM only; NULL until used
+    uint8_t key[SRTP_MAX_KEY]       # session cipher key (key_len bytes)
+    uint8_t salt[SRTP_MAX_SALT]     # session salt: 14 bytes for AES-CM, 12 for GCM
+    uint8_t auth[SRTP_AUTH_KEY_LEN]  # HMAC-SHA1 session key; AES-CM only
 
 
 ctypedef struct SrtpContext:
@@ -134,12 +142,12 @@ cdef inline void srtp_hmac_sha1(const SrtpKeys* k, const uint8_t* data, size_t n
     """HMAC-SHA1(auth key, data || extra) into mac[20] (RFC 2104)."""
     cdef SHA_CTX c
     cdef uint8_t inner[20]
-    memcpy(&c, &k.hmac_inner, sizeof(SHA_CTX))
+    memcpy(&c, &k.pads.inner, sizeof(SHA_CTX))
     SHA1_Update(&c, data, n)
     if extra_len:
         SHA1_Update(&c, extra, extra_len)
     SHA1_Final(inner, &c)
-    memcpy(&c, &k.hmac_outer, sizeof(SHA_CTX))
+    memcpy(&c, &k.pads.outer, sizeof(SHA_CTX))
     SHA1_Update(&c, inner, 20)
     SHA1_Final(mac, &c)
 
@@ -198,6 +206,71 @@ cdef inline int srtp_gcm_open(EVP_CIPHER_CTX* ctx, const uint8_t* iv,
     return SRTP_OK
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Keying on first use
+
+cdef const EVP_CIPHER* srtp_ctr_cipher(size_t key_len) noexcept nogil:
+    return EVP_aes_256_ctr() if key_len == 32 else EVP_aes_128_ctr()
+
+
+cdef int srtp_keys_ready(const SrtpContext* c, SrtpKeys* k, bint decrypt) noexcept nogil:
+    """Key what the next transform with k needs, once: the AES-CTR context and HMAC pads
+    (AES-CM), or the GCM context for this direction."""
+    cdef const EVP_CIPHER* cipher
+    cdef EVP_CIPHER_CTX** slot
+    cdef uint8_t block[64]
+    cdef size_t i
+    if c.aead:
+        slot = &k.dec if decrypt else &k.enc
+        if slot[0] != NULL:
+            return SRTP_OK
+        cipher = EVP_aes_256_gcm() if c.key_len == 32 else EVP_aes_128_gcm()
+        slot[0] = EVP_CIPHER_CTX_new()
+        if slot[0] == NULL:
+            return SRTP_ERR_CRYPTO
+        if EVP_CipherInit_ex(slot[0], cipher, NULL, k.key, NULL, 0 if decrypt else 1) != 1:
+            EVP_CIPHER_CTX_free(slot[0])
+            slot[0] = NULL
+            return SRTP_ERR_CRYPTO
+        return SRTP_OK
+    if k.enc != NULL:
+        return SRTP_OK
+    k.pads = <SrtpHmacPads*>malloc(sizeof(SrtpHmacPads))
+    k.enc = EVP_CIPHER_CTX_new()
+    if k.pads == NULL or k.enc == NULL or EVP_CipherInit_ex(
+            k.enc, srtp_ctr_cipher(c.key_len), NULL, k.key, NULL, 1) != 1:
+        srtp_keys_release(k)
+        return SRTP_ERR_CRYPTO
+    # HMAC pads (RFC 2104): the auth key is shorter than SHA-1's 64-byte block.
+    memset(block, 0, 64)
+    memcpy(block, k.auth, SRTP_AUTH_KEY_LEN)
+    for i in range(64):
+        block[i] ^= 0x36
+    SHA1_Init(&k.pads.inner)
+    SHA1_Update(&k.pads.inner, block, 64)
+    for i in range(64):
+        block[i] ^= 0x36 ^ 0x5C
+    SHA1_Init(&k.pads.outer)
+    SHA1_Update(&k.pads.outer, block, 64)
+    OPENSSL_cleanse(block, 64)
+    return SRTP_OK
+
+
+cdef void srtp_keys_release(SrtpKeys* k) noexcept nogil:
+    """Free what srtp_keys_ready made; the raw keys stay, so it can key again later."""
+    if k.enc != NULL:
+        EVP_CIPHER_CTX_free(k.enc)
+        k.enc = NULL
+    if k.dec != NULL:
+        EVP_CIPHER_CTX_free(k.dec)
+        k.dec = NULL
+    if k.pads != NULL:
+        OPENSSL_cleanse(k.pads, sizeof(SrtpHmacPads))
+        free(k.pads)
+        k.pads = NULL
+
+
 # ---------------------------------------------------------------------------------------------
 # IVs
 
@@ -246,18 +319,31 @@ cdef inline void srtp_gcm_iv(const SrtpKeys* k, uint32_t ssrc, uint64_t index,
 # ---------------------------------------------------------------------------------------------
 # SRTP (RFC 3711 section 3.1 packet format; RFC 7714 section 7 for GCM)
 
-cdef int srtp_protect(const SrtpContext* c, SrtpIndex* tx, uint8_t* pkt, size_t n,
+cdef int srtp_protect(SrtpContext* c, SrtpIndex* tx, uint8_t* pkt, size_t n,
                       size_t cap, size_t* out_len) noexcept nogil:
     """RTP -> SRTP in place: encrypt the payload, append the tag.
 
-    tx tracks what this sender has used: the ROC comes from it, and an index already sent is
-    refused (SRTP_ERR_REPLAY), because a repeated index reuses keystream.
-    cap is the buffer size; it must hold n + the tag.
+    The index is estimated from the sequence number against what tx has sent (the same rule
+    a receiver applies, section 3.3.1). cap is the buffer size; it must hold n + the tag.
+    """
+    cdef int64_t guess
+    if n < 12:
+        return SRTP_ERR_MALFORMED
+    guess = srtp_index_estimate(tx, load_be16(pkt + 2))
+    if guess < 0:
+        return SRTP_ERR_REPLAY_OLD
+    return srtp_protect_at(c, tx, pkt, n, cap, <uint64_t>guess, out_len)
+
+
+cdef int srtp_protect_at(SrtpContext* c, SrtpIndex* tx, uint8_t* pkt, size_t n, size_t cap,
+                         uint64_t index, size_t* out_len) noexcept nogil:
+    """srtp_protect with the 48-bit index given: the forwarding loop knows it exactly.
+
+    The low 16 bits of index must be the packet's sequence number. An index tx has already
+    used is refused (SRTP_ERR_REPLAY): a repeated index reuses keystream.
     """
     cdef Py_ssize_t hlen = rtp_header_len(pkt, n)
-    cdef int64_t guess
-    cdef uint64_t index
-    cdef uint32_t ssrc, roc
+    cdef uint32_t ssrc
     cdef int rc
     cdef uint8_t iv[16]
     cdef uint8_t mac[20]
@@ -266,13 +352,12 @@ cdef int srtp_protect(const SrtpContext* c, SrtpIndex* tx, uint8_t* pkt, size_t 
         return SRTP_ERR_MALFORMED
     if n + c.rtp_tag_len > cap:
         return SRTP_ERR_NO_ROOM
-    guess = srtp_index_estimate(tx, load_be16(pkt + 2))
-    if guess < 0:
-        return SRTP_ERR_REPLAY_OLD
-    index = <uint64_t>guess
     if index >> 48:
         return SRTP_ERR_INDEX_LIMIT
     rc = srtp_index_check(tx, index, c.window)
+    if rc != SRTP_OK:
+        return rc
+    rc = srtp_keys_ready(c, &c.rtp, False)
     if rc != SRTP_OK:
         return rc
     ssrc = load_be32(pkt + 8)
@@ -288,8 +373,7 @@ cdef int srtp_protect(const SrtpContext* c, SrtpIndex* tx, uint8_t* pkt, size_t 
         if rc != SRTP_OK:
             return rc
         # The tag covers the packet and the ROC, which is not sent (section 4.2).
-        roc = <uint32_t>(index >> 16)
-        store_be32(roc_be, roc)
+        store_be32(roc_be, <uint32_t>(index >> 16))
         srtp_hmac_sha1(&c.rtp, pkt, n, roc_be, 4, mac)
         memcpy(pkt + n, mac, c.rtp_tag_len)
     srtp_index_accept(tx, index, c.window_words)
@@ -297,11 +381,12 @@ cdef int srtp_protect(const SrtpContext* c, SrtpIndex* tx, uint8_t* pkt, size_t 
     return SRTP_OK
 
 
-cdef int srtp_unprotect(const SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size_t n,
-                        size_t* out_len) noexcept nogil:
+cdef int srtp_unprotect(SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size_t n,
+                        size_t* out_len, uint64_t* index_out) noexcept nogil:
     """SRTP -> RTP in place: check the tag and the replay window, decrypt, drop the tag.
 
-    rx changes only when the packet authenticates and is new (section 3.3).
+    rx changes only when the packet authenticates and is new (section 3.3). On success
+    *index_out (if not NULL) is the packet's 48-bit index.
     """
     cdef Py_ssize_t hlen
     cdef size_t body
@@ -327,6 +412,9 @@ cdef int srtp_unprotect(const SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size_
     rc = srtp_index_check(rx, index, c.window)
     if rc != SRTP_OK:
         return rc
+    rc = srtp_keys_ready(c, &c.rtp, True)
+    if rc != SRTP_OK:
+        return rc
     ssrc = load_be32(pkt + 8)
     if c.aead:
         srtp_gcm_iv(&c.rtp, ssrc, index, iv)
@@ -345,6 +433,8 @@ cdef int srtp_unprotect(const SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size_
             return rc
     srtp_index_accept(rx, index, c.window_words)
     out_len[0] = body
+    if index_out != NULL:
+        index_out[0] = index
     return SRTP_OK
 
 
@@ -354,7 +444,7 @@ cdef int srtp_unprotect(const SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size_
 #   AES-CM:  header(8) || encrypted rest || E|index(4) || tag   (tag over all that precedes it)
 #   GCM:     header(8) || encrypted rest || tag(16) || E|index(4)   (AAD = header || E|index)
 
-cdef int srtcp_protect(const SrtpContext* c, uint32_t* next_index, uint8_t* pkt, size_t n,
+cdef int srtcp_protect(SrtpContext* c, uint32_t* next_index, uint8_t* pkt, size_t n,
                        size_t cap, size_t* out_len) noexcept nogil:
     """RTCP -> SRTCP in place, encrypted (E = 1), with the next index from *next_index."""
     cdef uint32_t index = next_index[0]
@@ -369,6 +459,9 @@ cdef int srtcp_protect(const SrtpContext* c, uint32_t* next_index, uint8_t* pkt,
         return SRTP_ERR_NO_ROOM
     if index > 0x7FFFFFFF:
         return SRTP_ERR_INDEX_LIMIT
+    rc = srtp_keys_ready(c, &c.rtcp, False)
+    if rc != SRTP_OK:
+        return rc
     ssrc = load_be32(pkt + 4)
     store_be32(trailer, <uint32_t>0x80000000u | index)
     if c.aead:
@@ -390,7 +483,7 @@ cdef int srtcp_protect(const SrtpContext* c, uint32_t* next_index, uint8_t* pkt,
     return SRTP_OK
 
 
-cdef int srtcp_unprotect(const SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size_t n,
+cdef int srtcp_unprotect(SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size_t n,
                          size_t* out_len) noexcept nogil:
     """SRTCP -> RTCP in place. Accepts E = 0 (authenticated, not encrypted) as well."""
     cdef size_t tag = c.rtcp_tag_len
@@ -412,6 +505,9 @@ cdef int srtcp_unprotect(const SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size
     encrypted = (word >> 31) != 0
     index = word & 0x7FFFFFFF
     rc = srtp_index_check(rx, index, c.window)
+    if rc != SRTP_OK:
+        return rc
+    rc = srtp_keys_ready(c, &c.rtcp, True)
     if rc != SRTP_OK:
         return rc
     ssrc = load_be32(pkt + 4)
