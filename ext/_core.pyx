@@ -1,6 +1,13 @@
 # cython: language_level=3, freethreading_compatible=False
-# The native core of relay, one compilation unit. The included parts follow a packet:
-# constants, then SRTP (key setup, transforms), then the Python face of SRTP sessions.
+# The native core of relay, one compilation unit. The included parts, in the order a reader
+# needs them:
+#   consts.pxi    limits, suites, SRTP status codes, drop reasons
+#   srtp.pxi      SRTP/SRTCP transforms on raw buffers (nogil), packet index and replay window
+#   keys.pxi      suites and key derivation
+#   session.pxi   relay.srtp.Session: the per-packet Python API and its batch calls
+#   table.pxi     RouteTable: meetings, participants, keys, addresses (changed between batches)
+#   batch.pxi     RecvBatch/SendBatch: recvmmsg and sendmmsg, the only system calls
+#   forward.pxi   Forwarder: a packet from recvmmsg to sendmmsg, without the GIL
 # The debug build (RELAY_DEBUG=1, see setup.py) overrides the directives that setup.py passes.
 
 cimport cython
@@ -10,11 +17,15 @@ cdef extern from "debug.h":
     const int RELAY_DEBUG
 
 from libcrypto cimport OPENSSL_VERSION_TEXT
+from netio cimport *
 
 include "consts.pxi"
 include "srtp.pxi"
 include "keys.pxi"
 include "session.pxi"
+include "table.pxi"
+include "batch.pxi"
+include "forward.pxi"
 
 DEBUG_BUILD = bool(RELAY_DEBUG)
 OPENSSL_VERSION = OPENSSL_VERSION_TEXT.decode()

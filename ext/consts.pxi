@@ -30,3 +30,42 @@ cdef enum SrtpStatus:
     SRTP_ERR_NO_ROOM = 5        # the buffer has no room for the tag and trailer
     SRTP_ERR_INDEX_LIMIT = 6    # 2^48 SRTP or 2^31 SRTCP packets under one key: rekey
     SRTP_ERR_CRYPTO = 7         # OpenSSL refused an operation (not expected)
+
+
+# The forwarding loop (batch.pxi, table.pxi, forward.pxi).
+cdef enum:
+    BATCH_MAX = 64          # datagrams per recvmmsg
+    SEND_SLOTS = 1024       # datagrams per sendmmsg
+    SLOT_SIZE = 2048        # bytes per datagram slot
+    RELAY_OVERHEAD = 36     # the most a packet can grow: GCM tag and SRTCP trailer for a
+                            # receiver, from a sender whose tag is 4 bytes
+    MAX_STREAMS = 8         # streams one participant may declare
+    MAX_CANDIDATES = 4      # participants sharing one SSRC that the loop will try
+
+
+cdef enum Role:
+    ROLE_HOST = 0
+    ROLE_PANELIST = 1
+    ROLE_ATTENDEE = 2
+
+
+# Why a packet (or one copy of it) was not forwarded. One vocabulary for the loop, the
+# counters, the metrics (relay_packets_dropped_total{reason=...}) and the logs: DROP_NAMES in
+# table.pxi gives the label of each.
+cdef enum:   # DropReason
+    DROP_MALFORMED = 0      # not RTP/RTCP version 2, truncated, header past the end
+    DROP_TOO_LARGE = 1      # larger than a slot can relay
+    DROP_UNKNOWN_SOURCE = 2  # no participant declared this SSRC or has this address
+    DROP_AUTH = 3           # the tag does not match the participant's uplink key
+    DROP_REPLAY = 4         # seen before or older than the replay window
+    DROP_NOT_ALLOWED = 5    # an attendee in a webinar may not send media
+    DROP_MUTED = 6
+    DROP_EJECTED = 7        # from or to an ejected participant
+    DROP_ENDED = 8          # the meeting has ended
+    DROP_LATE = 9           # older than the first packet this receiver got of the stream
+    DROP_NO_ADDRESS = 10    # the receiver's address is not known yet
+    DROP_RATE_LIMITED = 11  # a PLI/FIR within a second of the last one for that stream
+    DROP_SEND_ERROR = 12    # sendmmsg refused it
+    DROP_OVERFLOW = 13      # no send slot (only without a socket, in tests)
+    DROP_CRYPTO = 14        # OpenSSL or memory failure (not expected)
+    DROP_COUNT = 15

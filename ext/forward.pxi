@@ -1,0 +1,332 @@
+# The forwarding loop: for each received datagram, find the sender, unprotect once, decide
+# whether it may send, then protect a copy for every receiver in its meeting.
+#
+#   recvmmsg -> RTP or RTCP (RFC 5761 section 4) -> sender by SSRC (and address) -> unprotect
+#   -> may it send? -> per receiver: copy, protect with its key at its own index -> sendmmsg
+#
+# Nothing here holds the GIL or creates a Python object; every datagram that is not forwarded
+# is counted under a DropReason. process() is the whole loop without sockets, for tests;
+# run_once() adds the two system calls.
+
+from libc.string cimport memcmp
+
+
+cdef inline int drop_for(int status) noexcept nogil:
+    """The drop reason for an SRTP status code."""
+    if status == SRTP_ERR_AUTH:
+        return DROP_AUTH
+    if status == SRTP_ERR_REPLAY or status == SRTP_ERR_REPLAY_OLD:
+        return DROP_REPLAY
+    if status == SRTP_ERR_MALFORMED:
+        return DROP_MALFORMED
+    if status == SRTP_ERR_NO_ROOM:
+        return DROP_TOO_LARGE
+    return DROP_CRYPTO
+
+
+cdef inline bint is_rtcp(const uint8_t* pkt) noexcept nogil:
+    """RFC 5761 section 4: with rtcp-mux, RTCP packet types 192..223 occupy what would be RTP
+    payload types 64..95, which RTP must therefore not use."""
+    return 192 <= pkt[1] <= 223
+
+
+@cython.final
+cdef class Forwarder:
+    """The media path of one worker over one RouteTable."""
+
+    cdef RouteTable table
+    cdef Counters* stats        # the table's counters
+    cdef RecvBatch rx
+    cdef SendBatch tx
+    cdef uint8_t* scratch       # a copy of the packet while several candidates are tried
+
+    def __cinit__(self, RouteTable table not None, int send_slots=SEND_SLOTS):
+        self.table = table
+        self.stats = &table.stats
+        self.rx = RecvBatch()
+        self.tx = SendBatch(send_slots)
+        self.scratch = <uint8_t*>malloc(SLOT_SIZE)
+        if self.scratch == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.scratch)
+
+    def run_once(self, int fd, double now):
+        """Receive one batch from fd, forward it, send. Returns datagrams received (0: none
+        waiting), or -errno if recvmmsg failed."""
+        cdef int n
+        with nogil:
+            n = self.rx.recv(fd)
+            if n > 0:
+                self._forward_batch(self.rx, self.tx, fd, now)
+                self.tx.flush(fd, self.table)
+        return n
+
+    def process(self, RecvBatch rx not None, SendBatch tx not None, double now):
+        """The loop without sockets: forward what rx holds into tx (tests read tx.items())."""
+        with nogil:
+            self._forward_batch(rx, tx, -1, now)
+        rx.count = 0
+
+    cdef void _forward_batch(self, RecvBatch rx, SendBatch tx, int fd,
+                             double now) noexcept nogil:
+        cdef int i
+        cdef uint8_t* pkt
+        cdef uint32_t n
+        cdef Counters* c = self.stats
+        for i in range(rx.count):
+            pkt = rx.slab + <size_t>i * SLOT_SIZE
+            n = rx.lens[i]
+            c.packets_in += 1
+            c.bytes_in += n
+            if rx.truncated[i] or n > SLOT_SIZE - RELAY_OVERHEAD:
+                c.dropped[DROP_TOO_LARGE] += 1
+            elif n < 12 or (pkt[0] >> 6) != 2:
+                c.dropped[DROP_MALFORMED] += 1
+            elif is_rtcp(pkt):
+                self._forward_rtcp(tx, fd, pkt, n, &rx.names[i], rx.namelens[i], now)
+            else:
+                self._forward_rtp(tx, fd, pkt, n, &rx.names[i], rx.namelens[i])
+
+    # -- RTP -----------------------------------------------------------------------------------
+
+    cdef void _forward_rtp(self, SendBatch tx, int fd, uint8_t* pkt, uint32_t n,
+                           const sockaddr_in6* src, socklen_t srclen) noexcept nogil:
+        cdef const SsrcEntry* found[MAX_CANDIDATES]
+        cdef int k, i, first, last, rc = SRTP_ERR_AUTH, reason = DROP_UNKNOWN_SOURCE
+        cdef Participant* p = NULL
+        cdef SenderStream* st = NULL
+        cdef SrtpContext* up
+        cdef size_t plain_len = 0
+        cdef uint64_t index = 0
+        cdef int32_t slot = -1
+        k = table_find_senders(self.table, load_be32(pkt + 8), found, MAX_CANDIDATES)
+        # Usually one participant has this SSRC, and it is already at this address; try that
+        # one alone. Otherwise try each (an unlatched sender, a new port, an SSRC collision).
+        first, last = 0, k
+        for i in range(k):
+            if table_same_address(&self.table.parts[found[i].slot], src, srclen):
+                first, last = i, i + 1
+                break
+        for i in range(first, last):
+            p = &self.table.parts[found[i].slot]
+            if p.flags & PF_EJECTED:
+                reason = DROP_EJECTED
+                continue
+            up = table_uplink(p)
+            if up == NULL:
+                reason = DROP_CRYPTO
+                continue
+            if last - first > 1:
+                memcpy(self.scratch, pkt, n)   # GCM decrypts before it can reject
+            st = &p.streams[found[i].stream]
+            rc = srtp_unprotect(up, &st.rtp_rx, pkt, n, &plain_len, &index)
+            if rc == SRTP_OK:
+                slot = found[i].slot
+                break
+            reason = drop_for(rc)
+            if last - first > 1:
+                memcpy(pkt, self.scratch, n)
+        if slot < 0:
+            self.stats.dropped[reason] += 1
+            return
+        table_latch(self.table, <uint32_t>slot, src, srclen)
+        p.packets_in += 1
+        p.bytes_in += n
+        reason = self._may_send(p)
+        if reason >= 0:
+            self.stats.dropped[reason] += 1
+            return
+        self._fan_out_rtp(tx, fd, <uint32_t>slot, st.slot, pkt, plain_len, index)
+
+    cdef int _may_send(self, const Participant* p) noexcept nogil:
+        """-1 if p's media may go out, or the reason it may not."""
+        cdef const Meeting* m = &self.table.meetings[p.meeting]
+        if m.ended:
+            return DROP_ENDED
+        if p.flags & PF_EJECTED:
+            return DROP_EJECTED
+        if m.webinar and p.role == ROLE_ATTENDEE:
+            return DROP_NOT_ALLOWED
+        if p.flags & PF_MUTED:
+            return DROP_MUTED
+        return -1
+
+    cdef void _fan_out_rtp(self, SendBatch tx, int fd, uint32_t sender, uint32_t stream_slot,
+                           const uint8_t* plain, size_t plain_len,
+                           uint64_t index) noexcept nogil:
+        cdef const Meeting* m = &self.table.meetings[self.table.parts[sender].meeting]
+        cdef uint32_t j, r
+        cdef Participant* rp
+        cdef OutStream* out
+        cdef uint8_t* slot
+        cdef size_t out_len
+        cdef int rc
+        for j in range(m.nmembers):
+            r = m.members[j]
+            if r == sender:
+                continue
+            rp = &self.table.parts[r]
+            if rp.flags & PF_EJECTED:
+                self.stats.dropped[DROP_EJECTED] += 1
+                continue
+            if not rp.flags & PF_HAS_ADDRESS:
+                self.stats.dropped[DROP_NO_ADDRESS] += 1
+                continue
+            out = &rp.out[stream_slot]
+            if not out.started:
+                out.started = True
+                out.base = index & ~(<uint64_t>0xFFFF)
+            if index < out.base:
+                self.stats.dropped[DROP_LATE] += 1
+                continue
+            slot = self._slot(tx, fd)
+            if slot == NULL:
+                continue
+            memcpy(slot, plain, plain_len)
+            rc = srtp_protect_at(rp.down, &out.tx, slot, plain_len, SLOT_SIZE,
+                                 index - out.base, &out_len)
+            if rc != SRTP_OK:
+                self.stats.dropped[drop_for(rc)] += 1
+                continue
+            tx.commit(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r)
+
+    cdef uint8_t* _slot(self, SendBatch tx, int fd) noexcept nogil:
+        """A free send slot, sending what is queued first if the batch is full."""
+        cdef uint8_t* slot = tx.slot()
+        if slot == NULL and fd >= 0:
+            tx.flush(fd, self.table)
+            slot = tx.slot()
+        if slot == NULL:
+            self.stats.dropped[DROP_OVERFLOW] += 1
+        return slot
+
+    # -- RTCP ----------------------------------------------------------------------------------
+
+    cdef void _forward_rtcp(self, SendBatch tx, int fd, uint8_t* pkt, uint32_t n,
+                            const sockaddr_in6* src, socklen_t srclen,
+                            double now) noexcept nogil:
+        """Sender reports go to the receivers; PLI/FIR to the sender of that stream, at most
+        once a second per stream; everything else (receiver reports, SDES, BYE, NACK) ends
+        here. SRTCP is accepted from any port of a participant when it authenticates."""
+        cdef const SsrcEntry* found[1]
+        cdef Participant* p
+        cdef SrtpIndex* rx
+        cdef SrtpContext* up
+        cdef int32_t slot
+        cdef size_t plain_len = 0, off = 0, sub_len
+        cdef int rc, reason, forwarded = 0
+        cdef uint32_t target
+        if table_find_senders(self.table, load_be32(pkt + 4), found, 1):
+            slot = found[0].slot
+            p = &self.table.parts[slot]
+            rx = &p.streams[found[0].stream].rtcp_rx
+        else:
+            slot = table_find_by_address(self.table, src, srclen)
+            if slot < 0:
+                self.stats.dropped[DROP_UNKNOWN_SOURCE] += 1
+                return
+            p = &self.table.parts[slot]
+            rx = &p.rtcp_rx_other
+        if p.flags & PF_EJECTED:
+            self.stats.dropped[DROP_EJECTED] += 1
+            return
+        up = table_uplink(p)
+        if up == NULL:
+            self.stats.dropped[DROP_CRYPTO] += 1
+            return
+        rc = srtcp_unprotect(up, rx, pkt, n, &plain_len)
+        if p.nstreams == 0:
+            srtp_keys_release(&up.rtcp)     # a listener's reports are rare: keep no context
+        if rc != SRTP_OK:
+            self.stats.dropped[drop_for(rc)] += 1
+            return
+        # RTCP latches a listener that has no address yet, but never moves one: clients send
+        # it from another port (ffmpeg: RTP port + 1).
+        if not p.flags & PF_HAS_ADDRESS:
+            table_latch(self.table, <uint32_t>slot, src, srclen)
+        p.packets_in += 1
+        p.bytes_in += n
+        if self.table.meetings[p.meeting].ended:
+            self.stats.dropped[DROP_ENDED] += 1
+            return
+        # Walk the compound packet (RFC 3550 section 6.1) for feedback to pass on.
+        while off + 4 <= plain_len:
+            sub_len = (<size_t>load_be16(pkt + off + 2) + 1) * 4
+            if off + sub_len > plain_len:
+                break
+            if pkt[off + 1] == 206 and sub_len >= 12 and (pkt[off] & 0x1F) in (1, 4):
+                # PLI (FMT 1) names the media SSRC in its header; FIR (FMT 4) in its FCI
+                # (RFC 4585 section 6.3.1, RFC 5104 section 4.3.1).
+                target = load_be32(pkt + off + 8)
+                if pkt[off] & 0x1F == 4:
+                    target = load_be32(pkt + off + 12) if sub_len >= 20 else 0
+                forwarded += self._forward_feedback(tx, fd, pkt + off, sub_len, target,
+                                                    p.meeting, now)
+            off += sub_len
+        if pkt[1] == 200:
+            reason = self._may_send(p)
+            if reason >= 0:
+                self.stats.dropped[reason] += 1
+            else:
+                self._fan_out_rtcp(tx, fd, <uint32_t>slot, pkt, plain_len)
+        elif not forwarded:
+            self.stats.rtcp_terminated += 1
+
+    cdef int _forward_feedback(self, SendBatch tx, int fd, const uint8_t* fb, size_t fb_len,
+                               uint32_t target_ssrc, int32_t meeting,
+                               double now) noexcept nogil:
+        """Pass a PLI/FIR to the sender of target_ssrc: 1 if sent, 0 if not."""
+        cdef const SsrcEntry* found[MAX_CANDIDATES]
+        cdef int k, i
+        cdef Participant* sp
+        cdef SenderStream* st
+        k = table_find_senders(self.table, target_ssrc, found, MAX_CANDIDATES)
+        for i in range(k):
+            sp = &self.table.parts[found[i].slot]
+            if sp.meeting != meeting:
+                continue
+            st = &sp.streams[found[i].stream]
+            if now - st.feedback_at < 1.0:
+                self.stats.dropped[DROP_RATE_LIMITED] += 1
+                return 0
+            if sp.flags & PF_EJECTED or not sp.flags & PF_HAS_ADDRESS:
+                return 0
+            st.feedback_at = now
+            return self._send_rtcp_to(tx, fd, <uint32_t>found[i].slot, fb, fb_len)
+        self.stats.dropped[DROP_UNKNOWN_SOURCE] += 1
+        return 0
+
+    cdef void _fan_out_rtcp(self, SendBatch tx, int fd, uint32_t sender, const uint8_t* plain,
+                            size_t plain_len) noexcept nogil:
+        cdef const Meeting* m = &self.table.meetings[self.table.parts[sender].meeting]
+        cdef uint32_t j, r
+        for j in range(m.nmembers):
+            r = m.members[j]
+            if r == sender:
+                continue
+            if self.table.parts[r].flags & PF_EJECTED:
+                self.stats.dropped[DROP_EJECTED] += 1
+            elif not self.table.parts[r].flags & PF_HAS_ADDRESS:
+                self.stats.dropped[DROP_NO_ADDRESS] += 1
+            else:
+                self._send_rtcp_to(tx, fd, r, plain, plain_len)
+
+    cdef int _send_rtcp_to(self, SendBatch tx, int fd, uint32_t r, const uint8_t* plain,
+                           size_t plain_len) noexcept nogil:
+        cdef Participant* rp = &self.table.parts[r]
+        cdef uint8_t* slot = self._slot(tx, fd)
+        cdef size_t out_len
+        cdef int rc
+        if slot == NULL:
+            return 0
+        memcpy(slot, plain, plain_len)
+        rc = srtcp_protect(rp.down, &rp.rtcp_tx_next, slot, plain_len, SLOT_SIZE, &out_len)
+        if rp.nstreams == 0:
+            srtp_keys_release(&rp.down.rtcp)   # a listener gets RTCP rarely: keep no context
+        if rc != SRTP_OK:
+            self.stats.dropped[drop_for(rc)] += 1
+            return 0
+        tx.commit(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r)
+        return 1
