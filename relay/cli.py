@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _positive(text: str) -> int:
@@ -33,6 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="RTP packet size, 12..1400 (default 200)",
     )
+    worker = commands.add_parser(
+        "worker", help="run one forwarding worker (standalone: a routing table from a file)"
+    )
+    worker.add_argument("--table", type=Path, help="routing table: a Snapshot as JSON")
+    worker.add_argument("--media-host", default="127.0.0.1", help="address to bind")
+    worker.add_argument(
+        "--media-port",
+        type=int,
+        default=40000,
+        help="RTP/RTCP port; RTCP also on PORT+1 (default 40000)",
+    )
+    worker.add_argument("--control", help="ZeroMQ endpoint publishing routing updates")
+    worker.add_argument("--stats", help="ZeroMQ endpoint to push counters to, every second")
+    worker.add_argument("--ready-file", type=Path, help="written with the pid once bound")
+    worker.add_argument("--duration", type=float, help="stop after this many seconds")
+    worker.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
 
@@ -42,6 +59,21 @@ def main(argv: list[str] | None = None) -> int:
         from relay import demo
 
         return demo.main(receivers=args.receivers, packets=args.packets, size=args.size)
+    if args.command == "worker":
+        from relay import worker as worker_module
+
+        return worker_module.main(
+            worker_module.WorkerConfig(
+                index=args.index,
+                media_host=args.media_host,
+                media_port=args.media_port,
+                table=args.table,
+                control=args.control,
+                stats=args.stats,
+                ready_file=args.ready_file,
+                duration=args.duration,
+            )
+        )
     raise AssertionError(args.command)  # argparse allows nothing else
 
 

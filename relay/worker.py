@@ -1,0 +1,185 @@
+"""One worker process: a UDP socket pair, the forwarding core, and its ZeroMQ sockets.
+
+The worker binds the media port P (RTP and RTCP, rtcp-mux) and P+1 (RTCP from clients that do
+not multiplex), and polls them together with its control socket. Between batches it applies
+routing updates; once a second it pushes its counters. The media path itself is
+relay._core.Forwarder: this module is the I/O shell around it.
+
+Standalone (for benchmarks and tests): `relay worker --table FILE` loads the routing table
+from a Snapshot file; `--control ENDPOINT` subscribes to numbered updates as the control
+plane will publish them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from relay import _core, wire
+from relay.routes import RouteReplica
+
+log = logging.getLogger("relay.worker")
+
+SOCKET_BUFFER = 8 << 20  # bytes: absorbs bursts of a large fan-out
+BATCHES_PER_WAKEUP = 64  # recvmmsg batches before control messages get a turn
+STATS_INTERVAL = 1.0  # seconds
+
+
+@dataclass
+class WorkerConfig:
+    index: int = 0
+    media_host: str = "127.0.0.1"
+    media_port: int = 40000
+    table: Path | None = None  # a Snapshot file to start from
+    control: str | None = None  # ZeroMQ SUB endpoint for [topic, seq, ...] updates
+    stats: str | None = None  # ZeroMQ PUSH endpoint for counters
+    ready_file: Path | None = None
+    duration: float | None = None
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    """A UDP socket for the media path: large buffers; sends block when the buffer is full
+    (back-pressure), receives never wait (the core passes MSG_DONTWAIT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    for force, plain in (
+        (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+        (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF),
+    ):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force or plain, SOCKET_BUFFER)
+        except (OSError, TypeError):
+            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
+    sock.bind((host, port))
+    return sock
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.table = _core.RouteTable()
+        self.forwarder = _core.Forwarder(self.table)
+        self.replica = RouteReplica(self.table)
+        self.running = True
+        self.zmq: zmq.Context[Any] = zmq.Context.instance()
+        self.sockets = [
+            bind_udp(config.media_host, config.media_port),
+            bind_udp(config.media_host, config.media_port + 1),
+        ]
+        self.control: zmq.Socket[Any] | None = None
+        self.stats: zmq.Socket[Any] | None = None
+        if config.table is not None:
+            self.replica.apply_snapshot(wire.load_snapshot(config.table))
+        if config.control:
+            self.control = self.zmq.socket(zmq.SUB)
+            self.control.connect(config.control)
+            self.control.setsockopt(zmq.SUBSCRIBE, b"")
+        if config.stats:
+            self.stats = self.zmq.socket(zmq.PUSH)
+            self.stats.setsockopt(zmq.SNDHWM, 10)
+            self.stats.setsockopt(zmq.LINGER, 0)
+            self.stats.connect(config.stats)
+
+    def stop(self, *_: object) -> None:
+        self.running = False
+
+    def run(self) -> dict[str, Any]:
+        """Forward until stopped; returns the final counters."""
+        poller = zmq.Poller()
+        for sock in self.sockets:
+            poller.register(sock.fileno(), zmq.POLLIN)
+        if self.control is not None:
+            poller.register(self.control, zmq.POLLIN)
+        if self.config.ready_file:
+            self.config.ready_file.write_text(str(os.getpid()))
+        deadline = time.monotonic() + self.config.duration if self.config.duration else None
+        next_stats = time.monotonic() + STATS_INTERVAL
+        forward = self.forwarder.run_once
+        while self.running:
+            ready = dict(poller.poll(100))
+            now = time.monotonic()
+            for sock in self.sockets:
+                if sock.fileno() in ready:
+                    fd = sock.fileno()
+                    for _ in range(BATCHES_PER_WAKEUP):
+                        n = forward(fd, now)
+                        if n < 64:
+                            if n < 0:
+                                log.warning("recvmmsg failed: %s", os.strerror(-n))
+                            break
+            if self.control is not None and self.control in ready:
+                self._drain_control()
+            if now >= next_stats:
+                self._push_stats(now)
+                self.table.maintain()
+                next_stats = now + STATS_INTERVAL
+            if deadline is not None and now >= deadline:
+                break
+        counters: dict[str, Any] = self.table.counters()
+        return counters
+
+    def _drain_control(self) -> None:
+        assert self.control is not None
+        while True:
+            try:
+                frames = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                seq = int(frames[0])
+                message = wire.decode([b"", *frames[1:]])
+            except (ValueError, wire.WireError) as exc:
+                log.warning("ignored a control message: %s", exc)
+                continue
+            if isinstance(message, wire.Snapshot):
+                self.replica.apply_snapshot(message)
+            elif not self.replica.apply(seq, message):
+                log.warning("missed routing updates before %d; waiting for a snapshot", seq)
+
+    def _push_stats(self, now: float) -> None:
+        if self.stats is None:
+            return
+        body = {
+            "worker": self.config.index,
+            "time": now,
+            "counters": self.table.counters(),
+            "participants": {str(k): v for k, v in self.table.participant_counters().items()},
+        }
+        try:
+            self.stats.send(json.dumps(body).encode(), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # nobody is reading: the next second's totals replace these
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        for zsock in (self.control, self.stats):
+            if zsock is not None:
+                zsock.close(0)
+
+
+def main(config: WorkerConfig) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        worker = Worker(config)
+    except (OSError, wire.WireError, ValueError, KeyError) as exc:
+        print(f"relay worker: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    try:
+        counters = worker.run()
+    finally:
+        worker.close()
+    print(json.dumps(counters), flush=True)
+    return 0
