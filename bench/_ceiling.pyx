@@ -1,6 +1,14 @@
-# Python handle on the C ceiling (ceiling.c) for the benchmarks: one call per batch.
+# Python handles on the C ceilings for the benchmarks: Ceiling (ceiling.c), one call per batch,
+# and CeilingRelay (ceiling_relay.c), the whole minimal relay loop without the GIL.
 
-from libc.stdint cimport uint8_t, uint32_t
+from cpython cimport array
+from libc.errno cimport errno
+from libc.signal cimport sig_atomic_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memset, strerror
+from posix.signal cimport sigaction_t
+
+import array
 
 
 cdef extern from "ceiling.h" nogil:
@@ -40,3 +48,126 @@ cdef class Ceiling:
         with nogil:
             done = ceiling_unprotect(self.c, &slab[0, 0], slab.shape[1], &lengths[0], n)
         return done
+
+
+cdef extern from "ceiling_relay.h" nogil:
+    ctypedef struct ceiling_relay
+    enum:
+        CEILING_RELAY_PACKETS_IN
+        CEILING_RELAY_PACKETS_OUT
+        CEILING_RELAY_DROPPED
+        CEILING_RELAY_SEND_ERRORS
+        CEILING_RELAY_NCOUNTERS
+    ceiling_relay* ceiling_relay_new(int fd, int crypto)
+    void ceiling_relay_free(ceiling_relay* r)
+    int ceiling_relay_add_receiver(ceiling_relay* r, const char* ip, uint16_t port,
+                                   ceiling* protect, size_t tag_len)
+    int ceiling_relay_add_sender(ceiling_relay* r, uint32_t ssrc, ceiling* unprotect,
+                                 size_t tag_len, const uint32_t* receivers, size_t n)
+    # The header's stop is volatile; a plain pointer converts to it implicitly.
+    int ceiling_relay_run(ceiling_relay* r, sig_atomic_t* stop, double duration_s,
+                          uint64_t* counters)
+    int ceiling_relay_catch_signals(sig_atomic_t* stop, sigaction_t* saved)
+    void ceiling_relay_release_signals(const sigaction_t* saved)
+
+
+cdef ceiling* _context(keys) except NULL:
+    """A new ceiling context from (aead, key, salt, auth_key, tag_len) session keys."""
+    aead, key, salt, auth_key, tag_len = keys
+    cdef bytes k = bytes(key), s = bytes(salt), a = bytes(auth_key)
+    if len(s) < (12 if aead else 14) or (not aead and len(a) != 20):
+        raise ValueError("salt must be 12 (GCM) or 14 bytes, auth_key 20 (AES-CM)")
+    if len(k) not in (16, 32):
+        raise ValueError("key must be 16 or 32 bytes")
+    cdef ceiling* c = ceiling_new(bool(aead), k, len(k), s, a, tag_len)
+    if c == NULL:
+        raise MemoryError()
+    return c
+
+
+cdef class CeilingRelay:
+    """The minimal C relay (ceiling_relay.c) on a bound UDP/IPv4 socket it does not own.
+
+    Keys are session keys as a tuple (aead, key, salt, auth_key, tag_len); with crypto off
+    they are not needed. run() relays without the GIL until stop(), SIGINT/SIGTERM (when
+    catch_signals) or the duration, and returns the counters; once stopped it stays stopped.
+    """
+
+    cdef ceiling_relay* r
+    cdef sig_atomic_t stop_flag
+    cdef readonly bint crypto
+
+    def __init__(self, int fd, bint crypto=True):
+        if self.r != NULL:
+            raise RuntimeError("already initialised")
+        self.crypto = crypto
+        self.r = ceiling_relay_new(fd, crypto)
+        if self.r == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        ceiling_relay_free(self.r)
+
+    def add_receiver(self, str ip not None, int port, keys=None):
+        """Adds a receiver at ip:port (IPv4); returns its index for add_sender."""
+        cdef ceiling* c = NULL
+        cdef size_t tag_len = 0
+        if not 0 < port < 65536:
+            raise ValueError(f"port out of range: {port}")
+        if self.crypto:
+            if keys is None:
+                raise ValueError("keys are needed with crypto on")
+            c = _context(keys)
+            tag_len = keys[4]
+        index = ceiling_relay_add_receiver(self.r, ip.encode(), port, c, tag_len)
+        if index < 0:
+            raise ValueError(f"cannot add receiver {ip}:{port} (not IPv4, or no memory)")
+        return index
+
+    def add_sender(self, uint32_t ssrc, receivers, keys=None):
+        """Relays packets of SSRC ssrc (unprotected with keys) to the receivers by index."""
+        cdef uint32_t[::1] targets = array.array("I", receivers)
+        cdef ceiling* c = NULL
+        cdef size_t tag_len = 0
+        cdef uint32_t dummy = 0
+        if self.crypto:
+            if keys is None:
+                raise ValueError("keys are needed with crypto on")
+            c = _context(keys)
+            tag_len = keys[4]
+        rc = ceiling_relay_add_sender(self.r, ssrc, c, tag_len,
+                                      &targets[0] if targets.shape[0] else &dummy,
+                                      targets.shape[0])
+        if rc != 0:
+            raise ValueError(f"cannot add sender {ssrc:#x} (duplicate SSRC or bad receiver)")
+
+    def stop(self):
+        """Makes run() return within 100 ms (callable from another thread)."""
+        self.stop_flag = 1
+
+    def run(self, double duration=0.0, bint catch_signals=True):
+        """Relays until stopped or for duration seconds (<= 0: no limit); returns counters.
+
+        With catch_signals, SIGINT and SIGTERM stop the loop while it runs (their previous
+        handlers are restored afterwards); call it from the main thread then.
+        """
+        cdef uint64_t counters[CEILING_RELAY_NCOUNTERS]
+        cdef sigaction_t saved[2]
+        cdef int rc
+        memset(counters, 0, sizeof(counters))
+        if catch_signals and ceiling_relay_catch_signals(&self.stop_flag, saved) != 0:
+            raise OSError(errno, "sigaction failed")
+        try:
+            with nogil:
+                rc = ceiling_relay_run(self.r, &self.stop_flag, duration, counters)
+            if rc != 0:
+                raise OSError(errno, f"relay socket failed: {strerror(errno).decode()}")
+        finally:
+            if catch_signals:
+                ceiling_relay_release_signals(saved)
+        return {
+            "packets_in": counters[CEILING_RELAY_PACKETS_IN],
+            "packets_out": counters[CEILING_RELAY_PACKETS_OUT],
+            "dropped": counters[CEILING_RELAY_DROPPED],
+            "send_errors": counters[CEILING_RELAY_SEND_ERRORS],
+        }

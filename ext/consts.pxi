@@ -35,7 +35,8 @@ cdef enum SrtpStatus:
 # The forwarding loop (batch.pxi, table.pxi, forward.pxi).
 cdef enum:
     BATCH_MAX = 64          # datagrams per recvmmsg
-    SEND_SLOTS = 1024       # datagrams per sendmmsg
+    SEND_SLOTS = 1024       # datagrams a SendBatch holds (tests without a socket fill it)
+    SEND_FLUSH = 256         # datagrams per sendmmsg in the loop
     SLOT_SIZE = 2048        # bytes per datagram slot
     RELAY_OVERHEAD = 36     # the most a packet can grow: GCM tag and SRTCP trailer for a
                             # receiver, from a sender whose tag is 4 bytes

@@ -14,6 +14,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_list(text: str) -> list[int]:
+    return [_positive(part) for part in text.split(",")]
+
+
+SUITE_NAMES = (
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+    "AEAD_AES_128_GCM",
+    "AEAD_AES_256_GCM",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay", description="A media relay for online meetings and large webinars."
@@ -34,6 +46,47 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="RTP packet size, 12..1400 (default 200)",
     )
+    bench = commands.add_parser(
+        "bench",
+        help="measure a relay with the native load generator (capacity, loss, latency)",
+        description="Find the highest output rate within 0.1 %% loss, then latency at 80 %% of "
+        "it; with --compare also the C ceiling, the I/O ceiling and a pure-Python relay.",
+    )
+    bench.add_argument(
+        "scenario",
+        choices=["webinar", "meeting"],
+        help="webinar: 1 presenter -> N attendees; meeting: N all sending",
+    )
+    bench.add_argument(
+        "--receivers",
+        type=_positive_list,
+        default=[1000],
+        metavar="N[,N...]",
+        help="attendees (webinar) or participants (meeting); several: one run each (default 1000)",
+    )
+    bench.add_argument(
+        "--size",
+        type=int,
+        default=200,
+        choices=range(40, 1401),
+        metavar="BYTES",
+        help="RTP packet size, 40..1400 (default 200)",
+    )
+    bench.add_argument("--suite", default="AES_CM_128_HMAC_SHA1_80", choices=list(SUITE_NAMES))
+    bench.add_argument("--workers", type=_positive, default=1, help="worker processes")
+    bench.add_argument(
+        "--duration", type=float, default=2.0, help="seconds per measurement step (default 2)"
+    )
+    bench.add_argument(
+        "--rate",
+        type=float,
+        help="fixed packets per second per sender instead of a capacity search",
+    )
+    bench.add_argument(
+        "--compare", action="store_true", help="measure the baselines in the same run"
+    )
+    bench.add_argument("--json", type=Path, help="write the results here")
+    bench.add_argument("--plot", type=Path, help="write a PNG: out pps against N, latency")
     worker = commands.add_parser(
         "worker", help="run one forwarding worker (standalone: a routing table from a file)"
     )
@@ -59,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         from relay import demo
 
         return demo.main(receivers=args.receivers, packets=args.packets, size=args.size)
+    if args.command == "bench":
+        from bench import cli as bench_cli
+
+        return bench_cli.main(args)
     if args.command == "worker":
         from relay import worker as worker_module
 

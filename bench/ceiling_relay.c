@@ -1,0 +1,321 @@
+/* See ceiling_relay.h. One thread, one socket, everything preallocated: the loop does no
+ * allocation, creates no objects and makes two system calls per busy batch (recvmmsg and
+ * sendmmsg), plus one sendmmsg per 1024 packets out. */
+#include "ceiling_relay.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define RECV_BATCH 64
+#define SEND_BATCH 1024
+#define RECV_STRIDE CEILING_RELAY_MAX_PACKET
+/* Room for the plaintext of the longest accepted packet plus any receiver's tag (<= 16),
+ * rounded to a cache line. */
+#define SEND_STRIDE (CEILING_RELAY_MAX_PACKET + 64)
+#define POLL_MS 100
+
+struct receiver {
+    struct sockaddr_in addr;
+    ceiling *protect;
+};
+
+struct sender {
+    uint32_t ssrc;
+    size_t tag_len;
+    ceiling *unprotect;
+    uint32_t *receivers;
+    size_t n;
+};
+
+struct ceiling_relay {
+    int fd, crypto;
+    struct receiver *rx;
+    size_t nrx, cap_rx;
+    struct sender *tx;
+    size_t ntx, cap_tx;
+    /* Open addressing over SSRCs: slot holds sender index + 1, 0 when empty. */
+    uint32_t *table;
+    unsigned table_bits;
+    uint8_t *recv_buf, *send_buf;
+    struct iovec recv_iov[RECV_BATCH], send_iov[SEND_BATCH];
+    struct mmsghdr recv_msg[RECV_BATCH], send_msg[SEND_BATCH];
+};
+
+static uint32_t load_be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static size_t slot_of(const ceiling_relay *r, uint32_t ssrc) {
+    /* Multiplicative (Fibonacci) hashing: the top bits of ssrc * 2^32/phi. */
+    return (size_t)((ssrc * 2654435769u) >> (32 - r->table_bits));
+}
+
+static const struct sender *find_sender(const ceiling_relay *r, uint32_t ssrc) {
+    size_t mask = ((size_t)1 << r->table_bits) - 1;
+    for (size_t i = slot_of(r, ssrc);; i = (i + 1) & mask) {
+        uint32_t v = r->table[i];
+        if (v == 0) return NULL;
+        if (r->tx[v - 1].ssrc == ssrc) return &r->tx[v - 1];
+    }
+}
+
+/* Fills the table from r->tx[0..ntx) at 2^bits slots. */
+static int rehash(ceiling_relay *r, unsigned bits) {
+    uint32_t *table = calloc((size_t)1 << bits, sizeof *table);
+    if (!table) return -1;
+    free(r->table);
+    r->table = table;
+    r->table_bits = bits;
+    size_t mask = ((size_t)1 << bits) - 1;
+    for (size_t k = 0; k < r->ntx; k++) {
+        size_t i = slot_of(r, r->tx[k].ssrc);
+        while (table[i]) i = (i + 1) & mask;
+        table[i] = (uint32_t)(k + 1);
+    }
+    return 0;
+}
+
+ceiling_relay *ceiling_relay_new(int fd, int crypto) {
+    ceiling_relay *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->fd = fd;
+    r->crypto = crypto;
+    r->recv_buf = aligned_alloc(64, (size_t)RECV_BATCH * RECV_STRIDE);
+    r->send_buf = aligned_alloc(64, (size_t)SEND_BATCH * SEND_STRIDE);
+    if (!r->recv_buf || !r->send_buf || rehash(r, 4) != 0) {
+        ceiling_relay_free(r);
+        return NULL;
+    }
+    /* Everything but lengths and destinations is fixed: set it once. The source address of
+     * what arrives is not needed (no latching), so recvmmsg gets no msg_name. */
+    for (size_t i = 0; i < RECV_BATCH; i++) {
+        r->recv_iov[i].iov_base = r->recv_buf + i * RECV_STRIDE;
+        r->recv_iov[i].iov_len = RECV_STRIDE;
+        r->recv_msg[i].msg_hdr.msg_iov = &r->recv_iov[i];
+        r->recv_msg[i].msg_hdr.msg_iovlen = 1;
+    }
+    for (size_t i = 0; i < SEND_BATCH; i++) {
+        r->send_iov[i].iov_base = r->send_buf + i * SEND_STRIDE;
+        r->send_msg[i].msg_hdr.msg_iov = &r->send_iov[i];
+        r->send_msg[i].msg_hdr.msg_iovlen = 1;
+        r->send_msg[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
+    }
+    return r;
+}
+
+void ceiling_relay_free(ceiling_relay *r) {
+    if (!r) return;
+    for (size_t i = 0; i < r->nrx; i++) ceiling_free(r->rx[i].protect);
+    for (size_t i = 0; i < r->ntx; i++) {
+        ceiling_free(r->tx[i].unprotect);
+        free(r->tx[i].receivers);
+    }
+    free(r->rx);
+    free(r->tx);
+    free(r->table);
+    free(r->recv_buf);
+    free(r->send_buf);
+    free(r);
+}
+
+int ceiling_relay_add_receiver(ceiling_relay *r, const char *ip, uint16_t port,
+                               ceiling *protect, size_t tag_len) {
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    if (inet_pton(AF_INET, ip, &addr.sin_addr) != 1 || tag_len > SEND_STRIDE - RECV_STRIDE ||
+        (r->crypto && !protect) || r->nrx >= INT32_MAX) {
+        ceiling_free(protect);
+        return -1;
+    }
+    if (r->nrx == r->cap_rx) {
+        size_t cap = r->cap_rx ? 2 * r->cap_rx : 16;
+        struct receiver *rx = realloc(r->rx, cap * sizeof *rx);
+        if (!rx) {
+            ceiling_free(protect);
+            return -1;
+        }
+        r->rx = rx;
+        r->cap_rx = cap;
+    }
+    r->rx[r->nrx] = (struct receiver){.addr = addr, .protect = protect};
+    return (int)r->nrx++;
+}
+
+int ceiling_relay_add_sender(ceiling_relay *r, uint32_t ssrc, ceiling *unprotect,
+                             size_t tag_len, const uint32_t *receivers, size_t n) {
+    uint32_t *copy = malloc((n ? n : 1) * sizeof *copy);
+    int ok = copy && (!r->crypto || unprotect) && tag_len <= RECV_STRIDE &&
+             r->ntx < UINT32_MAX - 1 && !find_sender(r, ssrc);
+    for (size_t i = 0; ok && i < n; i++) ok = receivers[i] < r->nrx;
+    if (ok && r->ntx == r->cap_tx) {
+        size_t cap = r->cap_tx ? 2 * r->cap_tx : 16;
+        struct sender *tx = realloc(r->tx, cap * sizeof *tx);
+        if (tx) {
+            r->tx = tx;
+            r->cap_tx = cap;
+        }
+        ok = tx != NULL;
+    }
+    /* Keep the table at most half full, so probes stay short. */
+    if (ok && 2 * (r->ntx + 1) > ((size_t)1 << r->table_bits))
+        ok = rehash(r, r->table_bits + 1) == 0;
+    if (!ok) {
+        free(copy);
+        ceiling_free(unprotect);
+        return -1;
+    }
+    if (n) memcpy(copy, receivers, n * sizeof *copy);
+    r->tx[r->ntx++] = (struct sender){
+        .ssrc = ssrc, .tag_len = tag_len, .unprotect = unprotect, .receivers = copy, .n = n};
+    size_t mask = ((size_t)1 << r->table_bits) - 1, i = slot_of(r, ssrc);
+    while (r->table[i]) i = (i + 1) & mask;
+    r->table[i] = (uint32_t)r->ntx;
+    return 0;
+}
+
+/* Length of a well-formed RTP header within len bytes (fixed part, CSRCs, extension), or 0. */
+static size_t rtp_header_len(const uint8_t *p, size_t len) {
+    size_t h = 12 + 4 * (size_t)(p[0] & 0x0f);
+    if (p[0] & 0x10) {
+        if (h + 4 > len) return 0;
+        h += 4 + 4 * ((size_t)p[h + 2] << 8 | p[h + 3]);
+    }
+    return h <= len ? h : 0;
+}
+
+/* Sends send_msg[0..n). A refused packet is counted and skipped; a full socket buffer or device
+ * queue (EAGAIN, ENOBUFS) drops the rest of the batch, as retrying packet by packet would cost a
+ * system call each and most likely fail the same way. */
+static void flush(ceiling_relay *r, size_t n, uint64_t *out, uint64_t *errors) {
+    size_t off = 0;
+    while (off < n) {
+        int k = sendmmsg(r->fd, r->send_msg + off, (unsigned)(n - off), MSG_DONTWAIT);
+        if (k > 0) {
+            off += (size_t)k;
+            *out += (uint64_t)k;
+        } else if (k < 0 && errno == EINTR) {
+            continue;
+        } else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+            *errors += n - off;
+            return;
+        } else {
+            *errors += 1;
+            off += 1;
+        }
+    }
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+int ceiling_relay_run(ceiling_relay *r, volatile sig_atomic_t *stop, double duration_s,
+                      uint64_t *counters) {
+    uint64_t in = 0, out = 0, dropped = 0, errors = 0;
+    const double deadline = duration_s > 0 ? now_s() + duration_s : 0;
+    const int crypto = r->crypto;
+    int rc = 0;
+    while (!*stop) {
+        int wait_ms = POLL_MS;
+        if (deadline) {
+            double left = deadline - now_s();
+            if (left <= 0) break;
+            if (left * 1000 < POLL_MS) wait_ms = (int)(left * 1000) + 1;
+        }
+        /* Non-blocking first: under load the data is already there and a poll would be one
+         * more system call per batch; poll only when the socket is empty. */
+        int got = recvmmsg(r->fd, r->recv_msg, RECV_BATCH, MSG_DONTWAIT, NULL);
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
+                if (poll(&pfd, 1, wait_ms) < 0 && errno != EINTR) {
+                    rc = -1;
+                    break;
+                }
+                continue;
+            }
+            if (errno == EINTR || errno == ECONNREFUSED) continue;
+            rc = -1;
+            break;
+        }
+        in += (uint64_t)got;
+        size_t queued = 0;
+        for (int i = 0; i < got; i++) {
+            uint8_t *p = r->recv_buf + (size_t)i * RECV_STRIDE;
+            size_t len = r->recv_msg[i].msg_len;
+            /* RTP version 2 only; RTCP (second octet 192..223 under rtcp-mux, RFC 5761
+             * section 4) is not relayed by the ceiling. */
+            if ((r->recv_msg[i].msg_hdr.msg_flags & MSG_TRUNC) || len < 12 || (p[0] >> 6) != 2 ||
+                (p[1] >= 192 && p[1] <= 223)) {
+                dropped++;
+                continue;
+            }
+            const struct sender *s = find_sender(r, load_be32(p + 8));
+            size_t h = rtp_header_len(p, len);
+            if (!s || !h || h + s->tag_len > len) {
+                dropped++;
+                continue;
+            }
+            if (crypto) {
+                uint32_t plain = (uint32_t)len;
+                if (ceiling_unprotect(s->unprotect, p, RECV_STRIDE, &plain, 1) != 1) {
+                    dropped++;
+                    continue;
+                }
+                len = plain;
+            }
+            for (size_t k = 0; k < s->n; k++) {
+                const struct receiver *rx = &r->rx[s->receivers[k]];
+                uint8_t *q = r->send_buf + queued * SEND_STRIDE;
+                uint32_t q_len = (uint32_t)len;
+                memcpy(q, p, len);
+                if (crypto) ceiling_protect(rx->protect, q, SEND_STRIDE, &q_len, 1);
+                r->send_iov[queued].iov_len = q_len;
+                r->send_msg[queued].msg_hdr.msg_name = (void *)&rx->addr;
+                if (++queued == SEND_BATCH) {
+                    flush(r, queued, &out, &errors);
+                    queued = 0;
+                }
+            }
+        }
+        if (queued) flush(r, queued, &out, &errors);
+    }
+    counters[CEILING_RELAY_PACKETS_IN] += in;
+    counters[CEILING_RELAY_PACKETS_OUT] += out;
+    counters[CEILING_RELAY_DROPPED] += dropped;
+    counters[CEILING_RELAY_SEND_ERRORS] += errors;
+    return rc;
+}
+
+static volatile sig_atomic_t *stop_target;
+
+static void on_stop_signal(int signum) {
+    (void)signum;
+    if (stop_target) *stop_target = 1;
+}
+
+int ceiling_relay_catch_signals(volatile sig_atomic_t *stop, struct sigaction saved[2]) {
+    struct sigaction act;
+    memset(&act, 0, sizeof act);
+    act.sa_handler = on_stop_signal;
+    sigemptyset(&act.sa_mask);
+    stop_target = stop;
+    if (sigaction(SIGINT, &act, &saved[0]) != 0) return -1;
+    if (sigaction(SIGTERM, &act, &saved[1]) != 0) {
+        sigaction(SIGINT, &saved[0], NULL);
+        return -1;
+    }
+    return 0;
+}
+
+void ceiling_relay_release_signals(const struct sigaction saved[2]) {
+    sigaction(SIGINT, &saved[0], NULL);
+    sigaction(SIGTERM, &saved[1], NULL);
+}

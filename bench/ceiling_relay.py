@@ -1,0 +1,132 @@
+"""The C relay ceilings as a process, for `relay bench --compare`.
+
+    python -m bench.ceiling_relay --table FILE --port PORT [--host 127.0.0.1] [--no-crypto]
+                                  [--duration S] [--ready-file PATH]
+
+Loads a routing table (relay.wire snapshot), derives the SRTP session keys, binds one UDP
+socket and runs bench/ceiling_relay.c without the GIL: recvmmsg -> unprotect with the sender's
+uplink key -> for each other participant of the meeting that has an address: copy, protect
+with its downlink key -> sendmmsg. With --no-crypto (the io ceiling) packets are copied and sent
+unchanged. The ready file gets this process's pid once the socket is bound. SIGTERM or SIGINT
+(or the duration) stops it; it then prints one JSON line with the counters.
+
+Minimal on purpose (see ceiling_relay.h): no replay window, no ROC, no latching, no RTCP,
+IPv4 only; webinar attendees' streams are not relayed, nor any SSRC the table does not declare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench import _ceiling
+from relay._core import _kdf
+from relay.srtp import SUITES
+from relay.wire import ParticipantJoined, Snapshot, load_snapshot
+
+SOCKET_BUFFER = 8 << 20
+# Linux values from asm-generic/socket.h; the socket module does not export them.
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+SessionKeys = tuple[bool, bytes, bytes, bytes, int]
+
+
+def session_keys(suite: str, material: bytes) -> SessionKeys:
+    """(aead, cipher key, salt, auth key, tag length) for CeilingRelay from master key || salt."""
+    key_len, salt_len, tag_len = SUITES[suite]
+    if len(material) != key_len + salt_len:
+        raise ValueError(f"{suite} needs {key_len + salt_len} bytes of key material")
+    aead = suite.startswith("AEAD")
+    master_key, master_salt = material[:key_len], material[key_len:]
+    key = _kdf(master_key, master_salt, 0, key_len)
+    auth_key = b"" if aead else _kdf(master_key, master_salt, 1, 20)
+    salt = _kdf(master_key, master_salt, 2, 12 if aead else 14)
+    return aead, key, salt, auth_key, tag_len
+
+
+def build(relay: _ceiling.CeilingRelay, table: Snapshot) -> dict[str, int]:
+    """Adds the table's receivers and senders to relay; returns how many of each."""
+    modes = {m.meeting: m.mode for m in table.meetings}
+    members: dict[int, list[ParticipantJoined]] = defaultdict(list)
+    index: dict[int, int] = {}
+    for p in table.participants:
+        members[p.meeting].append(p)
+        if p.address is not None:
+            keys = session_keys(p.suite, p.downlink) if relay.crypto else None
+            index[p.participant] = relay.add_receiver(p.address[0], p.address[1], keys)
+    senders = 0
+    for p in table.participants:
+        if modes.get(p.meeting, "meeting") == "webinar" and p.role == "attendee":
+            continue
+        receivers = [
+            index[q.participant]
+            for q in members[p.meeting]
+            if q.participant != p.participant and q.participant in index
+        ]
+        for stream in p.streams:
+            keys = session_keys(p.suite, p.uplink) if relay.crypto else None
+            relay.add_sender(stream.ssrc, receivers, keys)
+            senders += 1
+    return {"receivers": len(index), "senders": senders}
+
+
+def open_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for forced, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:  # as root the FORCE variants pass net.core.[rw]mem_max
+            sock.setsockopt(socket.SOL_SOCKET, forced, SOCKET_BUFFER)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
+    sock.bind((host, port))
+    return sock
+
+
+def write_ready(path: Path) -> None:
+    """Writes the pid atomically, so a waiting reader never sees a partial file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(str(os.getpid()))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ceiling_relay", description=__doc__)
+    parser.add_argument("--table", required=True, type=Path, help="routing table (snapshot)")
+    parser.add_argument("--port", required=True, type=int)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--no-crypto", action="store_true", help="the io ceiling: no SRTP")
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds (0: until signal)")
+    parser.add_argument("--ready-file", type=Path, help="gets the pid once the socket is bound")
+    args = parser.parse_args(argv)
+
+    sock = open_socket(args.host, args.port)
+    relay = _ceiling.CeilingRelay(sock.fileno(), not args.no_crypto)
+    sizes = build(relay, load_snapshot(args.table))
+    # A signal between the ready file and run() (which catches them in C) still stops cleanly.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: relay.stop())
+    if args.ready_file is not None:
+        write_ready(args.ready_file)
+    started = time.monotonic()
+    counters: dict[str, Any] = relay.run(args.duration)
+    counters.update(
+        mode="io_ceiling" if args.no_crypto else "ceiling",
+        seconds=round(time.monotonic() - started, 6),
+        **sizes,
+    )
+    sock.close()
+    sys.stdout.write(json.dumps(counters) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

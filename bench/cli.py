@@ -1,0 +1,71 @@
+"""`relay bench`: runs the scenarios, shows progress, writes --json and --plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from bench import run
+
+
+def progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.workers != 1:
+        print(
+            "relay bench: only --workers 1 so far (one worker process); multi-worker "
+            "fan-out is the next step",
+            file=sys.stderr,
+        )
+        return 2
+    if args.rate is not None and args.rate <= 0:
+        print("relay bench: --rate must be positive", file=sys.stderr)
+        return 2
+    reports: list[dict[str, Any]] = []
+    for receivers in args.receivers:
+        if args.scenario == "meeting" and receivers < 2:
+            print("relay bench: a meeting needs at least 2 participants", file=sys.stderr)
+            return 2
+        scenario = run.Scenario(
+            args.scenario, receivers, args.size, args.suite, args.workers, args.duration, args.rate
+        )
+        try:
+            reports.append(run.run(scenario, args.compare, progress))
+        except RuntimeError as exc:
+            print(f"relay bench: {exc}", file=sys.stderr)
+            return 1
+        print_report(reports[-1])
+    result: dict[str, Any] = reports[0] if len(reports) == 1 else {"runs": reports}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.plot:
+        from bench import plot
+
+        plot.write(reports, args.plot)
+    return 0
+
+
+def print_report(r: dict[str, Any]) -> None:
+    rows = [("relay", r)] + list(r.get("baselines", {}).items())
+    print(
+        f"\n{r['scenario']} 1 -> {r['receivers']}, {r['size']} B, {r['suite']}, "
+        f"{r['workers']} worker(s)"
+    )
+    print(
+        f"{'':>11} {'out pps':>11} {'cores':>6} {'pps/core':>10} {'loss@80%':>9} "
+        f"{'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'verified':>9}"
+    )
+    for name, x in rows:
+        lat = x["latency_us"]
+        print(
+            f"{name:>11} {x['out_pps']:>11,.0f} {x['relay_cpu']:>6.2f} "
+            f"{x['out_pps_per_relay_core']:>10,.0f} {x['loss_ratio']:>9.4%} "
+            f"{lat['p50']:>8.0f} {lat['p99']:>8.0f} {lat['p999']:>9.0f} "
+            f"{x['verified_packets']:>9}"
+        )
+    for name, ratio in r.get("ratios", {}).items():
+        print(f"  relay {name.replace('_', ' ')}: {ratio:.2f}")

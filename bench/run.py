@@ -1,0 +1,484 @@
+"""`relay bench`: measure a relay with the native load generator, beside baselines.
+
+A scenario is a meeting shape (webinar: 1 presenter -> N attendees; meeting: N participants
+all sending audio), a packet size and an SRTP suite. For each relay under test (relay itself;
+with --compare also the C ceiling, the same without crypto, and a pure-Python asyncio relay on
+relay.srtp) the driver starts it as a process on loopback with the same routing table, then:
+
+1. finds its capacity (unless --rate is given): it raises the offered rate until end-to-end
+   loss (packets sent x receivers, against packets the sinks got) passes 0.1 %, bisects, and
+   keeps the highest output rate within 0.1 %;
+2. measures latency and loss at 80 % of that rate, on samples the sinks decrypt and check.
+
+Each step also reads the relay's CPU time from /proc, so out pps per relay core is a figure of
+its own. Results go to stdout, --json and --plot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import _loadgen
+from relay import wire
+from relay.srtp import SUITES, Session, SrtpError
+
+LOSS_LIMIT = 0.001  # 0.1 %
+LATENCY_LOAD = 0.8  # latency is measured at this fraction of capacity
+PAYLOAD_MAGIC = b"relaybench"
+TARGETS = ("relay", "ceiling", "io_ceiling", "python")
+
+
+@dataclass
+class Scenario:
+    name: str  # "webinar" or "meeting"
+    receivers: int  # attendees (webinar) or participants (meeting)
+    size: int = 200  # RTP packet bytes before SRTP
+    suite: str = "AES_CM_128_HMAC_SHA1_80"
+    workers: int = 1
+    duration: float = 2.0  # seconds per measurement step
+    rate: float | None = None  # fixed input packets per second per sender; None: find capacity
+
+    @property
+    def senders(self) -> int:
+        return 1 if self.name == "webinar" else self.receivers
+
+    @property
+    def participants(self) -> int:
+        return self.receivers + 1 if self.name == "webinar" else self.receivers
+
+    @property
+    def fanout(self) -> int:
+        """Copies the relay sends of each packet."""
+        return self.receivers if self.name == "webinar" else self.receivers - 1
+
+
+@dataclass
+class Step:
+    in_pps: float  # offered, all senders together
+    out_pps: float  # received by the sinks, per second of sending
+    loss_ratio: float
+    relay_cpu: float  # cores the relay's process used during the step
+    sent: int
+    received: int
+    sender_late_us_p99: float  # how far behind its schedule the generator sent
+    latencies_us: list[float] = field(default_factory=list, repr=False)
+    verified: int = 0
+
+
+# --- the routing table and the packets ----------------------------------------------------------
+
+
+@dataclass
+class Cast:
+    """Everyone in the scenario: keys and addresses, as the relay's table says."""
+
+    scenario: Scenario
+    sink_port: int
+    uplinks: list[bytes]
+    downlinks: list[bytes]
+    ssrcs: list[int]
+
+    @classmethod
+    def make(cls, scenario: Scenario, sink_port: int) -> Cast:
+        key_len, salt_len, _ = SUITES[scenario.suite]
+        n = scenario.participants
+        return cls(
+            scenario,
+            sink_port,
+            [secrets.token_bytes(key_len + salt_len) for _ in range(n)],
+            [secrets.token_bytes(key_len + salt_len) for _ in range(n)],
+            [0x10000 + i for i in range(n)],
+        )
+
+    def address(self, i: int) -> tuple[str, int]:
+        return _loadgen.participant_address(i), self.sink_port
+
+    def snapshot(self) -> wire.Snapshot:
+        s = self.scenario
+        webinar = s.name == "webinar"
+        people = []
+        for i in range(s.participants):
+            sends = i < s.senders
+            role = "host" if i == 0 else ("attendee" if webinar else "panelist")
+            people.append(
+                wire.ParticipantJoined(
+                    participant=i + 1,
+                    meeting=1,
+                    role=role,
+                    suite=s.suite,
+                    uplink=self.uplinks[i],
+                    downlink=self.downlinks[i],
+                    streams=(wire.Stream(self.ssrcs[i]),) if sends else (),
+                    address=self.address(i),
+                )
+            )
+        return wire.Snapshot(0, (wire.MeetingOpened(1, s.name),), tuple(people))
+
+
+class PacketSource:
+    """SRTP packets from every sender, protected ahead of each step, numbered globally."""
+
+    def __init__(self, cast: Cast) -> None:
+        self.cast = cast
+        self.sessions = [
+            Session(cast.scenario.suite, cast.uplinks[i]) for i in range(cast.scenario.senders)
+        ]
+        self.seq = [0] * cast.scenario.senders
+        self.number = 0  # next packet number (inside every payload)
+
+    def make(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """count packets round-robin over the senders: slab, lengths, sender per row, first
+        packet number."""
+        s = self.cast.scenario
+        slab = np.zeros((count, 2048), np.uint8)
+        lengths = np.zeros(count, np.uint32)
+        senders = (np.arange(count) % s.senders).astype(np.int32)
+        first = self.number
+        for row in range(count):
+            who = int(senders[row])
+            seq = self.seq[who]
+            self.seq[who] += 1
+            plain = rtp_packet(seq, self.cast.ssrcs[who], first + row, s.size)
+            data = self.sessions[who].protect(plain)
+            slab[row, : len(data)] = np.frombuffer(data, np.uint8)
+            lengths[row] = len(data)
+        self.number += count
+        return slab, lengths, senders, first
+
+
+def rtp_packet(seq: int, ssrc: int, number: int, size: int) -> bytes:
+    header = (
+        bytes([0x80, 111, (seq >> 8) & 0xFF, seq & 0xFF])
+        + (seq * 960).to_bytes(4, "big", signed=False)[-4:]
+        + ssrc.to_bytes(4, "big")
+    )
+    body = PAYLOAD_MAGIC + number.to_bytes(8, "big")
+    return header + body + bytes(max(0, size - len(header) - len(body)))
+
+
+def check_payload(plain: bytes, size: int) -> int:
+    """The packet number of a decrypted sample; ValueError if it is not what was sent."""
+    body = plain[12:]
+    if not body.startswith(PAYLOAD_MAGIC) or len(plain) != max(size, 12 + 18):
+        raise ValueError("payload differs from what the generator sent")
+    number = int.from_bytes(body[len(PAYLOAD_MAGIC) : len(PAYLOAD_MAGIC) + 8], "big")
+    if any(body[len(PAYLOAD_MAGIC) + 8 :]):
+        raise ValueError("payload padding differs")
+    return number
+
+
+# --- the relay processes ------------------------------------------------------------------------
+
+
+def free_udp_port(pairs: bool = True) -> int:
+    """A port P with P (and P+1) free on 127.0.0.1 right now."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            if not pairs or port >= 65535:
+                return int(port)
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+                    b.bind(("127.0.0.1", port + 1))
+                    return int(port)
+            except OSError:
+                continue
+    raise RuntimeError("no free UDP port pair")
+
+
+def relay_command(target: str, table: Path, port: int, ready: Path) -> list[str]:
+    py = sys.executable
+    if target == "relay":
+        return [
+            py,
+            "-m",
+            "relay",
+            "worker",
+            "--table",
+            str(table),
+            "--media-port",
+            str(port),
+            "--ready-file",
+            str(ready),
+        ]
+    if target in ("ceiling", "io_ceiling"):
+        cmd = [
+            py,
+            "-m",
+            "bench.ceiling_relay",
+            "--table",
+            str(table),
+            "--port",
+            str(port),
+            "--ready-file",
+            str(ready),
+        ]
+        return cmd + (["--no-crypto"] if target == "io_ceiling" else [])
+    if target == "python":
+        return [
+            py,
+            "-m",
+            "bench.pyrelay",
+            "--table",
+            str(table),
+            "--port",
+            str(port),
+            "--ready-file",
+            str(ready),
+        ]
+    raise ValueError(f"unknown target {target!r}")
+
+
+class RelayProcess:
+    def __init__(self, target: str, table: Path, port: int, workdir: Path) -> None:
+        ready = workdir / f"{target}.ready"
+        ready.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            relay_command(target, table, port, ready),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                out, err = (
+                    self.proc.communicate(timeout=5)
+                    if self.proc.poll() is not None
+                    else ("", "did not become ready in 30 s")
+                )
+                self.stop()
+                raise RuntimeError(f"{target} relay failed to start: {err.strip()[-2000:]}")
+            time.sleep(0.02)
+
+    def cpu_seconds(self) -> float:
+        fields_ = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> dict[str, Any]:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        lines = [line for line in (out or "").splitlines() if line.startswith("{")]
+        return json.loads(lines[-1]) if lines else {}
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+class Bench:
+    """Runs the steps of one scenario against one relay process."""
+
+    def __init__(
+        self, scenario: Scenario, target: str, workdir: Path, progress: Callable[[str], None]
+    ) -> None:
+        self.scenario = scenario
+        self.target = target
+        self.progress = progress
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_PKTINFO", 8), 1)
+        for opt in (
+            getattr(socket, "SO_RCVBUFFORCE", socket.SO_RCVBUF),
+            getattr(socket, "SO_SNDBUFFORCE", socket.SO_SNDBUF),
+        ):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, 32 << 20)
+            except OSError:
+                pass
+        # The sink blocks in recvmmsg at most 20 ms at a time, so it notices stop().
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 20_000))
+        self.sock.bind(("0.0.0.0", 0))
+        self.cast = Cast.make(scenario, self.sock.getsockname()[1])
+        self.source = PacketSource(self.cast)
+        self.loadgen = _loadgen.Loadgen(self.sock.fileno(), scenario.participants)
+        table = workdir / f"{target}-table.json"
+        wire.save_snapshot(self.cast.snapshot(), table)
+        self.port = free_udp_port()
+        self.relay = RelayProcess(target, table, self.port, workdir)
+        # A receiver decrypts with its downlink key; the I/O ceiling forwards the sender's
+        # packets unchanged, so there the sender's uplink key opens them.
+        self.receiver_sessions: dict[int, Session] = {}
+
+    def close(self) -> dict[str, Any]:
+        counters = self.relay.stop()
+        self.sock.close()
+        return counters
+
+    def wait_idle(self, limit: float = 20.0) -> None:
+        """Wait until the relay has worked off what an overloaded step left queued: its CPU
+        use falls below 5 % over 100 ms. Otherwise that backlog would count in the next step."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            before = self.relay.cpu_seconds()
+            time.sleep(0.1)
+            if self.relay.cpu_seconds() - before < 0.005:
+                return
+
+    def step(self, in_pps: float, seconds: float, keep_latency: bool = False) -> Step:
+        s = self.scenario
+        self.wait_idle()
+        self.loadgen.reset()
+        self.loadgen.sink(0.1)  # swallow what an earlier step left in our socket
+        count = max(1, int(in_pps * seconds))
+        slab, lengths, senders, first = self.source.make(count)
+        start = _loadgen.monotonic_ns() + 50_000_000
+        at_ns = (start + np.arange(count) * (1e9 / in_pps)).astype(np.int64)
+        sent_ns = np.zeros(count, np.int64)
+        self.loadgen.reset(sample_every=max(1, count * s.fanout // 4000))
+        sink = threading.Thread(target=self.loadgen.sink, args=(seconds + 5,))
+        cpu0, wall0 = self.relay.cpu_seconds(), time.monotonic()
+        sink.start()
+        sent = self.loadgen.send(slab, lengths, senders, at_ns, sent_ns, "127.0.0.1", self.port)
+        # Rates are per second of the schedule: a late sender that catches up in a burst
+        # makes loss likelier, never the rate higher.
+        span = count / in_pps
+        late_us = (sent_ns[:sent] - at_ns[:sent]) / 1e3
+        time.sleep(0.25)  # what is still in flight
+        self.loadgen.stop()
+        sink.join()
+        cpu = (self.relay.cpu_seconds() - cpu0) / max(time.monotonic() - wall0 - 0.05, 1e-3)
+        received = self.loadgen.received
+        expected = sent * s.fanout
+        step = Step(
+            in_pps=in_pps,
+            out_pps=received / span,
+            loss_ratio=max(0.0, 1 - received / expected) if expected else 1.0,
+            relay_cpu=cpu,
+            sent=sent,
+            received=received,
+            sender_late_us_p99=float(np.percentile(late_us, 99)) if sent else 0.0,
+        )
+        self._check_samples(step, first, sent_ns, keep_latency)
+        self.progress(
+            f"{self.target:>10}  offered {in_pps * s.fanout:>11,.0f} out pps  "
+            f"got {step.out_pps:>11,.0f}  loss {step.loss_ratio:7.3%}  "
+            f"relay cpu {cpu:4.2f}  verified {step.verified}"
+        )
+        return step
+
+    def _check_samples(self, step: Step, first: int, sent_ns: np.ndarray, keep: bool) -> None:
+        for who, recv_ns, data in self.loadgen.samples():
+            session = self.receiver_sessions.get(who)
+            if session is None:
+                key = (
+                    self.cast.uplinks[0]
+                    if self.target == "io_ceiling"
+                    else self.cast.downlinks[who]
+                )
+                session = self.receiver_sessions[who] = Session(
+                    self.scenario.suite, key, replay_window=1024
+                )
+            try:
+                plain = session.unprotect(bytes(data))
+                number = check_payload(plain, self.scenario.size)
+            except (SrtpError, ValueError) as exc:
+                raise RuntimeError(f"{self.target}: a receiver got a bad packet: {exc}") from None
+            if first <= number < first + len(sent_ns):
+                step.verified += 1
+                if keep:
+                    step.latencies_us.append((recv_ns - int(sent_ns[number - first])) / 1e3)
+
+    def capacity(self) -> tuple[Step, Step]:
+        """(the best step within the loss limit, the latency step at 80 % of it)."""
+        s = self.scenario
+        if s.rate is not None:
+            fixed = self.step(s.rate * s.senders, s.duration, keep_latency=True)
+            return fixed, fixed
+        rate = 20_000 / s.fanout  # in pps, all senders together: 20k out pps
+        good: Step | None = None
+        bad: Step | None = None
+        for _ in range(14):
+            result = self.step(rate, s.duration)
+            if result.loss_ratio <= LOSS_LIMIT:
+                if good is None or result.out_pps > good.out_pps:
+                    good = result
+            elif bad is None or result.in_pps < bad.in_pps:
+                bad = result
+            if good is not None and bad is not None:
+                if bad.in_pps / good.in_pps < 1.08:
+                    break
+                rate = (good.in_pps + bad.in_pps) / 2
+            elif bad is None:
+                rate *= 2
+            else:
+                rate /= 2
+        if good is None:
+            raise RuntimeError(
+                f"{self.target}: loss above 0.1 % even at {rate * s.fanout:,.0f} out pps"
+            )
+        latency = self.step(good.in_pps * LATENCY_LOAD, s.duration, keep_latency=True)
+        return good, latency
+
+
+def summarise(scenario: Scenario, best: Step, latency: Step) -> dict[str, Any]:
+    lat = np.array(latency.latencies_us) if latency.latencies_us else np.array([np.nan])
+    return {
+        "in_pps": round(best.in_pps, 1),
+        "out_pps": round(best.out_pps, 1),
+        "loss_ratio": latency.loss_ratio,
+        "latency_us": {
+            "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)),
+            "p999": float(np.percentile(lat, 99.9)),
+            "samples": len(latency.latencies_us),
+        },
+        "relay_cpu": round(best.relay_cpu, 3),
+        "out_pps_per_relay_core": round(best.out_pps / max(best.relay_cpu, 1e-6), 1),
+        "verified_packets": best.verified + (latency.verified if latency is not best else 0),
+        "capacity_step": asdict(best) | {"latencies_us": None},
+    }
+
+
+def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Measure relay (and the baselines with compare) on one scenario."""
+    targets = TARGETS if compare else ("relay",)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
+        for target in targets:
+            progress(
+                f"-- {target}: {scenario.name} 1 -> {scenario.receivers} "
+                f"({scenario.size} B, {scenario.suite})"
+            )
+            bench = Bench(scenario, target, Path(tmp), progress)
+            try:
+                best, latency = bench.capacity()
+            finally:
+                counters = bench.close()
+            results[target] = summarise(scenario, best, latency) | {"relay_counters": counters}
+    report: dict[str, Any] = {
+        "scenario": scenario.name,
+        "suite": scenario.suite,
+        "size": scenario.size,
+        "workers": scenario.workers,
+        "receivers": scenario.receivers,
+        "duration_per_step": scenario.duration,
+        "rate": scenario.rate,
+        **{k: v for k, v in results["relay"].items()},
+    }
+    if compare:
+        report["baselines"] = {name: results[name] for name in TARGETS[1:]}
+        report["ratios"] = {
+            f"out_pps_vs_{name}": round(results["relay"]["out_pps"] / results[name]["out_pps"], 3)
+            for name in TARGETS[1:]
+        }
+    return report
