@@ -36,10 +36,11 @@ cdef enum SrtpStatus:
 cdef enum:
     BATCH_MAX = 64          # datagrams per recvmmsg
     SEND_SLOTS = 1024       # datagrams a SendBatch holds (tests without a socket fill it)
-    SEND_FLUSH = 256         # datagrams per sendmmsg in the loop
+    SEND_FLUSH = 256        # datagrams per sendmmsg in the loop
     SLOT_SIZE = 2048        # bytes per datagram slot
-    RELAY_OVERHEAD = 36     # the most a packet can grow: GCM tag and SRTCP trailer for a
-                            # receiver, from a sender whose tag is 4 bytes
+    # The most a packet can grow: GCM tag and SRTCP trailer for a receiver, from a sender
+    # whose tag is 4 bytes.
+    RELAY_OVERHEAD = 36
     MAX_STREAMS = 8         # streams one participant may declare
     MAX_CANDIDATES = 4      # participants sharing one SSRC that the loop will try
 

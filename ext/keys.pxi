@@ -58,7 +58,7 @@ cdef int srtp_kdf(const uint8_t* master_key, size_t key_len, const uint8_t* mast
 
 
 cdef void srtp_keys_set(SrtpKeys* k, const SuiteSpec* spec, const uint8_t* key,
-                       const uint8_t* salt, const uint8_t* auth_key) noexcept nogil:
+                        const uint8_t* salt, const uint8_t* auth_key) noexcept nogil:
     """Store session keys in k; srtp_keys_ready keys the contexts on first use."""
     memset(k, 0, sizeof(SrtpKeys))
     memcpy(k.key, key, spec.key_len)

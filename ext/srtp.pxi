@@ -206,7 +206,6 @@ cdef inline int srtp_gcm_open(EVP_CIPHER_CTX* ctx, const uint8_t* iv,
     return SRTP_OK
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Keying on first use
 

@@ -264,11 +264,15 @@ cdef class RouteTable:
                 p.streams[i].slot = m.nstreams + i
                 p.streams[i].feedback_at = -1e18
             p.nstreams = len(ssrc_list)
-        # Every member (the newcomer too) needs an OutStream per stream of the meeting.
+        # Every member (the newcomer too) needs an OutStream per stream of the meeting; only
+        # a sender adds streams, so a listener joining touches no one else.
         m.nstreams += p.nstreams
         self._add_member(m, slot)
-        for i in range(m.nmembers):
-            self._fit_out(&self.parts[m.members[i]], m.nstreams)
+        if p.nstreams:
+            for i in range(m.nmembers):
+                self._fit_out(&self.parts[m.members[i]], m.nstreams)
+        else:
+            self._fit_out(p, m.nstreams)
         self.participant_slots[participant_id] = slot
         self._fit_addrs()
         if sockaddr is not None:
