@@ -51,10 +51,12 @@ def main(args: argparse.Namespace) -> int:
 
 def print_report(r: dict[str, Any]) -> None:
     rows = [("relay", r)] + list(r.get("baselines", {}).items())
-    print(
-        f"\n{r['scenario']} 1 -> {r['receivers']}, {r['size']} B, {r['suite']}, "
-        f"{r['workers']} worker(s)"
+    shape = (
+        f"webinar 1 -> {r['receivers']}"
+        if r["scenario"] == "webinar"
+        else f"meeting of {r['receivers']}"
     )
+    print(f"\n{shape}, {r['size']} B, {r['suite']}, {r['workers']} worker(s)")
     print(
         f"{'':>11} {'out pps':>11} {'cores':>6} {'pps/core':>10} {'loss@80%':>9} "
         f"{'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'verified':>9}"

@@ -27,7 +27,7 @@ def rss_bytes() -> int:
 def measure(receivers: int, suite: str = "AES_CM_128_HMAC_SHA1_80") -> dict[str, float]:
     key_len, salt_len, _ = SUITES[suite]
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("0.0.0.0", 0))      # every attendee's address lands here; nobody reads it
+    sink.bind(("0.0.0.0", 0))  # every attendee's address lands here; nobody reads it
     relay_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     relay_sock.bind(("127.0.0.1", 0))
     host_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -37,12 +37,27 @@ def measure(receivers: int, suite: str = "AES_CM_128_HMAC_SHA1_80") -> dict[str,
     started = time.perf_counter()
     table = _core.RouteTable()
     table.open_meeting(1, "webinar")
-    table.join(0, 1, "host", suite, host_key, os.urandom(key_len + salt_len), [SSRC],
-               host_sock.getsockname())
+    table.join(
+        0,
+        1,
+        "host",
+        suite,
+        host_key,
+        os.urandom(key_len + salt_len),
+        [SSRC],
+        host_sock.getsockname(),
+    )
     for i in range(1, receivers + 1):
-        table.join(i, 1, "attendee", suite, os.urandom(key_len + salt_len),
-                   os.urandom(key_len + salt_len), (),
-                   (_loadgen.participant_address(i), sink.getsockname()[1]))
+        table.join(
+            i,
+            1,
+            "attendee",
+            suite,
+            os.urandom(key_len + salt_len),
+            os.urandom(key_len + salt_len),
+            (),
+            (_loadgen.participant_address(i), sink.getsockname()[1]),
+        )
     joined = rss_bytes()
     forwarder = _core.Forwarder(table)
     host = Session(suite, host_key)
@@ -76,8 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.receivers, args.suite)
     for name, value in result.items():
-        print(f"{name:>24}: {value:,.1f}" if isinstance(value, float) else
-              f"{name:>24}: {value:,}")
+        print(f"{name:>24}: {value:,.1f}" if isinstance(value, float) else f"{name:>24}: {value:,}")
 
 
 if __name__ == "__main__":

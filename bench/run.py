@@ -135,11 +135,21 @@ class PacketSource:
 
     def __init__(self, cast: Cast) -> None:
         self.cast = cast
-        self.sessions = [
-            Session(cast.scenario.suite, cast.uplinks[i]) for i in range(cast.scenario.senders)
-        ]
-        self.seq = [0] * cast.scenario.senders
         self.number = 0  # next packet number (inside every payload)
+        self.restart()
+
+    def restart(self) -> None:
+        """Start every sender's stream afresh (new sessions, sequence numbers from 0)."""
+        senders = self.cast.scenario.senders
+        self.sessions = [
+            Session(self.cast.scenario.suite, self.cast.uplinks[i]) for i in range(senders)
+        ]
+        self.seq = [0] * senders  # each sender's next 48-bit packet index
+
+    def index_of(self, sender: int, seq16: int) -> int:
+        """The full index of sender's latest packet with this sequence number."""
+        last = self.seq[sender] - 1
+        return last - ((last - seq16) & 0xFFFF)
 
     def make(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """count packets round-robin over the senders: slab, lengths, sender per row, first
@@ -151,7 +161,7 @@ class PacketSource:
         first = self.number
         for row in range(count):
             who = int(senders[row])
-            seq = self.seq[who]
+            seq = self.seq[who] & 0xFFFF
             self.seq[who] += 1
             plain = rtp_packet(seq, self.cast.ssrcs[who], first + row, s.size)
             data = self.sessions[who].protect(plain)
@@ -317,7 +327,9 @@ class Bench:
         self.relay = RelayProcess(target, table, self.port, workdir)
         # A receiver decrypts with its downlink key; the I/O ceiling forwards the sender's
         # packets unchanged, so there the sender's uplink key opens them.
-        self.receiver_sessions: dict[int, Session] = {}
+        self.receiver_sessions: dict[tuple[int, int], Session] = {}
+        self.table = table
+        self.workdir = workdir
 
     def close(self) -> dict[str, Any]:
         counters = self.relay.stop()
@@ -336,10 +348,19 @@ class Bench:
 
     def step(self, in_pps: float, seconds: float, keep_latency: bool = False) -> Step:
         s = self.scenario
+        count = max(1, int(in_pps * seconds))
+        if self.target in ("ceiling", "io_ceiling") and (
+            max(self.source.seq) + count // s.senders + 1 > 0xFFFF
+        ):
+            # The ceilings keep no ROC (index = sequence number): give them fresh streams
+            # before any sender's sequence number would wrap.
+            self.relay.stop()
+            self.relay = RelayProcess(self.target, self.table, self.port, self.workdir)
+            self.source.restart()
+            self.receiver_sessions.clear()
         self.wait_idle()
         self.loadgen.reset()
         self.loadgen.sink(0.1)  # swallow what an earlier step left in our socket
-        count = max(1, int(in_pps * seconds))
         slab, lengths, senders, first = self.source.make(count)
         start = _loadgen.monotonic_ns() + 50_000_000
         at_ns = (start + np.arange(count) * (1e9 / in_pps)).astype(np.int64)
@@ -377,19 +398,27 @@ class Bench:
         return step
 
     def _check_samples(self, step: Step, first: int, sent_ns: np.ndarray, keep: bool) -> None:
+        """Decrypt and check the sinks' samples. Samples of one stream can be far apart, so
+        the ROC comes from the generator's own count (unprotect_at), not from an estimate."""
         for who, recv_ns, data in self.loadgen.samples():
-            session = self.receiver_sessions.get(who)
+            data = bytes(data)
+            sender = int.from_bytes(data[8:12], "big") - self.cast.ssrcs[0]
+            if not 0 <= sender < self.scenario.senders:
+                raise RuntimeError(f"{self.target}: a receiver got a packet of unknown SSRC")
+            session = self.receiver_sessions.get((who, sender))
             if session is None:
+                # The I/O ceiling forwards the sender's packets unchanged: its key opens them.
                 key = (
-                    self.cast.uplinks[0]
+                    self.cast.uplinks[sender]
                     if self.target == "io_ceiling"
                     else self.cast.downlinks[who]
                 )
-                session = self.receiver_sessions[who] = Session(
+                session = self.receiver_sessions[(who, sender)] = Session(
                     self.scenario.suite, key, replay_window=1024
                 )
+            index = self.source.index_of(sender, int.from_bytes(data[2:4], "big"))
             try:
-                plain = session.unprotect(bytes(data))
+                plain = session.unprotect_at(data, index >> 16)
                 number = check_payload(plain, self.scenario.size)
             except (SrtpError, ValueError) as exc:
                 raise RuntimeError(f"{self.target}: a receiver got a bad packet: {exc}") from None
@@ -455,10 +484,12 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         for target in targets:
-            progress(
-                f"-- {target}: {scenario.name} 1 -> {scenario.receivers} "
-                f"({scenario.size} B, {scenario.suite})"
+            shape = (
+                f"webinar 1 -> {scenario.receivers}"
+                if scenario.name == "webinar"
+                else f"meeting of {scenario.receivers}"
             )
+            progress(f"-- {target}: {shape} ({scenario.size} B, {scenario.suite})")
             bench = Bench(scenario, target, Path(tmp), progress)
             try:
                 best, latency = bench.capacity()

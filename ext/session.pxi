@@ -260,6 +260,31 @@ cdef class Session:
         """
         return self._transform(data, 1)
 
+    def unprotect_at(self, data, uint32_t roc):
+        """Unprotect one SRTP packet whose ROC the caller knows from elsewhere, rather than
+        estimating it from the packets seen so far (RFC 3711 section 3.3.1): for receivers
+        that see a stream sparsely, such as a benchmark's sampling sinks. Raises as
+        unprotect does."""
+        cdef const uint8_t[::1] view = bytes(data)
+        cdef size_t n = <size_t>view.shape[0]
+        cdef size_t out_n = 0
+        cdef uint8_t* buf
+        cdef SrtpStream fresh
+        cdef SrtpStream* st
+        cdef int rc
+        if n < 12 or n > SRTP_MAX_PACKET:
+            _raise_for(SRTP_ERR_MALFORMED, "unprotect_at")
+        buf = self._scratch(n)
+        memcpy(buf, &view[0], n)
+        st = self._stream_for(load_be32(buf + 8), &fresh)
+        rc = srtp_unprotect_at(&self.ctx, &st.rtp_rx, buf, n,
+                               (<uint64_t>roc << 16) | load_be16(buf + 2), &out_n, NULL)
+        if rc == SRTP_OK:
+            rc = self._keep(st, &fresh)
+        if rc != SRTP_OK:
+            _raise_for(rc, "unprotect_at")
+        return PyBytes_FromStringAndSize(<const char*>buf, <Py_ssize_t>out_n)
+
     @cython.always_allow_keywords(False)
     def protect_rtcp(self, data):
         """Encrypt and authenticate one RTCP compound packet (SRTCP with E = 1)."""

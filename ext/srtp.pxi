@@ -384,13 +384,26 @@ cdef int srtp_unprotect(SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size_t n,
                         size_t* out_len, uint64_t* index_out) noexcept nogil:
     """SRTP -> RTP in place: check the tag and the replay window, decrypt, drop the tag.
 
-    rx changes only when the packet authenticates and is new (section 3.3). On success
-    *index_out (if not NULL) is the packet's 48-bit index.
+    The index is estimated from the sequence number against what rx has accepted (section
+    3.3.1). rx changes only when the packet authenticates and is new (section 3.3). On
+    success *index_out (if not NULL) is the packet's 48-bit index.
     """
+    cdef int64_t guess
+    if n < c.rtp_tag_len + 12:
+        return SRTP_ERR_MALFORMED
+    guess = srtp_index_estimate(rx, load_be16(pkt + 2))
+    if guess < 0:
+        return SRTP_ERR_REPLAY_OLD
+    return srtp_unprotect_at(c, rx, pkt, n, <uint64_t>guess, out_len, index_out)
+
+
+cdef int srtp_unprotect_at(SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size_t n,
+                           uint64_t index, size_t* out_len,
+                           uint64_t* index_out) noexcept nogil:
+    """srtp_unprotect with the 48-bit index given (its low 16 bits must be the packet's
+    sequence number): for a receiver that knows the ROC from elsewhere."""
     cdef Py_ssize_t hlen
     cdef size_t body
-    cdef int64_t guess
-    cdef uint64_t index
     cdef uint32_t ssrc
     cdef int rc
     cdef uint8_t iv[16]
@@ -400,12 +413,8 @@ cdef int srtp_unprotect(SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size_t n,
         return SRTP_ERR_MALFORMED
     body = n - c.rtp_tag_len
     hlen = rtp_header_len(pkt, body)
-    if hlen < 0:
+    if hlen < 0 or (index & 0xFFFF) != load_be16(pkt + 2):
         return SRTP_ERR_MALFORMED
-    guess = srtp_index_estimate(rx, load_be16(pkt + 2))
-    if guess < 0:
-        return SRTP_ERR_REPLAY_OLD
-    index = <uint64_t>guess
     if index >> 48:
         return SRTP_ERR_INDEX_LIMIT
     rc = srtp_index_check(rx, index, c.window)

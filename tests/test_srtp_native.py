@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hmac import HMAC
 
 from relay import _core
-from relay.srtp import AuthError, Session, parse_sdes_key
+from relay.srtp import AuthError, ReplayError, Session, parse_sdes_key
 from tests.conftest import key_for, rtcp_sr, rtp
 from tests.reference import srtp_ref
 
@@ -160,3 +160,17 @@ def test_a_string_key_is_refused_with_a_hint() -> None:
 def test_session_repr_names_no_key() -> None:
     s = Session("AES_CM_128_HMAC_SHA1_80", key_for("AES_CM_128_HMAC_SHA1_80"))
     assert repr(s) == "<relay.srtp.Session AES_CM_128_HMAC_SHA1_80 streams=0>"
+
+
+def test_unprotect_at_a_known_roc_across_a_gap_the_estimate_cannot_bridge(suite: str) -> None:
+    tx, rx = Session(suite, key_for(suite)), Session(suite, key_for(suite))
+    sent = {}
+    for index in [*range(0, 65536, 4096), 65535, *range(65536, 3 * 65536, 4096)]:
+        sent[index] = tx.protect(rtp(index & 0xFFFF))
+    assert rx.unprotect_at(sent[4096], 0) == rtp(4096)
+    # 2 * 65536 packets later: an estimate would take the ROC to be 0; the caller knows it is 2.
+    assert rx.unprotect_at(sent[2 * 65536 + 4096], 2) == rtp(4096)
+    with pytest.raises(AuthError):
+        Session(suite, key_for(suite)).unprotect_at(sent[2 * 65536 + 4096], 1)
+    with pytest.raises(ReplayError):
+        rx.unprotect_at(sent[2 * 65536 + 4096], 2)
