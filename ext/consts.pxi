@@ -64,7 +64,7 @@ cdef enum:   # DropReason
     DROP_MUTED = 6
     DROP_EJECTED = 7        # from or to an ejected participant
     DROP_ENDED = 8          # the meeting has ended
-    DROP_LATE = 9           # older than the first packet this receiver got of the stream
+    DROP_LATE = 9           # sent under a ROC before this receiver's first packet of it
     DROP_NO_ADDRESS = 10    # the receiver's address is not known yet
     DROP_RATE_LIMITED = 11  # a PLI/FIR within a second of the last one for that stream
     DROP_SEND_ERROR = 12    # sendmmsg refused it

@@ -211,38 +211,48 @@ cdef class Forwarder:
                             double now) noexcept nogil:
         """Sender reports go to the receivers; PLI/FIR to the sender of that stream, at most
         once a second per stream; everything else (receiver reports, SDES, BYE, NACK) ends
-        here. SRTCP is accepted from any port of a participant when it authenticates."""
-        cdef const SsrcEntry* found[1]
-        cdef Participant* p
+        here. The sender is found by a declared SSRC, or else by its address (or the port
+        below, for clients that send RTCP from RTP port + 1)."""
+        cdef const SsrcEntry* found[MAX_CANDIDATES]
+        cdef Participant* p = NULL
         cdef SrtpIndex* rx
         cdef SrtpContext* up
-        cdef int32_t slot
+        cdef int32_t slot = -1, only = -1
         cdef size_t plain_len = 0, off = 0, sub_len
-        cdef int rc, reason, forwarded = 0
+        cdef int k, i, rc = SRTP_ERR_AUTH, reason = DROP_UNKNOWN_SOURCE, handled = 0
         cdef uint32_t target
-        if table_find_senders(self.table, load_be32(pkt + 4), found, 1):
-            slot = found[0].slot
-            p = &self.table.parts[slot]
-            rx = &p.streams[found[0].stream].rtcp_rx
-        else:
-            slot = table_find_by_address(self.table, src, srclen)
-            if slot < 0:
+        k = table_find_senders(self.table, load_be32(pkt + 4), found, MAX_CANDIDATES)
+        if k == 0:
+            only = table_find_rtcp_source(self.table, src, srclen)
+            if only < 0:
                 self.stats.dropped[DROP_UNKNOWN_SOURCE] += 1
                 return
-            p = &self.table.parts[slot]
-            rx = &p.rtcp_rx_other
-        if p.flags & PF_EJECTED:
-            self.stats.dropped[DROP_EJECTED] += 1
-            return
-        up = table_uplink(p)
-        if up == NULL:
-            self.stats.dropped[DROP_CRYPTO] += 1
-            return
-        rc = srtcp_unprotect(up, rx, pkt, n, &plain_len)
-        if p.nstreams == 0:
-            srtp_keys_release(&up.rtcp)     # a listener's reports are rare: keep no context
-        if rc != SRTP_OK:
-            self.stats.dropped[drop_for(rc)] += 1
+            k = 1
+        # As for RTP: several participants may claim one SSRC; the keys decide.
+        for i in range(k):
+            p = &self.table.parts[only if only >= 0 else found[i].slot]
+            rx = (&p.rtcp_rx_other if only >= 0
+                  else &p.streams[found[i].stream].rtcp_rx)
+            if p.flags & PF_EJECTED:
+                reason = DROP_EJECTED
+                continue
+            up = table_uplink(p)
+            if up == NULL:
+                reason = DROP_CRYPTO
+                continue
+            if k > 1:
+                memcpy(self.scratch, pkt, n)   # GCM decrypts before it can reject
+            rc = srtcp_unprotect(up, rx, pkt, n, &plain_len)
+            if p.nstreams == 0:
+                srtp_keys_release(&up.rtcp)     # a listener's reports are rare: keep no context
+            if rc == SRTP_OK:
+                slot = only if only >= 0 else found[i].slot
+                break
+            reason = drop_for(rc)
+            if k > 1:
+                memcpy(pkt, self.scratch, n)
+        if slot < 0:
+            self.stats.dropped[reason] += 1
             return
         # RTCP latches a listener that has no address yet, but never moves one: clients send
         # it from another port (ffmpeg: RTP port + 1).
@@ -264,8 +274,8 @@ cdef class Forwarder:
                 target = load_be32(pkt + off + 8)
                 if pkt[off] & 0x1F == 4:
                     target = load_be32(pkt + off + 12) if sub_len >= 20 else 0
-                forwarded += self._forward_feedback(tx, fd, pkt + off, sub_len, target,
-                                                    p.meeting, now)
+                self._forward_feedback(tx, fd, pkt + off, sub_len, target, p.meeting, now)
+                handled = 1
             off += sub_len
         if pkt[1] == 200:
             reason = self._may_send(p)
@@ -273,13 +283,13 @@ cdef class Forwarder:
                 self.stats.dropped[reason] += 1
             else:
                 self._fan_out_rtcp(tx, fd, <uint32_t>slot, pkt, plain_len)
-        elif not forwarded:
+        elif not handled:
             self.stats.rtcp_terminated += 1
 
-    cdef int _forward_feedback(self, SendBatch tx, int fd, const uint8_t* fb, size_t fb_len,
-                               uint32_t target_ssrc, int32_t meeting,
-                               double now) noexcept nogil:
-        """Pass a PLI/FIR to the sender of target_ssrc: 1 if sent, 0 if not."""
+    cdef void _forward_feedback(self, SendBatch tx, int fd, const uint8_t* fb, size_t fb_len,
+                                uint32_t target_ssrc, int32_t meeting,
+                                double now) noexcept nogil:
+        """Pass a PLI/FIR to the sender of target_ssrc in the same meeting, or count why not."""
         cdef const SsrcEntry* found[MAX_CANDIDATES]
         cdef int k, i
         cdef Participant* sp
@@ -290,15 +300,17 @@ cdef class Forwarder:
             if sp.meeting != meeting:
                 continue
             st = &sp.streams[found[i].stream]
-            if now - st.feedback_at < 1.0:
+            if sp.flags & PF_EJECTED:
+                self.stats.dropped[DROP_EJECTED] += 1
+            elif not sp.flags & PF_HAS_ADDRESS:
+                self.stats.dropped[DROP_NO_ADDRESS] += 1
+            elif now - st.feedback_at < 1.0:
                 self.stats.dropped[DROP_RATE_LIMITED] += 1
-                return 0
-            if sp.flags & PF_EJECTED or not sp.flags & PF_HAS_ADDRESS:
-                return 0
-            st.feedback_at = now
-            return self._send_rtcp_to(tx, fd, <uint32_t>found[i].slot, fb, fb_len)
+            else:
+                st.feedback_at = now
+                self._send_rtcp_to(tx, fd, <uint32_t>found[i].slot, fb, fb_len)
+            return
         self.stats.dropped[DROP_UNKNOWN_SOURCE] += 1
-        return 0
 
     cdef void _fan_out_rtcp(self, SendBatch tx, int fd, uint32_t sender, const uint8_t* plain,
                             size_t plain_len) noexcept nogil:

@@ -463,37 +463,41 @@ cdef class RouteTable:
 
     cdef int _fit_addrs(self) except -1:
         """Keep the address index at most half full, so the loop never has to grow it."""
-        cdef uint32_t cap = 64
-        cdef uint32_t i
-        cdef AddrEntry* old = self.addrs
-        cdef uint32_t old_cap = self.addrs_cap
-        cdef uint32_t wanted = (len(self.participant_slots) + self.addrs_deleted + 1) * 2
-        if old != NULL and wanted <= old_cap:
+        if self.addrs != NULL and (len(self.participant_slots) + 1) * 2 <= self.addrs_cap:
             return 0
-        while cap < len(self.participant_slots) * 4 + 64:
-            cap *= 2
-        self.addrs = <AddrEntry*>malloc(cap * sizeof(AddrEntry))
-        if self.addrs == NULL:
-            self.addrs = old
+        if table_addrs_rebuild(self, len(self.participant_slots) + 1) != 0:
             raise MemoryError()
-        for i in range(cap):
-            self.addrs[i].slot = -1
-        self.addrs_cap = cap
-        self.addrs_deleted = 0
-        free(old)
-        for i in range(self.parts_cap):
-            if self.parts[i].meeting >= 0 and self.parts[i].flags & PF_HAS_ADDRESS:
-                table_addr_insert(self, i)
         return 0
 
     def maintain(self):
-        """Between batches: drop deleted address entries once they pile up."""
+        """Between batches: rebuild the address index if deleted entries pile up."""
         if self.addrs_deleted * 4 > self.addrs_cap:
-            self.addrs_deleted = self.addrs_cap   # forces a rebuild
-            self._fit_addrs()
+            table_addrs_rebuild(self, len(self.participant_slots) + 1)
 
 
 # --- lookups and the changes packets may make (nogil) -------------------------------------------
+
+cdef int table_addrs_rebuild(RouteTable t, uint32_t participants) noexcept nogil:
+    """Rebuild the address index without deleted entries, at least four times as large as
+    the participants: 0, or -1 (and the old index kept) when out of memory."""
+    cdef uint32_t cap = 64, i
+    cdef AddrEntry* grown
+    while cap < participants * 4:
+        cap *= 2
+    grown = <AddrEntry*>malloc(cap * sizeof(AddrEntry))
+    if grown == NULL:
+        return -1
+    for i in range(cap):
+        grown[i].slot = -1
+    free(t.addrs)
+    t.addrs = grown
+    t.addrs_cap = cap
+    t.addrs_deleted = 0
+    for i in range(t.parts_cap):
+        if t.parts[i].meeting >= 0 and t.parts[i].flags & PF_HAS_ADDRESS:
+            table_addr_insert(t, i)
+    return 0
+
 
 cdef void table_addr_insert(RouteTable t, uint32_t slot) noexcept nogil:
     cdef AddrKey key
@@ -543,6 +547,23 @@ cdef int32_t table_find_by_address(RouteTable t, const void* sa,
     return -1
 
 
+cdef int32_t table_find_rtcp_source(RouteTable t, const void* sa,
+                                    socklen_t n) noexcept nogil:
+    """The participant whose RTCP comes from this address: its own address, or the port
+    below it (clients without rtcp-mux, ffmpeg among them, send RTCP from RTP port + 1)."""
+    cdef int32_t slot = table_find_by_address(t, sa, n)
+    cdef sockaddr_in6 below
+    cdef uint16_t port
+    if slot >= 0 or n > sizeof(sockaddr_in6):
+        return slot
+    memcpy(&below, sa, n)
+    port = ntohs(below.sin6_port)        # sin_port sits at the same offset in sockaddr_in
+    if port <= 1:
+        return -1
+    below.sin6_port = htons(port - 1)
+    return table_find_by_address(t, &below, n)
+
+
 cdef int table_find_senders(RouteTable t, uint32_t ssrc, const SsrcEntry** found,
                             int max_found) noexcept nogil:
     """The participants that declared this SSRC (more than one only if SSRCs collide)."""
@@ -576,6 +597,11 @@ cdef void table_latch(RouteTable t, uint32_t slot, const void* sa, socklen_t n) 
         return
     if p.flags & PF_HAS_ADDRESS:
         table_addr_delete(t, slot)
+        if t.addrs_deleted * 4 > t.addrs_cap:
+            # Deleted entries end no probe: rebuild before they crowd out the empty ones.
+            # On failure the old index stays; it still has room, as _fit_addrs keeps it.
+            p.flags &= ~PF_HAS_ADDRESS
+            table_addrs_rebuild(t, t.parts_cap)
     memset(&p.addr, 0, sizeof(sockaddr_in6))
     memcpy(&p.addr, sa, n)
     p.addr_len = n

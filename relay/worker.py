@@ -141,10 +141,16 @@ class Worker:
             except (ValueError, wire.WireError) as exc:
                 log.warning("ignored a control message: %s", exc)
                 continue
-            if isinstance(message, wire.Snapshot):
-                self.replica.apply_snapshot(message)
-            elif not self.replica.apply(seq, message):
-                log.warning("missed routing updates before %d; waiting for a snapshot", seq)
+            try:
+                if isinstance(message, wire.Snapshot):
+                    self.replica.apply_snapshot(message)
+                elif not self.replica.apply(seq, message):
+                    log.warning("missed routing updates before %d; waiting for a snapshot", seq)
+            except (KeyError, ValueError, MemoryError) as exc:
+                # The table refused it (an unknown participant, a bad key): this worker and
+                # the control plane disagree, so only a new snapshot can set it right.
+                self.replica.needs_snapshot = True
+                log.warning("routing update %d refused (%s); waiting for a snapshot", seq, exc)
 
     def _push_stats(self, now: float) -> None:
         if self.stats is None:
