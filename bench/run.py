@@ -40,7 +40,7 @@ from relay.srtp import SUITES, Session, SrtpError
 LOSS_LIMIT = 0.001  # 0.1 %
 LATENCY_LOAD = 0.8  # latency is measured at this fraction of capacity
 PAYLOAD_MAGIC = b"relaybench"
-TARGETS = ("relay", "ceiling", "io_ceiling", "python")
+TARGETS = ("relay", "ceiling", "io_ceiling", "python", "python_uvloop")
 
 
 @dataclass
@@ -240,7 +240,7 @@ def relay_command(target: str, table: Path, port: int, ready: Path) -> list[str]
             str(ready),
         ]
         return cmd + (["--no-crypto"] if target == "io_ceiling" else [])
-    if target == "python":
+    if target in ("python", "python_uvloop"):
         return [
             py,
             "-m",
@@ -251,6 +251,8 @@ def relay_command(target: str, table: Path, port: int, ready: Path) -> list[str]
             str(port),
             "--ready-file",
             str(ready),
+            "--loop",
+            "uvloop" if target == "python_uvloop" else "asyncio",
         ]
     raise ValueError(f"unknown target {target!r}")
 

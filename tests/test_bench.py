@@ -72,7 +72,7 @@ def test_bench_compare_fixed_rate_writes_json(tmp_path: Path) -> None:
     ):
         assert key in report, key
     assert report["receivers"] == 20 and report["scenario"] == "webinar"
-    assert set(report["baselines"]) == {"ceiling", "io_ceiling", "python"}
+    assert set(report["baselines"]) == {"ceiling", "io_ceiling", "python", "python_uvloop"}
     for figures in [report, *report["baselines"].values()]:
         assert figures["loss_ratio"] < 0.01
         assert figures["verified_packets"] > 0
