@@ -1,0 +1,75 @@
+"""API errors: each carries the HTTP status and a stable code, and the HTTP layer turns it into
+`{"error": {"code", "message"}}` (DESIGN.md, "HTTP API"). Raised by the sans-IO services
+(meetings, auth, storage) so they need not know about HTTP."""
+
+from __future__ import annotations
+
+from relay.errors import RelayError
+
+
+class ApiError(RelayError):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class Invalid(ApiError):
+    """The request is well-formed JSON but not what the call takes."""
+
+    status = 422
+    code = "invalid"
+
+
+class Unauthorized(ApiError):
+    """No token, or a token that is not the operator token nor this meeting's host key."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    """A wrong password, or a role the credential does not grant."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Ended(ApiError):
+    """The meeting has ended: nothing more can happen in it."""
+
+    status = 409
+    code = "ended"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class Locked(ApiError):
+    """The host locked the meeting: nobody new may join."""
+
+    status = 423
+    code = "locked"
+
+
+class Throttled(ApiError):
+    """Too many failed attempts; try again after `retry_after` seconds."""
+
+    status = 429
+    code = "throttled"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
