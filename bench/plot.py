@@ -29,6 +29,7 @@ def write(reports: list[dict[str, Any]], path: Path) -> None:
     cap.set_title(f"{first['scenario']}, {first['size']} B, {first['suite']}")
     cap.set_xlabel("receivers (N)")
     cap.set_ylabel("out packets/s within 0.1 % loss")
+    cap.set_ylim(bottom=0)
     cap.grid(True, alpha=0.3)
     cap.legend()
 
