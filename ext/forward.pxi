@@ -195,7 +195,7 @@ cdef class Forwarder:
     cdef uint8_t* _slot(self, SendBatch tx, int fd) noexcept nogil:
         """A free send slot. With a socket, what is queued goes out every SEND_FLUSH packets,
         so the first receivers of a large fan-out need not wait for the last ones to be
-        encrypted (256 measured better than 64 or 1024 for 1,000 receivers: bench/RESULTS.md)."""
+        encrypted (256 against 1024: bench/RESULTS.md, "Send batch size")."""
         cdef uint8_t* slot
         if fd >= 0 and tx.count >= SEND_FLUSH:
             tx.flush(fd, self.table)
