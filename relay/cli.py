@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="RTP/RTCP port; RTCP also on PORT+1 (default 40000)",
     )
     worker.add_argument("--control", help="ZeroMQ endpoint publishing routing updates")
+    worker.add_argument("--snapshot", help="ZeroMQ endpoint answering snapshot requests")
     worker.add_argument("--stats", help="ZeroMQ endpoint to push counters to, every second")
     worker.add_argument("--ready-file", type=Path, help="written with the pid once bound")
     worker.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 media_port=args.media_port,
                 table=args.table,
                 control=args.control,
+                snapshot=args.snapshot,
                 stats=args.stats,
                 ready_file=args.ready_file,
                 duration=args.duration,

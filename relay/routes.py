@@ -31,6 +31,12 @@ class RouteReplica:
             self._apply(opened)
         for joined in snapshot.participants:
             self._apply(joined)
+        for meeting in snapshot.ended:
+            self._apply(wire.MeetingEnded(meeting))
+        for participant in snapshot.muted:
+            self._apply(wire.ParticipantMuted(participant, True))
+        for participant in snapshot.ejected:
+            self._apply(wire.ParticipantEjected(participant))
         self.seq = snapshot.seq
         self.needs_snapshot = False
 

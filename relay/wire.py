@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from relay.errors import RelayError
 
 WIRE_VERSION = b"1"
+SNAPSHOT_REQUEST = b"snapshot"  # a worker's DEALER asks the control plane's ROUTER
 ROLES = ("host", "panelist", "attendee")
 MODES = ("meeting", "webinar")
 
@@ -120,6 +121,9 @@ class Snapshot:
     seq: int = 0
     meetings: tuple[MeetingOpened, ...] = ()
     participants: tuple[ParticipantJoined, ...] = ()
+    ended: tuple[int, ...] = ()  # meetings that have ended
+    muted: tuple[int, ...] = ()  # participants muted
+    ejected: tuple[int, ...] = ()  # participants ejected
 
 
 Update = (
@@ -154,6 +158,9 @@ def to_json(msg: Message) -> dict[str, Any]:
             "seq": msg.seq,
             "meetings": [to_json(m) for m in msg.meetings],
             "participants": [to_json(p) for p in msg.participants],
+            "ended": list(msg.ended),
+            "muted": list(msg.muted),
+            "ejected": list(msg.ejected),
         }
     body: dict[str, Any] = {"kind": msg.kind, **asdict(msg)}
     if isinstance(msg, ParticipantJoined):
@@ -180,7 +187,14 @@ def from_json(body: Any) -> Message:
                 _check(from_json({"kind": "participant_joined", **p}), ParticipantJoined)
                 for p in body.get("participants", [])
             )
-            return Snapshot(int(body.get("seq", 0)), meetings, participants)
+            return Snapshot(
+                int(body.get("seq", 0)),
+                meetings,
+                participants,
+                tuple(int(m) for m in body.get("ended", [])),
+                tuple(int(p) for p in body.get("muted", [])),
+                tuple(int(p) for p in body.get("ejected", [])),
+            )
         args = {f.name: body[f.name] for f in fields(cls) if f.name in body}
         if cls is ParticipantJoined:
             args["uplink"] = _unb64(args.get("uplink", ""), "uplink")

@@ -33,6 +33,8 @@ log = logging.getLogger("relay.worker")
 SOCKET_BUFFER = 8 << 20  # bytes: absorbs bursts of a large fan-out
 BATCHES_PER_WAKEUP = 64  # recvmmsg batches before control messages get a turn
 STATS_INTERVAL = 1.0  # seconds
+SNAPSHOT_TIMEOUT = 1.0  # seconds to wait for a snapshot reply
+SNAPSHOT_RETRY = 1.0  # seconds between snapshot requests while one is needed
 
 
 @dataclass
@@ -41,7 +43,8 @@ class WorkerConfig:
     media_host: str = "127.0.0.1"
     media_port: int = 40000
     table: Path | None = None  # a Snapshot file to start from
-    control: str | None = None  # ZeroMQ SUB endpoint for [topic, seq, ...] updates
+    control: str | None = None  # ZeroMQ SUB endpoint for numbered routing updates
+    snapshot: str | None = None  # ZeroMQ ROUTER endpoint that answers snapshot requests
     stats: str | None = None  # ZeroMQ PUSH endpoint for counters
     ready_file: Path | None = None
     duration: float | None = None
@@ -80,7 +83,10 @@ class Worker:
         self.stats: zmq.Socket[Any] | None = None
         if config.table is not None:
             self.replica.apply_snapshot(wire.load_snapshot(config.table))
+        self.snapshot_due = 0.0  # when to ask for a snapshot again, if one is needed
         if config.control:
+            # Subscribe before asking for the snapshot, so no update falls in between: the
+            # replica skips those the snapshot already holds (the clone pattern).
             self.control = self.zmq.socket(zmq.SUB)
             self.control.connect(config.control)
             self.control.setsockopt(zmq.SUBSCRIBE, b"")
@@ -100,6 +106,9 @@ class Worker:
             poller.register(sock.fileno(), zmq.POLLIN)
         if self.control is not None:
             poller.register(self.control, zmq.POLLIN)
+        if self.replica.needs_snapshot and self.config.snapshot:
+            self._take_snapshot()
+            self.snapshot_due = time.monotonic() + SNAPSHOT_RETRY
         if self.config.ready_file:
             self.config.ready_file.write_text(str(os.getpid()))
         deadline = time.monotonic() + self.config.duration if self.config.duration else None
@@ -119,6 +128,9 @@ class Worker:
                             break
             if self.control is not None and self.control in ready:
                 self._drain_control()
+            if self.replica.needs_snapshot and self.config.snapshot and now >= self.snapshot_due:
+                self._take_snapshot()
+                self.snapshot_due = now + SNAPSHOT_RETRY
             if now >= next_stats:
                 self._push_stats(now)
                 self.table.maintain()
@@ -151,6 +163,36 @@ class Worker:
                 # the control plane disagree, so only a new snapshot can set it right.
                 self.replica.needs_snapshot = True
                 log.warning("routing update %d refused (%s); waiting for a snapshot", seq, exc)
+
+    def _take_snapshot(self) -> None:
+        """Ask the control plane for the whole routing state (on start, and after a gap)."""
+        assert self.config.snapshot is not None
+        sock = self.zmq.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(self.config.snapshot)
+            sock.send_multipart([b"", wire.SNAPSHOT_REQUEST])
+            if not sock.poll(int(SNAPSHOT_TIMEOUT * 1000), zmq.POLLIN):
+                log.warning(
+                    "no snapshot from %s yet; forwarding on what it has", self.config.snapshot
+                )
+                return
+            frames = sock.recv_multipart()
+            snapshot = wire.decode([b"", *frames[2:]])
+            if not isinstance(snapshot, wire.Snapshot):
+                raise wire.WireError("the snapshot reply holds no snapshot")
+            self.replica.apply_snapshot(snapshot)
+            log.info(
+                "routing snapshot %d applied: %d participants",
+                snapshot.seq,
+                len(snapshot.participants),
+            )
+        except (wire.WireError, KeyError, ValueError, IndexError) as exc:
+            log.warning("bad snapshot reply: %s", exc)
+        finally:
+            sock.close(0)
+        if self.control is not None:
+            self._drain_control()
 
     def _push_stats(self, now: float) -> None:
         if self.stats is None:

@@ -1,0 +1,129 @@
+"""The control plane's side of routing: the ZeroMQ "clone" pattern (zguide, chapter 5).
+
+The control plane owns the routing state. Every change is a numbered update published on a PUB
+socket as [seq, wire version, body]; a worker that starts (or restarts, or notices a gap in the
+numbers) asks the ROUTER socket for a snapshot, applies it, and then applies the updates
+numbered after it. RoutingState is the sans-IO part (the state and its numbering);
+RoutingServer binds the sockets and answers snapshot requests.
+
+Wire frames:
+    update (PUB):              [b"<seq>", b"1", json]
+    snapshot request (DEALER): [b"", b"snapshot"]
+    snapshot reply (ROUTER):   [identity, b"", b"<seq>", b"1", json of a wire.Snapshot]
+
+The worker's side is in relay/worker.py (control may import relay's wire messages; relay never
+imports control).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import zmq
+import zmq.asyncio
+
+from relay import wire
+
+log = logging.getLogger("control.routing")
+
+
+class RoutingState:
+    """The routing state as a snapshot plus a sequence number: apply updates, take snapshots.
+
+    The invariant the clone pattern rests on: snapshot() taken at seq N, followed by the
+    updates numbered N+1.., gives the same state as snapshot() taken later.
+    """
+
+    def __init__(self, seq: int = 0) -> None:
+        self.seq = seq
+        self.meetings: dict[int, wire.MeetingOpened] = {}
+        self.participants: dict[int, wire.ParticipantJoined] = {}
+        self.ended: set[int] = set()
+        self.muted: set[int] = set()
+        self.ejected: set[int] = set()
+
+    @classmethod
+    def from_snapshot(cls, snapshot: wire.Snapshot) -> RoutingState:
+        state = cls(snapshot.seq)
+        state.meetings = {m.meeting: m for m in snapshot.meetings}
+        state.participants = {p.participant: p for p in snapshot.participants}
+        state.ended, state.muted = set(snapshot.ended), set(snapshot.muted)
+        state.ejected = set(snapshot.ejected)
+        return state
+
+    def apply(self, update: wire.Update) -> int:
+        """Record an update; returns its number."""
+        if isinstance(update, wire.MeetingOpened):
+            self.meetings[update.meeting] = update
+        elif isinstance(update, wire.MeetingEnded):
+            self.ended.add(update.meeting)
+        elif isinstance(update, wire.ParticipantJoined):
+            self.participants[update.participant] = update
+        elif isinstance(update, wire.ParticipantLeft):
+            self.participants.pop(update.participant, None)
+            self.muted.discard(update.participant)
+            self.ejected.discard(update.participant)
+        elif isinstance(update, wire.ParticipantEjected):
+            self.ejected.add(update.participant)
+        elif isinstance(update, wire.ParticipantMuted):
+            (self.muted.add if update.muted else self.muted.discard)(update.participant)
+        self.seq += 1
+        return self.seq
+
+    def snapshot(self) -> wire.Snapshot:
+        """The whole state at self.seq."""
+        return wire.Snapshot(
+            self.seq,
+            tuple(self.meetings.values()),
+            tuple(self.participants.values()),
+            tuple(sorted(self.ended)),
+            tuple(sorted(self.muted)),
+            tuple(sorted(self.ejected)),
+        )
+
+
+class RoutingServer:
+    """Publishes numbered updates and serves snapshots, on asyncio."""
+
+    def __init__(
+        self,
+        pub_endpoint: str,
+        snapshot_endpoint: str,
+        state: RoutingState | None = None,
+        context: zmq.asyncio.Context | None = None,
+    ) -> None:
+        self.state = state or RoutingState()
+        self.context = context or zmq.asyncio.Context.instance()
+        self.pub: zmq.asyncio.Socket = self.context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        self.pub.bind(pub_endpoint)
+        self.router: zmq.asyncio.Socket = self.context.socket(zmq.ROUTER)
+        self.router.bind(snapshot_endpoint)
+        self._serving: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._serving = asyncio.get_running_loop().create_task(self._serve_snapshots())
+
+    async def publish(self, update: wire.Update) -> int:
+        seq = self.state.apply(update)
+        await self.pub.send_multipart([str(seq).encode(), *wire.encode(update)[1:]])
+        return seq
+
+    async def _serve_snapshots(self) -> None:
+        while True:
+            frames = await self.router.recv_multipart()
+            if len(frames) != 3 or frames[1] != b"" or frames[2] != wire.SNAPSHOT_REQUEST:
+                log.warning("ignored a malformed snapshot request")
+                continue
+            reply = wire.encode(self.state.snapshot())[1:]
+            await self.router.send_multipart([frames[0], b"", str(self.state.seq).encode(), *reply])
+
+    async def close(self) -> None:
+        if self._serving is not None:
+            self._serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serving
+        self.pub.close(0)
+        self.router.close(0)
