@@ -1,0 +1,72 @@
+"""Prometheus /metrics: a custom collector that reads the aggregates when scraped.
+
+Nothing here runs per packet: the workers count, push totals once a second, and this turns
+the latest totals into metric families (prometheus_client's "custom collector" pattern). No
+per-participant labels; drop reasons use the fast path's vocabulary (relay._core.DROP_NAMES).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from control.stats import StatsAggregator
+
+
+class ControlCounters:
+    """What the control plane itself counts: joins and failed joins by reason."""
+
+    def __init__(self) -> None:
+        self.joins = 0
+        self.join_failures: dict[str, int] = {}
+
+    def join_failed(self, reason: str) -> None:
+        self.join_failures[reason] = self.join_failures.get(reason, 0) + 1
+
+
+class RelayCollector(Collector):
+    def __init__(
+        self,
+        stats: StatsAggregator,
+        control: ControlCounters,
+        gauges: Callable[[], tuple[int, int]],
+    ) -> None:
+        """gauges() -> (open meetings, participants present)."""
+        self.stats = stats
+        self.control = control
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s = self.stats
+        for name, key, text in (
+            ("relay_packets_in", "packets_in", "Packets received by the workers."),
+            ("relay_packets_out", "packets_out", "Packets sent by the workers."),
+            ("relay_bytes_in", "bytes_in", "Bytes received by the workers."),
+            ("relay_bytes_out", "bytes_out", "Bytes sent by the workers."),
+        ):
+            yield CounterMetricFamily(name, text, value=s.total(key))
+        dropped = CounterMetricFamily(
+            "relay_packets_dropped",
+            "Packets (or copies) not forwarded, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in s.drops().items():
+            dropped.add_metric([reason], count)
+        yield dropped
+        meetings, participants = self.gauges()
+        yield GaugeMetricFamily("relay_meetings", "Meetings open now.", value=meetings)
+        yield GaugeMetricFamily(
+            "relay_participants", "Participants present now.", value=participants
+        )
+        yield CounterMetricFamily("relay_joins", "Successful joins.", value=self.control.joins)
+        failures = CounterMetricFamily(
+            "relay_join_failures", "Refused joins, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(self.control.join_failures.items()):
+            failures.add_metric([reason], count)
+        yield failures
+        yield CounterMetricFamily(
+            "relay_worker_restarts", "Worker processes restarted.", value=s.restarts()
+        )

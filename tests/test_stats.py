@@ -1,0 +1,77 @@
+"""Worker reports added up across workers and restarts, and the /metrics text."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from control.metrics import ControlCounters, RelayCollector
+from control.stats import StatsAggregator
+
+
+def report(
+    worker: int, packets_in: int, dropped_auth: int = 0, people: dict[str, list[int]] | None = None
+) -> dict[str, object]:
+    return {
+        "worker": worker,
+        "time": 0.0,
+        "counters": {
+            "packets_in": packets_in,
+            "bytes_in": packets_in * 100,
+            "packets_out": packets_in * 3,
+            "bytes_out": packets_in * 300,
+            "dropped": {"auth": dropped_auth, "replay": 0},
+        },
+        "participants": people or {},
+    }
+
+
+def test_totals_across_workers_and_a_restart() -> None:
+    agg = StatsAggregator()
+    agg.receive(report(0, 10, 1, {"7": [10, 1000, 0, 0]}), now=1)
+    agg.receive(report(1, 5), now=1)
+    agg.receive(report(0, 30, 2, {"7": [30, 3000, 0, 0]}), now=2)  # cumulative: replaces 10
+    assert agg.total("packets_in") == 35
+    assert agg.participant("7") == (30, 3000, 0, 0)
+    agg.receive(report(0, 4, 0, {"7": [4, 400, 0, 0]}), now=3)  # worker 0 restarted
+    assert agg.restarts() == 1
+    assert agg.total("packets_in") == 30 + 4 + 5
+    assert agg.drops() == {"auth": 2, "replay": 0}
+    assert agg.participant("7") == (34, 3400, 0, 0)
+
+
+def test_a_bad_report_changes_nothing() -> None:
+    agg = StatsAggregator()
+    agg.receive(report(0, 10), now=1)
+    for bad in (
+        {"counters": {}},
+        {"worker": "x", "counters": {}},
+        {"worker": 0, "counters": {"packets_in": "many"}},
+    ):
+        with pytest.raises(ValueError):
+            agg.receive(bad, now=2)
+    assert agg.total("packets_in") == 10
+
+
+def test_metrics_text() -> None:
+    agg = StatsAggregator()
+    agg.receive(report(0, 10, 3), now=1)
+    control = ControlCounters()
+    control.joins = 4
+    control.join_failed("wrong_password")
+    registry = CollectorRegistry()
+    registry.register(RelayCollector(agg, control, lambda: (2, 9)))
+    text = generate_latest(registry).decode()
+    for line in (
+        "relay_packets_in_total 10.0",
+        "relay_packets_out_total 30.0",
+        "relay_bytes_in_total 1000.0",
+        'relay_packets_dropped_total{reason="auth"} 3.0',
+        "relay_meetings 2.0",
+        "relay_participants 9.0",
+        "relay_joins_total 4.0",
+        'relay_join_failures_total{reason="wrong_password"} 1.0',
+        "relay_worker_restarts_total 0.0",
+    ):
+        assert line in text, line
+    assert "participant" not in text.replace("relay_participants", "")
