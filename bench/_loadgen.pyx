@@ -14,67 +14,15 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 
+from netio cimport *
+
+
 cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
     enum:
         CLOCK_MONOTONIC
         TIMER_ABSTIME
     int clock_gettime(int clk, timespec* ts)
     int clock_nanosleep(int clk, int flags, const timespec* req, timespec* rem)
-
-
-cdef extern from "<netinet/in.h>" nogil:
-    struct in_addr:
-        uint32_t s_addr
-    struct sockaddr_in:
-        unsigned short sin_family
-        unsigned short sin_port
-        in_addr sin_addr
-    struct in_pktinfo:
-        int ipi_ifindex
-        in_addr ipi_spec_dst
-        in_addr ipi_addr
-    enum:
-        IPPROTO_IP
-        IP_PKTINFO
-    uint32_t htonl(uint32_t)
-    uint32_t ntohl(uint32_t)
-    unsigned short htons(unsigned short)
-
-
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    enum:
-        AF_INET
-        MSG_WAITFORONE
-    struct iovec:
-        void* iov_base
-        size_t iov_len
-    struct msghdr:
-        void* msg_name
-        socklen_t msg_namelen
-        iovec* msg_iov
-        size_t msg_iovlen
-        void* msg_control
-        size_t msg_controllen
-        int msg_flags
-    struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    struct cmsghdr:
-        size_t cmsg_len
-        int cmsg_level
-        int cmsg_type
-    cmsghdr* CMSG_FIRSTHDR(msghdr* m)
-    cmsghdr* CMSG_NXTHDR(msghdr* m, cmsghdr* c)
-    unsigned char* CMSG_DATA(cmsghdr* c)
-    size_t CMSG_SPACE(size_t n)
-    size_t CMSG_LEN(size_t n)
-    int recvmmsg(int fd, mmsghdr* vec, unsigned int vlen, int flags, void* timeout)
-    int sendmmsg(int fd, mmsghdr* vec, unsigned int vlen, int flags)
 
 
 cdef enum:

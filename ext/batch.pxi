@@ -4,11 +4,6 @@
 # of protected packets, each with its own destination, and sends them with sendmmsg. Both own
 # their memory, allocated once. push() and items() let tests drive the loop without sockets.
 
-cdef extern from "<sys/socket.h>" nogil:
-    enum:
-        MSG_TRUNC
-
-
 @cython.final
 cdef class RecvBatch:
     """Up to BATCH_MAX received datagrams with their source addresses."""

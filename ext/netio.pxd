@@ -30,8 +30,24 @@ cdef extern from "<netinet/in.h>" nogil:
         uint32_t sin6_flowinfo
         in6_addr sin6_addr
         uint32_t sin6_scope_id
+    struct in_pktinfo:             # IP_PKTINFO: a datagram's local address (Linux)
+        int ipi_ifindex
+        in_addr ipi_spec_dst
+        in_addr ipi_addr
+    enum:
+        IPPROTO_IP
+        IP_PKTINFO
     uint16_t htons(uint16_t)
     uint16_t ntohs(uint16_t)
+    uint32_t htonl(uint32_t)
+    uint32_t ntohl(uint32_t)
+
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
 
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -39,6 +55,8 @@ cdef extern from "<sys/socket.h>" nogil:
         AF_INET
         AF_INET6
         MSG_DONTWAIT
+        MSG_WAITFORONE
+        MSG_TRUNC
     struct sockaddr:
         sa_family_t sa_family
     struct sockaddr_storage:
@@ -54,8 +72,15 @@ cdef extern from "<sys/socket.h>" nogil:
     struct mmsghdr:
         msghdr msg_hdr
         unsigned int msg_len
-    struct timespec:
-        pass
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr* CMSG_FIRSTHDR(msghdr* m)
+    cmsghdr* CMSG_NXTHDR(msghdr* m, cmsghdr* c)
+    unsigned char* CMSG_DATA(cmsghdr* c)
+    size_t CMSG_SPACE(size_t n)
+    size_t CMSG_LEN(size_t n)
     int recvmmsg(int fd, mmsghdr* vec, unsigned int vlen, int flags, timespec* timeout)
     int sendmmsg(int fd, mmsghdr* vec, unsigned int vlen, int flags)
 
