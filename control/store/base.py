@@ -1,0 +1,620 @@
+"""The storage layer's contract: row types, errors, the schema, and the `Store` protocol.
+
+The control plane keeps its truth here (DESIGN.md, "Storage and scale"): meetings, participants,
+append-only usage records, and the numbered routing log that lets a restarted control plane
+continue the update sequence the workers follow. One node uses SQLite (`control.store.sqlite`);
+many nodes will use PostgreSQL with the same schema (`schema.sql`).
+
+Backends share everything in this module: the rows they return, the errors they raise (so the
+service layer never sees a driver's exception), the validation of values before they reach SQL,
+and the schema text. The one dialect difference in the schema is the binary column type
+(`BLOB` in SQLite, `BYTEA` in PostgreSQL), written `${binary}` in `schema.sql` and filled in by
+`schema_statements()`.
+
+Conventions:
+    - Times are float seconds since the epoch (DOUBLE PRECISION); None means "not yet".
+    - Not found is None (or an empty list), never an exception: the service layer turns it
+      into a 404.
+    - Secrets never reach the store in clear: passwords and host keys arrive as hashes or
+      digests, SRTP master keys sealed (encrypted) by the caller.
+    - Update methods take keyword arguments that default to None, meaning "leave as it is".
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from relay.errors import RelayError
+
+__all__ = [
+    "BINARY_TYPES",
+    "MODES",
+    "ROLES",
+    "SCHEMA_VERSION",
+    "STATES",
+    "DuplicateKey",
+    "ForeignKeyViolation",
+    "IntegrityViolation",
+    "InvalidValue",
+    "MeetingRow",
+    "ParticipantRow",
+    "RoutingUpdate",
+    "SchemaMismatch",
+    "Store",
+    "StoreClosed",
+    "StoreError",
+    "UsageRecord",
+    "new_id",
+    "schema_statements",
+]
+
+SCHEMA_VERSION = 1
+"""The version `schema.sql` creates; stored in the `schema_version` table."""
+
+MODES = ("meeting", "webinar")
+STATES = ("open", "ended")
+ROLES = ("host", "panelist", "attendee")
+
+BINARY_TYPES = {"sqlite": "BLOB", "postgresql": "BYTEA"}
+"""The binary column type per dialect: the one place the schema differs between backends."""
+
+DEFAULT_PAGE = 50
+
+SCHEMA_PATH = Path(__file__).with_name("schema.sql")
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class StoreError(RelayError):
+    """The storage layer failed: the database cannot be opened, or a statement failed.
+
+    Backends translate their driver's exceptions into this hierarchy, so callers need not
+    import sqlite3 or psycopg.
+    """
+
+
+class StoreClosed(StoreError):
+    """A call on a store after `close()`."""
+
+
+class SchemaMismatch(StoreError):
+    """The database was written by a newer relay (a schema version this code does not know)."""
+
+
+class InvalidValue(StoreError, ValueError):
+    """A value the schema does not allow (an unknown role or mode, a negative count, ...),
+    refused before it reaches the database."""
+
+
+class IntegrityViolation(StoreError):
+    """A write broke a constraint of the database."""
+
+
+class ForeignKeyViolation(IntegrityViolation):
+    """A row refers to a row that does not exist (a participant of an unknown meeting)."""
+
+
+class DuplicateKey(IntegrityViolation):
+    """A row with this key exists already (an id, or a routing update number, used twice)."""
+
+
+# --- rows -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MeetingRow:
+    """One row of `meetings`."""
+
+    id: str
+    title: str
+    mode: str  # 'meeting' | 'webinar'
+    suite: str  # the SRTP suite of every participant's keys
+    # Digests, not secrets in clear, but nothing gains from printing them: not in repr().
+    password_hash: str = field(repr=False)
+    panelist_password_hash: str | None = field(repr=False)
+    host_key_digest: str = field(repr=False)
+    state: str  # 'open' | 'ended'
+    locked: bool
+    recording: bool
+    created_at: float
+    ended_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantRow:
+    """One row of `participants`. The SRTP master keys are sealed: encrypted by the caller."""
+
+    id: str
+    meeting_id: str
+    # The name and address are personal data and the keys are sealed secrets: not in repr(),
+    # so that logging a row leaks none of them (DESIGN.md: logs carry no PII).
+    name: str = field(repr=False)
+    role: str  # 'host' | 'panelist' | 'attendee'
+    streams: str  # JSON array of what it sends, as the API took it
+    receive_at: str | None = field(repr=False)  # 'ip:port' for clients that only listen
+    uplink_sealed: bytes = field(repr=False)
+    downlink_sealed: bytes = field(repr=False)
+    worker: int  # the worker it is homed on
+    muted: bool
+    expelled: bool
+    joined_at: float
+    left_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One row of `usage_records`: what one meeting used, written once when it ends."""
+
+    id: int  # increasing in the order the records were appended
+    meeting_id: str  # not a foreign key: a usage record outlives its meeting
+    started_at: float
+    ended_at: float
+    duration_s: float
+    total_participants: int
+    peak_participants: int
+    participant_minutes: float
+    features: tuple[str, ...]  # 'webinar', 'recording', ...
+    packets_in: int
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingUpdate:
+    """One row of `routing_log`: a numbered routing update as the workers received it."""
+
+    seq: int
+    created_at: float
+    body: str  # JSON
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+def new_id() -> str:
+    """A random URL-safe id (128 bits from the OS CSPRNG, 22 characters)."""
+    return secrets.token_urlsafe(16)
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidValue(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def check_text(name: str, value: object, *, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise InvalidValue(f"{name} must be a string, not {type(value).__name__}")
+    if not empty and not value:
+        raise InvalidValue(f"{name} must not be empty")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidValue(f"{name} must be true or false, not {type(value).__name__}")
+    return value
+
+
+def check_int(name: str, value: object, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue(f"{name} must be an integer, not {type(value).__name__}")
+    if value < minimum:
+        raise InvalidValue(f"{name} must be at least {minimum}; got {value}")
+    if value >= 1 << 63:
+        raise InvalidValue(f"{name} does not fit in 64 bits")
+    return value
+
+
+def check_time(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidValue(f"{name} must be seconds since the epoch, not {type(value).__name__}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidValue(f"{name} must be a finite number of seconds")
+    return value
+
+
+def check_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidValue(f"{name} must be a number, not {type(value).__name__}")
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise InvalidValue(f"{name} must be a finite number")
+    if number < 0:
+        raise InvalidValue(f"{name} must not be negative; got {number}")
+    return number
+
+
+def check_bytes(name: str, value: object) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise InvalidValue(f"{name} must be bytes, not {type(value).__name__}")
+    if not value:
+        raise InvalidValue(f"{name} must not be empty")
+    return bytes(value)
+
+
+def check_json(name: str, value: object, *, array: bool = False) -> str:
+    """A JSON text (with `array`, one whose top level is an array), returned as given."""
+    text = check_text(name, value)
+    try:
+        decoded = json.loads(text)
+    except ValueError as exc:
+        raise InvalidValue(f"{name} is not valid JSON: {exc}") from None
+    if array and not isinstance(decoded, list):
+        raise InvalidValue(f"{name} must be a JSON array")
+    return text
+
+
+def check_page(limit: int | None, offset: int) -> tuple[int | None, int]:
+    if limit is not None:
+        check_int("limit", limit)
+    check_int("offset", offset)
+    return limit, offset
+
+
+def encode_features(features: Sequence[str]) -> str:
+    if isinstance(features, str):
+        raise InvalidValue("features must be a list of names, not a string")
+    for feature in features:
+        check_text("a feature", feature)
+    return json.dumps(list(features))
+
+
+def decode_features(text: str) -> tuple[str, ...]:
+    return tuple(str(f) for f in json.loads(text))
+
+
+# --- building rows and changes (shared by the backends, so they validate alike) -------------
+
+
+def new_meeting(
+    *,
+    title: str,
+    mode: str,
+    suite: str,
+    password_hash: str,
+    host_key_digest: str,
+    panelist_password_hash: str | None,
+    created_at: float | None,
+    meeting_id: str | None,
+) -> MeetingRow:
+    return MeetingRow(
+        id=new_id() if meeting_id is None else check_text("meeting id", meeting_id),
+        title=check_text("title", title, empty=True),
+        mode=check_choice("mode", mode, MODES),
+        suite=check_text("suite", suite),
+        password_hash=check_text("password_hash", password_hash),
+        panelist_password_hash=(
+            None
+            if panelist_password_hash is None
+            else check_text("panelist_password_hash", panelist_password_hash)
+        ),
+        host_key_digest=check_text("host_key_digest", host_key_digest),
+        state="open",
+        locked=False,
+        recording=False,
+        created_at=time.time() if created_at is None else check_time("created_at", created_at),
+        ended_at=None,
+    )
+
+
+def meeting_changes(
+    *,
+    title: str | None,
+    locked: bool | None,
+    recording: bool | None,
+    state: str | None,
+    ended_at: float | None,
+) -> dict[str, object]:
+    changes: dict[str, object] = {}
+    if title is not None:
+        changes["title"] = check_text("title", title, empty=True)
+    if locked is not None:
+        changes["locked"] = check_bool("locked", locked)
+    if recording is not None:
+        changes["recording"] = check_bool("recording", recording)
+    if state is not None:
+        changes["state"] = check_choice("state", state, STATES)
+    if ended_at is not None:
+        changes["ended_at"] = check_time("ended_at", ended_at)
+    return changes
+
+
+def new_participant(
+    *,
+    meeting_id: str,
+    name: str,
+    role: str,
+    uplink_sealed: bytes,
+    downlink_sealed: bytes,
+    worker: int,
+    streams: str,
+    receive_at: str | None,
+    joined_at: float | None,
+    participant_id: str | None,
+) -> ParticipantRow:
+    return ParticipantRow(
+        id=new_id() if participant_id is None else check_text("participant id", participant_id),
+        meeting_id=check_text("meeting id", meeting_id),
+        name=check_text("name", name, empty=True),
+        role=check_choice("role", role, ROLES),
+        streams=check_json("streams", streams, array=True),
+        receive_at=None if receive_at is None else check_text("receive_at", receive_at),
+        uplink_sealed=check_bytes("uplink_sealed", uplink_sealed),
+        downlink_sealed=check_bytes("downlink_sealed", downlink_sealed),
+        worker=check_int("worker", worker),
+        muted=False,
+        expelled=False,
+        joined_at=time.time() if joined_at is None else check_time("joined_at", joined_at),
+        left_at=None,
+    )
+
+
+def participant_changes(
+    *,
+    muted: bool | None,
+    expelled: bool | None,
+    role: str | None,
+    uplink_sealed: bytes | None,
+    downlink_sealed: bytes | None,
+    left_at: float | None,
+) -> dict[str, object]:
+    changes: dict[str, object] = {}
+    if muted is not None:
+        changes["muted"] = check_bool("muted", muted)
+    if expelled is not None:
+        changes["expelled"] = check_bool("expelled", expelled)
+    if role is not None:
+        changes["role"] = check_choice("role", role, ROLES)
+    if uplink_sealed is not None:
+        changes["uplink_sealed"] = check_bytes("uplink_sealed", uplink_sealed)
+    if downlink_sealed is not None:
+        changes["downlink_sealed"] = check_bytes("downlink_sealed", downlink_sealed)
+    if left_at is not None:
+        changes["left_at"] = check_time("left_at", left_at)
+    return changes
+
+
+def new_usage(
+    *,
+    meeting_id: str,
+    started_at: float,
+    ended_at: float,
+    total_participants: int,
+    peak_participants: int,
+    participant_minutes: float,
+    features: Sequence[str],
+    packets_in: int,
+    packets_out: int,
+    bytes_in: int,
+    bytes_out: int,
+    duration_s: float | None,
+) -> tuple[UsageRecord, str]:
+    """The record (its id still 0: the backend assigns it) and its features as JSON."""
+    started = check_time("started_at", started_at)
+    ended = check_time("ended_at", ended_at)
+    if ended < started:
+        raise InvalidValue(f"ended_at ({ended}) is before started_at ({started})")
+    features_json = encode_features(features)
+    record = UsageRecord(
+        id=0,
+        meeting_id=check_text("meeting id", meeting_id),
+        started_at=started,
+        ended_at=ended,
+        duration_s=ended - started
+        if duration_s is None
+        else check_number("duration_s", duration_s),
+        total_participants=check_int("total_participants", total_participants),
+        peak_participants=check_int("peak_participants", peak_participants),
+        participant_minutes=check_number("participant_minutes", participant_minutes),
+        features=decode_features(features_json),
+        packets_in=check_int("packets_in", packets_in),
+        packets_out=check_int("packets_out", packets_out),
+        bytes_in=check_int("bytes_in", bytes_in),
+        bytes_out=check_int("bytes_out", bytes_out),
+    )
+    return record, features_json
+
+
+def check_routing(
+    body: str, seq: int | None, created_at: float | None
+) -> tuple[str, int | None, float]:
+    body = check_json("routing update body", body)
+    if seq is not None:
+        check_int("seq", seq, minimum=1)
+    return body, seq, time.time() if created_at is None else check_time("created_at", created_at)
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+def schema_text(dialect: str) -> str:
+    """`schema.sql` for one dialect ('sqlite' or 'postgresql')."""
+    if dialect not in BINARY_TYPES:
+        raise ValueError(f"unknown SQL dialect {dialect!r}; expected one of {list(BINARY_TYPES)}")
+    source = SCHEMA_PATH.read_text(encoding="utf-8")
+    return string.Template(source).substitute(binary=BINARY_TYPES[dialect])
+
+
+def schema_statements(dialect: str) -> list[str]:
+    """The statements of `schema.sql` for one dialect, comments stripped, in order.
+
+    Every statement is idempotent (IF NOT EXISTS), so running them on a database that has the
+    schema already changes nothing.
+    """
+    lines = []
+    for line in schema_text(dialect).splitlines():
+        code = line.split("--", 1)[0].rstrip()
+        if code:
+            lines.append(code)
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+# --- the protocol -----------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """What the control plane needs from storage. Every method is a coroutine; a backend must
+    never block the event loop. Every write is one transaction: it lands whole or not at all.
+
+    Errors: `InvalidValue` for a value the schema refuses (before any SQL runs),
+    `ForeignKeyViolation` for a row referring to a missing one, `DuplicateKey` for a key used
+    twice, `StoreClosed` after `close()`, `StoreError` for anything else the database reports.
+    """
+
+    # meetings
+
+    async def create_meeting(
+        self,
+        *,
+        title: str,
+        mode: str,
+        suite: str,
+        password_hash: str,
+        host_key_digest: str,
+        panelist_password_hash: str | None = None,
+        created_at: float | None = None,
+        meeting_id: str | None = None,
+    ) -> MeetingRow:
+        """A new open, unlocked, not recording meeting. `meeting_id` defaults to `new_id()`,
+        `created_at` to now."""
+        ...
+
+    async def get_meeting(self, meeting_id: str) -> MeetingRow | None: ...
+
+    async def list_meetings(
+        self, *, limit: int = DEFAULT_PAGE, offset: int = 0, state: str | None = None
+    ) -> list[MeetingRow]:
+        """A page of meetings, newest first (by created_at, then id); only `state` if given."""
+        ...
+
+    async def update_meeting(
+        self,
+        meeting_id: str,
+        *,
+        title: str | None = None,
+        locked: bool | None = None,
+        recording: bool | None = None,
+        state: str | None = None,
+        ended_at: float | None = None,
+    ) -> MeetingRow | None:
+        """Change the given fields; the row after the change, or None if there is no such
+        meeting. With no field given, the row as it is."""
+        ...
+
+    async def delete_meeting(self, meeting_id: str) -> bool:
+        """Delete a meeting and its participants (not its usage records); False if unknown."""
+        ...
+
+    # participants
+
+    async def add_participant(
+        self,
+        *,
+        meeting_id: str,
+        name: str,
+        role: str,
+        uplink_sealed: bytes,
+        downlink_sealed: bytes,
+        worker: int,
+        streams: str = "[]",
+        receive_at: str | None = None,
+        joined_at: float | None = None,
+        participant_id: str | None = None,
+    ) -> ParticipantRow:
+        """A new participant of `meeting_id` (ForeignKeyViolation if there is no such
+        meeting). `participant_id` defaults to `new_id()`, `joined_at` to now."""
+        ...
+
+    async def get_participant(
+        self, participant_id: str, *, meeting_id: str | None = None
+    ) -> ParticipantRow | None:
+        """The participant, or None; with `meeting_id`, None also when it belongs to another
+        meeting."""
+        ...
+
+    async def list_participants(
+        self,
+        meeting_id: str,
+        *,
+        present_only: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ParticipantRow]:
+        """The participants of one meeting in the order they joined; `present_only` leaves out
+        those who left. Empty for an unknown meeting."""
+        ...
+
+    async def update_participant(
+        self,
+        participant_id: str,
+        *,
+        muted: bool | None = None,
+        expelled: bool | None = None,
+        role: str | None = None,
+        uplink_sealed: bytes | None = None,
+        downlink_sealed: bytes | None = None,
+        left_at: float | None = None,
+    ) -> ParticipantRow | None:
+        """Change the given fields; the row after the change, or None if unknown."""
+        ...
+
+    # usage records (append-only: there is no update or delete)
+
+    async def append_usage(
+        self,
+        *,
+        meeting_id: str,
+        started_at: float,
+        ended_at: float,
+        total_participants: int,
+        peak_participants: int,
+        participant_minutes: float,
+        features: Sequence[str] = (),
+        packets_in: int = 0,
+        packets_out: int = 0,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+        duration_s: float | None = None,
+    ) -> UsageRecord:
+        """Append a usage record; `duration_s` defaults to ended_at - started_at."""
+        ...
+
+    async def list_usage(
+        self, *, meeting_id: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[UsageRecord]:
+        """Usage records in the order they were appended; all of them, or one meeting's."""
+        ...
+
+    # routing log
+
+    async def append_routing_update(
+        self, body: str, *, seq: int | None = None, created_at: float | None = None
+    ) -> int:
+        """Store a routing update (a JSON text) and return its number: `seq` if given (it must
+        be above every stored one, else DuplicateKey), else one more than the last."""
+        ...
+
+    async def routing_updates_after(
+        self, seq: int, *, limit: int | None = None
+    ) -> list[RoutingUpdate]:
+        """The updates numbered above `seq`, in order."""
+        ...
+
+    async def last_routing_seq(self) -> int:
+        """The number of the last stored update; 0 when there is none."""
+        ...
+
+    async def close(self) -> None:
+        """Finish the calls in flight, then release the database. Idempotent."""
+        ...

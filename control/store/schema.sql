@@ -1,0 +1,85 @@
+-- The control plane's schema, version 1 (control.store.base.SCHEMA_VERSION).
+--
+-- Portable SQL: the same text runs on SQLite (3.23 or later) and PostgreSQL (9.5 or later).
+-- The one difference is the binary type, written ${binary} here: BLOB in SQLite, BYTEA in
+-- PostgreSQL (control.store.base.schema_statements fills it in). Nothing else is
+-- dialect-specific: no AUTOINCREMENT, no SERIAL or IDENTITY (the store assigns numbers inside
+-- the inserting transaction), no STRICT or WITHOUT ROWID, no date functions (times are
+-- DOUBLE PRECISION seconds since the epoch), booleans as BOOLEAN with TRUE/FALSE defaults.
+-- 64-bit counters and numbers are BIGINT: INTEGER is 32 bits in PostgreSQL.
+--
+-- Every statement is idempotent, so opening a database runs the whole file safely.
+-- Comments use "--" only, and no string literal holds a semicolon: the loader splits on ";".
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS meetings (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    mode TEXT NOT NULL CHECK (mode IN ('meeting', 'webinar')),
+    suite TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    panelist_password_hash TEXT,
+    host_key_digest TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'ended')),
+    locked BOOLEAN NOT NULL DEFAULT FALSE,
+    recording BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION
+);
+
+-- Listing, newest first, all meetings or those in one state (a restarted control plane reads
+-- the open ones).
+CREATE INDEX IF NOT EXISTS meetings_by_created ON meetings (created_at, id);
+CREATE INDEX IF NOT EXISTS meetings_by_state ON meetings (state, created_at, id);
+
+CREATE TABLE IF NOT EXISTS participants (
+    id TEXT PRIMARY KEY,
+    meeting_id TEXT NOT NULL REFERENCES meetings (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('host', 'panelist', 'attendee')),
+    streams TEXT NOT NULL DEFAULT '[]',
+    receive_at TEXT,
+    -- SRTP master key || salt per direction, encrypted by the caller: never in clear here.
+    uplink_sealed ${binary} NOT NULL,
+    downlink_sealed ${binary} NOT NULL,
+    worker INTEGER NOT NULL CHECK (worker >= 0),
+    muted BOOLEAN NOT NULL DEFAULT FALSE,
+    expelled BOOLEAN NOT NULL DEFAULT FALSE,
+    joined_at DOUBLE PRECISION NOT NULL,
+    left_at DOUBLE PRECISION
+);
+
+-- A meeting's participants in the order they joined; also serves the foreign key's cascade.
+CREATE INDEX IF NOT EXISTS participants_by_meeting ON participants (meeting_id, joined_at, id);
+
+-- Append-only: the store has no statement that updates or deletes a usage record. meeting_id
+-- is deliberately not a foreign key: the record of what a meeting used outlives the meeting.
+CREATE TABLE IF NOT EXISTS usage_records (
+    id BIGINT PRIMARY KEY,
+    meeting_id TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION NOT NULL,
+    duration_s DOUBLE PRECISION NOT NULL CHECK (duration_s >= 0),
+    total_participants INTEGER NOT NULL CHECK (total_participants >= 0),
+    peak_participants INTEGER NOT NULL CHECK (peak_participants >= 0),
+    participant_minutes DOUBLE PRECISION NOT NULL CHECK (participant_minutes >= 0),
+    features TEXT NOT NULL DEFAULT '[]',
+    packets_in BIGINT NOT NULL DEFAULT 0 CHECK (packets_in >= 0),
+    packets_out BIGINT NOT NULL DEFAULT 0 CHECK (packets_out >= 0),
+    bytes_in BIGINT NOT NULL DEFAULT 0 CHECK (bytes_in >= 0),
+    bytes_out BIGINT NOT NULL DEFAULT 0 CHECK (bytes_out >= 0),
+    CHECK (ended_at >= started_at)
+);
+
+CREATE INDEX IF NOT EXISTS usage_by_meeting ON usage_records (meeting_id, id);
+
+-- The numbered routing updates (the clone pattern's sequence), so that a restarted control
+-- plane continues the numbers the workers follow. The primary key serves "after seq N".
+CREATE TABLE IF NOT EXISTS routing_log (
+    seq BIGINT PRIMARY KEY CHECK (seq > 0),
+    created_at DOUBLE PRECISION NOT NULL,
+    body TEXT NOT NULL
+);
