@@ -33,7 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
-        "demo", help="show the SRTP core relaying one presenter to N receivers"
+        "demo", help="a webinar through a real worker, with live progress (--crypto: SRTP only)"
+    )
+    demo.add_argument(
+        "--attendees", type=_positive, default=200, help="attendees of the webinar (default 200)"
+    )
+    demo.add_argument("--seconds", type=_positive, default=5, help="how long (default 5)")
+    demo.add_argument(
+        "--rate", type=float, default=50.0, help="presenter packets per second (default 50: audio)"
+    )
+    demo.add_argument(
+        "--crypto",
+        action="store_true",
+        help="instead: the SRTP core alone, one presenter to --receivers",
     )
     demo.add_argument("--receivers", type=_positive, default=8, help="receivers (default 8)")
     demo.add_argument(
@@ -111,9 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from relay import demo
+        if args.crypto:
+            from relay import demo
 
-        return demo.main(receivers=args.receivers, packets=args.packets, size=args.size)
+            return demo.main(receivers=args.receivers, packets=args.packets, size=args.size)
+        from relay import live_demo
+
+        return live_demo.main(attendees=args.attendees, seconds=args.seconds, rate=args.rate)
     if args.command == "bench":
         # bench/ is the project's measuring kit, not part of the relay itself.
         bench_cli = importlib.import_module("bench.cli")

@@ -12,8 +12,17 @@ def relay(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_relays_and_every_receiver_verifies() -> None:
-    done = relay("demo", "--receivers", "3", "--packets", "300", "--size", "1200")
+def test_demo_runs_a_webinar_through_a_real_worker() -> None:
+    done = relay("demo", "--attendees", "20", "--seconds", "2")
+    assert done.returncode == 0, done.stderr
+    assert "100 packets from the presenter, 2,000 of 2,000 copies delivered (0.000% lost)" in (
+        done.stdout.replace("\n", " ")
+    )
+    assert "100 in, 2,000 out, drops: none" in done.stdout
+
+
+def test_crypto_demo_relays_and_every_receiver_verifies() -> None:
+    done = relay("demo", "--crypto", "--receivers", "3", "--packets", "300", "--size", "1200")
     assert done.returncode == 0, done.stderr
     for suite in (
         "AES_CM_128_HMAC_SHA1_80",
