@@ -358,8 +358,8 @@ def test_foreign_key_violation_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
         raw.execute(
             "INSERT INTO participants (id, meeting_id, name, role, uplink_sealed, "
-            "downlink_sealed, worker, joined_at) VALUES ('x', 'nope', 'n', 'host', x'01', "
-            "x'02', 0, 1.0)"
+            "downlink_sealed, worker, joined_at, wire_id) VALUES ('x', 'nope', 'n', 'host', "
+            "x'01', x'02', 0, 1.0, 99)"
         )
     raw.close()
 
@@ -808,9 +808,9 @@ def test_schema_and_statements_valid_on_postgresql(request: pytest.FixtureReques
         lines.append(f"PREPARE {name.lower()} AS {numbered};")
     lines += [
         "EXECUTE insert_meeting('m', 't', 'webinar', 's', 'h', NULL, 'd', 'open', "
-        "FALSE, FALSE, 1.5, NULL);",
+        "FALSE, FALSE, 1.5, NULL, 1);",
         "EXECUTE insert_participant('p', 'm', 'n', 'attendee', '[]', NULL, "
-        "'\\x00ff'::bytea, '\\x01'::bytea, 2, FALSE, FALSE, 2.0, NULL);",
+        "'\\x00ff'::bytea, '\\x01'::bytea, 2, FALSE, FALSE, 2.0, NULL, 1);",
         "EXECUTE update_m('x', TRUE, FALSE, 'ended', 3.0, 'm');",
         "EXECUTE update_p(TRUE, FALSE, 'panelist', '\\x02'::bytea, '\\x03'::bytea, 4.0, 'p');",
         "EXECUTE insert_usage(1, 'm', 1.0, 2.0, 1.0, 1, 1, 0.5, '[]', 1, 2, 3, 4);",
@@ -821,9 +821,9 @@ def test_schema_and_statements_valid_on_postgresql(request: pytest.FixtureReques
         "FROM meetings m JOIN participants p ON p.meeting_id = m.id;",
         "\\set ON_ERROR_STOP 0",
         "EXECUTE insert_participant('q', 'nope', 'n', 'host', '[]', NULL, '\\x01'::bytea, "
-        "'\\x01'::bytea, 0, FALSE, FALSE, 1.0, NULL);",
+        "'\\x01'::bytea, 0, FALSE, FALSE, 1.0, NULL, 2);",
         "EXECUTE insert_meeting('m2', 't', 'party', 's', 'h', NULL, 'd', 'open', "
-        "FALSE, FALSE, 1.5, NULL);",
+        "FALSE, FALSE, 1.5, NULL, 2);",
     ]
     script.write_text("\n".join(lines) + "\n")
     # PostgreSQL's programs must not inherit the debug run's sanitizer preload (it hangs

@@ -53,9 +53,10 @@ __all__ = [
     "UsageRecord",
     "new_id",
     "schema_statements",
+    "MAX_WIRE_ID",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version `schema.sql` creates; stored in the `schema_version` table."""
 
 MODES = ("meeting", "webinar")
@@ -66,6 +67,9 @@ BINARY_TYPES = {"sqlite": "BLOB", "postgresql": "BYTEA"}
 """The binary column type per dialect: the one place the schema differs between backends."""
 
 DEFAULT_PAGE = 50
+
+MAX_WIRE_ID = 0xFFFFFFFF
+"""Wire ids (meetings, participants) are unsigned 32-bit: the routing table's ids."""
 
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 
@@ -126,6 +130,7 @@ class MeetingRow:
     recording: bool
     created_at: float
     ended_at: float | None
+    wire_id: int = 0  # the routing table's u32 id; 0 until the backend assigns it
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +152,7 @@ class ParticipantRow:
     expelled: bool
     joined_at: float
     left_at: float | None
+    wire_id: int = 0  # the routing table's u32 id; 0 until the backend assigns it
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
--- The control plane's schema, version 1 (control.store.base.SCHEMA_VERSION).
+-- The control plane's schema, version 2 (control.store.base.SCHEMA_VERSION).
 --
 -- Portable SQL: the same text runs on SQLite (3.23 or later) and PostgreSQL (9.5 or later).
 -- The one difference is the binary type, written ${binary} here: BLOB in SQLite, BYTEA in
@@ -27,8 +27,12 @@ CREATE TABLE IF NOT EXISTS meetings (
     locked BOOLEAN NOT NULL DEFAULT FALSE,
     recording BOOLEAN NOT NULL DEFAULT FALSE,
     created_at DOUBLE PRECISION NOT NULL,
-    ended_at DOUBLE PRECISION
+    ended_at DOUBLE PRECISION,
+    -- The unsigned 32-bit id the routing table uses (version 2), assigned by the store.
+    wire_id BIGINT NOT NULL CHECK (wire_id > 0 AND wire_id < 4294967296)
 );
+
+CREATE UNIQUE INDEX IF NOT EXISTS meetings_by_wire_id ON meetings (wire_id);
 
 -- Listing, newest first, all meetings or those in one state (a restarted control plane reads
 -- the open ones).
@@ -49,8 +53,12 @@ CREATE TABLE IF NOT EXISTS participants (
     muted BOOLEAN NOT NULL DEFAULT FALSE,
     expelled BOOLEAN NOT NULL DEFAULT FALSE,
     joined_at DOUBLE PRECISION NOT NULL,
-    left_at DOUBLE PRECISION
+    left_at DOUBLE PRECISION,
+    -- The unsigned 32-bit id the routing table uses (version 2), assigned by the store.
+    wire_id BIGINT NOT NULL CHECK (wire_id > 0 AND wire_id < 4294967296)
 );
+
+CREATE UNIQUE INDEX IF NOT EXISTS participants_by_wire_id ON participants (wire_id);
 
 -- A meeting's participants in the order they joined; also serves the foreign key's cascade.
 CREATE INDEX IF NOT EXISTS participants_by_meeting ON participants (meeting_id, joined_at, id);
@@ -82,4 +90,13 @@ CREATE TABLE IF NOT EXISTS routing_log (
     seq BIGINT PRIMARY KEY CHECK (seq > 0),
     created_at DOUBLE PRECISION NOT NULL,
     body TEXT NOT NULL
+);
+
+-- The last wire id handed out per table (version 2). A wire id is MAX + 1 over the table and
+-- this counter, inside the inserting transaction, so an id is never reused after a delete: a
+-- worker that remembers an ended meeting or an ejected participant never confuses it with a
+-- new one.
+CREATE TABLE IF NOT EXISTS wire_ids (
+    name TEXT PRIMARY KEY,
+    last_id BIGINT NOT NULL
 );

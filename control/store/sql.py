@@ -26,11 +26,11 @@ from control.store.base import (
 
 MEETING_COLUMNS = (
     "id, title, mode, suite, password_hash, panelist_password_hash, host_key_digest, "
-    "state, locked, recording, created_at, ended_at"
+    "state, locked, recording, created_at, ended_at, wire_id"
 )
 PARTICIPANT_COLUMNS = (
     "id, meeting_id, name, role, streams, receive_at, uplink_sealed, downlink_sealed, "
-    "worker, muted, expelled, joined_at, left_at"
+    "worker, muted, expelled, joined_at, left_at, wire_id"
 )
 USAGE_COLUMNS = (
     "id, meeting_id, started_at, ended_at, duration_s, total_participants, peak_participants, "
@@ -82,6 +82,33 @@ PARTICIPANT_UPDATABLE = (
     "left_at",
 )
 DELETE_PARTICIPANTS_OF = "DELETE FROM participants WHERE meeting_id = ?"
+
+# wire ids: MAX + 1 over the table and its counter (never reused after a delete)
+
+WIRE_ID_TABLES = ("meetings", "participants")
+SELECT_WIRE_COUNTER = "SELECT last_id FROM wire_ids WHERE name = ?"
+INSERT_WIRE_COUNTER = "INSERT INTO wire_ids (name, last_id) VALUES (?, ?)"
+UPDATE_WIRE_COUNTER = "UPDATE wire_ids SET last_id = ? WHERE name = ?"
+
+
+def max_wire_id(table: str) -> str:
+    if table not in WIRE_ID_TABLES:  # never build SQL from anything but known names
+        raise ValueError(f"{table!r} has no wire ids")
+    return f"SELECT COALESCE(MAX(wire_id), 0) FROM {table}"
+
+
+# schema migrations: version 1 -> 2 adds the wire ids (numbered in insertion order)
+
+MIGRATE_1_TO_2 = tuple(
+    statement
+    for table in WIRE_ID_TABLES
+    for statement in (
+        f"ALTER TABLE {table} ADD COLUMN wire_id BIGINT NOT NULL DEFAULT 0",
+        f"UPDATE {table} SET wire_id = "
+        f"(SELECT COUNT(*) FROM {table} AS t WHERE t.rowid <= {table}.rowid)",
+    )
+)
+UPDATE_SCHEMA_VERSION = "UPDATE schema_version SET version = ?"
 
 # usage records
 
@@ -154,6 +181,7 @@ def meeting_row(r: Sequence[Any]) -> MeetingRow:
         recording=bool(r[9]),
         created_at=float(r[10]),
         ended_at=None if r[11] is None else float(r[11]),
+        wire_id=int(r[12]),
     )
 
 
@@ -171,6 +199,7 @@ def meeting_params(m: MeetingRow) -> tuple[Any, ...]:
         m.recording,
         m.created_at,
         m.ended_at,
+        m.wire_id,
     )
 
 
@@ -189,6 +218,7 @@ def participant_row(r: Sequence[Any]) -> ParticipantRow:
         expelled=bool(r[10]),
         joined_at=float(r[11]),
         left_at=None if r[12] is None else float(r[12]),
+        wire_id=int(r[13]),
     )
 
 
@@ -207,6 +237,7 @@ def participant_params(p: ParticipantRow) -> tuple[Any, ...]:
         p.expelled,
         p.joined_at,
         p.left_at,
+        p.wire_id,
     )
 
 

@@ -36,6 +36,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from control.store import sql
 from control.store.base import (
     DEFAULT_PAGE,
+    MAX_WIRE_ID,
     SCHEMA_VERSION,
     STATES,
     DuplicateKey,
@@ -148,8 +149,13 @@ def _create_schema(conn: sqlite3.Connection) -> None:
                 f"the database has schema version {version}, newer than this relay's "
                 f"({SCHEMA_VERSION}): run a newer relay, or restore a backup"
             )
-        # Idempotent: on an existing database this creates nothing (migrations from older
-        # versions go here when there are any).
+        if version == 1:
+            # Version 2 added the wire ids: add the columns and number the existing rows in
+            # the order they were inserted (the schema below then adds the unique indexes).
+            for statement in sql.MIGRATE_1_TO_2:
+                conn.execute(statement)
+            conn.execute(sql.UPDATE_SCHEMA_VERSION, (SCHEMA_VERSION,))
+        # Idempotent: on an existing database this creates nothing new.
         for statement in schema_statements("sqlite"):
             conn.execute(statement)
         if version is None:
@@ -165,12 +171,29 @@ def _integrity(exc: sqlite3.IntegrityError, what: str) -> IntegrityViolation:
     return IntegrityViolation(f"{what}: {exc}")
 
 
-def _insert_meeting(conn: sqlite3.Connection, row: MeetingRow) -> None:
+def _next_wire_id(conn: sqlite3.Connection, table: str) -> int:
+    """MAX + 1 over the table and its counter, inside the caller's transaction; the counter
+    then holds it, so the id is never handed out again even if the row is deleted."""
+    counter = conn.execute(sql.SELECT_WIRE_COUNTER, (table,)).fetchone()
+    highest = int(conn.execute(sql.max_wire_id(table)).fetchone()[0])
+    next_id = max(highest, 0 if counter is None else int(counter[0])) + 1
+    if next_id > MAX_WIRE_ID:
+        raise StoreError(f"no {table} wire ids left: they are unsigned 32-bit numbers")
+    if counter is None:
+        conn.execute(sql.INSERT_WIRE_COUNTER, (table, next_id))
+    else:
+        conn.execute(sql.UPDATE_WIRE_COUNTER, (next_id, table))
+    return next_id
+
+
+def _insert_meeting(conn: sqlite3.Connection, row: MeetingRow) -> MeetingRow:
     with _transaction(conn):
+        stored = dataclasses.replace(row, wire_id=_next_wire_id(conn, "meetings"))
         try:
-            conn.execute(sql.INSERT_MEETING, sql.meeting_params(row))
+            conn.execute(sql.INSERT_MEETING, sql.meeting_params(stored))
         except sqlite3.IntegrityError as exc:
             raise _integrity(exc, f"cannot create meeting {row.id!r}") from exc
+    return stored
 
 
 def _fetch_one(
@@ -217,10 +240,11 @@ def _delete_meeting(conn: sqlite3.Connection, meeting_id: str) -> bool:
         return conn.execute(sql.DELETE_MEETING, (meeting_id,)).rowcount > 0
 
 
-def _insert_participant(conn: sqlite3.Connection, row: ParticipantRow) -> None:
+def _insert_participant(conn: sqlite3.Connection, row: ParticipantRow) -> ParticipantRow:
     with _transaction(conn):
+        stored = dataclasses.replace(row, wire_id=_next_wire_id(conn, "participants"))
         try:
-            conn.execute(sql.INSERT_PARTICIPANT, sql.participant_params(row))
+            conn.execute(sql.INSERT_PARTICIPANT, sql.participant_params(stored))
         except sqlite3.IntegrityError as exc:
             error = _integrity(exc, f"cannot add participant {row.id!r}")
             if isinstance(error, ForeignKeyViolation):
@@ -228,6 +252,7 @@ def _insert_participant(conn: sqlite3.Connection, row: ParticipantRow) -> None:
                     f"cannot add a participant to meeting {row.meeting_id!r}: no such meeting"
                 )
             raise error from exc
+    return stored
 
 
 def _append_usage(conn: sqlite3.Connection, record: UsageRecord, features: str) -> UsageRecord:
@@ -355,8 +380,7 @@ class SqliteStore:
             created_at=created_at,
             meeting_id=meeting_id,
         )
-        await self._call(_insert_meeting, row)
-        return row
+        return await self._call(_insert_meeting, row)
 
     async def get_meeting(self, meeting_id: str) -> MeetingRow | None:
         return await self._call(_fetch_one, sql.SELECT_MEETING, (meeting_id,), sql.meeting_row)
@@ -428,8 +452,7 @@ class SqliteStore:
             joined_at=joined_at,
             participant_id=participant_id,
         )
-        await self._call(_insert_participant, row)
-        return row
+        return await self._call(_insert_participant, row)
 
     async def get_participant(
         self, participant_id: str, *, meeting_id: str | None = None

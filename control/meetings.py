@@ -1,0 +1,785 @@
+"""The meeting service: what the HTTP API calls (DESIGN.md, "HTTP API" and "Keys, joining,
+addresses"). Sans-IO apart from the store and the `publish` callable: no HTTP, no sockets,
+and no clock of its own (every call that needs the time takes `now`, so tests control it).
+Every refusal is a `control.errors.ApiError` with its HTTP status; bad input never becomes
+anything a server would answer with 500.
+
+Rules, and why:
+
+- Credentials (DESIGN.md, "Keys, joining, addresses"). The operator token works on every
+  meeting, a meeting's host key on that meeting only (`authorize`); anything else is 401.
+  Meeting passwords are stored as Argon2id hashes (`control.auth`), a strong one is generated
+  and returned once when none is given, and host keys are stored as SHA-256 digests.
+- Joining (`join`), in this order: unknown meeting 404; ended 409; locked 423 unless the
+  joiner is the host with its host key (so the host can always get back in); then the
+  throttle (429 with `retry_after`, checked before any password so a locked-out guesser costs
+  no Argon2 work); then the credential, a failure counted by the throttle and answered 403:
+  - `host` needs the host key (256 random bits, a stronger credential than any password; the
+    password is then not checked);
+  - `panelist` in a webinar needs the panelist password: the attendee password never grants
+    panelist or host (DESIGN.md, join);
+  - everyone else gives the meeting password.
+  Without `role` a webinar makes an attendee (receives only) and a meeting a panelist.
+- Each participant gets fresh SRTP master keys per direction (`control.keys`), sealed with
+  `KeyBox` (AES-GCM, associated data = participant id, so a sealed key copied onto another
+  participant's row does not open) before they reach the store: the store never holds a key
+  in clear. They leave the service only in the join answer, the promotion answer and the
+  routing updates to the workers; never in exceptions, logs or reprs.
+- Homing: a participant is homed on the worker with the fewest present participants of its
+  meeting (ties: the lowest index), which spreads a webinar's attendees round-robin so its
+  fan-out runs W-way parallel (DESIGN.md, "fan-out across workers"). Worker i listens on
+  media_port + 2i (DESIGN.md, "Command line").
+- Wire ids: the routing table uses unsigned 32-bit ids; the store assigns them (`wire_id`,
+  never reused) and every update carries them.
+- Promotion of an attendee to a role that may send issues new keys (the keys an attendee held
+  never become send keys): ParticipantLeft, then ParticipantJoined under the same wire id.
+  Expelling marks the participant expelled and gone: that participant id never comes back;
+  the person may join again as a new participant unless the host locks the meeting.
+- Restart (DESIGN.md, "Supervisor"): everything a worker needs is in the store, so
+  `routing_snapshot_state()` rebuilds the routing state a restarted control plane serves.
+
+Not here (yet): persistent "features ever used" (recording or locking switched on and off
+again before the end is remembered in memory only, so a restart between forgets it); the
+per-meeting packet and byte totals come in through `end_meeting`'s `totals`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+import logging
+import math
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from control import auth
+from control.auth import FailureThrottle
+from control.errors import (
+    Conflict,
+    Ended,
+    Forbidden,
+    Invalid,
+    Locked,
+    NotFound,
+    Unauthorized,
+)
+from control.keys import new_master_key
+from control.routing import RoutingState
+from control.sdp import _check_streams, listener_sdp, sender_sdp
+from control.store.base import (
+    InvalidValue,
+    MeetingRow,
+    ParticipantRow,
+    Store,
+    UsageRecord,
+    new_id,
+)
+from relay import wire
+from relay.srtp import SUITES
+
+__all__ = ["DEFAULT_SUITE", "Created", "KeyBox", "MeetingService", "usage_figures"]
+
+log = logging.getLogger("control.meetings")
+
+DEFAULT_SUITE = "AES_CM_128_HMAC_SHA1_80"
+TITLE_MAX = 200
+NAME_MAX = 100
+MAX_SSRCS = 8
+MODES = ("meeting", "webinar")
+ROLES = ("host", "panelist", "attendee")
+
+Publish = Callable[[wire.Update], Awaitable[int]]
+
+
+# --- sealing keys for storage -----------------------------------------------------------------
+
+
+class KeyBox:
+    """Seals SRTP master keys for the store with AES-256-GCM under a 32-byte box key.
+
+    Sealed form: 12-byte random nonce || ciphertext and tag; the associated data is the
+    participant id, so a sealed key only opens for the participant it was made for."""
+
+    NONCE_BYTES = 12
+
+    def __init__(self, box_key: bytes) -> None:
+        if not isinstance(box_key, bytes | bytearray) or len(box_key) != 32:
+            raise ValueError("the key box needs a 32-byte key")
+        self._aead = AESGCM(bytes(box_key))
+
+    def __repr__(self) -> str:
+        return "KeyBox(<sealed>)"
+
+    def seal(self, key: bytes, participant_id: str) -> bytes:
+        nonce = os.urandom(self.NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, key, participant_id.encode())
+
+    def unseal(self, sealed: bytes, participant_id: str) -> bytes:
+        """The key; ValueError if `sealed` was not made by this box for this participant."""
+        nonce, body = sealed[: self.NONCE_BYTES], sealed[self.NONCE_BYTES :]
+        try:
+            return self._aead.decrypt(nonce, body, participant_id.encode())
+        except (InvalidTag, ValueError):
+            raise ValueError("a sealed key does not open with this key box") from None
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _text(name: str, value: object, maximum: int) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"{name} must be a string")
+    if not value.strip():
+        raise Invalid(f"{name} must not be empty")
+    if len(value) > maximum:
+        raise Invalid(f"{name} must be at most {maximum} characters (got {len(value)})")
+    return value
+
+
+def _flag(name: str, value: object) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise Invalid(f"{name} must be true or false")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _streams(ssrcs: object, streams: object) -> list[wire.Stream]:
+    """What a participant declares it will send, validated (DESIGN.md, join: `ssrcs` or
+    `streams`, at most 8, distinct 32-bit SSRCs, kind/pt/codec as the SDP takes them)."""
+    if ssrcs is not None and streams is not None:
+        raise Invalid("give ssrcs or streams, not both")
+    items: list[wire.Stream] = []
+    if ssrcs is not None:
+        if not isinstance(ssrcs, list):
+            raise Invalid("ssrcs must be a list of integers")
+        for ssrc in ssrcs:
+            if isinstance(ssrc, bool) or not isinstance(ssrc, int):
+                raise Invalid("ssrcs must be a list of integers")
+            items.append(wire.Stream(ssrc))
+    elif streams is not None:
+        if not isinstance(streams, list):
+            raise Invalid("streams must be a list of objects")
+        for index, item in enumerate(streams):
+            if isinstance(item, wire.Stream):
+                items.append(item)
+                continue
+            if not isinstance(item, Mapping) or "ssrc" not in item:
+                raise Invalid(f"stream {index} must be an object with at least an ssrc")
+            extra = set(item) - {"ssrc", "kind", "pt", "codec"}
+            if extra:
+                raise Invalid(f"stream {index} has unknown fields: {', '.join(sorted(extra))}")
+            items.append(wire.Stream(**dict(item)))
+    if len(items) > MAX_SSRCS:
+        raise Invalid(f"at most {MAX_SSRCS} streams per participant (got {len(items)})")
+    try:
+        return _check_streams(items)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def _streams_json(streams: Sequence[wire.Stream]) -> str:
+    return json.dumps(
+        [{"ssrc": s.ssrc, "kind": s.kind, "pt": s.pt, "codec": s.codec} for s in streams]
+    )
+
+
+def _load_streams(text: str) -> tuple[wire.Stream, ...]:
+    return tuple(wire.Stream(**item) for item in json.loads(text))
+
+
+def _receive_at(value: object) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise Invalid("receive_at must be an 'ip:port' string")
+    try:
+        host, port = wire.parse_address(value)
+    except wire.WireError as exc:
+        raise Invalid(f"receive_at: {exc}") from None
+    ip = ipaddress.ip_address(host)
+    if ip.is_unspecified or ip.is_multicast:
+        raise Invalid("receive_at must be a unicast address packets can be sent to")
+    return host, port
+
+
+def _may_send(mode: str, role: str) -> bool:
+    return role != "attendee" or mode == "meeting"
+
+
+@dataclass(frozen=True)
+class Created:
+    """What `create_meeting` answers. The host key and a generated password are shown once."""
+
+    meeting: MeetingRow
+    host_key: str
+    password: str | None
+
+    def __repr__(self) -> str:
+        return f"Created(meeting={self.meeting!r}, host_key=<secret>, password=<secret>)"
+
+
+# --- the service ------------------------------------------------------------------------------
+
+
+class MeetingService:
+    """Meetings, joining, host controls and usage records over a `Store`; routing updates go
+    out through `publish` (normally `RoutingServer.publish`)."""
+
+    def __init__(
+        self,
+        store: Store,
+        publish: Publish,
+        *,
+        relay_host: str,
+        media_port: int,
+        workers: int,
+        throttle: FailureThrottle | None = None,
+        key_box: KeyBox,
+    ) -> None:
+        ipaddress.ip_address(relay_host)  # ValueError at start-up, not a 500 at join
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        if not 1 <= media_port <= 65535 - 2 * workers + 1:
+            raise ValueError(f"media port {media_port} leaves no room for {workers} workers")
+        self.store = store
+        self.publish = publish
+        self.relay_host = relay_host
+        self.media_port = media_port
+        self.workers = workers
+        self.throttle = throttle or FailureThrottle()
+        self.key_box = key_box
+        self._features: dict[str, set[str]] = {}  # features switched on at some point
+
+    # -- meetings --
+
+    async def _meeting(self, meeting_id: object) -> MeetingRow:
+        if not isinstance(meeting_id, str) or not meeting_id or len(meeting_id) > 64:
+            raise NotFound("no such meeting")
+        meeting = await self.store.get_meeting(meeting_id)
+        if meeting is None:
+            raise NotFound(f"no meeting {meeting_id!r}")
+        return meeting
+
+    async def _open_meeting(self, meeting_id: object) -> MeetingRow:
+        meeting = await self._meeting(meeting_id)
+        if meeting.state == "ended":
+            raise Ended(f"meeting {meeting.id!r} has ended")
+        return meeting
+
+    async def create_meeting(
+        self,
+        title: object,
+        mode: object = "meeting",
+        password: object = None,
+        panelist_password: object = None,
+        suite: object = None,
+        *,
+        now: float,
+    ) -> Created:
+        title = _text("title", title, TITLE_MAX)
+        if mode not in MODES:
+            raise Invalid(f"mode must be one of {', '.join(MODES)}")
+        suite = DEFAULT_SUITE if suite is None else suite
+        if not isinstance(suite, str) or suite not in SUITES:
+            raise Invalid(f"suite must be one of {', '.join(SUITES)}")
+        generated = None
+        if password is None:
+            password = generated = auth.generate_password()
+        if not isinstance(password, str):
+            raise Invalid("password must be a string")
+        if panelist_password is not None and not isinstance(panelist_password, str):
+            raise Invalid("panelist_password must be a string")
+        password_hash = await asyncio.to_thread(auth.hash_password, password)
+        panelist_hash = (
+            None
+            if panelist_password is None
+            else await asyncio.to_thread(auth.hash_password, panelist_password)
+        )
+        host_key = auth.new_secret()
+        meeting = await self.store.create_meeting(
+            title=title,
+            mode=str(mode),
+            suite=suite,
+            password_hash=password_hash,
+            panelist_password_hash=panelist_hash,
+            host_key_digest=auth.secret_digest(host_key),
+            created_at=now,
+        )
+        await self.publish(wire.MeetingOpened(meeting.wire_id, meeting.mode))
+        log.info("meeting %s opened (%s)", meeting.id, meeting.mode)
+        return Created(meeting, host_key, generated)
+
+    async def list_meetings(
+        self, *, limit: int = 50, offset: int = 0, state: str | None = None
+    ) -> list[MeetingRow]:
+        if state is not None and state not in ("open", "ended"):
+            raise Invalid("state must be open or ended")
+        numbers = (limit, offset)
+        if any(isinstance(n, bool) or not isinstance(n, int) for n in numbers) or not (
+            0 <= limit <= 1000 and 0 <= offset
+        ):
+            raise Invalid("limit must be 0..1000 and offset at least 0")
+        return await self.store.list_meetings(limit=limit, offset=offset, state=state)
+
+    async def get_meeting(self, meeting_id: object) -> MeetingRow:
+        return await self._meeting(meeting_id)
+
+    async def update_meeting(self, meeting_id: object, *, title: object) -> MeetingRow:
+        meeting = await self._open_meeting(meeting_id)
+        row = await self.store.update_meeting(meeting.id, title=_text("title", title, TITLE_MAX))
+        if row is None:
+            raise NotFound(f"no meeting {meeting.id!r}")
+        return row
+
+    async def set_controls(
+        self, meeting_id: object, *, locked: object = None, recording: object = None
+    ) -> dict[str, bool]:
+        lock, record = _flag("locked", locked), _flag("recording", recording)
+        meeting = await self._open_meeting(meeting_id)
+        row = await self.store.update_meeting(meeting.id, locked=lock, recording=record)
+        if row is None:
+            raise NotFound(f"no meeting {meeting.id!r}")
+        used = self._features.setdefault(row.id, set())
+        if row.locked:
+            used.add("locked")
+        if row.recording:
+            used.add("recording")
+        return {"locked": row.locked, "recording": row.recording}
+
+    async def end_meeting(
+        self,
+        meeting_id: object,
+        *,
+        now: float,
+        totals: Mapping[str, int] | None = None,
+    ) -> UsageRecord:
+        """End the meeting at once (MeetingEnded reaches the workers, which stop its media),
+        mark everyone present as gone, and append its usage record."""
+        meeting = await self._open_meeting(meeting_id)
+        await self.store.update_meeting(meeting.id, state="ended", ended_at=now)
+        await self.publish(wire.MeetingEnded(meeting.wire_id))
+        participants = await self.store.list_participants(meeting.id)
+        for p in participants:
+            if p.left_at is None:
+                await self.store.update_participant(p.id, left_at=now)
+        features = set(self._features.pop(meeting.id, set()))
+        features |= {
+            f for f, on in (("locked", meeting.locked), ("recording", meeting.recording)) if on
+        }
+        if meeting.mode == "webinar":
+            features.add("webinar")
+        counts = dict(totals or {})
+        unknown = set(counts) - {"packets_in", "packets_out", "bytes_in", "bytes_out"}
+        if unknown:
+            raise ValueError(f"unknown totals: {sorted(unknown)}")
+        total, peak, minutes = usage_figures(
+            [(p.joined_at, p.left_at) for p in participants], meeting.created_at, now
+        )
+        record = await self.store.append_usage(
+            meeting_id=meeting.id,
+            started_at=meeting.created_at,
+            ended_at=max(now, meeting.created_at),
+            total_participants=total,
+            peak_participants=peak,
+            participant_minutes=minutes,
+            features=sorted(features),
+            **counts,
+        )
+        log.info("meeting %s ended", meeting.id)
+        return record
+
+    async def delete_meeting(self, meeting_id: object, *, now: float) -> None:
+        """Delete a meeting (ending it first if it is open; its usage record stays)."""
+        meeting = await self._meeting(meeting_id)
+        if meeting.state == "open":
+            await self.end_meeting(meeting.id, now=now)
+        await self.store.delete_meeting(meeting.id)
+
+    async def list_usage(self, meeting_id: str | None = None) -> list[UsageRecord]:
+        return await self.store.list_usage(meeting_id=meeting_id)
+
+    # -- credentials --
+
+    async def authorize(
+        self, token: object, meeting_id: str | None, operator_token_digest: str
+    ) -> str:
+        """'operator' for the operator token (every meeting), 'host' for the host key of
+        `meeting_id`; Unauthorized otherwise."""
+        if not isinstance(token, str) or not token:
+            raise Unauthorized("missing token: send Authorization: Bearer <token>")
+        if auth.secret_matches(token, operator_token_digest):
+            return "operator"
+        if meeting_id is not None and isinstance(meeting_id, str) and len(meeting_id) <= 64:
+            meeting = await self.store.get_meeting(meeting_id)
+            if meeting is not None and auth.secret_matches(token, meeting.host_key_digest):
+                return "host"
+            raise Unauthorized(
+                "the token is neither the operator token nor this meeting's host key"
+            )
+        raise Unauthorized(
+            "the token is not the operator token (a host key works only on its own meeting)"
+        )
+
+    # -- joining --
+
+    async def join(
+        self,
+        meeting_id: object,
+        *,
+        password: object,
+        name: object,
+        client_address: str,
+        now: float,
+        role: object = None,
+        host_key: object = None,
+        ssrcs: object = None,
+        streams: object = None,
+        receive_at: object = None,
+    ) -> dict[str, Any]:
+        meeting = await self._open_meeting(meeting_id)
+        if role is not None and role not in ROLES:
+            raise Invalid(f"role must be one of {', '.join(ROLES)}")
+        role = role or ("attendee" if meeting.mode == "webinar" else "panelist")
+        assert isinstance(role, str)
+        name = _text("name", name, NAME_MAX)
+        declared = _streams(ssrcs, streams)
+        address = _receive_at(receive_at)
+        if host_key is not None and not isinstance(host_key, str):
+            raise Invalid("host_key must be a string")
+        if password is not None and not isinstance(password, str):
+            raise Invalid("password must be a string")
+        is_host = (
+            role == "host"
+            and isinstance(host_key, str)
+            and auth.secret_matches(host_key, meeting.host_key_digest)
+        )
+        if meeting.locked and not is_host:
+            raise Locked(f"meeting {meeting.id!r} is locked: nobody new may join")
+        client = auth.client_key(client_address)
+        self.throttle.check(meeting.id, client, now)
+        await self._check_credential(meeting, role, is_host, password, client, now)
+        self.throttle.success(meeting.id, client, now)
+
+        if declared and not _may_send(meeting.mode, role):
+            raise Forbidden("attendees of a webinar receive only: they may not declare streams")
+        present = await self.store.list_participants(meeting.id, present_only=True)
+        taken = {s.ssrc for p in present for s in _load_streams(p.streams)}
+        clash = sorted(taken & {s.ssrc for s in declared})
+        if clash:
+            raise Conflict(f"ssrc {clash[0]} is already used by another participant")
+        worker = self._home(present)
+        meeting_streams = [
+            s for p in present if _may_send(meeting.mode, p.role) for s in _load_streams(p.streams)
+        ]
+        participant_id = new_id()
+        uplink, downlink = new_master_key(meeting.suite), new_master_key(meeting.suite)
+        row = await self.store.add_participant(
+            meeting_id=meeting.id,
+            name=name,
+            role=role,
+            uplink_sealed=self.key_box.seal(uplink, participant_id),
+            downlink_sealed=self.key_box.seal(downlink, participant_id),
+            worker=worker,
+            streams=_streams_json(declared),
+            receive_at=None if address is None else f"{address[0]}:{address[1]}",
+            joined_at=now,
+            participant_id=participant_id,
+        )
+        await self.publish(
+            wire.ParticipantJoined(
+                row.wire_id,
+                meeting.wire_id,
+                role,
+                meeting.suite,
+                uplink,
+                downlink,
+                tuple(declared),
+                address,
+            )
+        )
+        log.info("participant %s joined meeting %s as %s", row.id, meeting.id, role)
+        return self._answer(meeting, row, uplink, downlink, declared, meeting_streams)
+
+    async def _check_credential(
+        self,
+        meeting: MeetingRow,
+        role: str,
+        is_host: bool,
+        password: str | None,
+        client: str,
+        now: float,
+    ) -> None:
+        if role == "host":
+            if not is_host:
+                self.throttle.failure(meeting.id, client, now)
+                raise Forbidden("joining as host needs this meeting's host key")
+            return
+        if role == "panelist" and meeting.mode == "webinar":
+            stored = meeting.panelist_password_hash
+            if stored is None:
+                raise Forbidden(
+                    "this webinar has no panelist password: join as attendee and ask the host "
+                    "to promote you"
+                )
+            what = "panelist password"
+        else:
+            stored, what = meeting.password_hash, "meeting password"
+        if password is None:
+            self.throttle.failure(meeting.id, client, now)
+            raise Forbidden(f"the {what} is required")
+        ok = await asyncio.to_thread(auth.verify_password, password, stored)
+        if not ok:
+            self.throttle.failure(meeting.id, client, now)
+            raise Forbidden(f"wrong {what}")
+
+    def _home(self, present: Sequence[ParticipantRow]) -> int:
+        counts = [0] * self.workers
+        for p in present:
+            if p.worker < self.workers:
+                counts[p.worker] += 1
+        return counts.index(min(counts))
+
+    def _answer(
+        self,
+        meeting: MeetingRow,
+        row: ParticipantRow,
+        uplink: bytes,
+        downlink: bytes,
+        declared: Sequence[wire.Stream],
+        meeting_streams: list[wire.Stream],
+    ) -> dict[str, Any]:
+        port = self.media_port + 2 * row.worker
+        try:
+            if row.receive_at is not None:
+                sdp = listener_sdp(
+                    wire.parse_address(row.receive_at),
+                    meeting_streams,
+                    meeting.suite,
+                    downlink,
+                    row.wire_id,
+                )
+            else:
+                sdp = sender_sdp(
+                    self.relay_host, port, list(declared), meeting.suite, downlink, row.wire_id
+                )
+        except ValueError as exc:  # e.g. a receive_at port with no room for every stream
+            raise Invalid(str(exc)) from None
+        return {
+            "participant_id": row.id,
+            "role": row.role,
+            "relay": {"host": self.relay_host, "port": port},
+            "srtp": {"suite": meeting.suite, "uplink": _b64(uplink), "downlink": _b64(downlink)},
+            "sdp": sdp,
+        }
+
+    # -- participants --
+
+    async def list_participants(self, meeting_id: object) -> list[dict[str, Any]]:
+        meeting = await self._meeting(meeting_id)
+        return [
+            {
+                "id": p.id,
+                "name": p.name,
+                "role": p.role,
+                "worker": p.worker,
+                "muted": p.muted,
+                "expelled": p.expelled,
+                "joined_at": p.joined_at,
+                "left_at": p.left_at,
+                "streams": json.loads(p.streams),
+            }
+            for p in await self.store.list_participants(meeting.id)
+        ]
+
+    async def _present(self, meeting: MeetingRow, participant_id: object) -> ParticipantRow:
+        if not isinstance(participant_id, str) or not participant_id or len(participant_id) > 64:
+            raise NotFound("no such participant")
+        row = await self.store.get_participant(participant_id, meeting_id=meeting.id)
+        if row is None:
+            raise NotFound(f"no participant {participant_id!r} in meeting {meeting.id!r}")
+        if row.expelled:
+            raise Conflict(f"participant {row.id!r} was expelled")
+        if row.left_at is not None:
+            raise Conflict(f"participant {row.id!r} has left")
+        return row
+
+    async def update_participant(
+        self,
+        meeting_id: object,
+        participant_id: object,
+        *,
+        now: float,
+        muted: object = None,
+        role: object = None,
+        expel: object = None,
+    ) -> dict[str, Any]:
+        """Mute or unmute, change the role, or expel. A role change that lets an attendee
+        send issues new keys, returned under "srtp" and "sdp" as in a join answer."""
+        mute, out = _flag("muted", muted), _flag("expel", expel)
+        if role is not None and role not in ROLES:
+            raise Invalid(f"role must be one of {', '.join(ROLES)}")
+        meeting = await self._open_meeting(meeting_id)
+        row = await self._present(meeting, participant_id)
+        answer: dict[str, Any] = {}
+        if out:
+            row = await self._store_update(row.id, expelled=True, left_at=now)
+            await self.publish(wire.ParticipantEjected(row.wire_id))
+            log.info("participant %s expelled from meeting %s", row.id, meeting.id)
+            return {"id": row.id, "expelled": True}
+        if role is not None and role != row.role:
+            assert isinstance(role, str)
+            answer.update(await self._change_role(meeting, row, role))
+            row = await self._store_get(row.id)
+        if mute is not None and mute != row.muted:
+            row = await self._store_update(row.id, muted=mute)
+            await self.publish(wire.ParticipantMuted(row.wire_id, mute))
+        return {
+            "id": row.id,
+            "role": row.role,
+            "muted": row.muted,
+            "expelled": row.expelled,
+            **answer,
+        }
+
+    async def _change_role(
+        self, meeting: MeetingRow, row: ParticipantRow, role: str
+    ) -> dict[str, Any]:
+        declared = list(_load_streams(row.streams))
+        if declared and not _may_send(meeting.mode, role):
+            raise Conflict("a participant that declared streams cannot become an attendee")
+        fresh = not _may_send(meeting.mode, row.role) and _may_send(meeting.mode, role)
+        if fresh:
+            uplink, downlink = new_master_key(meeting.suite), new_master_key(meeting.suite)
+            await self._store_update(
+                row.id,
+                role=role,
+                uplink_sealed=self.key_box.seal(uplink, row.id),
+                downlink_sealed=self.key_box.seal(downlink, row.id),
+            )
+        else:
+            uplink, downlink = self._keys(row)
+            await self._store_update(row.id, role=role)
+        address = None if row.receive_at is None else wire.parse_address(row.receive_at)
+        await self.publish(wire.ParticipantLeft(row.wire_id))
+        await self.publish(
+            wire.ParticipantJoined(
+                row.wire_id,
+                meeting.wire_id,
+                role,
+                meeting.suite,
+                uplink,
+                downlink,
+                tuple(declared),
+                address,
+            )
+        )
+        if row.muted:  # ParticipantLeft cleared the flag in the workers' table
+            await self.publish(wire.ParticipantMuted(row.wire_id, True))
+        if not fresh:
+            return {}
+        present = await self.store.list_participants(meeting.id, present_only=True)
+        meeting_streams = [
+            s
+            for p in present
+            if p.id != row.id and _may_send(meeting.mode, p.role)
+            for s in _load_streams(p.streams)
+        ]
+        changed = await self._store_get(row.id)
+        full = self._answer(meeting, changed, uplink, downlink, declared, meeting_streams)
+        return {"srtp": full["srtp"], "sdp": full["sdp"], "relay": full["relay"]}
+
+    async def leave(self, meeting_id: object, participant_id: object, *, now: float) -> None:
+        """The participant is gone (hung up): ParticipantLeft, and its time is counted."""
+        meeting = await self._open_meeting(meeting_id)
+        row = await self._present(meeting, participant_id)
+        await self._store_update(row.id, left_at=now)
+        await self.publish(wire.ParticipantLeft(row.wire_id))
+
+    async def _store_get(self, participant_id: str) -> ParticipantRow:
+        row = await self.store.get_participant(participant_id)
+        if row is None:  # deleted under us, with its meeting
+            raise NotFound(f"no participant {participant_id!r}")
+        return row
+
+    async def _store_update(self, participant_id: str, **changes: Any) -> ParticipantRow:
+        try:
+            row = await self.store.update_participant(participant_id, **changes)
+        except InvalidValue as exc:
+            raise Invalid(str(exc)) from None
+        if row is None:
+            raise NotFound(f"no participant {participant_id!r}")
+        return row
+
+    def _keys(self, row: ParticipantRow) -> tuple[bytes, bytes]:
+        return (
+            self.key_box.unseal(row.uplink_sealed, row.id),
+            self.key_box.unseal(row.downlink_sealed, row.id),
+        )
+
+    # -- restart --
+
+    async def routing_snapshot_state(self, seq: int | None = None) -> RoutingState:
+        """The routing state rebuilt from the store: open meetings, their present (and
+        expelled) participants with unsealed keys, the muted and ejected flags. `seq`
+        defaults to the store's last routing update number."""
+        state = RoutingState(await self.store.last_routing_seq() if seq is None else seq)
+        offset = 0
+        while True:
+            page = await self.store.list_meetings(limit=500, offset=offset, state="open")
+            for meeting in page:
+                state.meetings[meeting.wire_id] = wire.MeetingOpened(meeting.wire_id, meeting.mode)
+                for p in await self.store.list_participants(meeting.id):
+                    if p.left_at is not None and not p.expelled:
+                        continue
+                    uplink, downlink = self._keys(p)
+                    address = None if p.receive_at is None else wire.parse_address(p.receive_at)
+                    state.participants[p.wire_id] = wire.ParticipantJoined(
+                        p.wire_id,
+                        meeting.wire_id,
+                        p.role,
+                        meeting.suite,
+                        uplink,
+                        downlink,
+                        _load_streams(p.streams),
+                        address,
+                    )
+                    if p.muted:
+                        state.muted.add(p.wire_id)
+                    if p.expelled:
+                        state.ejected.add(p.wire_id)
+            if len(page) < 500:
+                return state
+            offset += 500
+
+
+def usage_figures(
+    spans: Sequence[tuple[float, float | None]], start: float, end: float
+) -> tuple[int, int, float]:
+    """(total participants, peak present at once, participant-minutes) of joins and leaves
+    (None: still present at `end`), each span clipped to [start, end]. A leave at the same
+    instant as a join is counted first, so back-to-back participants do not overlap."""
+    events: list[tuple[float, int]] = []
+    minutes = 0.0
+    for joined, left in spans:
+        a = min(max(joined, start), end)
+        b = min(max(end if left is None else left, a), end)
+        minutes += (b - a) / 60.0
+        if b > a:
+            events += [(a, 1), (b, -1)]
+    peak = present = 0
+    for _, delta in sorted(events):
+        present += delta
+        peak = max(peak, present)
+    if not math.isfinite(minutes):
+        minutes = 0.0
+    return len(spans), peak, minutes
