@@ -72,7 +72,7 @@ from control.errors import (
 )
 from control.keys import new_master_key
 from control.routing import RoutingState
-from control.sdp import _check_streams, listener_sdp, sender_sdp
+from control.sdp import check_streams, listener_sdp, sender_sdp
 from control.store.base import (
     InvalidValue,
     MeetingRow,
@@ -182,7 +182,7 @@ def _streams(ssrcs: object, streams: object) -> list[wire.Stream]:
     if len(items) > MAX_SSRCS:
         raise Invalid(f"at most {MAX_SSRCS} streams per participant (got {len(items)})")
     try:
-        return _check_streams(items)
+        return check_streams(items)
     except ValueError as exc:
         raise Invalid(str(exc)) from None
 
@@ -210,6 +210,27 @@ def _receive_at(value: object) -> tuple[str, int] | None:
     if ip.is_unspecified or ip.is_multicast:
         raise Invalid("receive_at must be a unicast address packets can be sent to")
     return host, port
+
+
+def _joined(
+    meeting: MeetingRow,
+    row: ParticipantRow,
+    uplink: bytes,
+    downlink: bytes,
+    role: str | None = None,
+) -> wire.ParticipantJoined:
+    """The routing update for a participant as stored (its role may be changing)."""
+    address = None if row.receive_at is None else wire.parse_address(row.receive_at)
+    return wire.ParticipantJoined(
+        row.wire_id,
+        meeting.wire_id,
+        role or row.role,
+        meeting.suite,
+        uplink,
+        downlink,
+        _load_streams(row.streams),
+        address,
+    )
 
 
 def _may_send(mode: str, role: str) -> bool:
@@ -495,18 +516,7 @@ class MeetingService:
             joined_at=now,
             participant_id=participant_id,
         )
-        await self.publish(
-            wire.ParticipantJoined(
-                row.wire_id,
-                meeting.wire_id,
-                role,
-                meeting.suite,
-                uplink,
-                downlink,
-                tuple(declared),
-                address,
-            )
-        )
+        await self.publish(_joined(meeting, row, uplink, downlink))
         log.info("participant %s joined meeting %s as %s", row.id, meeting.id, role)
         return self._answer(meeting, row, uplink, downlink, declared, meeting_streams)
 
@@ -669,20 +679,8 @@ class MeetingService:
         else:
             uplink, downlink = self._keys(row)
             await self._store_update(row.id, role=role)
-        address = None if row.receive_at is None else wire.parse_address(row.receive_at)
         await self.publish(wire.ParticipantLeft(row.wire_id))
-        await self.publish(
-            wire.ParticipantJoined(
-                row.wire_id,
-                meeting.wire_id,
-                role,
-                meeting.suite,
-                uplink,
-                downlink,
-                tuple(declared),
-                address,
-            )
-        )
+        await self.publish(_joined(meeting, row, uplink, downlink, role=role))
         if row.muted:  # ParticipantLeft cleared the flag in the workers' table
             await self.publish(wire.ParticipantMuted(row.wire_id, True))
         if not fresh:
@@ -741,18 +739,7 @@ class MeetingService:
                 for p in await self.store.list_participants(meeting.id):
                     if p.left_at is not None and not p.expelled:
                         continue
-                    uplink, downlink = self._keys(p)
-                    address = None if p.receive_at is None else wire.parse_address(p.receive_at)
-                    state.participants[p.wire_id] = wire.ParticipantJoined(
-                        p.wire_id,
-                        meeting.wire_id,
-                        p.role,
-                        meeting.suite,
-                        uplink,
-                        downlink,
-                        _load_streams(p.streams),
-                        address,
-                    )
+                    state.participants[p.wire_id] = _joined(meeting, p, *self._keys(p))
                     if p.muted:
                         state.muted.add(p.wire_id)
                     if p.expelled:

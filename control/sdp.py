@@ -126,7 +126,7 @@ def _check_stream(index: int, stream: Stream) -> None:
         )
 
 
-def _check_streams(streams: Sequence[Stream]) -> list[Stream]:
+def check_streams(streams: Sequence[Stream]) -> list[Stream]:
     if isinstance(streams, str | bytes) or not isinstance(streams, Sequence):
         raise ValueError(f"streams must be a list of relay.wire.Stream, not {streams!r}")
     seen: set[int] = set()
@@ -180,7 +180,7 @@ def listener_sdp(
         raise ValueError(f"receive_at must be a (host, port) tuple, got {receive_at!r}")
     family, addr = _address(receive_at[0], "receive_at address")
     port = _port(receive_at[1], "receive_at port")
-    checked = _check_streams(streams)
+    checked = check_streams(streams)
     _check_key(suite, downlink)
     session_id = _session_id(session_id)
     described = checked or [_DEFAULT_STREAM]
@@ -220,7 +220,7 @@ def sender_sdp(
     """
     family, addr = _address(relay_host, "relay host")
     port = _port(relay_port, "relay port")
-    checked = _check_streams(streams)
+    checked = check_streams(streams)
     _check_key(suite, downlink)
     session_id = _session_id(session_id)
     crypto = crypto_line(1, suite, downlink)
