@@ -1,4 +1,4 @@
-"""`relay demo`: what the SRTP core does for one presenter and N receivers, on this machine.
+"""`relay demo --crypto`: what the SRTP core does for one presenter and N receivers, on this machine.
 
 A presenter protects a stream with its uplink key; the relay unprotects each packet once and
 protects a copy for every receiver with that receiver's own downlink key, in batches, the way
@@ -6,7 +6,7 @@ the forwarding loop will; each receiver then decrypts its copy with libsrtp (pyl
 implementation independent of relay, when it is installed. Keys come from the OS CSPRNG and are
 never printed.
 
-Later issues turn `relay demo` into a full server with a simulated webinar.
+`relay demo` without --crypto runs a webinar through a real worker (relay/live_demo.py).
 """
 
 from __future__ import annotations
