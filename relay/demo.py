@@ -1,4 +1,4 @@
-"""`relay demo --crypto`: what the SRTP core does for one presenter and N receivers, on this machine.
+"""`relay demo --crypto`: what the SRTP core does for one presenter and N receivers, here.
 
 A presenter protects a stream with its uplink key; the relay unprotects each packet once and
 protects a copy for every receiver with that receiver's own downlink key, in batches, the way
