@@ -25,10 +25,11 @@ Rules, and why:
   participant's row does not open) before they reach the store: the store never holds a key
   in clear. They leave the service only in the join answer, the promotion answer and the
   routing updates to the workers; never in exceptions, logs or reprs.
-- Homing: a participant is homed on the worker with the fewest present participants of its
-  meeting (ties: the lowest index), which spreads a webinar's attendees round-robin so its
-  fan-out runs W-way parallel (DESIGN.md, "fan-out across workers"). Worker i listens on
-  media_port + 2i (DESIGN.md, "Command line").
+- Homing: every participant of a meeting is homed on the meeting's worker, (wire id - 1) mod
+  W, which spreads meetings evenly over the workers. A worker serves only the receivers of
+  the meetings it holds until packets cross between workers (DESIGN.md, "fan-out across
+  workers"), so a meeting must not be split yet. Worker i listens on media_port + 2i
+  (DESIGN.md, "Command line").
 - Wire ids: the routing table uses unsigned 32-bit ids; the store assigns them (`wire_id`,
   never reused) and every update carries them.
 - Promotion of an attendee to a role that may send issues new keys (the keys an attendee held
@@ -498,7 +499,7 @@ class MeetingService:
         clash = sorted(taken & {s.ssrc for s in declared})
         if clash:
             raise Conflict(f"ssrc {clash[0]} is already used by another participant")
-        worker = self._home(present)
+        worker = self._home(meeting)
         meeting_streams = [
             s for p in present if _may_send(meeting.mode, p.role) for s in _load_streams(p.streams)
         ]
@@ -552,12 +553,8 @@ class MeetingService:
             self.throttle.failure(meeting.id, client, now)
             raise Forbidden(f"wrong {what}")
 
-    def _home(self, present: Sequence[ParticipantRow]) -> int:
-        counts = [0] * self.workers
-        for p in present:
-            if p.worker < self.workers:
-                counts[p.worker] += 1
-        return counts.index(min(counts))
+    def _home(self, meeting: MeetingRow) -> int:
+        return (meeting.wire_id - 1) % self.workers
 
     def _answer(
         self,

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from collections.abc import Awaitable, Callable
 
 import zmq
 import zmq.asyncio
@@ -84,8 +86,27 @@ class RoutingState:
         )
 
 
+Journal = Callable[[int, str], Awaitable[object]]
+
+# Fields of an update that the journal leaves out: keys are secrets and addresses personal
+# data, and the journal only has to carry the numbering (and a trace of what happened) over a
+# restart; the state itself is rebuilt from the store.
+_NOT_JOURNALED = ("uplink", "downlink", "address")
+
+
+def journal_body(update: wire.Update) -> str:
+    """An update as the journal keeps it: its kind and ids, no keys, no addresses."""
+    body = {k: v for k, v in wire.to_json(update).items() if k not in _NOT_JOURNALED}
+    return json.dumps(body, separators=(",", ":"))
+
+
 class RoutingServer:
-    """Publishes numbered updates and serves snapshots, on asyncio."""
+    """Publishes numbered updates and serves snapshots, on asyncio.
+
+    With a `journal` (normally the store's `append_routing_update`), each update is recorded
+    under its number before it is applied and published, so a control plane that restarts
+    continues the numbering the workers follow; publishing is serialised so that numbers are
+    assigned in the order updates go out."""
 
     def __init__(
         self,
@@ -93,8 +114,11 @@ class RoutingServer:
         snapshot_endpoint: str,
         state: RoutingState | None = None,
         context: zmq.asyncio.Context | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.state = state or RoutingState()
+        self.journal = journal
+        self._publishing = asyncio.Lock()
         self.context = context or zmq.asyncio.Context.instance()
         self.pub: zmq.asyncio.Socket = self.context.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, 100_000)
@@ -107,8 +131,11 @@ class RoutingServer:
         self._serving = asyncio.get_running_loop().create_task(self._serve_snapshots())
 
     async def publish(self, update: wire.Update) -> int:
-        seq = self.state.apply(update)
-        await self.pub.send_multipart([str(seq).encode(), *wire.encode(update)[1:]])
+        async with self._publishing:
+            if self.journal is not None:
+                await self.journal(self.state.seq + 1, journal_body(update))
+            seq = self.state.apply(update)
+            await self.pub.send_multipart([str(seq).encode(), *wire.encode(update)[1:]])
         return seq
 
     async def _serve_snapshots(self) -> None:

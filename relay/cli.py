@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+PLUGIN_GROUP = "relay.commands"
 
 
 def _positive(text: str) -> int:
@@ -32,33 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="relay", description="A media relay for online meetings and large webinars."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo", help="a webinar through a real worker, with live progress (--crypto: SRTP only)"
-    )
-    demo.add_argument(
-        "--attendees", type=_positive, default=200, help="attendees of the webinar (default 200)"
-    )
-    demo.add_argument("--seconds", type=_positive, default=5, help="how long (default 5)")
-    demo.add_argument(
-        "--rate", type=float, default=50.0, help="presenter packets per second (default 50: audio)"
-    )
-    demo.add_argument(
-        "--crypto",
-        action="store_true",
-        help="instead: the SRTP core alone, one presenter to --receivers",
-    )
-    demo.add_argument("--receivers", type=_positive, default=8, help="receivers (default 8)")
-    demo.add_argument(
-        "--packets", type=_positive, default=5000, help="packets per suite (default 5000)"
-    )
-    demo.add_argument(
-        "--size",
-        type=int,
-        default=200,
-        choices=range(12, 1401),
-        metavar="BYTES",
-        help="RTP packet size, 12..1400 (default 200)",
-    )
     bench = commands.add_parser(
         "bench",
         help="measure a relay with the native load generator (capacity, loss, latency)",
@@ -117,23 +94,28 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--ready-file", type=Path, help="written with the pid once bound")
     worker.add_argument("--duration", type=float, help="stop after this many seconds")
     worker.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    add_plugins(commands)
     return parser
+
+
+def add_plugins(commands: Any) -> None:
+    """Commands that other packages register under the entry point group "relay.commands":
+    the control plane's `serve`, `demo` and API client commands (control/cli.py). The data
+    plane never imports the control plane; the control plane plugs its commands in."""
+    for entry in sorted(metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        entry.load()(commands)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        if args.crypto:
-            from relay import demo
-
-            return demo.main(receivers=args.receivers, packets=args.packets, size=args.size)
-        from relay import live_demo
-
-        return live_demo.main(attendees=args.attendees, seconds=args.seconds, rate=args.rate)
+    run = getattr(args, "run", None)
+    if run is not None:
+        status: int = run(args)
+        return status
     if args.command == "bench":
         # bench/ is the project's measuring kit, not part of the relay itself.
         bench_cli = importlib.import_module("bench.cli")
-        status: int = bench_cli.main(args)
+        status = bench_cli.main(args)
         return status
     if args.command == "worker":
         from relay import worker as worker_module

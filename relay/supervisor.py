@@ -4,6 +4,12 @@ Worker i serves media port PORT + 2i (and PORT + 2i + 1 for RTCP without rtcp-mu
 that dies is started again within a second; the new one asks the control plane for a routing
 snapshot and resumes its participants (relay/worker.py). stop() ends them all: SIGTERM, then
 SIGKILL for any that has not exited in time.
+
+A worker that dies again soon after it was started (a port someone else took, a broken
+install) is not restarted in a tight loop: each quick death doubles the wait before the next
+start, up to MAX_BACKOFF seconds; a worker that ran for STABLE_AFTER seconds starts over at no
+wait. With `ready_dir`, each worker writes `worker-<i>.ready` once its sockets are bound, and
+`wait_ready` tells a start that worked from one that did not.
 """
 
 from __future__ import annotations
@@ -15,11 +21,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger("relay.supervisor")
 
 CHECK_INTERVAL = 0.1  # seconds between looks at the workers
 STOP_TIMEOUT = 5.0  # seconds a worker gets to exit after SIGTERM
+STABLE_AFTER = 10.0  # seconds: a worker that ran this long died of something new
+FIRST_BACKOFF = 0.25  # seconds before restarting a worker that died soon after its start
+MAX_BACKOFF = 30.0  # seconds: the longest wait before starting a worker that keeps dying
 
 
 @dataclass
@@ -30,7 +40,12 @@ class SupervisorConfig:
     control: str | None = None  # ZeroMQ endpoint publishing routing updates
     snapshot: str | None = None  # ZeroMQ endpoint answering snapshot requests
     stats: str | None = None  # ZeroMQ endpoint the workers push counters to
+    ready_dir: Path | None = None  # where workers write worker-<i>.ready once bound
     python: str = field(default=sys.executable)
+
+
+class WorkerStartError(RuntimeError):
+    """A worker exited before it was ready (its own message went to stderr)."""
 
 
 class Supervisor:
@@ -44,8 +59,15 @@ class Supervisor:
             )
         self.config = config
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * config.workers
+        self.started_at = [0.0] * config.workers
+        self.backoff = [0.0] * config.workers  # seconds to wait before the next start
+        self.due = [0.0] * config.workers  # when a dead worker may be started again
         self.restarts = 0
         self.stopping = False
+
+    def ready_file(self, index: int) -> Path | None:
+        d = self.config.ready_dir
+        return None if d is None else d / f"worker-{index}.ready"
 
     def command(self, index: int) -> list[str]:
         c = self.config
@@ -68,6 +90,9 @@ class Supervisor:
         ):
             if value:
                 cmd += [flag, value]
+        ready = self.ready_file(index)
+        if ready is not None:
+            cmd += ["--ready-file", str(ready)]
         return cmd
 
     def start(self) -> None:
@@ -75,6 +100,10 @@ class Supervisor:
             self._spawn(index)
 
     def _spawn(self, index: int) -> None:
+        ready = self.ready_file(index)
+        if ready is not None:
+            ready.unlink(missing_ok=True)
+        self.started_at[index] = time.monotonic()
         process = subprocess.Popen(self.command(index), stdout=subprocess.DEVNULL)
         self.processes[index] = process
         log.info(
@@ -84,18 +113,52 @@ class Supervisor:
             self.config.media_port + 2 * index,
         )
 
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        """Wait until every worker has written its ready file (needs ready_dir);
+        WorkerStartError if one exits first, TimeoutError if one takes longer than timeout."""
+        deadline = time.monotonic() + timeout
+        for index, process in enumerate(self.processes):
+            ready = self.ready_file(index)
+            assert process is not None and ready is not None, "start() with a ready_dir first"
+            while not ready.exists():
+                if process.poll() is not None:
+                    raise WorkerStartError(
+                        f"worker {index} (port {self.config.media_port + 2 * index}) exited "
+                        f"with status {process.returncode} before it was ready"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker {index} was not ready within {timeout:g} s")
+                time.sleep(0.02)
+
     def check(self) -> list[int]:
-        """Start again every worker that has exited; returns their indexes."""
+        """Start again every worker that has exited (once its back-off has passed);
+        returns their indexes."""
         restarted = []
+        now = time.monotonic()
         for index, process in enumerate(self.processes):
             if self.stopping or process is None or process.poll() is None:
                 continue
-            log.warning(
-                "worker %d (pid %d) exited with %s; starting it again",
-                index,
-                process.pid,
-                process.returncode,
-            )
+            if self.due[index] == 0.0:  # just noticed: decide when to start it again
+                ran = now - self.started_at[index]
+                quick = ran < STABLE_AFTER
+                previous = self.backoff[index]
+                self.backoff[index] = (
+                    (min(2 * previous, MAX_BACKOFF) if previous else FIRST_BACKOFF)
+                    if quick
+                    else 0.0
+                )
+                self.due[index] = now + self.backoff[index]
+                log.warning(
+                    "worker %d (pid %d) exited with %s after %.1f s; starting it again%s",
+                    index,
+                    process.pid,
+                    process.returncode,
+                    ran,
+                    f" in {self.backoff[index]:g} s" if self.backoff[index] else "",
+                )
+            if now < self.due[index]:
+                continue
+            self.due[index] = 0.0
             self._spawn(index)
             self.restarts += 1
             restarted.append(index)

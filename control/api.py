@@ -1,0 +1,474 @@
+"""The HTTP API (DESIGN.md, "HTTP API"): FastAPI over the control plane.
+
+This module only translates: it checks the request's shape (pydantic models, which also make
+the OpenAPI description at /openapi.json), finds the caller's credential, calls
+`plane.service` and turns the answer into JSON. The rules live in control/meetings.py.
+
+Errors are always `{"error": {"code", "message"}}` with the status DESIGN.md gives; input
+that does not fit is a 4xx with a message that says what is wrong, never a 500:
+- a body that is not JSON, has a wrong type, an unknown field or a field too long: 422;
+- a body over MAX_BODY bytes: 413, before it is read whole;
+- an unknown path: 404, a wrong method: 405;
+- a store that cannot be reached: 503 (the server's fault, not the caller's, but not a crash).
+
+Credentials: `Authorization: Bearer TOKEN`, the operator token (every meeting) or a host key
+(its meeting). Operator only: creating and listing meetings, deleting one, the usage report.
+Joining needs no token: the password in the body is the credential.
+
+Logs: one line per request with the method, the route (its template, so no ids), the status
+and the time taken; the client address appears only as a keyed pseudonym (DESIGN.md: logs
+carry no PII). Secrets never reach a log: they are in bodies and headers, which are not logged.
+"""
+
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import io
+import logging
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from control import auth
+from control.errors import ApiError, Forbidden, Throttled, Unauthorized
+from control.meetings import NAME_MAX, TITLE_MAX
+from control.metrics import RelayCollector
+from control.plane import ControlPlane
+from control.store import MeetingRow, StoreError, UsageRecord
+from relay.srtp import SUITES
+
+__all__ = ["MAX_BODY", "create_app"]
+
+log = logging.getLogger("control.api")
+
+MAX_BODY = 64 * 1024  # bytes: the largest body any call takes is a few KiB
+PASSWORD_MAX = 256
+Suite = Literal[
+    "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM", "AEAD_AES_256_GCM"
+]
+assert set(Suite.__args__) == set(SUITES)  # type: ignore[attr-defined]
+
+
+# --- request bodies ---------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    # strict: no "1" for 1 or "true" for true; forbid: a misspelt field is an error, not ignored
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class MeetingCreate(_Body):
+    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    mode: Literal["meeting", "webinar"] = "meeting"
+    password: str | None = Field(
+        None, min_length=1, max_length=PASSWORD_MAX, description="generated when not given"
+    )
+    panelist_password: str | None = Field(None, min_length=1, max_length=PASSWORD_MAX)
+    suite: Suite | None = None
+
+
+class MeetingPatch(_Body):
+    title: str = Field(min_length=1, max_length=TITLE_MAX)
+
+
+class Controls(_Body):
+    locked: bool | None = None
+    recording: bool | None = None
+
+
+class StreamIn(_Body):
+    ssrc: int = Field(ge=0, le=0xFFFFFFFF)
+    kind: Literal["audio", "video"] = "audio"
+    pt: int = Field(111, ge=0, le=127)
+    codec: str = Field("opus/48000/2", min_length=1, max_length=64)
+
+
+class JoinIn(_Body):
+    password: str | None = Field(None, max_length=PASSWORD_MAX)
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    role: Literal["host", "panelist", "attendee"] | None = None
+    host_key: str | None = Field(None, max_length=128)
+    ssrcs: list[Annotated[int, Field(ge=0, le=0xFFFFFFFF)]] | None = Field(None, max_length=8)
+    streams: list[StreamIn] | None = Field(None, max_length=8)
+    receive_at: str | None = Field(None, max_length=64, description='"ip:port"')
+
+
+class ParticipantPatch(_Body):
+    muted: bool | None = None
+    role: Literal["host", "panelist", "attendee"] | None = None
+    expel: bool | None = None
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+def meeting_json(m: MeetingRow) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "title": m.title,
+        "mode": m.mode,
+        "suite": m.suite,
+        "state": m.state,
+        "locked": m.locked,
+        "recording": m.recording,
+        "created_at": m.created_at,
+        "ended_at": m.ended_at,
+    }
+
+
+def usage_json(u: UsageRecord) -> dict[str, Any]:
+    body = dataclasses.asdict(u)
+    body["features"] = list(u.features)
+    return body
+
+
+USAGE_FIELDS = [f.name for f in dataclasses.fields(UsageRecord)]
+
+
+def usage_csv(records: list[UsageRecord]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(USAGE_FIELDS)
+    for u in records:
+        row = usage_json(u)
+        row["features"] = " ".join(u.features)
+        writer.writerow([row[name] for name in USAGE_FIELDS])
+    return out.getvalue()
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    problems = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        if error.get("type") == "json_invalid":
+            return "the body is not valid JSON"
+        if error.get("loc") == ("body",) and error.get("type") in (
+            "model_attributes_type",
+            "dict_type",
+            "missing",
+        ):
+            return "the body must be a JSON object"
+        text = str(error.get("msg", "invalid"))
+        if error.get("type") == "extra_forbidden":
+            text = "unknown field"
+        problems.append(f"{where}: {text}" if where else text)
+    return "; ".join(problems) or "invalid request"
+
+
+# --- size limit -------------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """Refuse bodies over `limit` bytes with 413, by Content-Length or as they stream in."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                await _error(413, "too_large", f"the body is over {self.limit} bytes")(
+                    scope, receive, send
+                )
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _error(413, "too_large", f"the body is over {self.limit} bytes")(
+                scope, receive, send
+            )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+# --- the application --------------------------------------------------------------------------
+
+
+def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> FastAPI:
+    """The API over a running control plane, or over one that `plane()` starts (and the app
+    closes) in its lifespan."""
+    holder: dict[str, ControlPlane] = {}
+    if isinstance(plane, ControlPlane):
+        holder["plane"] = plane
+        lifespan = None
+    else:
+        starter = plane
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: FastAPI) -> Any:
+            holder["plane"] = await starter()
+            try:
+                yield
+            finally:
+                await holder["plane"].close()
+
+    app = FastAPI(
+        title="relay",
+        version="1",
+        summary="Meetings, webinars and their SRTP media relay",
+        description=__doc__,
+        lifespan=lifespan,
+    )
+    pseudonym_key = secrets.token_bytes(16)
+
+    def the_plane() -> ControlPlane:
+        return holder["plane"]
+
+    Plane = Annotated[ControlPlane, Depends(the_plane)]
+
+    def bearer(request: Request) -> str | None:
+        header = request.headers.get("authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("the Authorization header must be: Bearer <token>")
+        return token.strip()
+
+    Token = Annotated[str | None, Depends(bearer)]
+
+    def operator(plane: Plane, token: Token) -> None:
+        if token is None:
+            raise Unauthorized("missing token: send Authorization: Bearer <token>")
+        if not _is_operator(plane, token):
+            raise Unauthorized("this call needs the operator token")
+
+    async def host_or_operator(meeting_id: str, plane: Plane, token: Token) -> str:
+        return await plane.service.authorize(token, meeting_id, plane.token_digest)
+
+    async def operator_only(meeting_id: str, plane: Plane, token: Token) -> None:
+        if await host_or_operator(meeting_id, plane, token) != "operator":
+            raise Forbidden("only the operator may do this")
+
+    def client_address(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    # -- errors --
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> Any:
+        headers = None
+        if isinstance(exc, Throttled):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        elif isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
+        return _error(exc.status, exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> Any:
+        return _error(422, "invalid", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Any:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        message = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
+        return _error(exc.status_code, codes.get(exc.status_code, "error"), message)
+
+    @app.exception_handler(StoreError)
+    async def store_error(_request: Request, exc: StoreError) -> Any:
+        log.error("storage failed: %s", exc)
+        return _error(503, "unavailable", "storage is unavailable; try again")
+
+    @app.middleware("http")
+    async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.url.path)
+            response = _error(500, "internal", "internal error")
+        route = request.scope.get("route")
+        template = getattr(route, "path", "?")
+        who = hashlib.blake2s(
+            client_address(request).encode(), key=pseudonym_key, digest_size=4
+        ).hexdigest()
+        log.info(
+            "%s %s %d %.1f ms client %s",
+            request.method,
+            template,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+            who,
+        )
+        return response
+
+    app.add_middleware(BodyLimit)
+
+    # -- meetings --
+
+    @app.post("/v1/meetings", status_code=201, dependencies=[Depends(operator)])
+    async def create_meeting(body: MeetingCreate, plane: Plane) -> dict[str, Any]:
+        created = await plane.service.create_meeting(
+            body.title,
+            body.mode,
+            body.password,
+            body.panelist_password,
+            body.suite,
+            now=plane.clock(),
+        )
+        answer = meeting_json(created.meeting)
+        answer["host_key"] = created.host_key
+        if created.password is not None:
+            answer["password"] = created.password
+        return answer
+
+    @app.get("/v1/meetings", dependencies=[Depends(operator)])
+    async def list_meetings(
+        plane: Plane,
+        state: Literal["open", "ended"] | None = None,
+        limit: Annotated[int, Query(ge=0, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[dict[str, Any]]:
+        rows = await plane.service.list_meetings(limit=limit, offset=offset, state=state)
+        return [meeting_json(m) for m in rows]
+
+    @app.get("/v1/meetings/{meeting_id}", dependencies=[Depends(host_or_operator)])
+    async def get_meeting(meeting_id: str, plane: Plane) -> dict[str, Any]:
+        meeting = await plane.service.get_meeting(meeting_id)
+        answer = meeting_json(meeting)
+        answer["join_throttle"] = plane.service.throttle.status(meeting.id, plane.clock())
+        return answer
+
+    @app.patch("/v1/meetings/{meeting_id}", dependencies=[Depends(host_or_operator)])
+    async def patch_meeting(meeting_id: str, body: MeetingPatch, plane: Plane) -> dict[str, Any]:
+        return meeting_json(await plane.service.update_meeting(meeting_id, title=body.title))
+
+    @app.delete("/v1/meetings/{meeting_id}", status_code=204, dependencies=[Depends(operator_only)])
+    async def delete_meeting(meeting_id: str, plane: Plane) -> Response:
+        if (await plane.service.get_meeting(meeting_id)).state == "open":
+            await _end(plane, meeting_id)  # with the workers' totals in its usage record
+        await plane.service.delete_meeting(meeting_id, now=plane.clock())
+        return Response(status_code=204)
+
+    @app.put("/v1/meetings/{meeting_id}/controls", dependencies=[Depends(host_or_operator)])
+    async def set_controls(meeting_id: str, body: Controls, plane: Plane) -> dict[str, bool]:
+        return await plane.service.set_controls(
+            meeting_id, locked=body.locked, recording=body.recording
+        )
+
+    @app.post("/v1/meetings/{meeting_id}/end", dependencies=[Depends(host_or_operator)])
+    async def end_meeting(meeting_id: str, plane: Plane) -> dict[str, Any]:
+        record = await _end(plane, meeting_id)
+        return {"id": meeting_id, "state": "ended", "usage": usage_json(record)}
+
+    # -- joining and participants --
+
+    @app.post("/v1/meetings/{meeting_id}/join", status_code=201)
+    async def join(meeting_id: str, body: JoinIn, plane: Plane, request: Request) -> dict[str, Any]:
+        try:
+            answer = await plane.service.join(
+                meeting_id,
+                password=body.password,
+                name=body.name,
+                client_address=client_address(request),
+                now=plane.clock(),
+                role=body.role,
+                host_key=body.host_key,
+                ssrcs=body.ssrcs,
+                streams=None if body.streams is None else [s.model_dump() for s in body.streams],
+                receive_at=body.receive_at,
+            )
+        except ApiError as exc:
+            plane.counters.join_failed(exc.code)
+            raise
+        plane.counters.joins += 1
+        return answer
+
+    @app.get("/v1/meetings/{meeting_id}/participants", dependencies=[Depends(host_or_operator)])
+    async def list_participants(meeting_id: str, plane: Plane) -> list[dict[str, Any]]:
+        return await plane.service.list_participants(meeting_id)
+
+    @app.patch(
+        "/v1/meetings/{meeting_id}/participants/{participant_id}",
+        dependencies=[Depends(host_or_operator)],
+    )
+    async def patch_participant(
+        meeting_id: str, participant_id: str, body: ParticipantPatch, plane: Plane
+    ) -> dict[str, Any]:
+        return await plane.service.update_participant(
+            meeting_id,
+            participant_id,
+            now=plane.clock(),
+            muted=body.muted,
+            role=body.role,
+            expel=body.expel,
+        )
+
+    # -- reports, metrics, health --
+
+    @app.get("/v1/reports/usage", dependencies=[Depends(operator)], response_model=None)
+    async def usage(
+        plane: Plane,
+        format: Literal["json", "csv"] = "json",
+        meeting: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> Any:
+        records = await plane.service.list_usage(meeting)
+        if format == "csv":
+            return Response(
+                usage_csv(records),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
+            )
+        return [usage_json(u) for u in records]
+
+    registry = CollectorRegistry(auto_describe=True)
+    collector: MutableMapping[str, RelayCollector] = {}
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics(plane: Plane) -> Response:
+        if "c" not in collector:
+            collector["c"] = RelayCollector(plane.stats, plane.counters, plane.gauges)
+            registry.register(collector["c"])
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    async def healthz(plane: Plane) -> dict[str, Any]:
+        return plane.health()
+
+    return app
+
+
+def _is_operator(plane: ControlPlane, token: str) -> bool:
+    return auth.secret_matches(token, plane.token_digest)
+
+
+async def _end(plane: ControlPlane, meeting_id: str) -> UsageRecord:
+    """End a meeting with the packet and byte totals the workers last reported for it."""
+    participants = await plane.service.store.list_participants(meeting_id)
+    totals = plane.meeting_totals([p.wire_id for p in participants])
+    return await plane.service.end_meeting(meeting_id, now=plane.clock(), totals=totals)

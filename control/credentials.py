@@ -1,0 +1,105 @@
+"""The server's own secrets, kept in its data directory: the operator token and the key box key.
+
+- The operator token (DESIGN.md, "Command line") comes from `RELAY_TOKEN`, or from
+  `DATA_DIR/token`, generated on first start: 256 random bits, written with mode 0600 before
+  any byte of it is, so no other user can ever read it. Only its digest stays in memory.
+- The key box key (32 bytes) seals the participants' SRTP keys in the store
+  (control.meetings.KeyBox). It lives in `DATA_DIR/box.key` (mode 0600), or comes from
+  `RELAY_BOX_KEY` (base64): several nodes on one PostgreSQL database must share it. A database
+  copied without it holds no usable key.
+
+A secret file that others may read is refused, not silently used: it may have leaked.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+from control import auth
+from control.settings import SettingsError
+
+TOKEN_FILE = "token"
+BOX_KEY_FILE = "box.key"
+TOKEN_MIN_CHARS = 16
+BOX_KEY_BYTES = 32
+
+
+def ensure_data_dir(path: Path) -> Path:
+    """Create the data directory (mode 0700) if it is missing."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"data directory {path}: {exc.strerror or exc}") from None
+    if not path.is_dir():
+        raise SettingsError(f"data directory {path} is not a directory")
+    return path
+
+
+def _read_private(path: Path) -> bytes:
+    info = path.stat()
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SettingsError(
+            f"{path} may be read by other users (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"make it private with: chmod 600 {path}"
+        )
+    return path.read_bytes()
+
+
+def _write_private(path: Path, data: bytes) -> bool:
+    """Create `path` with mode 0600 holding `data`; False if it exists already."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def operator_token(data_dir: Path, environ: Mapping[str, str] | None = None) -> tuple[str, bool]:
+    """(the operator token, whether it was generated just now)."""
+    env = os.environ if environ is None else environ
+    given = env.get("RELAY_TOKEN")
+    if given is not None:
+        if len(given) < TOKEN_MIN_CHARS or not given.isprintable() or given.strip() != given:
+            raise SettingsError(
+                f"RELAY_TOKEN must be at least {TOKEN_MIN_CHARS} printable characters "
+                "without surrounding spaces"
+            )
+        return given, False
+    path = data_dir / TOKEN_FILE
+    token = auth.new_secret()
+    created = _write_private(path, (token + "\n").encode())
+    if not created:
+        token = _read_private(path).decode("utf-8", "replace").strip()
+        if len(token) < TOKEN_MIN_CHARS:
+            raise SettingsError(f"{path} holds no usable token; delete it to make a new one")
+    return token, created
+
+
+def box_key(data_dir: Path, environ: Mapping[str, str] | None = None) -> bytes:
+    env = os.environ if environ is None else environ
+    given = env.get("RELAY_BOX_KEY")
+    if given is not None:
+        try:
+            key = base64.b64decode(given, validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != BOX_KEY_BYTES:
+            raise SettingsError(f"RELAY_BOX_KEY must be {BOX_KEY_BYTES} bytes in base64")
+        return key
+    path = data_dir / BOX_KEY_FILE
+    _write_private(path, secrets.token_bytes(BOX_KEY_BYTES))
+    key = _read_private(path)
+    if len(key) != BOX_KEY_BYTES:
+        raise SettingsError(f"{path} is not a {BOX_KEY_BYTES}-byte key")
+    return key

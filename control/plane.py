@@ -1,0 +1,175 @@
+"""The control plane's running parts, wired together: the store, the meeting service, the
+routing server (updates out to the workers, with the routing journal), the stats intake
+(counters in from the workers) and the metrics. The HTTP layer (control/api.py) only
+translates requests into calls on `plane.service` and answers.
+
+Restart (DESIGN.md, "Supervisor"): `ControlPlane.start` rebuilds the routing state from the
+store (open meetings, present and expelled participants, their keys unsealed) and continues
+the update numbering from the journal, so workers that kept forwarding while the control plane
+was down take the next update as the one they expect; a worker that did miss updates asks for
+a snapshot and gets the rebuilt state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from control import auth
+from control.meetings import KeyBox, MeetingService
+from control.metrics import ControlCounters
+from control.routing import RoutingServer
+from control.stats import StatsAggregator
+from control.store import Store
+from relay import wire
+
+log = logging.getLogger("control.plane")
+
+STATS_STALE_S = 3.0  # a worker that has not reported for this long counts as not reporting
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the control plane's ZeroMQ sockets bind (and the workers connect)."""
+
+    routing: str  # PUB: numbered routing updates
+    snapshot: str  # ROUTER: snapshot requests
+    stats: str  # PULL: workers' counters
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        store: Store,
+        service: MeetingService,
+        routing: RoutingServer,
+        token_digest: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.service = service
+        self.routing = routing
+        self.token_digest = token_digest
+        self.clock = clock
+        self.stats = StatsAggregator()
+        self.counters = ControlCounters()
+        self.bad_stats = 0  # worker reports that did not decode
+        self._stats_socket: zmq.asyncio.Socket | None = None
+        self._stats_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(
+        cls,
+        store: Store,
+        endpoints: Endpoints,
+        *,
+        token: str,
+        box_key: bytes,
+        relay_host: str,
+        media_port: int,
+        workers: int,
+        clock: Callable[[], float] = time.time,
+        context: zmq.asyncio.Context | None = None,
+    ) -> ControlPlane:
+        """Rebuild the routing state from the store, bind the sockets, start serving."""
+        routing: RoutingServer | None = None
+
+        async def publish(update: wire.Update) -> int:
+            assert routing is not None
+            return await routing.publish(update)
+
+        async def journal(seq: int, body: str) -> None:
+            await store.append_routing_update(body, seq=seq, created_at=clock())
+
+        service = MeetingService(
+            store,
+            publish,
+            relay_host=relay_host,
+            media_port=media_port,
+            workers=workers,
+            key_box=KeyBox(box_key),
+        )
+        state = await service.routing_snapshot_state()
+        routing = RoutingServer(
+            endpoints.routing, endpoints.snapshot, state, context=context, journal=journal
+        )
+        plane = cls(store, service, routing, auth.secret_digest(token), clock)
+        routing.start()
+        plane._stats_socket = routing.context.socket(zmq.PULL)
+        plane._stats_socket.setsockopt(zmq.RCVHWM, 1000)
+        plane._stats_socket.bind(endpoints.stats)
+        plane._stats_task = asyncio.get_running_loop().create_task(plane._take_stats())
+        log.info(
+            "control plane up: routing update %d, %d meetings and %d participants restored",
+            state.seq,
+            len(state.meetings),
+            len(state.participants),
+        )
+        return plane
+
+    async def _take_stats(self) -> None:
+        assert self._stats_socket is not None
+        while True:
+            body = await self._stats_socket.recv()
+            try:
+                message = json.loads(body)
+                if not isinstance(message, dict):
+                    raise ValueError("not an object")
+                self.stats.receive(message, time.monotonic())
+            except ValueError as exc:
+                self.bad_stats += 1
+                log.debug("ignored a worker report: %s", exc)
+
+    # -- what /metrics and /healthz read --
+
+    def gauges(self) -> tuple[int, int]:
+        """(meetings open, participants present), from the routing state: no database work."""
+        state = self.routing.state
+        open_meetings = set(state.meetings) - state.ended
+        present = sum(
+            1
+            for p in state.participants.values()
+            if p.meeting in open_meetings and p.participant not in state.ejected
+        )
+        return len(open_meetings), present
+
+    def workers_reporting(self) -> int:
+        now = time.monotonic()
+        return sum(1 for w in self.stats.workers.values() if now - w.last_seen < STATS_STALE_S)
+
+    def meeting_totals(self, wire_ids: list[int]) -> dict[str, int]:
+        """Packets and bytes of a meeting's participants, as the workers last reported them."""
+        sums = [0, 0, 0, 0]
+        for wire_id in wire_ids:
+            sums = [a + b for a, b in zip(sums, self.stats.participant(str(wire_id)), strict=True)]
+        return dict(zip(("packets_in", "bytes_in", "packets_out", "bytes_out"), sums, strict=True))
+
+    def health(self) -> dict[str, Any]:
+        meetings, participants = self.gauges()
+        return {
+            "status": "ok",
+            "routing_seq": self.routing.state.seq,
+            "workers_expected": self.service.workers,
+            "workers_reporting": self.workers_reporting(),
+            "meetings": meetings,
+            "participants": participants,
+        }
+
+    async def close(self) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
+        if self._stats_socket is not None:
+            self._stats_socket.close(0)
+        await self.routing.close()
+        await self.store.close()

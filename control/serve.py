@@ -1,0 +1,277 @@
+"""`relay serve`: the control plane, the supervisor and W workers (DESIGN.md, "Command line").
+
+Process layout. This process is the supervisor of everything `relay serve` runs: the control
+plane is a child process (`python -m control.server`: the HTTP API, routing, stats, the store)
+and so is each worker (`python -m relay worker`). Keeping the control plane out of this process
+is what lets the data plane keep forwarding while the control plane is killed and restarted:
+this process notices it is gone and starts it again, it rebuilds its state from the store, and
+the workers, which never stopped, pick up its updates on the same ZeroMQ endpoints.
+
+Start-up is checked, not hoped for: the data directory, the token and the key box key, then the
+control plane (it writes a ready file once its API listens), then the workers (each writes one
+once its UDP ports are bound). If anything fails before it is ready, everything started so far
+is stopped and the reason printed; `relay serve` exits with status 1.
+
+ZeroMQ endpoints are IPC sockets in DATA_DIR/run (mode 0700), or in a private temporary
+directory when that path is too long for a Unix socket. One `relay serve` per data directory:
+a lock file (flock on DATA_DIR/serve.lock) refuses a second.
+
+SIGTERM or SIGINT stops the workers and the control plane (SIGTERM, then SIGKILL after a grace
+period) and exits 0; the store has committed every write as it happened, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from control import credentials
+from control.plane import Endpoints
+from control.settings import Settings, SettingsError
+from relay.supervisor import (
+    FIRST_BACKOFF,
+    MAX_BACKOFF,
+    STABLE_AFTER,
+    Supervisor,
+    SupervisorConfig,
+    WorkerStartError,
+)
+
+log = logging.getLogger("control.serve")
+
+CONTROL_READY_TIMEOUT = 30.0  # seconds for the control plane to open the store and listen
+CONTROL_STOP_TIMEOUT = 15.0  # uvicorn finishes requests in flight within 10 s
+CHECK_INTERVAL = 0.1
+IPC_PATH_MAX = 100  # bytes; a Unix socket path holds 107
+
+
+class ServeError(RuntimeError):
+    """`relay serve` could not start; the message says why."""
+
+
+def _lock(data_dir: Path) -> IO[bytes]:
+    handle = (data_dir / "serve.lock").open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ServeError(
+            f"another `relay serve` is using {data_dir}; stop it or give another --data-dir"
+        ) from None
+    return handle
+
+
+def _run_dir(data_dir: Path) -> tuple[Path, bool]:
+    """The directory for the IPC sockets and ready files; True if it is a temporary one."""
+    run = data_dir / "run"
+    if len(str(run / "snapshot.sock").encode()) <= IPC_PATH_MAX:
+        run.mkdir(mode=0o700, exist_ok=True)
+        for stale in run.iterdir():
+            stale.unlink(missing_ok=True)
+        return run, False
+    return Path(tempfile.mkdtemp(prefix="relay-")), True
+
+
+def endpoints_in(run: Path) -> Endpoints:
+    return Endpoints(
+        routing=f"ipc://{run}/routing.sock",
+        snapshot=f"ipc://{run}/snapshot.sock",
+        stats=f"ipc://{run}/stats.sock",
+    )
+
+
+@dataclass
+class ControlProcess:
+    """The control plane's child process, started again when it dies (with back-off)."""
+
+    settings: Settings
+    endpoints: Endpoints
+    ready: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    backoff: float = 0.0
+    due: float = 0.0
+    started_at: float = 0.0
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.ready.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env["RELAY_SERVE_SETTINGS"] = json.dumps(self.settings.to_json())
+        env["RELAY_SERVE_ENDPOINTS"] = json.dumps(self.endpoints.__dict__)
+        env["RELAY_SERVE_READY"] = str(self.ready)
+        env.update(self.env)
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen([sys.executable, "-m", "control.server"], env=env)
+
+    def wait_ready(self, timeout: float = CONTROL_READY_TIMEOUT) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while not self.ready.exists():
+            if self.process.poll() is not None:
+                raise ServeError(
+                    f"the control plane exited with status {self.process.returncode} before "
+                    "its API was up (its message is above)"
+                )
+            if time.monotonic() > deadline:
+                raise ServeError(f"the control plane was not up within {timeout:g} s")
+            time.sleep(0.02)
+
+    def check(self) -> bool:
+        """Start it again if it has exited and its back-off has passed; True if restarted."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            return False
+        now = time.monotonic()
+        if self.due == 0.0:
+            if now - self.started_at < STABLE_AFTER:  # died soon after its start: back off
+                self.backoff = min(2 * self.backoff, MAX_BACKOFF) if self.backoff else FIRST_BACKOFF
+            else:
+                self.backoff = 0.0
+            self.due = now + self.backoff
+            log.warning(
+                "the control plane (pid %d) exited with %s; starting it again in %g s",
+                self.process.pid,
+                self.process.returncode,
+                self.backoff,
+            )
+        if now < self.due:
+            return False
+        self.due = 0.0
+        self.restarts += 1
+        self.start()
+        return True
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(CONTROL_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.warning("the control plane ignored SIGTERM; killing it")
+            self.process.kill()
+            self.process.wait()
+
+
+class Server:
+    """Everything `relay serve` runs, as a library: `start()`, then `run()` or `stop()`.
+    (`relay demo` and the end-to-end tests use it too.)"""
+
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.data_dir = credentials.ensure_data_dir(settings.data_dir)
+        self._lock = _lock(self.data_dir)
+        self.token, self.token_created = credentials.operator_token(self.data_dir)
+        credentials.box_key(self.data_dir)
+        self.run_dir, self._temporary_run = _run_dir(self.data_dir)
+        self.endpoints = endpoints_in(self.run_dir)
+        self.control = ControlProcess(
+            settings, self.endpoints, self.run_dir / "control.ready", env=dict(env or {})
+        )
+        self.supervisor = Supervisor(
+            SupervisorConfig(
+                workers=settings.workers,
+                media_host=settings.media_host,
+                media_port=settings.media_port,
+                control=self.endpoints.routing,
+                snapshot=self.endpoints.snapshot,
+                stats=self.endpoints.stats,
+                ready_dir=self.run_dir,
+            )
+        )
+        self.stopping = False
+
+    @property
+    def api_url(self) -> str:
+        host = self.settings.api_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.settings.api_port}"
+
+    def start(self) -> None:
+        try:
+            self.control.start()
+            self.control.wait_ready()
+            self.supervisor.start()
+            self.supervisor.wait_ready()
+        except (WorkerStartError, TimeoutError) as exc:
+            self.stop()
+            raise ServeError(f"{exc} (its message is above)") from None
+        except BaseException:
+            self.stop()
+            raise
+
+    def check(self) -> None:
+        """One look at every child: start again what died."""
+        self.control.check()
+        self.supervisor.check()
+
+    def run(self) -> None:
+        """Watch the children until SIGTERM or SIGINT, then stop them all."""
+
+        def stop(_signo: int, _frame: Any) -> None:
+            self.stopping = True
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while not self.stopping:
+                self.check()
+                time.sleep(CHECK_INTERVAL)
+        finally:
+            self.stop()
+            for signo, handler in previous.items():
+                signal.signal(signo, handler)
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        self.control.stop()
+        if self._temporary_run:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._lock.close()
+
+
+def banner(server: Server) -> str:
+    s = server.settings
+    token_line = (
+        f"generated into {server.data_dir / credentials.TOKEN_FILE} (mode 0600)"
+        if server.token_created
+        else "from RELAY_TOKEN"
+        if "RELAY_TOKEN" in os.environ
+        else f"in {server.data_dir / credentials.TOKEN_FILE}"
+    )
+    ports = ", ".join(str(s.media_port + 2 * i) for i in range(s.workers))
+    store = s.db.split("@")[-1] if s.db else str(server.data_dir / "relay.db")
+    return (
+        f"relay serve: API on {server.api_url} (OpenAPI at {server.api_url}/docs)\n"
+        f"  operator token: {token_line}\n"
+        f"  {s.workers} worker(s) on {s.media_host}, media ports {ports} (RTCP also on +1); "
+        f"participants are told {s.advertised_host}\n"
+        f"  store: {store}\n"
+        "  stop with Ctrl-C or SIGTERM"
+    )
+
+
+def main(settings: Settings) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        server = Server(settings)
+        server.start()
+    except (ServeError, SettingsError, OSError, ValueError) as exc:
+        print(f"relay serve: {exc}", file=sys.stderr)
+        return 1
+    print(banner(server), flush=True)
+    server.run()
+    return 0

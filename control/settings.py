@@ -1,0 +1,185 @@
+"""`relay serve`'s configuration: flags, a TOML file and environment variables.
+
+Each setting comes from the first of these that gives it: a command-line flag, an environment
+variable (`RELAY_` and the setting's name in capitals), the TOML file (`--config FILE` or
+`RELAY_CONFIG`), the default. The TOML file uses the settings' names as keys:
+
+    data_dir = "/var/lib/relay"
+    api = "0.0.0.0:8080"
+    media_host = "0.0.0.0"
+    media_port = 40000
+    public_host = "203.0.113.7"   # what join answers and SDP tell participants
+    workers = 4
+    db = "postgresql://relay@db.internal/relay"
+
+The operator token is not a setting: it is a secret and never sits in a config file or on a
+command line (where `ps` shows it). It comes from `RELAY_TOKEN` or from `DATA_DIR/token`,
+generated with mode 0600 on first start (control/credentials.py).
+
+Everything is checked before anything starts: a bad value is a `SettingsError` naming the
+setting and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from relay.errors import RelayError
+
+__all__ = ["DEFAULT_DATA_DIR", "Settings", "SettingsError", "resolve"]
+
+
+class SettingsError(RelayError, ValueError):
+    """A setting is missing or wrong; the message says which and where it came from."""
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "relay"
+
+
+DEFAULT_DATA_DIR = _default_data_dir()
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = DEFAULT_DATA_DIR
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    media_host: str = "127.0.0.1"  # the address the workers bind
+    media_port: int = 40000  # worker i: PORT + 2i (rtcp-mux) and PORT + 2i + 1 (RTCP)
+    public_host: str | None = None  # told to participants; default: media_host
+    workers: int = max(1, os.cpu_count() or 1)
+    db: str = ""  # empty: SQLite file relay.db in data_dir
+
+    @property
+    def advertised_host(self) -> str:
+        return self.public_host or self.media_host
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as plain JSON values (they travel to the control plane's process)."""
+        body = dataclasses.asdict(self)
+        body["data_dir"] = str(self.data_dir)
+        return body
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Settings:
+        values = dict(body)
+        values["data_dir"] = Path(values["data_dir"])
+        return cls(**values)
+
+
+# The settings as their sources name them; "api" is host:port, split into two fields.
+NAMES = ("data_dir", "api", "media_host", "media_port", "public_host", "workers", "db")
+
+
+def _host(value: object, where: str, name: str) -> str:
+    if not isinstance(value, str):
+        raise SettingsError(f"{name} ({where}) must be an IP address, got {value!r}")
+    try:
+        return str(ipaddress.ip_address(value.strip("[]")))
+    except ValueError:
+        raise SettingsError(f"{name} ({where}) must be an IP address, got {value!r}") from None
+
+
+def _integer(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _port(value: object, where: str, name: str, top: int = 65535) -> int:
+    port = _integer(value) or -1
+    if not 1 <= port <= top:
+        raise SettingsError(f"{name} ({where}) must be a port number 1..{top}, got {value!r}")
+    return port
+
+
+def _api(value: object, where: str) -> tuple[str, int]:
+    if not isinstance(value, str) or ":" not in value:
+        raise SettingsError(f"api ({where}) must be HOST:PORT, as in 127.0.0.1:8080")
+    host, _, port = value.rpartition(":")
+    return _host(host, where, "api host"), _port(port, where, "api port")
+
+
+def _check(name: str, value: object, where: str) -> dict[str, Any]:
+    """One source's value of one setting, checked, as Settings fields."""
+    if name == "api":
+        host, port = _api(value, where)
+        return {"api_host": host, "api_port": port}
+    if name in ("media_host", "public_host"):
+        return {name: _host(value, where, name)}
+    if name == "media_port":
+        return {name: _port(value, where, name)}
+    if name == "workers":
+        count = _integer(value) or 0
+        if not 1 <= count <= 256:
+            raise SettingsError(f"workers ({where}) must be 1..256, got {value!r}")
+        return {name: count}
+    if name == "data_dir":
+        if not isinstance(value, str | os.PathLike) or not str(value):
+            raise SettingsError(f"data_dir ({where}) must be a directory path")
+        return {name: Path(value).expanduser().absolute()}
+    if name == "db":
+        if not isinstance(value, str):
+            raise SettingsError(f"db ({where}) must be a database URL or an SQLite file path")
+        return {name: value}
+    raise SettingsError(f"unknown setting {name!r} ({where}); known: {', '.join(NAMES)}")
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            table = tomllib.load(f)
+    except OSError as exc:
+        raise SettingsError(f"config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    fields: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in NAMES:
+            raise SettingsError(
+                f"config file {path}: unknown setting {key!r}; known: {', '.join(NAMES)}"
+            )
+        fields.update(_check(name, value, f"config file {path}"))
+    return fields
+
+
+def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings from flags (None where not given), the environment and the config file."""
+    env = os.environ if environ is None else environ
+    fields: dict[str, Any] = {}
+    config = flags.get("config") or env.get("RELAY_CONFIG")
+    if config:
+        fields.update(_from_file(Path(config)))
+    for name in NAMES:
+        value = env.get(f"RELAY_{name.upper()}")
+        if value:
+            fields.update(_check(name, value, f"RELAY_{name.upper()}"))
+    for name in NAMES:
+        value = flags.get(name)
+        if value is not None:
+            fields.update(_check(name, value, f"--{name.replace('_', '-')}"))
+    settings = Settings(**fields)
+    if settings.media_port + 2 * settings.workers - 1 > 65535:
+        raise SettingsError(
+            f"media ports {settings.media_port}..{settings.media_port + 2 * settings.workers - 1}"
+            f" for {settings.workers} workers run past 65535"
+        )
+    if ipaddress.ip_address(settings.advertised_host).is_unspecified:
+        raise SettingsError(
+            f"media_host is {settings.media_host}: give public_host, the address participants "
+            "should send to"
+        )
+    return settings
