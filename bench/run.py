@@ -280,8 +280,7 @@ class RelayProcess:
             time.sleep(0.02)
 
     def cpu_seconds(self) -> float:
-        fields_ = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.proc.pid)
 
     def stop(self) -> dict[str, Any]:
         if self.proc.poll() is None:
@@ -298,35 +297,81 @@ class RelayProcess:
 # --- measuring ----------------------------------------------------------------------------------
 
 
+def sink_socket() -> socket.socket:
+    """The load generator's socket: every participant's address is 127.x.y.z on its port
+    (IP_PKTINFO tells them apart), large buffers, and a receive timeout so the sink notices
+    stop()."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_PKTINFO", 8), 1)
+    for opt in (
+        getattr(socket, "SO_RCVBUFFORCE", socket.SO_RCVBUF),
+        getattr(socket, "SO_SNDBUFFORCE", socket.SO_SNDBUF),
+    ):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, 32 << 20)
+        except OSError:
+            pass
+    # The sink blocks in recvmmsg at most 20 ms at a time, so it notices stop().
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 20_000))
+    sock.bind(("0.0.0.0", 0))
+    return sock
+
+
+@dataclass
+class Attached:
+    """A relay that runs already, for Bench to drive: where it listens, the processes whose
+    CPU time counts, and the cast as its participants joined (keys from their join answers;
+    participant i listens at participant_address(i) on the socket's port)."""
+
+    sock: socket.socket
+    cast: Cast
+    port: int
+    pids: list[int]
+
+    def cpu_seconds(self) -> float:
+        return sum(process_cpu_seconds(pid) for pid in self.pids)
+
+    def stop(self) -> dict[str, Any]:
+        return {}
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Bench:
     """Runs the steps of one scenario against one relay process."""
 
     def __init__(
-        self, scenario: Scenario, target: str, workdir: Path, progress: Callable[[str], None]
+        self,
+        scenario: Scenario,
+        target: str,
+        workdir: Path,
+        progress: Callable[[str], None],
+        *,
+        attach: Attached | None = None,
     ) -> None:
+        """Start `target` on a routing table of its own, or with `attach`, drive a relay that
+        is already running (`relay demo`: a server whose participants joined over its API)."""
         self.scenario = scenario
         self.target = target
         self.progress = progress
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_PKTINFO", 8), 1)
-        for opt in (
-            getattr(socket, "SO_RCVBUFFORCE", socket.SO_RCVBUF),
-            getattr(socket, "SO_SNDBUFFORCE", socket.SO_SNDBUF),
-        ):
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, opt, 32 << 20)
-            except OSError:
-                pass
-        # The sink blocks in recvmmsg at most 20 ms at a time, so it notices stop().
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 20_000))
-        self.sock.bind(("0.0.0.0", 0))
-        self.cast = Cast.make(scenario, self.sock.getsockname()[1])
+        self.sock = attach.sock if attach is not None else sink_socket()
+        if attach is not None:
+            self.cast = attach.cast
+        else:
+            self.cast = Cast.make(scenario, self.sock.getsockname()[1])
         self.source = PacketSource(self.cast)
         self.loadgen = _loadgen.Loadgen(self.sock.fileno(), scenario.participants)
         table = workdir / f"{target}-table.json"
-        wire.save_snapshot(self.cast.snapshot(), table)
-        self.port = free_udp_port()
-        self.relay = RelayProcess(target, table, self.port, workdir)
+        self.relay: RelayProcess | Attached
+        if attach is not None:
+            self.port, self.relay = attach.port, attach
+        else:
+            wire.save_snapshot(self.cast.snapshot(), table)
+            self.port = free_udp_port()
+            self.relay = RelayProcess(target, table, self.port, workdir)
         # A receiver decrypts with its downlink key; the I/O ceiling forwards the sender's
         # packets unchanged, so there the sender's uplink key opens them.
         self.receiver_sessions: dict[tuple[int, int], Session] = {}

@@ -207,6 +207,42 @@ def secret_matches(secret: str, digest: str) -> bool:
     return hmac.compare_digest(secret_digest(secret).encode("ascii"), digest.encode("ascii"))
 
 
+class VerifiedPasswords:
+    """Passwords that verified against a stored hash, remembered as HMAC-SHA256 under a key
+    that exists only in this process's memory, so a repeat join with the same password is
+    one HMAC instead of one Argon2 derivation. Only passwords that matched are remembered,
+    and a mismatch says nothing (the caller then runs the full verification), so this gives a
+    guesser no shortcut. At most `max_entries`, the least recently used dropped first; keyed
+    by the stored hash too, so a changed password is never matched against an old entry."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._key = secrets.token_bytes(32)
+        self._tags: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self.max_entries = max_entries
+
+    def _tag(self, password: str) -> bytes:
+        return hmac.new(self._key, password.encode("utf-8", "surrogatepass"), "sha256").digest()
+
+    def matches(self, scope: str, stored: str, password: str) -> bool:
+        tag = self._tags.get((scope, stored))
+        if tag is None:
+            return False
+        self._tags.move_to_end((scope, stored))
+        return hmac.compare_digest(tag, self._tag(password))
+
+    def add(self, scope: str, stored: str, password: str) -> None:
+        self._tags[(scope, stored)] = self._tag(password)
+        self._tags.move_to_end((scope, stored))
+        while len(self._tags) > self.max_entries:
+            self._tags.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    def __repr__(self) -> str:
+        return f"VerifiedPasswords({len(self._tags)} remembered)"
+
+
 # --- throttling failed joins ---------------------------------------------------------------
 
 

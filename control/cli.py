@@ -33,9 +33,7 @@ def register(commands: Any) -> None:
     serve.add_argument("--data-dir", help="database, token and keys (default ~/.local/share/relay)")
     serve.add_argument("--api", metavar="HOST:PORT", help="HTTP API address (127.0.0.1:8080)")
     serve.add_argument("--media-host", help="address the workers bind (127.0.0.1)")
-    serve.add_argument(
-        "--media-port", help="worker i uses PORT+2i, and PORT+2i+1 for RTCP (40000)"
-    )
+    serve.add_argument("--media-port", help="worker i uses PORT+2i, and PORT+2i+1 for RTCP (40000)")
     serve.add_argument(
         "--public-host", help="address participants are told to use (default: --media-host)"
     )

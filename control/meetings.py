@@ -20,6 +20,11 @@ Rules, and why:
     panelist or host (DESIGN.md, join);
   - everyone else gives the meeting password.
   Without `role` a webinar makes an attendee (receives only) and a meeting a panelist.
+- A webinar's attendees all give the same password, and Argon2id costs ~45 ms of CPU per
+  check: thousands joining at once would queue for minutes. A password that verified once is
+  remembered (`auth.VerifiedPasswords`: a keyed hash, in memory only) and later joins with it
+  skip Argon2; a password that does not match the remembered one still goes through Argon2,
+  so guessing gains nothing.
 - Each participant gets fresh SRTP master keys per direction (`control.keys`), sealed with
   `KeyBox` (AES-GCM, associated data = participant id, so a sealed key copied onto another
   participant's row does not open) before they reach the store: the store never holds a key
@@ -281,6 +286,7 @@ class MeetingService:
         self.throttle = throttle or FailureThrottle()
         self.key_box = key_box
         self._features: dict[str, set[str]] = {}  # features switched on at some point
+        self._verified = auth.VerifiedPasswords()
 
     # -- meetings --
 
@@ -548,8 +554,12 @@ class MeetingService:
         if password is None:
             self.throttle.failure(meeting.id, client, now)
             raise Forbidden(f"the {what} is required")
-        ok = await asyncio.to_thread(auth.verify_password, password, stored)
-        if not ok:
+        ok = self._verified.matches(meeting.id, stored, password) or await asyncio.to_thread(
+            auth.verify_password, password, stored
+        )
+        if ok:
+            self._verified.add(meeting.id, stored, password)
+        else:
             self.throttle.failure(meeting.id, client, now)
             raise Forbidden(f"wrong {what}")
 

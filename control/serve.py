@@ -39,6 +39,7 @@ from typing import IO, Any
 from control import credentials
 from control.plane import Endpoints
 from control.settings import Settings, SettingsError
+from relay.logs import log_setup
 from relay.supervisor import (
     FIRST_BACKOFF,
     MAX_BACKOFF,
@@ -263,9 +264,7 @@ def banner(server: Server) -> str:
 
 
 def main(settings: Settings) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_setup()
     try:
         server = Server(settings)
         server.start()

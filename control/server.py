@@ -30,6 +30,7 @@ from control.api import create_app
 from control.plane import ControlPlane, Endpoints
 from control.settings import Settings, SettingsError
 from control.store import StoreError, open_store
+from relay.logs import log_setup
 
 log = logging.getLogger("control.server")
 
@@ -83,9 +84,7 @@ async def run(settings: Settings, endpoints: Endpoints, ready: Path | None = Non
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_setup()
     try:
         settings = Settings.from_json(json.loads(os.environ["RELAY_SERVE_SETTINGS"]))
         endpoints = Endpoints(**json.loads(os.environ["RELAY_SERVE_ENDPOINTS"]))

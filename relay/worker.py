@@ -26,6 +26,7 @@ from typing import Any
 import zmq
 
 from relay import _core, wire
+from relay.logs import log_setup
 from relay.routes import RouteReplica
 
 log = logging.getLogger("relay.worker")
@@ -217,7 +218,7 @@ class Worker:
 
 
 def main(config: WorkerConfig) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log_setup()
     try:
         worker = Worker(config)
     except (OSError, wire.WireError, ValueError, KeyError) as exc:

@@ -12,13 +12,22 @@ def relay(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_runs_a_webinar_through_a_real_worker() -> None:
+def test_demo_runs_a_server_and_a_webinar_and_prints_the_usage_record() -> None:
     done = relay("demo", "--attendees", "20", "--seconds", "2")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "1 presenter and 20 attendees joined over the API" in out
+    table = out.split("p99 ms", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split() for line in table.strip().splitlines()]
+    assert [row[:2] for row in rows[:2]] == [["1", "21"], ["2", "21"]]  # second, present
     assert "100 packets from the presenter, 2,000 of 2,000 copies delivered (0.000% lost)" in (
-        done.stdout.replace("\n", " ")
+        out.replace("\n", " ")
     )
-    assert "100 in, 2,000 out, drops: none" in done.stdout
+    usage = dict(
+        line.split(None, 1) for line in out.split("its usage record:")[1].strip().splitlines()
+    )
+    assert usage["total_participants"] == "21" and usage["features"] == "webinar"
+    assert usage["packets_in"] == "100" and usage["packets_out"] == "2,000"
 
 
 def test_crypto_demo_relays_and_every_receiver_verifies() -> None:

@@ -1,0 +1,216 @@
+"""`relay demo`: the whole relay on one machine, in a few seconds.
+
+A server (`relay serve`'s parts: the control plane on SQLite in a temporary directory, one
+worker) starts on loopback; a webinar is created over the HTTP API; a presenter joins as host
+and N attendees join with the webinar's password and the addresses they listen on; the native
+load generator (bench/_loadgen.pyx) then plays the presenter, sending Opus-sized SRTP with the
+uplink key from its join answer, and every attendee, receiving. Each second prints the
+participants the control plane sees, the packets per second in and out, the loss, how many
+sampled copies the attendees decrypted with their own downlink keys, and the added latency.
+At the end the host ends the webinar, and its usage record is printed as the billing report
+would show it.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+import numpy as np
+
+from control.serve import Server
+from control.settings import Settings
+
+PRESENTER_SSRC = 0x10000
+
+
+def _free_ports(count: int) -> int:
+    """A base port P with UDP P..P+count-1 free, and TCP P+count free, right now."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        held = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(t)
+            t.bind(("127.0.0.1", base + count))
+            return int(base)
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError("no free ports on 127.0.0.1")
+
+
+def _check(r: httpx.Response) -> dict[str, Any]:
+    if r.status_code >= 400:
+        raise RuntimeError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text}")
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def main(
+    attendees: int = 200, seconds: int = 5, rate: float = 50.0, out: TextIO = sys.stdout
+) -> int:
+    run = importlib.import_module("bench.run")  # the load generator lives with the benchmarks
+    loadgen = importlib.import_module("bench._loadgen")
+    os.environ.setdefault("RELAY_LOG_LEVEL", "WARNING")  # the workers' and API's own logs
+    with tempfile.TemporaryDirectory(prefix="relay-demo-") as tmp:
+        base = _free_ports(2)
+        settings = Settings(
+            data_dir=Path(tmp) / "data", api_port=base + 2, media_port=base, workers=1
+        )
+        server = Server(settings)
+        server.start()
+        try:
+            return _webinar(server, run, loadgen, Path(tmp), attendees, seconds, rate, out)
+        finally:
+            server.stop()
+
+
+def _webinar(
+    server: Server,
+    run: Any,
+    loadgen: Any,
+    tmp: Path,
+    attendees: int,
+    seconds: int,
+    rate: float,
+    out: TextIO,
+) -> int:
+    s = server.settings
+    print(
+        f"relay demo: a server on {server.api_url} (SQLite in a temporary directory, "
+        f"{s.workers} worker on 127.0.0.1:{s.media_port})",
+        file=out,
+    )
+    api = httpx.Client(
+        base_url=server.api_url, headers={"Authorization": f"Bearer {server.token}"}, timeout=30
+    )
+    with api:
+        created = _check(
+            api.post("/v1/meetings", json={"title": "relay demo webinar", "mode": "webinar"})
+        )
+        meeting = created["id"]
+        print(f"webinar {meeting} created; its password was generated and shown once", file=out)
+
+        sock = run.sink_socket()
+        sink_port = sock.getsockname()[1]
+        started = time.monotonic()
+        presenter = _check(
+            api.post(
+                f"/v1/meetings/{meeting}/join",
+                json={
+                    "name": "presenter",
+                    "role": "host",
+                    "host_key": created["host_key"],
+                    "streams": [{"ssrc": PRESENTER_SSRC, "kind": "audio", "pt": 111}],
+                },
+                headers={"Authorization": ""},
+            )
+        )
+        answers = [presenter]
+        for i in range(1, attendees + 1):
+            answers.append(
+                _check(
+                    api.post(
+                        f"/v1/meetings/{meeting}/join",
+                        json={
+                            "name": f"attendee {i}",
+                            "password": created["password"],
+                            "receive_at": f"{loadgen.participant_address(i)}:{sink_port}",
+                        },
+                        headers={"Authorization": ""},
+                    )
+                )
+            )
+        print(
+            f"1 presenter and {attendees} attendees joined over the API in "
+            f"{time.monotonic() - started:.1f} s, each with its own SRTP keys "
+            f"({presenter['srtp']['suite']})\n",
+            file=out,
+        )
+
+        scenario = run.Scenario("webinar", attendees, size=200, rate=rate, duration=1.0)
+        cast = run.Cast(
+            scenario,
+            sink_port,
+            [_key(a["srtp"]["uplink"]) for a in answers],
+            [_key(a["srtp"]["downlink"]) for a in answers],
+            [PRESENTER_SSRC + i for i in range(len(answers))],
+        )
+        attach = run.Attached(sock, cast, presenter["relay"]["port"], server.supervisor.pids())
+        bench = run.Bench(scenario, "relay", tmp, lambda _line: None, attach=attach)
+        print(
+            f"{'second':>6} {'present':>8} {'in pps':>7} {'out pps':>8} {'loss':>7} "
+            f"{'verified':>9} {'p50 ms':>7} {'p99 ms':>7}",
+            file=out,
+            flush=True,
+        )
+        sent = delivered = verified = 0
+        try:
+            for second in range(1, seconds + 1):
+                step = bench.step(rate, 1.0, keep_latency=True)
+                lat = np.array(step.latencies_us or [np.nan]) / 1000
+                present = _check(api.get("/healthz"))["participants"]
+                sent, delivered = sent + step.sent, delivered + step.received
+                verified += step.verified
+                print(
+                    f"{second:>6} {present:>8} {step.in_pps:>7,.0f} {step.out_pps:>8,.0f} "
+                    f"{step.loss_ratio:>7.2%} {step.verified:>9,} "
+                    f"{np.percentile(lat, 50):>7.2f} {np.percentile(lat, 99):>7.2f}",
+                    file=out,
+                    flush=True,
+                )
+        finally:
+            bench.close()
+        expected = sent * attendees
+        print(
+            f"\n{sent} packets from the presenter, {delivered:,} of {expected:,} copies "
+            f"delivered ({1 - delivered / max(expected, 1):.3%} lost); {verified:,} sampled "
+            "copies decrypted and checked by the attendees.",
+            file=out,
+        )
+        time.sleep(1.2)  # the worker reports its counters once a second
+        ended = _check(api.post(f"/v1/meetings/{meeting}/end"))
+        usage = ended["usage"]
+        print("\nthe host ended the webinar; its usage record:", file=out)
+        for name in (
+            "duration_s",
+            "total_participants",
+            "peak_participants",
+            "participant_minutes",
+            "features",
+            "packets_in",
+            "packets_out",
+            "bytes_in",
+            "bytes_out",
+        ):
+            value = usage[name]
+            shown = (
+                ", ".join(value)
+                if isinstance(value, list)
+                else f"{value:,.2f}"
+                if isinstance(value, float)
+                else f"{value:,}"
+            )
+            print(f"  {name:<20} {shown}", file=out)
+    return 0 if delivered and delivered == expected else 1
+
+
+def _key(text: str) -> bytes:
+    return base64.b64decode(text)
