@@ -91,8 +91,26 @@ class Controls(_Body):
 class StreamIn(_Body):
     ssrc: int = Field(ge=0, le=0xFFFFFFFF)
     kind: Literal["audio", "video"] = "audio"
-    pt: int = Field(111, ge=0, le=127)
-    codec: str = Field("opus/48000/2", min_length=1, max_length=64)
+    pt: int | None = Field(None, ge=0, le=127, description="default: 111 audio, 96 video")
+    codec: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="default: opus/48000/2 audio, VP8/90000 video",
+    )
+
+    def stream(self) -> dict[str, Any]:
+        """As the meeting service takes it, with the defaults of its kind filled in."""
+        pt, codec = STREAM_DEFAULTS[self.kind]
+        return {
+            "ssrc": self.ssrc,
+            "kind": self.kind,
+            "pt": pt if self.pt is None else self.pt,
+            "codec": codec if self.codec is None else self.codec,
+        }
+
+
+STREAM_DEFAULTS = {"audio": (111, "opus/48000/2"), "video": (96, "VP8/90000")}
 
 
 class JoinIn(_Body):
@@ -194,26 +212,28 @@ class BodyLimit:
                 )
                 return
         seen = 0
+        answered = False
 
         async def limited() -> Message:
-            nonlocal seen
+            # Over the limit: answer 413 here and tell the app the client went away, so it
+            # stops reading; whatever it then tries to send is dropped.
+            nonlocal seen, answered
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not answered:
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    answered = True
+                    await _error(413, "too_large", f"the body is over {self.limit} bytes")(
+                        scope, receive, send
+                    )
+                    return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _error(413, "too_large", f"the body is over {self.limit} bytes")(
-                scope, receive, send
-            )
+        async def guarded_send(message: Message) -> None:
+            if not answered:
+                await send(message)
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, limited, guarded_send)
 
 
 # --- the application --------------------------------------------------------------------------
@@ -243,6 +263,7 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
         summary="Meetings, webinars and their SRTP media relay",
         description=__doc__,
         lifespan=lifespan,
+        redirect_slashes=False,  # /v1/meetings/ is a 404 JSON error, not a redirect
     )
     pseudonym_key = secrets.token_bytes(16)
 
@@ -295,8 +316,9 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Any:
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        message = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+        messages = {404: "no such endpoint", 405: "this endpoint does not take that method"}
+        message = messages.get(exc.status_code, str(exc.detail))
         return _error(exc.status_code, codes.get(exc.status_code, "error"), message)
 
     @app.exception_handler(StoreError)
@@ -400,7 +422,7 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
                 role=body.role,
                 host_key=body.host_key,
                 ssrcs=body.ssrcs,
-                streams=None if body.streams is None else [s.model_dump() for s in body.streams],
+                streams=None if body.streams is None else [s.stream() for s in body.streams],
                 receive_at=body.receive_at,
             )
         except ApiError as exc:

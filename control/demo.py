@@ -32,7 +32,7 @@ from control.settings import Settings
 PRESENTER_SSRC = 0x10000
 
 
-def _free_ports(count: int) -> int:
+def free_ports(count: int) -> int:
     """A base port P with UDP P..P+count-1 free, and TCP P+count free, right now."""
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -70,7 +70,7 @@ def main(
     loadgen = importlib.import_module("bench._loadgen")
     os.environ.setdefault("RELAY_LOG_LEVEL", "WARNING")  # the workers' and API's own logs
     with tempfile.TemporaryDirectory(prefix="relay-demo-") as tmp:
-        base = _free_ports(2)
+        base = free_ports(2)
         settings = Settings(
             data_dir=Path(tmp) / "data", api_port=base + 2, media_port=base, workers=1
         )

@@ -187,8 +187,9 @@ def listener_sdp(
     last_rtcp = port + 2 * (len(described) - 1) + 1
     if last_rtcp > 65535:
         raise ValueError(
-            f"receive_at port {port} leaves no room for {len(described)} streams: stream k "
-            f"uses port + 2k and port + 2k + 1, up to {last_rtcp} > 65535"
+            f"receive_at port {port} is too high: the SDP describes {len(described)} "
+            f"stream(s) (stream k on port + 2k, its RTCP on port + 2k + 1), which would need "
+            f"ports up to {last_rtcp}"
         )
     crypto = crypto_line(1, suite, downlink)
     lines = _session(family, addr, session_id)

@@ -233,8 +233,11 @@ def stream(**changes: Any) -> Stream:
         ({"receive_at": ("127.0.0.1", 65536)}, "port must be an integer in 1..65535"),
         ({"receive_at": ("127.0.0.1", "40000")}, "port must be an integer in 1..65535"),
         ({"receive_at": ("127.0.0.1", True)}, "port must be an integer in 1..65535"),
-        ({"receive_at": ("127.0.0.1", 65535)}, "no room for 1 streams"),
-        ({"receive_at": ("127.0.0.1", 65533), "streams": [OPUS, VP8]}, "no room for 2 streams"),
+        ({"receive_at": ("127.0.0.1", 65535)}, "is too high: the SDP describes 1 stream"),
+        (
+            {"receive_at": ("127.0.0.1", 65533), "streams": [OPUS, VP8]},
+            "is too high: the SDP describes 2 stream",
+        ),
         ({"streams": [stream(pt=128)]}, "payload type must be an integer in 0..127"),
         ({"streams": [stream(pt=-1)]}, "payload type must be an integer in 0..127"),
         ({"streams": [stream(pt=True)]}, "payload type must be an integer in 0..127"),

@@ -1,0 +1,611 @@
+"""A small typed Python client for the relay's HTTP API (DESIGN.md, "HTTP API").
+
+One method per call of the API, synchronous, on httpx. Answers are plain dicts described by
+the TypedDicts below (what `json.loads` gives, checked to be an object or a list), so they
+print, compare and serialise like the JSON they came from. Only arguments that are not None
+are sent, so the server's defaults apply to the rest.
+
+    from control.client import RelayClient, Throttled
+
+    with RelayClient("http://127.0.0.1:8080", token=operator_token) as relay:
+        created = relay.create_meeting("Weekly sync")      # host key and password: shown once
+        relay.lock(created["id"])
+        relay.unlock(created["id"])
+        answer = relay.join(created["id"], name="Ada", password=created["password"])
+        print(answer["relay"], answer["srtp"]["suite"])     # where to send, and the keys
+        open("join.sdp", "w").write(answer["sdp"])          # ffmpeg -i join.sdp
+        for p in relay.list_participants(created["id"]):
+            print(p["id"], p["name"], p["role"])
+        relay.end_meeting(created["id"])
+
+Credentials: `token` is the operator token (every call) or a meeting's host key (that
+meeting's calls). `join` never sends it: the meeting password (or the host key, for
+`role="host"`) in the body is the credential. The token never appears in `repr()` or in an
+exception's message.
+
+Errors: every answer outside 2xx raises an `ApiError` subclass (`Unauthorized` 401,
+`Forbidden` 403, `NotFound` 404, `Conflict` 409 and its `Ended`, `Invalid` 422, `Locked` 423,
+`Throttled` 429 with `retry_after`, `ServerError` 5xx) carrying the server's `status`,
+`code` and `message`. A relay that cannot be reached, or an answer that is not the JSON the
+call returns, raises `RelayClientError`, the base of them all.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Literal, NotRequired, TypedDict, cast
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+__all__ = [
+    "ApiError",
+    "Conflict",
+    "Controls",
+    "CreatedMeeting",
+    "Ended",
+    "EndedMeeting",
+    "Forbidden",
+    "Health",
+    "Invalid",
+    "JoinAnswer",
+    "JoinThrottle",
+    "Locked",
+    "Meeting",
+    "MeetingDetail",
+    "NotFound",
+    "Participant",
+    "ParticipantUpdate",
+    "RelayAddress",
+    "RelayClient",
+    "RelayClientError",
+    "ServerError",
+    "SrtpKeys",
+    "Stream",
+    "StreamSpec",
+    "Throttled",
+    "Unauthorized",
+    "UsageRecord",
+]
+
+Mode = Literal["meeting", "webinar"]
+State = Literal["open", "ended"]
+Role = Literal["host", "panelist", "attendee"]
+Suite = Literal[
+    "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM", "AEAD_AES_256_GCM"
+]
+SUITES: tuple[Suite, ...] = (
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+    "AEAD_AES_128_GCM",
+    "AEAD_AES_256_GCM",
+)
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+class Meeting(TypedDict):
+    id: str
+    title: str
+    mode: Mode
+    suite: Suite
+    state: State
+    locked: bool
+    recording: bool
+    created_at: float  # seconds since the epoch
+    ended_at: float | None
+
+
+class JoinThrottle(TypedDict):
+    """The meeting-wide lockout after failed joins."""
+
+    locked_out: bool
+    retry_after: float  # seconds; 0 when not locked out
+    recent_failures: int
+
+
+class MeetingDetail(Meeting):
+    """`get_meeting`'s answer: the meeting and its join throttle."""
+
+    join_throttle: JoinThrottle
+
+
+class CreatedMeeting(Meeting):
+    """`create_meeting`'s answer. The host key, and the password when the server generated
+    it (none was given), are shown this once."""
+
+    host_key: str
+    password: NotRequired[str]
+
+
+class Controls(TypedDict):
+    locked: bool
+    recording: bool
+
+
+class UsageRecord(TypedDict):
+    """What one meeting used, written once when it ended."""
+
+    id: int
+    meeting_id: str
+    started_at: float
+    ended_at: float
+    duration_s: float
+    total_participants: int
+    peak_participants: int
+    participant_minutes: float
+    features: list[str]  # "webinar", "locked", "recording"
+    packets_in: int
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
+
+
+class EndedMeeting(TypedDict):
+    id: str
+    state: Literal["ended"]
+    usage: UsageRecord
+
+
+class StreamSpec(TypedDict):
+    """A stream a participant will send (`join(streams=...)`); the server's defaults fill in
+    what is left out: audio, payload type 111, opus/48000/2 (so a video stream must give its
+    `pt` and `codec`, e.g. 96 and "VP8/90000")."""
+
+    ssrc: int
+    kind: NotRequired[Literal["audio", "video"]]
+    pt: NotRequired[int]
+    codec: NotRequired[str]
+
+
+class Stream(TypedDict):
+    ssrc: int
+    kind: Literal["audio", "video"]
+    pt: int
+    codec: str
+
+
+class RelayAddress(TypedDict):
+    host: str
+    port: int
+
+
+class SrtpKeys(TypedDict):
+    """The participant's SRTP master keys: base64 of master key || master salt (RFC 4568)."""
+
+    suite: Suite
+    uplink: str  # what the participant sends with
+    downlink: str  # what it receives with
+
+
+class JoinAnswer(TypedDict):
+    participant_id: str
+    role: Role
+    relay: RelayAddress  # where to send (and what sends to it)
+    srtp: SrtpKeys
+    sdp: str
+
+
+class Participant(TypedDict):
+    id: str
+    name: str
+    role: Role
+    worker: int
+    muted: bool
+    expelled: bool
+    joined_at: float
+    left_at: float | None
+    streams: list[Stream]
+
+
+class ParticipantUpdate(TypedDict):
+    """`update_participant`'s answer. An expelled participant's is `{"id", "expelled"}`; a
+    promotion that lets an attendee send carries its new keys as a join answer does."""
+
+    id: str
+    expelled: bool
+    role: NotRequired[Role]
+    muted: NotRequired[bool]
+    relay: NotRequired[RelayAddress]
+    srtp: NotRequired[SrtpKeys]
+    sdp: NotRequired[str]
+
+
+class Health(TypedDict):
+    status: str
+    routing_seq: int
+    workers_expected: int
+    workers_reporting: int
+    meetings: int
+    participants: int
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class RelayClientError(Exception):
+    """Base of every error this client raises: the relay cannot be reached, or answered
+    something that is not what the call returns."""
+
+
+class ApiError(RelayClientError):
+    """The relay answered with a status outside 2xx; its `{"error": {"code", "message"}}`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, code={self.code!r}, {self.message!r})"
+
+
+class Unauthorized(ApiError):
+    """401: no token, or one that is neither the operator token nor the meeting's host key."""
+
+
+class Forbidden(ApiError):
+    """403: a wrong password, or a call the credential does not allow."""
+
+
+class NotFound(ApiError):
+    """404: no such meeting, participant or endpoint."""
+
+
+class Conflict(ApiError):
+    """409: the call conflicts with the current state (an SSRC in use, an expelled
+    participant, a meeting that has ended)."""
+
+
+class Ended(Conflict):
+    """409 with code "ended": the meeting has ended; nothing more can happen in it."""
+
+
+class Invalid(ApiError):
+    """422: the request is not what the call takes."""
+
+
+class Locked(ApiError):
+    """423: the host locked the meeting; nobody new may join."""
+
+
+class Throttled(ApiError):
+    """429: too many failed attempts; `retry_after` is the seconds to wait (the Retry-After
+    header), None if the server gave none."""
+
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(status, code, message)
+        self.retry_after = retry_after
+
+
+class ServerError(ApiError):
+    """5xx: the relay (or a proxy before it) failed; trying again later may work."""
+
+
+_BY_CODE: dict[str, type[ApiError]] = {"ended": Ended}
+_BY_STATUS: dict[int, type[ApiError]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    422: Invalid,
+    423: Locked,
+    429: Throttled,
+}
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delay-seconds or an HTTP date (RFC 9110)."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _segment(name: str, value: str) -> str:
+    """One path segment: percent-encoded, so an id can never change which endpoint is hit."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    text = quote(value, safe="")
+    return text.replace(".", "%2E") if text in (".", "..") else text
+
+
+def _drop_none(**fields: Any) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+# --- the client -------------------------------------------------------------------------------
+
+
+class RelayClient:
+    """The relay's HTTP API at `base_url` (e.g. "http://127.0.0.1:8080"; a path prefix such
+    as "https://example.org/relay" works too).
+
+    `token`: the operator token or a meeting's host key, sent as `Authorization: Bearer` with
+    every call but `join`. `transport`: an httpx transport to use instead of the network (for
+    tests: `httpx.MockTransport`, or `httpx.ASGITransport` is for async clients only).
+    Use it as a context manager, or call `close()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"the relay API URL must be http(s)://HOST[:PORT], not {base_url!r}")
+        if token is not None and (
+            not token or not token.isascii() or not token.isprintable() or " " in token
+        ):
+            # checked here so that httpx never puts it in a "bad header" message
+            raise ValueError("the token must be printable ASCII without spaces")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.__token = token
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": "relay-client/1"},
+        )
+
+    def __repr__(self) -> str:
+        token = "None" if self.__token is None else "<hidden>"
+        return f"RelayClient({self.base_url!r}, token={token})"
+
+    def __enter__(self) -> RelayClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing --
+
+    def _scrub(self, text: str) -> str:
+        token = self.__token
+        return text.replace(token, "<token>") if token and len(token) >= 4 else text
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        auth: bool = True,
+    ) -> httpx.Response:
+        headers = {}
+        if auth and self.__token is not None:
+            headers["Authorization"] = f"Bearer {self.__token}"
+        try:
+            response = self._http.request(method, path, json=body, params=params, headers=headers)
+        except httpx.TimeoutException:
+            raise RelayClientError(
+                f"cannot reach the relay API at {self.base_url}: "
+                f"no answer within {self.timeout:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            reason = self._scrub(str(exc)) or type(exc).__name__
+            raise RelayClientError(
+                f"cannot reach the relay API at {self.base_url}: {reason}"
+            ) from None
+        if not response.is_success:
+            raise self._error(response)
+        return response
+
+    def _error(self, response: httpx.Response) -> ApiError:
+        status = response.status_code
+        code, message = f"http_{status}", ""
+        try:
+            error = response.json()["error"]
+            if isinstance(error.get("code"), str) and isinstance(error.get("message"), str):
+                code, message = error["code"], error["message"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+        if not message:  # not the relay's error body: a proxy's page, say
+            snippet = " ".join(response.text.split())[:200]
+            message = f"{status} {response.reason_phrase}" + (f": {snippet}" if snippet else "")
+        message = self._scrub(message)
+        cls = _BY_CODE.get(code) or _BY_STATUS.get(status)
+        if cls is None:
+            cls = ServerError if status >= 500 else ApiError
+        if cls is Throttled:
+            return Throttled(
+                status, code, message, _retry_after(response.headers.get("Retry-After"))
+            )
+        return cls(status, code, message)
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type")
+            raise RelayClientError(
+                f"the relay API at {self.base_url} answered {response.request.url.path} "
+                f"with something that is not JSON ({kind})"
+            ) from None
+
+    def _object(self, response: httpx.Response) -> dict[str, Any]:
+        data = self._json(response)
+        if not isinstance(data, dict):
+            raise RelayClientError(
+                f"the relay API at {self.base_url} answered {response.request.url.path} "
+                "with JSON that is not an object"
+            )
+        return data
+
+    def _list(self, response: httpx.Response) -> list[Any]:
+        data = self._json(response)
+        if not isinstance(data, list):
+            raise RelayClientError(
+                f"the relay API at {self.base_url} answered {response.request.url.path} "
+                "with JSON that is not a list"
+            )
+        return data
+
+    @staticmethod
+    def _meeting_path(meeting_id: str, *rest: str) -> str:
+        return "/".join(["/v1/meetings", _segment("meeting id", meeting_id), *rest])
+
+    # -- meetings --
+
+    def create_meeting(
+        self,
+        title: str,
+        mode: Mode = "meeting",
+        password: str | None = None,
+        panelist_password: str | None = None,
+        suite: Suite | None = None,
+    ) -> CreatedMeeting:
+        """Create a meeting (operator). Without `password` the server generates one and
+        returns it, with the host key, this once."""
+        body = _drop_none(
+            title=title,
+            mode=mode,
+            password=password,
+            panelist_password=panelist_password,
+            suite=suite,
+        )
+        return cast(CreatedMeeting, self._object(self._send("POST", "/v1/meetings", body=body)))
+
+    def list_meetings(
+        self, state: State | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Meeting]:
+        """Meetings (operator), newest first as the store orders them; `limit` 0..1000."""
+        params = _drop_none(state=state, limit=limit, offset=offset)
+        return cast(list[Meeting], self._list(self._send("GET", "/v1/meetings", params=params)))
+
+    def get_meeting(self, meeting_id: str) -> MeetingDetail:
+        path = self._meeting_path(meeting_id)
+        return cast(MeetingDetail, self._object(self._send("GET", path)))
+
+    def update_meeting(self, meeting_id: str, title: str) -> Meeting:
+        """Rename a meeting (operator or its host)."""
+        path = self._meeting_path(meeting_id)
+        return cast(Meeting, self._object(self._send("PATCH", path, body={"title": title})))
+
+    def delete_meeting(self, meeting_id: str) -> None:
+        """Delete a meeting (operator), ending it first if open; its usage record stays."""
+        self._send("DELETE", self._meeting_path(meeting_id))
+
+    def set_controls(
+        self, meeting_id: str, locked: bool | None = None, recording: bool | None = None
+    ) -> Controls:
+        """Lock or unlock the meeting, switch recording; answers the controls as they are."""
+        path = self._meeting_path(meeting_id, "controls")
+        body = _drop_none(locked=locked, recording=recording)
+        return cast(Controls, self._object(self._send("PUT", path, body=body)))
+
+    def lock(self, meeting_id: str) -> Controls:
+        return self.set_controls(meeting_id, locked=True)
+
+    def unlock(self, meeting_id: str) -> Controls:
+        return self.set_controls(meeting_id, locked=False)
+
+    def end_meeting(self, meeting_id: str) -> EndedMeeting:
+        """End the meeting now (its media stops at once); answers its usage record."""
+        path = self._meeting_path(meeting_id, "end")
+        return cast(EndedMeeting, self._object(self._send("POST", path)))
+
+    # -- joining and participants --
+
+    def join(
+        self,
+        meeting_id: str,
+        *,
+        name: str,
+        password: str | None = None,
+        role: Role | None = None,
+        host_key: str | None = None,
+        ssrcs: Sequence[int] | None = None,
+        streams: Sequence[StreamSpec] | None = None,
+        receive_at: str | None = None,
+    ) -> JoinAnswer:
+        """Join a meeting. No token is sent: `password` (or `host_key` with `role="host"`)
+        is the credential. `ssrcs` or `streams`: what the participant will send;
+        `receive_at`: "ip:port" for a client that only listens."""
+        body = _drop_none(
+            name=name,
+            password=password,
+            role=role,
+            host_key=host_key,
+            ssrcs=None if ssrcs is None else list(ssrcs),
+            streams=None if streams is None else [dict(s) for s in streams],
+            receive_at=receive_at,
+        )
+        path = self._meeting_path(meeting_id, "join")
+        return cast(JoinAnswer, self._object(self._send("POST", path, body=body, auth=False)))
+
+    def list_participants(self, meeting_id: str) -> list[Participant]:
+        path = self._meeting_path(meeting_id, "participants")
+        return cast(list[Participant], self._list(self._send("GET", path)))
+
+    def update_participant(
+        self,
+        meeting_id: str,
+        participant_id: str,
+        muted: bool | None = None,
+        role: Role | None = None,
+        expel: bool | None = None,
+    ) -> ParticipantUpdate:
+        path = self._meeting_path(
+            meeting_id, "participants", _segment("participant id", participant_id)
+        )
+        body = _drop_none(muted=muted, role=role, expel=expel)
+        return cast(ParticipantUpdate, self._object(self._send("PATCH", path, body=body)))
+
+    def mute(self, meeting_id: str, participant_id: str) -> ParticipantUpdate:
+        return self.update_participant(meeting_id, participant_id, muted=True)
+
+    def unmute(self, meeting_id: str, participant_id: str) -> ParticipantUpdate:
+        return self.update_participant(meeting_id, participant_id, muted=False)
+
+    def expel(self, meeting_id: str, participant_id: str) -> ParticipantUpdate:
+        """Expel for good: the participant id never comes back (the person may join anew
+        unless the meeting is locked)."""
+        return self.update_participant(meeting_id, participant_id, expel=True)
+
+    # -- reports, metrics, health --
+
+    def usage(self, meeting: str | None = None) -> list[UsageRecord]:
+        """Usage records (operator), of one meeting or all."""
+        params = _drop_none(meeting=meeting)
+        response = self._send("GET", "/v1/reports/usage", params=params)
+        return cast(list[UsageRecord], self._list(response))
+
+    def usage_csv(self, meeting: str | None = None) -> str:
+        """Usage records as CSV text (a header row, CRLF line ends)."""
+        params = _drop_none(format="csv", meeting=meeting)
+        return self._send("GET", "/v1/reports/usage", params=params).text
+
+    def metrics(self) -> str:
+        """The Prometheus exposition text of /metrics."""
+        return self._send("GET", "/metrics").text
+
+    def health(self) -> Health:
+        return cast(Health, self._object(self._send("GET", "/healthz")))
