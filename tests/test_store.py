@@ -1,8 +1,14 @@
-"""The storage layer (control.store): the SQLite backend, its file, and the portable schema.
+"""The storage layer (control.store): both backends, the SQLite file, and the portable schema.
 
-Each test drives the async store with asyncio.run (no pytest plugin). The last test checks
-that the schema and every shared statement are valid PostgreSQL too, on a throwaway server,
-when PostgreSQL's programs are installed.
+Every behavioural test of the store runs against SqliteStore and PostgresStore (the `db`
+fixture's two parameters), on a database of its own: the two backends must accept, refuse and
+return exactly the same things. The tests of SQLite's file (WAL, its mode, a killed process,
+the store's one thread) are SQLite only; those of connection URLs, passwords, several nodes on
+one database, and the shared statements on a real server are PostgreSQL only.
+
+PostgreSQL runs as a throwaway server for the session (tests/pg_server.py); without its
+programs those tests skip, unless RELAY_REQUIRE_POSTGRES=1 makes them fail. Each test drives
+the async store with asyncio.run (no pytest plugin).
 """
 
 from __future__ import annotations
@@ -11,18 +17,19 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
+import socket
 import sqlite3
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import pytest
 
 from control.store import (
@@ -32,6 +39,7 @@ from control.store import (
     InvalidValue,
     MeetingRow,
     ParticipantRow,
+    PostgresStore,
     SchemaMismatch,
     SqliteStore,
     Store,
@@ -41,6 +49,9 @@ from control.store import (
     sql,
 )
 from control.store.base import SCHEMA_VERSION, schema_statements, schema_text
+from control.store.postgres import numbered, redact_url
+from control.store.sql import SqlStore
+from tests.pg_server import PostgresServer, postgres_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = "AES_CM_128_HMAC_SHA1_80"
@@ -52,7 +63,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def with_store(path: Path, body: Callable[[SqliteStore], Awaitable[T]]) -> T:
-    """Open the store at path, run body(store), close it."""
+    """Open the SQLite store at path, run body(store), close it."""
 
     async def main() -> T:
         store = await SqliteStore.open(path)
@@ -62,6 +73,86 @@ def with_store(path: Path, body: Callable[[SqliteStore], Awaitable[T]]) -> T:
             await store.close()
 
     return run(main())
+
+
+class Db:
+    """One test's database on one backend: stores opened on it, and statements run on it
+    behind the store's back (as another program would)."""
+
+    def __init__(self, kind: str, target: Path | str) -> None:
+        self.kind = kind  # 'sqlite' | 'postgresql'
+        self.target = target  # the SQLite file, or the PostgreSQL URL
+
+    def __repr__(self) -> str:
+        return f"Db({self.kind!r}, {str(self.target)!r})"
+
+    async def open(self) -> SqlStore:
+        if self.kind == "sqlite":
+            return await SqliteStore.open(self.target)
+        return await PostgresStore.open(str(self.target))
+
+    def run(self, body: Callable[[SqlStore], Awaitable[T]]) -> T:
+        """Open a store on the database, run body(store), close it."""
+
+        async def main() -> T:
+            store = await self.open()
+            try:
+                return await body(store)
+            finally:
+                await store.close()
+
+        return run(main())
+
+    def raw(self, *statements: tuple[str, Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """Run (statement, params) pairs, qmark style, in one transaction on a connection of
+        the driver's own (foreign keys enforced); the rows of the last one."""
+        if self.kind == "sqlite":
+            conn = sqlite3.connect(self.target)
+            try:
+                conn.execute("PRAGMA foreign_keys=ON")
+                with conn:
+                    rows: list[tuple[Any, ...]] = []
+                    for statement, params in statements:
+                        rows = conn.execute(statement, params).fetchall()
+                return rows
+            finally:
+                conn.close()
+
+        async def main() -> list[tuple[Any, ...]]:
+            conn = await asyncpg.connect(str(self.target))
+            try:
+                async with conn.transaction():
+                    records: list[Any] = []
+                    for statement, params in statements:
+                        records = await conn.fetch(numbered(statement), *params)
+                return [tuple(r) for r in records]
+            finally:
+                await conn.close()
+
+        return run(main())
+
+    @property
+    def integrity_error(self) -> type[Exception]:
+        """What the driver raises for a foreign key or check violation."""
+        if self.kind == "sqlite":
+            return sqlite3.IntegrityError
+        return asyncpg.IntegrityConstraintViolationError  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
+    """A fresh database, on each backend in turn."""
+    if request.param == "sqlite":
+        return Db("sqlite", tmp_path / "relay.db")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return Db("postgresql", server.new_database())
+
+
+@pytest.fixture
+def pg(request: pytest.FixtureRequest) -> Db:
+    """A fresh PostgreSQL database (PostgreSQL-only tests)."""
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return Db("postgresql", server.new_database())
 
 
 async def a_meeting(store: Store, **kw: Any) -> MeetingRow:
@@ -96,8 +187,8 @@ def mode_of(path: Path) -> int:
 # --- meetings ---------------------------------------------------------------------------------
 
 
-def test_meeting_round_trip(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_meeting_round_trip(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         made = await a_meeting(
             store,
             title="All hands",
@@ -115,11 +206,11 @@ def test_meeting_round_trip(tmp_path: Path) -> None:
         with pytest.raises(DuplicateKey, match="room-1"):
             await a_meeting(store, meeting_id="room-1")
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
 
 
-def test_meeting_values_checked_before_sql(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_meeting_values_checked_before_sql(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         with pytest.raises(InvalidValue, match="mode"):
             await a_meeting(store, mode="party")
         with pytest.raises(InvalidValue, match="password_hash"):
@@ -133,11 +224,11 @@ def test_meeting_values_checked_before_sql(tmp_path: Path) -> None:
             await store.list_meetings(limit=-1)
         assert await store.list_meetings() == [made]  # nothing half-written
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
 
 
-def test_meetings_paged_newest_first(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_meetings_paged_newest_first(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         made = [await a_meeting(store, title=f"m{i}", created_at=1000.0 + i) for i in range(25)]
         newest_first = made[::-1]
         pages = [await store.list_meetings(limit=10, offset=o) for o in (0, 10, 20, 30)]
@@ -155,11 +246,11 @@ def test_meetings_paged_newest_first(tmp_path: Path) -> None:
         assert [m.id for m in ended] == [made[3].id]
         assert made[3].id not in {m.id for m in await store.list_meetings(state="open", limit=99)}
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
 
 
-def test_update_meeting_changes_only_what_is_given(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_update_meeting_changes_only_what_is_given(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         made = await a_meeting(store, title="before", created_at=10.0)
         locked = await store.update_meeting(made.id, locked=True)
         assert locked is not None
@@ -178,11 +269,11 @@ def test_update_meeting_changes_only_what_is_given(tmp_path: Path) -> None:
         assert await store.update_meeting("unknown", locked=True) is None
         assert await store.update_meeting("unknown") is None
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
 
 
-def test_delete_meeting_removes_participants_keeps_usage(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_delete_meeting_removes_participants_keeps_usage(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         gone, kept = await a_meeting(store), await a_meeting(store)
         p_gone = await a_participant(store, gone.id)
         p_kept = await a_participant(store, kept.id)
@@ -202,14 +293,14 @@ def test_delete_meeting_removes_participants_keeps_usage(tmp_path: Path) -> None
         assert await store.get_participant(p_kept.id) == p_kept
         assert [u.meeting_id for u in await store.list_usage()] == [gone.id]
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
 
 
 # --- participants -----------------------------------------------------------------------------
 
 
-def test_participant_round_trip(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_participant_round_trip(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         meeting = await a_meeting(store, mode="webinar")
         streams = json.dumps([{"ssrc": 1234, "kind": "audio", "pt": 111, "codec": "opus/48000/2"}])
         made = await a_participant(
@@ -245,11 +336,11 @@ def test_participant_round_trip(tmp_path: Path) -> None:
         assert "Grace" not in text and "192.0.2.7" not in text and "sealed" not in text
         assert "scrypt" not in repr(meeting)
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
 
 
-def test_participant_values_checked(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_participant_values_checked(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         meeting = await a_meeting(store)
         with pytest.raises(InvalidValue, match="role"):
             await a_participant(store, meeting.id, role="owner")
@@ -263,11 +354,11 @@ def test_participant_values_checked(tmp_path: Path) -> None:
             await a_participant(store, meeting.id, worker=-1)
         assert await store.list_participants(meeting.id) == []
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
 
 
-def test_update_participant(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_update_participant(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         meeting = await a_meeting(store, mode="webinar")
         made = await a_participant(store, meeting.id, role="attendee")
         muted = await store.update_participant(made.id, muted=True)
@@ -299,11 +390,11 @@ def test_update_participant(tmp_path: Path) -> None:
         with pytest.raises(InvalidValue, match="role"):
             await store.update_participant(made.id, role="owner")
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
 
 
-def test_present_only_and_participant_paging(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_present_only_and_participant_paging(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         meeting = await a_meeting(store)
         people = [await a_participant(store, meeting.id, joined_at=100.0 + i) for i in range(7)]
         await store.update_participant(people[2].id, left_at=200.0)
@@ -316,11 +407,11 @@ def test_present_only_and_participant_paging(tmp_path: Path) -> None:
         rest = await store.list_participants(meeting.id, offset=5)
         assert [p.id for p in rest] == [p.id for p in people[5:]]
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
 
 
-def test_two_meetings_participants_kept_apart(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_two_meetings_participants_kept_apart(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         a, b = await a_meeting(store, title="a"), await a_meeting(store, title="b")
         in_a = [
             await a_participant(store, a.id, name=f"a{i}", joined_at=float(i)) for i in range(3)
@@ -336,11 +427,11 @@ def test_two_meetings_participants_kept_apart(tmp_path: Path) -> None:
         assert not any(p.expelled for p in await store.list_participants(b.id))
         assert await store.list_participants("unknown") == []
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
 
 
-def test_foreign_key_violation_is_a_clear_error(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_foreign_key_violation_is_a_clear_error(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         with pytest.raises(ForeignKeyViolation, match=r"meeting 'no-such-meeting'.*no such"):
             await a_participant(store, "no-such-meeting")
         # It is part of the hierarchy callers catch, not sqlite3's.
@@ -351,24 +442,23 @@ def test_foreign_key_violation_is_a_clear_error(tmp_path: Path) -> None:
         assert await a_participant(store, meeting.id)
         assert await store.list_participants("no-such-meeting") == []
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
     # The database enforces it, not only the store's code.
-    raw = sqlite3.connect(tmp_path / "relay.db")
-    raw.execute("PRAGMA foreign_keys=ON")
-    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
-        raw.execute(
-            "INSERT INTO participants (id, meeting_id, name, role, uplink_sealed, "
-            "downlink_sealed, worker, joined_at, wire_id) VALUES ('x', 'nope', 'n', 'host', "
-            "x'01', x'02', 0, 1.0, 99)"
+    with pytest.raises(db.integrity_error, match="(?i)foreign key"):
+        db.raw(
+            (
+                "INSERT INTO participants (id, meeting_id, name, role, uplink_sealed, "
+                "downlink_sealed, worker, joined_at, wire_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ("x", "nope", "n", "host", b"\x01", b"\x02", 0, 1.0, 99),
+            )
         )
-    raw.close()
 
 
 # --- usage records ----------------------------------------------------------------------------
 
 
-def test_usage_records_append_only_and_per_meeting(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_usage_records_append_only_and_per_meeting(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         a, b = await a_meeting(store), await a_meeting(store)
         first = await store.append_usage(
             meeting_id=a.id,
@@ -409,7 +499,7 @@ def test_usage_records_append_only_and_per_meeting(tmp_path: Path) -> None:
         assert await store.list_usage(meeting_id="other") == []
         assert await store.list_usage(limit=1, offset=1) == [second]
         # There is no API to change or remove one.
-        usage_api = {n for n in dir(SqliteStore) if "usage" in n and not n.startswith("_")}
+        usage_api = {n for n in dir(type(store)) if "usage" in n and not n.startswith("_")}
         assert usage_api == {"append_usage", "list_usage"}
         assert {n for n in dir(Store) if "usage" in n and not n.startswith("_")} == usage_api
         with pytest.raises(InvalidValue, match="before"):
@@ -433,16 +523,14 @@ def test_usage_records_append_only_and_per_meeting(tmp_path: Path) -> None:
             )
         assert len(await store.list_usage()) == 3
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
 
 
 # --- routing log ------------------------------------------------------------------------------
 
 
-def test_routing_log_numbers_and_reads(tmp_path: Path) -> None:
-    path = tmp_path / "relay.db"
-
-    async def first(store: SqliteStore) -> None:
+def test_routing_log_numbers_and_reads(db: Db) -> None:
+    async def first(store: SqlStore) -> None:
         assert await store.last_routing_seq() == 0
         assert await store.routing_updates_after(0) == []
         seqs = [
@@ -465,7 +553,7 @@ def test_routing_log_numbers_and_reads(tmp_path: Path) -> None:
             await store.append_routing_update("not json")
         assert await store.last_routing_seq() == 9
 
-    async def second(store: SqliteStore) -> None:
+    async def second(store: SqlStore) -> None:
         # A restarted control plane continues the sequence.
         assert await store.last_routing_seq() == 9
         assert await store.append_routing_update('{"kind": "after restart"}') == 10
@@ -473,18 +561,16 @@ def test_routing_log_numbers_and_reads(tmp_path: Path) -> None:
         assert [(u.seq, u.created_at) for u in tail[:1]] == [(9, 42.0)]
         assert [u.seq for u in tail] == [9, 10]
 
-    with_store(path, first)
-    with_store(path, second)
-    assert with_store(path, lambda s: s.last_routing_seq()) == 10
+    db.run(first)
+    db.run(second)
+    assert db.run(lambda s: s.last_routing_seq()) == 10
 
 
-# --- the file ---------------------------------------------------------------------------------
+# --- reopening -------------------------------------------------------------------------------
 
 
-def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "relay.db"
-
-    async def write(store: SqliteStore) -> dict[str, Any]:
+def test_data_survives_close_and_reopen(db: Db) -> None:
+    async def write(store: SqlStore) -> dict[str, Any]:
         meetings = [await a_meeting(store, title=f"m{i}", created_at=float(i)) for i in range(6)]
         people = {
             m.id: [await a_participant(store, m.id, worker=i) for i in range(4)] for m in meetings
@@ -504,7 +590,7 @@ def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
             await store.append_routing_update(json.dumps({"i": i}))
         return await snapshot(store)
 
-    async def snapshot(store: SqliteStore) -> dict[str, Any]:
+    async def snapshot(store: SqlStore) -> dict[str, Any]:
         meetings = await store.list_meetings(limit=1000)
         return {
             "meetings": meetings,
@@ -513,17 +599,105 @@ def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
             "routing": await store.routing_updates_after(0),
         }
 
-    before = with_store(path, write)
-    # WAL checkpointed on close: the main file alone holds everything.
-    assert not (tmp_path / "relay.db-wal").exists()
-    after = with_store(path, snapshot)
+    before = db.run(write)
+    if db.kind == "sqlite":
+        # WAL checkpointed on close: the main file alone holds everything.
+        assert not Path(db.target).with_name("relay.db-wal").exists()
+    after = db.run(snapshot)
     assert after == before
     assert len(after["meetings"]) == 6 and after["meetings"][-1].locked
     assert sum(len(p) for p in after["participants"].values()) == 24
     # Reopening does not recreate or re-version anything.
-    raw = sqlite3.connect(path)
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-    raw.close()
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
+    # And goes on numbering where it stopped.
+    more = db.run(lambda s: a_meeting(s))
+    assert more.wire_id == max(m.wire_id for m in after["meetings"]) + 1 == 7
+
+
+def test_newer_schema_refused(db: Db) -> None:
+    """A database written by a newer relay is refused, not silently misread."""
+    db.run(lambda s: s.last_routing_seq())
+    db.raw(("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,)))
+    with pytest.raises(SchemaMismatch, match="newer"):
+        db.run(lambda s: s.last_routing_seq())
+
+
+def _version_1_schema(dialect: str) -> list[str]:
+    """The schema as version 1 had it: no wire_id columns, no wire_ids table."""
+    statements = []
+    for statement in schema_statements(dialect):
+        statement = re.sub(r",\n\s*wire_id BIGINT[^\n]*", "", statement)
+        if "wire_id" not in statement:
+            statements.append(statement)
+    return statements
+
+
+def test_migration_from_version_1(db: Db) -> None:
+    """A version 1 database gets the wire ids, the existing rows numbered in the order they
+    were made, and the store goes on from there."""
+    v1 = _version_1_schema(db.kind)
+    assert not any("wire_id" in s for s in v1) and len(v1) == len(schema_statements("sqlite")) - 3
+    meetings = [
+        (
+            "INSERT INTO meetings (id, title, mode, suite, password_hash, host_key_digest, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (f"m{i}", "t", "meeting", SUITE, "h", "d", 10.0 + i),
+        )
+        for i in range(3)
+    ]
+    people = [
+        (
+            "INSERT INTO participants (id, meeting_id, name, role, uplink_sealed, "
+            "downlink_sealed, worker, joined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (f"p{i}", f"m{i % 2}", "n", "host", b"u", b"d", 0, 20.0 + i),
+        )
+        for i in range(4)
+    ]
+    db.raw(
+        *[(s, ()) for s in v1],
+        ("INSERT INTO schema_version (version) VALUES (?)", (1,)),
+        *meetings,
+        *people,
+    )
+
+    async def body(store: SqlStore) -> None:
+        assert [m.wire_id for m in await store.list_meetings()] == [3, 2, 1]  # newest first
+        for i in range(4):
+            p = await store.get_participant(f"p{i}")
+            assert p is not None and p.wire_id == i + 1
+        new = await a_meeting(store)
+        assert new.wire_id == 4
+        assert (await a_participant(store, new.id)).wire_id == 5
+
+    db.run(body)
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
+    # Reopening migrates nothing again: the numbers stay.
+    assert [m.wire_id for m in db.run(lambda s: s.list_meetings())] == [4, 3, 2, 1]
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
+    with pytest.raises(db.integrity_error):  # the unique index is there
+        db.raw(("UPDATE participants SET wire_id = 1 WHERE id = ?", ("p1",)))
+
+
+def test_closed_store_refuses_calls_and_close_is_idempotent(db: Db) -> None:
+    async def main() -> None:
+        async with await db.open() as store:
+            pending = [asyncio.ensure_future(a_meeting(store)) for _ in range(20)]
+            await asyncio.sleep(0)  # under way (queued on SQLite's thread, or on the pool)
+            await store.close()  # waits for the writes in flight: none fails on a closed store
+            assert len({m.id for m in await asyncio.gather(*pending)}) == 20
+            assert store.closed
+            with pytest.raises(StoreClosed):
+                await store.get_meeting("x")
+            with pytest.raises(StoreClosed):
+                await a_meeting(store)
+            await store.close()
+        async with await db.open() as again:
+            assert len(await again.list_meetings()) == 20
+
+    run(main())
+
+
+# --- the SQLite file --------------------------------------------------------------------------
 
 
 def test_nothing_lost_when_the_process_is_killed(tmp_path: Path) -> None:
@@ -612,39 +786,13 @@ def test_open_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not an sqlite database, not at all" * 100)
     with pytest.raises(StoreError, match="junk.db"):
         run(SqliteStore.open(junk))
-    # Written by a newer relay: refused, not silently misread.
-    newer = tmp_path / "newer.db"
-    with_store(newer, lambda s: s.last_routing_seq())
-    raw = sqlite3.connect(newer)
-    raw.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-    raw.commit()
-    raw.close()
-    with pytest.raises(SchemaMismatch, match="newer"):
-        run(SqliteStore.open(newer))
-
-
-def test_closed_store_refuses_calls_and_close_is_idempotent(tmp_path: Path) -> None:
-    async def main() -> None:
-        async with await SqliteStore.open(tmp_path / "relay.db") as store:
-            pending = [asyncio.ensure_future(a_meeting(store)) for _ in range(20)]
-            await asyncio.sleep(0)  # queued on the store's thread
-            await store.close()  # waits for the queued writes: none fails on a closed file
-            assert len({m.id for m in await asyncio.gather(*pending)}) == 20
-            assert store.closed
-            with pytest.raises(StoreClosed):
-                await store.get_meeting("x")
-            await store.close()
-        async with await SqliteStore.open(tmp_path / "relay.db") as again:
-            assert len(await again.list_meetings()) == 20
-
-    run(main())
 
 
 # --- concurrency ------------------------------------------------------------------------------
 
 
-def test_concurrent_calls_all_land(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_concurrent_calls_all_land(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
         meeting = await a_meeting(store)
         made = await asyncio.gather(
             *(a_participant(store, meeting.id, name=f"p{i}", worker=i % 8) for i in range(200))
@@ -676,7 +824,7 @@ def test_concurrent_calls_all_land(tmp_path: Path) -> None:
         assert all(u is not None for u in updates)
         assert sum(p.muted for p in await store.list_participants(meeting.id)) == 100
 
-    with_store(tmp_path / "relay.db", body)
+    db.run(body)
 
 
 def test_database_work_runs_off_the_event_loop_on_one_thread(tmp_path: Path) -> None:
@@ -722,13 +870,188 @@ def test_open_store_urls(tmp_path: Path) -> None:
         store = await open_store("", data_dir=tmp_path)
         assert isinstance(store, SqliteStore) and store.path == tmp_path / "relay.db"
         await store.close()
-        with pytest.raises(StoreError, match="PostgreSQL"):
-            await open_store("postgresql://localhost/relay")
         with pytest.raises(StoreError, match="scheme"):
             await open_store("mysql://localhost/relay")
 
     run(main())
     assert {p.name for p in tmp_path.glob("*.db")} == {"a.db", "b.db", "relay.db"}
+
+
+# --- PostgreSQL only --------------------------------------------------------------------------
+
+SECRET = "s3cret-Pa55"
+
+
+def _closed_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_open_store_postgresql_urls(pg: Db) -> None:
+    url = str(pg.target)
+    assert url.startswith("postgresql://")
+
+    async def main() -> None:
+        for each in (url, "postgres://" + url.removeprefix("postgresql://")):
+            store = await open_store(each)
+            assert isinstance(store, PostgresStore) and store.url == each
+            await a_meeting(store)
+            await store.close()
+        async with await PostgresStore.open(url) as again:  # both opened the same database
+            assert len(await again.list_meetings()) == 2
+
+    run(main())
+    assert pg.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
+
+
+def test_redact_url() -> None:
+    assert redact_url("postgresql://relay:pw@db.example:5432/relay") == (
+        "postgresql://relay:***@db.example:5432/relay",
+        ("pw",),
+    )
+    safe, secrets = redact_url("postgres://relay:p%40ss@h1:5432,h2:5433/relay?sslmode=require")
+    assert safe == "postgres://relay:***@h1:5432,h2:5433/relay?sslmode=require"
+    assert set(secrets) == {"p%40ss", "p@ss"}
+    assert redact_url("postgresql:///relay?host=/run/pg&password=x1y2&user=relay") == (
+        "postgresql:///relay?host=/run/pg&password=***&user=relay",
+        ("x1y2",),
+    )
+    assert redact_url("postgresql://relay@h/relay") == ("postgresql://relay@h/relay", ())
+
+
+def test_postgres_password_never_shown(pg: Db) -> None:
+    """Not in repr(), not in an error's message, not anywhere in its printed traceback."""
+
+    def shown(exc: BaseException) -> str:
+        return "".join(traceback.format_exception(exc))
+
+    async def main() -> None:
+        # Nothing listens on the port: the connection is refused.
+        for wrong in (
+            f"postgresql://relay:{SECRET}@127.0.0.1:{_closed_port()}/relay",
+            f"postgresql://relay@127.0.0.1:{_closed_port()}/relay?password={SECRET}",
+        ):
+            with pytest.raises(StoreError, match="cannot open the database") as caught:
+                await PostgresStore.open(wrong)
+            assert "127.0.0.1" in str(caught.value) and "***" in str(caught.value)
+            assert SECRET not in shown(caught.value)
+        # The throwaway server trusts everyone, so a password in the URL is accepted unused.
+        url = str(pg.target).replace("relay@", f"relay:{SECRET}@")
+        store = await open_store(url)
+        try:
+            assert SECRET not in repr(store) and SECRET not in str(store)
+            assert "relay:***@" in repr(store) and isinstance(store, PostgresStore)
+            assert SECRET not in store.url
+            # An error from the server, raised by a call: a table dropped behind its back.
+            await _raw_async(str(pg.target), "DROP TABLE routing_log")
+            with pytest.raises(StoreError, match="routing_log") as caught:
+                await store.last_routing_seq()
+            assert SECRET not in shown(caught.value)
+            assert not isinstance(caught.value, IntegrityViolation)
+        finally:
+            await store.close()
+
+    run(main())
+
+
+async def _raw_async(url: str, statement: str, *params: Any) -> list[Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(statement, *params))
+    finally:
+        await conn.close()
+
+
+def test_postgres_driver_errors_are_store_errors(pg: Db) -> None:
+    """What the driver refuses leaves as StoreError (never an asyncpg exception), and the store
+    goes on working."""
+
+    async def body(store: SqlStore) -> None:
+        meeting = await a_meeting(store)
+        # INTEGER is 32 bits in PostgreSQL: asyncpg refuses to encode a bigger worker index.
+        with pytest.raises(StoreError) as caught:
+            await a_participant(store, meeting.id, worker=1 << 40)
+        assert type(caught.value) is StoreError
+        assert await store.list_participants(meeting.id) == []
+        assert (await a_participant(store, meeting.id)).wire_id == 1
+        # A check constraint of the database (the store's own checks passed).
+        await _raw_async(
+            str(pg.target), "ALTER TABLE meetings ADD CONSTRAINT short CHECK (length(title) < 9)"
+        )
+        with pytest.raises(IntegrityViolation, match="short") as violation:
+            await a_meeting(store, title="far too long")
+        assert type(violation.value) is IntegrityViolation
+        assert len(await store.list_meetings()) == 1
+
+    pg.run(body)
+
+
+def test_postgres_two_nodes_on_one_database(pg: Db) -> None:
+    """Nodes that start at once and write at once: one schema, every row lands, and the
+    numbers they assign are distinct and gap-free."""
+    url = str(pg.target)
+
+    async def main() -> None:
+        nodes = await asyncio.gather(*(PostgresStore.open(url) for _ in range(4)))
+        try:
+            a, b = nodes[:2]
+            meetings = await asyncio.gather(
+                *(a_meeting(node, title=f"m{i}") for i, node in enumerate([a, b] * 10))
+            )
+            assert sorted(m.wire_id for m in meetings) == list(range(1, 21))
+            meeting = meetings[0]
+            made = await asyncio.gather(
+                *(
+                    a_participant(node, meeting.id, name=f"p{i}", worker=i % 4)
+                    for i, node in enumerate([a, b] * 100)
+                )
+            )
+            assert sorted(p.wire_id for p in made) == list(range(1, 201))
+            seen_by_a = await a.list_participants(meeting.id)
+            assert seen_by_a == await b.list_participants(meeting.id)
+            assert sorted(seen_by_a, key=lambda p: p.id) == sorted(made, key=lambda p: p.id)
+            seqs = await asyncio.gather(*(node.append_routing_update("{}") for node in nodes * 25))
+            assert sorted(seqs) == list(range(1, 101))
+            usage = await asyncio.gather(
+                *(
+                    node.append_usage(
+                        meeting_id=meeting.id,
+                        started_at=0.0,
+                        ended_at=1.0,
+                        total_participants=1,
+                        peak_participants=1,
+                        participant_minutes=1.0,
+                    )
+                    for node in nodes * 10
+                )
+            )
+            assert sorted(u.id for u in usage) == list(range(1, 41))
+            assert len(await nodes[3].list_usage()) == 40
+        finally:
+            await asyncio.gather(*(node.close() for node in nodes))
+
+    run(main())
+    assert pg.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
+
+
+def test_postgres_cancelled_caller_write_lands(pg: Db) -> None:
+    """A write that started runs to its end even if its caller stops waiting (as on SQLite's
+    thread), and close() waits for it."""
+
+    async def main() -> None:
+        store = await pg.open()
+        task = asyncio.ensure_future(a_meeting(store, meeting_id="cancelled"))
+        await asyncio.sleep(0)  # under way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await store.close()
+        async with await pg.open() as again:
+            assert await again.get_meeting("cancelled") is not None
+
+    run(main())
 
 
 # --- portability ------------------------------------------------------------------------------
@@ -750,40 +1073,17 @@ def test_schema_is_portable_text() -> None:
         schema_text("mysql")
 
 
-def _pg_programs() -> tuple[str, str, str] | None:
-    initdb, pg_ctl, psql = (shutil.which(p) for p in ("initdb", "pg_ctl", "psql"))
-    if initdb is None or pg_ctl is None or psql is None:
-        return None
-    return initdb, pg_ctl, psql
+def test_numbered_placeholders() -> None:
+    assert numbered("SELECT a FROM t WHERE b = ? AND c = ?") == (
+        "SELECT a FROM t WHERE b = $1 AND c = $2"
+    )
+    assert numbered(sql.INSERT_ROUTING).endswith("VALUES ($1, $2, $3)")
+    assert numbered("SELECT 1") == "SELECT 1"
 
 
-def test_schema_and_statements_valid_on_postgresql(request: pytest.FixtureRequest) -> None:
-    """Run schema.sql (twice: idempotent) and PREPARE every shared statement on a throwaway
+def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
+    """Run schema.sql (twice: idempotent) and prepare every shared statement on a real
     PostgreSQL server; a round trip through booleans, BYTEA, the foreign key and the checks."""
-    programs = _pg_programs()
-    if programs is None:
-        pytest.skip("PostgreSQL's initdb, pg_ctl and psql are not installed")
-    initdb, pg_ctl, psql = programs
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use its own account
-        runuser = shutil.which("runuser")
-        try:
-            import pwd
-
-            pwd.getpwnam("postgres")
-        except KeyError:
-            runuser = None
-        if runuser is None:
-            pytest.skip("running as root without a postgres account to run PostgreSQL as")
-        as_user = [runuser, "-u", "postgres", "--"]
-    # A directory of its own that the postgres account can reach (pytest's is root's, 0700).
-    tmp_path = Path(tempfile.mkdtemp(prefix="relay-pg-"))
-    os.chmod(tmp_path, 0o777)
-    request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
-    data, sock = tmp_path / "pg", tmp_path
-    script = tmp_path / "check.sql"
-    lines = ["\\set ON_ERROR_STOP 1"]
-    lines += [s + ";" for s in schema_statements("postgresql")] * 2
     statements = {
         name: value
         for name, value in vars(sql).items()
@@ -801,74 +1101,101 @@ def test_schema_and_statements_valid_on_postgresql(request: pytest.FixtureReques
     statements["LIST_U1"] = sql.list_usage("m", None, 0)[0]
     statements["ROUTING_0"] = sql.routing_after(3, None)[0]
     statements["ROUTING_1"] = sql.routing_after(3, 10)[0]
+    statements["MAX_WIRE_M"] = sql.max_wire_id("meetings")
+    statements["MAX_WIRE_P"] = sql.max_wire_id("participants")
     assert len(statements) >= 20
-    for name, text in statements.items():
-        parts = text.split("?")
-        numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
-        lines.append(f"PREPARE {name.lower()} AS {numbered};")
-    lines += [
-        "EXECUTE insert_meeting('m', 't', 'webinar', 's', 'h', NULL, 'd', 'open', "
-        "FALSE, FALSE, 1.5, NULL, 1);",
-        "EXECUTE insert_participant('p', 'm', 'n', 'attendee', '[]', NULL, "
-        "'\\x00ff'::bytea, '\\x01'::bytea, 2, FALSE, FALSE, 2.0, NULL, 1);",
-        "EXECUTE update_m('x', TRUE, FALSE, 'ended', 3.0, 'm');",
-        "EXECUTE update_p(TRUE, FALSE, 'panelist', '\\x02'::bytea, '\\x03'::bytea, 4.0, 'p');",
-        "EXECUTE insert_usage(1, 'm', 1.0, 2.0, 1.0, 1, 1, 0.5, '[]', 1, 2, 3, 4);",
-        "EXECUTE insert_routing(1, 1.0, '{}');",
-        "\\echo RESULT",
-        "SELECT m.title, m.locked, m.state, p.role, p.muted, encode(p.uplink_sealed, 'hex'), "
-        "(SELECT MAX(seq) FROM routing_log), (SELECT MAX(id) + 1 FROM usage_records) "
-        "FROM meetings m JOIN participants p ON p.meeting_id = m.id;",
-        "\\set ON_ERROR_STOP 0",
-        "EXECUTE insert_participant('q', 'nope', 'n', 'host', '[]', NULL, '\\x01'::bytea, "
-        "'\\x01'::bytea, 0, FALSE, FALSE, 1.0, NULL, 2);",
-        "EXECUTE insert_meeting('m2', 't', 'party', 's', 'h', NULL, 'd', 'open', "
-        "FALSE, FALSE, 1.5, NULL, 2);",
-    ]
-    script.write_text("\n".join(lines) + "\n")
-    # PostgreSQL's programs must not inherit the debug run's sanitizer preload (it hangs
-    # initdb's bootstrap backend).
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")
-    }
-    env["LC_ALL"] = "C"
 
-    def pg(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [*as_user, *args], capture_output=True, text=True, timeout=120, env=env, check=False
-        )
-        assert not check or done.returncode == 0, f"{args[0]}: {done.stdout}{done.stderr}"
-        return done
+    async def main() -> None:
+        conn = await asyncpg.connect(str(pg.target))
+        try:
+            for statement in schema_statements("postgresql") * 2:
+                await conn.execute(statement)
+            prepared = {
+                name: await conn.prepare(numbered(text)) for name, text in statements.items()
+            }
 
-    pg(initdb, "-D", str(data), "-A", "trust", "-U", "relay")
-    port = str(20000 + os.getpid() % 20000)
-    options = f"-c listen_addresses='' -k {sock} -p {port} -c fsync=off"
-    pg(pg_ctl, "-D", str(data), "-o", options, "-l", str(tmp_path / "pg.log"), "-w", "start")
-    try:
-        out = pg(
-            psql,
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-h",
-            str(sock),
-            "-p",
-            port,
-            "-U",
-            "relay",
-            "-d",
-            "postgres",
-            "-f",
-            str(script),
-            check=False,
-        )
-    finally:
-        pg(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop", check=False)
-    assert out.returncode == 0, out.stdout + out.stderr
-    result = out.stdout.split("RESULT", 1)[1].split()
-    assert result[0] == "x|t|ended|panelist|t|02|1|2", out.stdout
-    assert 'violates foreign key constraint "participants_meeting_id_fkey"' in out.stderr
-    assert 'violates check constraint "meetings_mode_check"' in out.stderr
+            async def execute(name: str, *args: Any) -> None:
+                await prepared[name].fetch(*args)
+
+            await execute(
+                "INSERT_MEETING",
+                "m",
+                "t",
+                "webinar",
+                "s",
+                "h",
+                None,
+                "d",
+                "open",
+                False,
+                False,
+                1.5,
+                None,
+                1,
+            )
+            await execute(
+                "INSERT_PARTICIPANT",
+                "p",
+                "m",
+                "n",
+                "attendee",
+                "[]",
+                None,
+                b"\x00\xff",
+                b"\x01",
+                2,
+                False,
+                False,
+                2.0,
+                None,
+                1,
+            )
+            await execute("UPDATE_M", "x", True, False, "ended", 3.0, "m")
+            await execute("UPDATE_P", True, False, "panelist", b"\x02", b"\x03", 4.0, "p")
+            await execute("INSERT_USAGE", 1, "m", 1.0, 2.0, 1.0, 1, 1, 0.5, "[]", 1, 2, 3, 4)
+            await execute("INSERT_ROUTING", 1, 1.0, "{}")
+            row = await conn.fetchrow(
+                "SELECT m.title, m.locked, m.state, p.role, p.muted, p.uplink_sealed, "
+                "(SELECT MAX(seq) FROM routing_log), (SELECT MAX(id) + 1 FROM usage_records) "
+                "FROM meetings m JOIN participants p ON p.meeting_id = m.id"
+            )
+            assert tuple(row) == ("x", True, "ended", "panelist", True, b"\x02", 1, 2)
+            with pytest.raises(asyncpg.ForeignKeyViolationError, match="participants_meeting_id"):
+                await execute(
+                    "INSERT_PARTICIPANT",
+                    "q",
+                    "nope",
+                    "n",
+                    "host",
+                    "[]",
+                    None,
+                    b"\x01",
+                    b"\x01",
+                    0,
+                    False,
+                    False,
+                    1.0,
+                    None,
+                    2,
+                )
+            with pytest.raises(asyncpg.CheckViolationError, match="meetings_mode_check"):
+                await execute(
+                    "INSERT_MEETING",
+                    "m2",
+                    "t",
+                    "party",
+                    "s",
+                    "h",
+                    None,
+                    "d",
+                    "open",
+                    False,
+                    False,
+                    1.5,
+                    None,
+                    2,
+                )
+        finally:
+            await conn.close()
+
+    run(main())

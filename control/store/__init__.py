@@ -1,8 +1,10 @@
 """The control plane's storage: meetings, participants, usage records and the routing log.
 
 `open_store(url)` picks the backend from a `--db` value: a path or `sqlite:///path` for SQLite
-(the default, one node), `postgresql://...` for PostgreSQL (many nodes, same schema; not yet
-built). The `Store` protocol in `control.store.base` is what the rest of the control plane uses.
+(`SqliteStore`, the default, one node), a `postgresql://` or `postgres://` URL for PostgreSQL
+(`PostgresStore`, many nodes on one database, same schema). The `Store` protocol in
+`control.store.base` is what the rest of the control plane uses; both backends implement it with
+the same methods (`control.store.sql.SqlStore`), so they accept, refuse and return alike.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from control.store.base import (
     UsageRecord,
     new_id,
 )
+from control.store.postgres import PostgresStore
 from control.store.sqlite import SqliteStore
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "InvalidValue",
     "MeetingRow",
     "ParticipantRow",
+    "PostgresStore",
     "RoutingUpdate",
     "SchemaMismatch",
     "SqliteStore",
@@ -51,13 +55,14 @@ DEFAULT_FILE = "relay.db"
 async def open_store(url: str | os.PathLike[str], *, data_dir: Path | None = None) -> Store:
     """The store a `--db` value names.
 
-    - `postgresql://...` or `postgres://...`: PostgreSQL (not available yet: raises StoreError).
+    - `postgresql://...` or `postgres://...`: that PostgreSQL database (a pool of connections;
+      the password, if the URL holds one, never shows in messages).
     - `sqlite:///abs/path.db` or `sqlite://rel/path.db`, or a plain path: that SQLite file.
     - empty: `relay.db` in `data_dir`.
     """
     text = os.fspath(url)
     if text.startswith(("postgresql://", "postgres://")):
-        raise StoreError("the PostgreSQL backend is not built yet; use an SQLite file")
+        return await PostgresStore.open(text)
     if not text:
         if data_dir is None:
             raise StoreError("no database given: pass a --db URL or a data directory")

@@ -3,7 +3,7 @@
 The control plane keeps its truth here (DESIGN.md, "Storage and scale"): meetings, participants,
 append-only usage records, and the numbered routing log that lets a restarted control plane
 continue the update sequence the workers follow. One node uses SQLite (`control.store.sqlite`);
-many nodes will use PostgreSQL with the same schema (`schema.sql`).
+many nodes use PostgreSQL (`control.store.postgres`) with the same schema (`schema.sql`).
 
 Backends share everything in this module: the rows they return, the errors they raise (so the
 service layer never sees a driver's exception), the validation of values before they reach SQL,
@@ -81,7 +81,7 @@ class StoreError(RelayError):
     """The storage layer failed: the database cannot be opened, or a statement failed.
 
     Backends translate their driver's exceptions into this hierarchy, so callers need not
-    import sqlite3 or psycopg.
+    import sqlite3 or asyncpg.
     """
 
 
@@ -439,6 +439,43 @@ def check_routing(
     if seq is not None:
         check_int("seq", seq, minimum=1)
     return body, seq, time.time() if created_at is None else check_time("created_at", created_at)
+
+
+def check_routing_seq(seq: int | None, last: int) -> int:
+    """The number a routing update gets when `last` is the highest stored one: `seq` if it is
+    above `last` (else DuplicateKey), one more than `last` if `seq` is None."""
+    if seq is None:
+        return last + 1
+    if seq <= last:
+        raise DuplicateKey(
+            f"routing update {seq} is not after the last stored one ({last}): numbers only go up"
+        )
+    return seq
+
+
+# --- errors from the database (the backends map their driver's errors to these kinds) --------
+
+FOREIGN_KEY = "foreign key"
+UNIQUE = "unique"
+OTHER_CONSTRAINT = "other"
+
+
+def constraint_error(what: str, kind: str, detail: object) -> IntegrityViolation:
+    """The error for a write (`what`, as in "cannot create meeting 'x'") that broke a constraint
+    of the database; `kind` is FOREIGN_KEY, UNIQUE or OTHER_CONSTRAINT, `detail` the driver's
+    message (shown for OTHER_CONSTRAINT only)."""
+    if kind == FOREIGN_KEY:
+        return ForeignKeyViolation(f"{what}: it refers to a row that does not exist")
+    if kind == UNIQUE:
+        return DuplicateKey(f"{what}: the key exists already")
+    return IntegrityViolation(f"{what}: {detail}")
+
+
+def no_such_meeting(meeting_id: str) -> ForeignKeyViolation:
+    """The error for a participant added to a meeting that does not exist."""
+    return ForeignKeyViolation(
+        f"cannot add a participant to meeting {meeting_id!r}: no such meeting"
+    )
 
 
 # --- schema -----------------------------------------------------------------------------------

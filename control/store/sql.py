@@ -1,28 +1,56 @@
-"""The statements every backend runs, in portable SQL, and the decoding of their rows.
+"""The statements every backend runs, in portable SQL, the decoding of their rows, and
+`SqlStore`: the `Store` protocol's methods written once over them.
 
 Placeholders are qmark style (`?`), as sqlite3 takes them; the PostgreSQL backend rewrites
-them to its driver's style (`%s`), which is safe because no statement here holds a `?` or `%`
-anywhere else. Column lists are spelled out (never `SELECT *`), so the order the decoders
-expect does not depend on how a table was created.
+them to its driver's numbered style (`$1`, `$2`, ...), which is safe because no statement here
+holds a `?` anywhere else. Column lists are spelled out (never `SELECT *`), so the order the
+decoders expect does not depend on how a table was created.
 
-Numbers that the store assigns (usage record ids, routing update numbers) come from
-`COALESCE(MAX(...), 0) + 1` inside the inserting transaction: portable, and gap-free on one
-node. (With several PostgreSQL writers, two transactions may pick the same number; the primary
-key refuses the second, which retries.)
+Numbers that the store assigns (wire ids, usage record ids, routing update numbers) come from
+`COALESCE(MAX(...), 0) + 1` inside the inserting transaction: portable, and gap-free. On one
+SQLite node the write lock (`BEGIN IMMEDIATE`) serialises the writers; with several
+PostgreSQL writers (several nodes, or one node's connection pool) the backend first takes a
+transaction-level advisory lock of that counter, so two transactions never pick the same
+number.
+
+`SqlStore` holds what does not depend on the driver: validating values before any SQL runs,
+choosing and paging the statements, and the row types. A backend subclasses it and supplies a
+few primitives (fetch one, fetch all, and the write transactions); so SQLite and PostgreSQL
+accept, refuse and return exactly the same things.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any, Self, TypeVar
 
 from control.store.base import (
+    DEFAULT_PAGE,
+    MAX_WIRE_ID,
+    SCHEMA_VERSION,
+    STATES,
     MeetingRow,
     ParticipantRow,
     RoutingUpdate,
+    SchemaMismatch,
+    StoreError,
     UsageRecord,
+    check_choice,
+    check_int,
+    check_page,
+    check_routing,
+    check_text,
     decode_features,
+    meeting_changes,
+    new_meeting,
+    new_participant,
+    new_usage,
+    participant_changes,
+    schema_statements,
 )
+
+T = TypeVar("T")
 
 MEETING_COLUMNS = (
     "id, title, mode, suite, password_hash, panelist_password_hash, host_key_digest, "
@@ -97,18 +125,72 @@ def max_wire_id(table: str) -> str:
     return f"SELECT COALESCE(MAX(wire_id), 0) FROM {table}"
 
 
-# schema migrations: version 1 -> 2 adds the wire ids (numbered in insertion order)
+def next_wire_id(table: str, highest: int, counter: int | None) -> tuple[int, str, tuple[Any, ...]]:
+    """The next wire id of `table`, given the highest in the table and its counter (None when
+    the counter has no row yet), and the statement with its parameters that records it in the
+    counter, so it is never handed out again even if the row is deleted."""
+    next_id = max(highest, 0 if counter is None else counter) + 1
+    if next_id > MAX_WIRE_ID:
+        raise StoreError(f"no {table} wire ids left: they are unsigned 32-bit numbers")
+    if counter is None:
+        return next_id, INSERT_WIRE_COUNTER, (table, next_id)
+    return next_id, UPDATE_WIRE_COUNTER, (next_id, table)
 
-MIGRATE_1_TO_2 = tuple(
-    statement
-    for table in WIRE_ID_TABLES
-    for statement in (
-        f"ALTER TABLE {table} ADD COLUMN wire_id BIGINT NOT NULL DEFAULT 0",
-        f"UPDATE {table} SET wire_id = "
-        f"(SELECT COUNT(*) FROM {table} AS t WHERE t.rowid <= {table}.rowid)",
-    )
-)
+
+# schema migrations: version 1 -> 2 adds the wire ids, numbering the existing rows. SQLite
+# numbers them in insertion order (rowid); PostgreSQL has no insertion order, so in the order
+# the rows were created (created_at, joined_at; the id breaks ties).
+
+_CREATED_COLUMN = {"meetings": "created_at", "participants": "joined_at"}
+
+MIGRATE_1_TO_2: dict[str, tuple[str, ...]] = {
+    "sqlite": tuple(
+        statement
+        for table in WIRE_ID_TABLES
+        for statement in (
+            f"ALTER TABLE {table} ADD COLUMN wire_id BIGINT NOT NULL DEFAULT 0",
+            f"UPDATE {table} SET wire_id = "
+            f"(SELECT COUNT(*) FROM {table} AS t WHERE t.rowid <= {table}.rowid)",
+        )
+    ),
+    "postgresql": tuple(
+        statement
+        for table in WIRE_ID_TABLES
+        for statement in (
+            f"ALTER TABLE {table} ADD COLUMN wire_id BIGINT NOT NULL DEFAULT 0",
+            f"UPDATE {table} SET wire_id = n.number FROM (SELECT id, ROW_NUMBER() OVER "
+            f"(ORDER BY {_CREATED_COLUMN[table]}, id) AS number FROM {table}) AS n "
+            f"WHERE {table}.id = n.id",
+        )
+    ),
+}
 UPDATE_SCHEMA_VERSION = "UPDATE schema_version SET version = ?"
+
+
+def opening_statements(dialect: str, version: int | None) -> list[tuple[str, tuple[Any, ...]]]:
+    """What opening a database runs, in one transaction, once it has read the stored schema
+    version (None: no schema yet): the migration from an older version, the schema (idempotent:
+    on an existing database it creates nothing new), and the version of a new database.
+
+    Raises:
+        SchemaMismatch: the database was written by a newer relay.
+    """
+    if version is not None and version > SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"the database has schema version {version}, newer than this relay's "
+            f"({SCHEMA_VERSION}): run a newer relay, or restore a backup"
+        )
+    statements: list[tuple[str, tuple[Any, ...]]] = []
+    if version == 1:
+        # Version 2 added the wire ids: add the columns and number the existing rows (the
+        # schema below then adds the unique indexes).
+        statements += [(statement, ()) for statement in MIGRATE_1_TO_2[dialect]]
+        statements.append((UPDATE_SCHEMA_VERSION, (SCHEMA_VERSION,)))
+    statements += [(statement, ()) for statement in schema_statements(dialect)]
+    if version is None:
+        statements.append((INSERT_SCHEMA_VERSION, (SCHEMA_VERSION,)))
+    return statements
+
 
 # usage records
 
@@ -279,3 +361,287 @@ def usage_params(u: UsageRecord, features_json: str) -> tuple[Any, ...]:
 
 def routing_update(r: Sequence[Any]) -> RoutingUpdate:
     return RoutingUpdate(seq=int(r[0]), created_at=float(r[1]), body=r[2])
+
+
+# --- the Store methods, written once ----------------------------------------------------------
+
+
+class SqlStore(abc.ABC):
+    """The `Store` protocol over the statements above. A backend subclasses it and supplies the
+    primitives (the abstract methods), each of which raises StoreClosed after `close()` and
+    translates its driver's errors into the store's; every value is validated here, before any
+    primitive runs."""
+
+    dialect: str
+
+    # the primitives a backend supplies
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish the calls in flight, then release the database. Idempotent."""
+
+    @abc.abstractmethod
+    async def _fetch_one(
+        self, query: str, params: Sequence[Any], decode: Callable[[Sequence[Any]], T]
+    ) -> T | None:
+        """The first row of a query, decoded; None if there is none."""
+
+    @abc.abstractmethod
+    async def _fetch_all(
+        self, query: str, params: Sequence[Any], decode: Callable[[Sequence[Any]], T]
+    ) -> list[T]:
+        """Every row of a query, decoded."""
+
+    @abc.abstractmethod
+    async def _insert_meeting(self, row: MeetingRow) -> MeetingRow:
+        """Insert the row under the next wire id (`next_wire_id`), in one transaction; the
+        row as stored."""
+
+    @abc.abstractmethod
+    async def _update(
+        self,
+        table: str,
+        allowed: Sequence[str],
+        select: str,
+        decode: Callable[[Sequence[Any]], T],
+        row_id: str,
+        changes: dict[str, object],
+    ) -> T | None:
+        """In one transaction: `update(table, changes, allowed)` (when there are changes), then
+        the row as `select` reads it by id."""
+
+    @abc.abstractmethod
+    async def _delete_meeting(self, meeting_id: str) -> bool:
+        """Delete a meeting's participants and the meeting, in one transaction; False if
+        there is no such meeting."""
+
+    @abc.abstractmethod
+    async def _insert_participant(self, row: ParticipantRow) -> ParticipantRow:
+        """Insert the row under the next wire id, in one transaction (`no_such_meeting` when
+        its meeting does not exist); the row as stored."""
+
+    @abc.abstractmethod
+    async def _append_usage(self, record: UsageRecord, features: str) -> UsageRecord:
+        """Insert the record under the next id (`NEXT_USAGE_ID`), in one transaction."""
+
+    @abc.abstractmethod
+    async def _append_routing(self, body: str, seq: int | None, created_at: float) -> int:
+        """Insert the update under the number `check_routing_seq` gives after the last stored
+        one, in one transaction; that number."""
+
+    @abc.abstractmethod
+    async def _last_routing_seq(self) -> int: ...
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # meetings
+
+    async def create_meeting(
+        self,
+        *,
+        title: str,
+        mode: str,
+        suite: str,
+        password_hash: str,
+        host_key_digest: str,
+        panelist_password_hash: str | None = None,
+        created_at: float | None = None,
+        meeting_id: str | None = None,
+    ) -> MeetingRow:
+        row = new_meeting(
+            title=title,
+            mode=mode,
+            suite=suite,
+            password_hash=password_hash,
+            host_key_digest=host_key_digest,
+            panelist_password_hash=panelist_password_hash,
+            created_at=created_at,
+            meeting_id=meeting_id,
+        )
+        return await self._insert_meeting(row)
+
+    async def get_meeting(self, meeting_id: str) -> MeetingRow | None:
+        return await self._fetch_one(SELECT_MEETING, (meeting_id,), meeting_row)
+
+    async def list_meetings(
+        self, *, limit: int = DEFAULT_PAGE, offset: int = 0, state: str | None = None
+    ) -> list[MeetingRow]:
+        check_int("limit", limit)
+        check_int("offset", offset)
+        params: list[object]
+        if state is None:
+            query, params = LIST_MEETINGS, [limit, offset]
+        else:
+            query = LIST_MEETINGS_IN_STATE
+            params = [check_choice("state", state, STATES), limit, offset]
+        return await self._fetch_all(query, params, meeting_row)
+
+    async def update_meeting(
+        self,
+        meeting_id: str,
+        *,
+        title: str | None = None,
+        locked: bool | None = None,
+        recording: bool | None = None,
+        state: str | None = None,
+        ended_at: float | None = None,
+    ) -> MeetingRow | None:
+        changes = meeting_changes(
+            title=title, locked=locked, recording=recording, state=state, ended_at=ended_at
+        )
+        return await self._update(
+            "meetings", MEETING_UPDATABLE, SELECT_MEETING, meeting_row, meeting_id, changes
+        )
+
+    async def delete_meeting(self, meeting_id: str) -> bool:
+        return await self._delete_meeting(meeting_id)
+
+    # participants
+
+    async def add_participant(
+        self,
+        *,
+        meeting_id: str,
+        name: str,
+        role: str,
+        uplink_sealed: bytes,
+        downlink_sealed: bytes,
+        worker: int,
+        streams: str = "[]",
+        receive_at: str | None = None,
+        joined_at: float | None = None,
+        participant_id: str | None = None,
+    ) -> ParticipantRow:
+        row = new_participant(
+            meeting_id=meeting_id,
+            name=name,
+            role=role,
+            uplink_sealed=uplink_sealed,
+            downlink_sealed=downlink_sealed,
+            worker=worker,
+            streams=streams,
+            receive_at=receive_at,
+            joined_at=joined_at,
+            participant_id=participant_id,
+        )
+        return await self._insert_participant(row)
+
+    async def get_participant(
+        self, participant_id: str, *, meeting_id: str | None = None
+    ) -> ParticipantRow | None:
+        params: tuple[str, ...]
+        if meeting_id is None:
+            query, params = SELECT_PARTICIPANT, (participant_id,)
+        else:
+            query, params = SELECT_PARTICIPANT_OF, (participant_id, meeting_id)
+        return await self._fetch_one(query, params, participant_row)
+
+    async def list_participants(
+        self,
+        meeting_id: str,
+        *,
+        present_only: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ParticipantRow]:
+        check_page(limit, offset)
+        query, params = list_participants(meeting_id, present_only, limit, offset)
+        return await self._fetch_all(query, params, participant_row)
+
+    async def update_participant(
+        self,
+        participant_id: str,
+        *,
+        muted: bool | None = None,
+        expelled: bool | None = None,
+        role: str | None = None,
+        uplink_sealed: bytes | None = None,
+        downlink_sealed: bytes | None = None,
+        left_at: float | None = None,
+    ) -> ParticipantRow | None:
+        changes = participant_changes(
+            muted=muted,
+            expelled=expelled,
+            role=role,
+            uplink_sealed=uplink_sealed,
+            downlink_sealed=downlink_sealed,
+            left_at=left_at,
+        )
+        return await self._update(
+            "participants",
+            PARTICIPANT_UPDATABLE,
+            SELECT_PARTICIPANT,
+            participant_row,
+            participant_id,
+            changes,
+        )
+
+    # usage records
+
+    async def append_usage(
+        self,
+        *,
+        meeting_id: str,
+        started_at: float,
+        ended_at: float,
+        total_participants: int,
+        peak_participants: int,
+        participant_minutes: float,
+        features: Sequence[str] = (),
+        packets_in: int = 0,
+        packets_out: int = 0,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+        duration_s: float | None = None,
+    ) -> UsageRecord:
+        record, features_json = new_usage(
+            meeting_id=meeting_id,
+            started_at=started_at,
+            ended_at=ended_at,
+            total_participants=total_participants,
+            peak_participants=peak_participants,
+            participant_minutes=participant_minutes,
+            features=features,
+            packets_in=packets_in,
+            packets_out=packets_out,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            duration_s=duration_s,
+        )
+        return await self._append_usage(record, features_json)
+
+    async def list_usage(
+        self, *, meeting_id: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[UsageRecord]:
+        check_page(limit, offset)
+        if meeting_id is not None:
+            check_text("meeting id", meeting_id)
+        query, params = list_usage(meeting_id, limit, offset)
+        return await self._fetch_all(query, params, usage_record)
+
+    # routing log
+
+    async def append_routing_update(
+        self, body: str, *, seq: int | None = None, created_at: float | None = None
+    ) -> int:
+        body, seq, when = check_routing(body, seq, created_at)
+        return await self._append_routing(body, seq, when)
+
+    async def routing_updates_after(
+        self, seq: int, *, limit: int | None = None
+    ) -> list[RoutingUpdate]:
+        check_int("seq", seq)
+        check_page(limit, 0)
+        query, params = routing_after(seq, limit)
+        return await self._fetch_all(query, params, routing_update)
+
+    async def last_routing_seq(self) -> int:
+        return await self._last_routing_seq()

@@ -17,6 +17,9 @@ Durability: every write is one transaction (`BEGIN IMMEDIATE` .. `COMMIT`), with
 crash can lose the last transactions before a checkpoint, never corrupt the file.
 `foreign_keys=ON` makes SQLite enforce the schema's REFERENCES, and `busy_timeout` lets a
 second process (a CLI reading the same file) wait for a write lock instead of failing at once.
+
+The public methods (validation, statements, paging) are `control.store.sql.SqlStore`'s, shared
+with the PostgreSQL backend; this module supplies the primitives they run on the thread.
 """
 
 from __future__ import annotations
@@ -35,31 +38,19 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from control.store import sql
 from control.store.base import (
-    DEFAULT_PAGE,
-    MAX_WIRE_ID,
-    SCHEMA_VERSION,
-    STATES,
-    DuplicateKey,
+    FOREIGN_KEY,
+    OTHER_CONSTRAINT,
+    UNIQUE,
     ForeignKeyViolation,
     IntegrityViolation,
     MeetingRow,
     ParticipantRow,
-    RoutingUpdate,
-    SchemaMismatch,
     StoreClosed,
     StoreError,
     UsageRecord,
-    check_choice,
-    check_int,
-    check_page,
-    check_routing,
-    check_text,
-    meeting_changes,
-    new_meeting,
-    new_participant,
-    new_usage,
-    participant_changes,
-    schema_statements,
+    check_routing_seq,
+    constraint_error,
+    no_such_meeting,
 )
 
 __all__ = ["FILE_MODE", "SqliteStore"]
@@ -144,31 +135,17 @@ def _create_schema(conn: sqlite3.Connection) -> None:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
         ).fetchone()
         version = conn.execute(sql.SELECT_SCHEMA_VERSION).fetchone()[0] if exists else None
-        if version is not None and version > SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"the database has schema version {version}, newer than this relay's "
-                f"({SCHEMA_VERSION}): run a newer relay, or restore a backup"
-            )
-        if version == 1:
-            # Version 2 added the wire ids: add the columns and number the existing rows in
-            # the order they were inserted (the schema below then adds the unique indexes).
-            for statement in sql.MIGRATE_1_TO_2:
-                conn.execute(statement)
-            conn.execute(sql.UPDATE_SCHEMA_VERSION, (SCHEMA_VERSION,))
-        # Idempotent: on an existing database this creates nothing new.
-        for statement in schema_statements("sqlite"):
-            conn.execute(statement)
-        if version is None:
-            conn.execute(sql.INSERT_SCHEMA_VERSION, (SCHEMA_VERSION,))
+        for statement, params in sql.opening_statements("sqlite", version):
+            conn.execute(statement, params)
 
 
 def _integrity(exc: sqlite3.IntegrityError, what: str) -> IntegrityViolation:
     name = getattr(exc, "sqlite_errorname", "")
     if name == "SQLITE_CONSTRAINT_FOREIGNKEY":
-        return ForeignKeyViolation(f"{what}: it refers to a row that does not exist")
+        return constraint_error(what, FOREIGN_KEY, exc)
     if name in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"):
-        return DuplicateKey(f"{what}: the key exists already")
-    return IntegrityViolation(f"{what}: {exc}")
+        return constraint_error(what, UNIQUE, exc)
+    return constraint_error(what, OTHER_CONSTRAINT, exc)
 
 
 def _next_wire_id(conn: sqlite3.Connection, table: str) -> int:
@@ -176,13 +153,10 @@ def _next_wire_id(conn: sqlite3.Connection, table: str) -> int:
     then holds it, so the id is never handed out again even if the row is deleted."""
     counter = conn.execute(sql.SELECT_WIRE_COUNTER, (table,)).fetchone()
     highest = int(conn.execute(sql.max_wire_id(table)).fetchone()[0])
-    next_id = max(highest, 0 if counter is None else int(counter[0])) + 1
-    if next_id > MAX_WIRE_ID:
-        raise StoreError(f"no {table} wire ids left: they are unsigned 32-bit numbers")
-    if counter is None:
-        conn.execute(sql.INSERT_WIRE_COUNTER, (table, next_id))
-    else:
-        conn.execute(sql.UPDATE_WIRE_COUNTER, (next_id, table))
+    next_id, statement, params = sql.next_wire_id(
+        table, highest, None if counter is None else int(counter[0])
+    )
+    conn.execute(statement, params)
     return next_id
 
 
@@ -248,9 +222,7 @@ def _insert_participant(conn: sqlite3.Connection, row: ParticipantRow) -> Partic
         except sqlite3.IntegrityError as exc:
             error = _integrity(exc, f"cannot add participant {row.id!r}")
             if isinstance(error, ForeignKeyViolation):
-                error = ForeignKeyViolation(
-                    f"cannot add a participant to meeting {row.meeting_id!r}: no such meeting"
-                )
+                error = no_such_meeting(row.meeting_id)
             raise error from exc
     return stored
 
@@ -267,14 +239,7 @@ def _append_usage(conn: sqlite3.Connection, record: UsageRecord, features: str) 
 
 def _append_routing(conn: sqlite3.Connection, body: str, seq: int | None, created_at: float) -> int:
     with _transaction(conn):
-        last = int(conn.execute(sql.LAST_ROUTING_SEQ).fetchone()[0])
-        if seq is None:
-            seq = last + 1
-        elif seq <= last:
-            raise DuplicateKey(
-                f"routing update {seq} is not after the last stored one ({last}): "
-                "numbers only go up"
-            )
+        seq = check_routing_seq(seq, int(conn.execute(sql.LAST_ROUTING_SEQ).fetchone()[0]))
         conn.execute(sql.INSERT_ROUTING, (seq, created_at, body))
     return seq
 
@@ -302,7 +267,7 @@ def _translated(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
 # --- the store --------------------------------------------------------------------------------
 
 
-class SqliteStore:
+class SqliteStore(sql.SqlStore):
     """The `Store` protocol on one SQLite file. Make one with `await SqliteStore.open(path)`;
     it is also an async context manager that closes itself."""
 
@@ -333,12 +298,6 @@ class SqliteStore:
             raise
         return cls(db_path, conn, executor)
 
-    async def __aenter__(self) -> SqliteStore:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     @property
     def closed(self) -> bool:
         return self._closed
@@ -356,215 +315,45 @@ class SqliteStore:
         job = functools.partial(_translated, fn, self._conn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, job)
 
-    # meetings
+    # the primitives of sql.SqlStore, each one job on the store's thread
 
-    async def create_meeting(
-        self,
-        *,
-        title: str,
-        mode: str,
-        suite: str,
-        password_hash: str,
-        host_key_digest: str,
-        panelist_password_hash: str | None = None,
-        created_at: float | None = None,
-        meeting_id: str | None = None,
-    ) -> MeetingRow:
-        row = new_meeting(
-            title=title,
-            mode=mode,
-            suite=suite,
-            password_hash=password_hash,
-            host_key_digest=host_key_digest,
-            panelist_password_hash=panelist_password_hash,
-            created_at=created_at,
-            meeting_id=meeting_id,
-        )
+    async def _fetch_one(
+        self, query: str, params: Sequence[Any], decode: Callable[[Sequence[Any]], T]
+    ) -> T | None:
+        return await self._call(_fetch_one, query, params, decode)
+
+    async def _fetch_all(
+        self, query: str, params: Sequence[Any], decode: Callable[[Sequence[Any]], T]
+    ) -> list[T]:
+        return await self._call(_fetch_all, query, params, decode)
+
+    async def _insert_meeting(self, row: MeetingRow) -> MeetingRow:
         return await self._call(_insert_meeting, row)
 
-    async def get_meeting(self, meeting_id: str) -> MeetingRow | None:
-        return await self._call(_fetch_one, sql.SELECT_MEETING, (meeting_id,), sql.meeting_row)
-
-    async def list_meetings(
-        self, *, limit: int = DEFAULT_PAGE, offset: int = 0, state: str | None = None
-    ) -> list[MeetingRow]:
-        check_int("limit", limit)
-        check_int("offset", offset)
-        params: list[object]
-        if state is None:
-            query, params = sql.LIST_MEETINGS, [limit, offset]
-        else:
-            query = sql.LIST_MEETINGS_IN_STATE
-            params = [check_choice("state", state, STATES), limit, offset]
-        return await self._call(_fetch_all, query, params, sql.meeting_row)
-
-    async def update_meeting(
+    async def _update(
         self,
-        meeting_id: str,
-        *,
-        title: str | None = None,
-        locked: bool | None = None,
-        recording: bool | None = None,
-        state: str | None = None,
-        ended_at: float | None = None,
-    ) -> MeetingRow | None:
-        changes = meeting_changes(
-            title=title, locked=locked, recording=recording, state=state, ended_at=ended_at
-        )
-        return await self._call(
-            _update,
-            "meetings",
-            sql.MEETING_UPDATABLE,
-            sql.SELECT_MEETING,
-            sql.meeting_row,
-            meeting_id,
-            changes,
-        )
+        table: str,
+        allowed: Sequence[str],
+        select: str,
+        decode: Callable[[Sequence[Any]], T],
+        row_id: str,
+        changes: dict[str, object],
+    ) -> T | None:
+        return await self._call(_update, table, allowed, select, decode, row_id, changes)
 
-    async def delete_meeting(self, meeting_id: str) -> bool:
+    async def _delete_meeting(self, meeting_id: str) -> bool:
         return await self._call(_delete_meeting, meeting_id)
 
-    # participants
-
-    async def add_participant(
-        self,
-        *,
-        meeting_id: str,
-        name: str,
-        role: str,
-        uplink_sealed: bytes,
-        downlink_sealed: bytes,
-        worker: int,
-        streams: str = "[]",
-        receive_at: str | None = None,
-        joined_at: float | None = None,
-        participant_id: str | None = None,
-    ) -> ParticipantRow:
-        row = new_participant(
-            meeting_id=meeting_id,
-            name=name,
-            role=role,
-            uplink_sealed=uplink_sealed,
-            downlink_sealed=downlink_sealed,
-            worker=worker,
-            streams=streams,
-            receive_at=receive_at,
-            joined_at=joined_at,
-            participant_id=participant_id,
-        )
+    async def _insert_participant(self, row: ParticipantRow) -> ParticipantRow:
         return await self._call(_insert_participant, row)
 
-    async def get_participant(
-        self, participant_id: str, *, meeting_id: str | None = None
-    ) -> ParticipantRow | None:
-        params: tuple[str, ...]
-        if meeting_id is None:
-            query, params = sql.SELECT_PARTICIPANT, (participant_id,)
-        else:
-            query, params = sql.SELECT_PARTICIPANT_OF, (participant_id, meeting_id)
-        return await self._call(_fetch_one, query, params, sql.participant_row)
+    async def _append_usage(self, record: UsageRecord, features: str) -> UsageRecord:
+        return await self._call(_append_usage, record, features)
 
-    async def list_participants(
-        self,
-        meeting_id: str,
-        *,
-        present_only: bool = False,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[ParticipantRow]:
-        check_page(limit, offset)
-        query, params = sql.list_participants(meeting_id, present_only, limit, offset)
-        return await self._call(_fetch_all, query, params, sql.participant_row)
+    async def _append_routing(self, body: str, seq: int | None, created_at: float) -> int:
+        return await self._call(_append_routing, body, seq, created_at)
 
-    async def update_participant(
-        self,
-        participant_id: str,
-        *,
-        muted: bool | None = None,
-        expelled: bool | None = None,
-        role: str | None = None,
-        uplink_sealed: bytes | None = None,
-        downlink_sealed: bytes | None = None,
-        left_at: float | None = None,
-    ) -> ParticipantRow | None:
-        changes = participant_changes(
-            muted=muted,
-            expelled=expelled,
-            role=role,
-            uplink_sealed=uplink_sealed,
-            downlink_sealed=downlink_sealed,
-            left_at=left_at,
-        )
-        return await self._call(
-            _update,
-            "participants",
-            sql.PARTICIPANT_UPDATABLE,
-            sql.SELECT_PARTICIPANT,
-            sql.participant_row,
-            participant_id,
-            changes,
-        )
-
-    # usage records
-
-    async def append_usage(
-        self,
-        *,
-        meeting_id: str,
-        started_at: float,
-        ended_at: float,
-        total_participants: int,
-        peak_participants: int,
-        participant_minutes: float,
-        features: Sequence[str] = (),
-        packets_in: int = 0,
-        packets_out: int = 0,
-        bytes_in: int = 0,
-        bytes_out: int = 0,
-        duration_s: float | None = None,
-    ) -> UsageRecord:
-        record, features_json = new_usage(
-            meeting_id=meeting_id,
-            started_at=started_at,
-            ended_at=ended_at,
-            total_participants=total_participants,
-            peak_participants=peak_participants,
-            participant_minutes=participant_minutes,
-            features=features,
-            packets_in=packets_in,
-            packets_out=packets_out,
-            bytes_in=bytes_in,
-            bytes_out=bytes_out,
-            duration_s=duration_s,
-        )
-        return await self._call(_append_usage, record, features_json)
-
-    async def list_usage(
-        self, *, meeting_id: str | None = None, limit: int | None = None, offset: int = 0
-    ) -> list[UsageRecord]:
-        check_page(limit, offset)
-        if meeting_id is not None:
-            check_text("meeting id", meeting_id)
-        query, params = sql.list_usage(meeting_id, limit, offset)
-        return await self._call(_fetch_all, query, params, sql.usage_record)
-
-    # routing log
-
-    async def append_routing_update(
-        self, body: str, *, seq: int | None = None, created_at: float | None = None
-    ) -> int:
-        body, seq, when = check_routing(body, seq, created_at)
-        return await self._call(_append_routing, body, seq, when)
-
-    async def routing_updates_after(
-        self, seq: int, *, limit: int | None = None
-    ) -> list[RoutingUpdate]:
-        check_int("seq", seq)
-        check_page(limit, 0)
-        query, params = sql.routing_after(seq, limit)
-        return await self._call(_fetch_all, query, params, sql.routing_update)
-
-    async def last_routing_seq(self) -> int:
+    async def _last_routing_seq(self) -> int:
         return await self._call(_last_routing_seq)
 
     async def close(self) -> None:
