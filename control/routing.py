@@ -8,6 +8,7 @@ RoutingServer binds the sockets and answers snapshot requests.
 
 Wire frames:
     update (PUB):              [b"<seq>", b"1", json]
+    heartbeat (PUB):           [b"<seq of the last update>", b"1", {"kind": "heartbeat"}]
     snapshot request (DEALER): [b"", b"snapshot"]
     snapshot reply (ROUTER):   [identity, b"", b"<seq>", b"1", json of a wire.Snapshot]
 
@@ -29,6 +30,8 @@ import zmq.asyncio
 from relay import wire
 
 log = logging.getLogger("control.routing")
+
+HEARTBEAT_S = 0.2  # seconds: how soon a worker notices updates it missed
 
 
 class RoutingState:
@@ -126,9 +129,21 @@ class RoutingServer:
         self.router: zmq.asyncio.Socket = self.context.socket(zmq.ROUTER)
         self.router.bind(snapshot_endpoint)
         self._serving: asyncio.Task[None] | None = None
+        self._beating: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._serving = asyncio.get_running_loop().create_task(self._serve_snapshots())
+        loop = asyncio.get_running_loop()
+        self._serving = loop.create_task(self._serve_snapshots())
+        self._beating = loop.create_task(self._heartbeats())
+
+    async def _heartbeats(self) -> None:
+        """The last update's number, every HEARTBEAT_S: how a worker that missed updates
+        (whose subscription was not yet connected when they went out) finds out."""
+        frames = wire.encode(wire.Heartbeat())[1:]
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            async with self._publishing:
+                await self.pub.send_multipart([str(self.state.seq).encode(), *frames])
 
     async def publish(self, update: wire.Update) -> int:
         async with self._publishing:
@@ -148,9 +163,10 @@ class RoutingServer:
             await self.router.send_multipart([frames[0], b"", str(self.state.seq).encode(), *reply])
 
     async def close(self) -> None:
-        if self._serving is not None:
-            self._serving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._serving
+        for task in (self._serving, self._beating):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.pub.close(0)
         self.router.close(0)

@@ -40,11 +40,12 @@ class RouteReplica:
         self.seq = snapshot.seq
         self.needs_snapshot = False
 
-    def apply(self, seq: int, update: wire.Update) -> bool:
-        """Apply update number seq. False (and needs_snapshot) if updates were missed."""
+    def apply(self, seq: int, update: wire.Update | wire.Heartbeat) -> bool:
+        """Apply update number seq. False (and needs_snapshot) if updates were missed. A
+        heartbeat carries the number of the last update: past ours, we missed some."""
         if self.needs_snapshot or seq <= self.seq:
             return not self.needs_snapshot  # old news (already in the snapshot)
-        if seq != self.seq + 1:
+        if isinstance(update, wire.Heartbeat) or seq != self.seq + 1:
             self.needs_snapshot = True
             return False
         self._apply(update)

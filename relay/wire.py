@@ -114,6 +114,16 @@ class ParticipantMuted:
 
 
 @dataclass(frozen=True)
+class Heartbeat:
+    """Sent on the update stream when nothing else is, numbered with the last update's number:
+    a subscriber that is behind it missed updates (ZeroMQ PUB drops what it sends before a
+    subscriber has (re)connected, say after the control plane restarted) and asks for a
+    snapshot. Not an update: it changes nothing and takes no number of its own."""
+
+    kind: ClassVar[str] = "heartbeat"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The whole routing state at update number `seq`."""
 
@@ -134,7 +144,7 @@ Update = (
     | ParticipantEjected
     | ParticipantMuted
 )
-Message = Update | Snapshot
+Message = Update | Snapshot | Heartbeat
 
 _KINDS: dict[str, type[Any]] = {
     cls.kind: cls
@@ -146,6 +156,7 @@ _KINDS: dict[str, type[Any]] = {
         ParticipantEjected,
         ParticipantMuted,
         Snapshot,
+        Heartbeat,
     )
 }
 

@@ -157,8 +157,10 @@ class Worker:
             try:
                 if isinstance(message, wire.Snapshot):
                     self.replica.apply_snapshot(message)
-                elif not self.replica.apply(seq, message):
-                    log.warning("missed routing updates before %d; waiting for a snapshot", seq)
+                else:
+                    behind = not self.replica.needs_snapshot
+                    if not self.replica.apply(seq, message) and behind:
+                        log.warning("missed routing updates up to %d; asking for a snapshot", seq)
             except (KeyError, ValueError, MemoryError) as exc:
                 # The table refused it (an unknown participant, a bad key): this worker and
                 # the control plane disagree, so only a new snapshot can set it right.

@@ -25,6 +25,8 @@ import httpx
 import pytest
 
 from relay.srtp import Session, SrtpError
+from tests.pg_server import PostgresServer
+from tests.pg_server import postgres_server as postgres_server  # the fixture
 
 SUITE = "AES_CM_128_HMAC_SHA1_80"
 
@@ -221,6 +223,19 @@ def settle(people: list[Participant], seconds: float = 0.3) -> None:
         time.sleep(0.01)
 
 
+def await_media(sender: Participant, receiver: Participant, limit: float = 2.0) -> float:
+    """Send until `receiver` gets a packet; how long that took. Right after the control plane
+    restarted, a worker may have missed the newcomer's update (its subscription was not yet
+    reconnected); the next heartbeat (0.2 s) tells it, and it takes a snapshot."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        sender.send(b"probe")
+        settle([receiver], 0.02)
+        if receiver.received:
+            return time.monotonic() - started
+    raise AssertionError(f"no media reached the newcomer within {limit} s")
+
+
 # --- tests ------------------------------------------------------------------------------------
 
 
@@ -340,9 +355,10 @@ def test_media_flows_while_the_control_plane_is_killed_and_nothing_is_lost(serve
         # The restarted control plane drives the workers: a newcomer receives, and an expel
         # reaches the fast path.
         late = join(api, meeting, "late", None)
-        late.hello()
-        settle([late, listener], 0.2)
+        await_media(presenter, late)
+        settle([listener, late], 0.2)
         listener.received.clear()
+        late.received.clear()
         for n in range(10):
             presenter.send(b"after %d" % n)
         settle([late, listener])
@@ -436,3 +452,44 @@ def test_start_up_failures_are_clear(tmp_path: Path) -> None:
         assert done.returncode == 2 and "workers (--workers) must be 1..256" in done.stderr
     finally:
         stop_serve(running)
+
+
+def test_serve_on_postgresql_keeps_everything_across_a_control_plane_crash(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    url = postgres_server.new_database("relay_serve")
+    serve = start_serve(tmp_path / "data", 1, "--db", url)
+    try:
+        assert "store: 127.0.0.1" in serve.output() and url not in serve.output()
+        with serve.api() as api:
+            r = api.post("/v1/meetings", json={"title": "on postgres", "password": "pw"})
+            meeting = r.json()["id"]
+            sender = join(api, meeting, "sender", 0x3000)
+            listener = join(api, meeting, "listener", None)
+            old_pid = serve.control_pid()
+            os.kill(old_pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if api.get("/healthz", timeout=0.2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+            assert serve.control_pid() != old_pid
+            ids = {p["id"] for p in api.get(f"/v1/meetings/{meeting}/participants").json()}
+            assert ids == {sender.id, listener.id}
+            # The routing numbering continued from the journal in PostgreSQL: a newcomer's
+            # update reaches the worker, which forwards to it.
+            late = join(api, meeting, "late", None)
+            await_media(sender, late)
+            settle([listener, late], 0.2)
+            listener.received.clear()
+            late.received.clear()
+            for n in range(10):
+                sender.send(b"pg %d" % n)
+            settle([late, listener])
+            assert (len(late.received), len(listener.received)) == (10, 10), serve.output()
+            for p in (sender, listener, late):
+                p.close()
+    finally:
+        assert stop_serve(serve) == 0
