@@ -333,3 +333,23 @@ def test_bad_policy_is_refused() -> None:
         FailureThrottle(base_lockout=10.0, max_lockout=5.0)
     with pytest.raises(ValueError):
         FailureThrottle(max_entries=0)
+
+
+def test_verified_passwords_remember_only_what_matched_and_stay_bounded() -> None:
+    cache = auth.VerifiedPasswords(max_entries=2)
+    assert not cache.matches("m1", "hash1", "pw")
+    cache.add("m1", "hash1", "pw")
+    assert cache.matches("m1", "hash1", "pw")
+    assert not cache.matches("m1", "hash1", "pw ")  # another password: full check needed
+    assert not cache.matches("m1", "hash2", "pw")  # the stored hash changed
+    assert not cache.matches("m2", "hash1", "pw")  # another meeting
+    assert "pw" not in repr(cache)
+    cache.add("m2", "hash2", "x")
+    cache.matches("m1", "hash1", "pw")  # m1 is now the most recently used
+    cache.add("m3", "hash3", "y")
+    assert len(cache) == 2
+    assert cache.matches("m1", "hash1", "pw") and not cache.matches("m2", "hash2", "x")
+    # Two caches (two processes) do not share their key: the tags differ.
+    other = auth.VerifiedPasswords()
+    other.add("m1", "hash1", "pw")
+    assert other._tags[("m1", "hash1")] != cache._tags[("m1", "hash1")]

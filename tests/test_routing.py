@@ -213,3 +213,23 @@ def test_a_gap_in_the_numbers_makes_the_worker_ask_again(tmp_path: Path) -> None
             await server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_heartbeat_past_the_last_update_asks_for_a_snapshot() -> None:
+    from relay.routes import RouteReplica
+
+    class Table:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def open_meeting(self, meeting: int, mode: str) -> None:
+            self.calls.append(f"open {meeting}")
+
+    replica = RouteReplica(Table())
+    replica.apply_snapshot(wire.Snapshot(5))
+    assert replica.apply(5, wire.Heartbeat()) and not replica.needs_snapshot
+    assert replica.apply(6, wire.MeetingOpened(1)) and replica.seq == 6
+    assert replica.apply(6, wire.Heartbeat()) and replica.seq == 6
+    assert not replica.apply(8, wire.Heartbeat())  # update 7 never arrived
+    assert replica.needs_snapshot and replica.seq == 6
+    assert wire.decode(wire.encode(wire.Heartbeat())) == wire.Heartbeat()
