@@ -54,6 +54,7 @@ __all__ = ["MAX_BODY", "create_app"]
 log = logging.getLogger("control.api")
 
 MAX_BODY = 64 * 1024  # bytes: the largest body any call takes is a few KiB
+MAX_OFFSET = 1 << 31  # paging further than this is a mistake, not a page
 PASSWORD_MAX = 256
 Suite = Literal[
     "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM", "AEAD_AES_256_GCM"
@@ -316,7 +317,11 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Any:
-        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+        if exc.status_code == 400:
+            # FastAPI's body reader could not parse the body (JSON nested past Python's
+            # recursion limit, say): an invalid body like any other.
+            return _error(422, "invalid", "the body could not be parsed as JSON")
+        codes = {404: "not_found", 405: "method_not_allowed"}
         messages = {404: "no such endpoint", 405: "this endpoint does not take that method"}
         message = messages.get(exc.status_code, str(exc.detail))
         return _error(exc.status_code, codes.get(exc.status_code, "error"), message)
@@ -374,7 +379,7 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
         plane: Plane,
         state: Literal["open", "ended"] | None = None,
         limit: Annotated[int, Query(ge=0, le=1000)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> list[dict[str, Any]]:
         rows = await plane.service.list_meetings(limit=limit, offset=offset, state=state)
         return [meeting_json(m) for m in rows]
@@ -433,7 +438,11 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
 
     @app.get("/v1/meetings/{meeting_id}/participants", dependencies=[Depends(host_or_operator)])
     async def list_participants(meeting_id: str, plane: Plane) -> list[dict[str, Any]]:
-        return await plane.service.list_participants(meeting_id)
+        people = await plane.service.list_participants(meeting_id)
+        wire_ids = {p.id: p.wire_id for p in await plane.store.list_participants(meeting_id)}
+        for person in people:
+            person["media"] = plane.media_of(wire_ids.get(person["id"], 0))
+        return people
 
     @app.patch(
         "/v1/meetings/{meeting_id}/participants/{participant_id}",

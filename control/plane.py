@@ -124,7 +124,7 @@ class ControlPlane:
                 message = json.loads(body)
                 if not isinstance(message, dict):
                     raise ValueError("not an object")
-                self.stats.receive(message, time.monotonic())
+                self.stats.receive(message, time.monotonic(), self.clock())
             except ValueError as exc:
                 self.bad_stats += 1
                 log.debug("ignored a worker report: %s", exc)
@@ -145,6 +145,18 @@ class ControlPlane:
     def workers_reporting(self) -> int:
         now = time.monotonic()
         return sum(1 for w in self.stats.workers.values() if now - w.last_seen < STATS_STALE_S)
+
+    def media_of(self, wire_id: int) -> dict[str, Any]:
+        """What the workers last reported of one participant: its address known since when,
+        packets and bytes each way."""
+        pin, bin_, pout, bout = self.stats.participant(str(wire_id))
+        return {
+            "address_known_at": self.stats.latched_at.get(str(wire_id)),
+            "packets_in": pin,
+            "bytes_in": bin_,
+            "packets_out": pout,
+            "bytes_out": bout,
+        }
 
     def meeting_totals(self, wire_ids: list[int]) -> dict[str, int]:
         """Packets and bytes of a meeting's participants, as the workers last reported them."""

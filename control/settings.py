@@ -118,7 +118,13 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
         host, port = _api(value, where)
         return {"api_host": host, "api_port": port}
     if name in ("media_host", "public_host"):
-        return {name: _host(value, where, name)}
+        host = _host(value, where, name)
+        if name == "public_host" and ipaddress.ip_address(host).is_unspecified:
+            raise SettingsError(
+                f"public_host ({where}) is {host}: it must be the address participants send "
+                "to, not a wildcard"
+            )
+        return {name: host}
     if name == "media_port":
         return {name: _port(value, where, name)}
     if name == "workers":
@@ -145,6 +151,10 @@ def _from_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}); TOML files must be"
+        ) from None
     fields: dict[str, Any] = {}
     for key, value in table.items():
         name = key.replace("-", "_")

@@ -38,15 +38,23 @@ class WorkerTotals:
 class StatsAggregator:
     def __init__(self) -> None:
         self.workers: dict[int, WorkerTotals] = {}
+        # participant (wire id) -> when its address became known (`wall` time of the report)
+        self.latched_at: dict[str, float] = {}
 
-    def receive(self, message: dict[str, Any], now: float) -> None:
-        """Take one worker's report. Malformed reports raise ValueError (and change nothing)."""
+    def receive(self, message: dict[str, Any], now: float, wall: float | None = None) -> None:
+        """Take one worker's report, with its events (participants whose address became
+        known, stamped with `wall`). Malformed reports raise ValueError (and change nothing)."""
         try:
             index = int(message["worker"])
             flat = _flatten(message["counters"])
             people = {
                 str(k): [int(x) for x in v] for k, v in message.get("participants", {}).items()
             }
+            latched = [
+                str(int(e["participant"]))
+                for e in message.get("events", [])
+                if e.get("kind") == "latched"
+            ]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad worker stats: {exc}") from None
         worker = self.workers.setdefault(index, WorkerTotals())
@@ -58,9 +66,13 @@ class StatsAggregator:
                 kept = worker.participants_base.setdefault(pid, [0, 0, 0, 0])
                 worker.participants_base[pid] = [a + b for a, b in zip(kept, values, strict=True)]
             worker.restarts += 1
+        for gone in worker.participants.keys() - people.keys():
+            self.latched_at.pop(gone, None)  # it left this worker's table
         worker.current = flat
         worker.participants = people
         worker.last_seen = now
+        for pid in latched:
+            self.latched_at.setdefault(pid, now if wall is None else wall)
 
     def total(self, name: str) -> int:
         return sum(w.total(name) for w in self.workers.values())

@@ -85,6 +85,7 @@ class Worker:
         if config.table is not None:
             self.replica.apply_snapshot(wire.load_snapshot(config.table))
         self.snapshot_due = 0.0  # when to ask for a snapshot again, if one is needed
+        self.latched: set[int] = set()  # participants reported with a known address
         if config.control:
             # Subscribe before asking for the snapshot, so no update falls in between: the
             # replica skips those the snapshot already holds (the clone pattern).
@@ -200,16 +201,29 @@ class Worker:
     def _push_stats(self, now: float) -> None:
         if self.stats is None:
             return
+        people = self.table.participant_counters()
         body = {
             "worker": self.config.index,
             "time": now,
             "counters": self.table.counters(),
-            "participants": {str(k): v for k, v in self.table.participant_counters().items()},
+            "participants": {str(k): v for k, v in people.items()},
+            "events": self._latch_events(people),
         }
         try:
             self.stats.send(json.dumps(body).encode(), zmq.NOBLOCK)
         except zmq.Again:
             pass  # nobody is reading: the next second's totals replace these
+
+    def _latch_events(self, people: dict[int, Any]) -> list[dict[str, Any]]:
+        """Participants whose address became known since the last report (the first packet
+        that authenticated, or receive_at). Ids only: addresses are personal data."""
+        self.latched &= people.keys()  # forget those who left
+        events = []
+        for pid in people.keys() - self.latched:
+            if self.table.address_of(pid) is not None:
+                self.latched.add(pid)
+                events.append({"kind": "latched", "participant": pid})
+        return events
 
     def close(self) -> None:
         for sock in self.sockets:

@@ -1,0 +1,457 @@
+"""`relay serve`'s settings (control/settings.py) and its secrets (control/credentials.py):
+precedence flag > environment > TOML file > default, every setting from every source, refusals
+that name the setting and where it came from, and secret files that nobody else may read."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control import credentials
+from control.settings import DEFAULT_DATA_DIR, Settings, SettingsError, resolve
+
+ALL_SETTINGS = ("data_dir", "api", "media_host", "media_port", "public_host", "workers", "db")
+
+
+def toml_file(tmp_path: Path, text: str, name: str = "relay.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# --- sources and precedence -------------------------------------------------------------------
+
+
+def test_defaults_with_no_source() -> None:
+    settings = resolve({}, environ={})
+    assert settings == Settings()
+    assert settings.data_dir == DEFAULT_DATA_DIR
+    assert (settings.api_host, settings.api_port) == ("127.0.0.1", 8080)
+    assert (settings.media_host, settings.media_port) == ("127.0.0.1", 40000)
+    assert settings.public_host is None and settings.advertised_host == "127.0.0.1"
+    assert settings.workers >= 1 and settings.db == ""
+
+
+def test_flags_that_are_not_settings_and_unset_flags_are_ignored() -> None:
+    flags: dict[str, Any] = {name: None for name in ALL_SETTINGS}
+    flags.update(config=None, command="serve", func=print)
+    assert resolve(flags, environ={}) == Settings()
+
+
+def _expected(tmp_path: Path, tag: str, port: int) -> Settings:
+    return Settings(
+        data_dir=tmp_path / tag,
+        api_host="10.0.0.1",
+        api_port=port,
+        media_host="10.0.0.2",
+        media_port=port + 100,
+        public_host="203.0.113.9",
+        workers=3,
+        db=f"postgresql://relay@db/{tag}",
+    )
+
+
+def test_every_setting_from_a_flag(tmp_path: Path) -> None:
+    flags = {
+        "data_dir": str(tmp_path / "flag"),
+        "api": "10.0.0.1:9001",
+        "media_host": "10.0.0.2",
+        "media_port": "9101",
+        "public_host": "203.0.113.9",
+        "workers": "3",
+        "db": "postgresql://relay@db/flag",
+    }
+    assert resolve(flags, environ={}) == _expected(tmp_path, "flag", 9001)
+
+
+def test_every_setting_from_the_environment(tmp_path: Path) -> None:
+    environ = {
+        "RELAY_DATA_DIR": str(tmp_path / "env"),
+        "RELAY_API": "10.0.0.1:9002",
+        "RELAY_MEDIA_HOST": "10.0.0.2",
+        "RELAY_MEDIA_PORT": "9102",
+        "RELAY_PUBLIC_HOST": "203.0.113.9",
+        "RELAY_WORKERS": "3",
+        "RELAY_DB": "postgresql://relay@db/env",
+    }
+    assert resolve({}, environ=environ) == _expected(tmp_path, "env", 9002)
+
+
+def test_every_setting_from_the_toml_file(tmp_path: Path) -> None:
+    config = toml_file(
+        tmp_path,
+        f"""
+        # the settings' names as keys
+        data_dir = "{tmp_path / "file"}"
+        api = "10.0.0.1:9003"
+        media_host = "10.0.0.2"
+        media_port = 9103
+        public_host = "203.0.113.9"
+        workers = 3
+        db = "postgresql://relay@db/file"
+        """,
+    )
+    expected = _expected(tmp_path, "file", 9003)
+    assert resolve({"config": str(config)}, environ={}) == expected
+    assert resolve({}, environ={"RELAY_CONFIG": str(config)}) == expected
+    # dashes work as well as underscores in the file's keys
+    dashed = toml_file(tmp_path, f'data-dir = "{tmp_path / "d"}"\nmedia-port = 9200\n', "d.toml")
+    settings = resolve({"config": str(dashed)}, environ={})
+    assert (settings.data_dir, settings.media_port) == (tmp_path / "d", 9200)
+
+
+def test_precedence_flag_then_environment_then_file_then_default(tmp_path: Path) -> None:
+    config = toml_file(
+        tmp_path,
+        'api = "127.0.0.1:1001"\nworkers = 2\nmedia_port = 30000\ndb = "file.db"\n',
+    )
+    environ = {"RELAY_API": "127.0.0.1:2002", "RELAY_WORKERS": "3"}
+    flags = {"config": str(config), "api": "127.0.0.1:3003"}
+
+    settings = resolve(flags, environ=environ)
+    assert settings.api_port == 3003  # flag over environment and file
+    assert settings.workers == 3  # environment over file
+    assert (settings.media_port, settings.db) == (30000, "file.db")  # file over default
+    assert settings.media_host == "127.0.0.1"  # default: nobody gave it
+
+    settings = resolve({"config": str(config)}, environ=environ)
+    assert (settings.api_port, settings.workers) == (2002, 3)
+    settings = resolve({"config": str(config)}, environ={})
+    assert (settings.api_port, settings.workers) == (1001, 2)
+    settings = resolve({}, environ={})
+    assert (settings.api_port, settings.media_port, settings.db) == (8080, 40000, "")
+
+
+def test_config_flag_wins_over_relay_config(tmp_path: Path) -> None:
+    by_flag = toml_file(tmp_path, "workers = 5\n", "flag.toml")
+    by_env = toml_file(tmp_path, "workers = 6\n", "env.toml")
+    assert resolve({"config": str(by_flag)}, environ={"RELAY_CONFIG": str(by_env)}).workers == 5
+    assert resolve({}, environ={"RELAY_CONFIG": str(by_env)}).workers == 6
+
+
+def test_an_empty_environment_variable_counts_as_unset(tmp_path: Path) -> None:
+    config = toml_file(tmp_path, "workers = 4\n")
+    settings = resolve({"config": str(config)}, environ={"RELAY_WORKERS": "", "RELAY_API": ""})
+    assert settings.workers == 4 and settings.api_port == 8080
+
+
+# --- api, hosts, directories ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("api", "host", "port"),
+    [
+        ("127.0.0.1:8080", "127.0.0.1", 8080),
+        ("0.0.0.0:80", "0.0.0.0", 80),
+        ("[::1]:9000", "::1", 9000),
+        ("[::]:65535", "::", 65535),
+        ("[2001:DB8::1]:1", "2001:db8::1", 1),
+    ],
+)
+def test_api_splits_into_host_and_port(api: str, host: str, port: int) -> None:
+    for settings in (resolve({"api": api}, environ={}), resolve({}, environ={"RELAY_API": api})):
+        assert (settings.api_host, settings.api_port) == (host, port)
+
+
+def test_ipv6_media_and_public_hosts() -> None:
+    settings = resolve({"media_host": "::1"}, environ={})
+    assert settings.media_host == "::1" and settings.advertised_host == "::1"
+    settings = resolve({"media_host": "::", "public_host": "2001:db8::7"}, environ={})
+    assert settings.advertised_host == "2001:db8::7"
+
+
+def test_data_dir_is_made_absolute_and_expands_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert resolve({"data_dir": "rel"}, environ={}).data_dir == tmp_path / "rel"
+    assert resolve({}, environ={"RELAY_DATA_DIR": "~/x"}).data_dir == Path.home() / "x"
+
+
+def test_an_unspecified_media_host_needs_a_public_host() -> None:
+    for host in ("0.0.0.0", "::"):
+        with pytest.raises(SettingsError, match="public_host") as caught:
+            resolve({"media_host": host}, environ={})
+        assert "media_host" in str(caught.value)
+        settings = resolve({"media_host": host, "public_host": "203.0.113.7"}, environ={})
+        assert settings.media_host == host and settings.advertised_host == "203.0.113.7"
+    environ = {"RELAY_MEDIA_HOST": "0.0.0.0", "RELAY_PUBLIC_HOST": "198.51.100.1"}
+    assert resolve({}, environ=environ).advertised_host == "198.51.100.1"
+
+
+def test_an_unspecified_public_host_is_refused_as_the_public_host() -> None:
+    with pytest.raises(SettingsError) as caught:
+        resolve({"public_host": "0.0.0.0"}, environ={})
+    message = str(caught.value)
+    assert "public_host" in message and "0.0.0.0" in message and "--public-host" in message
+    assert "media_host is 127.0.0.1" not in message
+
+
+# --- media ports and workers ------------------------------------------------------------------
+
+
+def test_media_ports_must_fit_below_65536_for_every_worker() -> None:
+    # worker i uses PORT + 2i and PORT + 2i + 1: 4 workers from 65528 end exactly at 65535
+    assert resolve({"media_port": "65528", "workers": "4"}, environ={}).media_port == 65528
+    with pytest.raises(SettingsError, match=r"65529\.\.65536 for 4 workers run past 65535"):
+        resolve({"media_port": "65529", "workers": "4"}, environ={})
+    with pytest.raises(SettingsError, match="256 workers run past 65535"):
+        resolve({}, environ={"RELAY_MEDIA_PORT": "65100", "RELAY_WORKERS": "256"})
+    assert resolve({"media_port": "1", "workers": "256"}, environ={}).workers == 256
+
+
+# --- bad values, from each source ---------------------------------------------------------------
+
+BAD_VALUES: list[tuple[str, Any, str]] = [
+    ("api", "127.0.0.1", "HOST:PORT"),
+    ("api", "127.0.0.1:99999", "api port"),
+    ("api", "127.0.0.1:0", "api port"),
+    ("api", "127.0.0.1:http", "api port"),
+    ("api", "localhost:8080", "api host"),
+    ("media_port", "0", "media_port"),
+    ("media_port", "65536", "media_port"),
+    ("media_port", "-1", "media_port"),
+    ("media_port", "forty", "media_port"),
+    ("media_host", "relay.example", "media_host"),
+    ("media_host", "300.1.1.1", "media_host"),
+    ("public_host", "localhost", "public_host"),
+    ("workers", "0", "workers"),
+    ("workers", "257", "workers"),
+    ("workers", "-3", "workers"),
+    ("workers", "many", "workers"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "word"), BAD_VALUES, ids=[f"{n}={v}" for n, v, _ in BAD_VALUES]
+)
+def test_bad_values_name_the_setting_and_the_source(
+    tmp_path: Path, name: str, value: str, word: str
+) -> None:
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(SettingsError, match=word) as caught:
+        resolve({name: value}, environ={})
+    assert flag in str(caught.value)
+
+    variable = f"RELAY_{name.upper()}"
+    with pytest.raises(SettingsError, match=word) as caught:
+        resolve({}, environ={variable: value})
+    assert variable in str(caught.value)
+
+    config = toml_file(tmp_path, f"{name} = {json.dumps(value)}\n")
+    with pytest.raises(SettingsError, match=word) as caught:
+        resolve({"config": str(config)}, environ={})
+    assert f"config file {config}" in str(caught.value)
+
+
+BAD_TOML_TYPES: list[tuple[str, str]] = [
+    ("workers = 0", "workers"),
+    ("workers = true", "workers"),
+    ("workers = 2.5", "workers"),
+    ("media_port = 70000", "media_port"),
+    ("media_port = 40000.0", "media_port"),
+    ("api = 8080", "api"),
+    ('api = ["127.0.0.1", 8080]', "api"),
+    ("media_host = 127", "media_host"),
+    ("db = 5", "db"),
+    ("data_dir = 1", "data_dir"),
+    ('data_dir = ""', "data_dir"),
+]
+
+
+@pytest.mark.parametrize(("line", "word"), BAD_TOML_TYPES, ids=[c[0] for c in BAD_TOML_TYPES])
+def test_toml_values_of_the_wrong_type(tmp_path: Path, line: str, word: str) -> None:
+    config = toml_file(tmp_path, line + "\n")
+    with pytest.raises(SettingsError, match=word) as caught:
+        resolve({"config": str(config)}, environ={})
+    assert str(config) in str(caught.value)
+
+
+def test_bad_flag_types_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"workers \(--workers\)"):
+        resolve({"workers": 0}, environ={})
+    with pytest.raises(SettingsError, match=r"data_dir \(--data-dir\)"):
+        resolve({"data_dir": ""}, environ={})
+    with pytest.raises(SettingsError, match=r"media_port \(--media-port\)"):
+        resolve({"media_port": True}, environ={})
+
+
+def test_unknown_toml_key(tmp_path: Path) -> None:
+    for text, key in (
+        ("workers = 2\nwrokers = 3\n", "wrokers"),
+        ('api_host = "127.0.0.1"\n', "api_host"),
+        ("token = 'secret-in-a-file'\n", "token"),  # the token is never a setting
+        ("[serve]\nworkers = 2\n", "serve"),
+    ):
+        config = toml_file(tmp_path, text)
+        with pytest.raises(SettingsError, match=f"unknown setting '{key}'") as caught:
+            resolve({"config": str(config)}, environ={})
+        assert str(config) in str(caught.value) and "known: data_dir" in str(caught.value)
+
+
+def test_toml_syntax_error(tmp_path: Path) -> None:
+    config = toml_file(tmp_path, "workers = = 3\n")
+    with pytest.raises(SettingsError, match="not valid TOML") as caught:
+        resolve({"config": str(config)}, environ={})
+    assert str(config) in str(caught.value) and "line 1" in str(caught.value)
+
+
+@pytest.mark.parametrize("content", [b"# caf\xe9\nworkers = 2\n", b"\xff\xfe\x00workers = 1"])
+def test_a_config_file_that_is_not_utf8(tmp_path: Path, content: bytes) -> None:
+    config = tmp_path / "latin1.toml"
+    config.write_bytes(content)
+    with pytest.raises(SettingsError) as caught:
+        resolve({"config": str(config)}, environ={})
+    assert str(config) in str(caught.value)
+
+
+def test_missing_or_unreadable_config_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(SettingsError, match="No such file") as caught:
+        resolve({"config": str(missing)}, environ={})
+    assert str(missing) in str(caught.value)
+    with pytest.raises(SettingsError, match="No such file"):
+        resolve({}, environ={"RELAY_CONFIG": str(missing)})
+    with pytest.raises(SettingsError, match=str(tmp_path)):
+        resolve({"config": str(tmp_path)}, environ={})  # a directory
+
+
+def test_settings_errors_are_value_errors() -> None:
+    with pytest.raises(ValueError):
+        resolve({"workers": "0"}, environ={})
+
+
+# --- Settings as JSON -------------------------------------------------------------------------
+
+
+def test_settings_round_trip_through_json(tmp_path: Path) -> None:
+    for settings in (
+        Settings(),
+        resolve(
+            {
+                "data_dir": str(tmp_path),
+                "api": "[::1]:9000",
+                "media_host": "0.0.0.0",
+                "public_host": "203.0.113.7",
+                "workers": "7",
+                "db": "postgresql://u@h/d",
+            },
+            environ={},
+        ),
+    ):
+        body = settings.to_json()
+        text = json.dumps(body)  # plain JSON values only
+        assert body["data_dir"] == str(settings.data_dir)
+        again = Settings.from_json(json.loads(text))
+        assert again == settings and isinstance(again.data_dir, Path)
+
+
+# --- credentials ------------------------------------------------------------------------------
+
+
+def test_ensure_data_dir_creates_a_private_directory(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "relay"
+    assert credentials.ensure_data_dir(path) == path
+    assert path.is_dir() and mode(path) == 0o700
+    assert credentials.ensure_data_dir(path) == path  # already there: fine
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(SettingsError, match="data directory"):
+        credentials.ensure_data_dir(a_file)
+    with pytest.raises(SettingsError, match="data directory"):
+        credentials.ensure_data_dir(a_file / "below")
+
+
+def test_operator_token_is_generated_private_then_read_back(tmp_path: Path) -> None:
+    data = credentials.ensure_data_dir(tmp_path / "data")
+    token, created = credentials.operator_token(data, environ={})
+    assert created is True and len(token) >= credentials.TOKEN_MIN_CHARS
+    path = data / credentials.TOKEN_FILE
+    assert mode(path) == 0o600
+    assert path.read_text().strip() == token
+    again, created = credentials.operator_token(data, environ={})
+    assert (again, created) == (token, False)
+    other = credentials.ensure_data_dir(tmp_path / "other")
+    assert credentials.operator_token(other, environ={})[0] != token
+
+
+def test_relay_token_from_the_environment_wins_and_is_checked(tmp_path: Path) -> None:
+    data = credentials.ensure_data_dir(tmp_path / "data")
+    given = "an-operator-token-from-the-environment"
+    assert credentials.operator_token(data, environ={"RELAY_TOKEN": given}) == (given, False)
+    assert not (data / credentials.TOKEN_FILE).exists()
+    credentials.operator_token(data, environ={})
+    assert credentials.operator_token(data, environ={"RELAY_TOKEN": given}) == (given, False)
+    for bad in ("short", "", " " + "x" * 20, "x" * 20 + "\n", "x" * 10 + "\x00" + "x" * 10):
+        with pytest.raises(SettingsError, match="RELAY_TOKEN") as caught:
+            credentials.operator_token(data, environ={"RELAY_TOKEN": bad})
+        if bad.strip():
+            assert bad.strip() not in str(caught.value)  # a refused secret is not echoed
+
+
+def test_a_token_file_others_may_read_is_refused(tmp_path: Path) -> None:
+    data = credentials.ensure_data_dir(tmp_path / "data")
+    token, _ = credentials.operator_token(data, environ={})
+    path = data / credentials.TOKEN_FILE
+    for loose in (0o644, 0o640, 0o604, 0o660):
+        path.chmod(loose)
+        with pytest.raises(SettingsError, match="chmod 600") as caught:
+            credentials.operator_token(data, environ={})
+        assert f"{loose:04o}" in str(caught.value) and token not in str(caught.value)
+    path.chmod(0o600)
+    assert credentials.operator_token(data, environ={}) == (token, False)
+
+
+def test_an_empty_token_file_is_refused(tmp_path: Path) -> None:
+    data = credentials.ensure_data_dir(tmp_path / "data")
+    path = data / credentials.TOKEN_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    with pytest.raises(SettingsError, match="no usable token"):
+        credentials.operator_token(data, environ={})
+
+
+def test_box_key_is_32_bytes_private_and_stable(tmp_path: Path) -> None:
+    data = credentials.ensure_data_dir(tmp_path / "data")
+    key = credentials.box_key(data, environ={})
+    assert isinstance(key, bytes) and len(key) == credentials.BOX_KEY_BYTES == 32
+    path = data / credentials.BOX_KEY_FILE
+    assert mode(path) == 0o600 and path.read_bytes() == key
+    assert credentials.box_key(data, environ={}) == key
+    other = credentials.ensure_data_dir(tmp_path / "other")
+    assert credentials.box_key(other, environ={}) != key
+
+    path.chmod(0o644)
+    with pytest.raises(SettingsError, match="chmod 600"):
+        credentials.box_key(data, environ={})
+    path.chmod(0o600)
+    path.write_bytes(b"short")
+    with pytest.raises(SettingsError, match="32-byte key"):
+        credentials.box_key(data, environ={})
+
+
+def test_relay_box_key_from_the_environment(tmp_path: Path) -> None:
+    data = credentials.ensure_data_dir(tmp_path / "data")
+    key = bytes(range(32))
+    encoded = base64.b64encode(key).decode()
+    assert credentials.box_key(data, environ={"RELAY_BOX_KEY": encoded}) == key
+    assert not (data / credentials.BOX_KEY_FILE).exists()
+    for bad in (
+        base64.b64encode(key[:31]).decode(),
+        base64.b64encode(key + b"x").decode(),
+        "",
+        "not base64 at all!",
+        encoded[:-1],
+    ):
+        with pytest.raises(SettingsError, match="RELAY_BOX_KEY must be 32 bytes"):
+            credentials.box_key(data, environ={"RELAY_BOX_KEY": bad})
