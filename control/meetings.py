@@ -43,10 +43,14 @@ Rules, and why:
   the person may join again as a new participant unless the host locks the meeting.
 - Restart (DESIGN.md, "Supervisor"): everything a worker needs is in the store, so
   `routing_snapshot_state()` rebuilds the routing state a restarted control plane serves.
+- Usage: the features a meeting used are billed even if switched off again before the end.
+  Switching locking or recording on adds "locked" or "recording" to the meeting's stored
+  features (in the same store transaction as the switch), so a restart of the control plane
+  in between forgets nothing; `end_meeting` writes them, with "webinar" for a webinar, into
+  the usage record.
 
-Not here (yet): persistent "features ever used" (recording or locking switched on and off
-again before the end is remembered in memory only, so a restart between forgets it); the
-per-meeting packet and byte totals come in through `end_meeting`'s `totals`.
+Not here (yet): the per-meeting packet and byte totals come in through `end_meeting`'s
+`totals`.
 """
 
 from __future__ import annotations
@@ -285,7 +289,6 @@ class MeetingService:
         self.workers = workers
         self.throttle = throttle or FailureThrottle()
         self.key_box = key_box
-        self._features: dict[str, set[str]] = {}  # features switched on at some point
         self._verified = auth.VerifiedPasswords()
 
     # -- meetings --
@@ -374,14 +377,14 @@ class MeetingService:
     ) -> dict[str, bool]:
         lock, record = _flag("locked", locked), _flag("recording", recording)
         meeting = await self._open_meeting(meeting_id)
-        row = await self.store.update_meeting(meeting.id, locked=lock, recording=record)
+        # A feature switched on is remembered in the store, with the switch: billed at the end
+        # even if switched off again, and even across a restart.
+        used = [name for name, on in (("locked", lock), ("recording", record)) if on]
+        row = await self.store.update_meeting(
+            meeting.id, locked=lock, recording=record, add_features=used
+        )
         if row is None:
             raise NotFound(f"no meeting {meeting.id!r}")
-        used = self._features.setdefault(row.id, set())
-        if row.locked:
-            used.add("locked")
-        if row.recording:
-            used.add("recording")
         return {"locked": row.locked, "recording": row.recording}
 
     async def end_meeting(
@@ -394,13 +397,16 @@ class MeetingService:
         """End the meeting at once (MeetingEnded reaches the workers, which stop its media),
         mark everyone present as gone, and append its usage record."""
         meeting = await self._open_meeting(meeting_id)
-        await self.store.update_meeting(meeting.id, state="ended", ended_at=now)
+        # The row as the end left it: features a set_controls added since the read above count.
+        ended = await self.store.update_meeting(meeting.id, state="ended", ended_at=now)
+        if ended is not None:
+            meeting = ended
         await self.publish(wire.MeetingEnded(meeting.wire_id))
         participants = await self.store.list_participants(meeting.id)
         for p in participants:
             if p.left_at is None:
                 await self.store.update_participant(p.id, left_at=now)
-        features = set(self._features.pop(meeting.id, set()))
+        features = set(meeting.features)
         features |= {
             f for f, on in (("locked", meeting.locked), ("recording", meeting.recording)) if on
         }

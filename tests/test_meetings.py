@@ -371,6 +371,50 @@ def test_end_meeting_writes_one_usage_record(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_features_used_survive_a_restart(tmp_path: Path) -> None:
+    """Recording or locking switched on and off again is billed even when the control plane
+    restarts in between: the features are in the store, not in the service's memory."""
+    path = tmp_path / "relay.db"
+
+    async def before() -> dict[str, str]:
+        async with await SqliteStore.open(path) as store:
+            svc = Harness(store).service
+            made = {
+                name: (await svc.create_meeting(name, password="pw", now=0)).meeting.id
+                for name in ("recorded", "locked", "both", "plain", "still_locked")
+            }
+            await svc.set_controls(made["recorded"], recording=True)
+            await svc.set_controls(made["recorded"], recording=False)
+            await svc.set_controls(made["locked"], locked=True)
+            await svc.set_controls(made["locked"], locked=False)
+            await svc.set_controls(made["both"], locked=True, recording=True)
+            await svc.set_controls(made["both"], locked=False, recording=False)
+            await svc.set_controls(made["plain"], locked=False, recording=False)
+            await svc.set_controls(made["still_locked"], locked=True)
+            stored = await store.get_meeting(made["both"])
+            assert stored is not None and stored.features == ("locked", "recording")
+            assert not stored.locked and not stored.recording
+            return made
+
+    async def after(made: dict[str, str]) -> None:
+        async with await SqliteStore.open(path) as store:
+            svc = Harness(store).service  # a new service: nothing in memory
+            features = {
+                name: (await svc.end_meeting(mid, now=60)).features for name, mid in made.items()
+            }
+            assert features == {
+                "recorded": ("recording",),
+                "locked": ("locked",),
+                "both": ("locked", "recording"),
+                "plain": (),
+                "still_locked": ("locked",),
+            }
+            assert [u.features for u in await svc.list_usage(made["recorded"])] == [("recording",)]
+
+    made = asyncio.run(before())
+    asyncio.run(after(made))
+
+
 # --- restart -------------------------------------------------------------------------------
 
 
@@ -457,6 +501,7 @@ def test_schema_v1_database_migrates(tmp_path: Path) -> None:
             p1 = await store.get_participant("p1")
             assert m1 is not None and m2 is not None and p1 is not None
             assert (m1.wire_id, m2.wire_id, p1.wire_id) == (1, 2, 1)
+            assert m1.features == m2.features == ()
             m3 = await store.create_meeting(
                 title="t", mode="meeting", suite="s", password_hash="h", host_key_digest="d"
             )
@@ -464,5 +509,5 @@ def test_schema_v1_database_migrates(tmp_path: Path) -> None:
 
     asyncio.run(main())
     raw = sqlite3.connect(path)
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     raw.close()

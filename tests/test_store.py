@@ -272,6 +272,75 @@ def test_update_meeting_changes_only_what_is_given(db: Db) -> None:
     db.run(body)
 
 
+def test_meeting_features_added_and_unioned(db: Db) -> None:
+    async def body(store: SqlStore) -> str:
+        made = await a_meeting(store)
+        assert made.features == ()
+        first = await store.update_meeting(made.id, add_features=["recording"])
+        assert first is not None and first.features == ("recording",)
+        # Union, sorted, each name once; together with other changes in one call.
+        both = await store.update_meeting(
+            made.id, locked=True, add_features=("recording", "locked", "locked")
+        )
+        assert both is not None and both.features == ("locked", "recording") and both.locked
+        # Switching off, or adding nothing, removes nothing.
+        off = await store.update_meeting(made.id, locked=False, recording=False, add_features=[])
+        assert off is not None and off.features == ("locked", "recording") and not off.locked
+        assert await store.update_meeting(made.id, title="t", add_features=None) == (
+            await store.get_meeting(made.id)
+        )
+        more = await store.update_meeting(made.id, add_features=["breakout_rooms"])
+        assert more is not None and more.features == ("breakout_rooms", "locked", "recording")
+        assert await store.get_meeting(made.id) == more
+        # Other meetings are untouched; an unknown one is None.
+        other = await a_meeting(store)
+        assert (await store.get_meeting(other.id)) == other and other.features == ()
+        assert await store.update_meeting("unknown", add_features=["locked"]) is None
+        # Many writers adding at once (several connections on PostgreSQL): none is lost.
+        names = [f"f_{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(40)]
+        await asyncio.gather(*(store.update_meeting(other.id, add_features=[n]) for n in names))
+        final = await store.get_meeting(other.id)
+        assert final is not None and final.features == tuple(sorted(names))
+        return made.id
+
+    made_id = db.run(body)
+    # Stored as usage_records.features is: a JSON array, sorted.
+    stored = db.raw(("SELECT features FROM meetings WHERE id = ?", (made_id,)))
+    assert stored == [('["breakout_rooms", "locked", "recording"]',)]
+
+
+def test_meeting_feature_names_checked(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        made = await a_meeting(store)
+        bad: list[object] = [
+            "recording",  # a string, not a list of names
+            b"recording",
+            [""],
+            ["Recording"],
+            ["rec-ording"],
+            ["recording "],
+            ["recording\n"],
+            ["a" * 33],
+            ["ok", "not ok"],
+            [1],
+            [None],
+            {"recording": True},
+            42,
+        ]
+        for value in bad:
+            with pytest.raises(InvalidValue, match="add_features"):
+                await store.update_meeting(
+                    made.id,
+                    locked=True,
+                    add_features=value,  # type: ignore[arg-type]
+                )
+        assert await store.get_meeting(made.id) == made  # nothing half-written
+        longest = await store.update_meeting(made.id, add_features=["a" * 32, "_"])
+        assert longest is not None and longest.features == ("_", "a" * 32)
+
+    db.run(body)
+
+
 def test_delete_meeting_removes_participants_keeps_usage(db: Db) -> None:
     async def body(store: SqlStore) -> None:
         gone, kept = await a_meeting(store), await a_meeting(store)
@@ -576,6 +645,8 @@ def test_data_survives_close_and_reopen(db: Db) -> None:
             m.id: [await a_participant(store, m.id, worker=i) for i in range(4)] for m in meetings
         }
         await store.update_meeting(meetings[0].id, locked=True, recording=True)
+        await store.update_meeting(meetings[0].id, add_features=["recording", "locked"])
+        await store.update_meeting(meetings[1].id, add_features=["recording"])
         await store.update_participant(people[meetings[1].id][0].id, muted=True, left_at=9.0)
         await store.append_usage(
             meeting_id=meetings[2].id,
@@ -606,6 +677,10 @@ def test_data_survives_close_and_reopen(db: Db) -> None:
     after = db.run(snapshot)
     assert after == before
     assert len(after["meetings"]) == 6 and after["meetings"][-1].locked
+    assert [m.features for m in after["meetings"]] == [()] * 4 + [
+        ("recording",),
+        ("locked", "recording"),
+    ]
     assert sum(len(p) for p in after["participants"].values()) == 24
     # Reopening does not recreate or re-version anything.
     assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
@@ -622,14 +697,49 @@ def test_newer_schema_refused(db: Db) -> None:
         db.run(lambda s: s.last_routing_seq())
 
 
-def _version_1_schema(dialect: str) -> list[str]:
-    """The schema as version 1 had it: no wire_id columns, no wire_ids table."""
+def _version_2_schema(dialect: str) -> list[str]:
+    """The schema as version 2 had it: no meetings.features column."""
     statements = []
     for statement in schema_statements(dialect):
+        if statement.startswith("CREATE TABLE IF NOT EXISTS meetings "):
+            statement = re.sub(r",\n\s*features TEXT[^\n]*", "", statement)
+            assert "features" not in statement
+        statements.append(statement)
+    return statements
+
+
+def _version_1_schema(dialect: str) -> list[str]:
+    """The schema as version 1 had it: version 2's without the wire_id columns and the
+    wire_ids table."""
+    statements = []
+    for statement in _version_2_schema(dialect):
         statement = re.sub(r",\n\s*wire_id BIGINT[^\n]*", "", statement)
         if "wire_id" not in statement:
             statements.append(statement)
     return statements
+
+
+def test_opening_statements_migrate_step_by_step() -> None:
+    def migrations(version: int | None) -> list[str]:
+        return [s for s, _ in sql.opening_statements("sqlite", version) if s.startswith("ALTER")]
+
+    assert SCHEMA_VERSION == 3
+    v1 = migrations(1)
+    assert len(v1) == 3 and v1[-1] == sql.MIGRATE_2_TO_3["sqlite"][0]  # 1 -> 2, then 2 -> 3
+    assert "ADD COLUMN wire_id" in v1[0]
+    assert migrations(2) == list(sql.MIGRATE_2_TO_3["sqlite"])
+    assert migrations(3) == migrations(None) == []
+    for dialect in ("sqlite", "postgresql"):
+        steps = sql.opening_statements(dialect, 2)
+        assert steps[0] == (
+            "ALTER TABLE meetings ADD COLUMN features TEXT NOT NULL DEFAULT '[]'",
+            (),
+        )
+        assert steps[1] == (sql.UPDATE_SCHEMA_VERSION, (3,))
+    with pytest.raises(SchemaMismatch, match="newer"):
+        sql.opening_statements("sqlite", 4)
+    with pytest.raises(SchemaMismatch, match="no relay wrote"):
+        sql.opening_statements("postgresql", 0)
 
 
 def test_migration_from_version_1(db: Db) -> None:
@@ -665,17 +775,119 @@ def test_migration_from_version_1(db: Db) -> None:
         for i in range(4):
             p = await store.get_participant(f"p{i}")
             assert p is not None and p.wire_id == i + 1
+        assert all(m.features == () for m in await store.list_meetings())
         new = await a_meeting(store)
         assert new.wire_id == 4
         assert (await a_participant(store, new.id)).wire_id == 5
 
     db.run(body)
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(3,)]  # 1 -> 2 -> 3
+    assert db.raw(("SELECT DISTINCT features FROM meetings", ())) == [("[]",)]
     # Reopening migrates nothing again: the numbers stay.
     assert [m.wire_id for m in db.run(lambda s: s.list_meetings())] == [4, 3, 2, 1]
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(3,)]
     with pytest.raises(db.integrity_error):  # the unique index is there
         db.raw(("UPDATE participants SET wire_id = 1 WHERE id = ?", ("p1",)))
+
+
+V2_MEETING_COLUMNS = sql.MEETING_COLUMNS.removesuffix(", features")
+
+
+def test_migration_from_version_2(db: Db) -> None:
+    """A version 2 database gets meetings.features ('[]' for every meeting); every row of
+    every table stays as it was, and the store goes on from there."""
+    v2 = _version_2_schema(db.kind)
+    assert len(v2) == len(schema_statements(db.kind)) and V2_MEETING_COLUMNS.endswith("wire_id")
+    meetings = [
+        (
+            f"INSERT INTO meetings ({V2_MEETING_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                f"m{i}",
+                f"t{i}",
+                ("meeting", "webinar")[i % 2],
+                SUITE,
+                "h",
+                None if i % 2 else "ph",
+                "d",
+                "ended" if i == 3 else "open",
+                i == 1,
+                i == 2,
+                10.0 + i,
+                20.0 if i == 3 else None,
+                i + 1,
+            ),
+        )
+        for i in range(4)
+    ]
+    people = [
+        (
+            f"INSERT INTO participants ({sql.PARTICIPANT_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (f"p{i}", f"m{i % 3}", "n", "host", "[]", None, b"u", b"d", i, i == 0, False)
+            + (30.0 + i, None, i + 1),
+        )
+        for i in range(5)
+    ]
+    db.raw(
+        *[(s, ()) for s in v2],
+        ("INSERT INTO schema_version (version) VALUES (?)", (2,)),
+        *meetings,
+        *people,
+        ("INSERT INTO wire_ids (name, last_id) VALUES (?, ?)", ("meetings", 7)),
+        ("INSERT INTO wire_ids (name, last_id) VALUES (?, ?)", ("participants", 5)),
+        (
+            f"INSERT INTO usage_records ({sql.USAGE_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (1, "m3", 10.0, 20.0, 10.0, 2, 2, 0.5, '["recording"]', 1, 2, 3, 4),
+        ),
+        ("INSERT INTO routing_log (seq, created_at, body) VALUES (?, ?, ?)", (9, 1.0, "{}")),
+    )
+    tables = {
+        "meetings": f"SELECT {V2_MEETING_COLUMNS} FROM meetings ORDER BY id",
+        "participants": f"SELECT {sql.PARTICIPANT_COLUMNS} FROM participants ORDER BY id",
+        "usage_records": f"SELECT {sql.USAGE_COLUMNS} FROM usage_records ORDER BY id",
+        "routing_log": f"SELECT {sql.ROUTING_COLUMNS} FROM routing_log ORDER BY seq",
+        "wire_ids": "SELECT name, last_id FROM wire_ids ORDER BY name",
+    }
+    before = {table: db.raw((query, ())) for table, query in tables.items()}
+    assert [len(rows) for rows in before.values()] == [4, 5, 1, 1, 2]
+
+    async def body(store: SqlStore) -> None:
+        listed = await store.list_meetings()
+        assert [m.id for m in listed] == ["m3", "m2", "m1", "m0"]
+        assert all(m.features == () for m in listed)
+        assert [(m.locked, m.recording, m.state) for m in listed] == [
+            (False, False, "ended"),
+            (False, True, "open"),
+            (True, False, "open"),
+            (False, False, "open"),
+        ]
+        usage = await store.list_usage()
+        assert [u.features for u in usage] == [("recording",)]
+        assert await store.last_routing_seq() == 9
+
+    db.run(body)
+    after = {table: db.raw((query, ())) for table, query in tables.items()}
+    assert after == before
+    assert db.raw(("SELECT id, features FROM meetings ORDER BY id", ())) == [
+        (f"m{i}", "[]") for i in range(4)
+    ]
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(3,)]
+
+    async def then(store: SqlStore) -> None:
+        # The migrated store works as a new one: features recorded, numbers go on.
+        m1 = await store.update_meeting("m1", add_features=["locked"])
+        assert m1 is not None and m1.features == ("locked",)
+        new = await a_meeting(store)
+        assert new.wire_id == 8 and new.features == ()
+        assert (await a_participant(store, new.id)).wire_id == 6
+
+    db.run(then)
+    # Reopening migrates nothing again: what was added stays.
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(3,)]
+    again = db.run(lambda s: s.get_meeting("m1"))
+    assert again is not None and again.features == ("locked",)
 
 
 def test_closed_store_refuses_calls_and_close_is_idempotent(db: Db) -> None:
@@ -1103,6 +1315,7 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
     statements["ROUTING_1"] = sql.routing_after(3, 10)[0]
     statements["MAX_WIRE_M"] = sql.max_wire_id("meetings")
     statements["MAX_WIRE_P"] = sql.max_wire_id("participants")
+    statements["FEATURES_FOR_UPDATE"] = sql.for_update("postgresql", sql.SELECT_MEETING_FEATURES)
     assert len(statements) >= 20
 
     async def main() -> None:
@@ -1132,6 +1345,7 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
                 1.5,
                 None,
                 1,
+                "[]",
             )
             await execute(
                 "INSERT_PARTICIPANT",
@@ -1150,7 +1364,7 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
                 None,
                 1,
             )
-            await execute("UPDATE_M", "x", True, False, "ended", 3.0, "m")
+            await execute("UPDATE_M", "x", True, False, "ended", 3.0, '["locked"]', "m")
             await execute("UPDATE_P", True, False, "panelist", b"\x02", b"\x03", 4.0, "p")
             await execute("INSERT_USAGE", 1, "m", 1.0, 2.0, 1.0, 1, 1, 0.5, "[]", 1, 2, 3, 4)
             await execute("INSERT_ROUTING", 1, 1.0, "{}")
@@ -1160,6 +1374,9 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
                 "FROM meetings m JOIN participants p ON p.meeting_id = m.id"
             )
             assert tuple(row) == ("x", True, "ended", "panelist", True, b"\x02", 1, 2)
+            async with conn.transaction():
+                features = await prepared["FEATURES_FOR_UPDATE"].fetchval("m")
+            assert features == '["locked"]'
             with pytest.raises(asyncpg.ForeignKeyViolationError, match="participants_meeting_id"):
                 await execute(
                     "INSERT_PARTICIPANT",
@@ -1194,6 +1411,7 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
                     1.5,
                     None,
                     2,
+                    "[]",
                 )
         finally:
             await conn.close()

@@ -23,6 +23,7 @@ Conventions:
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import string
 import time
@@ -56,8 +57,9 @@ __all__ = [
     "MAX_WIRE_ID",
 ]
 
-SCHEMA_VERSION = 2
-"""The version `schema.sql` creates; stored in the `schema_version` table."""
+SCHEMA_VERSION = 3
+"""The version `schema.sql` creates; stored in the `schema_version` table. Version 2 added the
+wire ids, version 3 the features a meeting has used (`meetings.features`)."""
 
 MODES = ("meeting", "webinar")
 STATES = ("open", "ended")
@@ -131,6 +133,9 @@ class MeetingRow:
     created_at: float
     ended_at: float | None
     wire_id: int = 0  # the routing table's u32 id; 0 until the backend assigns it
+    # The features switched on at some point ('locked', 'recording', ...), sorted: kept even
+    # when switched off again, so the usage record bills them (version 3).
+    features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +285,27 @@ def decode_features(text: str) -> tuple[str, ...]:
     return tuple(str(f) for f in json.loads(text))
 
 
+FEATURE_NAME = re.compile(r"[a-z_]{1,32}")
+"""What a feature name a meeting records may be: 1 to 32 of a-z and _."""
+
+
+def check_feature_names(name: str, value: object) -> tuple[str, ...]:
+    """A list of feature names (FEATURE_NAME each), as a tuple."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidValue(f"{name} must be a list of feature names")
+    for feature in value:
+        if not isinstance(feature, str) or not FEATURE_NAME.fullmatch(feature):
+            raise InvalidValue(
+                f"{name}: a feature name is 1 to 32 characters of a-z and _; got {feature!r}"
+            )
+    return tuple(value)
+
+
+def merge_features(stored: str, added: Sequence[str]) -> str:
+    """The stored JSON feature list with `added` joined to it, sorted, as JSON."""
+    return encode_features(sorted(set(decode_features(stored)) | set(added)))
+
+
 # --- building rows and changes (shared by the backends, so they validate alike) -------------
 
 
@@ -311,6 +337,7 @@ def new_meeting(
         recording=False,
         created_at=time.time() if created_at is None else check_time("created_at", created_at),
         ended_at=None,
+        features=(),
     )
 
 
@@ -321,7 +348,10 @@ def meeting_changes(
     recording: bool | None,
     state: str | None,
     ended_at: float | None,
-) -> dict[str, object]:
+    add_features: Sequence[str] | None = None,
+) -> tuple[dict[str, object], tuple[str, ...]]:
+    """The columns to set, and the feature names to add to the stored ones (the store joins
+    them to what it reads inside the updating transaction)."""
     changes: dict[str, object] = {}
     if title is not None:
         changes["title"] = check_text("title", title, empty=True)
@@ -333,7 +363,8 @@ def meeting_changes(
         changes["state"] = check_choice("state", state, STATES)
     if ended_at is not None:
         changes["ended_at"] = check_time("ended_at", ended_at)
-    return changes
+    added = () if add_features is None else check_feature_names("add_features", add_features)
+    return changes, added
 
 
 def new_participant(
@@ -529,8 +560,8 @@ class Store(Protocol):
         created_at: float | None = None,
         meeting_id: str | None = None,
     ) -> MeetingRow:
-        """A new open, unlocked, not recording meeting. `meeting_id` defaults to `new_id()`,
-        `created_at` to now."""
+        """A new open, unlocked, not recording meeting with no features. `meeting_id` defaults
+        to `new_id()`, `created_at` to now."""
         ...
 
     async def get_meeting(self, meeting_id: str) -> MeetingRow | None: ...
@@ -550,9 +581,12 @@ class Store(Protocol):
         recording: bool | None = None,
         state: str | None = None,
         ended_at: float | None = None,
+        add_features: Sequence[str] | None = None,
     ) -> MeetingRow | None:
         """Change the given fields; the row after the change, or None if there is no such
-        meeting. With no field given, the row as it is."""
+        meeting. With no field given, the row as it is. `add_features` joins feature names
+        (1 to 32 of a-z and _ each) to the meeting's `features`, in the same transaction as
+        the other changes: names are only ever added, never removed."""
         ...
 
     async def delete_meeting(self, meeting_id: str) -> bool:

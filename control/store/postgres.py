@@ -261,8 +261,14 @@ async def _update(
     decode: Callable[[Sequence[Any]], T],
     row_id: str,
     changes: dict[str, object],
+    derive: sql.Derive | None,
 ) -> T | None:
     async with conn.transaction():
+        if derive is not None:
+            read, more = derive  # read: SELECT ... FOR UPDATE, the row locked until the end
+            current = await conn.fetchrow(numbered(read), row_id)
+            if current is not None:
+                changes = {**changes, **more(current)}
         if changes:
             statement = numbered(sql.update(table, list(changes), allowed))
             try:
@@ -442,8 +448,9 @@ class PostgresStore(sql.SqlStore):
         decode: Callable[[Sequence[Any]], T],
         row_id: str,
         changes: dict[str, object],
+        derive: sql.Derive | None = None,
     ) -> T | None:
-        return await self._call(_update, table, allowed, select, decode, row_id, changes)
+        return await self._call(_update, table, allowed, select, decode, row_id, changes, derive)
 
     async def _delete_meeting(self, meeting_id: str) -> bool:
         return await self._call(_delete_meeting, meeting_id)

@@ -1,4 +1,4 @@
--- The control plane's schema, version 2 (control.store.base.SCHEMA_VERSION).
+-- The control plane's schema, version 3 (control.store.base.SCHEMA_VERSION).
 --
 -- Portable SQL: the same text runs on SQLite (3.23 or later) and PostgreSQL (9.5 or later).
 -- The one difference is the binary type, written ${binary} here: BLOB in SQLite, BYTEA in
@@ -29,7 +29,11 @@ CREATE TABLE IF NOT EXISTS meetings (
     created_at DOUBLE PRECISION NOT NULL,
     ended_at DOUBLE PRECISION,
     -- The unsigned 32-bit id the routing table uses (version 2), assigned by the store.
-    wire_id BIGINT NOT NULL CHECK (wire_id > 0 AND wire_id < 4294967296)
+    wire_id BIGINT NOT NULL CHECK (wire_id > 0 AND wire_id < 4294967296),
+    -- The features switched on at some point, a sorted JSON array of names as in
+    -- usage_records.features (version 3): only ever added to, so a feature switched off again
+    -- before the end is still billed, even across a restart of the control plane.
+    features TEXT NOT NULL DEFAULT '[]'
 );
 
 CREATE UNIQUE INDEX IF NOT EXISTS meetings_by_wire_id ON meetings (wire_id);

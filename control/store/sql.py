@@ -13,6 +13,11 @@ PostgreSQL writers (several nodes, or one node's connection pool) the backend fi
 transaction-level advisory lock of that counter, so two transactions never pick the same
 number.
 
+A change that depends on what a row holds (a meeting's features: names are added to the stored
+set) reads the row inside the updating transaction, then writes: on SQLite the write lock is
+held from `BEGIN IMMEDIATE`, on PostgreSQL the read is `SELECT ... FOR UPDATE` (`for_update`),
+which locks the row until the transaction ends, so two such changes never lose one another.
+
 `SqlStore` holds what does not depend on the driver: validating values before any SQL runs,
 choosing and paging the statements, and the row types. A backend subclasses it and supplies a
 few primitives (fetch one, fetch all, and the write transactions); so SQLite and PostgreSQL
@@ -42,7 +47,9 @@ from control.store.base import (
     check_routing,
     check_text,
     decode_features,
+    encode_features,
     meeting_changes,
+    merge_features,
     new_meeting,
     new_participant,
     new_usage,
@@ -52,9 +59,13 @@ from control.store.base import (
 
 T = TypeVar("T")
 
+Derive = tuple[str, Callable[[Sequence[Any]], dict[str, object]]]
+"""A read-modify-write part of an update: a statement that reads the row by id (made with
+`for_update`), and a function from the row it reads to more changes."""
+
 MEETING_COLUMNS = (
     "id, title, mode, suite, password_hash, panelist_password_hash, host_key_digest, "
-    "state, locked, recording, created_at, ended_at, wire_id"
+    "state, locked, recording, created_at, ended_at, wire_id, features"
 )
 PARTICIPANT_COLUMNS = (
     "id, meeting_id, name, role, streams, receive_at, uplink_sealed, downlink_sealed, "
@@ -88,7 +99,20 @@ LIST_MEETINGS_IN_STATE = (
     "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
 )
 DELETE_MEETING = "DELETE FROM meetings WHERE id = ?"
-MEETING_UPDATABLE = ("title", "locked", "recording", "state", "ended_at")
+MEETING_UPDATABLE = ("title", "locked", "recording", "state", "ended_at", "features")
+SELECT_MEETING_FEATURES = "SELECT features FROM meetings WHERE id = ?"
+
+
+def for_update(dialect: str, query: str) -> str:
+    """A read of rows about to be changed, inside a write transaction: PostgreSQL locks them
+    (`FOR UPDATE`) until the transaction ends; SQLite has no such clause and needs none (the
+    transaction holds the database's write lock from `BEGIN IMMEDIATE`)."""
+    if dialect == "postgresql":
+        return f"{query} FOR UPDATE"
+    if dialect == "sqlite":
+        return query
+    raise ValueError(f"unknown SQL dialect {dialect!r}")
+
 
 # participants
 
@@ -164,27 +188,43 @@ MIGRATE_1_TO_2: dict[str, tuple[str, ...]] = {
         )
     ),
 }
+
+# Version 2 -> 3 adds the features a meeting has used; existing meetings have none recorded.
+_ADD_MEETING_FEATURES = "ALTER TABLE meetings ADD COLUMN features TEXT NOT NULL DEFAULT '[]'"
+MIGRATE_2_TO_3: dict[str, tuple[str, ...]] = {
+    "sqlite": (_ADD_MEETING_FEATURES,),
+    "postgresql": (_ADD_MEETING_FEATURES,),
+}
+
+MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3}
+"""Per stored version, the statements per dialect that take a database to the next one."""
+
 UPDATE_SCHEMA_VERSION = "UPDATE schema_version SET version = ?"
 
 
 def opening_statements(dialect: str, version: int | None) -> list[tuple[str, tuple[Any, ...]]]:
     """What opening a database runs, in one transaction, once it has read the stored schema
-    version (None: no schema yet): the migration from an older version, the schema (idempotent:
-    on an existing database it creates nothing new), and the version of a new database.
+    version (None: no schema yet): the migrations from an older version, one step after the
+    other (1 -> 2 -> 3), the schema (idempotent: on an existing database it creates nothing
+    new), and the version of a new database.
 
     Raises:
-        SchemaMismatch: the database was written by a newer relay.
+        SchemaMismatch: the database was written by a newer relay, or holds a version no
+            relay wrote.
     """
     if version is not None and version > SCHEMA_VERSION:
         raise SchemaMismatch(
             f"the database has schema version {version}, newer than this relay's "
             f"({SCHEMA_VERSION}): run a newer relay, or restore a backup"
         )
+    if version is not None and version < min(MIGRATIONS):
+        raise SchemaMismatch(f"the database has schema version {version}, which no relay wrote")
     statements: list[tuple[str, tuple[Any, ...]]] = []
-    if version == 1:
+    if version is not None and version < SCHEMA_VERSION:
         # Version 2 added the wire ids: add the columns and number the existing rows (the
-        # schema below then adds the unique indexes).
-        statements += [(statement, ()) for statement in MIGRATE_1_TO_2[dialect]]
+        # schema below then adds the unique indexes). Version 3 added meetings.features.
+        for old in range(version, SCHEMA_VERSION):
+            statements += [(statement, ()) for statement in MIGRATIONS[old][dialect]]
         statements.append((UPDATE_SCHEMA_VERSION, (SCHEMA_VERSION,)))
     statements += [(statement, ()) for statement in schema_statements(dialect)]
     if version is None:
@@ -264,6 +304,7 @@ def meeting_row(r: Sequence[Any]) -> MeetingRow:
         created_at=float(r[10]),
         ended_at=None if r[11] is None else float(r[11]),
         wire_id=int(r[12]),
+        features=decode_features(r[13]),
     )
 
 
@@ -282,6 +323,7 @@ def meeting_params(m: MeetingRow) -> tuple[Any, ...]:
         m.created_at,
         m.ended_at,
         m.wire_id,
+        encode_features(m.features),
     )
 
 
@@ -410,9 +452,11 @@ class SqlStore(abc.ABC):
         decode: Callable[[Sequence[Any]], T],
         row_id: str,
         changes: dict[str, object],
+        derive: Derive | None = None,
     ) -> T | None:
-        """In one transaction: `update(table, changes, allowed)` (when there are changes), then
-        the row as `select` reads it by id."""
+        """In one transaction: with `derive`, its statement reads the row by id and, if there
+        is one, its function's changes join `changes`; then `update(table, changes, allowed)`
+        (when there are changes), then the row as `select` reads it by id."""
 
     @abc.abstractmethod
     async def _delete_meeting(self, meeting_id: str) -> bool:
@@ -493,12 +537,25 @@ class SqlStore(abc.ABC):
         recording: bool | None = None,
         state: str | None = None,
         ended_at: float | None = None,
+        add_features: Sequence[str] | None = None,
     ) -> MeetingRow | None:
-        changes = meeting_changes(
-            title=title, locked=locked, recording=recording, state=state, ended_at=ended_at
+        changes, added = meeting_changes(
+            title=title,
+            locked=locked,
+            recording=recording,
+            state=state,
+            ended_at=ended_at,
+            add_features=add_features,
         )
+        derive: Derive | None = None
+        if added:
+
+            def joined(row: Sequence[Any]) -> dict[str, object]:
+                return {"features": merge_features(row[0], added)}
+
+            derive = (for_update(self.dialect, SELECT_MEETING_FEATURES), joined)
         return await self._update(
-            "meetings", MEETING_UPDATABLE, SELECT_MEETING, meeting_row, meeting_id, changes
+            "meetings", MEETING_UPDATABLE, SELECT_MEETING, meeting_row, meeting_id, changes, derive
         )
 
     async def delete_meeting(self, meeting_id: str) -> bool:

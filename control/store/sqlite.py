@@ -197,8 +197,14 @@ def _update(
     decode: Callable[[Sequence[Any]], T],
     row_id: str,
     changes: dict[str, object],
+    derive: sql.Derive | None,
 ) -> T | None:
-    with _transaction(conn):
+    with _transaction(conn):  # holds the write lock: what derive reads stays as it is
+        if derive is not None:
+            read, more = derive
+            current = conn.execute(read, (row_id,)).fetchone()
+            if current is not None:
+                changes = {**changes, **more(current)}
         if changes:
             statement = sql.update(table, list(changes), allowed)
             try:
@@ -338,8 +344,9 @@ class SqliteStore(sql.SqlStore):
         decode: Callable[[Sequence[Any]], T],
         row_id: str,
         changes: dict[str, object],
+        derive: sql.Derive | None = None,
     ) -> T | None:
-        return await self._call(_update, table, allowed, select, decode, row_id, changes)
+        return await self._call(_update, table, allowed, select, decode, row_id, changes, derive)
 
     async def _delete_meeting(self, meeting_id: str) -> bool:
         return await self._call(_delete_meeting, meeting_id)
