@@ -30,11 +30,15 @@ Rules, and why:
   participant's row does not open) before they reach the store: the store never holds a key
   in clear. They leave the service only in the join answer, the promotion answer and the
   routing updates to the workers; never in exceptions, logs or reprs.
-- Homing: every participant of a meeting is homed on the meeting's worker, (wire id - 1) mod
-  W, which spreads meetings evenly over the workers. A worker serves only the receivers of
-  the meetings it holds until packets cross between workers (DESIGN.md, "fan-out across
-  workers"), so a meeting must not be split yet. Worker i listens on media_port + 2i
-  (DESIGN.md, "Command line").
+- Homing (`_home`): a participant is homed on one worker, which alone receives from it and
+  sends to it (worker i listens on media_port + 2i, DESIGN.md "Command line"); the workers
+  pass a meeting's packets among themselves (DESIGN.md, "fan-out across workers"). The first
+  SMALL_MEETING members share the meeting's worker, (wire id - 1) mod W, which spreads meetings
+  over the workers; later ones go to the worker with the fewest of the meeting's members, so a
+  webinar's fan-out runs W-way parallel.
+- Changes of membership (join, end, delete) of one meeting hold that meeting's lock between
+  their checks and their writes, so a join racing the end of its meeting, or two joins
+  claiming one SSRC, cannot both succeed.
 - Wire ids: the routing table uses unsigned 32-bit ids; the store assigns them (`wire_id`,
   never reused) and every update carries them.
 - Promotion of an attendee to a role that may send issues new keys (the keys an attendee held
@@ -62,6 +66,7 @@ import json
 import logging
 import math
 import os
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +107,7 @@ DEFAULT_SUITE = "AES_CM_128_HMAC_SHA1_80"
 TITLE_MAX = 200
 NAME_MAX = 100
 MAX_SSRCS = 8
+SMALL_MEETING = 8  # members: up to this many share one worker
 MODES = ("meeting", "webinar")
 ROLES = ("host", "panelist", "attendee")
 
@@ -240,6 +246,7 @@ def _joined(
         downlink,
         _load_streams(row.streams),
         address,
+        row.worker,
     )
 
 
@@ -290,6 +297,15 @@ class MeetingService:
         self.throttle = throttle or FailureThrottle()
         self.key_box = key_box
         self._verified = auth.VerifiedPasswords()
+        # One lock per meeting, held while a join, an end or a deletion changes who is in it,
+        # so that their reads and writes do not interleave at an await.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, meeting_id: str) -> asyncio.Lock:
+        lock = self._locks.get(meeting_id)
+        if lock is None:
+            lock = self._locks[meeting_id] = asyncio.Lock()
+        return lock
 
     # -- meetings --
 
@@ -397,6 +413,13 @@ class MeetingService:
         """End the meeting at once (MeetingEnded reaches the workers, which stop its media),
         mark everyone present as gone, and append its usage record."""
         meeting = await self._open_meeting(meeting_id)
+        async with self._lock(meeting.id):
+            return await self._end(meeting.id, now, totals)
+
+    async def _end(
+        self, meeting_id: str, now: float, totals: Mapping[str, int] | None
+    ) -> UsageRecord:
+        meeting = await self._open_meeting(meeting_id)  # again: it may have ended meanwhile
         # The row as the end left it: features a set_controls added since the read above count.
         ended = await self.store.update_meeting(meeting.id, state="ended", ended_at=now)
         if ended is not None:
@@ -435,9 +458,11 @@ class MeetingService:
     async def delete_meeting(self, meeting_id: object, *, now: float) -> None:
         """Delete a meeting (ending it first if it is open; its usage record stays)."""
         meeting = await self._meeting(meeting_id)
-        if meeting.state == "open":
-            await self.end_meeting(meeting.id, now=now)
-        await self.store.delete_meeting(meeting.id)
+        async with self._lock(meeting.id):
+            meeting = await self._meeting(meeting.id)
+            if meeting.state == "open":
+                await self._end(meeting.id, now, None)
+            await self.store.delete_meeting(meeting.id)
 
     async def list_usage(self, meeting_id: str | None = None) -> list[UsageRecord]:
         return await self.store.list_usage(meeting_id=meeting_id)
@@ -506,30 +531,43 @@ class MeetingService:
 
         if declared and not _may_send(meeting.mode, role):
             raise Forbidden("attendees of a webinar receive only: they may not declare streams")
-        present = await self.store.list_participants(meeting.id, present_only=True)
-        taken = {s.ssrc for p in present for s in _load_streams(p.streams)}
-        clash = sorted(taken & {s.ssrc for s in declared})
-        if clash:
-            raise Conflict(f"ssrc {clash[0]} is already used by another participant")
-        worker = self._home(meeting)
-        meeting_streams = [
-            s for p in present if _may_send(meeting.mode, p.role) for s in _load_streams(p.streams)
-        ]
-        participant_id = new_id()
-        uplink, downlink = new_master_key(meeting.suite), new_master_key(meeting.suite)
-        row = await self.store.add_participant(
-            meeting_id=meeting.id,
-            name=name,
-            role=role,
-            uplink_sealed=self.key_box.seal(uplink, participant_id),
-            downlink_sealed=self.key_box.seal(downlink, participant_id),
-            worker=worker,
-            streams=_streams_json(declared),
-            receive_at=None if address is None else f"{address[0]}:{address[1]}",
-            joined_at=now,
-            participant_id=participant_id,
-        )
-        await self.publish(_joined(meeting, row, uplink, downlink))
+        async with self._lock(meeting.id):
+            # Again, under the meeting's lock: it may have ended, gone or been locked while the
+            # password was checked, and no other join may take these SSRCs meanwhile.
+            meeting = await self._open_meeting(meeting.id)
+            if meeting.locked and not is_host:
+                raise Locked(f"meeting {meeting.id!r} is locked: nobody new may join")
+            present = await self.store.list_participants(meeting.id, present_only=True)
+            taken = {s.ssrc for p in present for s in _load_streams(p.streams)}
+            clash = sorted(taken & {s.ssrc for s in declared})
+            if clash:
+                raise Conflict(f"ssrc {clash[0]} is already used by another participant")
+            worker = self._home(meeting, present)
+            meeting_streams = [
+                s
+                for p in present
+                if _may_send(meeting.mode, p.role)
+                for s in _load_streams(p.streams)
+            ]
+            participant_id = new_id()
+            uplink, downlink = new_master_key(meeting.suite), new_master_key(meeting.suite)
+            receive_at = None if address is None else f"{address[0]}:{address[1]}"
+            # The answer's SDP can still refuse the input (a receive_at port too high for the
+            # streams): find out before anything is stored or published.
+            self._sdp(meeting, worker, receive_at, downlink, declared, meeting_streams, 1)
+            row = await self.store.add_participant(
+                meeting_id=meeting.id,
+                name=name,
+                role=role,
+                uplink_sealed=self.key_box.seal(uplink, participant_id),
+                downlink_sealed=self.key_box.seal(downlink, participant_id),
+                worker=worker,
+                streams=_streams_json(declared),
+                receive_at=receive_at,
+                joined_at=now,
+                participant_id=participant_id,
+            )
+            await self.publish(_joined(meeting, row, uplink, downlink))
         log.info("participant %s joined meeting %s as %s", row.id, meeting.id, role)
         return self._answer(meeting, row, uplink, downlink, declared, meeting_streams)
 
@@ -569,8 +607,47 @@ class MeetingService:
             self.throttle.failure(meeting.id, client, now)
             raise Forbidden(f"wrong {what}")
 
-    def _home(self, meeting: MeetingRow) -> int:
-        return (meeting.wire_id - 1) % self.workers
+    def _home(self, meeting: MeetingRow, present: Sequence[ParticipantRow]) -> int:
+        """The worker a newcomer is homed on. Each member costs its worker the same output
+        (a copy of every stream of the meeting), so a meeting's members are spread evenly,
+        each to the worker with the fewest (ties: the lowest index); a small meeting stays on
+        one worker, where passing its packets between workers would cost more than it
+        spreads."""
+        pinned = (meeting.wire_id - 1) % self.workers
+        if len(present) < SMALL_MEETING:
+            return pinned
+        counts = [0] * self.workers
+        for p in present:
+            if p.worker < self.workers:
+                counts[p.worker] += 1
+        return counts.index(min(counts))
+
+    def _sdp(
+        self,
+        meeting: MeetingRow,
+        worker: int,
+        receive_at: str | None,
+        downlink: bytes,
+        declared: Sequence[wire.Stream],
+        meeting_streams: list[wire.Stream],
+        session_id: int,
+    ) -> str:
+        """The participant's SDP (DESIGN.md, join); Invalid if its input cannot make one."""
+        try:
+            if receive_at is not None:
+                return listener_sdp(
+                    wire.parse_address(receive_at),
+                    meeting_streams,
+                    meeting.suite,
+                    downlink,
+                    session_id,
+                )
+            port = self.media_port + 2 * worker
+            return sender_sdp(
+                self.relay_host, port, list(declared), meeting.suite, downlink, session_id
+            )
+        except ValueError as exc:  # e.g. a receive_at port with no room for every stream
+            raise Invalid(str(exc)) from None
 
     def _answer(
         self,
@@ -581,26 +658,13 @@ class MeetingService:
         declared: Sequence[wire.Stream],
         meeting_streams: list[wire.Stream],
     ) -> dict[str, Any]:
-        port = self.media_port + 2 * row.worker
-        try:
-            if row.receive_at is not None:
-                sdp = listener_sdp(
-                    wire.parse_address(row.receive_at),
-                    meeting_streams,
-                    meeting.suite,
-                    downlink,
-                    row.wire_id,
-                )
-            else:
-                sdp = sender_sdp(
-                    self.relay_host, port, list(declared), meeting.suite, downlink, row.wire_id
-                )
-        except ValueError as exc:  # e.g. a receive_at port with no room for every stream
-            raise Invalid(str(exc)) from None
+        sdp = self._sdp(
+            meeting, row.worker, row.receive_at, downlink, declared, meeting_streams, row.wire_id
+        )
         return {
             "participant_id": row.id,
             "role": row.role,
-            "relay": {"host": self.relay_host, "port": port},
+            "relay": {"host": self.relay_host, "port": self.media_port + 2 * row.worker},
             "srtp": {"suite": meeting.suite, "uplink": _b64(uplink), "downlink": _b64(downlink)},
             "sdp": sdp,
         }

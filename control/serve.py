@@ -190,6 +190,9 @@ class Server:
                 snapshot=self.endpoints.snapshot,
                 stats=self.endpoints.stats,
                 ready_dir=self.run_dir,
+                fanout=tuple(
+                    f"ipc://{self.run_dir}/fanout-{i}.sock" for i in range(settings.workers)
+                ),
             )
         )
         self.stopping = False

@@ -6,7 +6,9 @@
 #
 # Nothing here holds the GIL or creates a Python object; every datagram that is not forwarded
 # is counted under a DropReason. process() is the whole loop without sockets, for tests;
-# run_once() adds the two system calls.
+# run_once() adds the two system calls. A meeting with members homed on other workers also
+# gets each packet's plaintext appended to `exports` (fanout.pxi), which the worker publishes
+# between batches; run_import() serves this worker's members from what the others published.
 
 from libc.string cimport memcmp
 
@@ -38,6 +40,7 @@ cdef class Forwarder:
     cdef Counters* stats        # the table's counters
     cdef RecvBatch rx
     cdef SendBatch tx
+    cdef Exports exports        # this batch's packets for members homed on other workers
     cdef uint8_t* scratch       # a copy of the packet while several candidates are tried
 
     def __cinit__(self, RouteTable table not None, int send_slots=SEND_SLOTS):
@@ -45,6 +48,7 @@ cdef class Forwarder:
         self.stats = &table.stats
         self.rx = RecvBatch()
         self.tx = SendBatch(send_slots)
+        self.exports = Exports()
         self.scratch = <uint8_t*>malloc(SLOT_SIZE)
         if self.scratch == NULL:
             raise MemoryError()
@@ -61,6 +65,31 @@ cdef class Forwarder:
             if n > 0:
                 self._forward_batch(self.rx, self.tx, fd, now)
                 self.tx.flush(fd, self.table)
+        return n
+
+    def take_exports(self):
+        """What the last batches passed on: [(meeting id, records)], one item per meeting run
+        (fanout.pxi); the worker publishes each, topic = meeting id."""
+        return self.exports.take()
+
+    def run_import(self, int fd, const uint8_t[::1] records not None, double now):
+        """Serve this worker's members from another worker's records, then send. Returns the
+        records used, or -1 if the message was malformed (counted as a drop)."""
+        cdef int n
+        if records.shape[0] == 0:
+            return 0
+        with nogil:
+            n = self._import(&records[0], <size_t>records.shape[0], self.tx, fd)
+            self.tx.flush(fd, self.table)
+        return n
+
+    def process_import(self, const uint8_t[::1] records not None, SendBatch tx not None):
+        """run_import without a socket, for tests: the copies land in tx."""
+        cdef int n
+        if records.shape[0] == 0:
+            return 0
+        with nogil:
+            n = self._import(&records[0], <size_t>records.shape[0], tx, -1)
         return n
 
     def process(self, RecvBatch rx not None, SendBatch tx not None, double now):
@@ -139,6 +168,16 @@ cdef class Forwarder:
             self.stats.dropped[reason] += 1
             return
         self._fan_out_rtp(tx, fd, <uint32_t>slot, st.slot, pkt, plain_len, index)
+        if self.table.meetings[p.meeting].nremote:
+            self._export(EXPORT_RTP, p, st.ssrc, index, pkt, plain_len)
+
+    cdef void _export(self, uint8_t kind, const Participant* p, uint32_t ssrc, uint64_t index,
+                      const uint8_t* plain, size_t plain_len) noexcept nogil:
+        if self.exports.add(kind, self.table.meetings[p.meeting].id, p.id, ssrc, index, plain,
+                            plain_len):
+            self.stats.exported += 1
+        else:
+            self.stats.dropped[DROP_OVERFLOW] += 1
 
     cdef int _may_send(self, const Participant* p) noexcept nogil:
         """-1 if p's media may go out, or the reason it may not."""
@@ -168,6 +207,8 @@ cdef class Forwarder:
             if r == sender:
                 continue
             rp = &self.table.parts[r]
+            if rp.flags & PF_REMOTE:
+                continue                # its home worker sends it this packet
             if rp.flags & PF_EJECTED:
                 self.stats.dropped[DROP_EJECTED] += 1
                 continue
@@ -283,6 +324,10 @@ cdef class Forwarder:
                 self.stats.dropped[reason] += 1
             else:
                 self._fan_out_rtcp(tx, fd, <uint32_t>slot, pkt, plain_len)
+                # Other workers find the sender by a declared SSRC: a sender that sends its
+                # reports from another one has its first stream's named in the record.
+                if self.table.meetings[p.meeting].nremote and p.nstreams:
+                    self._export(EXPORT_RTCP, p, p.streams[0].ssrc, 0, pkt, plain_len)
         elif not handled:
             self.stats.rtcp_terminated += 1
 
@@ -318,7 +363,7 @@ cdef class Forwarder:
         cdef uint32_t j, r
         for j in range(m.nmembers):
             r = m.members[j]
-            if r == sender:
+            if r == sender or self.table.parts[r].flags & PF_REMOTE:
                 continue
             if self.table.parts[r].flags & PF_EJECTED:
                 self.stats.dropped[DROP_EJECTED] += 1
@@ -344,3 +389,53 @@ cdef class Forwarder:
             return 0
         tx.commit(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r)
         return 1
+
+    # -- from the other workers ----------------------------------------------------------------
+
+    cdef int _import(self, const uint8_t* data, size_t size, SendBatch tx,
+                     int fd) noexcept nogil:
+        """Forward each record of another worker to this worker's members (fanout.pxi)."""
+        cdef ExportRecord rec
+        cdef size_t off = 0, nxt
+        cdef int used = 0, reason
+        cdef int32_t slot
+        cdef uint32_t stream
+        cdef Participant* p
+        while off < size:
+            nxt = export_next(data, size, off, &rec)
+            if nxt == 0:
+                self.stats.dropped[DROP_MALFORMED] += 1
+                return -1
+            off = nxt
+            slot = self._imported_sender(&rec, &stream)
+            if slot < 0:
+                self.stats.dropped[DROP_UNKNOWN_SOURCE] += 1
+                continue
+            p = &self.table.parts[slot]
+            reason = self._may_send(p)
+            if reason >= 0:
+                self.stats.dropped[reason] += 1
+                continue
+            self.stats.imported += 1
+            used += 1
+            if rec.kind == EXPORT_RTP:
+                self._fan_out_rtp(tx, fd, <uint32_t>slot, p.streams[stream].slot, rec.plain,
+                                  rec.length, rec.index)
+            else:
+                self._fan_out_rtcp(tx, fd, <uint32_t>slot, rec.plain, rec.length)
+        return used
+
+    cdef int32_t _imported_sender(self, const ExportRecord* rec,
+                                  uint32_t* stream) noexcept nogil:
+        """The slot of the record's sender in this worker's table (found by its SSRC, checked
+        by its id and meeting), or -1."""
+        cdef const SsrcEntry* found[MAX_CANDIDATES]
+        cdef int k, i
+        cdef const Participant* p
+        k = table_find_senders(self.table, rec.ssrc, found, MAX_CANDIDATES)
+        for i in range(k):
+            p = &self.table.parts[found[i].slot]
+            if p.id == rec.sender and self.table.meetings[p.meeting].id == rec.meeting:
+                stream[0] = found[i].stream
+                return found[i].slot
+        return -1

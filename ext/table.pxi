@@ -19,6 +19,7 @@ cdef enum:
     PF_MUTED = 1
     PF_EJECTED = 2
     PF_HAS_ADDRESS = 4      # latched from an authenticated packet, or given at join
+    PF_REMOTE = 8           # homed on another worker: that worker sends to it, not this one
 
 
 ctypedef struct SenderStream:
@@ -64,12 +65,15 @@ ctypedef struct Meeting:
     uint32_t nmembers
     uint32_t members_cap
     uint32_t nstreams       # stream slots handed out (never reused within a meeting)
+    uint32_t nremote        # members homed on other workers: packets go to them too (fanout.pxi)
 
 
 ctypedef struct Counters:
     uint64_t packets_in, bytes_in, packets_out, bytes_out
     uint64_t rtcp_terminated    # receiver reports and other RTCP that ends at the relay
     uint64_t latched            # addresses learnt or moved by authenticated packets
+    uint64_t exported           # packets passed on to the other workers (fanout.pxi)
+    uint64_t imported           # packets taken from the other workers for local receivers
     uint64_t dropped[DROP_COUNT]
 
 
@@ -206,7 +210,7 @@ cdef class RouteTable:
     # -- participants ------------------------------------------------------------------------
 
     def join(self, uint32_t participant_id, uint32_t meeting_id, str role, str suite,
-             uplink, downlink, ssrcs=(), address=None):
+             uplink, downlink, ssrcs=(), address=None, bint local=True):
         """Add a participant.
 
         Args:
@@ -216,6 +220,9 @@ cdef class RouteTable:
             ssrcs: the SSRCs it will send (at most MAX_STREAMS).
             address: (ip, port) where it receives, for clients that only listen; otherwise
                 learnt from its first authenticated packet.
+            local: whether it is homed on this worker. Another worker sends to a participant
+                that is not; this one only knows its keys and SSRCs (its packets may still
+                arrive here) and passes its meeting's media on (fanout.pxi).
         """
         cdef uint32_t mslot = self._meeting_slot(meeting_id)
         cdef const SuiteSpec* spec = _suite_spec(suite)
@@ -247,6 +254,8 @@ cdef class RouteTable:
         p.id = participant_id
         p.meeting = <int32_t>mslot
         p.role = ROLE_NAMES.index(role)
+        if not local:
+            p.flags |= PF_REMOTE
         p.spec = spec
         memcpy(p.up_master, &up[0], need)
         p.down = srtp_context_new(spec, &down[0], <uint32_t>128)
@@ -267,6 +276,8 @@ cdef class RouteTable:
         # Every member (the newcomer too) needs an OutStream per stream of the meeting; only
         # a sender adds streams, so a listener joining touches no one else.
         m.nstreams += p.nstreams
+        if not local:
+            m.nremote += 1
         self._add_member(m, slot)
         if p.nstreams:
             for i in range(m.nmembers):
@@ -292,6 +303,8 @@ cdef class RouteTable:
         cdef bint sender = p.nstreams > 0
         if p.flags & PF_HAS_ADDRESS:
             table_addr_delete(self, slot)
+        if p.flags & PF_REMOTE:
+            m.nremote -= 1
         for i in range(m.nmembers):
             if m.members[i] == slot:
                 m.members[i] = m.members[m.nmembers - 1]
@@ -328,6 +341,7 @@ cdef class RouteTable:
             "packets_in": c.packets_in, "bytes_in": c.bytes_in,
             "packets_out": c.packets_out, "bytes_out": c.bytes_out,
             "rtcp_terminated": c.rtcp_terminated, "latched": c.latched,
+            "exported": c.exported, "imported": c.imported,
             "dropped": {DROP_NAMES[i]: c.dropped[i] for i in range(DROP_COUNT)},
         }
 

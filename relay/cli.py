@@ -93,7 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--stats", help="ZeroMQ endpoint to push counters to, every second")
     worker.add_argument("--ready-file", type=Path, help="written with the pid once bound")
     worker.add_argument("--duration", type=float, help="stop after this many seconds")
-    worker.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    worker.add_argument(
+        "--index", type=int, default=0, help="this worker's number among W (default 0)"
+    )
+    worker.add_argument(
+        "--fanout",
+        metavar="EP0,EP1,...",
+        help="every worker's ZeroMQ endpoint for packets passed between workers, in order",
+    )
     add_plugins(commands)
     return parser
 
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 snapshot=args.snapshot,
                 stats=args.stats,
                 ready_file=args.ready_file,
+                fanout=tuple(args.fanout.split(",")) if args.fanout else (),
                 duration=args.duration,
             )
         )

@@ -8,25 +8,56 @@ on the worker's one thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from relay import wire
 
 
 class RouteReplica:
-    """Keeps a RouteTable equal to the control plane's routing state."""
+    """Keeps a RouteTable equal to the control plane's routing state.
 
-    def __init__(self, table: Any) -> None:
+    With several workers, `index` is this worker's: a participant homed elsewhere joins the
+    table as not local, and `on_local(meeting, True/False)` is called when a meeting gets its
+    first member homed here or loses its last, which is when the worker subscribes to (or
+    unsubscribes from) the other workers' packets of that meeting."""
+
+    def __init__(
+        self,
+        table: Any,
+        index: int | None = None,
+        on_local: Callable[[int, bool], None] | None = None,
+    ) -> None:
         self.table = table
+        self.index = index
+        self.on_local = on_local
         self.seq = -1  # last update applied; -1 before the first snapshot
         self.needs_snapshot = True
         self.meetings: set[int] = set()  # meetings the table holds
+        self.homes: dict[int, tuple[int, bool]] = {}  # participant -> (meeting, homed here)
+        self.local: dict[int, int] = {}  # meeting -> members homed here
+
+    def _is_local(self, joined: wire.ParticipantJoined) -> bool:
+        return joined.worker is None or self.index is None or joined.worker == self.index
+
+    def _count(self, meeting: int, delta: int) -> None:
+        before = self.local.get(meeting, 0)
+        after = before + delta
+        if after:
+            self.local[meeting] = after
+        else:
+            self.local.pop(meeting, None)
+        if self.on_local is not None and (before == 0) != (after == 0):
+            self.on_local(meeting, after > 0)
 
     def apply_snapshot(self, snapshot: wire.Snapshot) -> None:
         """Replace everything with the snapshot's state."""
         for meeting in self.meetings:
             self.table.close_meeting(meeting)
         self.meetings.clear()
+        for meeting in list(self.local):
+            self._count(meeting, -self.local[meeting])
+        self.homes.clear()
         for opened in snapshot.meetings:
             self._apply(opened)
         for joined in snapshot.participants:
@@ -60,6 +91,7 @@ class RouteReplica:
         elif isinstance(update, wire.MeetingEnded):
             t.end_meeting(update.meeting)
         elif isinstance(update, wire.ParticipantJoined):
+            local = self._is_local(update)
             t.join(
                 update.participant,
                 update.meeting,
@@ -69,9 +101,16 @@ class RouteReplica:
                 update.downlink,
                 [s.ssrc for s in update.streams],
                 update.address,
+                local=local,
             )
+            self.homes[update.participant] = (update.meeting, local)
+            if local:
+                self._count(update.meeting, 1)
         elif isinstance(update, wire.ParticipantLeft):
             t.leave(update.participant)
+            meeting, local = self.homes.pop(update.participant, (0, False))
+            if local:
+                self._count(meeting, -1)
         elif isinstance(update, wire.ParticipantEjected):
             t.eject(update.participant)
         elif isinstance(update, wire.ParticipantMuted):

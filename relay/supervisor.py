@@ -41,6 +41,7 @@ class SupervisorConfig:
     snapshot: str | None = None  # ZeroMQ endpoint answering snapshot requests
     stats: str | None = None  # ZeroMQ endpoint the workers push counters to
     ready_dir: Path | None = None  # where workers write worker-<i>.ready once bound
+    fanout: tuple[str, ...] = ()  # every worker's endpoint for packets between workers
     python: str = field(default=sys.executable)
 
 
@@ -93,6 +94,8 @@ class Supervisor:
         ready = self.ready_file(index)
         if ready is not None:
             cmd += ["--ready-file", str(ready)]
+        if len(c.fanout) > 1:
+            cmd += ["--fanout", ",".join(c.fanout)]
         return cmd
 
     def start(self) -> None:

@@ -92,6 +92,9 @@ class ParticipantJoined:
     downlink: bytes  # master key || salt for what it receives
     streams: tuple[Stream, ...] = ()
     address: tuple[str, int] | None = None  # receive_at, for listen-only clients
+    # The worker it is homed on: that worker receives from it and sends to it; the others
+    # only know it (None: every worker treats it as its own, as a lone worker does).
+    worker: int | None = None
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,11 @@ def from_json(body: Any) -> Message:
             )
             address = body.get("address")
             args["address"] = parse_address(address) if address else None
+            worker = body.get("worker")
+            if worker is not None and (
+                isinstance(worker, bool) or not isinstance(worker, int) or not 0 <= worker < 4096
+            ):
+                raise WireError(f"worker must be a worker index, got {worker!r}")
             if args.get("role") not in ROLES:
                 raise WireError(f"role must be one of {ROLES}, got {args.get('role')!r}")
         if cls is MeetingOpened and args.get("mode", "meeting") not in MODES:

@@ -36,6 +36,7 @@ BATCHES_PER_WAKEUP = 64  # recvmmsg batches before control messages get a turn
 STATS_INTERVAL = 1.0  # seconds
 SNAPSHOT_TIMEOUT = 1.0  # seconds to wait for a snapshot reply
 SNAPSHOT_RETRY = 1.0  # seconds between snapshot requests while one is needed
+FANOUT_HWM = 10_000  # messages (batches) queued per peer before the PUB drops
 
 
 @dataclass
@@ -47,6 +48,9 @@ class WorkerConfig:
     control: str | None = None  # ZeroMQ SUB endpoint for numbered routing updates
     snapshot: str | None = None  # ZeroMQ ROUTER endpoint that answers snapshot requests
     stats: str | None = None  # ZeroMQ PUSH endpoint for counters
+    # Every worker's ZeroMQ endpoint for packets passed between workers, in worker order: this
+    # one publishes on fanout[index] and subscribes to the others (one worker: none needed).
+    fanout: tuple[str, ...] = ()
     ready_file: Path | None = None
     duration: float | None = None
 
@@ -73,9 +77,26 @@ class Worker:
         self.config = config
         self.table = _core.RouteTable()
         self.forwarder = _core.Forwarder(self.table)
-        self.replica = RouteReplica(self.table)
         self.running = True
         self.zmq: zmq.Context[Any] = zmq.Context.instance()
+        self.peers_out: zmq.Socket[Any] | None = None  # PUB: our packets for other workers
+        self.peers_in: zmq.Socket[Any] | None = None  # SUB: theirs for our members
+        self.fanout_dropped = 0  # messages the PUB refused (a subscriber far behind)
+        if len(config.fanout) > 1:
+            if not 0 <= config.index < len(config.fanout):
+                raise ValueError(f"worker {config.index} has no endpoint in --fanout")
+            self.peers_out = self.zmq.socket(zmq.PUB)
+            self.peers_out.setsockopt(zmq.SNDHWM, FANOUT_HWM)
+            self.peers_out.setsockopt(zmq.LINGER, 0)
+            self.peers_out.bind(config.fanout[config.index])
+            self.peers_in = self.zmq.socket(zmq.SUB)
+            self.peers_in.setsockopt(zmq.RCVHWM, FANOUT_HWM)
+            for i, endpoint in enumerate(config.fanout):
+                if i != config.index:
+                    self.peers_in.connect(endpoint)
+            self.replica = RouteReplica(self.table, config.index, self._subscribe)
+        else:
+            self.replica = RouteReplica(self.table)
         self.sockets = [
             bind_udp(config.media_host, config.media_port),
             bind_udp(config.media_host, config.media_port + 1),
@@ -101,6 +122,33 @@ class Worker:
     def stop(self, *_: object) -> None:
         self.running = False
 
+    def _subscribe(self, meeting: int, wanted: bool) -> None:
+        """Take the other workers' packets of a meeting while members are homed here."""
+        assert self.peers_in is not None
+        option = zmq.SUBSCRIBE if wanted else zmq.UNSUBSCRIBE
+        self.peers_in.setsockopt(option, meeting.to_bytes(4, "big"))
+
+    def _publish_exports(self) -> None:
+        assert self.peers_out is not None
+        for meeting, records in self.forwarder.take_exports():
+            try:
+                self.peers_out.send_multipart(
+                    [meeting.to_bytes(4, "big"), records], zmq.NOBLOCK, copy=False
+                )
+            except zmq.Again:
+                self.fanout_dropped += 1
+
+    def _take_imports(self, now: float) -> None:
+        assert self.peers_in is not None
+        fd = self.sockets[0].fileno()
+        for _ in range(BATCHES_PER_WAKEUP):
+            try:
+                frames = self.peers_in.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(frames) == 2:
+                self.forwarder.run_import(fd, frames[1].buffer, now)
+
     def run(self) -> dict[str, Any]:
         """Forward until stopped; returns the final counters."""
         poller = zmq.Poller()
@@ -108,6 +156,8 @@ class Worker:
             poller.register(sock.fileno(), zmq.POLLIN)
         if self.control is not None:
             poller.register(self.control, zmq.POLLIN)
+        if self.peers_in is not None:
+            poller.register(self.peers_in, zmq.POLLIN)
         if self.replica.needs_snapshot and self.config.snapshot:
             self._take_snapshot()
             self.snapshot_due = time.monotonic() + SNAPSHOT_RETRY
@@ -116,6 +166,7 @@ class Worker:
         deadline = time.monotonic() + self.config.duration if self.config.duration else None
         next_stats = time.monotonic() + STATS_INTERVAL
         forward = self.forwarder.run_once
+        exporting = self.peers_out is not None
         while self.running:
             ready = dict(poller.poll(100))
             now = time.monotonic()
@@ -124,10 +175,14 @@ class Worker:
                     fd = sock.fileno()
                     for _ in range(BATCHES_PER_WAKEUP):
                         n = forward(fd, now)
+                        if exporting:
+                            self._publish_exports()  # one message per meeting per batch
                         if n < 64:
                             if n < 0:
                                 log.warning("recvmmsg failed: %s", os.strerror(-n))
                             break
+            if self.peers_in is not None and self.peers_in in ready:
+                self._take_imports(now)
             if self.control is not None and self.control in ready:
                 self._drain_control()
             if self.replica.needs_snapshot and self.config.snapshot and now >= self.snapshot_due:
@@ -140,6 +195,7 @@ class Worker:
             if deadline is not None and now >= deadline:
                 break
         counters: dict[str, Any] = self.table.counters()
+        counters["fanout_dropped"] = self.fanout_dropped
         return counters
 
     def _drain_control(self) -> None:
@@ -205,7 +261,7 @@ class Worker:
         body = {
             "worker": self.config.index,
             "time": now,
-            "counters": self.table.counters(),
+            "counters": {**self.table.counters(), "fanout_dropped": self.fanout_dropped},
             "participants": {str(k): v for k, v in people.items()},
             "events": self._latch_events(people),
         }
@@ -228,7 +284,7 @@ class Worker:
     def close(self) -> None:
         for sock in self.sockets:
             sock.close()
-        for zsock in (self.control, self.stats):
+        for zsock in (self.control, self.stats, self.peers_out, self.peers_in):
             if zsock is not None:
                 zsock.close(0)
 

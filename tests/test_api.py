@@ -1437,13 +1437,6 @@ def test_huge_offset_is_invalid_not_a_5xx(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="control/meetings.py join: the participant is stored (add_participant) and "
-    "published (ParticipantJoined) before _answer renders the SDP; a receive_at port with no "
-    "room for the streams (127.0.0.1:65535) then answers 422, but the participant stays in the "
-    "store, in the participant list and in the workers' routing table with keys nobody got",
-)
 def test_a_refused_receive_at_leaves_no_participant_behind(tmp_path: Path) -> None:
     async def body(api: Api) -> None:
         m = await api.create(title="m", password="pw")
@@ -1470,13 +1463,6 @@ def _gate_password_checks(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Ev
     return gate, lambda: asyncio.to_thread(entered.wait, 5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="control/meetings.py join: the meeting is checked open (_open_meeting) before the "
-    "password check awaits a thread, and not again before add_participant; a meeting ended "
-    "meanwhile gets a new participant (201 with keys) that stays present forever in the ended "
-    "meeting and is missing from its usage record",
-)
 def test_a_join_racing_the_end_of_its_meeting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1500,12 +1486,6 @@ def test_a_join_racing_the_end_of_its_meeting(
     run(tmp_path, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="control/meetings.py join: as with the end, a meeting deleted while the join checks "
-    "its password makes store.add_participant fail on the missing meeting; the StoreError is "
-    "answered 503 'storage is unavailable' instead of 404",
-)
 def test_a_join_racing_the_deletion_of_its_meeting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1524,12 +1504,6 @@ def test_a_join_racing_the_deletion_of_its_meeting(
     run(tmp_path, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="control/meetings.py join: the SSRC clash check (list_participants, then "
-    "add_participant) is not atomic; two joins declaring the same SSRC at the same time both "
-    "get 201, and the meeting has two senders with one SSRC",
-)
 def test_concurrent_joins_cannot_share_an_ssrc(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -493,3 +493,63 @@ def test_serve_on_postgresql_keeps_everything_across_a_control_plane_crash(
                 p.close()
     finally:
         assert stop_serve(serve) == 0
+
+
+def test_a_webinar_spans_both_workers_and_survives_a_worker_killed(tmp_path: Path) -> None:
+    serve = start_serve(tmp_path / "data", 2)
+    try:
+        with serve.api() as api:
+            r = api.post("/v1/meetings", json={"title": "big", "mode": "webinar", "password": "pw"})
+            meeting, host_key = r.json()["id"], r.json()["host_key"]
+            presenter = join(api, meeting, "presenter", 0x4000, role="host", host_key=host_key)
+            attendees = [join(api, meeting, f"a{i}", None) for i in range(20)]
+            ports = {a.relay[1] for a in attendees}
+            assert ports == {serve.media_port, serve.media_port + 2}  # homed on both workers
+            everyone = [presenter, *attendees]
+            await_media(presenter, attendees[-1])
+            settle(everyone, 0.2)
+            for a in attendees:
+                a.received.clear()
+            for n in range(50):
+                presenter.send(b"both %d" % n)
+                time.sleep(0.002)
+            settle(everyone)
+            for a in attendees:
+                assert a.bad == 0
+                assert [p for _, p in a.received] == [b"both %d" % n for n in range(50)]
+                # it came from its own worker's port (symmetric RTP)
+            # Kill the worker that does not hold the presenter: its attendees see a gap, then
+            # decrypt again after it restarted and took a snapshot.
+            victim_port = serve.media_port + 2
+            victim = serve.worker_pids()[1]
+            os.kill(victim, signal.SIGKILL)
+            far = [a for a in attendees if a.relay[1] == victim_port]
+            near = [a for a in attendees if a.relay[1] != victim_port]
+            for a in attendees:
+                a.received.clear()
+            killed_at = time.monotonic()
+            first_after: dict[str, float] = {}
+            n = 0
+            while time.monotonic() - killed_at < 10 and len(first_after) < len(far):
+                presenter.send(b"gap %d" % n)
+                n += 1
+                time.sleep(0.005)
+                for a in far:
+                    if a.drain() and a.id not in first_after:
+                        first_after[a.id] = time.monotonic() - killed_at
+                for a in near:
+                    a.drain()
+            assert len(first_after) == len(far), "attendees of the killed worker got nothing"
+            gap = max(first_after.values())
+            assert gap < 5.0
+            settle(everyone)
+            for a in far:
+                assert a.bad == 0  # every packet after the gap decrypts
+            for a in near:
+                assert len(a.received) == n  # the other worker's attendees saw no gap
+            assert serve.worker_pids()[1] != victim
+            print(f"gap after kill -9 of a worker: {gap * 1000:.0f} ms")
+            for p in everyone:
+                p.close()
+    finally:
+        assert stop_serve(serve) == 0

@@ -1,0 +1,123 @@
+# Fan-out across workers (DESIGN.md, "Fan-out across workers"): the records one worker passes
+# to the others.
+#
+# A participant is homed on one worker, which alone receives from it and sends to it. When a
+# packet arrives for a meeting that also has members homed on other workers (Meeting.nremote),
+# the receiving worker serves its own members, then appends the packet's plaintext, once, to
+# its Exports. Between batches the worker publishes each meeting's records as one ZeroMQ
+# message (topic: the meeting id) and every worker with members in that meeting protects and
+# sends the copies for its own (Forwarder.run_import).
+#
+# A record is a 24-byte header and the plaintext:
+#
+#   offset  size  field
+#   0       1     kind: EXPORT_RTP or EXPORT_RTCP (a sender report)
+#   1       1     0
+#   2       2     plaintext length, little-endian (workers are processes on one host)
+#   4       4     meeting id
+#   8       4     sender's participant id
+#   12      4     SSRC the sender declared (RTP) or sent the report from (RTCP)
+#   16      8     the packet's SRTP index, as the sender's home worker estimated it (RTP)
+#   24      len   plaintext RTP or RTCP
+#
+# The importing worker finds the sender by SSRC and checks its id, and applies its own view of
+# mute, eject and end, so a change that reaches the workers at slightly different moments never
+# lets media through where the local table says no.
+
+from libc.stdint cimport uint64_t
+
+cdef enum:
+    EXPORT_RTP = 0
+    EXPORT_RTCP = 1
+    EXPORT_HEADER = 24
+    EXPORT_CAPACITY = BATCH_MAX * (SLOT_SIZE + EXPORT_HEADER)
+
+
+ctypedef struct ExportRecord:
+    uint8_t kind
+    uint16_t length
+    uint32_t meeting
+    uint32_t sender
+    uint32_t ssrc
+    uint64_t index
+    const uint8_t* plain
+
+
+@cython.final
+cdef class Exports:
+    """The records of one receive batch, grouped in runs of one meeting (a segment each)."""
+
+    cdef uint8_t* buf
+    cdef size_t length
+    cdef int nsegments
+    cdef uint32_t seg_meeting[BATCH_MAX * 2]
+    cdef size_t seg_start[BATCH_MAX * 2 + 1]
+
+    def __cinit__(self):
+        self.buf = <uint8_t*>malloc(EXPORT_CAPACITY)
+        if self.buf == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    cdef bint add(self, uint8_t kind, uint32_t meeting, uint32_t sender, uint32_t ssrc,
+                  uint64_t index, const uint8_t* plain, size_t plain_len) noexcept nogil:
+        """Append a record; False if this batch's buffer is full (the caller counts a drop)."""
+        cdef uint8_t* r
+        if (self.length + EXPORT_HEADER + plain_len > EXPORT_CAPACITY
+                or plain_len > 0xFFFF):
+            return False
+        if self.nsegments == 0 or self.seg_meeting[self.nsegments - 1] != meeting:
+            if self.nsegments == BATCH_MAX * 2:
+                return False
+            self.seg_meeting[self.nsegments] = meeting
+            self.seg_start[self.nsegments] = self.length
+            self.nsegments += 1
+        r = self.buf + self.length
+        r[0] = kind
+        r[1] = 0
+        r[2] = <uint8_t>(plain_len & 0xFF)
+        r[3] = <uint8_t>(plain_len >> 8)
+        memcpy(r + 4, &meeting, 4)
+        memcpy(r + 8, &sender, 4)
+        memcpy(r + 12, &ssrc, 4)
+        memcpy(r + 16, &index, 8)
+        memcpy(r + EXPORT_HEADER, plain, plain_len)
+        self.length += EXPORT_HEADER + plain_len
+        return True
+
+    def take(self):
+        """[(meeting id, records)] of the batch, one item per run of one meeting; empties it."""
+        cdef int i
+        cdef size_t end
+        out = []
+        for i in range(self.nsegments):
+            end = self.seg_start[i + 1] if i + 1 < self.nsegments else self.length
+            out.append((self.seg_meeting[i],
+                        (<char*>self.buf)[self.seg_start[i]:end]))
+        self.nsegments = 0
+        self.length = 0
+        return out
+
+    def __len__(self):
+        return self.nsegments
+
+
+cdef inline size_t export_next(const uint8_t* data, size_t size, size_t off,
+                               ExportRecord* rec) noexcept nogil:
+    """Decode the record at `off`; the offset of the next one, or 0 if it is malformed."""
+    cdef size_t plain_len
+    if off + EXPORT_HEADER > size:
+        return 0
+    plain_len = <size_t>data[off + 2] | (<size_t>data[off + 3] << 8)
+    if off + EXPORT_HEADER + plain_len > size or data[off] > EXPORT_RTCP:
+        return 0
+    rec.kind = data[off]
+    rec.length = <uint16_t>plain_len
+    memcpy(&rec.meeting, data + off + 4, 4)
+    memcpy(&rec.sender, data + off + 8, 4)
+    memcpy(&rec.ssrc, data + off + 12, 4)
+    memcpy(&rec.index, data + off + 16, 8)
+    rec.plain = data + off + EXPORT_HEADER
+    return off + EXPORT_HEADER + plain_len
