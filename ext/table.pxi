@@ -14,6 +14,19 @@
 
 from libc.stdlib cimport calloc, free, malloc, realloc
 
+import struct as _struct
+
+_STATE_S = _struct.Struct("<cIIQ")
+_STATE_O = _struct.Struct("<cIIIQQ")
+_STATE_R = _struct.Struct("<cII")
+
+
+cdef inline void _index_restore(SrtpIndex* t, uint64_t highest) noexcept:
+    """Resume an index as of `highest`, every index at or below it taken as seen."""
+    t.started = True
+    t.highest = highest
+    memset(t.seen, 0xFF, sizeof(t.seen))
+
 
 cdef enum:
     PF_MUTED = 1
@@ -344,6 +357,97 @@ cdef class RouteTable:
             "exported": c.exported, "imported": c.imported,
             "dropped": {DROP_NAMES[i]: c.dropped[i] for i in range(DROP_COUNT)},
         }
+
+    # -- stream state across a restart ----------------------------------------------------
+
+    def stream_state(self):
+        """The SRTP index state a restarted worker needs so that senders keep authenticating
+        and receivers keep decrypting (relay/worker.py saves it every second): records of
+
+          b"S" u32 participant, u32 ssrc, u64 highest index received from that stream
+          b"O" u32 receiver, u32 sender, u32 ssrc, u64 base, u64 highest index sent to it
+          b"R" u32 receiver, u32 next SRTCP index to send it
+
+        little-endian, keyed by ids and SSRCs (stream slots are renumbered by a restart)."""
+        cdef bytearray out = bytearray()
+        cdef uint32_t i, j, k, r
+        cdef Participant* p
+        cdef Participant* q
+        cdef Meeting* m
+        for i in range(self.parts_cap):
+            p = &self.parts[i]
+            if p.meeting < 0:
+                continue
+            for j in range(p.nstreams):
+                if p.streams[j].rtp_rx.started:
+                    out += _STATE_S.pack(b"S", p.id, p.streams[j].ssrc,
+                                         p.streams[j].rtp_rx.highest)
+            if p.flags & PF_REMOTE:
+                continue
+            if p.rtcp_tx_next:
+                out += _STATE_R.pack(b"R", p.id, p.rtcp_tx_next)
+            m = &self.meetings[p.meeting]
+            for k in range(m.nmembers):     # the meeting's senders: whose streams p receives
+                r = m.members[k]
+                q = &self.parts[r]
+                for j in range(q.nstreams):
+                    if q.streams[j].slot < p.out_cap and p.out[q.streams[j].slot].started:
+                        out += _STATE_O.pack(b"O", p.id, q.id, q.streams[j].ssrc,
+                                             p.out[q.streams[j].slot].base,
+                                             p.out[q.streams[j].slot].tx.highest)
+        return bytes(out)
+
+    def restore_stream_state(self, const uint8_t[::1] state not None):
+        """Take back what stream_state() saved, for the participants this table holds;
+        records of others are skipped. Every index at or below a saved one counts as seen:
+        a packet replayed from before the restart is refused, and nothing is sent to a
+        receiver at an index it may already have had. Returns the records used."""
+        cdef bytes blob = bytes(state)
+        cdef size_t off = 0
+        cdef int used = 0
+        cdef Participant* p
+        cdef Participant* q
+        cdef SrtpIndex* t
+        cdef uint32_t j
+        while off < len(blob):
+            kind = blob[off:off + 1]
+            if kind == b"S" and off + _STATE_S.size <= len(blob):
+                _, pid, ssrc, highest = _STATE_S.unpack_from(blob, off)
+                off += _STATE_S.size
+                p = self._find(pid)
+                if p == NULL:
+                    continue
+                for j in range(p.nstreams):
+                    if p.streams[j].ssrc == ssrc:
+                        _index_restore(&p.streams[j].rtp_rx, highest)
+                        used += 1
+            elif kind == b"O" and off + _STATE_O.size <= len(blob):
+                _, pid, sender, ssrc, base, highest = _STATE_O.unpack_from(blob, off)
+                off += _STATE_O.size
+                p = self._find(pid)
+                q = self._find(sender)
+                if p == NULL or q == NULL or p.meeting != q.meeting:
+                    continue
+                for j in range(q.nstreams):
+                    if q.streams[j].ssrc == ssrc and q.streams[j].slot < p.out_cap:
+                        p.out[q.streams[j].slot].started = True
+                        p.out[q.streams[j].slot].base = base
+                        _index_restore(&p.out[q.streams[j].slot].tx, highest)
+                        used += 1
+            elif kind == b"R" and off + _STATE_R.size <= len(blob):
+                _, pid, next_index = _STATE_R.unpack_from(blob, off)
+                off += _STATE_R.size
+                p = self._find(pid)
+                if p != NULL:
+                    p.rtcp_tx_next = next_index
+                    used += 1
+            else:
+                raise ValueError(f"stream state is malformed at byte {off}")
+        return used
+
+    cdef Participant* _find(self, uint32_t participant_id):
+        slot = self.participant_slots.get(participant_id)
+        return NULL if slot is None else &self.parts[<uint32_t>slot]
 
     def participant_counters(self):
         """{participant id: (packets in, bytes in, packets out, bytes out)}."""

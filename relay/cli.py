@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--snapshot", help="ZeroMQ endpoint answering snapshot requests")
     worker.add_argument("--stats", help="ZeroMQ endpoint to push counters to, every second")
     worker.add_argument("--ready-file", type=Path, help="written with the pid once bound")
+    worker.add_argument(
+        "--state-file",
+        type=Path,
+        help="SRTP index state, saved every second and read back after a restart",
+    )
     worker.add_argument("--duration", type=float, help="stop after this many seconds")
     worker.add_argument(
         "--index", type=int, default=0, help="this worker's number among W (default 0)"
@@ -138,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 stats=args.stats,
                 ready_file=args.ready_file,
                 fanout=tuple(args.fanout.split(",")) if args.fanout else (),
+                state_file=args.state_file,
                 duration=args.duration,
             )
         )

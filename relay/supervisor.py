@@ -40,7 +40,7 @@ class SupervisorConfig:
     control: str | None = None  # ZeroMQ endpoint publishing routing updates
     snapshot: str | None = None  # ZeroMQ endpoint answering snapshot requests
     stats: str | None = None  # ZeroMQ endpoint the workers push counters to
-    ready_dir: Path | None = None  # where workers write worker-<i>.ready once bound
+    ready_dir: Path | None = None  # worker-<i>.ready once bound, worker-<i>.state (SRTP state)
     fanout: tuple[str, ...] = ()  # every worker's endpoint for packets between workers
     python: str = field(default=sys.executable)
 
@@ -93,7 +93,9 @@ class Supervisor:
                 cmd += [flag, value]
         ready = self.ready_file(index)
         if ready is not None:
+            assert c.ready_dir is not None
             cmd += ["--ready-file", str(ready)]
+            cmd += ["--state-file", str(c.ready_dir / f"worker-{index}.state")]
         if len(c.fanout) > 1:
             cmd += ["--fanout", ",".join(c.fanout)]
         return cmd

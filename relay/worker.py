@@ -51,6 +51,9 @@ class WorkerConfig:
     # Every worker's ZeroMQ endpoint for packets passed between workers, in worker order: this
     # one publishes on fanout[index] and subscribes to the others (one worker: none needed).
     fanout: tuple[str, ...] = ()
+    # Where the SRTP index state is saved every second and read back after a restart, so
+    # that senders keep authenticating and receivers keep decrypting (RouteTable.stream_state).
+    state_file: Path | None = None
     ready_file: Path | None = None
     duration: float | None = None
 
@@ -107,6 +110,7 @@ class Worker:
             self.replica.apply_snapshot(wire.load_snapshot(config.table))
         self.snapshot_due = 0.0  # when to ask for a snapshot again, if one is needed
         self.latched: set[int] = set()  # participants reported with a known address
+        self.state_restored = False
         if config.control:
             # Subscribe before asking for the snapshot, so no update falls in between: the
             # replica skips those the snapshot already holds (the clone pattern).
@@ -190,6 +194,7 @@ class Worker:
                 self.snapshot_due = now + SNAPSHOT_RETRY
             if now >= next_stats:
                 self._push_stats(now)
+                self._save_state()
                 self.table.maintain()
                 next_stats = now + STATS_INTERVAL
             if deadline is not None and now >= deadline:
@@ -247,12 +252,39 @@ class Worker:
                 snapshot.seq,
                 len(snapshot.participants),
             )
+            self._restore_state()
         except (wire.WireError, KeyError, ValueError, IndexError) as exc:
             log.warning("bad snapshot reply: %s", exc)
         finally:
             sock.close(0)
         if self.control is not None:
             self._drain_control()
+
+    def _restore_state(self) -> None:
+        """Once, after the first snapshot: the index state the last run of this worker saved."""
+        path = self.config.state_file
+        if self.state_restored or path is None:
+            return
+        self.state_restored = True
+        try:
+            used = self.table.restore_stream_state(path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("stream state %s not used: %s", path, exc)
+            return
+        log.info("stream state restored: %d records", used)
+
+    def _save_state(self) -> None:
+        path = self.config.state_file
+        if path is None or not self.state_restored:
+            return
+        partial = path.with_name(path.name + ".partial")
+        try:
+            partial.write_bytes(self.table.stream_state())
+            partial.replace(path)  # atomic: a reader never sees half a file
+        except OSError as exc:
+            log.warning("stream state not saved: %s", exc)
 
     def _push_stats(self, now: float) -> None:
         if self.stats is None:

@@ -178,3 +178,56 @@ def test_replica_subscribes_while_members_are_homed_here() -> None:
     replica.apply_snapshot(wire.Snapshot(6))  # the meeting is gone: unsubscribe
     assert calls[-1] == (7, False)
     assert Session(AES, key)  # the keys were usable ones
+
+
+def test_stream_state_lets_a_restarted_worker_carry_on_past_a_wrap() -> None:
+    """A sender past its first sequence wrap (ROC 1) and a receiver that followed it: a fresh
+    table (a restarted worker) with the saved state authenticates the sender's next packets
+    and sends the receiver indexes its client's ROC estimate accepts; without it, nothing."""
+    suite = AES
+    host = Peer(
+        1, suite, key_material(suite), key_material(suite), ("10.0.0.1", 5000), (HOST_SSRC,)
+    )
+    listener = Peer(2, suite, key_material(suite), key_material(suite), ("10.0.0.2", 5000), ())
+
+    def fresh() -> Worker:
+        w = Worker()
+        for peer, role in ((host, "host"), (listener, "attendee")):
+            w.table.join(
+                peer.pid,
+                MID,
+                role,
+                suite,
+                peer.uplink,
+                peer.downlink,
+                ssrcs=peer.ssrcs,
+                address=peer.address,
+            )
+        return w
+
+    before = fresh()
+    sender = Session(suite, host.uplink)
+    seqs = [65530 + i for i in range(12)]  # wraps: the last six have ROC 1
+    for i, seq in enumerate(seqs):
+        packet = sender.protect(rtp(seq & 0xFFFF, HOST_SSRC, payload=b"%d" % i))
+        (out,) = before.feed([(packet, host.address)])
+        assert listener.inp.unprotect(out[0]) == rtp(seq & 0xFFFF, HOST_SSRC, payload=b"%d" % i)
+    state = before.table.stream_state()
+
+    lost = fresh()  # restarted without the state: the sender's ROC 1 is unknown
+    after = fresh()
+    assert after.table.restore_stream_state(state) == 2  # S and O (no RTCP went out yet)
+    for n in range(20, 25):
+        packet = sender.protect(rtp(n, HOST_SSRC, payload=b"after %d" % n))
+        assert lost.feed([(packet, host.address)]) == []
+        (out,) = after.feed([(packet, host.address)])
+        assert listener.inp.unprotect(out[0]) == rtp(n, HOST_SSRC, payload=b"after %d" % n)
+    assert lost.table.counters()["dropped"]["auth"] == 5
+    # A packet from before the restart, replayed, is refused.
+    old = Session(suite, host.uplink)
+    for seq in seqs[:-1]:
+        old.protect(rtp(seq & 0xFFFF, HOST_SSRC))
+    replayed = old.protect(rtp(seqs[-1] & 0xFFFF, HOST_SSRC, payload=b"%d" % (len(seqs) - 1)))
+    assert after.feed([(replayed, host.address)]) == []
+    with pytest.raises(ValueError, match="malformed"):
+        after.table.restore_stream_state(b"X123")
