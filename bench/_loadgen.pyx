@@ -9,7 +9,7 @@
 # its packet number, and the sender records when it actually left, so sinks measure added
 # latency on the samples they keep (decrypted and checked afterwards, in Python).
 
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
@@ -131,13 +131,22 @@ cdef class Loadgen:
 
     def send(self, const uint8_t[:, ::1] slab not None, const uint32_t[::1] lengths not None,
              const int32_t[::1] senders not None, const int64_t[::1] at_ns not None,
-             int64_t[::1] sent_ns not None, str dest_ip, int dest_port):
+             int64_t[::1] sent_ns not None, str dest_ip, int dest_port=0,
+             const int32_t[:, ::1] ports=None):
         """Send row i of slab from participant senders[i] to dest at time at_ns[i]
         (CLOCK_MONOTONIC), writing when it actually left into sent_ns[i]. Returns the number
-        sent. Packets due together leave in one sendmmsg."""
+        of rows sent (every copy of them). Packets due together leave in one sendmmsg.
+
+        dest is dest_ip:dest_port, or with ports (a row per packet, a column per copy)
+        dest_ip:ports[i, c] for each copy c of row i: one relay process per port, each row to
+        its sender's home process, or a copy to every process."""
         cdef Py_ssize_t n = lengths.shape[0]
-        cdef Py_ssize_t i = 0, j, k
-        cdef sockaddr_in dest
+        cdef Py_ssize_t i = 0, c = 0, j, cc, k, _m
+        cdef Py_ssize_t copies = 1 if ports is None else ports.shape[1]
+        cdef bint per_row = ports is not None
+        cdef bint row_ok = True
+        cdef uint16_t fixed_port = htons(dest_port)
+        cdef sockaddr_in dest[BATCH]
         cdef mmsghdr msgs[BATCH]
         cdef iovec iov[BATCH]
         cdef uint8_t control[BATCH][CONTROL]
@@ -146,14 +155,23 @@ cdef class Loadgen:
         cdef int64_t t, wait
         cdef timespec ts
         cdef int rc, sent = 0
-        cdef bytes ip = dest_ip.encode()
+        cdef uint32_t addr = htonl(_ipv4(dest_ip.encode()))
         if slab.shape[0] < n or senders.shape[0] < n or at_ns.shape[0] < n or \
                 sent_ns.shape[0] < n:
             raise ValueError("slab, senders, at_ns and sent_ns need a row per packet")
-        memset(&dest, 0, sizeof(dest))
-        dest.sin_family = AF_INET
-        dest.sin_port = htons(dest_port)
-        dest.sin_addr.s_addr = htonl(_ipv4(ip))
+        if per_row:
+            if ports.shape[0] < n or not 0 < copies <= BATCH:
+                raise ValueError(f"ports needs a row per packet and 1 to {BATCH} columns")
+            for j in range(n):
+                for cc in range(copies):
+                    if not 0 < ports[j, cc] < 65536:
+                        raise ValueError(f"port out of range: {ports[j, cc]}")
+        elif not 0 < dest_port < 65536:
+            raise ValueError(f"port out of range: {dest_port}")
+        memset(dest, 0, sizeof(dest))
+        for k in range(BATCH):
+            dest[k].sin_family = AF_INET
+            dest[k].sin_addr.s_addr = addr
         with nogil:
             while i < n and not self.stopping:
                 t = now_ns()
@@ -165,14 +183,17 @@ cdef class Loadgen:
                     continue
                 if wait > 0:
                     continue        # spin the last fraction of a millisecond
+                # Messages from copy c of row i on, while rows are due: (j, cc) walks them.
                 k = 0
-                while i + k < n and k < BATCH and at_ns[i + k] <= t:
-                    j = i + k
+                j = i
+                cc = c
+                while j < n and k < BATCH and at_ns[j] <= t:
+                    dest[k].sin_port = <uint16_t>htons(ports[j, cc]) if per_row else fixed_port
                     iov[k].iov_base = <void*>&slab[j, 0]
                     iov[k].iov_len = lengths[j]
                     memset(&msgs[k], 0, sizeof(mmsghdr))
-                    msgs[k].msg_hdr.msg_name = &dest
-                    msgs[k].msg_hdr.msg_namelen = sizeof(dest)
+                    msgs[k].msg_hdr.msg_name = &dest[k]
+                    msgs[k].msg_hdr.msg_namelen = sizeof(sockaddr_in)
                     msgs[k].msg_hdr.msg_iov = &iov[k]
                     msgs[k].msg_hdr.msg_iovlen = 1
                     memset(control[k], 0, CONTROL)
@@ -185,15 +206,25 @@ cdef class Loadgen:
                     info = <in_pktinfo*>CMSG_DATA(cm)
                     info.ipi_spec_dst.s_addr = htonl(participant_ip(senders[j]))
                     k += 1
+                    cc += 1
+                    if cc == copies:
+                        cc = 0
+                        j += 1
                 rc = sendmmsg(self.fd, msgs, <unsigned int>k, 0)
                 t = now_ns()
                 if rc <= 0:
                     rc = 1           # skip the one that failed; the sinks will miss it
-                else:
-                    sent += rc
-                for j in range(i, i + rc):
-                    sent_ns[j] = t
-                i += rc
+                    row_ok = False
+                # A row counts as sent once all its copies have left.
+                for _m in range(rc):
+                    c += 1
+                    if c == copies:
+                        sent_ns[i] = t
+                        if row_ok:
+                            sent += 1
+                        row_ok = True
+                        c = 0
+                        i += 1
         return sent
 
     def sink(self, double seconds):

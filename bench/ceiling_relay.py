@@ -1,14 +1,18 @@
 """The C relay ceilings as a process, for `relay bench --compare`.
 
     python -m bench.ceiling_relay --table FILE --port PORT [--host 127.0.0.1] [--no-crypto]
-                                  [--duration S] [--ready-file PATH]
+                                  [--worker K] [--duration S] [--ready-file PATH]
 
 Loads a routing table (relay.wire snapshot), derives the SRTP session keys, binds one UDP
 socket and runs bench/ceiling_relay.c without the GIL: recvmmsg -> unprotect with the sender's
 uplink key -> for each other participant of the meeting that has an address: copy, protect
 with its downlink key -> sendmmsg. With --no-crypto (the io ceiling) packets are copied and sent
-unchanged. The ready file gets this process's pid once the socket is bound. SIGTERM or SIGINT
-(or the duration) stops it; it then prints one JSON line with the counters.
+unchanged. With --worker K it serves only the receivers the table homes on worker K (those
+whose `worker` is K or None), as worker K of the real relay would: W such processes, each sent
+a copy of every packet, split the receivers at no cost between processes (the ideal
+multi-worker split, for `relay bench --workers W --compare`). The ready file gets this
+process's pid once the socket is bound. SIGTERM or SIGINT (or the duration) stops it; it then
+prints one JSON line with the counters.
 
 Minimal on purpose (see ceiling_relay.h): no replay window, no ROC, no latching, no RTCP,
 IPv4 only; webinar attendees' streams are not relayed, nor any SSRC the table does not declare.
@@ -53,14 +57,17 @@ def session_keys(suite: str, material: bytes) -> SessionKeys:
     return aead, key, salt, auth_key, tag_len
 
 
-def build(relay: _ceiling.CeilingRelay, table: Snapshot) -> dict[str, int]:
-    """Adds the table's receivers and senders to relay; returns how many of each."""
+def build(
+    relay: _ceiling.CeilingRelay, table: Snapshot, worker: int | None = None
+) -> dict[str, int]:
+    """Adds the table's receivers (with worker: those homed on it) and senders to relay;
+    returns how many of each."""
     modes = {m.meeting: m.mode for m in table.meetings}
     members: dict[int, list[ParticipantJoined]] = defaultdict(list)
     index: dict[int, int] = {}
     for p in table.participants:
         members[p.meeting].append(p)
-        if p.address is not None:
+        if p.address is not None and (worker is None or p.worker in (None, worker)):
             keys = session_keys(p.suite, p.downlink) if relay.crypto else None
             index[p.participant] = relay.add_receiver(p.address[0], p.address[1], keys)
     senders = 0
@@ -103,13 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", required=True, type=int)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--no-crypto", action="store_true", help="the io ceiling: no SRTP")
+    parser.add_argument("--worker", type=int, help="serve only the receivers homed on this worker")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds (0: until signal)")
     parser.add_argument("--ready-file", type=Path, help="gets the pid once the socket is bound")
     args = parser.parse_args(argv)
 
     sock = open_socket(args.host, args.port)
     relay = _ceiling.CeilingRelay(sock.fileno(), not args.no_crypto)
-    sizes = build(relay, load_snapshot(args.table))
+    sizes = build(relay, load_snapshot(args.table), args.worker)
     # A signal between the ready file and run() (which catches them in C) still stops cleanly.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: relay.stop())

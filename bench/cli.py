@@ -15,13 +15,6 @@ def progress(line: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.workers != 1:
-        print(
-            "relay bench: only --workers 1 so far (one worker process); multi-worker "
-            "fan-out is the next step",
-            file=sys.stderr,
-        )
-        return 2
     if args.rate is not None and args.rate <= 0:
         print("relay bench: --rate must be positive", file=sys.stderr)
         return 2
@@ -69,5 +62,21 @@ def print_report(r: dict[str, Any]) -> None:
             f"{lat['p50']:>8.0f} {lat['p99']:>8.0f} {lat['p999']:>9.0f} "
             f"{x['verified_packets']:>9}"
         )
+    if r["workers"] > 1:
+        print_per_worker(rows)
     for name, ratio in r.get("ratios", {}).items():
         print(f"  relay {name.replace('_', ' ')}: {ratio:.2f}")
+
+
+def print_per_worker(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    """Out pps and cores of each process of each target (its share of the receivers)."""
+    print("per worker: out pps (cores)")
+    for name, x in rows:
+        workers = x.get("per_worker", [])
+        if len(workers) > 1:
+            cells = "  ".join(
+                f"{w['worker']}: {w['out_pps']:>9,.0f} ({w['relay_cpu']:.2f})" for w in workers
+            )
+        else:
+            cells = "one process (the baseline has no multi-worker form)"
+        print(f"{name:>11} {cells}")

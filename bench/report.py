@@ -43,6 +43,31 @@ def table(reports: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def per_worker_table(reports: list[dict[str, Any]]) -> str:
+    """With --workers W: each target's out pps and cores per process (median over the runs);
+    a target that ran as one process (the Python baselines) shows that. Empty for reports
+    from a single worker, or from before per-worker figures."""
+    workers = reports[0].get("workers", 1)
+    if workers < 2 or "per_worker" not in reports[0]:
+        return ""
+    lines = [
+        "| target | " + " | ".join(f"worker {i}: out pps (cores)" for i in range(workers)) + " |",
+        "| --- | " + " | ".join("---:" for _ in range(workers)) + " |",
+    ]
+    for name in targets(reports[0]):
+        shares = [targets(r)[name].get("per_worker", []) for r in reports]
+        if len(shares[0]) < 2:
+            lines.append(f"| {name} | one process |" + " |" * (workers - 1))
+            continue
+        cells = []
+        for i in range(workers):
+            out = statistics.median(s[i]["out_pps"] for s in shares)
+            cpu = statistics.median(s[i]["relay_cpu"] for s in shares)
+            cells.append(f"{out:,.0f} ({cpu:.2f})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path)
@@ -51,9 +76,12 @@ def main() -> None:
     first = reports[0]
     print(
         f"{first['scenario']}, N = {first['receivers']}, {first['size']} B, {first['suite']}, "
-        f"{first['workers']} worker; median of {len(reports)} run(s)\n"
+        f"{first['workers']} worker(s); median of {len(reports)} run(s)\n"
     )
     print(table(reports))
+    shares = per_worker_table(reports)
+    if shares:
+        print(f"\nper worker:\n\n{shares}")
 
 
 if __name__ == "__main__":

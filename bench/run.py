@@ -12,6 +12,14 @@ relay.srtp) the driver starts it as a process on loopback with the same routing 
 
 Each step also reads the relay's CPU time from /proc, so out pps per relay core is a figure of
 its own. Results go to stdout, --json and --plot.
+
+With --workers W the relay runs as W worker processes (worker i on media port P + 2i, passing
+packets between them over ZeroMQ, --fanout). Participant k is homed on worker k % W (in a
+webinar the presenter, participant 0, on worker 0): it sends to its worker's port and is served
+by it, so the sinks' counts per participant give each worker's output. The C ceilings then run
+as W processes too, each serving the receivers homed on it; with no path between them, the
+generator sends each of them a copy of every packet (counted once in in_pps): the ideal split,
+an upper bound for the relay. The Python baseline stays one process.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ LOSS_LIMIT = 0.001  # 0.1 %
 LATENCY_LOAD = 0.8  # latency is measured at this fraction of capacity
 PAYLOAD_MAGIC = b"relaybench"
 TARGETS = ("relay", "ceiling", "io_ceiling", "python", "python_uvloop")
+# Targets that run one process per worker with --workers W (the others run one process).
+PER_WORKER_TARGETS = ("relay", "ceiling", "io_ceiling")
 
 
 @dataclass
@@ -66,18 +76,36 @@ class Scenario:
         """Copies the relay sends of each packet."""
         return self.receivers if self.name == "webinar" else self.receivers - 1
 
+    def home(self, participant: int) -> int:
+        """The worker participant i is homed on: i % workers, so a webinar's presenter
+        (participant 0) is on worker 0 and its attendees spread over all workers."""
+        return participant % self.workers
+
+    def processes(self, target: str) -> int:
+        """How many processes `target` runs as: one per worker, or one (the Python relays)."""
+        return self.workers if target in PER_WORKER_TARGETS else 1
+
+    def receiver_homes(self, processes: int) -> list[int]:
+        """The process serving each receiving participant (all of them but a webinar's
+        presenter), for a target that runs as `processes` processes."""
+        first = 1 if self.name == "webinar" else 0
+        return [self.home(i) if processes > 1 else 0 for i in range(first, self.participants)]
+
 
 @dataclass
 class Step:
     in_pps: float  # offered, all senders together
     out_pps: float  # received by the sinks, per second of sending
     loss_ratio: float
-    relay_cpu: float  # cores the relay's process used during the step
+    relay_cpu: float  # cores the relay's processes used during the step
     sent: int
     received: int
     sender_late_us_p99: float  # how far behind its schedule the generator sent
     latencies_us: list[float] = field(default_factory=list, repr=False)
     verified: int = 0
+    # Per relay process (worker): out pps of the receivers it serves, and its cores.
+    worker_out_pps: list[float] = field(default_factory=list)
+    worker_cpu: list[float] = field(default_factory=list)
 
 
 # --- the routing table and the packets ----------------------------------------------------------
@@ -125,6 +153,7 @@ class Cast:
                     downlink=self.downlinks[i],
                     streams=(wire.Stream(self.ssrcs[i]),) if sends else (),
                     address=self.address(i),
+                    worker=s.home(i) if s.workers > 1 else None,
                 )
             )
         return wire.Snapshot(0, (wire.MeetingOpened(1, s.name),), tuple(people))
@@ -212,10 +241,42 @@ def free_udp_port(pairs: bool = True) -> int:
     raise RuntimeError("no free UDP port pair")
 
 
-def relay_command(target: str, table: Path, port: int, ready: Path) -> list[str]:
+def free_udp_ports(count: int) -> int:
+    """A port P with P .. P+count-1 free on 127.0.0.1 right now."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            if port + count - 1 > 65535:
+                continue
+            others: list[socket.socket] = []
+            try:
+                for k in range(1, count):
+                    others.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                    others[-1].bind(("127.0.0.1", port + k))
+                return port
+            except OSError:
+                continue
+            finally:
+                for sock in others:
+                    sock.close()
+    raise RuntimeError(f"no {count} free consecutive UDP ports")
+
+
+def relay_command(
+    target: str,
+    table: Path,
+    port: int,
+    ready: Path,
+    worker: int | None = None,
+    fanout: list[str] | None = None,
+) -> list[str]:
+    """The command line of one process of target, listening on port. With worker (one
+    process of W): the relay's worker `worker`, passing packets to the others over the
+    ZeroMQ endpoints `fanout`, or a ceiling serving only the receivers homed on `worker`."""
     py = sys.executable
     if target == "relay":
-        return [
+        cmd = [
             py,
             "-m",
             "relay",
@@ -227,6 +288,9 @@ def relay_command(target: str, table: Path, port: int, ready: Path) -> list[str]
             "--ready-file",
             str(ready),
         ]
+        if worker is not None:
+            cmd += ["--index", str(worker), "--fanout", ",".join(fanout or [])]
+        return cmd
     if target in ("ceiling", "io_ceiling"):
         cmd = [
             py,
@@ -239,6 +303,8 @@ def relay_command(target: str, table: Path, port: int, ready: Path) -> list[str]
             "--ready-file",
             str(ready),
         ]
+        if worker is not None:
+            cmd += ["--worker", str(worker)]
         return cmd + (["--no-crypto"] if target == "io_ceiling" else [])
     if target in ("python", "python_uvloop"):
         return [
@@ -257,41 +323,104 @@ def relay_command(target: str, table: Path, port: int, ready: Path) -> list[str]
     raise ValueError(f"unknown target {target!r}")
 
 
-class RelayProcess:
-    def __init__(self, target: str, table: Path, port: int, workdir: Path) -> None:
-        ready = workdir / f"{target}.ready"
-        ready.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            relay_command(target, table, port, ready),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+class RelayGroup:
+    """A target's processes: one, or with processes = W one per worker, worker i on port + 2i
+    (its routing table says whom it serves)."""
+
+    def __init__(
+        self, target: str, table: Path, port: int, workdir: Path, processes: int = 1
+    ) -> None:
+        self.target = target
+        self.procs: list[subprocess.Popen[str]] = []
+        fanout = (
+            [f"ipc://{workdir}/fanout-{i}.sock" for i in range(processes)]
+            if processes > 1 and target == "relay"
+            else None
         )
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                out, err = (
-                    self.proc.communicate(timeout=5)
-                    if self.proc.poll() is not None
-                    else ("", "did not become ready in 30 s")
+        readies = []
+        try:
+            for i in range(processes):
+                ready = workdir / (f"{target}.ready" if processes == 1 else f"{target}-{i}.ready")
+                ready.unlink(missing_ok=True)
+                readies.append(ready)
+                command = relay_command(
+                    target,
+                    table,
+                    port + 2 * i,
+                    ready,
+                    worker=i if processes > 1 else None,
+                    fanout=fanout,
                 )
-                self.stop()
-                raise RuntimeError(f"{target} relay failed to start: {err.strip()[-2000:]}")
-            time.sleep(0.02)
+                self.procs.append(
+                    subprocess.Popen(
+                        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                    )
+                )
+            deadline = time.monotonic() + 30
+            for i, (proc, ready) in enumerate(zip(self.procs, readies, strict=True)):
+                while not ready.exists():
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        err = (
+                            proc.communicate(timeout=5)[1]
+                            if proc.poll() is not None
+                            else "did not become ready in 30 s"
+                        )
+                        which = f" worker {i}" if processes > 1 else ""
+                        raise RuntimeError(
+                            f"{target} relay{which} failed to start: {err.strip()[-2000:]}"
+                        )
+                    time.sleep(0.02)
+        except BaseException:
+            self.stop()
+            raise
+
+    def cpu_each(self) -> list[float]:
+        """CPU seconds of each process so far."""
+        return [process_cpu_seconds(proc.pid) for proc in self.procs]
 
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.proc.pid)
+        return sum(self.cpu_each())
 
     def stop(self) -> dict[str, Any]:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            out, _ = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        lines = [line for line in (out or "").splitlines() if line.startswith("{")]
-        return json.loads(lines[-1]) if lines else {}
+        """Stops every process; their counters (what each printed last), combined."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        counters = []
+        for proc in self.procs:
+            try:
+                out, _ = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+            lines = [line for line in (out or "").splitlines() if line.startswith("{")]
+            counters.append(json.loads(lines[-1]) if lines else {})
+        return combine_counters(counters)
+
+
+def combine_counters(counters: list[dict[str, Any]]) -> dict[str, Any]:
+    """One process's counters as they are; several: the totals of their counts (numbers, and
+    dicts of numbers such as drops by reason) and each process's own under `per_worker`."""
+    if len(counters) == 1:
+        return counters[0]
+    total: dict[str, Any] = {}
+    for c in counters:
+        for key, value in c.items():
+            if key in NOT_SUMMED:
+                continue
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+            elif isinstance(value, dict) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+            ):
+                into = total.setdefault(key, {})
+                for k, v in value.items():
+                    into[k] = into.get(k, 0) + v
+    total["per_worker"] = [{"worker": i, **c} for i, c in enumerate(counters)]
+    return total
+
+
+NOT_SUMMED = ("seconds", "senders")  # figures of each process, not counts to add up
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -331,6 +460,10 @@ class Attached:
     def cpu_seconds(self) -> float:
         return sum(process_cpu_seconds(pid) for pid in self.pids)
 
+    def cpu_each(self) -> list[float]:
+        """All the processes as one: the sinks cannot tell which of them served whom."""
+        return [self.cpu_seconds()]
+
     def stop(self) -> dict[str, Any]:
         return {}
 
@@ -365,18 +498,39 @@ class Bench:
         self.source = PacketSource(self.cast)
         self.loadgen = _loadgen.Loadgen(self.sock.fileno(), scenario.participants)
         table = workdir / f"{target}-table.json"
-        self.relay: RelayProcess | Attached
+        self.relay: RelayGroup | Attached
+        self.processes = 1 if attach is not None else scenario.processes(target)
         if attach is not None:
             self.port, self.relay = attach.port, attach
         else:
             wire.save_snapshot(self.cast.snapshot(), table)
-            self.port = free_udp_port()
-            self.relay = RelayProcess(target, table, self.port, workdir)
+            self.port = (
+                free_udp_port() if self.processes == 1 else free_udp_ports(2 * self.processes)
+            )
+            self.relay = RelayGroup(target, table, self.port, workdir, self.processes)
+        self.sender_ports = self._sender_ports()
+        self.homes = np.array(
+            [scenario.home(i) if self.processes > 1 else 0 for i in range(scenario.participants)],
+            np.intp,
+        )
         # A receiver decrypts with its downlink key; the I/O ceiling forwards the sender's
         # packets unchanged, so there the sender's uplink key opens them.
         self.receiver_sessions: dict[tuple[int, int], Session] = {}
         self.table = table
         self.workdir = workdir
+
+    def _sender_ports(self) -> np.ndarray:
+        """Where each sender's packets go: a row per sender, a column per copy."""
+        s, w = self.scenario, self.processes
+        if w == 1:
+            ports = [[self.port]] * s.senders
+        elif self.target == "relay":
+            # Each sender to its home worker, which passes the packet on to the others.
+            ports = [[self.port + 2 * s.home(i)] for i in range(s.senders)]
+        else:
+            # The ceilings have no path between their processes: each gets every packet.
+            ports = [[self.port + 2 * k for k in range(w)]] * s.senders
+        return np.array(ports, np.int32)
 
     def close(self) -> dict[str, Any]:
         counters = self.relay.stop()
@@ -402,7 +556,9 @@ class Bench:
             # The ceilings keep no ROC (index = sequence number): give them fresh streams
             # before any sender's sequence number would wrap.
             self.relay.stop()
-            self.relay = RelayProcess(self.target, self.table, self.port, self.workdir)
+            self.relay = RelayGroup(
+                self.target, self.table, self.port, self.workdir, self.processes
+            )
             self.source.restart()
             self.receiver_sessions.clear()
         self.wait_idle()
@@ -413,10 +569,11 @@ class Bench:
         at_ns = (start + np.arange(count) * (1e9 / in_pps)).astype(np.int64)
         sent_ns = np.zeros(count, np.int64)
         self.loadgen.reset(sample_every=max(1, count * s.fanout // 4000))
+        ports = np.ascontiguousarray(self.sender_ports[senders])
         sink = threading.Thread(target=self.loadgen.sink, args=(seconds + 5,))
-        cpu0, wall0 = self.relay.cpu_seconds(), time.monotonic()
+        cpu0, wall0 = self.relay.cpu_each(), time.monotonic()
         sink.start()
-        sent = self.loadgen.send(slab, lengths, senders, at_ns, sent_ns, "127.0.0.1", self.port)
+        sent = self.loadgen.send(slab, lengths, senders, at_ns, sent_ns, "127.0.0.1", ports=ports)
         # Rates are per second of the schedule: a late sender that catches up in a burst
         # makes loss likelier, never the rate higher.
         span = count / in_pps
@@ -424,8 +581,13 @@ class Bench:
         time.sleep(0.25)  # what is still in flight
         self.loadgen.stop()
         sink.join()
-        cpu = (self.relay.cpu_seconds() - cpu0) / max(time.monotonic() - wall0 - 0.05, 1e-3)
+        elapsed = max(time.monotonic() - wall0 - 0.05, 1e-3)
+        worker_cpu = [(b - a) / elapsed for a, b in zip(cpu0, self.relay.cpu_each(), strict=True)]
+        cpu = sum(worker_cpu)
         received = self.loadgen.received
+        by_worker = np.bincount(
+            self.homes, weights=np.array(self.loadgen.counts(), np.float64), minlength=len(cpu0)
+        )
         expected = sent * s.fanout
         step = Step(
             in_pps=in_pps,
@@ -435,12 +597,19 @@ class Bench:
             sent=sent,
             received=received,
             sender_late_us_p99=float(np.percentile(late_us, 99)) if sent else 0.0,
+            worker_out_pps=[float(x) / span for x in by_worker],
+            worker_cpu=worker_cpu,
         )
         self._check_samples(step, first, sent_ns, keep_latency)
+        per_worker = ""
+        if len(worker_cpu) > 1:
+            per_worker = "  per worker " + " | ".join(
+                f"{x:,.0f} ({c:.2f})" for x, c in zip(step.worker_out_pps, worker_cpu, strict=True)
+            )
         self.progress(
             f"{self.target:>10}  offered {in_pps * s.fanout:>11,.0f} out pps  "
             f"got {step.out_pps:>11,.0f}  loss {step.loss_ratio:7.3%}  "
-            f"relay cpu {cpu:4.2f}  verified {step.verified}"
+            f"relay cpu {cpu:4.2f}  verified {step.verified}{per_worker}"
         )
         return step
 
@@ -521,8 +690,25 @@ def summarise(scenario: Scenario, best: Step, latency: Step) -> dict[str, Any]:
         "relay_cpu": round(best.relay_cpu, 3),
         "out_pps_per_relay_core": round(best.out_pps / max(best.relay_cpu, 1e-6), 1),
         "verified_packets": best.verified + (latency.verified if latency is not best else 0),
+        "processes": len(best.worker_cpu),
+        "per_worker": per_worker(scenario, best),
         "capacity_step": asdict(best) | {"latencies_us": None},
     }
+
+
+def per_worker(scenario: Scenario, step: Step) -> list[dict[str, Any]]:
+    """Each relay process's share of a step: the receivers homed on it, their out pps (it
+    serves them), and its cores."""
+    homes = scenario.receiver_homes(len(step.worker_cpu))
+    return [
+        {
+            "worker": i,
+            "receivers": homes.count(i),
+            "out_pps": round(out, 1),
+            "relay_cpu": round(cpu, 3),
+        }
+        for i, (out, cpu) in enumerate(zip(step.worker_out_pps, step.worker_cpu, strict=True))
+    ]
 
 
 def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -536,7 +722,15 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
                 if scenario.name == "webinar"
                 else f"meeting of {scenario.receivers}"
             )
-            progress(f"-- {target}: {shape} ({scenario.size} B, {scenario.suite})")
+            processes = scenario.processes(target)
+            how = ""
+            if scenario.workers > 1:
+                how = (
+                    f"; {processes} processes"
+                    if processes > 1
+                    else "; one process: no multi-worker form"
+                )
+            progress(f"-- {target}: {shape} ({scenario.size} B, {scenario.suite}{how})")
             bench = Bench(scenario, target, Path(tmp), progress)
             try:
                 best, latency = bench.capacity()

@@ -150,6 +150,8 @@ class Worker:
                 frames = self.peers_in.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            if self._control_waiting():  # as for media: updates first
+                self._drain_control()
             if len(frames) == 2:
                 self.forwarder.run_import(fd, frames[1].buffer, now)
 
@@ -178,6 +180,10 @@ class Worker:
                 if sock.fileno() in ready:
                     fd = sock.fileno()
                     for _ in range(BATCHES_PER_WAKEUP):
+                        # Routing updates before media: an eject published before these
+                        # packets arrived applies to them (one cheap check per batch).
+                        if self._control_waiting():
+                            self._drain_control()
                         n = forward(fd, now)
                         if exporting:
                             self._publish_exports()  # one message per meeting per batch
@@ -185,10 +191,10 @@ class Worker:
                             if n < 0:
                                 log.warning("recvmmsg failed: %s", os.strerror(-n))
                             break
+            if self._control_waiting():
+                self._drain_control()
             if self.peers_in is not None and self.peers_in in ready:
                 self._take_imports(now)
-            if self.control is not None and self.control in ready:
-                self._drain_control()
             if self.replica.needs_snapshot and self.config.snapshot and now >= self.snapshot_due:
                 self._take_snapshot()
                 self.snapshot_due = now + SNAPSHOT_RETRY
@@ -202,6 +208,12 @@ class Worker:
         counters: dict[str, Any] = self.table.counters()
         counters["fanout_dropped"] = self.fanout_dropped
         return counters
+
+    def _control_waiting(self) -> bool:
+        if self.control is None:
+            return False
+        events = self.control.get(zmq.EVENTS)
+        return isinstance(events, int) and bool(events & zmq.POLLIN)
 
     def _drain_control(self) -> None:
         assert self.control is not None

@@ -3,11 +3,14 @@ verified, and the JSON carries the fields DESIGN.md promises."""
 
 from __future__ import annotations
 
+import functools
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import _loadgen, run
@@ -17,6 +20,44 @@ def test_participant_addresses_are_distinct_loopback_addresses() -> None:
     seen = {_loadgen.participant_address(i) for i in range(70_000)}
     assert len(seen) == 70_000
     assert all(a.startswith("127.") and not a.startswith("127.0.") for a in seen)
+
+
+def test_loadgen_sends_each_row_to_its_ports() -> None:
+    """A row per packet, a column per copy: each row leaves once per column, to that port,
+    from its sender's address; a row counts as sent once all its copies left."""
+    receivers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for sock in receivers:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(5)
+        sender.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_PKTINFO", 8), 1)
+        sender.bind(("0.0.0.0", 0))
+        port = [sock.getsockname()[1] for sock in receivers]
+        slab = np.zeros((3, 2048), np.uint8)
+        slab[:, 0] = [10, 11, 12]
+        lengths = np.ones(3, np.uint32)
+        senders = np.array([0, 1, 2], np.int32)
+        at_ns = np.full(3, _loadgen.monotonic_ns(), np.int64)
+        sent_ns = np.zeros(3, np.int64)
+        ports = np.array([[port[0], port[1]], [port[0], port[2]], [port[1], port[2]]], np.int32)
+        gen = _loadgen.Loadgen(sender.fileno(), 3)
+        assert gen.send(slab, lengths, senders, at_ns, sent_ns, "127.0.0.1", ports=ports) == 3
+        assert (sent_ns > 0).all()
+        got = []
+        for sock in receivers:
+            packets = [sock.recvfrom(16) for _ in range(2)]
+            got.append(sorted((data[0], ip) for data, (ip, _) in packets))
+        a, b, c = (_loadgen.participant_address(i) for i in range(3))
+        assert got == [[(10, a), (11, b)], [(10, a), (12, c)], [(11, b), (12, c)]]
+        with pytest.raises(ValueError):
+            gen.send(slab, lengths, senders, at_ns, sent_ns, "127.0.0.1", ports=ports[:2])
+        with pytest.raises(ValueError):
+            gen.send(slab, lengths, senders, at_ns, sent_ns, "127.0.0.1", ports=ports * 0)
+    finally:
+        sender.close()
+        for sock in receivers:
+            sock.close()
 
 
 def test_payload_round_trip_and_tamper() -> None:
@@ -113,7 +154,7 @@ def test_bench_meeting_every_participant_hears_the_others(tmp_path: Path) -> Non
 
 def test_bench_rejects_bad_arguments() -> None:
     for args in (
-        ["webinar", "--workers", "2"],
+        ["webinar", "--workers", "0"],
         ["meeting", "--receivers", "1"],
         ["webinar", "--rate", "-5"],
     ):
@@ -125,3 +166,131 @@ def test_bench_rejects_bad_arguments() -> None:
         )
         assert done.returncode == 2, args
         assert "relay bench" in done.stderr
+
+
+# --- --workers W: W relay processes, and the W-process C ceiling -------------------------------
+
+
+@functools.cache
+def _has_fanout() -> bool:
+    """Whether `relay worker` can pass packets to other workers (--fanout)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "worker", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return "--fanout" in done.stdout
+
+
+needs_fanout = pytest.mark.skipif(
+    not _has_fanout(), reason="relay worker has no --fanout (cross-worker fan-out) yet"
+)
+
+
+def _measure_two_workers(
+    tmp_path: Path, name: str, target: str, receivers: int
+) -> tuple[run.Scenario, run.Step, list[int], dict[str, object]]:
+    """One fixed-rate step of target as 2 processes: the scenario, the step, the packets each
+    participant got, and the processes' counters."""
+    scenario = run.Scenario(name, receivers, workers=2, duration=0.5, rate=100)
+    bench = run.Bench(scenario, target, tmp_path, lambda _line: None)
+    try:
+        assert bench.processes == 2
+        step, _ = bench.capacity()
+        counts = bench.loadgen.counts()
+        made = bench.source.number  # packets made, round-robin over the senders
+    finally:
+        counters = bench.close()
+    assert step.sent == made
+    return scenario, step, counts, counters
+
+
+def _expected_counts(scenario: run.Scenario, sent: int) -> list[int]:
+    """What each participant receives when none of `sent` round-robin packets is lost."""
+    if scenario.name == "webinar":
+        return [0] + [sent] * scenario.receivers
+    n = scenario.participants
+    return [sent - (sent // n + (1 if i < sent % n else 0)) for i in range(n)]
+
+
+def _check_two_workers(scenario: run.Scenario, step: run.Step, counts: list[int]) -> None:
+    assert counts == _expected_counts(scenario, step.sent)  # every receiver, every packet
+    assert step.loss_ratio == 0
+    assert step.verified > 0
+    figures = run.summarise(scenario, step, step)
+    assert figures["processes"] == 2
+    shares = figures["per_worker"]
+    assert [w["worker"] for w in shares] == [0, 1]
+    homes = scenario.receiver_homes(2)
+    assert [w["receivers"] for w in shares] == [homes.count(0), homes.count(1)]
+    assert sum(w["out_pps"] for w in shares) == pytest.approx(step.out_pps)
+    for w in shares:
+        assert w["out_pps"] > 0 and w["relay_cpu"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "receivers"),
+    [
+        ("webinar", "ceiling", 20),
+        ("meeting", "io_ceiling", 6),
+    ],
+)
+def test_two_worker_ceiling_serves_each_share_once(
+    tmp_path: Path, name: str, target: str, receivers: int
+) -> None:
+    scenario, step, counts, counters = _measure_two_workers(tmp_path, name, target, receivers)
+    _check_two_workers(scenario, step, counts)
+    # Each process got a copy of every packet and served only the receivers homed on it.
+    per_worker = counters["per_worker"]
+    assert isinstance(per_worker, list) and len(per_worker) == 2
+    assert [w["packets_in"] for w in per_worker] == [step.sent, step.sent]
+    assert sum(w["packets_out"] for w in per_worker) == counters["packets_out"] == step.received
+
+
+@needs_fanout
+@pytest.mark.parametrize(("name", "receivers"), [("webinar", 20), ("meeting", 6)])
+def test_two_worker_relay_serves_every_receiver(tmp_path: Path, name: str, receivers: int) -> None:
+    scenario, step, counts, counters = _measure_two_workers(tmp_path, name, "relay", receivers)
+    _check_two_workers(scenario, step, counts)
+    per_worker = counters["per_worker"]
+    assert isinstance(per_worker, list) and len(per_worker) == 2
+    assert sum(w["packets_out"] for w in per_worker) == counters["packets_out"] == step.received
+
+
+@needs_fanout
+def test_bench_two_workers_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "relay",
+            "bench",
+            "webinar",
+            "--workers",
+            "2",
+            "--receivers",
+            "20",
+            "--rate",
+            "100",
+            "--duration",
+            "0.5",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "per worker" in done.stdout
+    report = json.loads(out.read_text())
+    assert report["workers"] == 2 and report["processes"] == 2
+    assert report["out_pps"] == pytest.approx(2000, rel=0.05)
+    assert report["loss_ratio"] < 0.01 and report["verified_packets"] > 0
+    assert [w["worker"] for w in report["per_worker"]] == [0, 1]
+    for w in report["per_worker"]:
+        assert w["receivers"] == 10
+        assert w["out_pps"] == pytest.approx(1000, rel=0.05)
+    assert len(report["relay_counters"]["per_worker"]) == 2
