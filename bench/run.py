@@ -24,6 +24,7 @@ an upper bound for the relay. The Python baseline stays one process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -713,10 +714,15 @@ def per_worker(scenario: Scenario, step: Step) -> list[dict[str, Any]]:
 
 def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     """Measure relay (and the baselines with compare) on one scenario."""
-    targets = TARGETS if compare else ("relay",)
+    targets: list[tuple[str, str, Scenario]] = [
+        (t, t, scenario) for t in (TARGETS if compare else ("relay",))
+    ]
+    if compare and scenario.workers > 1:
+        # What the workers gain is measured against the relay on one worker, in this run.
+        targets.insert(1, ("relay_1_worker", "relay", dataclasses.replace(scenario, workers=1)))
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
-        for target in targets:
+        for name, target, scenario in targets:
             shape = (
                 f"webinar 1 -> {scenario.receivers}"
                 if scenario.name == "webinar"
@@ -730,13 +736,14 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
                     if processes > 1
                     else "; one process: no multi-worker form"
                 )
-            progress(f"-- {target}: {shape} ({scenario.size} B, {scenario.suite}{how})")
+            progress(f"-- {name}: {shape} ({scenario.size} B, {scenario.suite}{how})")
             bench = Bench(scenario, target, Path(tmp), progress)
             try:
                 best, latency = bench.capacity()
             finally:
                 counters = bench.close()
-            results[target] = summarise(scenario, best, latency) | {"relay_counters": counters}
+            results[name] = summarise(scenario, best, latency) | {"relay_counters": counters}
+        scenario = targets[0][2]
     report: dict[str, Any] = {
         "scenario": scenario.name,
         "suite": scenario.suite,
@@ -748,9 +755,10 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
         **{k: v for k, v in results["relay"].items()},
     }
     if compare:
-        report["baselines"] = {name: results[name] for name in TARGETS[1:]}
+        baselines = [name for name, _, _ in targets[1:]]
+        report["baselines"] = {name: results[name] for name in baselines}
         report["ratios"] = {
             f"out_pps_vs_{name}": round(results["relay"]["out_pps"] / results[name]["out_pps"], 3)
-            for name in TARGETS[1:]
+            for name in baselines
         }
     return report
