@@ -228,15 +228,35 @@ def _receive_at(value: object) -> tuple[str, int] | None:
     return host, port
 
 
+def _described(
+    meeting: MeetingRow, row: ParticipantRow, everyone: Sequence[ParticipantRow]
+) -> list[wire.Stream]:
+    """The meeting's streams as `row`'s join answer described them: those of the participants
+    present when it joined (stored before it, not gone by then) that may send, in the order
+    they joined. The same from the join itself and, later, from the store."""
+    before = [
+        p
+        for p in everyone
+        if p.wire_id < row.wire_id and (p.left_at is None or p.left_at > row.joined_at)
+    ]
+    before.sort(key=lambda p: (p.joined_at, p.id))
+    return [s for p in before if _may_send(meeting.mode, p.role) for s in _load_streams(p.streams)]
+
+
 def _joined(
     meeting: MeetingRow,
     row: ParticipantRow,
     uplink: bytes,
     downlink: bytes,
     role: str | None = None,
+    described: Sequence[wire.Stream] = (),
 ) -> wire.ParticipantJoined:
-    """The routing update for a participant as stored (its role may be changing)."""
+    """The routing update for a participant as stored (its role may be changing). A receiver
+    that gave receive_at gets stream k of its SDP (`described`) on port + 2k."""
     address = None if row.receive_at is None else wire.parse_address(row.receive_at)
+    ports: tuple[tuple[int, int], ...] = ()
+    if address is not None:
+        ports = tuple((s.ssrc, address[1] + 2 * k) for k, s in enumerate(described))
     return wire.ParticipantJoined(
         row.wire_id,
         meeting.wire_id,
@@ -247,6 +267,7 @@ def _joined(
         _load_streams(row.streams),
         address,
         row.worker,
+        ports,
     )
 
 
@@ -567,7 +588,7 @@ class MeetingService:
                 joined_at=now,
                 participant_id=participant_id,
             )
-            await self.publish(_joined(meeting, row, uplink, downlink))
+            await self.publish(_joined(meeting, row, uplink, downlink, None, meeting_streams))
         log.info("participant %s joined meeting %s as %s", row.id, meeting.id, role)
         return self._answer(meeting, row, uplink, downlink, declared, meeting_streams)
 
@@ -756,19 +777,24 @@ class MeetingService:
         else:
             uplink, downlink = self._keys(row)
             await self._store_update(row.id, role=role)
+        # A listener keeps the streams (and ports) its join answer described; anyone else
+        # gets the meeting's streams as they are now, as in a join answer.
+        everyone = await self.store.list_participants(meeting.id)
+        if row.receive_at is not None:
+            meeting_streams = _described(meeting, row, everyone)
+        else:
+            meeting_streams = [
+                s
+                for p in everyone
+                if p.id != row.id and p.left_at is None and _may_send(meeting.mode, p.role)
+                for s in _load_streams(p.streams)
+            ]
         await self.publish(wire.ParticipantLeft(row.wire_id))
-        await self.publish(_joined(meeting, row, uplink, downlink, role=role))
+        await self.publish(_joined(meeting, row, uplink, downlink, role, meeting_streams))
         if row.muted:  # ParticipantLeft cleared the flag in the workers' table
             await self.publish(wire.ParticipantMuted(row.wire_id, True))
         if not fresh:
             return {}
-        present = await self.store.list_participants(meeting.id, present_only=True)
-        meeting_streams = [
-            s
-            for p in present
-            if p.id != row.id and _may_send(meeting.mode, p.role)
-            for s in _load_streams(p.streams)
-        ]
         changed = await self._store_get(row.id)
         full = self._answer(meeting, changed, uplink, downlink, declared, meeting_streams)
         return {"srtp": full["srtp"], "sdp": full["sdp"], "relay": full["relay"]}
@@ -813,10 +839,14 @@ class MeetingService:
             page = await self.store.list_meetings(limit=500, offset=offset, state="open")
             for meeting in page:
                 state.meetings[meeting.wire_id] = wire.MeetingOpened(meeting.wire_id, meeting.mode)
-                for p in await self.store.list_participants(meeting.id):
+                everyone = await self.store.list_participants(meeting.id)
+                for p in everyone:
                     if p.left_at is not None and not p.expelled:
                         continue
-                    state.participants[p.wire_id] = _joined(meeting, p, *self._keys(p))
+                    described = _described(meeting, p, everyone) if p.receive_at else []
+                    state.participants[p.wire_id] = _joined(
+                        meeting, p, *self._keys(p), None, described
+                    )
                     if p.muted:
                         state.muted.add(p.wire_id)
                     if p.expelled:

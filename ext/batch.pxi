@@ -120,6 +120,14 @@ cdef class SendBatch:
             return NULL
         return self.slab + <size_t>self.count * SLOT_SIZE
 
+    cdef inline void commit_port(self, uint32_t n, const sockaddr_in6* to, socklen_t tolen,
+                                 int32_t owner, uint16_t port_be) noexcept nogil:
+        """commit(), to another port of the same host when port_be (network order) is set."""
+        cdef int i = self.count
+        self.commit(n, to, tolen, owner)
+        if port_be:
+            self.names[i].sin6_port = port_be   # sin_port sits at the same offset
+
     cdef inline void commit(self, uint32_t n, const sockaddr_in6* to, socklen_t tolen,
                             int32_t owner) noexcept nogil:
         """Queue the slot slot() returned, now holding n bytes for `to`."""

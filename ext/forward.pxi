@@ -216,6 +216,10 @@ cdef class Forwarder:
                 self.stats.dropped[DROP_NO_ADDRESS] += 1
                 continue
             out = &rp.out[stream_slot]
+            if out.route == ROUTE_UNKNOWN:
+                out.route = table_route(rp, load_be32(plain + 8), &out.port)
+            if out.route == ROUTE_SKIP:
+                continue                # its SDP does not describe this stream
             if not out.started:
                 out.started = True
                 out.base = index & ~(<uint64_t>0xFFFF)
@@ -231,7 +235,8 @@ cdef class Forwarder:
             if rc != SRTP_OK:
                 self.stats.dropped[drop_for(rc)] += 1
                 continue
-            tx.commit(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r)
+            tx.commit_port(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r,
+                           out.port if out.route == ROUTE_PORT else 0)
 
     cdef uint8_t* _slot(self, SendBatch tx, int fd) noexcept nogil:
         """A free send slot. With a socket, what is queued goes out every SEND_FLUSH packets,
@@ -361,6 +366,8 @@ cdef class Forwarder:
                             size_t plain_len) noexcept nogil:
         cdef const Meeting* m = &self.table.meetings[self.table.parts[sender].meeting]
         cdef uint32_t j, r
+        cdef uint16_t port = 0
+        cdef uint8_t route
         for j in range(m.nmembers):
             r = m.members[j]
             if r == sender or self.table.parts[r].flags & PF_REMOTE:
@@ -370,10 +377,17 @@ cdef class Forwarder:
             elif not self.table.parts[r].flags & PF_HAS_ADDRESS:
                 self.stats.dropped[DROP_NO_ADDRESS] += 1
             else:
-                self._send_rtcp_to(tx, fd, r, plain, plain_len)
+                # A receiver with a port per stream takes a report on that stream's port + 1.
+                route = table_route(&self.table.parts[r], load_be32(plain + 4), &port)
+                if route == ROUTE_SKIP:
+                    continue
+                if route == ROUTE_PORT:
+                    port = htons(ntohs(port) + 1)
+                self._send_rtcp_to(tx, fd, r, plain, plain_len,
+                                   port if route == ROUTE_PORT else 0)
 
     cdef int _send_rtcp_to(self, SendBatch tx, int fd, uint32_t r, const uint8_t* plain,
-                           size_t plain_len) noexcept nogil:
+                           size_t plain_len, uint16_t port_be=0) noexcept nogil:
         cdef Participant* rp = &self.table.parts[r]
         cdef uint8_t* slot = self._slot(tx, fd)
         cdef size_t out_len
@@ -387,7 +401,7 @@ cdef class Forwarder:
         if rc != SRTP_OK:
             self.stats.dropped[drop_for(rc)] += 1
             return 0
-        tx.commit(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r)
+        tx.commit_port(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r, port_be)
         return 1
 
     # -- from the other workers ----------------------------------------------------------------

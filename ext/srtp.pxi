@@ -493,8 +493,23 @@ cdef int srtcp_protect(SrtpContext* c, uint32_t* next_index, uint8_t* pkt, size_
 
 cdef int srtcp_unprotect(SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size_t n,
                          size_t* out_len) noexcept nogil:
-    """SRTCP -> RTCP in place. Accepts E = 0 (authenticated, not encrypted) as well."""
-    cdef size_t tag = c.rtcp_tag_len
+    """SRTCP -> RTCP in place. Accepts E = 0 (authenticated, not encrypted) as well.
+
+    AES_CM_128_HMAC_SHA1_32 puts an 80-bit tag on SRTCP (RFC 4568 section 6.2.1; libsrtp),
+    but ffmpeg, asked for the suite by that SDES name, puts the 32-bit tag on SRTCP too: such
+    a packet is tried with the short tag when the long one fails. This is no weaker than the
+    suite's RTP, which a forger would attack instead."""
+    cdef int rc = _srtcp_unprotect(c, rx, pkt, n, c.rtcp_tag_len, out_len)
+    if rc != SRTP_OK and not c.aead and c.rtp_tag_len < c.rtcp_tag_len:
+        # Read with the long tag, the index came from the wrong bytes: any failure may be
+        # that. What the short tag does not fix is reported as the long tag found it.
+        if _srtcp_unprotect(c, rx, pkt, n, c.rtp_tag_len, out_len) == SRTP_OK:
+            return SRTP_OK
+    return rc
+
+
+cdef int _srtcp_unprotect(SrtpContext* c, SrtpIndex* rx, uint8_t* pkt, size_t n, size_t tag,
+                          size_t* out_len) noexcept nogil:
     cdef size_t body
     cdef const uint8_t* trailer
     cdef uint32_t word, ssrc

@@ -45,8 +45,23 @@ ctypedef struct SenderStream:
 
 ctypedef struct OutStream:
     bint started
+    uint8_t route           # ROUTE_*: where this stream goes (resolved at its first packet)
+    uint16_t port           # network order, with ROUTE_PORT
     uint64_t base           # sender index bits (ROC << 16) at this receiver's first packet
     SrtpIndex tx            # indexes sent to this receiver: a repeat is refused
+
+
+ctypedef struct RecvPort:
+    uint32_t ssrc
+    uint16_t port           # host order
+
+
+cdef enum:
+    ROUTE_UNKNOWN = 0
+    ROUTE_ADDRESS = 1       # to the receiver's address
+    ROUTE_PORT = 2          # to its host, on the port its SDP gave this stream
+    ROUTE_SKIP = 3          # a stream its SDP does not describe: it could not play it
+    MAX_RECV_PORTS = 16
 
 
 ctypedef struct Participant:
@@ -66,6 +81,8 @@ ctypedef struct Participant:
     socklen_t addr_len
     OutStream* out          # per stream slot of the meeting
     uint32_t out_cap
+    RecvPort* recv_ports    # per stream, for receivers whose SDP puts each on its own port
+    uint8_t nrecv_ports
     uint64_t packets_in, bytes_in, packets_out, bytes_out
 
 
@@ -223,7 +240,7 @@ cdef class RouteTable:
     # -- participants ------------------------------------------------------------------------
 
     def join(self, uint32_t participant_id, uint32_t meeting_id, str role, str suite,
-             uplink, downlink, ssrcs=(), address=None, bint local=True):
+             uplink, downlink, ssrcs=(), address=None, bint local=True, receive_ports=()):
         """Add a participant.
 
         Args:
@@ -233,6 +250,10 @@ cdef class RouteTable:
             ssrcs: the SSRCs it will send (at most MAX_STREAMS).
             address: (ip, port) where it receives, for clients that only listen; otherwise
                 learnt from its first authenticated packet.
+            receive_ports: [(ssrc, port)] for a receiver whose SDP describes each stream on a
+                port of its own (ffmpeg reads one stream per m= line): stream `ssrc` goes to
+                that port of its address, its RTCP to port + 1, and streams not listed (it
+                could not play them) are not sent to it at all.
             local: whether it is homed on this worker. Another worker sends to a participant
                 that is not; this one only knows its keys and SSRCs (its packets may still
                 arrive here) and passes its meeting's media on (fanout.pxi).
@@ -253,6 +274,9 @@ cdef class RouteTable:
             raise ValueError(f"role must be one of {ROLE_NAMES}, got {role!r}")
         if <size_t>up.shape[0] != need or <size_t>down.shape[0] != need:
             raise ValueError(f"{suite} keys are {need} bytes (master key || salt)")
+        cdef list ports = [(int(x), int(y)) for x, y in receive_ports]
+        if len(ports) > MAX_RECV_PORTS or any(not 0 < y < 65536 for _, y in ports):
+            raise ValueError(f"at most {MAX_RECV_PORTS} receive ports, each 1..65535")
         if len(ssrc_list) > MAX_STREAMS or len(set(ssrc_list)) != len(ssrc_list):
             raise ValueError(f"at most {MAX_STREAMS} distinct SSRCs per participant")
         for s in ssrc_list:
@@ -275,6 +299,16 @@ cdef class RouteTable:
         if p.down == NULL:
             self._release_slot(slot)
             raise MemoryError()
+        if ports:
+            p.recv_ports = <RecvPort*>calloc(len(ports), sizeof(RecvPort))
+            if p.recv_ports == NULL:
+                self._free_participant(p)
+                self._release_slot(slot)
+                raise MemoryError()
+            for i in range(len(ports)):
+                p.recv_ports[i].ssrc = ports[i][0]
+                p.recv_ports[i].port = ports[i][1]
+            p.nrecv_ports = len(ports)
         if ssrc_list:
             p.streams = <SenderStream*>calloc(len(ssrc_list), sizeof(SenderStream))
             if p.streams == NULL:
@@ -516,10 +550,12 @@ cdef class RouteTable:
         srtp_context_free(p.down)
         free(p.streams)
         free(p.out)
+        free(p.recv_ports)
         OPENSSL_cleanse(p.up_master, sizeof(p.up_master))
         p.up = p.down = NULL
         p.streams = NULL
         p.out = NULL
+        p.recv_ports = NULL
 
     cdef int _add_member(self, Meeting* m, uint32_t slot) except -1:
         cdef uint32_t cap
@@ -697,6 +733,20 @@ cdef int table_find_senders(RouteTable t, uint32_t ssrc, const SsrcEntry** found
             count += 1
         h = (h + 1) & mask
     return count
+
+
+cdef inline uint8_t table_route(const Participant* p, uint32_t ssrc,
+                                uint16_t* port_be) noexcept nogil:
+    """Where stream `ssrc` goes to receiver p: ROUTE_ADDRESS, ROUTE_PORT (port_be set) or
+    ROUTE_SKIP."""
+    cdef uint8_t i
+    if p.nrecv_ports == 0:
+        return ROUTE_ADDRESS
+    for i in range(p.nrecv_ports):
+        if p.recv_ports[i].ssrc == ssrc:
+            port_be[0] = htons(p.recv_ports[i].port)
+            return ROUTE_PORT
+    return ROUTE_SKIP
 
 
 cdef bint table_same_address(const Participant* p, const void* sa,

@@ -102,6 +102,7 @@ class RouteReplica:
                 [s.ssrc for s in update.streams],
                 update.address,
                 local=local,
+                receive_ports=update.receive_ports,
             )
             self.homes[update.participant] = (update.meeting, local)
             if local:

@@ -95,6 +95,9 @@ class ParticipantJoined:
     # The worker it is homed on: that worker receives from it and sends to it; the others
     # only know it (None: every worker treats it as its own, as a lone worker does).
     worker: int | None = None
+    # For a receiver whose SDP puts each stream on a port of its own (receive_at: stream k of
+    # its SDP on port + 2k): (ssrc, port) per stream; streams not listed are not sent to it.
+    receive_ports: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,18 @@ _KINDS: dict[str, type[Any]] = {
 }
 
 
+def _receive_port(pair: Any) -> tuple[int, int]:
+    if (
+        not isinstance(pair, list | tuple)
+        or len(pair) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair)
+        or not 0 <= pair[0] <= 0xFFFFFFFF
+        or not 0 < pair[1] < 65536
+    ):
+        raise WireError(f"a receive port must be [ssrc, port], got {pair!r}")
+    return int(pair[0]), int(pair[1])
+
+
 def to_json(msg: Message) -> dict[str, Any]:
     """A message as a JSON-ready dict (bytes as base64, addresses as 'ip:port')."""
     if isinstance(msg, Snapshot):
@@ -181,6 +196,7 @@ def to_json(msg: Message) -> dict[str, Any]:
         body["uplink"], body["downlink"] = _b64(msg.uplink), _b64(msg.downlink)
         body["address"] = f"{msg.address[0]}:{msg.address[1]}" if msg.address else None
         body["streams"] = [asdict(s) for s in msg.streams]
+        body["receive_ports"] = [list(pair) for pair in msg.receive_ports]
     return body
 
 
@@ -219,6 +235,10 @@ def from_json(body: Any) -> Message:
             )
             address = body.get("address")
             args["address"] = parse_address(address) if address else None
+            ports = body.get("receive_ports") or []
+            if not isinstance(ports, list) or len(ports) > 16:
+                raise WireError("receive_ports must be a list of at most 16 [ssrc, port] pairs")
+            args["receive_ports"] = tuple(_receive_port(pair) for pair in ports)
             worker = body.get("worker")
             if worker is not None and (
                 isinstance(worker, bool) or not isinstance(worker, int) or not 0 <= worker < 4096

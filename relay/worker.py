@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -207,6 +208,7 @@ class Worker:
                 break
         counters: dict[str, Any] = self.table.counters()
         counters["fanout_dropped"] = self.fanout_dropped
+        counters["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         return counters
 
     def _control_waiting(self) -> bool:

@@ -988,3 +988,41 @@ def test_many_address_moves_do_not_hang_address_lookups() -> None:
         pytest.fail("the forwarding loop hung on an address lookup")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["done", "1"]
+
+
+def test_a_receiver_with_a_port_per_stream_gets_each_stream_on_its_port() -> None:
+    """ffmpeg reads one stream per m= line: a listener whose SDP puts stream k on port + 2k
+    gets each described stream there, its sender reports on that port + 1, and no stream its
+    SDP does not describe."""
+    relay = Relay(AES, "meeting")
+    audio = relay.join(1, "host", [0xA0])
+    video = relay.join(2, "panelist", [0xB0])
+    late = relay.join(3, "panelist", [0xC0])  # joined after the listener's SDP was written
+    listener = Peer(9, AES, key_material(AES), key_material(AES), ("10.0.9.9", 7000), ())
+    relay.table.join(
+        9,
+        MID,
+        "attendee",
+        AES,
+        listener.uplink,
+        listener.downlink,
+        address=listener.address,
+        receive_ports=[(0xA0, 7000), (0xB0, 7002)],
+    )
+    out = relay.send(audio, audio.out.protect(rtp(1, 0xA0)))
+    out += relay.send(video, video.out.protect(rtp(1, 0xB0)))
+    out += relay.send(late, late.out.protect(rtp(1, 0xC0)))
+    mine = [(data, address) for data, address in out if address[0] == "10.0.9.9"]
+    assert [address for _, address in mine] == [("10.0.9.9", 7000), ("10.0.9.9", 7002)]
+    assert [listener.inp.unprotect(d)[8:12] for d, _ in mine] == [
+        (0xA0).to_bytes(4, "big"),
+        (0xB0).to_bytes(4, "big"),
+    ]
+    report = rtcp_sr(0xB0)
+    out = relay.send(video, video.out.protect_rtcp(report))
+    (packet,) = [d for d, address in out if address == ("10.0.9.9", 7003)]
+    assert listener.inp.unprotect_rtcp(packet) == report
+    with pytest.raises(ValueError, match="receive ports"):
+        relay.table.join(
+            10, MID, "attendee", AES, listener.uplink, listener.downlink, receive_ports=[(1, 0)]
+        )

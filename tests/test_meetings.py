@@ -511,3 +511,37 @@ def test_schema_v1_database_migrates(tmp_path: Path) -> None:
     raw = sqlite3.connect(path)
     assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     raw.close()
+
+
+def test_a_listener_gets_each_described_stream_on_its_own_port_also_after_restart(
+    tmp_path: Path,
+) -> None:
+    async def body(h: Harness) -> None:
+        svc = h.service
+        m = (await svc.create_meeting("av", "meeting", password="pw", now=0)).meeting
+        audio = {"ssrc": 0xA0, "kind": "audio", "pt": 111, "codec": "opus/48000/2"}
+        video = {"ssrc": 0xB0, "kind": "video", "pt": 96, "codec": "VP8/90000"}
+        await svc.join(m.id, password="pw", name="A", client_address="1", now=1, streams=[audio])
+        await svc.join(m.id, password="pw", name="V", client_address="1", now=2, streams=[video])
+        answer = await svc.join(
+            m.id,
+            password="pw",
+            name="L",
+            client_address="1",
+            now=3,
+            receive_at="127.0.0.1:7000",
+        )
+        await svc.join(m.id, password="pw", name="X", client_address="1", now=4, ssrcs=[0xC0])
+        sdp = answer["sdp"]
+        assert "m=audio 7000 " in sdp and "m=video 7002 " in sdp and "7004" not in sdp
+        listener = next(u for u in h.updates if isinstance(u, wire.ParticipantJoined) and u.address)
+        assert listener.receive_ports == ((0xA0, 7000), (0xB0, 7002))
+        # A restarted control plane rebuilds the same routing from the store.
+        rebuilt = await svc.routing_snapshot_state()
+        assert rebuilt.participants[listener.participant].receive_ports == (
+            (0xA0, 7000),
+            (0xB0, 7002),
+        )
+        assert wire.decode(wire.encode(listener)) == listener
+
+    run(tmp_path, body)

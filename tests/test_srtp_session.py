@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from relay.srtp import SUITES, AuthError, ReplayError, SrtpError
+from relay.srtp import SUITES, AuthError, ReplayError, Session, SrtpError
 from tests.conftest import key_for, rtcp_sr, rtp
 
 SessionType = Callable[..., Any]
@@ -290,3 +290,24 @@ def test_bad_parameters_raise_value_error(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         impl(*args, **kwargs)
+
+
+def test_srtcp_of_the_32_bit_suite_with_either_tag_length() -> None:
+    """AES_CM_128_HMAC_SHA1_32 has an 80-bit SRTCP tag (libsrtp, RFC 4568); ffmpeg sends a
+    32-bit one when asked for the suite by that name. Both authenticate; a short tag that is
+    wrong does not, and the 80-bit suite takes no short tag."""
+    key = bytes(range(30))
+    report = bytes([0x80, 200, 0, 6]) + bytes(range(24))
+    sender = Session("AES_CM_128_HMAC_SHA1_32", key)
+    long_tag = sender.protect_rtcp(report)
+    short_tag = sender.protect_rtcp(report)[:-6]  # the same HMAC, cut at 32 bits
+    receiver = Session("AES_CM_128_HMAC_SHA1_32", key)
+    assert receiver.unprotect_rtcp(long_tag) == report
+    assert receiver.unprotect_rtcp(short_tag) == report
+    forged = short_tag[:-1] + bytes([short_tag[-1] ^ 1])
+    with pytest.raises(AuthError):
+        Session("AES_CM_128_HMAC_SHA1_32", key).unprotect_rtcp(forged)
+    with pytest.raises(SrtpError):
+        Session("AES_CM_128_HMAC_SHA1_80", key).unprotect_rtcp(
+            Session("AES_CM_128_HMAC_SHA1_80", key).protect_rtcp(report)[:-6]
+        )
