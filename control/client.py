@@ -51,6 +51,7 @@ __all__ = [
     "Forbidden",
     "Health",
     "Invalid",
+    "FfmpegArguments",
     "JoinAnswer",
     "JoinThrottle",
     "Locked",
@@ -153,8 +154,8 @@ class EndedMeeting(TypedDict):
 
 class StreamSpec(TypedDict):
     """A stream a participant will send (`join(streams=...)`); the server's defaults fill in
-    what is left out: audio, payload type 111, opus/48000/2 (so a video stream must give its
-    `pt` and `codec`, e.g. 96 and "VP8/90000")."""
+    what is left out: audio, then payload type 111 and opus/48000/2 for audio, 96 and
+    VP8/90000 for video."""
 
     ssrc: int
     kind: NotRequired[Literal["audio", "video"]]
@@ -182,12 +183,21 @@ class SrtpKeys(TypedDict):
     downlink: str  # what it receives with
 
 
+class FfmpegArguments(TypedDict):
+    """ffmpeg's arguments from a join answer (control/ffmpeg.py): one RTP output per declared
+    stream, and for a listener the input (the answer's `sdp` written to join.sdp)."""
+
+    outputs: list[list[str]]
+    input: NotRequired[list[str]]
+
+
 class JoinAnswer(TypedDict):
     participant_id: str
     role: Role
     relay: RelayAddress  # where to send (and what sends to it)
     srtp: SrtpKeys
     sdp: str
+    ffmpeg: FfmpegArguments | None  # None: ffmpeg cannot speak the meeting's suite
 
 
 class Participant(TypedDict):

@@ -409,6 +409,81 @@ def _offset(text: str) -> int:
     return value
 
 
+# --- join -------------------------------------------------------------------------------------
+
+
+def _stream(text: str) -> dict[str, Any]:
+    """KIND:SSRC[:PT[:CODEC]], as in audio:1234 or video:5678:96:VP8/90000."""
+    parts = text.split(":", 3)
+    if len(parts) < 2 or parts[0] not in ("audio", "video"):
+        raise argparse.ArgumentTypeError(f"a stream is KIND:SSRC[:PT[:CODEC]], got {text!r}")
+    try:
+        stream: dict[str, Any] = {"kind": parts[0], "ssrc": int(parts[1], 0)}
+        if len(parts) > 2:
+            stream["pt"] = int(parts[2])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"SSRC and payload type are numbers: {text!r}") from None
+    if len(parts) > 3:
+        stream["codec"] = parts[3]
+    return stream
+
+
+def _join(args: argparse.Namespace) -> int:
+    """Join with the password (no token), write the SDP, print what a client needs."""
+    import shlex
+
+    from control.client import ApiError, RelayClient, RelayClientError
+
+    try:
+        with RelayClient(_url(args)) as client:
+            answer = client.join(
+                args.meeting,
+                name=args.name,
+                password=args.password,
+                role=args.role,
+                host_key=args.host_key,
+                streams=args.stream or None,
+                receive_at=args.receive_at,
+            )
+    except ApiError as exc:
+        print(f"relay: {exc.message} ({exc.status} {exc.code})", file=sys.stderr)
+        return 1
+    except (RelayClientError, ValueError) as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 1
+    if args.sdp:
+        Path(args.sdp).write_text(answer["sdp"])
+    if args.json:
+        _json(answer)
+        return 0
+    relay = answer["relay"]
+    _fields(
+        [
+            ("participant", answer["participant_id"]),
+            ("role", answer["role"]),
+            ("relay", f"{relay['host']}:{relay['port']} (RTCP also on {relay['port'] + 1})"),
+            ("suite", answer["srtp"]["suite"]),
+            ("sdp", args.sdp or "(not written: give --sdp FILE)"),
+        ]
+    )
+    tools = answer.get("ffmpeg")
+    if not args.ffmpeg:
+        return 0
+    if tools is None:
+        print("ffmpeg cannot speak this meeting's suite (it has AES_CM_128_HMAC_SHA1_80/32 only)")
+        return 1
+    for stream, output in zip(args.stream or [], tools["outputs"], strict=False):
+        print(f"\nsend {stream['kind']} {stream['ssrc']}: after your input and encoder options,")
+        print("  " + shlex.join(["-rtpflags", "send_bye", *output]))
+    if "input" in tools:
+        sdp = args.sdp or "join.sdp"
+        print("\nreceive (the SDP above, as written):")
+        print(
+            "  " + shlex.join(["ffmpeg", *tools["input"][:-1], sdp, "-c", "copy", "-y", "out.mkv"])
+        )
+    return 0
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `meetings`, `participants` and `usage` to the `relay` command's subcommands; each
     leaf parser gets `run`, which the entry point calls as `args.run(args)` for the exit
@@ -482,3 +557,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     usage.add_argument("--meeting", metavar="ID", help="only this meeting's")
     usage.add_argument("--csv", action="store_true", help="print CSV, as the API gives it")
     usage.set_defaults(run=_run(_usage), command_name="usage")
+
+    join = commands.add_parser(
+        "join",
+        help="join a meeting as a client: keys, SDP and ffmpeg arguments from the answer",
+        description="Join a meeting with its password (no token) and print where to send, "
+        "write the answer's SDP (--sdp) and, with --ffmpeg, the arguments that make ffmpeg "
+        "the client. The answer holds this participant's SRTP keys: keep it to yourself.",
+    )
+    join.add_argument("meeting", metavar="MEETING")
+    join.add_argument("--name", required=True, help="the name others see")
+    join.add_argument("--password", help="the meeting (or panelist) password")
+    join.add_argument("--role", choices=["host", "panelist", "attendee"])
+    join.add_argument("--host-key", help="with --role host: the meeting's host key")
+    join.add_argument(
+        "--stream",
+        type=_stream,
+        action="append",
+        metavar="KIND:SSRC[:PT[:CODEC]]",
+        help="a stream this client will send (repeat for each); e.g. audio:1234",
+    )
+    join.add_argument("--receive-at", metavar="IP:PORT", help="listen here (stream k on PORT+2k)")
+    join.add_argument("--sdp", metavar="FILE", help="write the answer's SDP here")
+    join.add_argument("--ffmpeg", action="store_true", help="print ffmpeg's arguments")
+    join.add_argument("--url", help=f"the relay's API (default: $RELAY_URL, else {DEFAULT_URL})")
+    join.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    join.set_defaults(run=_join, command_name="join")

@@ -74,7 +74,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from control import auth
+from control import auth, ffmpeg
 from control.auth import FailureThrottle
 from control.errors import (
     Conflict,
@@ -682,12 +682,21 @@ class MeetingService:
         sdp = self._sdp(
             meeting, row.worker, row.receive_at, downlink, declared, meeting_streams, row.wire_id
         )
+        port = self.media_port + 2 * row.worker
         return {
             "participant_id": row.id,
             "role": row.role,
-            "relay": {"host": self.relay_host, "port": self.media_port + 2 * row.worker},
+            "relay": {"host": self.relay_host, "port": port},
             "srtp": {"suite": meeting.suite, "uplink": _b64(uplink), "downlink": _b64(downlink)},
             "sdp": sdp,
+            "ffmpeg": ffmpeg.arguments(
+                meeting.suite,
+                uplink,
+                self.relay_host,
+                port,
+                declared,
+                listener=row.receive_at is not None,
+            ),
         }
 
     # -- participants --
@@ -797,7 +806,7 @@ class MeetingService:
             return {}
         changed = await self._store_get(row.id)
         full = self._answer(meeting, changed, uplink, downlink, declared, meeting_streams)
-        return {"srtp": full["srtp"], "sdp": full["sdp"], "relay": full["relay"]}
+        return {k: full[k] for k in ("srtp", "sdp", "relay", "ffmpeg")}
 
     async def leave(self, meeting_id: object, participant_id: object, *, now: float) -> None:
         """The participant is gone (hung up): ParticipantLeft, and its time is counted."""

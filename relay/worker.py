@@ -209,6 +209,8 @@ class Worker:
         counters: dict[str, Any] = self.table.counters()
         counters["fanout_dropped"] = self.fanout_dropped
         counters["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        with open("/proc/self/statm") as statm:  # resident now, after the peaks of start-up
+            counters["rss_bytes"] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         return counters
 
     def _control_waiting(self) -> bool:
