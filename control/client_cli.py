@@ -453,6 +453,17 @@ def _join(args: argparse.Namespace) -> int:
         return 1
     if args.sdp:
         Path(args.sdp).write_text(answer["sdp"])
+    tools = answer.get("ffmpeg")
+    if args.ffmpeg_args:
+        # Only the arguments, for $(...): the first stream's output, or a listener's input.
+        if tools is None:
+            print("relay: ffmpeg cannot speak this meeting's suite", file=sys.stderr)
+            return 1
+        if tools["outputs"]:
+            print(shlex.join(["-rtpflags", "send_bye", *tools["outputs"][0]]))
+        elif "input" in tools:
+            print(shlex.join([*tools["input"][:-1], args.sdp or "join.sdp"]))
+        return 0
     if args.json:
         _json(answer)
         return 0
@@ -466,7 +477,6 @@ def _join(args: argparse.Namespace) -> int:
             ("sdp", args.sdp or "(not written: give --sdp FILE)"),
         ]
     )
-    tools = answer.get("ffmpeg")
     if not args.ffmpeg:
         return 0
     if tools is None:
@@ -580,6 +590,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     join.add_argument("--receive-at", metavar="IP:PORT", help="listen here (stream k on PORT+2k)")
     join.add_argument("--sdp", metavar="FILE", help="write the answer's SDP here")
     join.add_argument("--ffmpeg", action="store_true", help="print ffmpeg's arguments")
+    join.add_argument(
+        "--ffmpeg-args",
+        action="store_true",
+        help="print only ffmpeg's arguments (the first stream's output, or the input), "
+        "for $(...)",
+    )
     join.add_argument("--url", help=f"the relay's API (default: $RELAY_URL, else {DEFAULT_URL})")
     join.add_argument("--json", action="store_true", help="print the whole answer as JSON")
     join.set_defaults(run=_join, command_name="join")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -99,12 +100,17 @@ def drops(api: httpx.Client) -> dict[str, float]:
 
 
 class LibsrtpListener:
-    """A listener that decrypts with libsrtp, in a thread."""
+    """A listener that decrypts with libsrtp, in a thread: RTP on port P, and the sender
+    reports on P + 1, where its SDP (receive_at) puts RTCP."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
+        port = udp_port_pair()
+        self.socks = []
+        for p in (port, port + 1):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", p))
+            self.socks.append(sock)
+        self.port = port
         self.rtp: list[bytes] = []
         self.rtcp = 0
         self.failures: list[str] = []
@@ -114,8 +120,7 @@ class LibsrtpListener:
 
     @property
     def address(self) -> str:
-        host, port = self.sock.getsockname()
-        return f"{host}:{port}"
+        return f"127.0.0.1:{self.port}"
 
     def start(self, answer: dict[str, Any]) -> None:
         srtp = answer["srtp"]
@@ -129,23 +134,23 @@ class LibsrtpListener:
 
     def _run(self) -> None:
         while self.running:
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            try:
-                if 200 <= data[1] <= 206:
-                    self.session.unprotect_rtcp(data)
-                    self.rtcp += 1
-                else:
-                    self.rtp.append(self.session.unprotect(data))
-            except pylibsrtp.Error as exc:
-                self.failures.append(str(exc))
+            readable, _, _ = select.select(self.socks, [], [], 0.1)
+            for sock in readable:
+                data = sock.recv(4096)
+                try:
+                    if 200 <= data[1] <= 206:
+                        self.session.unprotect_rtcp(data)
+                        self.rtcp += 1
+                    else:
+                        self.rtp.append(self.session.unprotect(data))
+                except pylibsrtp.Error as exc:
+                    self.failures.append(str(exc))
 
     def stop(self) -> None:
         self.running = False
         self.thread.join()
-        self.sock.close()
+        for sock in self.socks:
+            sock.close()
 
 
 class Sinks:
@@ -311,7 +316,8 @@ def test_an_ffmpeg_presenter_sends_opus_to_ffmpeg_libsrtp_and_the_sinks(
     assert run.decode_errors == "", run.decode_errors
     assert "HMAC mismatch" not in run.receiver_log
     assert run.libsrtp.failures == []
-    assert run.libsrtp.rtcp >= 1  # ffmpeg's sender report, relayed (SRTCP from its port + 1)
+    # ffmpeg's sender report (SRTCP from its port + 1 to the relay's), relayed to port + 1
+    assert run.libsrtp.rtcp >= 1
     assert all(count >= rtp for count in run.sinks), run.sinks
     assert {k: v for k, v in run.drops.items() if k in ("auth", "replay", "too_large")} == {}
     assert {p[8:12] for p in run.libsrtp.rtp} == {OPUS["ssrc"].to_bytes(4, "big")}

@@ -1417,3 +1417,11 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
             await conn.close()
 
     run(main())
+
+
+def test_new_ids_never_start_like_an_option() -> None:
+    from control.store.base import new_id
+
+    ids = {new_id() for _ in range(5000)}
+    assert len(ids) == 5000
+    assert all(i[0].isalnum() and len(i) == 22 for i in ids)

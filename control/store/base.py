@@ -192,8 +192,13 @@ class RoutingUpdate:
 
 
 def new_id() -> str:
-    """A random URL-safe id (128 bits from the OS CSPRNG, 22 characters)."""
-    return secrets.token_urlsafe(16)
+    """A random URL-safe id (128 bits from the OS CSPRNG, 22 characters) that starts with a
+    letter or digit: an id starting with "-" would read as an option on a command line
+    (`relay meetings end ID`)."""
+    while True:
+        candidate = secrets.token_urlsafe(16)
+        if candidate[0].isalnum():
+            return candidate
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
