@@ -44,12 +44,27 @@ PROFILES = {
     "AEAD_AES_256_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
 }
 SECONDS = 3
-OPUS = {"ssrc": 0x81234567, "kind": "audio", "pt": 111, "codec": "opus/48000/2"}  # >= 2^31
-VP8 = {"ssrc": 0x2468ACE, "kind": "video", "pt": 96, "codec": "VP8/90000"}
+OPUS: dict[str, Any] = {
+    "ssrc": 0x81234567,
+    "kind": "audio",
+    "pt": 111,
+    "codec": "opus/48000/2",
+}  # >= 2^31
+VP8: dict[str, Any] = {"ssrc": 0x2468ACE, "kind": "video", "pt": 96, "codec": "VP8/90000"}
 AUDIO_IN = ["-f", "lavfi", "-i", f"sine=frequency=440:duration={SECONDS}"]
 AUDIO_CODEC = ["-c:a", "libopus", "-b:a", "32k"]
 VIDEO_IN = ["-f", "lavfi", "-i", f"testsrc=size=320x240:rate=25:duration={SECONDS}"]
 VIDEO_CODEC = ["-c:v", "libvpx", "-b:v", "500k", "-deadline", "realtime", "-cpu-used", "8"]
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for ffmpeg and the other tools: without the debug run's sanitizer
+    preload, which is for the relay's own code."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +244,7 @@ def webinar_with_ffmpeg(
             [FFMPEG, "-nostdin", "-hide_banner", *listener["ffmpeg"]["input"][:-2]]
             + ["-listen_timeout", "3", "-i", "join.sdp", "-c", "copy", "-y", str(out)],
             cwd=tmp,
+            env=tool_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -256,6 +272,7 @@ def webinar_with_ffmpeg(
             [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-re", *encoder[:4]]
             + encoder[4:]
             + ["-rtpflags", "send_bye", *output],
+            env=tool_env(),
             capture_output=True,
             text=True,
             timeout=60,
@@ -285,6 +302,7 @@ def webinar_with_ffmpeg(
             "default=nw=1",
             str(out),
         ],
+        env=tool_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -292,6 +310,7 @@ def webinar_with_ffmpeg(
     fields = dict(line.split("=", 1) for line in probe.stdout.split() if "=" in line)
     decode = subprocess.run(
         [FFMPEG, "-v", "error", "-i", str(out), "-f", "null", "-"],
+        env=tool_env(),
         capture_output=True,
         text=True,
         timeout=60,

@@ -20,7 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_interop_ffmpeg import FFPROBE, LibsrtpListener, udp_port_pair, wait_bound
+from tests.test_interop_ffmpeg import (
+    FFPROBE,
+    LibsrtpListener,
+    tool_env,
+    udp_port_pair,
+    wait_bound,
+)
 from tests.test_serve import Serve, start_serve, stop_serve
 
 pytestmark = pytest.mark.interop
@@ -38,7 +44,7 @@ def _has_srtp() -> bool:
     inspect = shutil.which("gst-inspect-1.0")
     if GST is None or inspect is None:
         return False
-    done = subprocess.run([inspect, "srtpenc"], capture_output=True, timeout=30)
+    done = subprocess.run([inspect, "srtpenc"], capture_output=True, timeout=30, env=tool_env())
     return done.returncode == 0
 
 
@@ -102,6 +108,7 @@ def test_gstreamer_sends_and_receives_through_the_relay(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=tool_env(),
         )
         libsrtp = LibsrtpListener()
         libsrtp.start(
@@ -121,6 +128,7 @@ def test_gstreamer_sends_and_receives_through_the_relay(
             capture_output=True,
             text=True,
             timeout=60,
+            env=tool_env(),
         )
         assert sender.returncode == 0, sender.stdout + sender.stderr
         time.sleep(0.5)
@@ -139,6 +147,7 @@ def test_gstreamer_sends_and_receives_through_the_relay(
             "default=nw=1",
             str(out),
         ],
+        env=tool_env(),
         capture_output=True,
         text=True,
         timeout=60,

@@ -208,7 +208,7 @@ def test_rtpengine_decrypts_what_the_relay_sends(
     for packet in sent:
         out.sendto(sender.protect(packet), (presenter["relay"]["host"], presenter["relay"]["port"]))
         time.sleep(0.002)
-    got = []
+    got: list[bytes] = []
     try:
         while len(got) < len(sent):
             got.append(plain_in.recv(2048))
