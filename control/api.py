@@ -122,6 +122,12 @@ class JoinIn(_Body):
     ssrcs: list[Annotated[int, Field(ge=0, le=0xFFFFFFFF)]] | None = Field(None, max_length=8)
     streams: list[StreamIn] | None = Field(None, max_length=8)
     receive_at: str | None = Field(None, max_length=64, description='"ip:port"')
+    uplink: str | None = Field(
+        None,
+        max_length=128,
+        description="base64 of master key || salt this participant sends with, for SDES "
+        "clients that choose their own key (default: one is generated)",
+    )
 
 
 class ParticipantPatch(_Body):
@@ -429,6 +435,7 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
                 ssrcs=body.ssrcs,
                 streams=None if body.streams is None else [s.stream() for s in body.streams],
                 receive_at=body.receive_at,
+                uplink=body.uplink,
             )
         except ApiError as exc:
             plane.counters.join_failed(exc.code)

@@ -555,10 +555,12 @@ class RelayClient:
         ssrcs: Sequence[int] | None = None,
         streams: Sequence[StreamSpec] | None = None,
         receive_at: str | None = None,
+        uplink: str | None = None,
     ) -> JoinAnswer:
         """Join a meeting. No token is sent: `password` (or `host_key` with `role="host"`)
         is the credential. `ssrcs` or `streams`: what the participant will send;
-        `receive_at`: "ip:port" for a client that only listens."""
+        `receive_at`: "ip:port" for a client that only listens; `uplink`: the base64 key
+        this client sends with, when it chooses its own (SDES)."""
         body = _drop_none(
             name=name,
             password=password,
@@ -567,6 +569,7 @@ class RelayClient:
             ssrcs=None if ssrcs is None else list(ssrcs),
             streams=None if streams is None else [dict(s) for s in streams],
             receive_at=receive_at,
+            uplink=uplink,
         )
         path = self._meeting_path(meeting_id, "join")
         return cast(JoinAnswer, self._object(self._send("POST", path, body=body, auth=False)))

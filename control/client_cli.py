@@ -593,8 +593,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     join.add_argument(
         "--ffmpeg-args",
         action="store_true",
-        help="print only ffmpeg's arguments (the first stream's output, or the input), "
-        "for $(...)",
+        help="print only ffmpeg's arguments (the first stream's output, or the input), for $(...)",
     )
     join.add_argument("--url", help=f"the relay's API (default: $RELAY_URL, else {DEFAULT_URL})")
     join.add_argument("--json", action="store_true", help="print the whole answer as JSON")

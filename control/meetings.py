@@ -25,6 +25,9 @@ Rules, and why:
   remembered (`auth.VerifiedPasswords`: a keyed hash, in memory only) and later joins with it
   skip Argon2; a password that does not match the remembered one still goes through Argon2,
   so guessing gains nothing.
+- A participant may bring the key it sends with (`uplink`, SDES style: each side of an offer
+  picks its own sending key, and rtpengine, say, offers its own); the key it receives with
+  is always generated here.
 - Each participant gets fresh SRTP master keys per direction (`control.keys`), sealed with
   `KeyBox` (AES-GCM, associated data = participant id, so a sealed key copied onto another
   participant's row does not open) before they reach the store: the store never holds a key
@@ -97,7 +100,7 @@ from control.store.base import (
     new_id,
 )
 from relay import wire
-from relay.srtp import SUITES
+from relay.srtp import SUITES, parse_sdes_key
 
 __all__ = ["DEFAULT_SUITE", "Created", "KeyBox", "MeetingService", "usage_figures"]
 
@@ -211,6 +214,22 @@ def _streams_json(streams: Sequence[wire.Stream]) -> str:
 
 def _load_streams(text: str) -> tuple[wire.Stream, ...]:
     return tuple(wire.Stream(**item) for item in json.loads(text))
+
+
+def _own_key(suite: str, value: object) -> bytes | None:
+    """A key the participant chose for what it sends (SDES: each side picks its own sending
+    key, so a client that offers one keeps it), checked against the meeting's suite."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 128:
+        raise Invalid("uplink must be the base64 of master key || salt")
+    try:
+        key = parse_sdes_key(suite, value)
+    except ValueError as exc:
+        raise Invalid(f"uplink: {exc}") from None
+    if len(set(key)) < 4:
+        raise Invalid("uplink: that is not a random key")
+    return key
 
 
 def _receive_at(value: object) -> tuple[str, int] | None:
@@ -525,10 +544,12 @@ class MeetingService:
         ssrcs: object = None,
         streams: object = None,
         receive_at: object = None,
+        uplink: object = None,
     ) -> dict[str, Any]:
         meeting = await self._open_meeting(meeting_id)
         if role is not None and role not in ROLES:
             raise Invalid(f"role must be one of {', '.join(ROLES)}")
+        own_uplink = _own_key(meeting.suite, uplink)
         role = role or ("attendee" if meeting.mode == "webinar" else "panelist")
         assert isinstance(role, str)
         name = _text("name", name, NAME_MAX)
@@ -571,7 +592,8 @@ class MeetingService:
                 for s in _load_streams(p.streams)
             ]
             participant_id = new_id()
-            uplink, downlink = new_master_key(meeting.suite), new_master_key(meeting.suite)
+            uplink = own_uplink or new_master_key(meeting.suite)
+            downlink = new_master_key(meeting.suite)
             receive_at = None if address is None else f"{address[0]}:{address[1]}"
             # The answer's SDP can still refuse the input (a receive_at port too high for the
             # streams): find out before anything is stored or published.

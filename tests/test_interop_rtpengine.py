@@ -34,6 +34,20 @@ pytestmark = pytest.mark.interop
 
 RTPENGINE = shutil.which("rtpengine")
 SSRC = 0x5151
+OFFERED = [  # what rtpengine 10.5 offers, by SDES name
+    "AEAD_AES_256_GCM",
+    "AEAD_AES_128_GCM",
+    "AES_256_CM_HMAC_SHA1_80",
+    "AES_256_CM_HMAC_SHA1_32",
+    "AES_192_CM_HMAC_SHA1_80",
+    "AES_192_CM_HMAC_SHA1_32",
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+    "F8_128_HMAC_SHA1_80",
+    "F8_128_HMAC_SHA1_32",
+    "NULL_HMAC_SHA1_80",
+    "NULL_HMAC_SHA1_32",
+]
 
 
 # --- bencode, as the ng protocol speaks it ---------------------------------------------------
@@ -219,3 +233,95 @@ def test_rtpengine_decrypts_what_the_relay_sends(
     out.close()
     plain_in.close()
     assert [g[12:] for g in got] == [s[12:] for s in sent], stats
+
+
+@pytest.mark.parametrize("suite", ["AES_CM_128_HMAC_SHA1_80", "AEAD_AES_128_GCM"])
+def test_rtpengine_as_an_sdes_participant_both_ways(
+    peers: tuple[Serve, Rtpengine], suite: str
+) -> None:
+    """rtpengine offers SDES with its own sending key; the participant joins with that key as
+    its uplink, and the join answer's SDP goes back to rtpengine unchanged as the SDES answer
+    (relay address, downlink key). rtpengine then encrypts a plain RTP stream towards the
+    relay, which decrypts it for a libsrtp listener; and decrypts what the relay sends it."""
+    from tests.test_interop_ffmpeg import LibsrtpListener
+
+    serve, engine = peers
+    plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # rtpengine's plain leg
+    plain.bind(("127.0.0.1", 0))
+    plain.settimeout(2)
+    call_id = secrets.token_hex(8)
+    others = [s for s in OFFERED if s != suite]
+    offer = engine.call(
+        {
+            "command": "offer",
+            "call-id": call_id,
+            "from-tag": "plain",
+            "sdp": sdp(plain.getsockname()[1], "RTP/AVP"),
+            "transport-protocol": "RTP/SAVP",
+            "ICE": "remove",
+            "DTLS": "off",
+            "SDES": [f"no-{s}" for s in others],
+        }
+    )
+    assert offer.get("result") == b"ok", offer
+    offered = offer["sdp"].decode()
+    found = re.search(rf"a=crypto:(\d+) {suite} inline:([A-Za-z0-9+/=]+)", offered)
+    assert found is not None, offered
+    with serve.api() as api:
+        created = api.post(
+            "/v1/meetings", json={"title": "sdes", "password": "pw", "suite": suite}
+        ).json()
+        path = f"/v1/meetings/{created['id']}/join"
+        engine_side = api.post(
+            path,
+            json={"name": "rtpengine", "password": "pw", "ssrcs": [SSRC], "uplink": found[2]},
+        ).json()
+        assert engine_side["srtp"]["uplink"].rstrip("=") == found[2].rstrip("=")
+        listener = LibsrtpListener()
+        listener.start(
+            api.post(
+                path, json={"name": "l", "password": "pw", "receive_at": listener.address}
+            ).json()
+        )
+        speaker = api.post(path, json={"name": "s", "password": "pw", "ssrcs": [SSRC + 1]}).json()
+    answer_sdp = engine_side["sdp"]
+    if found[1] != "1":  # the SDES answer names the offer's tag
+        answer_sdp = answer_sdp.replace("a=crypto:1 ", f"a=crypto:{found[1]} ")
+    answer = engine.call(
+        {
+            "command": "answer",
+            "call-id": call_id,
+            "from-tag": "plain",
+            "to-tag": "relay",
+            "sdp": answer_sdp,
+            "ICE": "remove",
+        }
+    )
+    assert answer.get("result") == b"ok", answer
+    plain_port = int(re.search(r"m=audio (\d+) RTP/AVP", answer["sdp"].decode())[1])  # type: ignore[index]
+    # rtpengine -> relay: plain RTP in, SRTP with rtpengine's key to the relay, to libsrtp.
+    sent = [rtp(n, SSRC, payload=b"from rtpengine %d" % n) for n in range(30)]
+    for packet in sent:
+        plain.sendto(packet, ("127.0.0.1", plain_port))
+        time.sleep(0.003)
+    time.sleep(0.3)
+    listener.stop()
+    assert listener.failures == []
+    assert [p[12:] for p in listener.rtp] == [p[12:] for p in sent]
+    # relay -> rtpengine: the relay now knows rtpengine's address (latched from its packets).
+    sender = Session(suite, base64.b64decode(speaker["srtp"]["uplink"]))
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    back = [rtp(n, SSRC + 1, payload=b"to rtpengine %d" % n) for n in range(30)]
+    for packet in back:
+        out.sendto(sender.protect(packet), (speaker["relay"]["host"], speaker["relay"]["port"]))
+        time.sleep(0.003)
+    got: list[bytes] = []
+    try:
+        while len(got) < len(back):
+            got.append(plain.recv(2048))
+    except TimeoutError:
+        pass
+    engine.call({"command": "delete", "call-id": call_id, "from-tag": "plain"})
+    out.close()
+    plain.close()
+    assert [g[12:] for g in got] == [p[12:] for p in back]

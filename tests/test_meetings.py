@@ -545,3 +545,31 @@ def test_a_listener_gets_each_described_stream_on_its_own_port_also_after_restar
         assert wire.decode(wire.encode(listener)) == listener
 
     run(tmp_path, body)
+
+
+def test_a_participant_may_bring_its_own_sending_key(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        svc = h.service
+        m = (await svc.create_meeting("sdes", "meeting", password="pw", now=0)).meeting
+        own = bytes(range(1, 31))
+        text = base64.b64encode(own).decode().rstrip("=")  # rtpengine omits the padding
+        answer = await svc.join(
+            m.id, password="pw", name="E", client_address="1", now=1, ssrcs=[5], uplink=text
+        )
+        assert base64.b64decode(answer["srtp"]["uplink"]) == own
+        joined = h.updates[-1]
+        assert isinstance(joined, wire.ParticipantJoined) and joined.uplink == own
+        assert joined.downlink != own  # what it receives with is always generated
+        for bad, why in (
+            (base64.b64encode(bytes(range(20))).decode(), "needs 30 bytes"),
+            (base64.b64encode(bytes(30)).decode(), "not a random key"),
+            ("%%%", "base64"),
+            (5, "base64 of master key"),
+            (text + "|1:4", "MKI"),
+        ):
+            with raises(Invalid, 422, why):
+                await svc.join(
+                    m.id, password="pw", name="E", client_address="1", now=2, uplink=bad
+                )
+
+    run(tmp_path, body)
