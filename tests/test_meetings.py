@@ -568,8 +568,6 @@ def test_a_participant_may_bring_its_own_sending_key(tmp_path: Path) -> None:
             (text + "|1:4", "MKI"),
         ):
             with raises(Invalid, 422, why):
-                await svc.join(
-                    m.id, password="pw", name="E", client_address="1", now=2, uplink=bad
-                )
+                await svc.join(m.id, password="pw", name="E", client_address="1", now=2, uplink=bad)
 
     run(tmp_path, body)
