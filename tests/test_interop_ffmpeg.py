@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import secrets
 import select
 import shutil
 import socket
@@ -196,8 +197,16 @@ class Sinks:
         self.sock.close()
 
 
+def fresh(stream: dict[str, Any], high: bool = False) -> dict[str, Any]:
+    """The stream with an SSRC no other test's meeting declared (the relay tries only a few
+    senders that share an SSRC when it latches a new one); `high`: one at or above 2^31,
+    which ffmpeg must be given as a negative number."""
+    return {**stream, "ssrc": (0x80000000 if high else 0x10000) + secrets.randbelow(1 << 30)}
+
+
 @dataclass
 class Run:
+    ssrc: int
     sent: int  # RTP packets the presenter's worker took in from ffmpeg
     ffprobe: dict[str, str]
     decode_errors: str
@@ -217,6 +226,7 @@ def webinar_with_ffmpeg(
     out_name: str = "out.ogg",
 ) -> Run:
     assert FFMPEG is not None and FFPROBE is not None
+    stream = fresh(stream, high=stream["ssrc"] >= 1 << 31)
     with serve.api() as api:
         created = api.post(
             "/v1/meetings",
@@ -316,6 +326,7 @@ def webinar_with_ffmpeg(
         timeout=60,
     )
     return Run(
+        stream["ssrc"],
         sent,
         fields,
         decode.stderr.strip(),
@@ -341,7 +352,8 @@ def test_an_ffmpeg_presenter_sends_opus_to_ffmpeg_libsrtp_and_the_sinks(
     assert run.libsrtp.rtcp >= 1
     assert all(count >= rtp for count in run.sinks), run.sinks
     assert {k: v for k, v in run.drops.items() if k in ("auth", "replay", "too_large")} == {}
-    assert {p[8:12] for p in run.libsrtp.rtp} == {OPUS["ssrc"].to_bytes(4, "big")}
+    assert {p[8:12] for p in run.libsrtp.rtp} == {run.ssrc.to_bytes(4, "big")}
+    assert run.ssrc >= 1 << 31  # given to ffmpeg as a negative number
 
 
 def test_an_ffmpeg_presenter_sends_vp8_in_full_size_packets(serve: Serve, tmp_path: Path) -> None:
@@ -375,3 +387,80 @@ def test_both_32_bit_tag_variants_of_ffmpeg_are_accepted(
     assert run.libsrtp.failures == []
     assert run.libsrtp.rtcp >= 1  # the relay re-protects reports with the 80-bit tag
     assert "auth" not in run.drops, run.drops
+
+
+def test_audio_and_video_from_one_ffmpeg_to_a_two_line_sdp(serve: Serve, tmp_path: Path) -> None:
+    """One ffmpeg process sends Opus and VP8 (two outputs); a listener's SDP has one m= line
+    per stream, on ports P and P + 2, and ffmpeg plays both from it."""
+    assert FFMPEG is not None and FFPROBE is not None
+    with serve.api() as api:
+        created = api.post(
+            "/v1/meetings", json={"title": "av", "mode": "webinar", "password": "pw"}
+        ).json()
+        path = f"/v1/meetings/{created['id']}/join"
+        presenter = api.post(
+            path,
+            json={
+                "name": "av",
+                "role": "host",
+                "host_key": created["host_key"],
+                "streams": [fresh(OPUS), fresh(VP8)],
+            },
+        ).json()
+        port = udp_port_pair()
+        while not all(_free(p) for p in range(port, port + 4)):
+            port = udp_port_pair()
+        listener = api.post(
+            path, json={"name": "av", "password": "pw", "receive_at": f"127.0.0.1:{port}"}
+        ).json()
+    sdp = listener["sdp"]
+    assert f"m=audio {port} " in sdp and f"m=video {port + 2} " in sdp
+    (tmp_path / "join.sdp").write_text(sdp)
+    out = tmp_path / "out.mkv"
+    receiver = subprocess.Popen(
+        [FFMPEG, "-nostdin", "-hide_banner", *listener["ffmpeg"]["input"][:-2]]
+        + ["-listen_timeout", "3", "-i", "join.sdp", "-map", "0", "-c", "copy", "-y", str(out)],
+        cwd=tmp_path,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_bound(port)
+    wait_bound(port + 2)
+    audio_out, video_out = presenter["ffmpeg"]["outputs"]
+    sender = subprocess.run(
+        [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error"]
+        + ["-re", *AUDIO_IN, "-re", *VIDEO_IN]
+        + ["-map", "0:a", *AUDIO_CODEC, *audio_out]
+        + ["-map", "1:v", *VIDEO_CODEC, "-g", "25", *video_out],
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sender.returncode == 0, sender.stderr
+    _, log = receiver.communicate(timeout=30)
+    probe = subprocess.run(
+        [FFPROBE, "-v", "error", "-count_packets", "-show_entries"]
+        + ["stream=codec_name,nb_read_packets", "-of", "compact", str(out)],
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    counts = dict(re.findall(r"codec_name=(\w+)\|nb_read_packets=(\d+)", probe.stdout))
+    assert set(counts) == {"opus", "vp8"}, (probe.stdout, log)
+    assert int(counts["opus"]) >= 0.95 * 50 * SECONDS, counts
+    assert int(counts["vp8"]) >= 0.95 * 25 * SECONDS, counts
+
+
+def _free(port: int) -> bool:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind(("0.0.0.0", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -32,7 +33,6 @@ from tests.test_serve import Serve, start_serve, stop_serve
 pytestmark = pytest.mark.interop
 
 GST = shutil.which("gst-launch-1.0")
-SSRC = 0x1A2B3C4D
 CIPHERS = {  # srtpenc/srtpdec names: (cipher, auth) for RTP and RTCP
     "AEAD_AES_128_GCM": ("aes-128-gcm", "null"),
     "AES_CM_128_HMAC_SHA1_80": ("aes-128-icm", "hmac-sha1-80"),
@@ -75,6 +75,7 @@ def test_gstreamer_sends_and_receives_through_the_relay(
 ) -> None:
     assert GST is not None and FFPROBE is not None
     cipher, auth = CIPHERS[suite]
+    ssrc = 0x10000 + secrets.randbelow(1 << 30)  # no other meeting of this server uses it
     with serve.api() as api:
         created = api.post(
             "/v1/meetings",
@@ -87,7 +88,7 @@ def test_gstreamer_sends_and_receives_through_the_relay(
                 "name": "gst presenter",
                 "role": "host",
                 "host_key": created["host_key"],
-                "streams": [{"ssrc": SSRC, "kind": "audio", "pt": 111}],
+                "streams": [{"ssrc": ssrc, "kind": "audio", "pt": 111}],
             },
         ).json()
         port = udp_port_pair()
@@ -98,7 +99,7 @@ def test_gstreamer_sends_and_receives_through_the_relay(
         out = tmp_path / "out.ogg"
         caps = (
             "application/x-srtp,media=(string)audio,clock-rate=(int)48000,"
-            f"encoding-name=(string)OPUS,payload=(int)111,ssrc=(uint){SSRC},"
+            f"encoding-name=(string)OPUS,payload=(int)111,ssrc=(uint){ssrc},"
             + _srtp_caps(suite, downlink)
         )
         receiver = subprocess.Popen(
@@ -122,7 +123,7 @@ def test_gstreamer_sends_and_receives_through_the_relay(
         sender = subprocess.run(
             [GST, "-q", "audiotestsrc", f"num-buffers={BUFFERS}", "is-live=true", "!"]
             + ["audio/x-raw,rate=48000,channels=2", "!", "opusenc", "!"]
-            + ["rtpopuspay", "pt=111", f"ssrc={SSRC}", "!", "srtpenc", f"key={uplink.hex()}"]
+            + ["rtpopuspay", "pt=111", f"ssrc={ssrc}", "!", "srtpenc", f"key={uplink.hex()}"]
             + [f"rtp-cipher={cipher}", f"rtp-auth={auth}", f"rtcp-cipher={cipher}"]
             + [f"rtcp-auth={auth}", "!", "udpsink", "host=127.0.0.1", f"port={relay_port}"],
             capture_output=True,

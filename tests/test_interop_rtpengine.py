@@ -33,7 +33,14 @@ from tests.test_serve import Serve, free_ports, start_serve, stop_serve
 pytestmark = pytest.mark.interop
 
 RTPENGINE = shutil.which("rtpengine")
-SSRC = 0x5151
+
+
+def fresh_ssrc() -> int:
+    """An SSRC no other test's meeting declared: the relay tries at most a few senders that
+    share an SSRC when it latches a new one (relay._core MAX_CANDIDATES)."""
+    return 0x10000 + secrets.randbelow(1 << 30)
+
+
 OFFERED = [  # what rtpengine 10.5 offers, by SDES name
     "AEAD_AES_256_GCM",
     "AEAD_AES_128_GCM",
@@ -167,6 +174,7 @@ def test_rtpengine_decrypts_what_the_relay_sends(
     peers: tuple[Serve, Rtpengine], suite: str
 ) -> None:
     serve, engine = peers
+    ssrc = fresh_ssrc()
     plain_in = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # rtpengine's plain leg
     plain_in.bind(("127.0.0.1", 0))
     plain_in.settimeout(2)
@@ -195,7 +203,7 @@ def test_rtpengine_decrypts_what_the_relay_sends(
         path = f"/v1/meetings/{created['id']}/join"
         presenter = api.post(
             path,
-            json={"name": "p", "role": "host", "host_key": created["host_key"], "ssrcs": [SSRC]},
+            json={"name": "p", "role": "host", "host_key": created["host_key"], "ssrcs": [ssrc]},
         ).json()
         listener = api.post(
             path,
@@ -218,7 +226,7 @@ def test_rtpengine_decrypts_what_the_relay_sends(
     assert answer.get("result") == b"ok", answer
     sender = Session(suite, base64.b64decode(presenter["srtp"]["uplink"]))
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sent = [rtp(n, SSRC, payload=b"via rtpengine %d" % n) for n in range(50)]
+    sent = [rtp(n, ssrc, payload=b"via rtpengine %d" % n) for n in range(50)]
     for packet in sent:
         out.sendto(sender.protect(packet), (presenter["relay"]["host"], presenter["relay"]["port"]))
         time.sleep(0.002)
@@ -246,6 +254,7 @@ def test_rtpengine_as_an_sdes_participant_both_ways(
     from tests.test_interop_ffmpeg import LibsrtpListener
 
     serve, engine = peers
+    ssrc = fresh_ssrc()
     plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # rtpengine's plain leg
     plain.bind(("127.0.0.1", 0))
     plain.settimeout(2)
@@ -274,7 +283,7 @@ def test_rtpengine_as_an_sdes_participant_both_ways(
         path = f"/v1/meetings/{created['id']}/join"
         engine_side = api.post(
             path,
-            json={"name": "rtpengine", "password": "pw", "ssrcs": [SSRC], "uplink": found[2]},
+            json={"name": "rtpengine", "password": "pw", "ssrcs": [ssrc], "uplink": found[2]},
         ).json()
         assert engine_side["srtp"]["uplink"].rstrip("=") == found[2].rstrip("=")
         listener = LibsrtpListener()
@@ -283,7 +292,7 @@ def test_rtpengine_as_an_sdes_participant_both_ways(
                 path, json={"name": "l", "password": "pw", "receive_at": listener.address}
             ).json()
         )
-        speaker = api.post(path, json={"name": "s", "password": "pw", "ssrcs": [SSRC + 1]}).json()
+        speaker = api.post(path, json={"name": "s", "password": "pw", "ssrcs": [ssrc + 1]}).json()
     answer_sdp = engine_side["sdp"]
     if found[1] != "1":  # the SDES answer names the offer's tag
         answer_sdp = answer_sdp.replace("a=crypto:1 ", f"a=crypto:{found[1]} ")
@@ -300,7 +309,7 @@ def test_rtpengine_as_an_sdes_participant_both_ways(
     assert answer.get("result") == b"ok", answer
     plain_port = int(re.search(r"m=audio (\d+) RTP/AVP", answer["sdp"].decode())[1])  # type: ignore[index]
     # rtpengine -> relay: plain RTP in, SRTP with rtpengine's key to the relay, to libsrtp.
-    sent = [rtp(n, SSRC, payload=b"from rtpengine %d" % n) for n in range(30)]
+    sent = [rtp(n, ssrc, payload=b"from rtpengine %d" % n) for n in range(30)]
     for packet in sent:
         plain.sendto(packet, ("127.0.0.1", plain_port))
         time.sleep(0.003)
@@ -311,7 +320,7 @@ def test_rtpengine_as_an_sdes_participant_both_ways(
     # relay -> rtpengine: the relay now knows rtpengine's address (latched from its packets).
     sender = Session(suite, base64.b64decode(speaker["srtp"]["uplink"]))
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    back = [rtp(n, SSRC + 1, payload=b"to rtpengine %d" % n) for n in range(30)]
+    back = [rtp(n, ssrc + 1, payload=b"to rtpengine %d" % n) for n in range(30)]
     for packet in back:
         out.sendto(sender.protect(packet), (speaker["relay"]["host"], speaker["relay"]["port"]))
         time.sleep(0.003)
