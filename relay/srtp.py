@@ -29,6 +29,28 @@ SUITES: MappingProxyType[str, tuple[int, int, int]] = MappingProxyType(dict(_SUI
 __all__ = ["SUITES", "AuthError", "ReplayError", "Session", "SrtpError", "parse_sdes_key"]
 
 
+MIN_LIFETIME = 1 << 31  # packets: the SRTCP index limit; this relay never rekeys
+
+
+def _check_lifetime(param: str) -> None:
+    """A key lifetime (RFC 4568 section 6.1: "2^N" or a decimal number of packets) is taken
+    when it is at least 2^31: the relay never rekeys, so a shorter one is a promise it could
+    not keep."""
+    text = param.strip()
+    try:
+        if text.startswith("2^"):
+            packets = 1 << min(int(text[2:]), 64)  # no huge shift for "2^999999999"
+        else:
+            packets = int(text)
+    except (ValueError, OverflowError):
+        raise ValueError(f"SDES key lifetime {param!r} is not '2^N' or a number") from None
+    if packets < MIN_LIFETIME:
+        raise ValueError(
+            f"SDES key lifetime {param!r} is shorter than this relay supports (it does not "
+            "rekey): give 2^31 or more, or none"
+        )
+
+
 def parse_sdes_key(suite: str, key_params: str) -> bytes:
     """Decode an SDES key (RFC 4568 section 6.1) into key material for `Session`.
 
@@ -36,7 +58,8 @@ def parse_sdes_key(suite: str, key_params: str) -> bytes:
     `=` padding (rtpengine omits it).
 
     Raises:
-        ValueError: unknown suite, bad base64, the wrong length for the suite, or an MKI.
+        ValueError: unknown suite, bad base64, the wrong length for the suite, an MKI, or a
+            lifetime under 2^31 packets (the relay does not rekey).
     """
     if suite not in SUITES:
         raise ValueError(f"unknown SRTP suite {suite!r}; expected one of: {', '.join(SUITES)}")
@@ -50,6 +73,7 @@ def parse_sdes_key(suite: str, key_params: str) -> bytes:
                 f"MKI is not supported (key parameter {param!r}); expected "
                 "'inline:<base64>' with at most a lifetime after '|'"
             )
+        _check_lifetime(param)
     encoded += "=" * (-len(encoded) % 4)
     try:
         material = base64.b64decode(encoded, validate=True)

@@ -311,3 +311,19 @@ def test_srtcp_of_the_32_bit_suite_with_either_tag_length() -> None:
         Session("AES_CM_128_HMAC_SHA1_80", key).unprotect_rtcp(
             Session("AES_CM_128_HMAC_SHA1_80", key).protect_rtcp(report)[:-6]
         )
+
+
+def test_sdes_lifetimes() -> None:
+    from relay.srtp import parse_sdes_key
+
+    key = "inline:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e"
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    assert parse_sdes_key(suite, key + "|2^31") == bytes(range(1, 31))
+    assert parse_sdes_key(suite, key + "|2^48") == bytes(range(1, 31))
+    assert parse_sdes_key(suite, key + "|4294967296") == bytes(range(1, 31))
+    with pytest.raises(ValueError, match="shorter than this relay supports"):
+        parse_sdes_key(suite, key + "|2^20")
+    with pytest.raises(ValueError, match="not '2\\^N' or a number"):
+        parse_sdes_key(suite, key + "|forever")
+    with pytest.raises(ValueError, match="MKI is not supported"):
+        parse_sdes_key(suite, key + "|2^31|1:4")
