@@ -48,6 +48,7 @@ class RoutingState:
         self.ended: set[int] = set()
         self.muted: set[int] = set()
         self.ejected: set[int] = set()
+        self.recording: set[int] = set()
 
     @classmethod
     def from_snapshot(cls, snapshot: wire.Snapshot) -> RoutingState:
@@ -56,6 +57,7 @@ class RoutingState:
         state.participants = {p.participant: p for p in snapshot.participants}
         state.ended, state.muted = set(snapshot.ended), set(snapshot.muted)
         state.ejected = set(snapshot.ejected)
+        state.recording = set(snapshot.recording)
         return state
 
     def apply(self, update: wire.Update) -> int:
@@ -64,6 +66,7 @@ class RoutingState:
             self.meetings[update.meeting] = update
         elif isinstance(update, wire.MeetingEnded):
             self.ended.add(update.meeting)
+            self.recording.discard(update.meeting)
         elif isinstance(update, wire.ParticipantJoined):
             self.participants[update.participant] = update
         elif isinstance(update, wire.ParticipantLeft):
@@ -74,6 +77,8 @@ class RoutingState:
             self.ejected.add(update.participant)
         elif isinstance(update, wire.ParticipantMuted):
             (self.muted.add if update.muted else self.muted.discard)(update.participant)
+        elif isinstance(update, wire.MeetingRecording):
+            (self.recording.add if update.on else self.recording.discard)(update.meeting)
         self.seq += 1
         return self.seq
 
@@ -86,6 +91,7 @@ class RoutingState:
             tuple(sorted(self.ended)),
             tuple(sorted(self.muted)),
             tuple(sorted(self.ejected)),
+            tuple(sorted(self.recording)),
         )
 
 

@@ -8,6 +8,9 @@
 # message (topic: the meeting id) and every worker with members in that meeting protects and
 # sends the copies for its own (Forwarder.run_import).
 #
+# A meeting the host records also gets its records handed out, to the worker's recorder
+# (records_to_pcap below, relay/recording.py).
+#
 # A record is a 24-byte header and the plaintext:
 #
 #   offset  size  field
@@ -25,6 +28,7 @@
 # lets media through where the local table says no.
 
 from libc.stdint cimport uint64_t
+from libc.string cimport memset
 
 cdef enum:
     EXPORT_RTP = 0
@@ -121,3 +125,88 @@ cdef inline size_t export_next(const uint8_t* data, size_t size, size_t off,
     memcpy(&rec.index, data + off + 16, 8)
     rec.plain = data + off + EXPORT_HEADER
     return off + EXPORT_HEADER + plain_len
+
+
+# --- recording: records as pcap -------------------------------------------------------------
+#
+# A recorded meeting's records (the same ones passed between workers) become pcap packet
+# records (LINKTYPE_RAW: an IPv4 header, a UDP header, the plaintext), which Wireshark opens
+# and plays: RTP to UDP port 5004, RTCP to 5005 (the ports RFC 3551 suggests; "Decode As"
+# RTP, or its RTP heuristic). Addresses are synthetic: the sender appears as
+# 10.a.b.c from its participant id, never as the address it really sent from.
+
+cdef enum:
+    PCAP_RECORD = 16
+    PCAP_IP = 20
+    PCAP_UDP = 8
+    PCAP_PORT_RTP = 5004
+
+
+PCAP_HEADER = (b"\xd4\xc3\xb2\xa1"      # magic, little-endian, microseconds
+               b"\x02\x00\x04\x00"       # version 2.4
+               b"\x00\x00\x00\x00\x00\x00\x00\x00"
+               b"\xff\xff\x00\x00"       # snaplen 65535
+               b"\x65\x00\x00\x00")      # LINKTYPE_RAW (101)
+
+
+cdef inline void _store_be16(uint8_t* p, uint16_t v) noexcept nogil:
+    p[0] = <uint8_t>(v >> 8)
+    p[1] = <uint8_t>(v & 0xFF)
+
+
+def records_to_pcap(const uint8_t[::1] records not None, double when):
+    """The pcap packet records of a batch of export records, all stamped `when` (seconds
+    since the epoch). Malformed input ends the conversion (what came before is kept)."""
+    cdef size_t size = records.shape[0], off = 0, nxt, total = 0, at = 0
+    cdef ExportRecord rec
+    cdef uint8_t* o
+    cdef uint32_t sec = <uint32_t>when, usec = <uint32_t>((when - <double>sec) * 1e6)
+    cdef uint32_t length, checksum, i
+    cdef uint16_t port
+    if size == 0:
+        return b""
+    while off < size:
+        nxt = export_next(&records[0], size, off, &rec)
+        if nxt == 0:
+            break
+        total += PCAP_RECORD + PCAP_IP + PCAP_UDP + rec.length
+        off = nxt
+    out = bytearray(total)
+    o = <uint8_t*><char*>out
+    off = 0
+    while off < size and at < total:
+        nxt = export_next(&records[0], size, off, &rec)
+        off = nxt
+        length = PCAP_IP + PCAP_UDP + rec.length
+        memcpy(o + at, &sec, 4)
+        memcpy(o + at + 4, &usec, 4)
+        memcpy(o + at + 8, &length, 4)
+        memcpy(o + at + 12, &length, 4)
+        at += PCAP_RECORD
+        memset(o + at, 0, PCAP_IP + PCAP_UDP)
+        o[at] = 0x45                            # IPv4, 20-byte header
+        _store_be16(o + at + 2, <uint16_t>length)
+        o[at + 8] = 64                          # TTL
+        o[at + 9] = 17                          # UDP
+        o[at + 12] = 10
+        o[at + 13] = <uint8_t>(rec.sender >> 16)
+        o[at + 14] = <uint8_t>(rec.sender >> 8)
+        o[at + 15] = <uint8_t>rec.sender
+        o[at + 16] = 10
+        o[at + 17] = 255
+        o[at + 18] = 255
+        o[at + 19] = 254
+        checksum = 0
+        for i in range(0, PCAP_IP, 2):
+            checksum += (<uint32_t>o[at + i] << 8) | o[at + i + 1]
+        while checksum >> 16:
+            checksum = (checksum & 0xFFFF) + (checksum >> 16)
+        _store_be16(o + at + 10, <uint16_t>(~checksum & 0xFFFF))
+        port = PCAP_PORT_RTP + (1 if rec.kind == EXPORT_RTCP else 0)
+        _store_be16(o + at + PCAP_IP, port)
+        _store_be16(o + at + PCAP_IP + 2, port)
+        _store_be16(o + at + PCAP_IP + 4, <uint16_t>(PCAP_UDP + rec.length))
+        at += PCAP_IP + PCAP_UDP
+        memcpy(o + at, rec.plain, rec.length)
+        at += rec.length
+    return bytes(out)

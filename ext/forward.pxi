@@ -168,7 +168,7 @@ cdef class Forwarder:
             self.stats.dropped[reason] += 1
             return
         self._fan_out_rtp(tx, fd, <uint32_t>slot, st.slot, pkt, plain_len, index)
-        if self.table.meetings[p.meeting].nremote:
+        if self.table.meetings[p.meeting].nremote or self.table.meetings[p.meeting].recording:
             self._export(EXPORT_RTP, p, st.ssrc, index, pkt, plain_len)
 
     cdef void _export(self, uint8_t kind, const Participant* p, uint32_t ssrc, uint64_t index,
@@ -267,6 +267,7 @@ cdef class Forwarder:
         cdef size_t plain_len = 0, off = 0, sub_len
         cdef int k, i, rc = SRTP_ERR_AUTH, reason = DROP_UNKNOWN_SOURCE, handled = 0
         cdef uint32_t target
+        cdef const Meeting* m
         k = table_find_senders(self.table, load_be32(pkt + 4), found, MAX_CANDIDATES)
         if k == 0:
             only = table_find_rtcp_source(self.table, src, srclen)
@@ -331,7 +332,8 @@ cdef class Forwarder:
                 self._fan_out_rtcp(tx, fd, <uint32_t>slot, pkt, plain_len)
                 # Other workers find the sender by a declared SSRC: a sender that sends its
                 # reports from another one has its first stream's named in the record.
-                if self.table.meetings[p.meeting].nremote and p.nstreams:
+                m = &self.table.meetings[p.meeting]
+                if (m.nremote or m.recording) and p.nstreams:
                     self._export(EXPORT_RTCP, p, p.streams[0].ssrc, 0, pkt, plain_len)
         elif not handled:
             self.stats.rtcp_terminated += 1

@@ -96,6 +96,7 @@ ctypedef struct Meeting:
     uint32_t members_cap
     uint32_t nstreams       # stream slots handed out (never reused within a meeting)
     uint32_t nremote        # members homed on other workers: packets go to them too (fanout.pxi)
+    bint recording          # the host records it: its packets go to the worker's recorder too
 
 
 ctypedef struct Counters:
@@ -222,6 +223,11 @@ cdef class RouteTable:
         m.used = True
         m.webinar = mode == "webinar"
         self.meeting_slots[meeting_id] = slot
+
+    def set_recording(self, uint32_t meeting_id, bint on):
+        """While on, the meeting's packets are also handed out as records (take_exports),
+        which the worker writes to the meeting's recording (relay/recording.py)."""
+        self.meetings[self._meeting_slot(meeting_id)].recording = on
 
     def end_meeting(self, uint32_t meeting_id):
         """Stop all media of a meeting at once; its participants stay until they leave."""

@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--stats", help="ZeroMQ endpoint to push counters to, every second")
     worker.add_argument("--ready-file", type=Path, help="written with the pid once bound")
     worker.add_argument(
+        "--recordings", type=Path, help="directory for recorded meetings' encrypted media"
+    )
+    worker.add_argument(
+        "--recording-key", type=Path, help="file holding the 32-byte key recordings use"
+    )
+    worker.add_argument(
         "--state-file",
         type=Path,
         help="SRTP index state, saved every second and read back after a restart",
@@ -144,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 ready_file=args.ready_file,
                 fanout=tuple(args.fanout.split(",")) if args.fanout else (),
                 state_file=args.state_file,
+                recordings=args.recordings,
+                recording_key=args.recording_key,
                 duration=args.duration,
             )
         )

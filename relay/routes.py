@@ -27,10 +27,12 @@ class RouteReplica:
         table: Any,
         index: int | None = None,
         on_local: Callable[[int, bool], None] | None = None,
+        on_recording: Callable[[int, bool], None] | None = None,
     ) -> None:
         self.table = table
         self.index = index
         self.on_local = on_local
+        self.on_recording = on_recording  # the worker opens and closes recording files
         self.seq = -1  # last update applied; -1 before the first snapshot
         self.needs_snapshot = True
         self.meetings: set[int] = set()  # meetings the table holds
@@ -54,6 +56,8 @@ class RouteReplica:
         """Replace everything with the snapshot's state."""
         for meeting in self.meetings:
             self.table.close_meeting(meeting)
+            if self.on_recording is not None:
+                self.on_recording(meeting, False)  # the snapshot says again what records
         self.meetings.clear()
         for meeting in list(self.local):
             self._count(meeting, -self.local[meeting])
@@ -68,6 +72,8 @@ class RouteReplica:
             self._apply(wire.ParticipantMuted(participant, True))
         for participant in snapshot.ejected:
             self._apply(wire.ParticipantEjected(participant))
+        for meeting in snapshot.recording:
+            self._apply(wire.MeetingRecording(meeting, True))
         self.seq = snapshot.seq
         self.needs_snapshot = False
 
@@ -90,6 +96,8 @@ class RouteReplica:
             self.meetings.add(update.meeting)
         elif isinstance(update, wire.MeetingEnded):
             t.end_meeting(update.meeting)
+            if self.on_recording is not None:
+                self.on_recording(update.meeting, False)  # nothing more to record
         elif isinstance(update, wire.ParticipantJoined):
             local = self._is_local(update)
             t.join(
@@ -116,3 +124,7 @@ class RouteReplica:
             t.eject(update.participant)
         elif isinstance(update, wire.ParticipantMuted):
             t.mute(update.participant, update.muted)
+        elif isinstance(update, wire.MeetingRecording):
+            t.set_recording(update.meeting, update.on)
+            if self.on_recording is not None:
+                self.on_recording(update.meeting, update.on)

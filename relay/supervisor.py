@@ -42,6 +42,8 @@ class SupervisorConfig:
     stats: str | None = None  # ZeroMQ endpoint the workers push counters to
     ready_dir: Path | None = None  # worker-<i>.ready once bound, worker-<i>.state (SRTP state)
     fanout: tuple[str, ...] = ()  # every worker's endpoint for packets between workers
+    recordings: Path | None = None  # where recorded meetings go, and the key that seals them
+    recording_key: Path | None = None
     python: str = field(default=sys.executable)
 
 
@@ -98,6 +100,8 @@ class Supervisor:
             cmd += ["--state-file", str(c.ready_dir / f"worker-{index}.state")]
         if len(c.fanout) > 1:
             cmd += ["--fanout", ",".join(c.fanout)]
+        if c.recordings is not None and c.recording_key is not None:
+            cmd += ["--recordings", str(c.recordings), "--recording-key", str(c.recording_key)]
         return cmd
 
     def start(self) -> None:

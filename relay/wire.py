@@ -120,6 +120,16 @@ class ParticipantMuted:
 
 
 @dataclass(frozen=True)
+class MeetingRecording:
+    """The host switched recording on or off: while on, every worker writes the meeting's
+    decrypted media to its recording file (relay/recording.py)."""
+
+    kind: ClassVar[str] = "meeting_recording"
+    meeting: int
+    on: bool
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     """Sent on the update stream when nothing else is, numbered with the last update's number:
     a subscriber that is behind it missed updates (ZeroMQ PUB drops what it sends before a
@@ -140,6 +150,7 @@ class Snapshot:
     ended: tuple[int, ...] = ()  # meetings that have ended
     muted: tuple[int, ...] = ()  # participants muted
     ejected: tuple[int, ...] = ()  # participants ejected
+    recording: tuple[int, ...] = ()  # meetings being recorded
 
 
 Update = (
@@ -149,6 +160,7 @@ Update = (
     | ParticipantLeft
     | ParticipantEjected
     | ParticipantMuted
+    | MeetingRecording
 )
 Message = Update | Snapshot | Heartbeat
 
@@ -161,6 +173,7 @@ _KINDS: dict[str, type[Any]] = {
         ParticipantLeft,
         ParticipantEjected,
         ParticipantMuted,
+        MeetingRecording,
         Snapshot,
         Heartbeat,
     )
@@ -190,6 +203,7 @@ def to_json(msg: Message) -> dict[str, Any]:
             "ended": list(msg.ended),
             "muted": list(msg.muted),
             "ejected": list(msg.ejected),
+            "recording": list(msg.recording),
         }
     body: dict[str, Any] = {"kind": msg.kind, **asdict(msg)}
     if isinstance(msg, ParticipantJoined):
@@ -224,6 +238,7 @@ def from_json(body: Any) -> Message:
                 tuple(int(m) for m in body.get("ended", [])),
                 tuple(int(p) for p in body.get("muted", [])),
                 tuple(int(p) for p in body.get("ejected", [])),
+                tuple(int(m) for m in body.get("recording", [])),
             )
         args = {f.name: body[f.name] for f in fields(cls) if f.name in body}
         if cls is ParticipantJoined:
@@ -304,6 +319,7 @@ __all__ = [
     "ParticipantLeft",
     "ParticipantEjected",
     "ParticipantMuted",
+    "MeetingRecording",
     "Snapshot",
     "Update",
     "Message",

@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from relay import _core, wire
+from relay import _core, recording, wire
 from relay.logs import log_setup
 from relay.routes import RouteReplica
 
@@ -55,6 +55,10 @@ class WorkerConfig:
     # Where the SRTP index state is saved every second and read back after a restart, so
     # that senders keep authenticating and receivers keep decrypting (RouteTable.stream_state).
     state_file: Path | None = None
+    # Where recorded meetings' media is written (relay/recording.py), and the key file that
+    # encrypts it; without both, a meeting switched to recording is not recorded here.
+    recordings: Path | None = None
+    recording_key: Path | None = None
     ready_file: Path | None = None
     duration: float | None = None
 
@@ -86,6 +90,7 @@ class Worker:
         self.peers_out: zmq.Socket[Any] | None = None  # PUB: our packets for other workers
         self.peers_in: zmq.Socket[Any] | None = None  # SUB: theirs for our members
         self.fanout_dropped = 0  # messages the PUB refused (a subscriber far behind)
+        self.recorders: dict[int, recording.Recorder] = {}  # meeting -> its recording here
         if len(config.fanout) > 1:
             if not 0 <= config.index < len(config.fanout):
                 raise ValueError(f"worker {config.index} has no endpoint in --fanout")
@@ -98,9 +103,9 @@ class Worker:
             for i, endpoint in enumerate(config.fanout):
                 if i != config.index:
                     self.peers_in.connect(endpoint)
-            self.replica = RouteReplica(self.table, config.index, self._subscribe)
+            self.replica = RouteReplica(self.table, config.index, self._subscribe, self._recording)
         else:
-            self.replica = RouteReplica(self.table)
+            self.replica = RouteReplica(self.table, on_recording=self._recording)
         self.sockets = [
             bind_udp(config.media_host, config.media_port),
             bind_udp(config.media_host, config.media_port + 1),
@@ -127,6 +132,26 @@ class Worker:
     def stop(self, *_: object) -> None:
         self.running = False
 
+    def _recording(self, meeting: int, on: bool) -> None:
+        """Open or close this worker's recording file of a meeting."""
+        recorder = self.recorders.pop(meeting, None)
+        if recorder is not None:
+            recorder.close()
+            log.info("recording of meeting %d closed: %s", meeting, recorder.path.name)
+        if not on:
+            return
+        c = self.config
+        if c.recordings is None or c.recording_key is None:
+            log.warning("meeting %d is to be recorded, but this worker has no recordings", meeting)
+            return
+        try:
+            key = c.recording_key.read_bytes()
+            self.recorders[meeting] = recording.Recorder(c.recordings, key, meeting, c.index)
+        except (OSError, ValueError) as exc:
+            log.error("cannot record meeting %d: %s", meeting, exc)
+            return
+        log.info("recording meeting %d to %s", meeting, self.recorders[meeting].path.name)
+
     def _subscribe(self, meeting: int, wanted: bool) -> None:
         """Take the other workers' packets of a meeting while members are homed here."""
         assert self.peers_in is not None
@@ -134,8 +159,18 @@ class Worker:
         self.peers_in.setsockopt(option, meeting.to_bytes(4, "big"))
 
     def _publish_exports(self) -> None:
-        assert self.peers_out is not None
+        """The batch's packets for other workers' members (one message per meeting), and for
+        the recordings of the meetings being recorded."""
         for meeting, records in self.forwarder.take_exports():
+            recorder = self.recorders.get(meeting)
+            if recorder is not None:
+                try:
+                    recorder.write(_core.records_to_pcap(records, time.time()))
+                except OSError as exc:
+                    log.error("recording of meeting %d stopped: %s", meeting, exc)
+                    del self.recorders[meeting]
+            if self.peers_out is None:
+                continue
             try:
                 self.peers_out.send_multipart(
                     [meeting.to_bytes(4, "big"), records], zmq.NOBLOCK, copy=False
@@ -173,7 +208,6 @@ class Worker:
         deadline = time.monotonic() + self.config.duration if self.config.duration else None
         next_stats = time.monotonic() + STATS_INTERVAL
         forward = self.forwarder.run_once
-        exporting = self.peers_out is not None
         while self.running:
             ready = dict(poller.poll(100))
             now = time.monotonic()
@@ -186,7 +220,7 @@ class Worker:
                         if self._control_waiting():
                             self._drain_control()
                         n = forward(fd, now)
-                        if exporting:
+                        if self.peers_out is not None or self.recorders:
                             self._publish_exports()  # one message per meeting per batch
                         if n < 64:
                             if n < 0:
@@ -332,6 +366,8 @@ class Worker:
     def close(self) -> None:
         for sock in self.sockets:
             sock.close()
+        for recorder in self.recorders.values():
+            recorder.close()
         for zsock in (self.control, self.stats, self.peers_out, self.peers_in):
             if zsock is not None:
                 zsock.close(0)
