@@ -39,6 +39,11 @@ def register(commands: Any) -> None:
     )
     serve.add_argument("--workers", help="worker processes (default: one per core)")
     serve.add_argument("--db", metavar="URL", help="postgresql://... or an SQLite file")
+    serve.add_argument(
+        "--recording-retention-days",
+        metavar="DAYS",
+        help="delete recordings older than this (default 30)",
+    )
     serve.add_argument("--config", metavar="FILE", help="a TOML file of the same settings")
     serve.set_defaults(run=_serve)
 

@@ -103,3 +103,17 @@ def box_key(data_dir: Path, environ: Mapping[str, str] | None = None) -> bytes:
     if len(key) != BOX_KEY_BYTES:
         raise SettingsError(f"{path} is not a {BOX_KEY_BYTES}-byte key")
     return key
+
+
+RECORDING_KEY_FILE = "recording.key"
+
+
+def recording_key_file(data_dir: Path) -> Path:
+    """DATA_DIR/recording.key (32 random bytes, mode 0600, made on first use): the key that
+    wraps each recording file's own key (relay/recording.py). The workers read it from there
+    when a meeting starts recording; it never travels in an environment or on a command line."""
+    path = data_dir / RECORDING_KEY_FILE
+    _write_private(path, secrets.token_bytes(32))
+    if len(_read_private(path)) != 32:
+        raise SettingsError(f"{path} is not a 32-byte key")
+    return path

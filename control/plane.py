@@ -27,6 +27,7 @@ import zmq.asyncio
 from control import auth
 from control.meetings import KeyBox, MeetingService
 from control.metrics import ControlCounters
+from control.recordings import SWEEP_INTERVAL_S, Recordings
 from control.routing import RoutingServer
 from control.stats import StatsAggregator
 from control.store import Store
@@ -54,8 +55,11 @@ class ControlPlane:
         routing: RoutingServer,
         token_digest: str,
         clock: Callable[[], float] = time.time,
+        recordings: Recordings | None = None,
     ) -> None:
         self.store = store
+        self.recordings = recordings
+        self._sweeping: asyncio.Task[None] | None = None
         self.service = service
         self.routing = routing
         self.token_digest = token_digest
@@ -79,6 +83,7 @@ class ControlPlane:
         workers: int,
         clock: Callable[[], float] = time.time,
         context: zmq.asyncio.Context | None = None,
+        recordings: Recordings | None = None,
     ) -> ControlPlane:
         """Rebuild the routing state from the store, bind the sockets, start serving."""
         routing: RoutingServer | None = None
@@ -102,12 +107,14 @@ class ControlPlane:
         routing = RoutingServer(
             endpoints.routing, endpoints.snapshot, state, context=context, journal=journal
         )
-        plane = cls(store, service, routing, auth.secret_digest(token), clock)
+        plane = cls(store, service, routing, auth.secret_digest(token), clock, recordings)
         routing.start()
         plane._stats_socket = routing.context.socket(zmq.PULL)
         plane._stats_socket.setsockopt(zmq.RCVHWM, 1000)
         plane._stats_socket.bind(endpoints.stats)
         plane._stats_task = asyncio.get_running_loop().create_task(plane._take_stats())
+        if recordings is not None:
+            plane._sweeping = asyncio.get_running_loop().create_task(plane._sweep_recordings())
         log.info(
             "control plane up: routing update %d, %d meetings and %d participants restored",
             state.seq,
@@ -115,6 +122,13 @@ class ControlPlane:
             len(state.participants),
         )
         return plane
+
+    async def _sweep_recordings(self) -> None:
+        """Delete recordings past their retention period, at start and then every hour."""
+        assert self.recordings is not None
+        while True:
+            await asyncio.to_thread(self.recordings.sweep, self.clock())
+            await asyncio.sleep(SWEEP_INTERVAL_S)
 
     async def _take_stats(self) -> None:
         assert self._stats_socket is not None
@@ -177,10 +191,11 @@ class ControlPlane:
         }
 
     async def close(self) -> None:
-        if self._stats_task is not None:
-            self._stats_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stats_task
+        for task in (self._stats_task, self._sweeping):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._stats_socket is not None:
             self._stats_socket.close(0)
         await self.routing.close()

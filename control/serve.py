@@ -193,6 +193,8 @@ class Server:
                 fanout=tuple(
                     f"ipc://{self.run_dir}/fanout-{i}.sock" for i in range(settings.workers)
                 ),
+                recordings=self.data_dir / "recordings",
+                recording_key=credentials.recording_key_file(self.data_dir),
             )
         )
         self.stopping = False

@@ -28,6 +28,7 @@ import uvloop
 from control import credentials
 from control.api import create_app
 from control.plane import ControlPlane, Endpoints
+from control.recordings import Recordings
 from control.settings import Settings, SettingsError
 from control.store import StoreError, open_store
 from relay.logs import log_setup
@@ -58,6 +59,11 @@ async def run(settings: Settings, endpoints: Endpoints, ready: Path | None = Non
             relay_host=settings.advertised_host,
             media_port=settings.media_port,
             workers=settings.workers,
+            recordings=Recordings(
+                settings.data_dir / "recordings",
+                credentials.recording_key_file(settings.data_dir),
+                settings.recording_retention_days,
+            ),
         )
 
     app = create_app(start)

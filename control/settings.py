@@ -11,6 +11,7 @@ variable (`RELAY_` and the setting's name in capitals), the TOML file (`--config
     public_host = "203.0.113.7"   # what join answers and SDP tell participants
     workers = 4
     db = "postgresql://relay@db.internal/relay"
+    recording_retention_days = 30
 
 The operator token is not a setting: it is a secret and never sits in a config file or on a
 command line (where `ps` shows it). It comes from `RELAY_TOKEN` or from `DATA_DIR/token`,
@@ -58,6 +59,7 @@ class Settings:
     public_host: str | None = None  # told to participants; default: media_host
     workers: int = max(1, os.cpu_count() or 1)
     db: str = ""  # empty: SQLite file relay.db in data_dir
+    recording_retention_days: float = 30.0  # recordings older than this are deleted
 
     @property
     def advertised_host(self) -> str:
@@ -77,7 +79,16 @@ class Settings:
 
 
 # The settings as their sources name them; "api" is host:port, split into two fields.
-NAMES = ("data_dir", "api", "media_host", "media_port", "public_host", "workers", "db")
+NAMES = (
+    "data_dir",
+    "api",
+    "media_host",
+    "media_port",
+    "public_host",
+    "workers",
+    "db",
+    "recording_retention_days",
+)
 
 
 def _host(value: object, where: str, name: str) -> str:
@@ -136,6 +147,17 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
         if not isinstance(value, str | os.PathLike) or not str(value):
             raise SettingsError(f"data_dir ({where}) must be a directory path")
         return {name: Path(value).expanduser().absolute()}
+    if name == "recording_retention_days":
+        try:
+            days = float(value) if isinstance(value, str | int | float) else -1.0
+        except ValueError:
+            days = -1.0
+        if isinstance(value, bool) or not 0 < days <= 3650:
+            raise SettingsError(
+                f"recording_retention_days ({where}) must be a number of days, 0 < days <= 3650,"
+                f" got {value!r}"
+            )
+        return {name: days}
     if name == "db":
         if not isinstance(value, str):
             raise SettingsError(f"db ({where}) must be a database URL or an SQLite file path")
