@@ -20,6 +20,7 @@ and the time taken; the client address appears only as a keyed pseudonym (DESIGN
 carry no PII). Secrets never reach a log: they are in bodies and headers, which are not logged.
 """
 
+import asyncio
 import contextlib
 import csv
 import dataclasses
@@ -42,7 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control import auth
-from control.errors import ApiError, Forbidden, Throttled, Unauthorized
+from control.errors import ApiError, Forbidden, NotFound, Throttled, Unauthorized
 from control.meetings import NAME_MAX, TITLE_MAX
 from control.metrics import RelayCollector
 from control.plane import ControlPlane
@@ -403,9 +404,12 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
 
     @app.delete("/v1/meetings/{meeting_id}", status_code=204, dependencies=[Depends(operator_only)])
     async def delete_meeting(meeting_id: str, plane: Plane) -> Response:
-        if (await plane.service.get_meeting(meeting_id)).state == "open":
+        meeting = await plane.service.get_meeting(meeting_id)
+        if meeting.state == "open":
             await _end(plane, meeting_id)  # with the workers' totals in its usage record
         await plane.service.delete_meeting(meeting_id, now=plane.clock())
+        if plane.recordings is not None:  # its recordings go with it
+            await asyncio.to_thread(plane.recordings.delete_meeting, meeting.wire_id)
         return Response(status_code=204)
 
     @app.put("/v1/meetings/{meeting_id}/controls", dependencies=[Depends(host_or_operator)])
@@ -465,6 +469,33 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
             muted=body.muted,
             role=body.role,
             expel=body.expel,
+        )
+
+    # -- recordings --
+
+    @app.get("/v1/meetings/{meeting_id}/recordings", dependencies=[Depends(host_or_operator)])
+    async def list_recordings(meeting_id: str, plane: Plane) -> list[dict[str, Any]]:
+        meeting = await plane.service.get_meeting(meeting_id)
+        if plane.recordings is None:
+            return []
+        return await asyncio.to_thread(plane.recordings.of_meeting, meeting.wire_id)
+
+    @app.get(
+        "/v1/meetings/{meeting_id}/recordings/{name}",
+        dependencies=[Depends(host_or_operator)],
+        response_class=Response,
+    )
+    async def get_recording(meeting_id: str, name: str, plane: Plane) -> Response:
+        """The recording as a pcap file (decrypted here, in memory): Wireshark plays it."""
+        meeting = await plane.service.get_meeting(meeting_id)
+        if plane.recordings is None:
+            raise NotFound("this server keeps no recordings")
+        pcap = await asyncio.to_thread(plane.recordings.pcap, meeting.wire_id, name)
+        stem = name.removesuffix(".rec")
+        return Response(
+            pcap,
+            media_type="application/vnd.tcpdump.pcap",
+            headers={"Content-Disposition": f'attachment; filename="{stem}.pcap"'},
         )
 
     # -- reports, metrics, health --

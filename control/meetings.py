@@ -441,6 +441,10 @@ class MeetingService:
         )
         if row is None:
             raise NotFound(f"no meeting {meeting.id!r}")
+        if row.recording != meeting.recording:
+            # The workers start (or stop) writing its media: nothing is kept unless asked.
+            await self.publish(wire.MeetingRecording(row.wire_id, row.recording))
+            log.info("meeting %s recording %s", row.id, "on" if row.recording else "off")
         return {"locked": row.locked, "recording": row.recording}
 
     async def end_meeting(
@@ -711,6 +715,7 @@ class MeetingService:
             "relay": {"host": self.relay_host, "port": port},
             "srtp": {"suite": meeting.suite, "uplink": _b64(uplink), "downlink": _b64(downlink)},
             "sdp": sdp,
+            "recording": meeting.recording,  # participants are told when they are recorded
             "ffmpeg": ffmpeg.arguments(
                 meeting.suite,
                 uplink,
@@ -736,6 +741,7 @@ class MeetingService:
                 "joined_at": p.joined_at,
                 "left_at": p.left_at,
                 "streams": json.loads(p.streams),
+                "recording": meeting.recording and p.left_at is None,  # being recorded now
             }
             for p in await self.store.list_participants(meeting.id)
         ]
@@ -870,6 +876,8 @@ class MeetingService:
             page = await self.store.list_meetings(limit=500, offset=offset, state="open")
             for meeting in page:
                 state.meetings[meeting.wire_id] = wire.MeetingOpened(meeting.wire_id, meeting.mode)
+                if meeting.recording:
+                    state.recording.add(meeting.wire_id)
                 everyone = await self.store.list_participants(meeting.id)
                 for p in everyone:
                     if p.left_at is not None and not p.expelled:

@@ -618,7 +618,7 @@ def test_join_answer_carries_keys_and_sdp(tmp_path: Path, suite: str) -> None:
             {"ssrc": 2222, "kind": "video", "pt": 96, "codec": "VP8/90000"},
         ]
         answer = await api.joined(m["id"], name="Sam", password="pw", streams=streams)
-        assert set(answer) == {"participant_id", "role", "relay", "srtp", "sdp", "ffmpeg"}
+        assert set(answer) == {"participant_id", "role", "relay", "srtp", "sdp", "recording", "ffmpeg"}
         wire_id = await api.wire_id(answer["participant_id"])
         worker = (await api.meeting_wire_id(m["id"]) - 1) % 2
         assert answer["relay"] == {"host": "127.0.0.1", "port": 40000 + 2 * worker}
@@ -1092,6 +1092,8 @@ def test_openapi_lists_every_v1_path(tmp_path: Path) -> None:
             "/v1/meetings/{meeting_id}/participants": {"get"},
             "/v1/meetings/{meeting_id}/participants/{participant_id}": {"patch"},
             "/v1/reports/usage": {"get"},
+            "/v1/meetings/{meeting_id}/recordings": {"get"},
+            "/v1/meetings/{meeting_id}/recordings/{name}": {"get"},
         }
         assert {p: set(ops) for p, ops in paths.items() if p.startswith("/v1")} == expected
         join = paths["/v1/meetings/{meeting_id}/join"]["post"]

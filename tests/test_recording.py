@@ -9,6 +9,7 @@ import secrets
 import shutil
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,77 @@ def test_tshark_reads_the_recording_as_rtp(tmp_path: Path) -> None:
     assert len(rows) == len(plains)
     assert {int(r[0], 16) for r in rows} == {HOST_SSRC}
     assert [int(r[1]) for r in rows] == list(range(1, 40))
+
+
+def test_recording_only_on_request_end_to_end(tmp_path: Path) -> None:
+    """Through `relay serve`: with recording off, no media anywhere in the data directory;
+    switched on by the host, participants are told, and the recording (encrypted on disk)
+    holds exactly what was sent while it was on."""
+    from tests.test_serve import join, settle, start_serve, stop_serve
+
+    data = tmp_path / "data"
+    serve = start_serve(data, 1)
+    try:
+        with serve.api() as api:
+            r = api.post("/v1/meetings", json={"title": "rec", "password": "pw"})
+            meeting = r.json()["id"]
+            path = f"/v1/meetings/{meeting}"
+            sender = join(api, meeting, "s", 0x7E57)
+            listener = join(api, meeting, "l", None)
+
+            def burst(tag: bytes) -> list[bytes]:
+                payloads = [
+                    b"%s-%d-%s" % (tag, n, secrets.token_hex(8).encode()) for n in range(20)
+                ]
+                for p in payloads:
+                    sender.send(p)
+                settle([listener], 0.3)
+                return payloads
+
+            before = burst(b"NOT-RECORDED")
+            assert len(listener.received) == 20
+            assert api.put(f"{path}/controls", json={"recording": True}).json()["recording"]
+            late = join(api, meeting, "late", None)  # a newcomer's answer says it is recorded
+            answer = api.get(f"{path}/participants").json()
+            assert all(p["recording"] for p in answer)
+            recorded = burst(b"RECORDED")
+            assert not api.put(f"{path}/controls", json={"recording": False}).json()["recording"]
+            time.sleep(0.2)
+            after = burst(b"AFTER")
+            files = api.get(f"{path}/recordings").json()
+            assert len(files) == 1 and files[0]["bytes"] > 0
+            r = api.get(f"{path}/recordings/{files[0]['name']}")
+            assert r.status_code == 200
+            assert r.headers["content-type"] == "application/vnd.tcpdump.pcap"
+            media = [p[12:] for p, port in read_pcap(r.content) if port == 5004]
+            assert media == recorded
+            assert api.get(f"{path}/recordings/nope.rec").status_code == 404
+            for p in (sender, listener, late):
+                p.close()
+    finally:
+        stop_serve(serve)
+    # Nothing sent while recording was off is anywhere in the data directory, and what was
+    # recorded is only there encrypted.
+    blobs = b"".join(f.read_bytes() for f in data.rglob("*") if f.is_file())
+    for payload in before + after + recorded:
+        assert payload not in blobs
+
+
+def test_recordings_past_their_retention_period_are_deleted(tmp_path: Path) -> None:
+    from control.recordings import Recordings
+
+    key_file = tmp_path / "recording.key"
+    key_file.write_bytes(secrets.token_bytes(32))
+    directory = tmp_path / "recordings"
+    old = recording.Recorder(directory, key_file.read_bytes(), 7, 0)
+    old.close()
+    new = recording.Recorder(directory, key_file.read_bytes(), 8, 1)
+    new.close()
+    now = time.time()
+    os.utime(old.path, (now - 31 * 86400, now - 31 * 86400))
+    store = Recordings(directory, key_file, retention_days=30)
+    assert [r["name"] for r in store.of_meeting(7)] == [old.path.name]
+    assert store.sweep(now) == 1
+    assert not old.path.exists() and new.path.exists()
+    assert store.pcap(8, new.path.name) == _core.PCAP_HEADER
+    assert store.delete_meeting(8) == 1 and store.of_meeting(8) == []
