@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import importlib
 import os
+import random
 import socket
 import sys
 import tempfile
@@ -33,11 +34,10 @@ PRESENTER_SSRC = 0x10000
 
 
 def free_ports(count: int) -> int:
-    """A base port P with UDP P..P+count-1 free, and TCP P+count free, right now."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
+    """An even base port P with UDP P..P+count-1 free, and TCP P+count free, right now;
+    below the kernel's ephemeral range, so that no client socket takes one meanwhile."""
+    for _ in range(200):
+        base = random.randrange(20000, 32000, 2)
         held = []
         try:
             for port in range(base, base + count):
@@ -47,7 +47,7 @@ def free_ports(count: int) -> int:
             t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             held.append(t)
             t.bind(("127.0.0.1", base + count))
-            return int(base)
+            return base
         except OSError:
             continue
         finally:

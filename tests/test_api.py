@@ -618,7 +618,15 @@ def test_join_answer_carries_keys_and_sdp(tmp_path: Path, suite: str) -> None:
             {"ssrc": 2222, "kind": "video", "pt": 96, "codec": "VP8/90000"},
         ]
         answer = await api.joined(m["id"], name="Sam", password="pw", streams=streams)
-        assert set(answer) == {"participant_id", "role", "relay", "srtp", "sdp", "recording", "ffmpeg"}
+        assert set(answer) == {
+            "participant_id",
+            "role",
+            "relay",
+            "srtp",
+            "sdp",
+            "recording",
+            "ffmpeg",
+        }
         wire_id = await api.wire_id(answer["participant_id"])
         worker = (await api.meeting_wire_id(m["id"]) - 1) % 2
         assert answer["relay"] == {"host": "127.0.0.1", "port": 40000 + 2 * worker}

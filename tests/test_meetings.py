@@ -164,7 +164,15 @@ def test_join_answer_keys_decrypt_and_sdp(tmp_path: Path) -> None:
         answer = await svc.join(
             m.id, password="pw", name="Ann", client_address="10.0.0.1", now=1, streams=streams
         )
-        assert set(answer) == {"participant_id", "role", "relay", "srtp", "sdp", "recording", "ffmpeg"}
+        assert set(answer) == {
+            "participant_id",
+            "role",
+            "relay",
+            "srtp",
+            "sdp",
+            "recording",
+            "ffmpeg",
+        }
         assert answer["role"] == "panelist"  # the default in a meeting
         assert answer["relay"] == {"host": "127.0.0.1", "port": 40000}
         srtp = answer["srtp"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import random
 import signal
 import socket
 import struct
@@ -24,33 +23,12 @@ from typing import Any
 import httpx
 import pytest
 
+from control.demo import free_ports
 from relay.srtp import Session, SrtpError
 from tests.pg_server import PostgresServer
 from tests.pg_server import postgres_server as postgres_server  # the fixture
 
 SUITE = "AES_CM_128_HMAC_SHA1_80"
-
-
-def free_ports(count: int) -> int:
-    """A base port P such that UDP P..P+count-1 and TCP P+count are free right now."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000, 2)
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(t)
-            t.bind(("127.0.0.1", base + count))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 @dataclass
