@@ -66,8 +66,6 @@ def _check(r: httpx.Response) -> dict[str, Any]:
 def main(
     attendees: int = 200, seconds: int = 5, rate: float = 50.0, out: TextIO = sys.stdout
 ) -> int:
-    run = importlib.import_module("bench.run")  # the load generator lives with the benchmarks
-    loadgen = importlib.import_module("bench._loadgen")
     os.environ.setdefault("RELAY_LOG_LEVEL", "WARNING")  # the workers' and API's own logs
     with tempfile.TemporaryDirectory(prefix="relay-demo-") as tmp:
         base = free_ports(2)
@@ -77,15 +75,77 @@ def main(
         server = Server(settings)
         server.start()
         try:
-            return _webinar(server, run, loadgen, Path(tmp), attendees, seconds, rate, out)
+            return _webinar(server, Path(tmp), attendees, seconds, rate, out)
         finally:
             server.stop()
 
 
+def open_webinar(
+    server: Server, api: httpx.Client, attendees: int, rate: float, tmp: Path, out: TextIO
+) -> tuple[str, Any]:
+    """Create a webinar over the API, join a presenter and `attendees` attendees (the load
+    generator's sinks, at 127.x.y.z), and return (meeting id, a bench.run.Bench that plays
+    them with the keys from their join answers)."""
+    run = importlib.import_module("bench.run")  # the load generator lives with the benchmarks
+    loadgen = importlib.import_module("bench._loadgen")
+    created = _check(
+        api.post("/v1/meetings", json={"title": "relay demo webinar", "mode": "webinar"})
+    )
+    meeting = created["id"]
+    print(f"webinar {meeting} created; its password was generated and shown once", file=out)
+
+    sock = run.sink_socket()
+    sink_port = sock.getsockname()[1]
+    started = time.monotonic()
+    presenter = _check(
+        api.post(
+            f"/v1/meetings/{meeting}/join",
+            json={
+                "name": "presenter",
+                "role": "host",
+                "host_key": created["host_key"],
+                "streams": [{"ssrc": PRESENTER_SSRC, "kind": "audio", "pt": 111}],
+            },
+            headers={"Authorization": ""},
+        )
+    )
+    answers = [presenter]
+    for i in range(1, attendees + 1):
+        answers.append(
+            _check(
+                api.post(
+                    f"/v1/meetings/{meeting}/join",
+                    json={
+                        "name": f"attendee {i}",
+                        "password": created["password"],
+                        "receive_at": f"{loadgen.participant_address(i)}:{sink_port}",
+                    },
+                    headers={"Authorization": ""},
+                )
+            )
+        )
+    print(
+        f"1 presenter and {attendees} attendees joined over the API in "
+        f"{time.monotonic() - started:.1f} s, each with its own SRTP keys "
+        f"({presenter['srtp']['suite']})\n",
+        file=out,
+    )
+
+    scenario = run.Scenario("webinar", attendees, size=200, rate=rate, duration=1.0)
+    cast = run.Cast(
+        scenario,
+        sink_port,
+        [_key(a["srtp"]["uplink"]) for a in answers],
+        [_key(a["srtp"]["downlink"]) for a in answers],
+        [PRESENTER_SSRC + i for i in range(len(answers))],
+    )
+    attach = run.Attached(sock, cast, presenter["relay"]["port"], server.supervisor.pids())
+    bench = run.Bench(scenario, "relay", tmp, lambda _line: None, attach=attach)
+    return meeting, bench
+
+
 def _webinar(
     server: Server,
-    run: Any,
-    loadgen: Any,
     tmp: Path,
     attendees: int,
     seconds: int,
@@ -102,59 +162,7 @@ def _webinar(
         base_url=server.api_url, headers={"Authorization": f"Bearer {server.token}"}, timeout=30
     )
     with api:
-        created = _check(
-            api.post("/v1/meetings", json={"title": "relay demo webinar", "mode": "webinar"})
-        )
-        meeting = created["id"]
-        print(f"webinar {meeting} created; its password was generated and shown once", file=out)
-
-        sock = run.sink_socket()
-        sink_port = sock.getsockname()[1]
-        started = time.monotonic()
-        presenter = _check(
-            api.post(
-                f"/v1/meetings/{meeting}/join",
-                json={
-                    "name": "presenter",
-                    "role": "host",
-                    "host_key": created["host_key"],
-                    "streams": [{"ssrc": PRESENTER_SSRC, "kind": "audio", "pt": 111}],
-                },
-                headers={"Authorization": ""},
-            )
-        )
-        answers = [presenter]
-        for i in range(1, attendees + 1):
-            answers.append(
-                _check(
-                    api.post(
-                        f"/v1/meetings/{meeting}/join",
-                        json={
-                            "name": f"attendee {i}",
-                            "password": created["password"],
-                            "receive_at": f"{loadgen.participant_address(i)}:{sink_port}",
-                        },
-                        headers={"Authorization": ""},
-                    )
-                )
-            )
-        print(
-            f"1 presenter and {attendees} attendees joined over the API in "
-            f"{time.monotonic() - started:.1f} s, each with its own SRTP keys "
-            f"({presenter['srtp']['suite']})\n",
-            file=out,
-        )
-
-        scenario = run.Scenario("webinar", attendees, size=200, rate=rate, duration=1.0)
-        cast = run.Cast(
-            scenario,
-            sink_port,
-            [_key(a["srtp"]["uplink"]) for a in answers],
-            [_key(a["srtp"]["downlink"]) for a in answers],
-            [PRESENTER_SSRC + i for i in range(len(answers))],
-        )
-        attach = run.Attached(sock, cast, presenter["relay"]["port"], server.supervisor.pids())
-        bench = run.Bench(scenario, "relay", tmp, lambda _line: None, attach=attach)
+        meeting, bench = open_webinar(server, api, attendees, rate, tmp, out)
         print(
             f"{'second':>6} {'present':>8} {'in pps':>7} {'out pps':>8} {'loss':>7} "
             f"{'verified':>9} {'p50 ms':>7} {'p99 ms':>7}",
