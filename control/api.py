@@ -47,7 +47,7 @@ from control.errors import ApiError, Forbidden, NotFound, Throttled, Unauthorize
 from control.meetings import NAME_MAX, TITLE_MAX
 from control.metrics import RelayCollector
 from control.plane import ControlPlane
-from control.store import MeetingRow, StoreError, UsageRecord
+from control.store import InvalidValue, MeetingRow, StoreError, UsageRecord
 from relay.srtp import SUITES
 
 __all__ = ["MAX_BODY", "create_app"]
@@ -335,6 +335,8 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
 
     @app.exception_handler(StoreError)
     async def store_error(_request: Request, exc: StoreError) -> Any:
+        if isinstance(exc, InvalidValue):  # a value the store refuses: the caller's input
+            return _error(422, "invalid", str(exc))
         log.error("storage failed: %s", exc)
         return _error(503, "unavailable", "storage is unavailable; try again")
 
@@ -504,7 +506,7 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
     async def usage(
         plane: Plane,
         format: Literal["json", "csv"] = "json",
-        meeting: Annotated[str | None, Query(max_length=64)] = None,
+        meeting: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     ) -> Any:
         records = await plane.service.list_usage(meeting)
         if format == "csv":

@@ -353,3 +353,12 @@ def test_verified_passwords_remember_only_what_matched_and_stay_bounded() -> Non
     other = auth.VerifiedPasswords()
     other.add("m1", "hash1", "pw")
     assert other._tags[("m1", "hash1")] != cache._tags[("m1", "hash1")]
+
+
+def test_an_hour_of_guessing_gets_a_few_dozen_guesses() -> None:
+    """bench/guessing.py: an attacker retrying the moment the throttle lets it, for an hour
+    against one meeting. The figures are in docs/RELIABILITY.md."""
+    from bench.guessing import guesses_per_hour
+
+    assert guesses_per_hour(new_address_each_time=False) <= 30
+    assert guesses_per_hour(new_address_each_time=True) <= 100
