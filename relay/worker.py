@@ -115,6 +115,8 @@ class Worker:
         if config.table is not None:
             self.replica.apply_snapshot(wire.load_snapshot(config.table))
         self.snapshot_due = 0.0  # when to ask for a snapshot again, if one is needed
+        self.snapshot_sock: zmq.Socket[Any] | None = None  # a request in flight
+        self.poller = zmq.Poller()
         self.latched: set[int] = set()  # participants reported with a known address
         self.state_restored = False
         if config.control:
@@ -193,7 +195,7 @@ class Worker:
 
     def run(self) -> dict[str, Any]:
         """Forward until stopped; returns the final counters."""
-        poller = zmq.Poller()
+        poller = self.poller
         for sock in self.sockets:
             poller.register(sock.fileno(), zmq.POLLIN)
         if self.control is not None:
@@ -201,8 +203,13 @@ class Worker:
         if self.peers_in is not None:
             poller.register(self.peers_in, zmq.POLLIN)
         if self.replica.needs_snapshot and self.config.snapshot:
-            self._take_snapshot()
-            self.snapshot_due = time.monotonic() + SNAPSHOT_RETRY
+            # At start there is nothing to forward before the routing state: wait a while.
+            self._ask_snapshot(time.monotonic())
+            assert self.snapshot_sock is not None
+            if self.snapshot_sock.poll(int(SNAPSHOT_TIMEOUT * 1000), zmq.POLLIN):
+                self._take_snapshot_reply()
+            else:
+                log.warning("no snapshot from %s yet; asking again", self.config.snapshot)
         if self.config.ready_file:
             self.config.ready_file.write_text(str(os.getpid()))
         deadline = time.monotonic() + self.config.duration if self.config.duration else None
@@ -230,9 +237,10 @@ class Worker:
                 self._drain_control()
             if self.peers_in is not None and self.peers_in in ready:
                 self._take_imports(now)
+            if self.snapshot_sock is not None and self.snapshot_sock in ready:
+                self._take_snapshot_reply()
             if self.replica.needs_snapshot and self.config.snapshot and now >= self.snapshot_due:
-                self._take_snapshot()
-                self.snapshot_due = now + SNAPSHOT_RETRY
+                self._ask_snapshot(now)
             if now >= next_stats:
                 self._push_stats(now)
                 self._save_state()
@@ -279,36 +287,50 @@ class Worker:
                 self.replica.needs_snapshot = True
                 log.warning("routing update %d refused (%s); waiting for a snapshot", seq, exc)
 
-    def _take_snapshot(self) -> None:
-        """Ask the control plane for the whole routing state (on start, and after a gap)."""
+    def _ask_snapshot(self, now: float) -> None:
+        """Ask the control plane for the whole routing state (on start, after a gap, after a
+        refused update), without waiting: the reply is taken in the loop when it comes, so a
+        control plane that is down or restarting never holds up the media. A request that
+        got no reply within SNAPSHOT_RETRY is made again on a fresh socket."""
         assert self.config.snapshot is not None
+        self._drop_snapshot_socket()
         sock = self.zmq.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.config.snapshot)
+        sock.send_multipart([b"", wire.SNAPSHOT_REQUEST])
+        self.snapshot_sock = sock
+        self.poller.register(sock, zmq.POLLIN)
+        self.snapshot_due = now + SNAPSHOT_RETRY
+
+    def _drop_snapshot_socket(self) -> None:
+        if self.snapshot_sock is not None:
+            self.poller.unregister(self.snapshot_sock)
+            self.snapshot_sock.close(0)
+            self.snapshot_sock = None
+
+    def _take_snapshot_reply(self) -> None:
+        assert self.snapshot_sock is not None
         try:
-            sock.connect(self.config.snapshot)
-            sock.send_multipart([b"", wire.SNAPSHOT_REQUEST])
-            if not sock.poll(int(SNAPSHOT_TIMEOUT * 1000), zmq.POLLIN):
-                log.warning(
-                    "no snapshot from %s yet; forwarding on what it has", self.config.snapshot
-                )
-                return
-            frames = sock.recv_multipart()
+            frames = self.snapshot_sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        self._drop_snapshot_socket()
+        try:
             snapshot = wire.decode([b"", *frames[2:]])
             if not isinstance(snapshot, wire.Snapshot):
                 raise wire.WireError("the snapshot reply holds no snapshot")
             self.replica.apply_snapshot(snapshot)
-            log.info(
-                "routing snapshot %d applied: %d participants",
-                snapshot.seq,
-                len(snapshot.participants),
-            )
-            self._restore_state()
         except (wire.WireError, KeyError, ValueError, IndexError) as exc:
             log.warning("bad snapshot reply: %s", exc)
-        finally:
-            sock.close(0)
+            return
+        log.info(
+            "routing snapshot %d applied: %d participants",
+            snapshot.seq,
+            len(snapshot.participants),
+        )
+        self._restore_state()
         if self.control is not None:
-            self._drain_control()
+            self._drain_control()  # the updates numbered after it
 
     def _restore_state(self) -> None:
         """Once, after the first snapshot: the index state the last run of this worker saved."""
@@ -368,6 +390,8 @@ class Worker:
             sock.close()
         for recorder in self.recorders.values():
             recorder.close()
+        if self.snapshot_sock is not None:
+            self.snapshot_sock.close(0)
         for zsock in (self.control, self.stats, self.peers_out, self.peers_in):
             if zsock is not None:
                 zsock.close(0)
