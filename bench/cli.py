@@ -18,6 +18,13 @@ def main(args: argparse.Namespace) -> int:
     if args.rate is not None and args.rate <= 0:
         print("relay bench: --rate must be positive", file=sys.stderr)
         return 2
+    if args.scenario == "flood":
+        from bench import flood
+
+        report = flood.main(args.receivers[0], args.rate or 500.0, args.duration, progress)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        return 0
     reports: list[dict[str, Any]] = []
     for receivers in args.receivers:
         if args.scenario == "meeting" and receivers < 2:

@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "scenario",
-        choices=["webinar", "meeting"],
-        help="webinar: 1 presenter -> N attendees; meeting: N all sending",
+        choices=["webinar", "meeting", "flood"],
+        help="webinar: 1 presenter -> N attendees; meeting: N all sending; flood: a webinar "
+        "at --rate while a second generator sends bad packets at rising rates",
     )
     bench.add_argument(
         "--receivers",

@@ -294,3 +294,19 @@ def test_bench_two_workers_json(tmp_path: Path) -> None:
         assert w["receivers"] == 10
         assert w["out_pps"] == pytest.approx(1000, rel=0.05)
     assert len(report["relay_counters"]["per_worker"]) == 2
+
+
+def test_flood_every_bad_packet_is_counted_and_the_webinar_loses_nothing() -> None:
+    from bench import flood
+
+    report = flood.measure(20, 200.0, 0.5, lambda _line: None, flood_rates=(2_000, 10_000))
+    assert [s["loss_ratio"] for s in report["steps"]] == [0.0, 0.0]
+    assert report["highest_clean_flood_pps"] >= 9_000
+    sent, dropped = report["flood_sent"], report["dropped"]
+    assert sum(sent.values()) >= 0.95 * (2_000 + 10_000) * 1.0
+    # Each kind lands under the reasons it must: nothing bad was forwarded, nothing uncounted.
+    assert dropped.get("malformed", 0) >= sent["truncated"]
+    assert dropped.get("unknown_source", 0) >= sent["stranger"]
+    assert dropped.get("auth", 0) + dropped.get("replay", 0) >= sent["forged"] + sent["replay"]
+    assert sum(dropped.values()) >= sum(sent.values())
+    assert set(dropped) <= {"malformed", "unknown_source", "auth", "replay"}
