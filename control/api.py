@@ -12,12 +12,21 @@ that does not fit is a 4xx with a message that says what is wrong, never a 500:
 - a store that cannot be reached: 503 (the server's fault, not the caller's, but not a crash).
 
 Credentials: `Authorization: Bearer TOKEN`, the operator token (every meeting) or a host key
-(its meeting). Operator only: creating and listing meetings, deleting one, the usage report.
-Joining needs no token: the password in the body is the credential.
+(its meeting). Operator only: creating and listing meetings, deleting one, the usage report,
+the whole audit log, erasing a person by email. Joining needs no token: the password (or the
+registration token) in the body is the credential. Registering needs none either: reading a
+meeting's form (`GET .../registration`) and sending it (`POST .../registrations`) are public;
+everything else about registrations is for the host and the operator (control/registration.py).
+
+Audit (control/audit.py): every host or operator action that succeeds appends an entry (ids
+and flags only) after it: meetings created, changed, ended, deleted; locked, unlocked,
+recording on or off; participants muted, expelled, given another role; registration settings,
+approvals, rejections, corrections, new tokens, reads and exports of the registrants, erasures.
 
 Logs: one line per request with the method, the route (its template, so no ids), the status
 and the time taken; the client address appears only as a keyed pseudonym (DESIGN.md: logs
-carry no PII). Secrets never reach a log: they are in bodies and headers, which are not logged.
+carry no PII). Secrets never reach a log: they are in bodies and headers, which are not logged,
+and so are registrants' fields. Error messages never echo a submitted value.
 """
 
 import asyncio
@@ -26,6 +35,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import logging
 import math
 import secrets
@@ -47,6 +57,16 @@ from control.errors import ApiError, Forbidden, NotFound, Throttled, Unauthorize
 from control.meetings import NAME_MAX, TITLE_MAX
 from control.metrics import RelayCollector
 from control.plane import ControlPlane
+from control.registration import (
+    ANSWER_MAX,
+    CAPACITY_MAX,
+    FIELD_MAX,
+    LABEL_MAX,
+    MAX_DOMAINS,
+    MAX_QUESTIONS,
+    OTHER_MAX,
+    RegistrationService,
+)
 from control.store import InvalidValue, MeetingRow, StoreError, UsageRecord
 from relay.srtp import SUITES
 
@@ -129,12 +149,88 @@ class JoinIn(_Body):
         description="base64 of master key || salt this participant sends with, for SDES "
         "clients that choose their own key (default: one is generated)",
     )
+    registration_token: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="the one-time join token of an approved registration, instead of the "
+        "meeting password (which alone does not admit while registration is enabled)",
+    )
 
 
 class ParticipantPatch(_Body):
     muted: bool | None = None
     role: Literal["host", "panelist", "attendee"] | None = None
     expel: bool | None = None
+
+
+OptionalField = Literal["job_title", "company", "city", "country"]
+QuestionId = Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class QuestionIn(_Body):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="a-z, 0-9, _")
+    label: str = Field(min_length=1, max_length=LABEL_MAX)
+    required: bool = False
+
+
+class RulesIn(_Body):
+    email_domains: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=MAX_DOMAINS
+    )
+
+
+class RegistrationSettingsIn(_Body):
+    enabled: bool = True
+    approval: Literal["automatic", "manual", "rules"] = Field(
+        "automatic",
+        description="automatic: approved at once; manual: the host approves; rules: "
+        "approved at once when the email's domain is in rules.email_domains",
+    )
+    rules: RulesIn | None = None
+    capacity: int | None = Field(None, ge=1, le=CAPACITY_MAX)
+    questions: list[QuestionIn] = Field(default_factory=list, max_length=MAX_QUESTIONS)
+    optional_fields: list[OptionalField] = Field(default_factory=list, max_length=4)
+
+
+class RegistrationIn(_Body):
+    first_name: str = Field(min_length=1, max_length=FIELD_MAX["first_name"])
+    last_name: str = Field(min_length=1, max_length=FIELD_MAX["last_name"])
+    email: str = Field(min_length=3, max_length=FIELD_MAX["email"])
+    job_title: str | None = Field(None, max_length=OTHER_MAX)
+    company: str | None = Field(None, max_length=OTHER_MAX)
+    city: str | None = Field(None, max_length=OTHER_MAX)
+    country: str | None = Field(None, max_length=OTHER_MAX)
+    answers: dict[QuestionId, Annotated[str, Field(max_length=ANSWER_MAX)]] | None = Field(
+        None, max_length=MAX_QUESTIONS
+    )
+
+
+class FieldsPatch(_Body):
+    first_name: str | None = Field(None, max_length=FIELD_MAX["first_name"])
+    last_name: str | None = Field(None, max_length=FIELD_MAX["last_name"])
+    email: str | None = Field(None, max_length=FIELD_MAX["email"])
+    job_title: str | None = Field(None, max_length=OTHER_MAX)
+    company: str | None = Field(None, max_length=OTHER_MAX)
+    city: str | None = Field(None, max_length=OTHER_MAX)
+    country: str | None = Field(None, max_length=OTHER_MAX)
+    answers: dict[QuestionId, Annotated[str, Field(max_length=ANSWER_MAX)] | None] | None = Field(
+        None, max_length=MAX_QUESTIONS
+    )
+
+
+class RegistrationPatch(_Body):
+    status: Literal["pending", "approved", "rejected"] | None = None
+    fields: FieldsPatch | None = Field(
+        None, description="corrections: the fields given replace those stored (null removes)"
+    )
+    new_token: bool | None = Field(
+        None, description="issue a new join token (approved only): the old one stops working"
+    )
+
+
+class EraseIn(_Body):
+    email: str = Field(min_length=1, max_length=FIELD_MAX["email"])
 
 
 # --- answers ----------------------------------------------------------------------------------
@@ -151,6 +247,7 @@ def meeting_json(m: MeetingRow) -> dict[str, Any]:
         "recording": m.recording,
         "created_at": m.created_at,
         "ended_at": m.ended_at,
+        "registration": None if m.registration is None else json.loads(m.registration),
     }
 
 
@@ -304,6 +401,15 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
         if await host_or_operator(meeting_id, plane, token) != "operator":
             raise Forbidden("only the operator may do this")
 
+    # 'operator' or 'host': who the caller is, for the audit log (FastAPI runs a dependency
+    # once per request, so naming it in `dependencies` too costs nothing).
+    Who = Annotated[str, Depends(host_or_operator)]
+
+    def registrations(plane: ControlPlane) -> RegistrationService:
+        if plane.registrations is None:
+            raise NotFound("this server takes no registrations")
+        return plane.registrations
+
     def client_address(request: Request) -> str:
         return request.client.host if request.client else "unknown"
 
@@ -377,6 +483,10 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
             body.suite,
             now=plane.clock(),
         )
+        m = created.meeting
+        await plane.audit.append(
+            "operator", "meeting.create", m.id, None, {"mode": m.mode}, now=plane.clock()
+        )
         answer = meeting_json(created.meeting)
         answer["host_key"] = created.host_key
         if created.password is not None:
@@ -401,8 +511,14 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
         return answer
 
     @app.patch("/v1/meetings/{meeting_id}", dependencies=[Depends(host_or_operator)])
-    async def patch_meeting(meeting_id: str, body: MeetingPatch, plane: Plane) -> dict[str, Any]:
-        return meeting_json(await plane.service.update_meeting(meeting_id, title=body.title))
+    async def patch_meeting(
+        meeting_id: str, body: MeetingPatch, plane: Plane, who: Who
+    ) -> dict[str, Any]:
+        row = await plane.service.update_meeting(meeting_id, title=body.title)
+        await plane.audit.append(
+            who, "meeting.update", row.id, None, {"fields": ["title"]}, now=plane.clock()
+        )
+        return meeting_json(row)
 
     @app.delete("/v1/meetings/{meeting_id}", status_code=204, dependencies=[Depends(operator_only)])
     async def delete_meeting(meeting_id: str, plane: Plane) -> Response:
@@ -412,17 +528,37 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
         await plane.service.delete_meeting(meeting_id, now=plane.clock())
         if plane.recordings is not None:  # its recordings go with it
             await asyncio.to_thread(plane.recordings.delete_meeting, meeting.wire_id)
+        await plane.audit.append("operator", "meeting.delete", meeting.id, now=plane.clock())
         return Response(status_code=204)
 
     @app.put("/v1/meetings/{meeting_id}/controls", dependencies=[Depends(host_or_operator)])
-    async def set_controls(meeting_id: str, body: Controls, plane: Plane) -> dict[str, bool]:
-        return await plane.service.set_controls(
+    async def set_controls(
+        meeting_id: str, body: Controls, plane: Plane, who: Who
+    ) -> dict[str, bool]:
+        before = await plane.service.get_meeting(meeting_id)
+        controls = await plane.service.set_controls(
             meeting_id, locked=body.locked, recording=body.recording
         )
+        switches = (
+            (before.locked, controls["locked"], "meeting.lock", "meeting.unlock"),
+            (
+                before.recording,
+                controls["recording"],
+                "meeting.recording_on",
+                "meeting.recording_off",
+            ),
+        )
+        for was, now_on, on, off in switches:
+            if was != now_on:
+                await plane.audit.append(
+                    who, on if now_on else off, before.id, None, None, now=plane.clock()
+                )
+        return controls
 
     @app.post("/v1/meetings/{meeting_id}/end", dependencies=[Depends(host_or_operator)])
-    async def end_meeting(meeting_id: str, plane: Plane) -> dict[str, Any]:
+    async def end_meeting(meeting_id: str, plane: Plane, who: Who) -> dict[str, Any]:
         record = await _end(plane, meeting_id)
+        await plane.audit.append(who, "meeting.end", meeting_id, now=plane.clock())
         return {"id": meeting_id, "state": "ended", "usage": usage_json(record)}
 
     # -- joining and participants --
@@ -442,6 +578,7 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
                 streams=None if body.streams is None else [s.stream() for s in body.streams],
                 receive_at=body.receive_at,
                 uplink=body.uplink,
+                registration_token=body.registration_token,
             )
         except ApiError as exc:
             plane.counters.join_failed(exc.code)
@@ -462,9 +599,12 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
         dependencies=[Depends(host_or_operator)],
     )
     async def patch_participant(
-        meeting_id: str, participant_id: str, body: ParticipantPatch, plane: Plane
+        meeting_id: str, participant_id: str, body: ParticipantPatch, plane: Plane, who: Who
     ) -> dict[str, Any]:
-        return await plane.service.update_participant(
+        before = None
+        if body.role is not None or body.muted is not None:
+            before = await plane.store.get_participant(participant_id, meeting_id=meeting_id)
+        answer = await plane.service.update_participant(
             meeting_id,
             participant_id,
             now=plane.clock(),
@@ -472,6 +612,164 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
             role=body.role,
             expel=body.expel,
         )
+        entries: list[tuple[str, dict[str, object] | None]] = []
+        if answer.get("expelled") and body.expel:
+            entries.append(("participant.expel", None))
+        elif before is not None:
+            if answer.get("role") != before.role:
+                entries.append(("participant.role", {"from": before.role, "to": answer["role"]}))
+            if answer.get("muted") != before.muted:
+                entries.append(
+                    ("participant.mute" if answer["muted"] else "participant.unmute", None)
+                )
+        for action, detail in entries:
+            await plane.audit.append(
+                who, action, meeting_id, answer["id"], detail, now=plane.clock()
+            )
+        return answer
+
+    # -- registration (control/registration.py) --
+
+    @app.put("/v1/meetings/{meeting_id}/registration", dependencies=[Depends(host_or_operator)])
+    async def configure_registration(
+        meeting_id: str, body: RegistrationSettingsIn, plane: Plane, who: Who
+    ) -> dict[str, Any]:
+        """Turn registration on or off and set its approval, capacity, optional fields and
+        questions (all of them: what is not given takes its default)."""
+        settings = await registrations(plane).configure(meeting_id, body.model_dump())
+        detail = {
+            "enabled": settings.enabled,
+            "approval": settings.approval,
+            "capacity": settings.capacity,
+            "questions": len(settings.questions),
+            "optional_fields": list(settings.optional_fields),
+            "email_domains": len(settings.email_domains),
+        }
+        await plane.audit.append(
+            who, "registration.settings", meeting_id, None, detail, now=plane.clock()
+        )
+        return settings.to_json()
+
+    @app.get("/v1/meetings/{meeting_id}/registration")
+    async def registration_form(meeting_id: str, plane: Plane) -> dict[str, Any]:
+        """The registration form (public): its fields and questions, and whether it is full."""
+        return await registrations(plane).form(meeting_id)
+
+    @app.post("/v1/meetings/{meeting_id}/registrations", status_code=201)
+    async def register(meeting_id: str, body: RegistrationIn, plane: Plane) -> dict[str, Any]:
+        """Register (public). Approved at once: the answer holds the join token, shown once."""
+        return await registrations(plane).register(
+            meeting_id, body.model_dump(exclude_unset=True), now=plane.clock()
+        )
+
+    @app.get(
+        "/v1/meetings/{meeting_id}/registrations",
+        dependencies=[Depends(host_or_operator)],
+        response_model=None,
+    )
+    async def list_registrations(
+        meeting_id: str, plane: Plane, who: Who, format: Literal["json", "csv"] = "json"
+    ) -> Any:
+        """The registrants with their fields (JSON, or CSV to export); erased ones without."""
+        service = registrations(plane)
+        if format == "csv":
+            text, count = await service.export_csv(meeting_id)
+            detail = {"format": "csv", "count": count}
+            await plane.audit.append(
+                who, "registration.export", meeting_id, None, detail, now=plane.clock()
+            )
+            return Response(
+                text,
+                media_type="text/csv; charset=utf-8",
+                headers={
+                    "Content-Disposition": 'attachment; filename="registrations.csv"',
+                    "Cache-Control": "no-store",
+                },
+            )
+        views = await service.registrants(meeting_id)
+        detail = {"format": "json", "count": len(views)}
+        await plane.audit.append(
+            who, "registration.read", meeting_id, None, detail, now=plane.clock()
+        )
+        return views
+
+    @app.get(
+        "/v1/meetings/{meeting_id}/registrations/{registration_id}",
+        dependencies=[Depends(host_or_operator)],
+    )
+    async def get_registration(
+        meeting_id: str, registration_id: str, plane: Plane, who: Who
+    ) -> dict[str, Any]:
+        view = await registrations(plane).get(meeting_id, registration_id)
+        await plane.audit.append(
+            who, "registration.read", meeting_id, view["id"], None, now=plane.clock()
+        )
+        return view
+
+    @app.patch(
+        "/v1/meetings/{meeting_id}/registrations/{registration_id}",
+        dependencies=[Depends(host_or_operator)],
+    )
+    async def patch_registration(
+        meeting_id: str, registration_id: str, body: RegistrationPatch, plane: Plane, who: Who
+    ) -> dict[str, Any]:
+        """Approve, reject or hold; correct fields; issue a new join token. An approval (or a
+        new token) answers the join token, shown once: the host passes it on."""
+        answer, changed, status = await registrations(plane).update(
+            meeting_id,
+            registration_id,
+            now=plane.clock(),
+            status=body.status,
+            fields=None if body.fields is None else body.fields.model_dump(exclude_unset=True),
+            new_token=body.new_token,
+        )
+        actions = {"approved": "approve", "rejected": "reject", "pending": "hold"}
+        entries: list[tuple[str, dict[str, object] | None]] = []
+        if status is not None:
+            entries.append((f"registration.{actions[status]}", None))
+        if changed:
+            entries.append(("registration.edit", {"fields": changed}))
+        if body.new_token and status is None:
+            entries.append(("registration.new_token", None))
+        for action, detail in entries:
+            await plane.audit.append(
+                who, action, meeting_id, answer["id"], detail, now=plane.clock()
+            )
+        return answer
+
+    @app.delete(
+        "/v1/meetings/{meeting_id}/registrations/{registration_id}",
+        status_code=204,
+        dependencies=[Depends(host_or_operator)],
+    )
+    async def erase_registration(
+        meeting_id: str, registration_id: str, plane: Plane, who: Who
+    ) -> Response:
+        """Erase a registrant: the data key and everything sealed under it, the email tag,
+        the join token, and the name they joined with. The row stays, marked erased."""
+        row = await registrations(plane).erase(meeting_id, registration_id, now=plane.clock())
+        await plane.audit.append(
+            who, "registration.erase", row.meeting_id, row.id, {"by": "id"}, now=plane.clock()
+        )
+        return Response(status_code=204)
+
+    @app.post("/v1/registrations/erase", dependencies=[Depends(operator)])
+    async def erase_person(body: EraseIn, plane: Plane) -> dict[str, Any]:
+        """Erase a person (by email) from every meeting's registrations (operator only)."""
+        rows = await registrations(plane).erase_by_email(body.email, now=plane.clock())
+        for row in rows:
+            await plane.audit.append(
+                "operator",
+                "registration.erase",
+                row.meeting_id,
+                row.id,
+                {"by": "email"},
+                now=plane.clock(),
+            )
+        return {
+            "erased": len(rows),
+            "registrations": [{"id": r.id, "meeting_id": r.meeting_id} for r in rows],
+        }
 
     # -- recordings --
 
@@ -516,6 +814,30 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
                 headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
             )
         return [usage_json(u) for u in records]
+
+    # -- the audit log (control/audit.py) --
+
+    @app.get("/v1/audit", dependencies=[Depends(operator)])
+    async def audit(
+        plane: Plane,
+        meeting: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    ) -> list[dict[str, Any]]:
+        """Every host and operator action, oldest first (`meeting`: one meeting's, deleted
+        ones too)."""
+        return await plane.audit.entries(meeting, limit=limit, offset=offset)
+
+    @app.get("/v1/meetings/{meeting_id}/audit", dependencies=[Depends(host_or_operator)])
+    async def meeting_audit(
+        meeting_id: str,
+        plane: Plane,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    ) -> list[dict[str, Any]]:
+        """This meeting's audit entries, oldest first (the host key reads its own)."""
+        meeting = await plane.service.get_meeting(meeting_id)
+        return await plane.audit.entries(meeting.id, limit=limit, offset=offset)
 
     registry = CollectorRegistry(auto_describe=True)
     collector: MutableMapping[str, RelayCollector] = {}

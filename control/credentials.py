@@ -1,4 +1,5 @@
-"""The server's own secrets, kept in its data directory: the operator token and the key box key.
+"""The server's own secrets, kept in its data directory: the operator token, the key box key,
+the PII key and the recording key.
 
 - The operator token (DESIGN.md, "Command line") comes from `RELAY_TOKEN`, or from
   `DATA_DIR/token`, generated on first start: 256 random bits, written with mode 0600 before
@@ -7,6 +8,10 @@
   (control.meetings.KeyBox). It lives in `DATA_DIR/box.key` (mode 0600), or comes from
   `RELAY_BOX_KEY` (base64): several nodes on one PostgreSQL database must share it. A database
   copied without it holds no usable key.
+- The PII key (32 bytes) wraps each registrant's own data key (control.pii.PiiBox) and keys the
+  email tags. It lives in `DATA_DIR/pii.key` (mode 0600), or comes from `RELAY_PII_KEY`
+  (base64), shared by every node of one database like the box key. Keep it out of database
+  backups: a backup without it holds no readable personal data.
 
 A secret file that others may read is refused, not silently used: it may have leaked.
 """
@@ -86,23 +91,37 @@ def operator_token(data_dir: Path, environ: Mapping[str, str] | None = None) -> 
     return token, created
 
 
-def box_key(data_dir: Path, environ: Mapping[str, str] | None = None) -> bytes:
+def _key(data_dir: Path, environ: Mapping[str, str] | None, variable: str, file: str) -> bytes:
+    """A 32-byte key from `variable` (base64) or `DATA_DIR/file`, made on first use."""
     env = os.environ if environ is None else environ
-    given = env.get("RELAY_BOX_KEY")
+    given = env.get(variable)
     if given is not None:
         try:
             key = base64.b64decode(given, validate=True)
         except (binascii.Error, ValueError):
             key = b""
         if len(key) != BOX_KEY_BYTES:
-            raise SettingsError(f"RELAY_BOX_KEY must be {BOX_KEY_BYTES} bytes in base64")
+            raise SettingsError(f"{variable} must be {BOX_KEY_BYTES} bytes in base64")
         return key
-    path = data_dir / BOX_KEY_FILE
+    path = data_dir / file
     _write_private(path, secrets.token_bytes(BOX_KEY_BYTES))
     key = _read_private(path)
     if len(key) != BOX_KEY_BYTES:
         raise SettingsError(f"{path} is not a {BOX_KEY_BYTES}-byte key")
     return key
+
+
+def box_key(data_dir: Path, environ: Mapping[str, str] | None = None) -> bytes:
+    return _key(data_dir, environ, "RELAY_BOX_KEY", BOX_KEY_FILE)
+
+
+PII_KEY_FILE = "pii.key"
+
+
+def pii_key(data_dir: Path, environ: Mapping[str, str] | None = None) -> bytes:
+    """The PII key: `RELAY_PII_KEY` (base64 of 32 bytes), or `DATA_DIR/pii.key` (mode 0600,
+    32 random bytes written on first use; refused if others may read it)."""
+    return _key(data_dir, environ, "RELAY_PII_KEY", PII_KEY_FILE)
 
 
 RECORDING_KEY_FILE = "recording.key"

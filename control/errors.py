@@ -57,6 +57,20 @@ class Conflict(ApiError):
     code = "conflict"
 
 
+class Full(ApiError):
+    """The meeting has as many registrations as its capacity allows."""
+
+    status = 409
+    code = "full"
+
+
+class Gone(ApiError):
+    """What was asked for was erased (a registration): it is not coming back."""
+
+    status = 410
+    code = "erased"
+
+
 class Locked(ApiError):
     """The host locked the meeting: nobody new may join."""
 

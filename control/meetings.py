@@ -18,7 +18,10 @@ Rules, and why:
     password is then not checked);
   - `panelist` in a webinar needs the panelist password: the attendee password never grants
     panelist or host (DESIGN.md, join);
-  - everyone else gives the meeting password.
+  - everyone else gives the meeting password, or the join token of an approved registration
+    (control/registration.py; used once: the store clears its digest at the join, in one
+    transaction, so two joins with one token cannot both succeed). While the meeting's
+    registration is enabled the password alone no longer admits: only tokens do.
   Without `role` a webinar makes an attendee (receives only) and a meeting a panelist.
 - A webinar's attendees all give the same password, and Argon2id costs ~45 ms of CPU per
   check: thousands joining at once would queue for minutes. A password that verified once is
@@ -64,6 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import json
 import logging
@@ -89,6 +93,7 @@ from control.errors import (
     Unauthorized,
 )
 from control.keys import new_master_key
+from control.registration import registration_enabled
 from control.routing import RoutingState
 from control.sdp import check_streams, listener_sdp, sender_sdp
 from control.store.base import (
@@ -549,8 +554,13 @@ class MeetingService:
         streams: object = None,
         receive_at: object = None,
         uplink: object = None,
+        registration_token: object = None,
     ) -> dict[str, Any]:
         meeting = await self._open_meeting(meeting_id)
+        if registration_token is not None and (
+            not isinstance(registration_token, str) or not 1 <= len(registration_token) <= 128
+        ):
+            raise Invalid("registration_token must be the token your registration gave")
         if role is not None and role not in ROLES:
             raise Invalid(f"role must be one of {', '.join(ROLES)}")
         own_uplink = _own_key(meeting.suite, uplink)
@@ -572,7 +582,9 @@ class MeetingService:
             raise Locked(f"meeting {meeting.id!r} is locked: nobody new may join")
         client = auth.client_key(client_address)
         self.throttle.check(meeting.id, client, now)
-        await self._check_credential(meeting, role, is_host, password, client, now)
+        token_digest = await self._check_credential(
+            meeting, role, is_host, password, client, now, registration_token
+        )
         self.throttle.success(meeting.id, client, now)
 
         if declared and not _may_send(meeting.mode, role):
@@ -602,18 +614,36 @@ class MeetingService:
             # The answer's SDP can still refuse the input (a receive_at port too high for the
             # streams): find out before anything is stored or published.
             self._sdp(meeting, worker, receive_at, downlink, declared, meeting_streams, 1)
-            row = await self.store.add_participant(
-                meeting_id=meeting.id,
-                name=name,
-                role=role,
-                uplink_sealed=self.key_box.seal(uplink, participant_id),
-                downlink_sealed=self.key_box.seal(downlink, participant_id),
-                worker=worker,
-                streams=_streams_json(declared),
-                receive_at=receive_at,
-                joined_at=now,
-                participant_id=participant_id,
-            )
+            used = None
+            if token_digest is not None:
+                # One token, one join: used (cleared) in one store transaction, so of two
+                # joins with it only one gets here.
+                used = await self.store.use_registration_token(
+                    meeting_id=meeting.id,
+                    token_digest=token_digest,
+                    participant_id=participant_id,
+                    used_at=now,
+                )
+                if used is None:
+                    raise Forbidden("this registration token was used already")
+            try:
+                row = await self.store.add_participant(
+                    meeting_id=meeting.id,
+                    name=name,
+                    role=role,
+                    uplink_sealed=self.key_box.seal(uplink, participant_id),
+                    downlink_sealed=self.key_box.seal(downlink, participant_id),
+                    worker=worker,
+                    streams=_streams_json(declared),
+                    receive_at=receive_at,
+                    joined_at=now,
+                    participant_id=participant_id,
+                )
+            except BaseException:
+                if used is not None:  # not joined after all: the token stays usable
+                    with contextlib.suppress(Exception):
+                        await self.store.update_registration(used.id, token_digest=token_digest)
+                raise
             await self.publish(_joined(meeting, row, uplink, downlink, None, meeting_streams))
         log.info("participant %s joined meeting %s as %s", row.id, meeting.id, role)
         return self._answer(meeting, row, uplink, downlink, declared, meeting_streams)
@@ -626,12 +656,15 @@ class MeetingService:
         password: str | None,
         client: str,
         now: float,
-    ) -> None:
+        registration_token: str | None = None,
+    ) -> str | None:
+        """Check the joiner's credential (403, counted by the throttle, if it fails); the
+        digest of the registration token it joins with, to be used at the join, or None."""
         if role == "host":
             if not is_host:
                 self.throttle.failure(meeting.id, client, now)
                 raise Forbidden("joining as host needs this meeting's host key")
-            return
+            return None
         if role == "panelist" and meeting.mode == "webinar":
             stored = meeting.panelist_password_hash
             if stored is None:
@@ -641,6 +674,16 @@ class MeetingService:
                 )
             what = "panelist password"
         else:
+            if registration_token is not None:
+                return await self._check_registration_token(
+                    meeting, registration_token, client, now
+                )
+            if registration_enabled(meeting):
+                self.throttle.failure(meeting.id, client, now)
+                raise Forbidden(
+                    "this meeting needs registration: join with the registration token your "
+                    "registration gave (the meeting password alone does not admit)"
+                )
             stored, what = meeting.password_hash, "meeting password"
         if password is None:
             self.throttle.failure(meeting.id, client, now)
@@ -653,6 +696,24 @@ class MeetingService:
         else:
             self.throttle.failure(meeting.id, client, now)
             raise Forbidden(f"wrong {what}")
+        return None
+
+    async def _check_registration_token(
+        self, meeting: MeetingRow, token: str, client: str, now: float
+    ) -> str:
+        """The token's digest if it belongs to an approved, not erased registration of this
+        meeting and was not used; 403 (a failure for the throttle) otherwise."""
+        digest = auth.secret_digest(token)
+        found = await self.store.get_registration_by_token(meeting.id, digest)
+        if found is None or found.token_digest is None:
+            found = None
+        if found is None or not auth.secret_matches(token, str(found.token_digest)):
+            self.throttle.failure(meeting.id, client, now)
+            raise Forbidden(
+                "this registration token does not admit: unknown, not approved (yet), or "
+                "used already"
+            )
+        return digest
 
     def _home(self, meeting: MeetingRow, present: Sequence[ParticipantRow]) -> int:
         """The worker a newcomer is homed on. Each member costs its worker the same output

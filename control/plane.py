@@ -1,4 +1,5 @@
 """The control plane's running parts, wired together: the store, the meeting service, the
+registration service (with the PII box that seals registrants' data), the audit log, the
 routing server (updates out to the workers, with the routing journal), the stats intake
 (counters in from the workers) and the metrics. The HTTP layer (control/api.py) only
 translates requests into calls on `plane.service` and answers.
@@ -25,9 +26,12 @@ import zmq
 import zmq.asyncio
 
 from control import auth
+from control.audit import Audit
 from control.meetings import KeyBox, MeetingService
 from control.metrics import ControlCounters
+from control.pii import PiiBox, derived_pii_key
 from control.recordings import SWEEP_INTERVAL_S, Recordings
+from control.registration import RegistrationService
 from control.routing import RoutingServer
 from control.stats import StatsAggregator
 from control.store import Store
@@ -56,8 +60,13 @@ class ControlPlane:
         token_digest: str,
         clock: Callable[[], float] = time.time,
         recordings: Recordings | None = None,
+        registrations: RegistrationService | None = None,
     ) -> None:
         self.store = store
+        # Without a registration service of its own (a PII key), registration is refused:
+        # `ControlPlane.start` always makes one.
+        self.registrations = registrations
+        self.audit = Audit(store)
         self.recordings = recordings
         self._sweeping: asyncio.Task[None] | None = None
         self.service = service
@@ -84,8 +93,11 @@ class ControlPlane:
         clock: Callable[[], float] = time.time,
         context: zmq.asyncio.Context | None = None,
         recordings: Recordings | None = None,
+        pii_key: bytes | None = None,
     ) -> ControlPlane:
-        """Rebuild the routing state from the store, bind the sockets, start serving."""
+        """Rebuild the routing state from the store, bind the sockets, start serving.
+        `pii_key` seals registrants' data (control/pii.py); without one (tests, embedding) a
+        key derived from `box_key` does."""
         routing: RoutingServer | None = None
 
         async def publish(update: wire.Update) -> int:
@@ -107,7 +119,16 @@ class ControlPlane:
         routing = RoutingServer(
             endpoints.routing, endpoints.snapshot, state, context=context, journal=journal
         )
-        plane = cls(store, service, routing, auth.secret_digest(token), clock, recordings)
+        pii = PiiBox(derived_pii_key(box_key) if pii_key is None else pii_key)
+        plane = cls(
+            store,
+            service,
+            routing,
+            auth.secret_digest(token),
+            clock,
+            recordings,
+            RegistrationService(store, pii),
+        )
         routing.start()
         plane._stats_socket = routing.context.socket(zmq.PULL)
         plane._stats_socket.setsockopt(zmq.RCVHWM, 1000)

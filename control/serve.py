@@ -7,10 +7,14 @@ is what lets the data plane keep forwarding while the control plane is killed an
 this process notices it is gone and starts it again, it rebuilds its state from the store, and
 the workers, which never stopped, pick up its updates on the same ZeroMQ endpoints.
 
-Start-up is checked, not hoped for: the data directory, the token and the key box key, then the
-control plane (it writes a ready file once its API listens), then the workers (each writes one
-once its UDP ports are bound). If anything fails before it is ready, everything started so far
-is stopped and the reason printed; `relay serve` exits with status 1.
+Logs: every process logs one JSON object per line (time, level, logger, message; relay/logs.py):
+`main` sets RELAY_LOG_FORMAT=json for itself and its children unless the user set it (`text`
+gives the plain format). No log line carries personal data or a secret (DESIGN.md).
+
+Start-up is checked, not hoped for: the data directory, the token, the key box and PII keys,
+then the control plane (it writes a ready file once its API listens), then the workers (each
+writes one once its UDP ports are bound). If anything fails before it is ready, everything
+started so far is stopped and the reason printed; `relay serve` exits with status 1.
 
 ZeroMQ endpoints are IPC sockets in DATA_DIR/run (mode 0700), or in a private temporary
 directory when that path is too long for a Unix socket. One `relay serve` per data directory:
@@ -176,6 +180,7 @@ class Server:
         self._lock = _lock(self.data_dir)
         self.token, self.token_created = credentials.operator_token(self.data_dir)
         credentials.box_key(self.data_dir)
+        credentials.pii_key(self.data_dir)
         self.run_dir, self._temporary_run = _run_dir(self.data_dir)
         self.endpoints = endpoints_in(self.run_dir)
         self.control = ControlProcess(
@@ -269,6 +274,9 @@ def banner(server: Server) -> str:
 
 
 def main(settings: Settings) -> int:
+    # Every process `relay serve` starts logs one JSON object per line (relay/logs.py) unless
+    # the user chose otherwise: the children inherit the environment.
+    os.environ.setdefault("RELAY_LOG_FORMAT", "json")
     log_setup()
     try:
         server = Server(settings)

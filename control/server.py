@@ -2,10 +2,10 @@
 
 `relay serve` (control/serve.py) starts this as a child, `python -m control.server`, with the
 resolved settings and the ZeroMQ endpoints in the environment (RELAY_SERVE_SETTINGS,
-RELAY_SERVE_ENDPOINTS: JSON; no secrets). The operator token and the key box key are read
-here from RELAY_TOKEN / RELAY_BOX_KEY or the data directory (control/credentials.py). Once the
-API listens, the process writes its pid to RELAY_SERVE_READY (a file), which is how the parent
-knows the start worked.
+RELAY_SERVE_ENDPOINTS: JSON; no secrets). The operator token, the key box key and the PII key
+are read here from RELAY_TOKEN / RELAY_BOX_KEY / RELAY_PII_KEY or the data directory
+(control/credentials.py). Once the API listens, the process writes its pid to RELAY_SERVE_READY
+(a file), which is how the parent knows the start worked.
 
 SIGTERM or SIGINT: uvicorn stops taking requests and finishes those in flight, then the
 control plane closes its sockets and the store (every write already committed). Killed
@@ -48,6 +48,7 @@ async def _watch_started(server: uvicorn.Server, ready: Path | None) -> None:
 async def run(settings: Settings, endpoints: Endpoints, ready: Path | None = None) -> int:
     token, _ = credentials.operator_token(settings.data_dir)
     box_key = credentials.box_key(settings.data_dir)
+    pii_key = credentials.pii_key(settings.data_dir)
     store = await open_store(settings.db, data_dir=settings.data_dir)
 
     async def start() -> ControlPlane:
@@ -56,6 +57,7 @@ async def run(settings: Settings, endpoints: Endpoints, ready: Path | None = Non
             endpoints,
             token=token,
             box_key=box_key,
+            pii_key=pii_key,
             relay_host=settings.advertised_host,
             media_port=settings.media_port,
             workers=settings.workers,

@@ -73,6 +73,7 @@ def parse_sdes_key(suite: str, key_params: str) -> bytes:
                 f"MKI is not supported (key parameter {param!r}); expected "
                 "'inline:<base64>' with at most a lifetime after '|'"
             )
+    for param in params:
         _check_lifetime(param)
     encoded += "=" * (-len(encoded) % 4)
     try:

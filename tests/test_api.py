@@ -1102,6 +1102,16 @@ def test_openapi_lists_every_v1_path(tmp_path: Path) -> None:
             "/v1/reports/usage": {"get"},
             "/v1/meetings/{meeting_id}/recordings": {"get"},
             "/v1/meetings/{meeting_id}/recordings/{name}": {"get"},
+            "/v1/meetings/{meeting_id}/registration": {"get", "put"},
+            "/v1/meetings/{meeting_id}/registrations": {"get", "post"},
+            "/v1/meetings/{meeting_id}/registrations/{registration_id}": {
+                "get",
+                "patch",
+                "delete",
+            },
+            "/v1/registrations/erase": {"post"},
+            "/v1/audit": {"get"},
+            "/v1/meetings/{meeting_id}/audit": {"get"},
         }
         assert {p: set(ops) for p, ops in paths.items() if p.startswith("/v1")} == expected
         join = paths["/v1/meetings/{meeting_id}/join"]["post"]

@@ -510,6 +510,7 @@ def test_schema_v1_database_migrates(tmp_path: Path) -> None:
             assert m1 is not None and m2 is not None and p1 is not None
             assert (m1.wire_id, m2.wire_id, p1.wire_id) == (1, 2, 1)
             assert m1.features == m2.features == ()
+            assert m1.registration is None and await store.list_registrations("m1") == []
             m3 = await store.create_meeting(
                 title="t", mode="meeting", suite="s", password_hash="h", host_key_digest="d"
             )
@@ -517,7 +518,7 @@ def test_schema_v1_database_migrates(tmp_path: Path) -> None:
 
     asyncio.run(main())
     raw = sqlite3.connect(path)
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
     raw.close()
 
 

@@ -33,6 +33,7 @@ import asyncpg
 import pytest
 
 from control.store import (
+    CapacityReached,
     DuplicateKey,
     ForeignKeyViolation,
     IntegrityViolation,
@@ -40,6 +41,8 @@ from control.store import (
     MeetingRow,
     ParticipantRow,
     PostgresStore,
+    RegistrationErased,
+    RegistrationRow,
     SchemaMismatch,
     SqliteStore,
     Store,
@@ -48,7 +51,7 @@ from control.store import (
     open_store,
     sql,
 )
-from control.store.base import SCHEMA_VERSION, schema_statements, schema_text
+from control.store.base import SCHEMA_VERSION, new_id, schema_statements, schema_text
 from control.store.postgres import numbered, redact_url
 from control.store.sql import SqlStore
 from tests.pg_server import PostgresServer, postgres_server  # noqa: F401
@@ -638,6 +641,357 @@ def test_routing_log_numbers_and_reads(db: Db) -> None:
 # --- reopening -------------------------------------------------------------------------------
 
 
+# --- registrations and the audit log (version 4) ----------------------------------------------
+
+
+async def a_registration(store: Store, meeting_id: str, **kw: Any) -> RegistrationRow:
+    args: dict[str, Any] = {
+        "meeting_id": meeting_id,
+        "status": "approved",
+        "sealed": b"\x10sealed-fields",
+        "wrapped_key": b"\x20wrapped-key",
+        "email_tag": "tag-" + new_id(),
+        "token_digest": "digest-" + new_id(),
+    }
+    args.update(kw)
+    return await store.add_registration(**args)
+
+
+def test_registration_round_trip_and_updates(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        m = await a_meeting(store)
+        made = await a_registration(
+            store, m.id, registration_id="r1", token_digest="d1", created_at=5.0
+        )
+        assert (made.id, made.meeting_id, made.status) == ("r1", m.id, "approved")
+        assert (made.created_at, made.updated_at, made.erased_at) == (5.0, 5.0, None)
+        assert made.participant_id is None
+        assert await store.get_registration("r1") == made
+        assert await store.get_registration("r1", meeting_id=m.id) == made
+        assert await store.get_registration("r1", meeting_id="other") is None
+        assert await store.get_registration("nope") is None
+        # nothing sealed shows in a repr
+        for secret in ("sealed", "wrapped", "d1", made.email_tag or "?"):
+            assert secret not in repr(made)
+        assert await store.get_registration_by_token(m.id, "d1") == made
+        assert await store.get_registration_by_token("other", "d1") is None
+
+        changed = await store.update_registration(
+            "r1", status="pending", sealed=b"\x11new", email_tag="t2", updated_at=6.0
+        )
+        assert changed is not None and changed.status == "pending" and changed.sealed == b"\x11new"
+        assert (changed.email_tag, changed.updated_at, changed.token_digest) == ("t2", 6.0, "d1")
+        assert await store.get_registration_by_token(m.id, "d1") is None  # not approved
+        cleared = await store.update_registration("r1", clear_token=True, updated_at=7.0)
+        assert cleared is not None and cleared.token_digest is None
+        again = await store.update_registration(
+            "r1", status="approved", token_digest="d2", updated_at=8.0
+        )
+        assert again is not None and again.token_digest == "d2"
+        assert await store.update_registration("nope", status="approved") is None
+        with pytest.raises(InvalidValue, match="status"):
+            await store.update_registration("r1", status="maybe")
+        with pytest.raises(InvalidValue, match="not both"):
+            await store.update_registration("r1", token_digest="x", clear_token=True)
+        with pytest.raises(InvalidValue, match="sealed"):
+            await a_registration(store, m.id, sealed=b"")
+        with pytest.raises(InvalidValue, match="status"):
+            await a_registration(store, m.id, status="maybe")
+        with pytest.raises(ForeignKeyViolation, match="no such meeting"):
+            await a_registration(store, "nope")
+        # one registration per email tag and meeting; another meeting may have it
+        with pytest.raises(DuplicateKey):
+            await a_registration(store, m.id, email_tag="t2")
+        with pytest.raises(DuplicateKey):
+            await store.update_registration((await a_registration(store, m.id)).id, email_tag="t2")
+        other = await a_meeting(store, title="other")
+        await a_registration(store, other.id, email_tag="t2")
+        listed = await store.list_registrations(m.id)
+        assert [r.id for r in listed][0] == "r1" and len(listed) == 2
+        assert len(await store.list_registrations(m.id, limit=1, offset=1)) == 1
+        assert await store.list_registrations("nope") == []
+
+    db.run(body)
+
+
+def test_registration_token_used_once(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        m = await a_meeting(store)
+        r = await a_registration(store, m.id, token_digest="d")
+        uses = await asyncio.gather(
+            *(
+                store.use_registration_token(
+                    meeting_id=m.id, token_digest="d", participant_id=f"p{i}", used_at=9.0
+                )
+                for i in range(5)
+            )
+        )
+        won = [u for u in uses if u is not None]
+        assert len(won) == 1 and won[0].id == r.id and won[0].token_digest is None
+        assert won[0].participant_id in {f"p{i}" for i in range(5)}
+        assert won[0].updated_at == 9.0
+        assert await store.get_registration_by_token(m.id, "d") is None
+        pending = await a_registration(store, m.id, status="pending", token_digest="e")
+        used = await store.use_registration_token(
+            meeting_id=m.id, token_digest="e", participant_id="p", used_at=1.0
+        )
+        assert used is None and (await store.get_registration(pending.id)) == pending
+
+    db.run(body)
+
+
+def test_registration_capacity_holds_under_concurrency(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        m = await a_meeting(store)
+        tries = await asyncio.gather(
+            *(a_registration(store, m.id, capacity=3) for _ in range(8)),
+            return_exceptions=True,
+        )
+        made = [t for t in tries if isinstance(t, RegistrationRow)]
+        full = [t for t in tries if isinstance(t, CapacityReached)]
+        assert (len(made), len(full)) == (3, 5)
+        assert await store.count_registrations(m.id) == 3
+        assert await store.count_registrations("nope") == 0
+        assert "capacity" in str(full[0])
+        # rejected and erased registrations leave their place
+        await store.update_registration(made[0].id, status="rejected")
+        await store.erase_registrations(registration_ids=[made[1].id])
+        await a_registration(store, m.id, capacity=3)
+        await a_registration(store, m.id, capacity=3)
+        with pytest.raises(CapacityReached):
+            await a_registration(store, m.id, capacity=3)
+        await a_registration(store, m.id)  # no capacity given: not counted
+        with pytest.raises(ForeignKeyViolation, match="no such meeting"):
+            await a_registration(store, "nope", capacity=3)
+
+    db.run(body)
+
+
+def test_erase_registrations_overwrites_and_scrubs_the_participant(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        m1, m2 = await a_meeting(store), await a_meeting(store, title="two")
+        p = await a_participant(store, m1.id, name="Grace Hopper", receive_at="192.0.2.1:5004")
+        await store.update_participant(p.id, left_at=5.0)
+        here = await a_participant(store, m1.id, name="Still Here", receive_at="192.0.2.2:5004")
+        r0 = await a_registration(store, m1.id, token_digest="d0")
+        await store.use_registration_token(
+            meeting_id=m1.id, token_digest="d0", participant_id=here.id, used_at=3.0
+        )
+        keep = await a_participant(store, m1.id, name="Alan Turing")
+        r1 = await a_registration(store, m1.id, email_tag="same", token_digest="d1")
+        await store.use_registration_token(
+            meeting_id=m1.id, token_digest="d1", participant_id=p.id, used_at=3.0
+        )
+        r2 = await a_registration(store, m2.id, email_tag="same")
+        r3 = await a_registration(store, m2.id, email_tag="else")
+        erased = await store.erase_registrations(email_tag="same", erased_at=10.0)
+        assert sorted(r.id for r in erased) == sorted([r1.id, r2.id])
+        for row in erased:
+            assert (row.sealed, row.wrapped_key, row.email_tag, row.token_digest) == (
+                b"",
+                None,
+                None,
+                None,
+            )
+            assert (row.erased_at, row.updated_at) == (10.0, 10.0)
+            assert await store.get_registration(row.id) == row
+        assert (await store.get_registration(r1.id)).participant_id == p.id  # type: ignore[union-attr]
+        scrubbed = await store.get_participant(p.id)
+        assert scrubbed is not None and scrubbed.name == "" and scrubbed.receive_at is None
+        await store.erase_registrations(registration_ids=[r0.id])
+        present = await store.get_participant(here.id)
+        # present: the name goes, the address the workers send to stays until it leaves
+        assert present is not None and present.name == ""
+        assert present.receive_at == "192.0.2.2:5004"
+        assert (await store.get_participant(keep.id)).name == "Alan Turing"  # type: ignore[union-attr]
+        assert await store.get_registration(r3.id) == r3
+        # erased once: nothing more to erase, and an erased registration never changes
+        assert await store.erase_registrations(email_tag="same") == []
+        assert await store.erase_registrations(registration_ids=[r1.id, "nope"]) == []
+        with pytest.raises(RegistrationErased):
+            await store.update_registration(r1.id, status="approved", sealed=b"x")
+        assert await store.get_registration(r1.id) == next(r for r in erased if r.id == r1.id)
+        # the person may register again
+        await a_registration(store, m1.id, email_tag="same")
+        by_id = await store.erase_registrations(registration_ids=[r3.id])
+        assert [r.id for r in by_id] == [r3.id]
+        with pytest.raises(InvalidValue, match="list"):
+            await store.erase_registrations(registration_ids="abc")
+
+    db.run(body)
+
+
+def test_delete_meeting_deletes_its_registrations(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        m = await a_meeting(store)
+        r = await a_registration(store, m.id)
+        assert await store.delete_meeting(m.id)
+        assert await store.get_registration(r.id) is None
+
+    db.run(body)
+
+
+def test_meeting_registration_settings(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        m = await a_meeting(store)
+        assert m.registration is None
+        settings = json.dumps({"enabled": True, "capacity": 3})
+        changed = await store.update_meeting(m.id, registration=settings)
+        assert changed is not None and changed.registration == settings
+        assert (await store.get_meeting(m.id)) == changed
+        with pytest.raises(InvalidValue, match="JSON object"):
+            await store.update_meeting(m.id, registration="[1]")
+        with pytest.raises(InvalidValue, match="JSON"):
+            await store.update_meeting(m.id, registration="{")
+
+    db.run(body)
+
+
+def test_audit_log_appends_in_order(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        entries = await asyncio.gather(
+            *(
+                store.append_audit(
+                    actor="host", action="meeting.lock", meeting_id=f"m{i % 2}", at=float(i)
+                )
+                for i in range(10)
+            )
+        )
+        assert sorted(e.id for e in entries) == list(range(1, 11))
+        first = await store.append_audit(
+            actor="operator",
+            action="registration.erase",
+            meeting_id="m0",
+            target="r1",
+            detail='{"by": "email"}',
+            at=20.0,
+        )
+        assert (first.id, first.actor, first.target, first.detail) == (
+            11,
+            "operator",
+            "r1",
+            '{"by": "email"}',
+        )
+        everything = await store.list_audit()
+        assert [e.id for e in everything] == list(range(1, 12))
+        ones = sorted(e.id for e in entries if e.meeting_id == "m1")
+        assert len(ones) == 5 and [e.id for e in await store.list_audit(meeting_id="m1")] == ones
+        assert [e.id for e in await store.list_audit(limit=2, offset=3)] == [4, 5]
+        system = await store.append_audit(actor="system", action="meeting.end")
+        assert system.meeting_id is None and system.detail == "{}"
+        for bad, word in (
+            ({"actor": "guest", "action": "x.y"}, "actor"),
+            ({"actor": "host", "action": "Lock Meeting"}, "action"),
+            ({"actor": "host", "action": "x.y", "detail": "[]"}, "JSON object"),
+            ({"actor": "host", "action": "x.y", "detail": "{"}, "JSON"),
+        ):
+            with pytest.raises(InvalidValue, match=word):
+                await store.append_audit(**bad)
+        assert len(await store.list_audit()) == 12  # nothing written by a refused call
+
+    db.run(body)
+
+
+def test_migration_from_version_3(db: Db) -> None:
+    """A version 3 database gets meetings.registration (NULL everywhere) and the registrations
+    and audit_log tables; every row stays as it was, and the store goes on from there."""
+    v3 = _version_3_schema(db.kind)
+    assert len(v3) == len(schema_statements(db.kind)) - 7
+    assert V3_MEETING_COLUMNS.endswith("features")
+    db.raw(
+        *[(s, ()) for s in v3],
+        ("INSERT INTO schema_version (version) VALUES (?)", (3,)),
+        (
+            f"INSERT INTO meetings ({V3_MEETING_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("m0", "t", "meeting", SUITE, "h", None, "d", "open", True, False, 1.0, None, 1)
+            + ('["locked"]',),
+        ),
+        ("INSERT INTO wire_ids (name, last_id) VALUES (?, ?)", ("meetings", 1)),
+    )
+    before = db.raw((f"SELECT {V3_MEETING_COLUMNS} FROM meetings", ()))
+
+    async def body(store: SqlStore) -> None:
+        m = await store.get_meeting("m0")
+        assert m is not None and m.registration is None and m.features == ("locked",)
+        await a_registration(store, "m0")
+        await store.append_audit(actor="operator", action="meeting.create", meeting_id="m0")
+        assert len(await store.list_registrations("m0")) == 1
+
+    db.run(body)
+    assert db.raw((f"SELECT {V3_MEETING_COLUMNS} FROM meetings", ())) == before
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(4,)]
+    assert db.raw(("SELECT COUNT(*) FROM audit_log", ())) == [(1,)]
+
+
+def _file_bytes(path: Path) -> bytes:
+    """The database file and its WAL, as they are on disk."""
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def test_sqlite_erase_leaves_nothing_in_the_file_or_the_wal(tmp_path: Path) -> None:
+    """secure_delete overwrites what an erase replaces, the checkpoint empties the WAL: the
+    wrapped key, the sealed fields, the tag and the participant's name are gone from disk,
+    while the store stays open (its connection keeps the WAL file)."""
+    path = tmp_path / "relay.db"
+    wrapped = b"WRAPPED-KEY-" + os.urandom(20)
+    sealed = b"SEALED-FIELDS-" + os.urandom(40)
+    kept = b"KEPT-WRAPPED-" + os.urandom(20)
+
+    async def main() -> None:
+        async with await SqliteStore.open(path) as store:
+            m = await a_meeting(store)
+            p = await a_participant(store, m.id, name="Ada Lovelace-Byron")
+            r = await a_registration(
+                store,
+                m.id,
+                sealed=sealed,
+                wrapped_key=wrapped,
+                email_tag="EMAILTAG-0123456789",
+                token_digest="TOKENDIGEST-0123456789",
+            )
+            await a_registration(store, m.id, wrapped_key=kept)
+            await store.update_registration(r.id, sealed=sealed + b"-edited")
+            await store.use_registration_token(
+                meeting_id=m.id,
+                token_digest="TOKENDIGEST-0123456789",
+                participant_id=p.id,
+                used_at=1.0,
+            )
+            await store.update_meeting(m.id, title="busy")  # more pages in the WAL
+            on_disk = _file_bytes(path)
+            assert wrapped in on_disk and sealed in on_disk and b"Ada Lovelace" in on_disk
+            await store.erase_registrations(registration_ids=[r.id])
+            on_disk = _file_bytes(path)
+            for gone in (wrapped, sealed, b"EMAILTAG-0123456789", b"Ada Lovelace"):
+                assert gone not in on_disk, gone
+            assert kept in on_disk  # the others are untouched
+            wal = path.with_name(path.name + "-wal")
+            assert not wal.exists() or wal.stat().st_size == 0
+        on_disk = _file_bytes(path)
+        assert wrapped not in on_disk and kept in on_disk
+
+    run(main())
+
+
+def test_sqlite_delete_meeting_leaves_no_registration_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    wrapped = b"WRAPPED-KEY-" + os.urandom(20)
+
+    async def main() -> None:
+        async with await SqliteStore.open(path) as store:
+            m = await a_meeting(store)
+            await a_participant(store, m.id, name="Ada Lovelace-Byron")
+            await a_registration(store, m.id, wrapped_key=wrapped)
+            assert wrapped in _file_bytes(path)
+            await store.delete_meeting(m.id)
+            assert wrapped not in _file_bytes(path)
+            assert b"Ada Lovelace" not in _file_bytes(path)
+
+    run(main())
+
+
 def test_data_survives_close_and_reopen(db: Db) -> None:
     async def write(store: SqlStore) -> dict[str, Any]:
         meetings = [await a_meeting(store, title=f"m{i}", created_at=float(i)) for i in range(6)]
@@ -697,10 +1051,27 @@ def test_newer_schema_refused(db: Db) -> None:
         db.run(lambda s: s.last_routing_seq())
 
 
-def _version_2_schema(dialect: str) -> list[str]:
-    """The schema as version 2 had it: no meetings.features column."""
+V4_TABLES = ("registrations", "audit_log")
+
+
+def _version_3_schema(dialect: str) -> list[str]:
+    """The schema as version 3 had it: no meetings.registration column, no registrations
+    and audit_log tables (nor their indexes)."""
     statements = []
     for statement in schema_statements(dialect):
+        if any(f" {table} " in statement for table in V4_TABLES):
+            continue
+        if statement.startswith("CREATE TABLE IF NOT EXISTS meetings "):
+            statement = re.sub(r",\n\s*registration TEXT[^\n]*", "", statement)
+            assert "registration" not in statement
+        statements.append(statement)
+    return statements
+
+
+def _version_2_schema(dialect: str) -> list[str]:
+    """The schema as version 2 had it: version 3's without the meetings.features column."""
+    statements = []
+    for statement in _version_3_schema(dialect):
         if statement.startswith("CREATE TABLE IF NOT EXISTS meetings "):
             statement = re.sub(r",\n\s*features TEXT[^\n]*", "", statement)
             assert "features" not in statement
@@ -723,21 +1094,28 @@ def test_opening_statements_migrate_step_by_step() -> None:
     def migrations(version: int | None) -> list[str]:
         return [s for s, _ in sql.opening_statements("sqlite", version) if s.startswith("ALTER")]
 
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     v1 = migrations(1)
-    assert len(v1) == 3 and v1[-1] == sql.MIGRATE_2_TO_3["sqlite"][0]  # 1 -> 2, then 2 -> 3
+    # 1 -> 2 (two columns), then 2 -> 3, then 3 -> 4
+    assert len(v1) == 4 and v1[-2] == sql.MIGRATE_2_TO_3["sqlite"][0]
+    assert v1[-1] == sql.MIGRATE_3_TO_4["sqlite"][0]
     assert "ADD COLUMN wire_id" in v1[0]
-    assert migrations(2) == list(sql.MIGRATE_2_TO_3["sqlite"])
-    assert migrations(3) == migrations(None) == []
+    assert migrations(2) == list(sql.MIGRATE_2_TO_3["sqlite"] + sql.MIGRATE_3_TO_4["sqlite"])
+    assert migrations(3) == list(sql.MIGRATE_3_TO_4["sqlite"])
+    assert migrations(4) == migrations(None) == []
     for dialect in ("sqlite", "postgresql"):
         steps = sql.opening_statements(dialect, 2)
         assert steps[0] == (
             "ALTER TABLE meetings ADD COLUMN features TEXT NOT NULL DEFAULT '[]'",
             (),
         )
-        assert steps[1] == (sql.UPDATE_SCHEMA_VERSION, (3,))
+        assert steps[1] == ("ALTER TABLE meetings ADD COLUMN registration TEXT", ())
+        assert steps[2] == (sql.UPDATE_SCHEMA_VERSION, (4,))
+        steps = sql.opening_statements(dialect, 3)
+        assert steps[0] == ("ALTER TABLE meetings ADD COLUMN registration TEXT", ())
+        assert steps[1] == (sql.UPDATE_SCHEMA_VERSION, (4,))
     with pytest.raises(SchemaMismatch, match="newer"):
-        sql.opening_statements("sqlite", 4)
+        sql.opening_statements("sqlite", 5)
     with pytest.raises(SchemaMismatch, match="no relay wrote"):
         sql.opening_statements("postgresql", 0)
 
@@ -746,7 +1124,7 @@ def test_migration_from_version_1(db: Db) -> None:
     """A version 1 database gets the wire ids, the existing rows numbered in the order they
     were made, and the store goes on from there."""
     v1 = _version_1_schema(db.kind)
-    assert not any("wire_id" in s for s in v1) and len(v1) == len(schema_statements("sqlite")) - 3
+    assert not any("wire_id" in s for s in v1) and len(v1) == len(_version_3_schema(db.kind)) - 3
     meetings = [
         (
             "INSERT INTO meetings (id, title, mode, suite, password_hash, host_key_digest, "
@@ -781,23 +1159,25 @@ def test_migration_from_version_1(db: Db) -> None:
         assert (await a_participant(store, new.id)).wire_id == 5
 
     db.run(body)
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(3,)]  # 1 -> 2 -> 3
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(4,)]  # 1 -> 2 -> 3 -> 4
     assert db.raw(("SELECT DISTINCT features FROM meetings", ())) == [("[]",)]
+    assert db.raw(("SELECT DISTINCT registration FROM meetings", ())) == [(None,)]
     # Reopening migrates nothing again: the numbers stay.
     assert [m.wire_id for m in db.run(lambda s: s.list_meetings())] == [4, 3, 2, 1]
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(3,)]
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(4,)]
     with pytest.raises(db.integrity_error):  # the unique index is there
         db.raw(("UPDATE participants SET wire_id = 1 WHERE id = ?", ("p1",)))
 
 
-V2_MEETING_COLUMNS = sql.MEETING_COLUMNS.removesuffix(", features")
+V3_MEETING_COLUMNS = sql.MEETING_COLUMNS.removesuffix(", registration")
+V2_MEETING_COLUMNS = V3_MEETING_COLUMNS.removesuffix(", features")
 
 
 def test_migration_from_version_2(db: Db) -> None:
     """A version 2 database gets meetings.features ('[]' for every meeting); every row of
     every table stays as it was, and the store goes on from there."""
     v2 = _version_2_schema(db.kind)
-    assert len(v2) == len(schema_statements(db.kind)) and V2_MEETING_COLUMNS.endswith("wire_id")
+    assert len(v2) == len(_version_3_schema(db.kind)) and V2_MEETING_COLUMNS.endswith("wire_id")
     meetings = [
         (
             f"INSERT INTO meetings ({V2_MEETING_COLUMNS}) "
@@ -870,10 +1250,10 @@ def test_migration_from_version_2(db: Db) -> None:
     db.run(body)
     after = {table: db.raw((query, ())) for table, query in tables.items()}
     assert after == before
-    assert db.raw(("SELECT id, features FROM meetings ORDER BY id", ())) == [
-        (f"m{i}", "[]") for i in range(4)
+    assert db.raw(("SELECT id, features, registration FROM meetings ORDER BY id", ())) == [
+        (f"m{i}", "[]", None) for i in range(4)
     ]
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(3,)]
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(4,)]
 
     async def then(store: SqlStore) -> None:
         # The migrated store works as a new one: features recorded, numbers go on.
@@ -885,7 +1265,7 @@ def test_migration_from_version_2(db: Db) -> None:
 
     db.run(then)
     # Reopening migrates nothing again: what was added stays.
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(3,)]
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(4,)]
     again = db.run(lambda s: s.get_meeting("m1"))
     assert again is not None and again.features == ("locked",)
 
@@ -1307,6 +1687,14 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
     statements["UPDATE_P"] = sql.update(
         "participants", sql.PARTICIPANT_UPDATABLE, sql.PARTICIPANT_UPDATABLE
     )
+    statements["UPDATE_R"] = sql.update(
+        "registrations", sql.REGISTRATION_UPDATABLE, sql.REGISTRATION_UPDATABLE
+    )
+    statements["LIST_R"] = sql.list_registrations("m", 10, 5)[0]
+    statements["LIST_A0"] = sql.list_audit(None, 5, 1)[0]
+    statements["LIST_A1"] = sql.list_audit("m", None, 0)[0]
+    for name in ("LOCK_MEETING", "SELECT_REGISTRATION_BY_TOKEN", "SELECT_ERASABLE_BY_TAG"):
+        statements[f"{name}_FOR_UPDATE"] = sql.for_update("postgresql", getattr(sql, name))
     statements["LIST_P0"] = sql.list_participants("m", True, 10, 5)[0]
     statements["LIST_P1"] = sql.list_participants("m", False, None, 3)[0]
     statements["LIST_U0"] = sql.list_usage(None, 5, 1)[0]
@@ -1316,7 +1704,7 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
     statements["MAX_WIRE_M"] = sql.max_wire_id("meetings")
     statements["MAX_WIRE_P"] = sql.max_wire_id("participants")
     statements["FEATURES_FOR_UPDATE"] = sql.for_update("postgresql", sql.SELECT_MEETING_FEATURES)
-    assert len(statements) >= 20
+    assert len(statements) >= 40
 
     async def main() -> None:
         conn = await asyncpg.connect(str(pg.target))
@@ -1346,6 +1734,7 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
                 None,
                 1,
                 "[]",
+                '{"enabled": true}',
             )
             await execute(
                 "INSERT_PARTICIPANT",
@@ -1364,7 +1753,7 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
                 None,
                 1,
             )
-            await execute("UPDATE_M", "x", True, False, "ended", 3.0, '["locked"]', "m")
+            await execute("UPDATE_M", "x", True, False, "ended", 3.0, '["locked"]', "{}", "m")
             await execute("UPDATE_P", True, False, "panelist", b"\x02", b"\x03", 4.0, "p")
             await execute("INSERT_USAGE", 1, "m", 1.0, 2.0, 1.0, 1, 1, 0.5, "[]", 1, 2, 3, 4)
             await execute("INSERT_ROUTING", 1, 1.0, "{}")
@@ -1412,7 +1801,24 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
                     None,
                     2,
                     "[]",
+                    None,
                 )
+            reg = ("r", "m", "approved", b"\x00sealed", b"\x01wrapped", "tag", "digest", None)
+            await execute("INSERT_REGISTRATION", *reg, 1.0, 1.0, None)
+            await execute("UPDATE_R", "pending", b"\x02", "tag2", "digest2", 2.0, "r")
+            await execute("USE_TOKEN", "p", 3.0, "r")
+            await execute("ERASE_REGISTRATION", b"", 4.0, 4.0, "r")
+            await execute("INSERT_AUDIT", 1, 1.0, "host", "meeting.lock", "m", None, "{}")
+            row = await conn.fetchrow(
+                "SELECT r.status, r.sealed, r.wrapped_key, r.email_tag, r.participant_id, "
+                "a.action FROM registrations r JOIN audit_log a ON a.meeting_id = r.meeting_id"
+            )
+            assert tuple(row) == ("pending", b"", None, None, "p", "meeting.lock")
+            bad = ("r2", "m", "maybe", b"s", b"w", "t2", None, None, 1.0, 1.0, None)
+            with pytest.raises(asyncpg.CheckViolationError, match="registrations_status_check"):
+                await execute("INSERT_REGISTRATION", *bad)
+            with pytest.raises(asyncpg.CheckViolationError, match="registrations_check"):
+                await execute("UPDATE_R", "pending", b"\x02", "tag3", None, 2.0, "r")
         finally:
             await conn.close()
 

@@ -1,4 +1,5 @@
-"""The control plane's storage: meetings, participants, usage records and the routing log.
+"""The control plane's storage: meetings, participants, usage records, the routing log,
+registrations (personal data sealed) and the audit log.
 
 `open_store(url)` picks the backend from a `--db` value: a path or `sqlite:///path` for SQLite
 (`SqliteStore`, the default, one node), a `postgresql://` or `postgres://` URL for PostgreSQL
@@ -13,12 +14,16 @@ import os
 from pathlib import Path
 
 from control.store.base import (
+    AuditRow,
+    CapacityReached,
     DuplicateKey,
     ForeignKeyViolation,
     IntegrityViolation,
     InvalidValue,
     MeetingRow,
     ParticipantRow,
+    RegistrationErased,
+    RegistrationRow,
     RoutingUpdate,
     SchemaMismatch,
     Store,
@@ -31,6 +36,8 @@ from control.store.postgres import PostgresStore
 from control.store.sqlite import SqliteStore
 
 __all__ = [
+    "AuditRow",
+    "CapacityReached",
     "DuplicateKey",
     "ForeignKeyViolation",
     "IntegrityViolation",
@@ -38,6 +45,8 @@ __all__ = [
     "MeetingRow",
     "ParticipantRow",
     "PostgresStore",
+    "RegistrationErased",
+    "RegistrationRow",
     "RoutingUpdate",
     "SchemaMismatch",
     "SqliteStore",

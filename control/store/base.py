@@ -1,9 +1,11 @@
 """The storage layer's contract: row types, errors, the schema, and the `Store` protocol.
 
 The control plane keeps its truth here (DESIGN.md, "Storage and scale"): meetings, participants,
-append-only usage records, and the numbered routing log that lets a restarted control plane
-continue the update sequence the workers follow. One node uses SQLite (`control.store.sqlite`);
-many nodes use PostgreSQL (`control.store.postgres`) with the same schema (`schema.sql`).
+append-only usage records, the numbered routing log that lets a restarted control plane
+continue the update sequence the workers follow, registrations (their personal data sealed by
+the caller, control/pii.py) and the audit log of host and operator actions. One node uses
+SQLite (`control.store.sqlite`); many nodes use PostgreSQL (`control.store.postgres`) with the
+same schema (`schema.sql`).
 
 Backends share everything in this module: the rows they return, the errors they raise (so the
 service layer never sees a driver's exception), the validation of values before they reach SQL,
@@ -16,7 +18,11 @@ Conventions:
     - Not found is None (or an empty list), never an exception: the service layer turns it
       into a 404.
     - Secrets never reach the store in clear: passwords and host keys arrive as hashes or
-      digests, SRTP master keys sealed (encrypted) by the caller.
+      digests, SRTP master keys sealed (encrypted) by the caller. So does personal data: a
+      registrant's fields arrive sealed under their own data key, the data key wrapped, the
+      email as a keyed tag and the join token as a digest. Erasing a registrant
+      (`erase_registrations`) overwrites all four in place; on SQLite the file and its WAL
+      keep no copy of them afterwards (secure_delete, then a WAL checkpoint).
     - Update methods take keyword arguments that default to None, meaning "leave as it is".
 """
 
@@ -40,12 +46,18 @@ __all__ = [
     "ROLES",
     "SCHEMA_VERSION",
     "STATES",
+    "ACTORS",
+    "AuditRow",
+    "CapacityReached",
     "DuplicateKey",
     "ForeignKeyViolation",
     "IntegrityViolation",
     "InvalidValue",
     "MeetingRow",
     "ParticipantRow",
+    "REGISTRATION_STATUSES",
+    "RegistrationErased",
+    "RegistrationRow",
     "RoutingUpdate",
     "SchemaMismatch",
     "Store",
@@ -57,13 +69,16 @@ __all__ = [
     "MAX_WIRE_ID",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The version `schema.sql` creates; stored in the `schema_version` table. Version 2 added the
-wire ids, version 3 the features a meeting has used (`meetings.features`)."""
+wire ids, version 3 the features a meeting has used (`meetings.features`), version 4 the
+registrations, the audit log and a meeting's registration settings (`meetings.registration`)."""
 
 MODES = ("meeting", "webinar")
 STATES = ("open", "ended")
 ROLES = ("host", "panelist", "attendee")
+REGISTRATION_STATUSES = ("pending", "approved", "rejected")
+ACTORS = ("operator", "host", "system")
 
 BINARY_TYPES = {"sqlite": "BLOB", "postgresql": "BYTEA"}
 """The binary column type per dialect: the one place the schema differs between backends."""
@@ -112,6 +127,15 @@ class DuplicateKey(IntegrityViolation):
     """A row with this key exists already (an id, or a routing update number, used twice)."""
 
 
+class CapacityReached(StoreError):
+    """A registration for a meeting that has as many (pending or approved, not erased) as
+    its capacity allows."""
+
+
+class RegistrationErased(StoreError):
+    """A change to a registration that was erased: an erased one stays as it is."""
+
+
 # --- rows -------------------------------------------------------------------------------------
 
 
@@ -136,6 +160,9 @@ class MeetingRow:
     # The features switched on at some point ('locked', 'recording', ...), sorted: kept even
     # when switched off again, so the usage record bills them (version 3).
     features: tuple[str, ...] = ()
+    # The registration settings, a JSON object (control/registration.py), or None: the
+    # meeting takes no registrations (version 4).
+    registration: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +204,44 @@ class UsageRecord:
     packets_out: int
     bytes_in: int
     bytes_out: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRow:
+    """One row of `registrations` (version 4): one person's registration for one meeting.
+
+    The personal data is sealed by the caller (control/pii.py): `sealed` is the fields'
+    ciphertext under the registrant's own data key, `wrapped_key` that data key encrypted
+    under the server's key, `email_tag` a keyed hash of the email (to find a person across
+    meetings), `token_digest` the SHA-256 of the one-time join token (None once used). An
+    erased registration has `sealed` empty and the other three None. None of them is in
+    repr()."""
+
+    id: str
+    meeting_id: str
+    status: str  # 'pending' | 'approved' | 'rejected'
+    sealed: bytes = field(repr=False)
+    wrapped_key: bytes | None = field(repr=False)
+    email_tag: str | None = field(repr=False)
+    token_digest: str | None = field(repr=False)
+    participant_id: str | None  # who joined with its token (scrubbed too when it is erased)
+    created_at: float
+    updated_at: float
+    erased_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One row of `audit_log` (version 4): a host or operator action. Ids and flags only:
+    `detail` is a JSON object that never holds personal data."""
+
+    id: int  # increasing in the order the entries were appended
+    at: float
+    actor: str  # 'operator' | 'host' | 'system'
+    action: str  # 'meeting.create', 'participant.expel', 'registration.erase', ...
+    meeting_id: str | None  # not a foreign key: the audit outlives the meeting
+    target: str | None  # the id acted on (a participant, a registration), if any
+    detail: str  # JSON object
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +336,14 @@ def check_json(name: str, value: object, *, array: bool = False) -> str:
     return text
 
 
+def check_json_object(name: str, value: object) -> str:
+    """A JSON text whose top level is an object, returned as given."""
+    text = check_json(name, value)
+    if not isinstance(json.loads(text), dict):
+        raise InvalidValue(f"{name} must be a JSON object")
+    return text
+
+
 def check_page(limit: int | None, offset: int) -> tuple[int | None, int]:
     if limit is not None:
         check_int("limit", limit)
@@ -343,6 +416,7 @@ def new_meeting(
         created_at=time.time() if created_at is None else check_time("created_at", created_at),
         ended_at=None,
         features=(),
+        registration=None,
     )
 
 
@@ -354,6 +428,7 @@ def meeting_changes(
     state: str | None,
     ended_at: float | None,
     add_features: Sequence[str] | None = None,
+    registration: str | None = None,
 ) -> tuple[dict[str, object], tuple[str, ...]]:
     """The columns to set, and the feature names to add to the stored ones (the store joins
     them to what it reads inside the updating transaction)."""
@@ -368,6 +443,8 @@ def meeting_changes(
         changes["state"] = check_choice("state", state, STATES)
     if ended_at is not None:
         changes["ended_at"] = check_time("ended_at", ended_at)
+    if registration is not None:
+        changes["registration"] = check_json_object("registration", registration)
     added = () if add_features is None else check_feature_names("add_features", add_features)
     return changes, added
 
@@ -466,6 +543,87 @@ def new_usage(
         bytes_out=check_int("bytes_out", bytes_out),
     )
     return record, features_json
+
+
+def new_registration(
+    *,
+    meeting_id: str,
+    status: str,
+    sealed: bytes,
+    wrapped_key: bytes,
+    email_tag: str,
+    token_digest: str | None,
+    created_at: float | None,
+    registration_id: str | None,
+) -> RegistrationRow:
+    when = time.time() if created_at is None else check_time("created_at", created_at)
+    return RegistrationRow(
+        id=new_id() if registration_id is None else check_text("registration id", registration_id),
+        meeting_id=check_text("meeting id", meeting_id),
+        status=check_choice("status", status, REGISTRATION_STATUSES),
+        sealed=check_bytes("sealed", sealed),
+        wrapped_key=check_bytes("wrapped_key", wrapped_key),
+        email_tag=check_text("email_tag", email_tag),
+        token_digest=None if token_digest is None else check_text("token_digest", token_digest),
+        participant_id=None,
+        created_at=when,
+        updated_at=when,
+        erased_at=None,
+    )
+
+
+def registration_changes(
+    *,
+    status: str | None,
+    sealed: bytes | None,
+    email_tag: str | None,
+    token_digest: str | None,
+    clear_token: bool,
+    updated_at: float | None,
+) -> dict[str, object]:
+    """The columns to set; `updated_at` (default now) is always among them."""
+    changes: dict[str, object] = {}
+    if status is not None:
+        changes["status"] = check_choice("status", status, REGISTRATION_STATUSES)
+    if sealed is not None:
+        changes["sealed"] = check_bytes("sealed", sealed)
+    if email_tag is not None:
+        changes["email_tag"] = check_text("email_tag", email_tag)
+    if check_bool("clear_token", clear_token):
+        if token_digest is not None:
+            raise InvalidValue("give token_digest or clear_token, not both")
+        changes["token_digest"] = None
+    elif token_digest is not None:
+        changes["token_digest"] = check_text("token_digest", token_digest)
+    when = time.time() if updated_at is None else check_time("updated_at", updated_at)
+    changes["updated_at"] = when
+    return changes
+
+
+AUDIT_ACTION = re.compile(r"[a-z_]{1,32}(\.[a-z_]{1,32})?")
+"""What an audit action may be: 'meeting.create', 'registration.erase', ..."""
+
+
+def new_audit(
+    *,
+    at: float | None,
+    actor: str,
+    action: str,
+    meeting_id: str | None,
+    target: str | None,
+    detail: str,
+) -> AuditRow:
+    if not isinstance(action, str) or not AUDIT_ACTION.fullmatch(action):
+        raise InvalidValue(f"an audit action is a name like 'meeting.create'; got {action!r}")
+    return AuditRow(
+        id=0,
+        at=time.time() if at is None else check_time("at", at),
+        actor=check_choice("actor", actor, ACTORS),
+        action=action,
+        meeting_id=None if meeting_id is None else check_text("meeting id", meeting_id),
+        target=None if target is None else check_text("target", target),
+        detail=check_json_object("detail", detail),
+    )
 
 
 def check_routing(
@@ -587,15 +745,19 @@ class Store(Protocol):
         state: str | None = None,
         ended_at: float | None = None,
         add_features: Sequence[str] | None = None,
+        registration: str | None = None,
     ) -> MeetingRow | None:
         """Change the given fields; the row after the change, or None if there is no such
         meeting. With no field given, the row as it is. `add_features` joins feature names
         (1 to 32 of a-z and _ each) to the meeting's `features`, in the same transaction as
-        the other changes: names are only ever added, never removed."""
+        the other changes: names are only ever added, never removed. `registration` is the
+        registration settings, a JSON object."""
         ...
 
     async def delete_meeting(self, meeting_id: str) -> bool:
-        """Delete a meeting and its participants (not its usage records); False if unknown."""
+        """Delete a meeting, its participants and its registrations (not its usage records
+        nor its audit entries); False if unknown. On SQLite the deleted rows are overwritten
+        in the file and the WAL, as by `erase_registrations`."""
         ...
 
     # participants
@@ -649,6 +811,114 @@ class Store(Protocol):
         left_at: float | None = None,
     ) -> ParticipantRow | None:
         """Change the given fields; the row after the change, or None if unknown."""
+        ...
+
+    # registrations (version 4)
+
+    async def add_registration(
+        self,
+        *,
+        meeting_id: str,
+        status: str,
+        sealed: bytes,
+        wrapped_key: bytes,
+        email_tag: str,
+        token_digest: str | None = None,
+        created_at: float | None = None,
+        registration_id: str | None = None,
+        capacity: int | None = None,
+    ) -> RegistrationRow:
+        """A new registration of `meeting_id`. With `capacity`, CapacityReached when the
+        meeting has that many registrations (pending or approved, not erased) already:
+        counted and inserted in one transaction, so concurrent registrations never pass it.
+        DuplicateKey when the meeting has a registration with this email tag,
+        ForeignKeyViolation when there is no such meeting."""
+        ...
+
+    async def get_registration(
+        self, registration_id: str, *, meeting_id: str | None = None
+    ) -> RegistrationRow | None:
+        """The registration, or None; with `meeting_id`, None also when it is another
+        meeting's."""
+        ...
+
+    async def get_registration_by_token(
+        self, meeting_id: str, token_digest: str
+    ) -> RegistrationRow | None:
+        """The approved, not erased registration of `meeting_id` whose unused join token has
+        this digest, or None."""
+        ...
+
+    async def list_registrations(
+        self, meeting_id: str, *, limit: int | None = None, offset: int = 0
+    ) -> list[RegistrationRow]:
+        """The registrations of one meeting in the order they came (erased ones too)."""
+        ...
+
+    async def count_registrations(self, meeting_id: str) -> int:
+        """How many registrations of one meeting count against its capacity (pending or
+        approved, not erased)."""
+        ...
+
+    async def update_registration(
+        self,
+        registration_id: str,
+        *,
+        status: str | None = None,
+        sealed: bytes | None = None,
+        email_tag: str | None = None,
+        token_digest: str | None = None,
+        clear_token: bool = False,
+        updated_at: float | None = None,
+    ) -> RegistrationRow | None:
+        """Change the given fields (`clear_token`: the token digest becomes None) and
+        `updated_at` (default now); the row after, None if unknown, RegistrationErased (and
+        nothing changed) if it was erased, DuplicateKey if the meeting has another
+        registration with `email_tag`."""
+        ...
+
+    async def use_registration_token(
+        self, *, meeting_id: str, token_digest: str, participant_id: str, used_at: float
+    ) -> RegistrationRow | None:
+        """Use a join token once: the registration `get_registration_by_token` finds gets its
+        token digest cleared and `participant_id` recorded, in one transaction (two joins
+        with one token: one gets the row, the other None)."""
+        ...
+
+    async def erase_registrations(
+        self,
+        *,
+        registration_ids: Sequence[str] = (),
+        email_tag: str | None = None,
+        erased_at: float | None = None,
+    ) -> list[RegistrationRow]:
+        """Erase the given registrations and those with `email_tag` (in every meeting), in
+        one transaction: `sealed` becomes empty, the wrapped key, email tag and token digest
+        None, `erased_at` set; the name of a participant who joined with one of them becomes
+        empty. The rows erased by this call, after the change (those erased before are left
+        as they are and not returned). On SQLite nothing erased survives in the file or the
+        WAL afterwards."""
+        ...
+
+    # the audit log (append-only: there is no update or delete)
+
+    async def append_audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        meeting_id: str | None = None,
+        target: str | None = None,
+        detail: str = "{}",
+        at: float | None = None,
+    ) -> AuditRow:
+        """Append an entry under the next id; `detail` a JSON object, `at` default now."""
+        ...
+
+    async def list_audit(
+        self, *, meeting_id: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[AuditRow]:
+        """Audit entries in the order they were appended; all of them, or one meeting's."""
         ...
 
     # usage records (append-only: there is no update or delete)

@@ -19,15 +19,22 @@ constant ones once, when this module is imported, the few built per call (an UPD
 given columns, a paged list) the first time each is built (`numbered` caches them). asyncpg
 prepares each statement once per connection and reuses it.
 
-Numbers the store assigns (wire ids, usage record ids, routing update numbers) are MAX + 1 inside
-the inserting transaction, as on SQLite; there the write lock serialises the writers, here a
-transaction-level advisory lock of that counter does (`pg_advisory_xact_lock`, one key per
-counter, released at commit or rollback). Under READ COMMITTED the MAX read after taking the
-lock sees the row the previous holder committed, so concurrent writers, in one process or on
-several nodes, never pick the same number, and the numbers stay gap-free. Opening serialises the
-same way on its own key: creating the schema, checking the stored version (SchemaMismatch for a
-newer one) and migrating an older one happen in one transaction, so two nodes starting at once
-neither race on CREATE TABLE nor migrate twice.
+Numbers the store assigns (wire ids, usage record and audit ids, routing update numbers) are
+MAX + 1 inside the inserting transaction, as on SQLite; there the write lock serialises the
+writers, here a transaction-level advisory lock of that counter does (`pg_advisory_xact_lock`,
+one key per counter, released at commit or rollback). Under READ COMMITTED the MAX read after
+taking the lock sees the row the previous holder committed, so concurrent writers, in one
+process or on several nodes, never pick the same number, and the numbers stay gap-free.
+Opening serialises the same way on its own key: creating the schema, checking the stored
+version (SchemaMismatch for a newer one) and migrating an older one happen in one transaction,
+so two nodes starting at once neither race on CREATE TABLE nor migrate twice. A registration
+counts its meeting's places with the meeting's row locked (`SELECT ... FOR UPDATE`), so
+concurrent registrations never pass the capacity.
+
+Erasure: an erased registration is overwritten by an UPDATE, which in PostgreSQL writes a new
+row version; the old one (with the wrapped data key) stays in the table's pages until VACUUM
+reclaims it and later writes reuse the space. The data key is still only readable with the
+server's PII key; run VACUUM (autovacuum does, in time) for the old versions to go.
 
 Types: the schema's BOOLEAN, BYTEA, DOUBLE PRECISION, INTEGER/BIGINT and TEXT columns come back
 from asyncpg as bool, bytes, float, int and str, and the shared decoders in sql.py build the
@@ -58,11 +65,13 @@ from control.store.base import (
     FOREIGN_KEY,
     OTHER_CONSTRAINT,
     UNIQUE,
+    AuditRow,
     ForeignKeyViolation,
     IntegrityViolation,
     InvalidValue,
     MeetingRow,
     ParticipantRow,
+    RegistrationRow,
     StoreClosed,
     StoreError,
     UsageRecord,
@@ -120,6 +129,11 @@ _INSERT_ROUTING = numbered(sql.INSERT_ROUTING)
 _DELETE_MEETING = numbered(sql.DELETE_MEETING)
 _DELETE_PARTICIPANTS_OF = numbered(sql.DELETE_PARTICIPANTS_OF)
 _SELECT_WIRE_COUNTER = numbered(sql.SELECT_WIRE_COUNTER)
+_DELETE_REGISTRATIONS_OF = numbered(sql.DELETE_REGISTRATIONS_OF)
+_LOCK_MEETING = numbered(sql.for_update("postgresql", sql.LOCK_MEETING))
+_SELECT_BY_TOKEN = numbered(sql.for_update("postgresql", sql.SELECT_REGISTRATION_BY_TOKEN))
+_SELECT_ERASABLE = numbered(sql.for_update("postgresql", sql.SELECT_ERASABLE))
+_SELECT_ERASABLE_BY_TAG = numbered(sql.for_update("postgresql", sql.SELECT_ERASABLE_BY_TAG))
 
 _SCHEMA_EXISTS = "SELECT to_regclass('schema_version') IS NOT NULL"
 
@@ -133,6 +147,7 @@ LOCK_KEYS = {
     "participants": 3,  # the participants' wire ids
     "usage_records": 4,  # usage record ids
     "routing_log": 5,  # routing update numbers
+    "audit_log": 6,  # audit entry ids
 }
 
 
@@ -286,7 +301,71 @@ def _row_count(status: str) -> int:
 async def _delete_meeting(conn: Connection, meeting_id: str) -> bool:
     async with conn.transaction():
         await conn.execute(_DELETE_PARTICIPANTS_OF, meeting_id)
+        await conn.execute(_DELETE_REGISTRATIONS_OF, meeting_id)
         return _row_count(await conn.execute(_DELETE_MEETING, meeting_id)) > 0
+
+
+async def _insert_registration(
+    conn: Connection, row: RegistrationRow, capacity: int | None
+) -> RegistrationRow:
+    async with conn.transaction():
+        # The meeting's row locked until the end: registrations of one meeting count and
+        # insert one after the other, on every node.
+        if await conn.fetchrow(_LOCK_MEETING, row.meeting_id) is None:
+            raise sql.no_meeting_to_register(row.meeting_id)
+        if capacity is not None:
+            taken = int(await conn.fetchval(numbered(sql.COUNT_REGISTRATIONS), row.meeting_id))
+            if taken >= capacity:
+                raise sql.full(row.meeting_id, capacity)
+        try:
+            await conn.execute(numbered(sql.INSERT_REGISTRATION), *sql.registration_params(row))
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise _integrity(exc, f"cannot add registration {row.id!r}") from exc
+    return row
+
+
+async def _use_token(
+    conn: Connection, meeting_id: str, token_digest: str, participant_id: str, at: float
+) -> RegistrationRow | None:
+    async with conn.transaction():
+        found = await conn.fetchrow(_SELECT_BY_TOKEN, meeting_id, token_digest)
+        if found is None:
+            return None
+        row = sql.registration_row(found)
+        await conn.execute(numbered(sql.USE_TOKEN), participant_id, at, row.id)
+        return await _fetch_one(conn, sql.SELECT_REGISTRATION, (row.id,), sql.registration_row)
+
+
+async def _erase_registrations(
+    conn: Connection, ids: Sequence[str], email_tag: str | None, erased_at: float
+) -> list[RegistrationRow]:
+    async with conn.transaction():
+        found: dict[str, str | None] = {}
+        for registration_id in ids:
+            for record in await conn.fetch(_SELECT_ERASABLE, registration_id):
+                found[record[0]] = record[1]
+        if email_tag is not None:
+            for record in await conn.fetch(_SELECT_ERASABLE_BY_TAG, email_tag):
+                found[record[0]] = record[1]
+        erased = []
+        for rid, participant in found.items():
+            await conn.execute(
+                numbered(sql.ERASE_REGISTRATION), sql.ERASED_SEALED, erased_at, erased_at, rid
+            )
+            if participant is not None:
+                await conn.execute(numbered(sql.SCRUB_PARTICIPANT), "", participant)
+            row = await _fetch_one(conn, sql.SELECT_REGISTRATION, (rid,), sql.registration_row)
+            assert row is not None
+            erased.append(row)
+    return erased
+
+
+async def _append_audit(conn: Connection, row: AuditRow) -> AuditRow:
+    async with conn.transaction():
+        await _lock(conn, "audit_log")
+        stored = dataclasses.replace(row, id=int(await conn.fetchval(numbered(sql.NEXT_AUDIT_ID))))
+        await conn.execute(numbered(sql.INSERT_AUDIT), *sql.audit_params(stored))
+    return stored
 
 
 async def _insert_participant(conn: Connection, row: ParticipantRow) -> ParticipantRow:
@@ -457,6 +536,24 @@ class PostgresStore(sql.SqlStore):
 
     async def _insert_participant(self, row: ParticipantRow) -> ParticipantRow:
         return await self._call(_insert_participant, row)
+
+    async def _insert_registration(
+        self, row: RegistrationRow, capacity: int | None
+    ) -> RegistrationRow:
+        return await self._call(_insert_registration, row, capacity)
+
+    async def _use_token(
+        self, meeting_id: str, token_digest: str, participant_id: str, used_at: float
+    ) -> RegistrationRow | None:
+        return await self._call(_use_token, meeting_id, token_digest, participant_id, used_at)
+
+    async def _erase_registrations(
+        self, ids: Sequence[str], email_tag: str | None, erased_at: float
+    ) -> list[RegistrationRow]:
+        return await self._call(_erase_registrations, ids, email_tag, erased_at)
+
+    async def _append_audit(self, row: AuditRow) -> AuditRow:
+        return await self._call(_append_audit, row)
 
     async def _append_usage(self, record: UsageRecord, features: str) -> UsageRecord:
         return await self._call(_append_usage, record, features)

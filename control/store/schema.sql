@@ -1,4 +1,4 @@
--- The control plane's schema, version 3 (control.store.base.SCHEMA_VERSION).
+-- The control plane's schema, version 4 (control.store.base.SCHEMA_VERSION).
 --
 -- Portable SQL: the same text runs on SQLite (3.23 or later) and PostgreSQL (9.5 or later).
 -- The one difference is the binary type, written ${binary} here: BLOB in SQLite, BYTEA in
@@ -33,7 +33,10 @@ CREATE TABLE IF NOT EXISTS meetings (
     -- The features switched on at some point, a sorted JSON array of names as in
     -- usage_records.features (version 3): only ever added to, so a feature switched off again
     -- before the end is still billed, even across a restart of the control plane.
-    features TEXT NOT NULL DEFAULT '[]'
+    features TEXT NOT NULL DEFAULT '[]',
+    -- The registration settings, a JSON object (control/registration.py), or NULL: the
+    -- meeting takes no registrations (version 4).
+    registration TEXT
 );
 
 CREATE UNIQUE INDEX IF NOT EXISTS meetings_by_wire_id ON meetings (wire_id);
@@ -104,3 +107,51 @@ CREATE TABLE IF NOT EXISTS wire_ids (
     name TEXT PRIMARY KEY,
     last_id BIGINT NOT NULL
 );
+
+-- Registrations (version 4): one person's registration for one meeting. Personal data never
+-- lies here in clear: `sealed` is AES-GCM ciphertext of the fields (a JSON object) under the
+-- registrant's own data key, `wrapped_key` that data key encrypted under the server's PII
+-- key, `email_tag` an HMAC of the normalised email (finds a person across meetings),
+-- `token_digest` the SHA-256 of the one-time join token (NULL once used). Erasing overwrites
+-- the row in place: `sealed` empty, the other three NULL, `erased_at` set; the row stays (the
+-- host sees that someone registered and was erased, nothing more).
+CREATE TABLE IF NOT EXISTS registrations (
+    id TEXT PRIMARY KEY,
+    meeting_id TEXT NOT NULL REFERENCES meetings (id) ON DELETE CASCADE,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected')),
+    sealed ${binary} NOT NULL,
+    wrapped_key ${binary},
+    email_tag TEXT,
+    token_digest TEXT,
+    -- The participant who joined with the token (not a foreign key: participants go with
+    -- their meeting, and erasing the registration scrubs that participant's name).
+    participant_id TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    erased_at DOUBLE PRECISION,
+    CHECK (erased_at IS NULL OR (wrapped_key IS NULL AND email_tag IS NULL))
+);
+
+-- A meeting's registrations in the order they came; also serves the foreign key's cascade.
+CREATE INDEX IF NOT EXISTS registrations_by_meeting ON registrations (meeting_id, created_at, id);
+-- One registration per person and meeting (erased ones have no tag, so the person may come
+-- back); the same email across meetings, for erasing a person everywhere.
+CREATE UNIQUE INDEX IF NOT EXISTS registrations_by_email ON registrations (meeting_id, email_tag);
+CREATE INDEX IF NOT EXISTS registrations_by_email_tag ON registrations (email_tag);
+-- A join token finds its registration (NULLs, used tokens, never collide).
+CREATE UNIQUE INDEX IF NOT EXISTS registrations_by_token ON registrations (token_digest);
+
+-- The audit log (version 4): host and operator actions, append-only (the store has no
+-- statement that updates or deletes an entry). Ids, flags and counts only: never personal
+-- data. meeting_id is not a foreign key: the record of what was done outlives the meeting.
+CREATE TABLE IF NOT EXISTS audit_log (
+    id BIGINT PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL,
+    actor TEXT NOT NULL CHECK (actor IN ('operator', 'host', 'system')),
+    action TEXT NOT NULL,
+    meeting_id TEXT,
+    target TEXT,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+
+CREATE INDEX IF NOT EXISTS audit_by_meeting ON audit_log (meeting_id, id);

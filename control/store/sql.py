@@ -6,17 +6,23 @@ them to its driver's numbered style (`$1`, `$2`, ...), which is safe because no 
 holds a `?` anywhere else. Column lists are spelled out (never `SELECT *`), so the order the
 decoders expect does not depend on how a table was created.
 
-Numbers that the store assigns (wire ids, usage record ids, routing update numbers) come from
-`COALESCE(MAX(...), 0) + 1` inside the inserting transaction: portable, and gap-free. On one
-SQLite node the write lock (`BEGIN IMMEDIATE`) serialises the writers; with several
-PostgreSQL writers (several nodes, or one node's connection pool) the backend first takes a
-transaction-level advisory lock of that counter, so two transactions never pick the same
-number.
+Numbers that the store assigns (wire ids, usage record and audit entry ids, routing update
+numbers) come from `COALESCE(MAX(...), 0) + 1` inside the inserting transaction: portable,
+and gap-free. On one SQLite node the write lock (`BEGIN IMMEDIATE`) serialises the writers;
+with several PostgreSQL writers (several nodes, or one node's connection pool) the backend
+first takes a transaction-level advisory lock of that counter, so two transactions never pick
+the same number.
 
 A change that depends on what a row holds (a meeting's features: names are added to the stored
 set) reads the row inside the updating transaction, then writes: on SQLite the write lock is
 held from `BEGIN IMMEDIATE`, on PostgreSQL the read is `SELECT ... FOR UPDATE` (`for_update`),
 which locks the row until the transaction ends, so two such changes never lose one another.
+
+Registrations (version 4) follow the same rules: a registration counts its meeting's places
+with the meeting's row read `for_update` (capacity), a join token is used by reading its row
+`for_update` then clearing its digest (once), a correction of an erased registration is
+refused inside its transaction (`not_erased`), and an erasure overwrites the rows it finds in
+place (`ERASE_REGISTRATION`, `SCRUB_PARTICIPANT`) in one transaction.
 
 `SqlStore` holds what does not depend on the driver: validating values before any SQL runs,
 choosing and paging the statements, and the row types. A backend subclasses it and supplies a
@@ -27,6 +33,7 @@ accept, refuse and return exactly the same things.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Self, TypeVar
 
@@ -35,8 +42,14 @@ from control.store.base import (
     MAX_WIRE_ID,
     SCHEMA_VERSION,
     STATES,
+    AuditRow,
+    CapacityReached,
+    ForeignKeyViolation,
+    InvalidValue,
     MeetingRow,
     ParticipantRow,
+    RegistrationErased,
+    RegistrationRow,
     RoutingUpdate,
     SchemaMismatch,
     StoreError,
@@ -46,14 +59,18 @@ from control.store.base import (
     check_page,
     check_routing,
     check_text,
+    check_time,
     decode_features,
     encode_features,
     meeting_changes,
     merge_features,
+    new_audit,
     new_meeting,
     new_participant,
+    new_registration,
     new_usage,
     participant_changes,
+    registration_changes,
     schema_statements,
 )
 
@@ -65,7 +82,7 @@ Derive = tuple[str, Callable[[Sequence[Any]], dict[str, object]]]
 
 MEETING_COLUMNS = (
     "id, title, mode, suite, password_hash, panelist_password_hash, host_key_digest, "
-    "state, locked, recording, created_at, ended_at, wire_id, features"
+    "state, locked, recording, created_at, ended_at, wire_id, features, registration"
 )
 PARTICIPANT_COLUMNS = (
     "id, meeting_id, name, role, streams, receive_at, uplink_sealed, downlink_sealed, "
@@ -76,6 +93,11 @@ USAGE_COLUMNS = (
     "participant_minutes, features, packets_in, packets_out, bytes_in, bytes_out"
 )
 ROUTING_COLUMNS = "seq, created_at, body"
+REGISTRATION_COLUMNS = (
+    "id, meeting_id, status, sealed, wrapped_key, email_tag, token_digest, participant_id, "
+    "created_at, updated_at, erased_at"
+)
+AUDIT_COLUMNS = "id, at, actor, action, meeting_id, target, detail"
 
 
 def _marks(columns: str) -> str:
@@ -99,7 +121,15 @@ LIST_MEETINGS_IN_STATE = (
     "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
 )
 DELETE_MEETING = "DELETE FROM meetings WHERE id = ?"
-MEETING_UPDATABLE = ("title", "locked", "recording", "state", "ended_at", "features")
+MEETING_UPDATABLE = (
+    "title",
+    "locked",
+    "recording",
+    "state",
+    "ended_at",
+    "features",
+    "registration",
+)
 SELECT_MEETING_FEATURES = "SELECT features FROM meetings WHERE id = ?"
 
 
@@ -134,6 +164,60 @@ PARTICIPANT_UPDATABLE = (
     "left_at",
 )
 DELETE_PARTICIPANTS_OF = "DELETE FROM participants WHERE meeting_id = ?"
+
+# registrations (version 4)
+
+INSERT_REGISTRATION = (
+    f"INSERT INTO registrations ({REGISTRATION_COLUMNS}) VALUES ({_marks(REGISTRATION_COLUMNS)})"
+)
+SELECT_REGISTRATION = f"SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE id = ?"
+SELECT_REGISTRATION_OF = (
+    f"SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE id = ? AND meeting_id = ?"
+)
+SELECT_REGISTRATION_BY_TOKEN = (
+    f"SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE meeting_id = ? "
+    "AND token_digest = ? AND status = 'approved' AND erased_at IS NULL"
+)
+_LIST_REGISTRATIONS = (
+    f"SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE meeting_id = ? ORDER BY created_at, id"
+)
+REGISTRATION_UPDATABLE = ("status", "sealed", "email_tag", "token_digest", "updated_at")
+SELECT_REGISTRATION_ERASED = "SELECT erased_at FROM registrations WHERE id = ?"
+# A registration counted against the capacity: waiting or admitted, not erased. The count runs
+# with the meeting's row locked (`for_update`), so two registrations never both take the
+# last place.
+LOCK_MEETING = "SELECT id FROM meetings WHERE id = ?"
+COUNT_REGISTRATIONS = (
+    "SELECT COUNT(*) FROM registrations WHERE meeting_id = ? AND erased_at IS NULL "
+    "AND status <> 'rejected'"
+)
+USE_TOKEN = (
+    "UPDATE registrations SET token_digest = NULL, participant_id = ?, updated_at = ? "
+    "WHERE id = ? AND token_digest IS NOT NULL"
+)
+SELECT_ERASABLE = "SELECT id, participant_id FROM registrations WHERE id = ? AND erased_at IS NULL"
+SELECT_ERASABLE_BY_TAG = (
+    "SELECT id, participant_id FROM registrations WHERE email_tag = ? AND erased_at IS NULL "
+    "ORDER BY created_at, id"
+)
+# Overwrite in place: the ciphertext becomes empty, the wrapped key, tag and token digest NULL.
+ERASE_REGISTRATION = (
+    "UPDATE registrations SET sealed = ?, wrapped_key = NULL, email_tag = NULL, "
+    "token_digest = NULL, erased_at = ?, updated_at = ? WHERE id = ?"
+)
+ERASED_SEALED = b""
+# The name a participant who joined with an erased registration gave, and the address it
+# listened at once it has left (while present, the workers still send there).
+SCRUB_PARTICIPANT = (
+    "UPDATE participants SET name = ?, "
+    "receive_at = CASE WHEN left_at IS NULL THEN receive_at ELSE NULL END WHERE id = ?"
+)
+DELETE_REGISTRATIONS_OF = "DELETE FROM registrations WHERE meeting_id = ?"
+
+# the audit log (version 4)
+
+NEXT_AUDIT_ID = "SELECT COALESCE(MAX(id), 0) + 1 FROM audit_log"
+INSERT_AUDIT = f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ({_marks(AUDIT_COLUMNS)})"
 
 # wire ids: MAX + 1 over the table and its counter (never reused after a delete)
 
@@ -196,7 +280,19 @@ MIGRATE_2_TO_3: dict[str, tuple[str, ...]] = {
     "postgresql": (_ADD_MEETING_FEATURES,),
 }
 
-MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3}
+# Version 3 -> 4 adds a meeting's registration settings (NULL: none, for every existing
+# meeting); the registrations and audit_log tables are new, so the schema creates them.
+_ADD_MEETING_REGISTRATION = "ALTER TABLE meetings ADD COLUMN registration TEXT"
+MIGRATE_3_TO_4: dict[str, tuple[str, ...]] = {
+    "sqlite": (_ADD_MEETING_REGISTRATION,),
+    "postgresql": (_ADD_MEETING_REGISTRATION,),
+}
+
+MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
+    1: MIGRATE_1_TO_2,
+    2: MIGRATE_2_TO_3,
+    3: MIGRATE_3_TO_4,
+}
 """Per stored version, the statements per dialect that take a database to the next one."""
 
 UPDATE_SCHEMA_VERSION = "UPDATE schema_version SET version = ?"
@@ -205,7 +301,7 @@ UPDATE_SCHEMA_VERSION = "UPDATE schema_version SET version = ?"
 def opening_statements(dialect: str, version: int | None) -> list[tuple[str, tuple[Any, ...]]]:
     """What opening a database runs, in one transaction, once it has read the stored schema
     version (None: no schema yet): the migrations from an older version, one step after the
-    other (1 -> 2 -> 3), the schema (idempotent: on an existing database it creates nothing
+    other (1 -> 2 -> 3 -> 4), the schema (idempotent: on an existing database it creates nothing
     new), and the version of a new database.
 
     Raises:
@@ -222,7 +318,8 @@ def opening_statements(dialect: str, version: int | None) -> list[tuple[str, tup
     statements: list[tuple[str, tuple[Any, ...]]] = []
     if version is not None and version < SCHEMA_VERSION:
         # Version 2 added the wire ids: add the columns and number the existing rows (the
-        # schema below then adds the unique indexes). Version 3 added meetings.features.
+        # schema below then adds the unique indexes). Version 3 added meetings.features,
+        # version 4 meetings.registration (and the new tables, which the schema creates).
         for old in range(version, SCHEMA_VERSION):
             statements += [(statement, ()) for statement in MIGRATIONS[old][dialect]]
         statements.append((UPDATE_SCHEMA_VERSION, (SCHEMA_VERSION,)))
@@ -272,6 +369,18 @@ def list_usage(meeting_id: str | None, limit: int | None, offset: int) -> tuple[
     return _page(sql + " ORDER BY id", params, limit, offset)
 
 
+def list_registrations(meeting_id: str, limit: int | None, offset: int) -> tuple[str, list[Any]]:
+    return _page(_LIST_REGISTRATIONS, [meeting_id], limit, offset)
+
+
+def list_audit(meeting_id: str | None, limit: int | None, offset: int) -> tuple[str, list[Any]]:
+    if meeting_id is None:
+        sql, params = f"SELECT {AUDIT_COLUMNS} FROM audit_log", []
+    else:
+        sql, params = f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE meeting_id = ?", [meeting_id]
+    return _page(sql + " ORDER BY id", params, limit, offset)
+
+
 def routing_after(seq: int, limit: int | None) -> tuple[str, list[Any]]:
     sql = f"SELECT {ROUTING_COLUMNS} FROM routing_log WHERE seq > ? ORDER BY seq"
     return _page(sql, [seq], limit, 0)
@@ -305,6 +414,7 @@ def meeting_row(r: Sequence[Any]) -> MeetingRow:
         ended_at=None if r[11] is None else float(r[11]),
         wire_id=int(r[12]),
         features=decode_features(r[13]),
+        registration=r[14],
     )
 
 
@@ -324,6 +434,7 @@ def meeting_params(m: MeetingRow) -> tuple[Any, ...]:
         m.ended_at,
         m.wire_id,
         encode_features(m.features),
+        m.registration,
     )
 
 
@@ -401,6 +512,72 @@ def usage_params(u: UsageRecord, features_json: str) -> tuple[Any, ...]:
     )
 
 
+def registration_row(r: Sequence[Any]) -> RegistrationRow:
+    return RegistrationRow(
+        id=r[0],
+        meeting_id=r[1],
+        status=r[2],
+        sealed=bytes(r[3]),
+        wrapped_key=None if r[4] is None else bytes(r[4]),
+        email_tag=r[5],
+        token_digest=r[6],
+        participant_id=r[7],
+        created_at=float(r[8]),
+        updated_at=float(r[9]),
+        erased_at=None if r[10] is None else float(r[10]),
+    )
+
+
+def registration_params(g: RegistrationRow) -> tuple[Any, ...]:
+    return (
+        g.id,
+        g.meeting_id,
+        g.status,
+        g.sealed,
+        g.wrapped_key,
+        g.email_tag,
+        g.token_digest,
+        g.participant_id,
+        g.created_at,
+        g.updated_at,
+        g.erased_at,
+    )
+
+
+def audit_row(r: Sequence[Any]) -> AuditRow:
+    return AuditRow(
+        id=int(r[0]),
+        at=float(r[1]),
+        actor=r[2],
+        action=r[3],
+        meeting_id=r[4],
+        target=r[5],
+        detail=r[6],
+    )
+
+
+def audit_params(a: AuditRow) -> tuple[Any, ...]:
+    return (a.id, a.at, a.actor, a.action, a.meeting_id, a.target, a.detail)
+
+
+def no_meeting_to_register(meeting_id: str) -> ForeignKeyViolation:
+    return ForeignKeyViolation(f"cannot register for meeting {meeting_id!r}: no such meeting")
+
+
+def full(meeting_id: str, capacity: int) -> CapacityReached:
+    return CapacityReached(
+        f"meeting {meeting_id!r} has {capacity} registrations: its capacity is reached"
+    )
+
+
+def not_erased(row: Sequence[Any]) -> dict[str, object]:
+    """The `derive` of a registration's update: no more changes, or RegistrationErased (which
+    rolls the transaction back) when the row read (`SELECT_REGISTRATION_ERASED`) is erased."""
+    if row[0] is not None:
+        raise RegistrationErased("that registration was erased: it cannot change any more")
+    return {}
+
+
 def routing_update(r: Sequence[Any]) -> RoutingUpdate:
     return RoutingUpdate(seq=int(r[0]), created_at=float(r[1]), body=r[2])
 
@@ -460,13 +637,41 @@ class SqlStore(abc.ABC):
 
     @abc.abstractmethod
     async def _delete_meeting(self, meeting_id: str) -> bool:
-        """Delete a meeting's participants and the meeting, in one transaction; False if
-        there is no such meeting."""
+        """Delete a meeting's participants, its registrations and the meeting, in one
+        transaction; False if there is no such meeting."""
 
     @abc.abstractmethod
     async def _insert_participant(self, row: ParticipantRow) -> ParticipantRow:
         """Insert the row under the next wire id, in one transaction (`no_such_meeting` when
         its meeting does not exist); the row as stored."""
+
+    @abc.abstractmethod
+    async def _insert_registration(
+        self, row: RegistrationRow, capacity: int | None
+    ) -> RegistrationRow:
+        """In one transaction: lock the meeting's row (`LOCK_MEETING`, made with `for_update`;
+        no row: `no_meeting_to_register`), with `capacity` count its registrations
+        (`COUNT_REGISTRATIONS`; `full` when there are `capacity`), insert the row (a second
+        registration with the email tag: DuplicateKey); the row as stored."""
+
+    @abc.abstractmethod
+    async def _use_token(
+        self, meeting_id: str, token_digest: str, participant_id: str, used_at: float
+    ) -> RegistrationRow | None:
+        """In one transaction: find the row (`SELECT_REGISTRATION_BY_TOKEN`, for update),
+        `USE_TOKEN` on it; the row after, or None if there was none."""
+
+    @abc.abstractmethod
+    async def _erase_registrations(
+        self, ids: Sequence[str], email_tag: str | None, erased_at: float
+    ) -> list[RegistrationRow]:
+        """In one transaction: the rows `SELECT_ERASABLE` (each id) and
+        `SELECT_ERASABLE_BY_TAG` find, for update; `ERASE_REGISTRATION` and
+        `SCRUB_PARTICIPANT` on each; the rows after. SQLite then checkpoints the WAL."""
+
+    @abc.abstractmethod
+    async def _append_audit(self, row: AuditRow) -> AuditRow:
+        """Insert the entry under the next id (`NEXT_AUDIT_ID`), in one transaction."""
 
     @abc.abstractmethod
     async def _append_usage(self, record: UsageRecord, features: str) -> UsageRecord:
@@ -538,6 +743,7 @@ class SqlStore(abc.ABC):
         state: str | None = None,
         ended_at: float | None = None,
         add_features: Sequence[str] | None = None,
+        registration: str | None = None,
     ) -> MeetingRow | None:
         changes, added = meeting_changes(
             title=title,
@@ -546,6 +752,7 @@ class SqlStore(abc.ABC):
             state=state,
             ended_at=ended_at,
             add_features=add_features,
+            registration=registration,
         )
         derive: Derive | None = None
         if added:
@@ -640,6 +847,152 @@ class SqlStore(abc.ABC):
             participant_id,
             changes,
         )
+
+    # registrations
+
+    async def add_registration(
+        self,
+        *,
+        meeting_id: str,
+        status: str,
+        sealed: bytes,
+        wrapped_key: bytes,
+        email_tag: str,
+        token_digest: str | None = None,
+        created_at: float | None = None,
+        registration_id: str | None = None,
+        capacity: int | None = None,
+    ) -> RegistrationRow:
+        row = new_registration(
+            meeting_id=meeting_id,
+            status=status,
+            sealed=sealed,
+            wrapped_key=wrapped_key,
+            email_tag=email_tag,
+            token_digest=token_digest,
+            created_at=created_at,
+            registration_id=registration_id,
+        )
+        if capacity is not None:
+            check_int("capacity", capacity)
+        return await self._insert_registration(row, capacity)
+
+    async def get_registration(
+        self, registration_id: str, *, meeting_id: str | None = None
+    ) -> RegistrationRow | None:
+        params: tuple[str, ...]
+        if meeting_id is None:
+            query, params = SELECT_REGISTRATION, (registration_id,)
+        else:
+            query, params = SELECT_REGISTRATION_OF, (registration_id, meeting_id)
+        return await self._fetch_one(query, params, registration_row)
+
+    async def get_registration_by_token(
+        self, meeting_id: str, token_digest: str
+    ) -> RegistrationRow | None:
+        check_text("token_digest", token_digest)
+        return await self._fetch_one(
+            SELECT_REGISTRATION_BY_TOKEN, (meeting_id, token_digest), registration_row
+        )
+
+    async def list_registrations(
+        self, meeting_id: str, *, limit: int | None = None, offset: int = 0
+    ) -> list[RegistrationRow]:
+        check_page(limit, offset)
+        query, params = list_registrations(meeting_id, limit, offset)
+        return await self._fetch_all(query, params, registration_row)
+
+    async def count_registrations(self, meeting_id: str) -> int:
+        count = await self._fetch_one(COUNT_REGISTRATIONS, (meeting_id,), lambda r: int(r[0]))
+        return count or 0
+
+    async def update_registration(
+        self,
+        registration_id: str,
+        *,
+        status: str | None = None,
+        sealed: bytes | None = None,
+        email_tag: str | None = None,
+        token_digest: str | None = None,
+        clear_token: bool = False,
+        updated_at: float | None = None,
+    ) -> RegistrationRow | None:
+        changes = registration_changes(
+            status=status,
+            sealed=sealed,
+            email_tag=email_tag,
+            token_digest=token_digest,
+            clear_token=clear_token,
+            updated_at=updated_at,
+        )
+        derive: Derive = (for_update(self.dialect, SELECT_REGISTRATION_ERASED), not_erased)
+        return await self._update(
+            "registrations",
+            REGISTRATION_UPDATABLE,
+            SELECT_REGISTRATION,
+            registration_row,
+            registration_id,
+            changes,
+            derive,
+        )
+
+    async def use_registration_token(
+        self, *, meeting_id: str, token_digest: str, participant_id: str, used_at: float
+    ) -> RegistrationRow | None:
+        check_text("meeting id", meeting_id)
+        check_text("token_digest", token_digest)
+        check_text("participant id", participant_id)
+        return await self._use_token(
+            meeting_id, token_digest, participant_id, check_time("used_at", used_at)
+        )
+
+    async def erase_registrations(
+        self,
+        *,
+        registration_ids: Sequence[str] = (),
+        email_tag: str | None = None,
+        erased_at: float | None = None,
+    ) -> list[RegistrationRow]:
+        if isinstance(registration_ids, str):
+            raise InvalidValue("registration_ids must be a list of ids, not a string")
+        ids = [check_text("registration id", i) for i in registration_ids]
+        if email_tag is not None:
+            check_text("email_tag", email_tag)
+        when = time.time() if erased_at is None else check_time("erased_at", erased_at)
+        if not ids and email_tag is None:
+            return []
+        return await self._erase_registrations(ids, email_tag, when)
+
+    # the audit log
+
+    async def append_audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        meeting_id: str | None = None,
+        target: str | None = None,
+        detail: str = "{}",
+        at: float | None = None,
+    ) -> AuditRow:
+        row = new_audit(
+            at=at,
+            actor=actor,
+            action=action,
+            meeting_id=meeting_id,
+            target=target,
+            detail=detail,
+        )
+        return await self._append_audit(row)
+
+    async def list_audit(
+        self, *, meeting_id: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[AuditRow]:
+        check_page(limit, offset)
+        if meeting_id is not None:
+            check_text("meeting id", meeting_id)
+        query, params = list_audit(meeting_id, limit, offset)
+        return await self._fetch_all(query, params, audit_row)
 
     # usage records
 

@@ -18,6 +18,15 @@ crash can lose the last transactions before a checkpoint, never corrupt the file
 `foreign_keys=ON` makes SQLite enforce the schema's REFERENCES, and `busy_timeout` lets a
 second process (a CLI reading the same file) wait for a write lock instead of failing at once.
 
+Erasure (DESIGN.md: erasing a person leaves nothing readable). `secure_delete=ON` makes SQLite
+overwrite with zeros whatever a statement deletes or replaces, in the pages it writes; but in
+WAL mode the older versions of those pages stay in the -wal file until a checkpoint copies the
+newest into the database and the WAL is emptied. So erasing registrations and deleting a
+meeting end with `wal_checkpoint(TRUNCATE)`: afterwards neither the database file nor the WAL
+holds an erased registrant's wrapped data key, sealed fields, email tag or token digest, nor
+the name a participant who joined with it gave. A checkpoint that another connection blocks
+(a reader in another process) is logged and retried at the next erasure and at close.
+
 The public methods (validation, statements, paging) are `control.store.sql.SqlStore`'s, shared
 with the PostgreSQL backend; this module supplies the primitives they run on the thread.
 """
@@ -28,6 +37,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import sqlite3
 import stat
@@ -41,10 +51,12 @@ from control.store.base import (
     FOREIGN_KEY,
     OTHER_CONSTRAINT,
     UNIQUE,
+    AuditRow,
     ForeignKeyViolation,
     IntegrityViolation,
     MeetingRow,
     ParticipantRow,
+    RegistrationRow,
     StoreClosed,
     StoreError,
     UsageRecord,
@@ -54,6 +66,8 @@ from control.store.base import (
 )
 
 __all__ = ["FILE_MODE", "SqliteStore"]
+
+log = logging.getLogger("control.store.sqlite")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -115,6 +129,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         if str(mode).lower() != "wal":
             raise StoreError(f"cannot use WAL mode for {str(path)!r} (journal mode is {mode!r})")
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA secure_delete=ON")
+        if conn.execute("PRAGMA secure_delete").fetchone()[0] != 1:
+            raise StoreError("this SQLite library cannot overwrite deleted content")
         conn.execute("PRAGMA foreign_keys=ON")
         if conn.execute("PRAGMA foreign_keys").fetchone()[0] != 1:
             raise StoreError("this SQLite library cannot enforce foreign keys")
@@ -214,10 +231,83 @@ def _update(
         return _fetch_one(conn, select, (row_id,), decode)
 
 
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database file and empty it: the older versions of the pages an
+    erasure overwrote leave the -wal file (secure_delete has zeroed them in the new ones)."""
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        log.warning("the WAL could not be emptied now (another connection reads); retried later")
+
+
 def _delete_meeting(conn: sqlite3.Connection, meeting_id: str) -> bool:
     with _transaction(conn):
         conn.execute(sql.DELETE_PARTICIPANTS_OF, (meeting_id,))
-        return conn.execute(sql.DELETE_MEETING, (meeting_id,)).rowcount > 0
+        conn.execute(sql.DELETE_REGISTRATIONS_OF, (meeting_id,))
+        deleted = conn.execute(sql.DELETE_MEETING, (meeting_id,)).rowcount > 0
+    if deleted:
+        _checkpoint(conn)
+    return deleted
+
+
+def _insert_registration(
+    conn: sqlite3.Connection, row: RegistrationRow, capacity: int | None
+) -> RegistrationRow:
+    with _transaction(conn):  # the write lock: no other registration counts meanwhile
+        if conn.execute(sql.LOCK_MEETING, (row.meeting_id,)).fetchone() is None:
+            raise sql.no_meeting_to_register(row.meeting_id)
+        if capacity is not None:
+            taken = int(conn.execute(sql.COUNT_REGISTRATIONS, (row.meeting_id,)).fetchone()[0])
+            if taken >= capacity:
+                raise sql.full(row.meeting_id, capacity)
+        try:
+            conn.execute(sql.INSERT_REGISTRATION, sql.registration_params(row))
+        except sqlite3.IntegrityError as exc:
+            raise _integrity(exc, f"cannot add registration {row.id!r}") from exc
+    return row
+
+
+def _use_token(
+    conn: sqlite3.Connection, meeting_id: str, token_digest: str, participant_id: str, at: float
+) -> RegistrationRow | None:
+    with _transaction(conn):
+        found = _fetch_one(
+            conn, sql.SELECT_REGISTRATION_BY_TOKEN, (meeting_id, token_digest), sql.registration_row
+        )
+        if found is None:
+            return None
+        conn.execute(sql.USE_TOKEN, (participant_id, at, found.id))
+        return _fetch_one(conn, sql.SELECT_REGISTRATION, (found.id,), sql.registration_row)
+
+
+def _erase_registrations(
+    conn: sqlite3.Connection, ids: Sequence[str], email_tag: str | None, erased_at: float
+) -> list[RegistrationRow]:
+    with _transaction(conn):
+        found: dict[str, str | None] = {}
+        for registration_id in ids:
+            for rid, participant in conn.execute(sql.SELECT_ERASABLE, (registration_id,)):
+                found[rid] = participant
+        if email_tag is not None:
+            for rid, participant in conn.execute(sql.SELECT_ERASABLE_BY_TAG, (email_tag,)):
+                found[rid] = participant
+        erased = []
+        for rid, participant in found.items():
+            conn.execute(sql.ERASE_REGISTRATION, (sql.ERASED_SEALED, erased_at, erased_at, rid))
+            if participant is not None:
+                conn.execute(sql.SCRUB_PARTICIPANT, ("", participant))
+            row = _fetch_one(conn, sql.SELECT_REGISTRATION, (rid,), sql.registration_row)
+            assert row is not None
+            erased.append(row)
+    if erased:
+        _checkpoint(conn)
+    return erased
+
+
+def _append_audit(conn: sqlite3.Connection, row: AuditRow) -> AuditRow:
+    with _transaction(conn):
+        stored = dataclasses.replace(row, id=int(conn.execute(sql.NEXT_AUDIT_ID).fetchone()[0]))
+        conn.execute(sql.INSERT_AUDIT, sql.audit_params(stored))
+    return stored
 
 
 def _insert_participant(conn: sqlite3.Connection, row: ParticipantRow) -> ParticipantRow:
@@ -353,6 +443,24 @@ class SqliteStore(sql.SqlStore):
 
     async def _insert_participant(self, row: ParticipantRow) -> ParticipantRow:
         return await self._call(_insert_participant, row)
+
+    async def _insert_registration(
+        self, row: RegistrationRow, capacity: int | None
+    ) -> RegistrationRow:
+        return await self._call(_insert_registration, row, capacity)
+
+    async def _use_token(
+        self, meeting_id: str, token_digest: str, participant_id: str, used_at: float
+    ) -> RegistrationRow | None:
+        return await self._call(_use_token, meeting_id, token_digest, participant_id, used_at)
+
+    async def _erase_registrations(
+        self, ids: Sequence[str], email_tag: str | None, erased_at: float
+    ) -> list[RegistrationRow]:
+        return await self._call(_erase_registrations, ids, email_tag, erased_at)
+
+    async def _append_audit(self, row: AuditRow) -> AuditRow:
+        return await self._call(_append_audit, row)
 
     async def _append_usage(self, record: UsageRecord, features: str) -> UsageRecord:
         return await self._call(_append_usage, record, features)
