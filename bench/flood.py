@@ -45,7 +45,7 @@ EXPECTED = {
     "forged": ("auth", "replay"),
     "stranger": ("unknown_source",),
 }
-FLOOD_RATES = (1_000, 5_000, 20_000, 50_000, 100_000, 200_000, 400_000)
+FLOOD_RATES = (1_000, 5_000, 20_000, 50_000, 100_000, 200_000, 400_000, 800_000, 1_200_000)
 CHUNK = 40_000  # flood packets made once and sent over and over (so making them takes no step)
 WIDTH = 512  # bytes per slab row: every flood packet is shorter
 STRANGER_BASE = 5000  # participant_address index of the first stranger
