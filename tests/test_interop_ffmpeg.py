@@ -224,6 +224,7 @@ def webinar_with_ffmpeg(
     suite: str = "AES_CM_128_HMAC_SHA1_80",
     ffmpeg_suite: str | None = None,
     out_name: str = "out.ogg",
+    rtcp_to_rtp_port: bool = False,
 ) -> Run:
     assert FFMPEG is not None and FFPROBE is not None
     stream = fresh(stream, high=stream["ssrc"] >= 1 << 31)
@@ -278,6 +279,8 @@ def webinar_with_ffmpeg(
         (output,) = presenter["ffmpeg"]["outputs"]
         if ffmpeg_suite is not None:  # the other name ffmpeg has for the 32-bit suite
             output[output.index("-srtp_out_suite") + 1] = ffmpeg_suite
+        if rtcp_to_rtp_port:  # SRTCP to the RTP port (rtcp-mux), still from ffmpeg's port + 1
+            output[-1] += f"?rtcpport={presenter['relay']['port']}"
         sender = subprocess.run(
             [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-re", *encoder[:4]]
             + encoder[4:]
@@ -464,3 +467,12 @@ def _free(port: int) -> bool:
         return False
     finally:
         probe.close()
+
+
+def test_ffmpeg_sending_its_rtcp_to_the_rtp_port(serve: Serve, tmp_path: Path) -> None:
+    """`srtp://host:P?rtcpport=P`: ffmpeg sends SRTCP to the relay's RTP port from its own
+    RTP port + 1; the relay demultiplexes it (RFC 5761) and takes it when it authenticates."""
+    run = webinar_with_ffmpeg(serve, tmp_path, OPUS, AUDIO_IN + AUDIO_CODEC, rtcp_to_rtp_port=True)
+    assert len(run.libsrtp.rtp) >= 0.95 * 50 * SECONDS
+    assert run.libsrtp.rtcp >= 1  # its sender report reached the listener
+    assert "auth" not in run.drops and "unknown_source" not in run.drops, run.drops
