@@ -43,6 +43,7 @@ cdef enum:
     RELAY_OVERHEAD = 36
     MAX_STREAMS = 8         # streams one participant may declare
     MAX_CANDIDATES = 4      # participants sharing one SSRC that the loop will try
+    MAX_HOLDERS = 16        # of those, how many it looks at to choose them
 
 
 cdef enum Role:

@@ -122,22 +122,34 @@ cdef class Forwarder:
 
     cdef void _forward_rtp(self, SendBatch tx, int fd, uint8_t* pkt, uint32_t n,
                            const sockaddr_in6* src, socklen_t srclen) noexcept nogil:
-        cdef const SsrcEntry* found[MAX_CANDIDATES]
-        cdef int k, i, first, last, rc = SRTP_ERR_AUTH, reason = DROP_UNKNOWN_SOURCE
+        cdef const SsrcEntry* found[MAX_HOLDERS]
+        cdef const SsrcEntry* held
+        cdef int k, i, j, first, last, rc = SRTP_ERR_AUTH, reason = DROP_UNKNOWN_SOURCE
         cdef Participant* p = NULL
         cdef SenderStream* st = NULL
         cdef SrtpContext* up
         cdef size_t plain_len = 0
         cdef uint64_t index = 0
         cdef int32_t slot = -1
-        k = table_find_senders(self.table, load_be32(pkt + 8), found, MAX_CANDIDATES)
+        k = table_find_senders(self.table, load_be32(pkt + 8), found, MAX_HOLDERS)
         # Usually one participant has this SSRC, and it is already at this address; try that
-        # one alone. Otherwise try each (an unlatched sender, a new port, an SSRC collision).
+        # one alone. Otherwise try a few (an unlatched sender, a new port, an SSRC collision),
+        # those without an address first: a sender's first packet must not lose to others
+        # that declared its SSRC elsewhere, and at most MAX_CANDIDATES tags are checked.
         first, last = 0, k
         for i in range(k):
             if table_same_address(&self.table.parts[found[i].slot], src, srclen):
                 first, last = i, i + 1
                 break
+        else:
+            j = 0
+            for i in range(k):
+                if not self.table.parts[found[i].slot].flags & PF_HAS_ADDRESS:
+                    held = found[i]
+                    found[i] = found[j]
+                    found[j] = held
+                    j += 1
+            last = k if k < MAX_CANDIDATES else MAX_CANDIDATES
         for i in range(first, last):
             p = &self.table.parts[found[i].slot]
             if p.flags & PF_EJECTED:

@@ -1026,3 +1026,19 @@ def test_a_receiver_with_a_port_per_stream_gets_each_stream_on_its_port() -> Non
         relay.table.join(
             10, MID, "attendee", AES, listener.uplink, listener.downlink, receive_ports=[(1, 0)]
         )
+
+
+def test_a_first_packet_is_tried_before_latched_holders_of_its_ssrc() -> None:
+    """Six participants of other meetings declared the same SSRC and have addresses; a new
+    sender with that SSRC is still found and latched on its first packet (the relay tries the
+    unlatched holders first, and at most a few tags)."""
+    relay = Relay(AES, "meeting")
+    ssrc = 0x5EED
+    for m in range(2, 8):
+        relay.table.open_meeting(m, "meeting")
+        relay.join(100 + m, "panelist", [ssrc], meeting=m)  # given an address at join
+    newcomer = relay.join(1, "panelist", [ssrc], given=False)
+    listener = relay.join(2, "panelist")
+    out = relay.send(newcomer, newcomer.out.protect(rtp(1, ssrc)))
+    assert [a for _, a in out] == [listener.address]
+    assert relay.table.address_of(1) == newcomer.address
