@@ -2,7 +2,11 @@
 
 RELAY_DEBUG=1 builds the debug variant: Cython bounds, wraparound and initialisation checks,
 line tracing, -O0 -g, and AddressSanitizer + UBSan (run it with libasan preloaded; see
-scripts/test). Everything else is metadata in pyproject.toml.
+scripts/test). RELAY_FUZZ=1, with CC=clang, builds the fuzzing variant: the native code
+instrumented for libFuzzer's coverage and AddressSanitizer (-fsanitize=address,fuzzer-no-link;
+run it with atheris's asan_with_fuzzer.so preloaded), so that atheris is guided by what the C
+code does (fuzz/fuzz_core.py, docs/RELIABILITY.md). Everything else is metadata
+in pyproject.toml.
 """
 
 import os
@@ -11,6 +15,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("RELAY_DEBUG", "") not in ("", "0")
+FUZZ = os.environ.get("RELAY_FUZZ", "") not in ("", "0")
 
 macros = [("_GNU_SOURCE", None), ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 compile_args = ["-O3", "-Wno-unreachable-code"]
@@ -31,6 +36,11 @@ if DEBUG:
     directives.update(
         boundscheck=True, wraparound=True, initializedcheck=True, cdivision=False, linetrace=True
     )
+elif FUZZ:
+    sanitize = ["-fsanitize=address,fuzzer-no-link", "-fno-omit-frame-pointer"]
+    compile_args = ["-O1", "-g", *sanitize, "-Wno-unreachable-code"]
+    link_args = sanitize
+    directives.update(boundscheck=True, wraparound=True)
 
 extensions = [
     Extension(

@@ -11,19 +11,29 @@ protect then unprotect, is a finding.
     RELAY_CORE_DIR=build/debug-lib LD_PRELOAD="$(cc -print-file-name=libasan.so)" \
         ASAN_OPTIONS=detect_leaks=0 python fuzz/fuzz_core.py -runs=... fuzz/corpus
 
-(scripts/test runs a short pass on the release build with the corpus; the long runs and their
-figures are in docs/RELIABILITY.md.)
+RELAY_CORE_DIR=build/fuzz-lib (setup.py's RELAY_FUZZ=1 build, with clang) makes the search
+follow the native code's coverage. scripts/test runs a short pass on the release build with
+the corpus; the long runs and their figures are in docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import atheris
+
+if os.environ.get("RELAY_CORE_DIR"):  # another build of the core: debug (ASan) or fuzzing
+    import relay
+
+    relay.__path__.insert(0, str(Path(os.environ["RELAY_CORE_DIR"]).resolve() / "relay"))
 
 with atheris.instrument_imports():
     from relay import _core
     from relay.srtp import SUITES, SrtpError, parse_sdes_key
+
+CORE = _core.__file__  # which build is being fuzzed (printed at start)
 
 NAMES = list(SUITES)
 KEYS = {suite: bytes(range(1, 1 + sum(SUITES[suite][:2]))) for suite in NAMES}
@@ -101,6 +111,7 @@ def one_input(data: bytes) -> None:
 
 
 def main() -> None:
+    print(f"fuzzing {CORE}", file=sys.stderr)
     atheris.Setup(sys.argv, one_input)
     atheris.Fuzz()
 
