@@ -435,6 +435,11 @@ cdef class Forwarder:
                 self.stats.dropped[DROP_MALFORMED] += 1
                 return -1
             off = nxt
+            # Records come from this host's own workers, but are read as untrusted all the
+            # same: a packet shorter than its header is never passed on.
+            if rec.length < (12 if rec.kind == EXPORT_RTP else 8):
+                self.stats.dropped[DROP_MALFORMED] += 1
+                continue
             slot = self._imported_sender(&rec, &stream)
             if slot < 0:
                 self.stats.dropped[DROP_UNKNOWN_SOURCE] += 1

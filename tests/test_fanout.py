@@ -231,3 +231,13 @@ def test_stream_state_lets_a_restarted_worker_carry_on_past_a_wrap() -> None:
     assert after.feed([(replayed, host.address)]) == []
     with pytest.raises(ValueError, match="malformed"):
         after.table.restore_stream_state(b"X123")
+
+
+def test_an_imported_record_shorter_than_its_header_is_dropped() -> None:
+    """Found by fuzzing (AddressSanitizer: a read past a 3-byte RTCP record): records are
+    checked against the header they claim before anything reads it."""
+    workers, host, people, home = two_workers(AES)
+    for kind, length in ((1, 3), (0, 11)):
+        record = struct.pack("<BBHIIIQ", kind, 0, length, MID, host.pid, HOST_SSRC, 0)
+        assert workers[1].forwarder.process_import(record + bytes(length), workers[1].tx) == 0
+    assert workers[1].table.counters()["dropped"]["malformed"] == 2
