@@ -85,7 +85,6 @@ from control import auth, ffmpeg
 from control.auth import FailureThrottle
 from control.errors import (
     Conflict,
-    Ended,
     Forbidden,
     Invalid,
     Locked,
@@ -93,6 +92,7 @@ from control.errors import (
     Unauthorized,
 )
 from control.keys import new_master_key
+from control.lookup import find_meeting, find_open_meeting
 from control.registration import registration_enabled
 from control.routing import RoutingState
 from control.sdp import check_streams, listener_sdp, sender_sdp
@@ -355,18 +355,10 @@ class MeetingService:
     # -- meetings --
 
     async def _meeting(self, meeting_id: object) -> MeetingRow:
-        if not isinstance(meeting_id, str) or not meeting_id or len(meeting_id) > 64:
-            raise NotFound("no such meeting")
-        meeting = await self.store.get_meeting(meeting_id)
-        if meeting is None:
-            raise NotFound(f"no meeting {meeting_id!r}")
-        return meeting
+        return await find_meeting(self.store, meeting_id)
 
     async def _open_meeting(self, meeting_id: object) -> MeetingRow:
-        meeting = await self._meeting(meeting_id)
-        if meeting.state == "ended":
-            raise Ended(f"meeting {meeting.id!r} has ended")
-        return meeting
+        return await find_open_meeting(self.store, meeting_id)
 
     async def create_meeting(
         self,

@@ -49,6 +49,7 @@ from typing import Any
 
 from control import auth
 from control.errors import Conflict, Ended, Full, Gone, Invalid, NotFound
+from control.lookup import find_meeting, find_open_meeting
 from control.pii import PiiBox, PiiError, normalise_email
 from control.store.base import (
     CapacityReached,
@@ -346,18 +347,10 @@ class RegistrationService:
         return "RegistrationService(<store>, <pii>)"
 
     async def _meeting(self, meeting_id: object) -> MeetingRow:
-        if not isinstance(meeting_id, str) or not meeting_id or len(meeting_id) > 64:
-            raise NotFound("no such meeting")
-        meeting = await self.store.get_meeting(meeting_id)
-        if meeting is None:
-            raise NotFound(f"no meeting {meeting_id!r}")
-        return meeting
+        return await find_meeting(self.store, meeting_id)
 
     async def _open_meeting(self, meeting_id: object) -> MeetingRow:
-        meeting = await self._meeting(meeting_id)
-        if meeting.state == "ended":
-            raise Ended(f"meeting {meeting.id!r} has ended")
-        return meeting
+        return await find_open_meeting(self.store, meeting_id)
 
     async def _registration(self, meeting: MeetingRow, registration_id: object) -> RegistrationRow:
         if not isinstance(registration_id, str) or not registration_id or len(registration_id) > 64:

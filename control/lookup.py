@@ -1,0 +1,25 @@
+"""Finding a meeting for a service call: one rule for every service (meetings,
+registration): NotFound for an id no meeting could have or has, Ended once it has ended."""
+
+from __future__ import annotations
+
+from control.errors import Ended, NotFound
+from control.store import MeetingRow, Store
+
+
+async def find_meeting(store: Store, meeting_id: object) -> MeetingRow:
+    """The meeting, or NotFound (also for an id no meeting could have)."""
+    if not isinstance(meeting_id, str) or not meeting_id or len(meeting_id) > 64:
+        raise NotFound("no such meeting")
+    meeting = await store.get_meeting(meeting_id)
+    if meeting is None:
+        raise NotFound(f"no meeting {meeting_id!r}")
+    return meeting
+
+
+async def find_open_meeting(store: Store, meeting_id: object) -> MeetingRow:
+    """The meeting, NotFound, or Ended once it has ended."""
+    meeting = await find_meeting(store, meeting_id)
+    if meeting.state == "ended":
+        raise Ended(f"meeting {meeting.id!r} has ended")
+    return meeting
