@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _ceiling
+from relay import lifecycle
 from relay._core import _kdf
 from relay.srtp import SUITES
 from relay.wire import ParticipantJoined, Snapshot, load_snapshot
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=0.0, help="seconds (0: until signal)")
     parser.add_argument("--ready-file", type=Path, help="gets the pid once the socket is bound")
     args = parser.parse_args(argv)
+    lifecycle.bind_to_parent()  # never outlive the bench that started it
 
     sock = open_socket(args.host, args.port)
     relay = _ceiling.CeilingRelay(sock.fileno(), not args.no_crypto)

@@ -1,4 +1,9 @@
-"""`relay bench`: runs the scenarios, shows progress, writes --json and --plot."""
+"""`relay bench`: runs the scenarios, shows progress, writes --json and --plot.
+
+Ctrl-C or SIGTERM at any moment stops it quietly (relay/lifecycle.py): the relay processes it
+started are stopped, its temporary directory is removed, one line says what it was doing, and
+it exits with 130 or 143.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,31 @@ import sys
 from typing import Any
 
 from bench import run
+from relay import lifecycle
+
+_phase = ["starting"]  # what the last progress line said the bench was doing
 
 
 def progress(line: str) -> None:
+    _phase[0] = line.strip(" -")
     print(line, file=sys.stderr, flush=True)
 
 
 def main(args: argparse.Namespace) -> int:
+    with lifecycle.stop_on_signals():
+        try:
+            return _main(args)
+        except lifecycle.Interrupted as stop:
+            print(
+                f"relay bench: stopped by {stop.signal_name} ({_phase[0]}); its relay processes "
+                "have exited and its temporary files are removed",
+                file=sys.stderr,
+                flush=True,
+            )
+            return stop.exit_status
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.rate is not None and args.rate <= 0:
         print("relay bench: --rate must be positive", file=sys.stderr)
         return 2

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from relay import lifecycle
 from relay.srtp import AuthError, ReplayError, Session, SrtpError
 from relay.wire import ParticipantJoined, Snapshot, load_snapshot
 
@@ -279,6 +280,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    lifecycle.bind_to_parent()  # never outlive the bench that started it
     counters = run(serve(args), args.loop)
     print(json.dumps(counters), flush=True)
     return 0

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from bench import _loadgen
-from relay import wire
+from relay import lifecycle, wire
 from relay.srtp import SUITES, Session, SrtpError
 
 LOSS_LIMIT = 0.001  # 0.1 %
@@ -354,7 +354,11 @@ class RelayGroup:
                 )
                 self.procs.append(
                     subprocess.Popen(
-                        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                        command,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        env=lifecycle.child_env(),
                     )
                 )
             deadline = time.monotonic() + 30
@@ -574,14 +578,18 @@ class Bench:
         sink = threading.Thread(target=self.loadgen.sink, args=(seconds + 5,))
         cpu0, wall0 = self.relay.cpu_each(), time.monotonic()
         sink.start()
-        sent = self.loadgen.send(slab, lengths, senders, at_ns, sent_ns, "127.0.0.1", ports=ports)
+        try:
+            sent = self.loadgen.send(
+                slab, lengths, senders, at_ns, sent_ns, "127.0.0.1", ports=ports
+            )
+            time.sleep(0.25)  # what is still in flight
+        finally:  # interrupted or not, the sink thread ends with the step
+            self.loadgen.stop()
+            sink.join()
         # Rates are per second of the schedule: a late sender that catches up in a burst
         # makes loss likelier, never the rate higher.
         span = count / in_pps
         late_us = (sent_ns[:sent] - at_ns[:sent]) / 1e3
-        time.sleep(0.25)  # what is still in flight
-        self.loadgen.stop()
-        sink.join()
         elapsed = max(time.monotonic() - wall0 - 0.05, 1e-3)
         worker_cpu = [(b - a) / elapsed for a, b in zip(cpu0, self.relay.cpu_each(), strict=True)]
         cpu = sum(worker_cpu)

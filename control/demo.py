@@ -9,6 +9,10 @@ participants the control plane sees, the packets per second in and out, the loss
 sampled copies the attendees decrypted with their own downlink keys, and the added latency.
 At the end the host ends the webinar, and its usage record is printed as the billing report
 would show it.
+
+Ctrl-C or SIGTERM at any moment (starting, joining, measuring, ending) stops it quietly
+(relay/lifecycle.py): the server's processes are stopped, the temporary directory is removed,
+one line says what was stopped, and the exit status is 130 or 143.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 
 from control.serve import Server
 from control.settings import Settings
+from relay import lifecycle
 
 PRESENTER_SSRC = 0x10000
 
@@ -63,21 +68,38 @@ def _check(r: httpx.Response) -> dict[str, Any]:
     return body
 
 
+class _Phase:
+    """What the demo is doing, for the line that reports an interruption."""
+
+    now = "starting the server"
+
+
 def main(
     attendees: int = 200, seconds: int = 5, rate: float = 50.0, out: TextIO = sys.stdout
 ) -> int:
     os.environ.setdefault("RELAY_LOG_LEVEL", "WARNING")  # the workers' and API's own logs
-    with tempfile.TemporaryDirectory(prefix="relay-demo-") as tmp:
-        base = free_ports(2)
-        settings = Settings(
-            data_dir=Path(tmp) / "data", api_port=base + 2, media_port=base, workers=1
-        )
-        server = Server(settings)
-        server.start()
+    _Phase.now = "starting the server"
+    with lifecycle.stop_on_signals():
         try:
-            return _webinar(server, Path(tmp), attendees, seconds, rate, out)
-        finally:
-            server.stop()
+            with tempfile.TemporaryDirectory(prefix="relay-demo-") as tmp:
+                base = free_ports(2)
+                settings = Settings(
+                    data_dir=Path(tmp) / "data", api_port=base + 2, media_port=base, workers=1
+                )
+                server = Server(settings)
+                try:
+                    server.start()
+                    return _webinar(server, Path(tmp), attendees, seconds, rate, out)
+                finally:
+                    server.stop()
+        except lifecycle.Interrupted as stop:
+            print(
+                f"relay demo: stopped by {stop.signal_name} while {_Phase.now}: the server "
+                "(control plane and worker) has exited and its temporary directory is removed",
+                file=sys.stderr,
+                flush=True,
+            )
+            return stop.exit_status
 
 
 def open_webinar(
@@ -97,6 +119,7 @@ def open_webinar(
     sock = run.sink_socket()
     sink_port = sock.getsockname()[1]
     started = time.monotonic()
+    _Phase.now = "joining the attendees"
     presenter = _check(
         api.post(
             f"/v1/meetings/{meeting}/join",
@@ -172,6 +195,7 @@ def _webinar(
         sent = delivered = verified = 0
         try:
             for second in range(1, seconds + 1):
+                _Phase.now = f"measuring (second {second} of {seconds})"
                 step = bench.step(rate, 1.0, keep_latency=True)
                 lat = np.array(step.latencies_us or [np.nan]) / 1000
                 present = _check(api.get("/healthz"))["participants"]
@@ -193,6 +217,7 @@ def _webinar(
             "copies decrypted and checked by the attendees.",
             file=out,
         )
+        _Phase.now = "ending the webinar"
         time.sleep(1.2)  # the worker reports its counters once a second
         ended = _check(api.post(f"/v1/meetings/{meeting}/end"))
         usage = ended["usage"]

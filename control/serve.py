@@ -20,12 +20,18 @@ ZeroMQ endpoints are IPC sockets in DATA_DIR/run (mode 0700), or in a private te
 directory when that path is too long for a Unix socket. One `relay serve` per data directory:
 a lock file (flock on DATA_DIR/serve.lock) refuses a second.
 
-SIGTERM or SIGINT stops the workers and the control plane (SIGTERM, then SIGKILL after a grace
-period) and exits 0; the store has committed every write as it happened, so nothing is lost.
+SIGTERM or SIGINT, at any moment from the first line on, stops the workers and the control
+plane (SIGTERM, then SIGKILL after a grace period), prints one line saying so and exits with
+128 + the signal (143, 130); the store has committed every write as it happened, so nothing is
+lost. However this process dies, SIGKILL included, its children end within a second
+(relay/lifecycle.py), and a `relay serve` started again at once on the same data directory
+first waits for (or ends) any child of its predecessor still on its way out, so that its ports
+are free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -36,13 +42,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from control import credentials
 from control.plane import Endpoints
 from control.settings import Settings, SettingsError
+from relay import lifecycle
 from relay.logs import log_setup
 from relay.supervisor import (
     FIRST_BACKOFF,
@@ -59,6 +67,8 @@ CONTROL_READY_TIMEOUT = 30.0  # seconds for the control plane to open the store 
 CONTROL_STOP_TIMEOUT = 15.0  # uvicorn finishes requests in flight within 10 s
 CHECK_INTERVAL = 0.1
 IPC_PATH_MAX = 100  # bytes; a Unix socket path holds 107
+CHILDREN_FILE = "serve.pids"  # in the data directory: the pids of the processes started
+LEFTOVER_WAIT = 2.0  # seconds a predecessor's children get to finish exiting
 
 
 class ServeError(RuntimeError):
@@ -88,6 +98,36 @@ def _run_dir(data_dir: Path) -> tuple[Path, bool]:
     return Path(tempfile.mkdtemp(prefix="relay-")), True
 
 
+def _ours(pid: int) -> bool:
+    """Whether pid is still a process of relay's (the control plane or a worker): a pid the
+    kernel handed to someone else since must not be touched."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"control.server" in cmdline or (b"relay" in cmdline and b"worker" in cmdline)
+
+
+def _end_leftovers(children: Path) -> None:
+    """A predecessor killed outright (SIGKILL, OOM) leaves its children exiting on their own
+    (relay/lifecycle.py): wait for them, and end any still there after LEFTOVER_WAIT, so
+    that the ports and files they held are free before this server takes them."""
+    try:
+        pids = [int(line) for line in children.read_text().split()]
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + LEFTOVER_WAIT
+    while any(_ours(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in pids:
+        if _ours(pid):
+            log.warning("pid %d of the previous relay serve is still running; ending it", pid)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    while any(_ours(pid) for pid in pids) and time.monotonic() < deadline + 1.0:
+        time.sleep(0.02)
+
+
 def endpoints_in(run: Path) -> Endpoints:
     return Endpoints(
         routing=f"ipc://{run}/routing.sock",
@@ -109,6 +149,7 @@ class ControlProcess:
     due: float = 0.0
     started_at: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
+    on_start: Callable[[int], None] = lambda _pid: None  # told each new process's pid
 
     def start(self) -> None:
         self.ready.unlink(missing_ok=True)
@@ -118,7 +159,10 @@ class ControlProcess:
         env["RELAY_SERVE_READY"] = str(self.ready)
         env.update(self.env)
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "control.server"], env=env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "control.server"], env=lifecycle.child_env(env)
+        )
+        self.on_start(self.process.pid)
 
     def wait_ready(self, timeout: float = CONTROL_READY_TIMEOUT) -> None:
         assert self.process is not None
@@ -178,13 +222,22 @@ class Server:
         self.settings = settings
         self.data_dir = credentials.ensure_data_dir(settings.data_dir)
         self._lock = _lock(self.data_dir)
+        self._children_file = self.data_dir / CHILDREN_FILE
+        _end_leftovers(self._children_file)
+        self._children: list[int] = []
         self.token, self.token_created = credentials.operator_token(self.data_dir)
         credentials.box_key(self.data_dir)
         credentials.pii_key(self.data_dir)
         self.run_dir, self._temporary_run = _run_dir(self.data_dir)
+        self.state_dir = self.data_dir / "state"
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
         self.endpoints = endpoints_in(self.run_dir)
         self.control = ControlProcess(
-            settings, self.endpoints, self.run_dir / "control.ready", env=dict(env or {})
+            settings,
+            self.endpoints,
+            self.run_dir / "control.ready",
+            env=dict(env or {}),
+            on_start=self._started,
         )
         self.supervisor = Supervisor(
             SupervisorConfig(
@@ -195,14 +248,24 @@ class Server:
                 snapshot=self.endpoints.snapshot,
                 stats=self.endpoints.stats,
                 ready_dir=self.run_dir,
+                state_dir=self.state_dir,
                 fanout=tuple(
                     f"ipc://{self.run_dir}/fanout-{i}.sock" for i in range(settings.workers)
                 ),
                 recordings=self.data_dir / "recordings",
                 recording_key=credentials.recording_key_file(self.data_dir),
-            )
+            ),
+            on_start=self._started,
         )
         self.stopping = False
+
+    def _started(self, pid: int) -> None:
+        """Note a child's pid where a successor would look for leftovers (`_end_leftovers`),
+        before anything could kill this process with the child still starting."""
+        self._children = [p for p in self._children if _ours(p)] + [pid]
+        partial = self._children_file.with_name(CHILDREN_FILE + ".partial")
+        partial.write_text("".join(f"{p}\n" for p in self._children))
+        partial.replace(self._children_file)
 
     @property
     def api_url(self) -> str:
@@ -229,26 +292,27 @@ class Server:
         self.supervisor.check()
 
     def run(self) -> None:
-        """Watch the children until SIGTERM or SIGINT, then stop them all."""
-
-        def stop(_signo: int, _frame: Any) -> None:
-            self.stopping = True
-
-        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        """Watch the children until an exception (`lifecycle.Interrupted`, say) ends the
+        watch; stop them all either way."""
         try:
             while not self.stopping:
                 self.check()
                 time.sleep(CHECK_INTERVAL)
         finally:
             self.stop()
-            for signo, handler in previous.items():
-                signal.signal(signo, handler)
+
+    def describe(self) -> str:
+        """What this server runs, as the line that reports its stop says it."""
+        w = self.settings.workers
+        return f"the control plane and {w} worker{'s' if w != 1 else ''}"
 
     def stop(self) -> None:
+        self.stopping = True
         self.supervisor.stop()
         self.control.stop()
         if self._temporary_run:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._children_file.unlink(missing_ok=True)
         self._lock.close()
 
 
@@ -278,12 +342,23 @@ def main(settings: Settings) -> int:
     # the user chose otherwise: the children inherit the environment.
     os.environ.setdefault("RELAY_LOG_FORMAT", "json")
     log_setup()
-    try:
-        server = Server(settings)
-        server.start()
-    except (ServeError, SettingsError, OSError, ValueError) as exc:
-        print(f"relay serve: {exc}", file=sys.stderr)
-        return 1
-    print(banner(server), flush=True)
-    server.run()
+    server: Server | None = None
+    # From here on a signal stops whatever has started, in any phase (relay/lifecycle.py).
+    with lifecycle.stop_on_signals():
+        try:
+            server = Server(settings)
+            server.start()
+            print(banner(server), flush=True)
+            server.run()
+        except lifecycle.Interrupted as stop:
+            what = server.describe() if server is not None else "nothing had started yet"
+            print(
+                f"relay serve: stopped by {stop.signal_name}: {what}; everything stored is kept",
+                file=sys.stderr,
+                flush=True,
+            )
+            return stop.exit_status
+        except (ServeError, SettingsError, OSError, ValueError) as exc:
+            print(f"relay serve: {exc}", file=sys.stderr)
+            return 1
     return 0

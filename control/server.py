@@ -7,8 +7,11 @@ are read here from RELAY_TOKEN / RELAY_BOX_KEY / RELAY_PII_KEY or the data direc
 (control/credentials.py). Once the API listens, the process writes its pid to RELAY_SERVE_READY
 (a file), which is how the parent knows the start worked.
 
-SIGTERM or SIGINT: uvicorn stops taking requests and finishes those in flight, then the
-control plane closes its sockets and the store (every write already committed). Killed
+SIGTERM: uvicorn stops taking requests and finishes those in flight, then the control plane
+closes its sockets and the store (every write already committed). Started by `relay serve`,
+the process ignores SIGINT (Ctrl-C is for its parent, which stops it in order) and ends within
+a second of its parent's death (relay/lifecycle.py): without a parent, requests in flight are
+not waited for. Killed
 outright, nothing committed is lost either: the parent starts it again, and it rebuilds the
 routing state from the store while the workers keep forwarding.
 """
@@ -19,8 +22,10 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 import uvloop
@@ -31,9 +36,26 @@ from control.plane import ControlPlane, Endpoints
 from control.recordings import Recordings
 from control.settings import Settings, SettingsError
 from control.store import StoreError, open_store
+from relay import lifecycle
 from relay.logs import log_setup
 
 log = logging.getLogger("control.server")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server. Started by `relay serve`, it leaves SIGINT to its parent, which
+    stops its children itself (the control plane last), and once orphaned it stops without
+    waiting for the requests in flight."""
+
+    managed = False
+    parent = 0  # the pid of the `relay serve` that started this process
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.managed and sig == signal.SIGINT:
+            return
+        if self.managed and os.getppid() != self.parent:
+            self.force_exit = True  # orphaned: nobody waits for the requests in flight
+        super().handle_exit(sig, frame)
 
 
 async def _watch_started(server: uvicorn.Server, ready: Path | None) -> None:
@@ -45,7 +67,9 @@ async def _watch_started(server: uvicorn.Server, ready: Path | None) -> None:
         ready.write_text(str(os.getpid()))
 
 
-async def run(settings: Settings, endpoints: Endpoints, ready: Path | None = None) -> int:
+async def run(
+    settings: Settings, endpoints: Endpoints, ready: Path | None = None, managed: bool = False
+) -> int:
     token, _ = credentials.operator_token(settings.data_dir)
     box_key = credentials.box_key(settings.data_dir)
     pii_key = credentials.pii_key(settings.data_dir)
@@ -79,7 +103,8 @@ async def run(settings: Settings, endpoints: Endpoints, ready: Path | None = Non
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
+    server.managed, server.parent = managed, os.getppid()
     watcher = asyncio.create_task(_watch_started(server, ready))
     try:
         await server.serve()
@@ -92,6 +117,7 @@ async def run(settings: Settings, endpoints: Endpoints, ready: Path | None = Non
 
 
 def main() -> int:
+    managed = lifecycle.bind_to_parent()  # before the port: never outlive `relay serve`
     log_setup()
     try:
         settings = Settings.from_json(json.loads(os.environ["RELAY_SERVE_SETTINGS"]))
@@ -101,7 +127,7 @@ def main() -> int:
         return 2
     ready = os.environ.get("RELAY_SERVE_READY")
     try:
-        return uvloop.run(run(settings, endpoints, Path(ready) if ready else None))
+        return uvloop.run(run(settings, endpoints, Path(ready) if ready else None, managed))
     except (SettingsError, StoreError) as exc:
         print(f"relay serve: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from relay import lifecycle
+
 PLUGIN_GROUP = "relay.commands"
 
 
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         help="measure a relay with the native load generator (capacity, loss, latency)",
-        description="Find the highest output rate within 0.1 %% loss, then latency at 80 %% of "
+        description="Find the highest output rate within 0.1 % loss, then latency at 80 % of "
         "it; with --compare also the C ceiling, the I/O ceiling and a pure-Python relay.",
     )
     bench.add_argument(
@@ -126,6 +128,17 @@ def add_plugins(commands: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # From the first line a signal ends the command cleanly (relay/lifecycle.py); commands
+    # that start processes catch it themselves to stop them and say so.
+    with lifecycle.stop_on_signals():
+        try:
+            return _main(argv)
+        except lifecycle.Interrupted as stop:
+            print(f"relay: stopped by {stop.signal_name}", file=sys.stderr, flush=True)
+            return stop.exit_status
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     run = getattr(args, "run", None)
     if run is not None:

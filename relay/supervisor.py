@@ -9,7 +9,12 @@ A worker that dies again soon after it was started (a port someone else took, a 
 install) is not restarted in a tight loop: each quick death doubles the wait before the next
 start, up to MAX_BACKOFF seconds; a worker that ran for STABLE_AFTER seconds starts over at no
 wait. With `ready_dir`, each worker writes `worker-<i>.ready` once its sockets are bound, and
-`wait_ready` tells a start that worked from one that did not.
+`wait_ready` tells a start that worked from one that did not. With `state_dir`, worker i keeps
+its SRTP state there (`worker-<i>.state`), where the next start of the worker, or of the whole
+server, finds it.
+
+Workers are started with `lifecycle.child_env()`: each ends within a second of the process
+that started it, however that process ends (relay/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from relay import lifecycle
 
 log = logging.getLogger("relay.supervisor")
 
@@ -40,7 +47,8 @@ class SupervisorConfig:
     control: str | None = None  # ZeroMQ endpoint publishing routing updates
     snapshot: str | None = None  # ZeroMQ endpoint answering snapshot requests
     stats: str | None = None  # ZeroMQ endpoint the workers push counters to
-    ready_dir: Path | None = None  # worker-<i>.ready once bound, worker-<i>.state (SRTP state)
+    ready_dir: Path | None = None  # worker-<i>.ready once bound
+    state_dir: Path | None = None  # worker-<i>.state: SRTP state kept across restarts
     fanout: tuple[str, ...] = ()  # every worker's endpoint for packets between workers
     recordings: Path | None = None  # where recorded meetings go, and the key that seals them
     recording_key: Path | None = None
@@ -52,7 +60,9 @@ class WorkerStartError(RuntimeError):
 
 
 class Supervisor:
-    def __init__(self, config: SupervisorConfig) -> None:
+    def __init__(
+        self, config: SupervisorConfig, on_start: Callable[[int], None] = lambda _pid: None
+    ) -> None:
         if config.workers < 1:
             raise ValueError("at least one worker")
         if config.media_port + 2 * config.workers > 65536:
@@ -61,6 +71,7 @@ class Supervisor:
                 "run past 65535"
             )
         self.config = config
+        self.on_start = on_start  # told each new worker's pid
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * config.workers
         self.started_at = [0.0] * config.workers
         self.backoff = [0.0] * config.workers  # seconds to wait before the next start
@@ -97,7 +108,9 @@ class Supervisor:
         if ready is not None:
             assert c.ready_dir is not None
             cmd += ["--ready-file", str(ready)]
-            cmd += ["--state-file", str(c.ready_dir / f"worker-{index}.state")]
+        state_dir = c.state_dir or c.ready_dir
+        if state_dir is not None:
+            cmd += ["--state-file", str(state_dir / f"worker-{index}.state")]
         if len(c.fanout) > 1:
             cmd += ["--fanout", ",".join(c.fanout)]
         if c.recordings is not None and c.recording_key is not None:
@@ -113,8 +126,11 @@ class Supervisor:
         if ready is not None:
             ready.unlink(missing_ok=True)
         self.started_at[index] = time.monotonic()
-        process = subprocess.Popen(self.command(index), stdout=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            self.command(index), stdout=subprocess.DEVNULL, env=lifecycle.child_env()
+        )
         self.processes[index] = process
+        self.on_start(process.pid)
         log.info(
             "worker %d started (pid %d) on port %d",
             index,

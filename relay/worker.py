@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from relay import _core, recording, wire
+from relay import _core, lifecycle, recording, wire
 from relay.logs import log_setup
 from relay.routes import RouteReplica
 
@@ -398,6 +398,7 @@ class Worker:
 
 
 def main(config: WorkerConfig) -> int:
+    managed = lifecycle.bind_to_parent()  # before the ports: never outlive the supervisor
     log_setup()
     try:
         worker = Worker(config)
@@ -405,7 +406,8 @@ def main(config: WorkerConfig) -> int:
         print(f"relay worker: {exc}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, worker.stop)
-    signal.signal(signal.SIGINT, worker.stop)
+    if not managed:  # a supervised worker leaves Ctrl-C to its supervisor
+        signal.signal(signal.SIGINT, worker.stop)
     try:
         counters = worker.run()
     finally:
