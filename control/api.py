@@ -579,6 +579,7 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
                 receive_at=body.receive_at,
                 uplink=body.uplink,
                 registration_token=body.registration_token,
+                operator=_operator_calling(plane, request),
             )
         except ApiError as exc:
             plane.counters.join_failed(exc.code)
@@ -858,6 +859,13 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
 
 def _is_operator(plane: ControlPlane, token: str) -> bool:
     return auth.secret_matches(token, plane.token_digest)
+
+
+def _operator_calling(plane: ControlPlane, request: Request) -> bool:
+    """Whether a join comes with the operator token (a service joining its users): joining
+    needs no token, so anything else in Authorization is simply not the operator."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(token.strip()) and _is_operator(plane, token.strip())
 
 
 async def _end(plane: ControlPlane, meeting_id: str) -> UsageRecord:

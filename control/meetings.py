@@ -92,6 +92,7 @@ from control.errors import (
     Unauthorized,
 )
 from control.keys import new_master_key
+from control.limits import JoinLimits
 from control.lookup import find_meeting, find_open_meeting
 from control.registration import registration_enabled
 from control.routing import RoutingState
@@ -237,19 +238,52 @@ def _own_key(suite: str, value: object) -> bytes | None:
     return key
 
 
+RECEIVE_PORT_MIN = 1024  # below: system services, never a listener's media port
+
+
 def _receive_at(value: object) -> tuple[str, int] | None:
+    """Where a listen-only client wants media: one unicast host and an unprivileged port.
+    Multicast, broadcast, unspecified, link-local (169.254/16: cloud metadata services live
+    there) and reserved addresses would turn the relay against networks, not send to a
+    listener (docs/SECURITY.md, "Reflection")."""
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > 64:
         raise Invalid("receive_at must be an 'ip:port' string")
     try:
         host, port = wire.parse_address(value)
-    except wire.WireError as exc:
-        raise Invalid(f"receive_at: {exc}") from None
+    except wire.WireError:
+        raise Invalid("receive_at must be an 'ip:port' string, as in 192.0.2.7:5004") from None
     ip = ipaddress.ip_address(host)
-    if ip.is_unspecified or ip.is_multicast:
-        raise Invalid("receive_at must be a unicast address packets can be sent to")
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified or ip.is_multicast or ip.is_link_local or ip.is_reserved:
+        raise Invalid(
+            "receive_at must be the unicast address of the listener: not multicast, "
+            "broadcast, unspecified, link-local or reserved"
+        )
+    if port < RECEIVE_PORT_MIN:
+        raise Invalid(f"receive_at's port must be {RECEIVE_PORT_MIN}..65535")
     return host, port
+
+
+def _same_host(client_address: str, host: str) -> bool:
+    """Whether the join's caller is at `host` (IPv4-mapped IPv6 and IPv4 alike): then the
+    address it gives for media is its own, and it asked for what goes there."""
+    try:
+        a, b = ipaddress.ip_address(client_address), ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    a = a.ipv4_mapped or a if isinstance(a, ipaddress.IPv6Address) else a
+    b = b.ipv4_mapped or b if isinstance(b, ipaddress.IPv6Address) else b
+    return a == b
+
+
+def _ip_or_none(client_address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(client_address))
+    except ValueError:
+        return None
 
 
 def _described(
@@ -274,9 +308,14 @@ def _joined(
     downlink: bytes,
     role: str | None = None,
     described: Sequence[wire.Stream] = (),
+    *,
+    address_confirmed: bool = False,
+    source_hint: str | None = None,
 ) -> wire.ParticipantJoined:
     """The routing update for a participant as stored (its role may be changing). A receiver
-    that gave receive_at gets stream k of its SDP (`described`) on port + 2k."""
+    that gave receive_at gets stream k of its SDP (`described`) on port + 2k. Its address is
+    confirmed only by a join from that address: a worker remembers a confirmation in its
+    ledger (relay/ledger.py), so an update or snapshot without it takes nothing back."""
     address = None if row.receive_at is None else wire.parse_address(row.receive_at)
     ports: tuple[tuple[int, int], ...] = ()
     if address is not None:
@@ -292,6 +331,8 @@ def _joined(
         address,
         row.worker,
         ports,
+        address_confirmed,
+        source_hint,
     )
 
 
@@ -328,6 +369,7 @@ class MeetingService:
         workers: int,
         throttle: FailureThrottle | None = None,
         key_box: KeyBox,
+        limits: JoinLimits | None = None,
     ) -> None:
         ipaddress.ip_address(relay_host)  # ValueError at start-up, not a 500 at join
         if workers < 1:
@@ -340,6 +382,7 @@ class MeetingService:
         self.media_port = media_port
         self.workers = workers
         self.throttle = throttle or FailureThrottle()
+        self.limits = limits or JoinLimits()
         self.key_box = key_box
         self._verified = auth.VerifiedPasswords()
         # One lock per meeting, held while a join, an end or a deletion changes who is in it,
@@ -469,6 +512,7 @@ class MeetingService:
         participants = await self.store.list_participants(meeting.id)
         for p in participants:
             if p.left_at is None:
+                self._gone(p)
                 await self.store.update_participant(p.id, left_at=now)
         features = set(meeting.features)
         features |= {
@@ -547,7 +591,12 @@ class MeetingService:
         receive_at: object = None,
         uplink: object = None,
         registration_token: object = None,
+        operator: bool = False,
     ) -> dict[str, Any]:
+        """Admit a participant (the rules are at the top of this module); its join answer.
+        `client_address` is the caller's IP: the throttles count it, and a `receive_at` at
+        that IP is its own (consent). `operator`: the caller showed the operator token (a
+        service joining for its users), which the per-client join rate does not count."""
         meeting = await self._open_meeting(meeting_id)
         if registration_token is not None and (
             not isinstance(registration_token, str) or not 1 <= len(registration_token) <= 128
@@ -581,6 +630,10 @@ class MeetingService:
 
         if declared and not _may_send(meeting.mode, role):
             raise Forbidden("attendees of a webinar receive only: they may not declare streams")
+        if address is not None:
+            self.limits.check_listener(address[0])
+        if not operator:
+            self.limits.take_join(client_address, now)
         async with self._lock(meeting.id):
             # Again, under the meeting's lock: it may have ended, gone or been locked while the
             # password was checked, and no other join may take these SSRCs meanwhile.
@@ -588,6 +641,9 @@ class MeetingService:
             if meeting.locked and not is_host:
                 raise Locked(f"meeting {meeting.id!r} is locked: nobody new may join")
             present = await self.store.list_participants(meeting.id, present_only=True)
+            self.limits.check_room(len(present))
+            if address is not None:
+                self.limits.check_listener(address[0])  # again: joins may have raced
             taken = {s.ssrc for p in present for s in _load_streams(p.streams)}
             clash = sorted(taken & {s.ssrc for s in declared})
             if clash:
@@ -636,7 +692,21 @@ class MeetingService:
                     with contextlib.suppress(Exception):
                         await self.store.update_registration(used.id, token_digest=token_digest)
                 raise
-            await self.publish(_joined(meeting, row, uplink, downlink, None, meeting_streams))
+            if address is not None:
+                self.limits.add_listener(address[0])
+            await self.publish(
+                _joined(
+                    meeting,
+                    row,
+                    uplink,
+                    downlink,
+                    None,
+                    meeting_streams,
+                    address_confirmed=address is not None
+                    and _same_host(client_address, address[0]),
+                    source_hint=_ip_or_none(client_address),
+                )
+            )
         log.info("participant %s joined meeting %s as %s", row.id, meeting.id, role)
         return self._answer(meeting, row, uplink, downlink, declared, meeting_streams)
 
@@ -830,6 +900,7 @@ class MeetingService:
         row = await self._present(meeting, participant_id)
         answer: dict[str, Any] = {}
         if out:
+            self._gone(row)
             row = await self._store_update(row.id, expelled=True, left_at=now)
             await self.publish(wire.ParticipantEjected(row.wire_id))
             log.info("participant %s expelled from meeting %s", row.id, meeting.id)
@@ -893,8 +964,14 @@ class MeetingService:
         """The participant is gone (hung up): ParticipantLeft, and its time is counted."""
         meeting = await self._open_meeting(meeting_id)
         row = await self._present(meeting, participant_id)
+        self._gone(row)
         await self._store_update(row.id, left_at=now)
         await self.publish(wire.ParticipantLeft(row.wire_id))
+
+    def _gone(self, row: ParticipantRow) -> None:
+        """A participant stops being present: its receive_at no longer counts."""
+        if row.left_at is None and row.receive_at is not None:
+            self.limits.remove_listener(wire.parse_address(row.receive_at)[0])
 
     async def _store_get(self, participant_id: str) -> ParticipantRow:
         row = await self.store.get_participant(participant_id)
@@ -924,6 +1001,7 @@ class MeetingService:
         expelled) participants with unsealed keys, the muted and ejected flags. `seq`
         defaults to the store's last routing update number."""
         state = RoutingState(await self.store.last_routing_seq() if seq is None else seq)
+        self.limits.clear_listeners()  # counted again below, from the store
         offset = 0
         while True:
             page = await self.store.list_meetings(limit=500, offset=offset, state="open")
@@ -935,6 +1013,8 @@ class MeetingService:
                 for p in everyone:
                     if p.left_at is not None and not p.expelled:
                         continue
+                    if p.left_at is None and p.receive_at is not None:
+                        self.limits.add_listener(wire.parse_address(p.receive_at)[0])
                     described = _described(meeting, p, everyone) if p.receive_at else []
                     state.participants[p.wire_id] = _joined(
                         meeting, p, *self._keys(p), None, described

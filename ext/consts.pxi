@@ -42,8 +42,15 @@ cdef enum:
     # whose tag is 4 bytes.
     RELAY_OVERHEAD = 36
     MAX_STREAMS = 8         # streams one participant may declare
-    MAX_CANDIDATES = 4      # participants sharing one SSRC that the loop will try
-    MAX_HOLDERS = 16        # of those, how many it looks at to choose them
+    MAX_CANDIDATES = 4      # participants sharing one SSRC whose tags one packet may try
+    MAX_HOLDERS = 64        # of those, how many it looks at to choose them (table.pxi)
+    # Index reservations (table.pxi, "Never the same index twice"): a receiver's stream is
+    # sent indexes below a limit that the worker's ledger file holds durably; the loop asks
+    # for more RESERVE_RTP beyond the highest sent once half the margin is used.
+    RESERVE_RTP = 4096
+    RESERVE_RTCP = 1024
+    PARK_PACKETS = 256      # packets held while their first reservation is made durable
+    PARK_ENTRIES_MAX = 1 << 20  # copies waiting for one (a webinar's first packet, say)
 
 
 cdef enum Role:
@@ -71,4 +78,6 @@ cdef enum:   # DropReason
     DROP_SEND_ERROR = 12    # sendmmsg refused it
     DROP_OVERFLOW = 13      # no send slot (only without a socket, in tests)
     DROP_CRYPTO = 14        # OpenSSL or memory failure (not expected)
-    DROP_COUNT = 15
+    DROP_UNRESERVED = 15    # its index could not be reserved durably (the ledger failed)
+    DROP_NO_CONSENT = 16    # the receiver's address has not shown that it wants media
+    DROP_COUNT = 17

@@ -9,8 +9,22 @@
 # run_once() adds the two system calls. A meeting with members homed on other workers also
 # gets each packet's plaintext appended to `exports` (fanout.pxi), which the worker publishes
 # between batches; run_import() serves this worker's members from what the others published.
+#
+# Each copy goes out at the receiver's own index (table.pxi, "Never the same index twice"):
+# a copy whose index is not reserved durably yet (a stream's first packet to a receiver, or
+# its first after a restart) is parked with its plaintext; the worker makes the reservation
+# durable and then release() sends what waited, so nothing is lost for it.
 
 from libc.string cimport memcmp
+
+
+ctypedef struct ParkedCopy:
+    uint32_t receiver       # participant slot, and its id: checked again at release
+    uint32_t receiver_id
+    uint32_t stream_slot
+    uint32_t sender_id
+    uint32_t packet         # index into the parked plaintexts
+    uint64_t index          # the sender's SRTP index of the packet
 
 
 cdef inline int drop_for(int status) noexcept nogil:
@@ -42,6 +56,12 @@ cdef class Forwarder:
     cdef SendBatch tx
     cdef Exports exports        # this batch's packets for members homed on other workers
     cdef uint8_t* scratch       # a copy of the packet while several candidates are tried
+    cdef uint8_t* parked_plain  # PARK_PACKETS plaintexts whose copies wait for reservations
+    cdef uint32_t parked_lens[PARK_PACKETS]
+    cdef uint32_t nparked_plain
+    cdef ParkedCopy* parked     # the copies waiting
+    cdef uint32_t nparked
+    cdef uint32_t parked_cap
 
     def __cinit__(self, RouteTable table not None, int send_slots=SEND_SLOTS):
         self.table = table
@@ -50,11 +70,36 @@ cdef class Forwarder:
         self.tx = SendBatch(send_slots)
         self.exports = Exports()
         self.scratch = <uint8_t*>malloc(SLOT_SIZE)
-        if self.scratch == NULL:
+        self.parked_plain = <uint8_t*>malloc(<size_t>PARK_PACKETS * SLOT_SIZE)
+        if self.scratch == NULL or self.parked_plain == NULL:
             raise MemoryError()
 
     def __dealloc__(self):
         free(self.scratch)
+        free(self.parked_plain)
+        free(self.parked)
+
+    @property
+    def waiting(self):
+        """Copies parked until their reservations are durable (release() sends them)."""
+        return self.nparked
+
+    def release(self, int fd):
+        """Send the parked copies whose reservations are now durable (after the worker's
+        ledger_commit); those still without one are dropped as unreserved. Returns the
+        copies sent."""
+        cdef int n
+        with nogil:
+            n = self._release(self.tx, fd)
+            self.tx.flush(fd, self.table)
+        return n
+
+    def process_release(self, SendBatch tx not None):
+        """release() without a socket, for tests: the copies land in tx."""
+        cdef int n
+        with nogil:
+            n = self._release(tx, -1)
+        return n
 
     def run_once(self, int fd, double now):
         """Receive one batch from fd, forward it, send. Returns datagrams received (0: none
@@ -123,35 +168,21 @@ cdef class Forwarder:
     cdef void _forward_rtp(self, SendBatch tx, int fd, uint8_t* pkt, uint32_t n,
                            const sockaddr_in6* src, socklen_t srclen) noexcept nogil:
         cdef const SsrcEntry* found[MAX_HOLDERS]
-        cdef const SsrcEntry* held
-        cdef int k, i, j, first, last, rc = SRTP_ERR_AUTH, reason = DROP_UNKNOWN_SOURCE
+        cdef const SsrcEntry* order[MAX_CANDIDATES]
+        cdef int k, i, tries, rc = SRTP_ERR_AUTH, reason = DROP_UNKNOWN_SOURCE
         cdef Participant* p = NULL
         cdef SenderStream* st = NULL
         cdef SrtpContext* up
         cdef size_t plain_len = 0
         cdef uint64_t index = 0
         cdef int32_t slot = -1
+        # Usually one participant has this SSRC, and it is already at this address: one tag
+        # check. Otherwise a few, in the order table_candidates gives (a sender's first
+        # packet, a new port, an SSRC that participants of other meetings declared too).
         k = table_find_senders(self.table, load_be32(pkt + 8), found, MAX_HOLDERS)
-        # Usually one participant has this SSRC, and it is already at this address; try that
-        # one alone. Otherwise try a few (an unlatched sender, a new port, an SSRC collision),
-        # those without an address first: a sender's first packet must not lose to others
-        # that declared its SSRC elsewhere, and at most MAX_CANDIDATES tags are checked.
-        first, last = 0, k
-        for i in range(k):
-            if table_same_address(&self.table.parts[found[i].slot], src, srclen):
-                first, last = i, i + 1
-                break
-        else:
-            j = 0
-            for i in range(k):
-                if not self.table.parts[found[i].slot].flags & PF_HAS_ADDRESS:
-                    held = found[i]
-                    found[i] = found[j]
-                    found[j] = held
-                    j += 1
-            last = k if k < MAX_CANDIDATES else MAX_CANDIDATES
-        for i in range(first, last):
-            p = &self.table.parts[found[i].slot]
+        tries = table_candidates(self.table, found, k, src, srclen, order)
+        for i in range(tries):
+            p = &self.table.parts[order[i].slot]
             if p.flags & PF_EJECTED:
                 reason = DROP_EJECTED
                 continue
@@ -159,15 +190,15 @@ cdef class Forwarder:
             if up == NULL:
                 reason = DROP_CRYPTO
                 continue
-            if last - first > 1:
+            if tries > 1:
                 memcpy(self.scratch, pkt, n)   # GCM decrypts before it can reject
-            st = &p.streams[found[i].stream]
+            st = &p.streams[order[i].stream]
             rc = srtp_unprotect(up, &st.rtp_rx, pkt, n, &plain_len, &index)
             if rc == SRTP_OK:
-                slot = found[i].slot
+                slot = order[i].slot
                 break
             reason = drop_for(rc)
-            if last - first > 1:
+            if tries > 1:
                 memcpy(pkt, self.scratch, n)
         if slot < 0:
             self.stats.dropped[reason] += 1
@@ -208,12 +239,10 @@ cdef class Forwarder:
                            const uint8_t* plain, size_t plain_len,
                            uint64_t index) noexcept nogil:
         cdef const Meeting* m = &self.table.meetings[self.table.parts[sender].meeting]
+        cdef uint32_t sender_id = self.table.parts[sender].id
         cdef uint32_t j, r
+        cdef uint32_t parked = PARK_PACKETS     # this packet's plaintext, once parked
         cdef Participant* rp
-        cdef OutStream* out
-        cdef uint8_t* slot
-        cdef size_t out_len
-        cdef int rc
         for j in range(m.nmembers):
             r = m.members[j]
             if r == sender:
@@ -225,30 +254,125 @@ cdef class Forwarder:
                 self.stats.dropped[DROP_EJECTED] += 1
                 continue
             if not rp.flags & PF_HAS_ADDRESS:
+                self.stats.dropped[DROP_NO_CONSENT if rp.flags & PF_ADDRESS_PENDING
+                                   else DROP_NO_ADDRESS] += 1
+                continue
+            if stream_slot >= rp.out_init:  # only if out of memory at a join
+                self.stats.dropped[DROP_CRYPTO] += 1
+                continue
+            self._copy(tx, fd, r, stream_slot, sender_id, plain, plain_len, index, &parked)
+
+    cdef int _copy(self, SendBatch tx, int fd, uint32_t r, uint32_t stream_slot,
+                   uint32_t sender_id, const uint8_t* plain, size_t plain_len,
+                   uint64_t index, uint32_t* parked) noexcept nogil:
+        """Receiver r's copy of a packet of stream_slot, at the receiver's own index
+        (table.pxi, "Never the same index twice"): protected and queued (1), or, while that
+        index is not reserved durably, parked (parked: where this packet's plaintext is
+        parked, or PARK_PACKETS; NULL: parking is over, drop instead)."""
+        cdef Participant* rp = &self.table.parts[r]
+        cdef OutStream* out = &rp.out[stream_slot]
+        cdef uint8_t* slot
+        cdef size_t out_len
+        cdef uint64_t o
+        cdef int rc
+        if out.route == ROUTE_UNKNOWN:
+            out.route = table_route(rp, load_be32(plain + 8), &out.port)
+        if out.route == ROUTE_SKIP:
+            return 0                    # its SDP does not describe this stream
+        if not out.bound or out.source != sender_id:
+            out_bind(out, index, sender_id)
+        o = index + out.delta
+        if <int64_t>o < 0:
+            self.stats.dropped[DROP_LATE] += 1  # from before this mapping's first packet
+            return 0
+        if o + RESERVE_RTP // 2 >= out.limit:  # ask for more before it runs out
+            if o + RESERVE_RTP > out.wanted:
+                out.wanted = o + RESERVE_RTP
+            table_queue(self.table, r)
+        if o >= out.limit:
+            if parked == NULL:
+                self.stats.dropped[DROP_UNRESERVED] += 1
+            else:
+                self._park(r, stream_slot, sender_id, plain, plain_len, index, parked)
+            return 0
+        slot = self._slot(tx, fd)
+        if slot == NULL:
+            return 0
+        memcpy(slot, plain, plain_len)
+        store_be16(slot + 2, <uint16_t>(o & 0xFFFF))  # the receiver's sequence number
+        rc = srtp_protect_at(rp.down, &out.tx, slot, plain_len, SLOT_SIZE, o, &out_len)
+        if rc != SRTP_OK:
+            self.stats.dropped[drop_for(rc)] += 1
+            return 0
+        if o >= out.next:
+            out.next = o + 1
+        tx.commit_port(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r,
+                       out.port if out.route == ROUTE_PORT else 0)
+        return 1
+
+    cdef void _park(self, uint32_t r, uint32_t stream_slot, uint32_t sender_id,
+                    const uint8_t* plain, size_t plain_len, uint64_t index,
+                    uint32_t* parked) noexcept nogil:
+        """Hold a copy until release(): the plaintext once per packet, a small entry per
+        copy. Past PARK_PACKETS packets or PARK_ENTRIES_MAX copies, it is dropped."""
+        cdef ParkedCopy* grown
+        cdef ParkedCopy* e
+        cdef uint32_t cap
+        if parked[0] == PARK_PACKETS:
+            if self.nparked_plain == PARK_PACKETS:
+                self.stats.dropped[DROP_UNRESERVED] += 1
+                return
+            parked[0] = self.nparked_plain
+            memcpy(self.parked_plain + <size_t>parked[0] * SLOT_SIZE, plain, plain_len)
+            self.parked_lens[parked[0]] = <uint32_t>plain_len
+            self.nparked_plain += 1
+        if self.nparked == self.parked_cap:
+            cap = self.parked_cap * 2 if self.parked_cap else 256
+            grown = NULL
+            if cap <= PARK_ENTRIES_MAX:
+                grown = <ParkedCopy*>realloc(self.parked, cap * sizeof(ParkedCopy))
+            if grown == NULL:
+                self.stats.dropped[DROP_UNRESERVED] += 1
+                return
+            self.parked = grown
+            self.parked_cap = cap
+        e = &self.parked[self.nparked]
+        e.receiver = r
+        e.receiver_id = self.table.parts[r].id
+        e.stream_slot = stream_slot
+        e.sender_id = sender_id
+        e.packet = parked[0]
+        e.index = index
+        self.nparked += 1
+        self.stats.parked += 1
+
+    cdef int _release(self, SendBatch tx, int fd) noexcept nogil:
+        """Send what was parked, in order; the table may not have changed since (the worker
+        releases right after the reservations' commit), but every copy is checked again."""
+        cdef uint32_t i
+        cdef int sent = 0
+        cdef ParkedCopy* e
+        cdef Participant* rp
+        for i in range(self.nparked):
+            e = &self.parked[i]
+            if e.receiver >= self.table.parts_cap:
+                continue
+            rp = &self.table.parts[e.receiver]
+            if rp.meeting < 0 or rp.id != e.receiver_id or e.stream_slot >= rp.out_init:
+                continue                # it left meanwhile
+            if self.table.meetings[rp.meeting].ended:
+                self.stats.dropped[DROP_ENDED] += 1
+            elif rp.flags & PF_EJECTED:
+                self.stats.dropped[DROP_EJECTED] += 1
+            elif not rp.flags & PF_HAS_ADDRESS:
                 self.stats.dropped[DROP_NO_ADDRESS] += 1
-                continue
-            out = &rp.out[stream_slot]
-            if out.route == ROUTE_UNKNOWN:
-                out.route = table_route(rp, load_be32(plain + 8), &out.port)
-            if out.route == ROUTE_SKIP:
-                continue                # its SDP does not describe this stream
-            if not out.started:
-                out.started = True
-                out.base = index & ~(<uint64_t>0xFFFF)
-            if index < out.base:
-                self.stats.dropped[DROP_LATE] += 1
-                continue
-            slot = self._slot(tx, fd)
-            if slot == NULL:
-                continue
-            memcpy(slot, plain, plain_len)
-            rc = srtp_protect_at(rp.down, &out.tx, slot, plain_len, SLOT_SIZE,
-                                 index - out.base, &out_len)
-            if rc != SRTP_OK:
-                self.stats.dropped[drop_for(rc)] += 1
-                continue
-            tx.commit_port(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r,
-                           out.port if out.route == ROUTE_PORT else 0)
+            else:
+                sent += self._copy(tx, fd, e.receiver, e.stream_slot, e.sender_id,
+                                   self.parked_plain + <size_t>e.packet * SLOT_SIZE,
+                                   self.parked_lens[e.packet], e.index, NULL)
+        self.nparked = 0
+        self.nparked_plain = 0
+        return sent
 
     cdef uint8_t* _slot(self, SendBatch tx, int fd) noexcept nogil:
         """A free send slot. With a socket, what is queued goes out every SEND_FLUSH packets,
@@ -271,7 +395,8 @@ cdef class Forwarder:
         once a second per stream; everything else (receiver reports, SDES, BYE, NACK) ends
         here. The sender is found by a declared SSRC, or else by its address (or the port
         below, for clients that send RTCP from RTP port + 1)."""
-        cdef const SsrcEntry* found[MAX_CANDIDATES]
+        cdef const SsrcEntry* found[MAX_HOLDERS]
+        cdef const SsrcEntry* order[MAX_CANDIDATES]
         cdef Participant* p = NULL
         cdef SrtpIndex* rx
         cdef SrtpContext* up
@@ -280,18 +405,19 @@ cdef class Forwarder:
         cdef int k, i, rc = SRTP_ERR_AUTH, reason = DROP_UNKNOWN_SOURCE, handled = 0
         cdef uint32_t target
         cdef const Meeting* m
-        k = table_find_senders(self.table, load_be32(pkt + 4), found, MAX_CANDIDATES)
+        k = table_find_senders(self.table, load_be32(pkt + 4), found, MAX_HOLDERS)
         if k == 0:
             only = table_find_rtcp_source(self.table, src, srclen)
             if only < 0:
                 self.stats.dropped[DROP_UNKNOWN_SOURCE] += 1
                 return
             k = 1
-        # As for RTP: several participants may claim one SSRC; the keys decide.
+        else:   # as for RTP: several participants may claim one SSRC; the keys decide
+            k = table_candidates(self.table, found, k, src, srclen, order)
         for i in range(k):
-            p = &self.table.parts[only if only >= 0 else found[i].slot]
+            p = &self.table.parts[only if only >= 0 else order[i].slot]
             rx = (&p.rtcp_rx_other if only >= 0
-                  else &p.streams[found[i].stream].rtcp_rx)
+                  else &p.streams[order[i].stream].rtcp_rx)
             if p.flags & PF_EJECTED:
                 reason = DROP_EJECTED
                 continue
@@ -305,7 +431,7 @@ cdef class Forwarder:
             if p.nstreams == 0:
                 srtp_keys_release(&up.rtcp)     # a listener's reports are rare: keep no context
             if rc == SRTP_OK:
-                slot = only if only >= 0 else found[i].slot
+                slot = only if only >= 0 else order[i].slot
                 break
             reason = drop_for(rc)
             if k > 1:
@@ -313,8 +439,8 @@ cdef class Forwarder:
         if slot < 0:
             self.stats.dropped[reason] += 1
             return
-        # RTCP latches a listener that has no address yet, but never moves one: clients send
-        # it from another port (ffmpeg: RTP port + 1).
+        # RTCP latches a listener that has no address yet (or confirms the one it gave at
+        # join), but never moves one: clients send it from another port (ffmpeg: + 1).
         if not p.flags & PF_HAS_ADDRESS:
             table_latch(self.table, <uint32_t>slot, src, srclen)
         p.packets_in += 1
@@ -354,11 +480,11 @@ cdef class Forwarder:
                                 uint32_t target_ssrc, int32_t meeting,
                                 double now) noexcept nogil:
         """Pass a PLI/FIR to the sender of target_ssrc in the same meeting, or count why not."""
-        cdef const SsrcEntry* found[MAX_CANDIDATES]
+        cdef const SsrcEntry* found[MAX_HOLDERS]
         cdef int k, i
         cdef Participant* sp
         cdef SenderStream* st
-        k = table_find_senders(self.table, target_ssrc, found, MAX_CANDIDATES)
+        k = table_find_senders(self.table, target_ssrc, found, MAX_HOLDERS)
         for i in range(k):
             sp = &self.table.parts[found[i].slot]
             if sp.meeting != meeting:
@@ -366,6 +492,10 @@ cdef class Forwarder:
             st = &sp.streams[found[i].stream]
             if sp.flags & PF_EJECTED:
                 self.stats.dropped[DROP_EJECTED] += 1
+            elif sp.flags & PF_REMOTE:
+                # Its home worker alone sends to it, with its own SRTCP index: protecting it
+                # here too would reuse that index (feedback is not passed across yet).
+                self.stats.dropped[DROP_NO_ADDRESS] += 1
             elif not sp.flags & PF_HAS_ADDRESS:
                 self.stats.dropped[DROP_NO_ADDRESS] += 1
             elif now - st.feedback_at < 1.0:
@@ -389,7 +519,9 @@ cdef class Forwarder:
             if self.table.parts[r].flags & PF_EJECTED:
                 self.stats.dropped[DROP_EJECTED] += 1
             elif not self.table.parts[r].flags & PF_HAS_ADDRESS:
-                self.stats.dropped[DROP_NO_ADDRESS] += 1
+                self.stats.dropped[DROP_NO_CONSENT
+                                   if self.table.parts[r].flags & PF_ADDRESS_PENDING
+                                   else DROP_NO_ADDRESS] += 1
             else:
                 # A receiver with a port per stream takes a report on that stream's port + 1.
                 route = table_route(&self.table.parts[r], load_be32(plain + 4), &port)
@@ -403,9 +535,18 @@ cdef class Forwarder:
     cdef int _send_rtcp_to(self, SendBatch tx, int fd, uint32_t r, const uint8_t* plain,
                            size_t plain_len, uint16_t port_be=0) noexcept nogil:
         cdef Participant* rp = &self.table.parts[r]
-        cdef uint8_t* slot = self._slot(tx, fd)
+        cdef uint8_t* slot
         cdef size_t out_len
         cdef int rc
+        # Its SRTCP index, reserved like the RTP ones (at join: so this never waits).
+        if <uint64_t>rp.rtcp_tx_next + RESERVE_RTCP // 2 >= rp.rtcp_limit:
+            rp.rtcp_wanted = <uint32_t>min(<uint64_t>rp.rtcp_tx_next + RESERVE_RTCP,
+                                           <uint64_t>0x80000000)
+            table_queue(self.table, r)
+        if rp.rtcp_tx_next >= rp.rtcp_limit:
+            self.stats.dropped[DROP_UNRESERVED] += 1
+            return 0
+        slot = self._slot(tx, fd)
         if slot == NULL:
             return 0
         memcpy(slot, plain, plain_len)
@@ -462,10 +603,10 @@ cdef class Forwarder:
                                   uint32_t* stream) noexcept nogil:
         """The slot of the record's sender in this worker's table (found by its SSRC, checked
         by its id and meeting), or -1."""
-        cdef const SsrcEntry* found[MAX_CANDIDATES]
+        cdef const SsrcEntry* found[MAX_HOLDERS]
         cdef int k, i
         cdef const Participant* p
-        k = table_find_senders(self.table, rec.ssrc, found, MAX_CANDIDATES)
+        k = table_find_senders(self.table, rec.ssrc, found, MAX_HOLDERS)
         for i in range(k):
             p = &self.table.parts[found[i].slot]
             if p.id == rec.sender and self.table.meetings[p.meeting].id == rec.meeting:

@@ -20,7 +20,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from libcrypto cimport *
-from rtp cimport load_be16, load_be32, store_be32, rtp_header_len, rtcp_header_ok
+from rtp cimport load_be16, load_be32, store_be16, store_be32, rtp_header_len, rtcp_header_ok
 
 
 ctypedef struct SrtpHmacPads:

@@ -3,22 +3,61 @@
 # Changes (join, leave, eject, mute, end) arrive from the control plane and are applied by
 # RouteTable's Python methods between batches, with the GIL held. The forwarding loop
 # (forward.pxi) reads the table without the GIL and changes only what packets may change:
-# a participant's latched address and the SRTP state of its streams. Nothing else touches the
-# table, so no locks.
+# a participant's latched address, the SRTP state of its streams, and the reservations it
+# asks for. Nothing else touches the table, so no locks.
 #
-# Sequence numbers and the ROC per receiver: each receiver keeps, per stream of the meeting,
-# an OutStream whose `base` is the sender's ROC (as index bits) when the receiver got its first
-# packet of that stream. The receiver is sent index (sender index - base): the same SSRC and
-# sequence numbers as the sender's, with a ROC that starts at 0 when the receiver joins, even
-# hours into a meeting, and then follows every 16-bit wrap of the sender's.
+# Never the same index twice. SRTP's keystream (AES-CM) and nonce (AES-GCM) are functions of
+# (key, SSRC, index): two different packets protected at one such triple leak their XOR, and
+# with GCM the authentication key too (RFC 3711 section 9.1, RFC 7714 section 14). The relay
+# protects with each receiver's own downlink key, so the invariant is per receiver and SSRC:
+#
+#   1. A receiver has one OutStream per SSRC of its meeting (`Meeting.slot_ssrcs`: a sender
+#      that declares an SSRC the meeting had before gets that SSRC's old slot), and it lives
+#      as long as the receiver's key: a new source for the SSRC (an expelled presenter's
+#      successor, a rejoin, a role change) does not start it again.
+#   2. An OutStream maps the sender's index to the receiver's: out = index + delta. The first
+#      source of a fresh stream keeps its sequence numbers (delta = minus its ROC bits: the
+#      receiver's ROC starts at 0, as RFC 3711 section 3.3.1 expects of a new stream); any
+#      later source continues right after `next`, the lowest index never sent, and the
+#      sequence number is rewritten to match (SFUs that switch sources do the same), so the
+#      receiver's own ROC estimate follows. `tx` refuses a repeated or too old index: the
+#      last guard.
+#   3. What outlives the table goes to the ledger: a participant that leaves (a role change
+#      leaves and joins again) leaves its streams' `next`, reservation and SRTCP index in
+#      `self.ledger`, keyed by its id and a fingerprint of its key, and a join takes them
+#      back. A snapshot applied again closes and rebuilds every meeting the same way.
+#   4. Across a crash (durable tables: the worker's): an index at or above `limit` is never
+#      used. Limits rise only through ledger_commit(), after the records ledger_pending()
+#      returned are on disk (relay/worker.py appends and fdatasyncs them). A restarted worker
+#      loads them, and each stream continues at its limit: above anything sent before, at most
+#      RESERVE_RTP past the receiver's last index, which its ROC estimate follows (< 2^15).
+#      A packet that would need more than the limit is parked (forward.pxi) until its
+#      reservation is durable, so a stream's first packet waits for one fdatasync, not lost.
+#
+# SRTCP indexes, one counter per receiver across all SSRCs, follow the same ledger (kind 'C');
+# they are explicit in every packet, so a jump costs nothing.
 
 from libc.stdlib cimport calloc, free, malloc, realloc
 
+import hashlib as _hashlib
 import struct as _struct
 
-_STATE_S = _struct.Struct("<cIIQ")
-_STATE_O = _struct.Struct("<cIIIQQ")
-_STATE_R = _struct.Struct("<cII")
+# Ledger and stream-state records (`ledger_pending`, `ledger_records`, `stream_state`,
+# `ledger_load`): kind, meeting, participant, key fingerprint, SSRC, value; little-endian.
+#   b"O": the receiver's stream of that SSRC may use indexes below value
+#   b"C": the receiver's SRTCP indexes below value may be used
+#   b"S": the sender's stream of that SSRC was received up to index value (uplink key)
+_RECORD = _struct.Struct("<c3xIIQIQ")
+LEDGER_RECORD_SIZE = _RECORD.size
+INDEX_RESERVE = RESERVE_RTP     # how far past its highest index a receiver's stream is reserved
+_UNLIMITED = 0xFFFFFFFFFFFFFFFF
+
+
+def key_fingerprint(key):
+    """A 64-bit name for a master key, so that ledger records of one participant id under
+    an earlier key (a promotion issues new keys) are not applied to the new one."""
+    return int.from_bytes(_hashlib.blake2b(bytes(key), digest_size=8,
+                                           person=b"relay-ledger").digest(), "little")
 
 
 cdef inline void _index_restore(SrtpIndex* t, uint64_t highest) noexcept:
@@ -31,23 +70,31 @@ cdef inline void _index_restore(SrtpIndex* t, uint64_t highest) noexcept:
 cdef enum:
     PF_MUTED = 1
     PF_EJECTED = 2
-    PF_HAS_ADDRESS = 4      # latched from an authenticated packet, or given at join
+    PF_HAS_ADDRESS = 4      # where it receives: latched from an authenticated packet, or given
+                            # at join by a caller at that address (consent)
     PF_REMOTE = 8           # homed on another worker: that worker sends to it, not this one
+    PF_ADDRESS_PENDING = 16  # given at join by a caller elsewhere: nothing is sent there until
+                             # an authenticated packet from that IP shows it wants it (RFC 7675)
+    PF_QUEUED = 32          # in the reservation queue
 
 
 ctypedef struct SenderStream:
     uint32_t ssrc
-    uint32_t slot           # the meeting's stream number: index into each receiver's out[]
+    uint32_t slot           # the meeting's stream slot of this SSRC: index into each out[]
     SrtpIndex rtp_rx        # ROC and replay window of what the participant sends
     SrtpIndex rtcp_rx       # SRTCP sent from this SSRC
     double feedback_at      # when a PLI/FIR for this stream last went to the sender (now units)
 
 
 ctypedef struct OutStream:
-    bint started
     uint8_t route           # ROUTE_*: where this stream goes (resolved at its first packet)
+    bint bound              # delta maps `source`'s indexes
     uint16_t port           # network order, with ROUTE_PORT
-    uint64_t base           # sender index bits (ROC << 16) at this receiver's first packet
+    uint32_t source         # participant id whose packets delta maps
+    uint64_t delta          # out index = sender index + delta (modulo 2^64)
+    uint64_t next           # the lowest index not sent yet (0: a fresh stream)
+    uint64_t limit          # indexes at or above it are not reserved durably
+    uint64_t wanted         # the limit asked of the ledger, not yet durable
     SrtpIndex tx            # indexes sent to this receiver: a repeat is refused
 
 
@@ -70,17 +117,25 @@ ctypedef struct Participant:
     uint8_t role            # Role
     uint8_t flags           # PF_*
     uint8_t nstreams
+    bint has_hint
     SenderStream* streams   # what it declared it sends (NULL for a listener)
     SrtpIndex rtcp_rx_other  # SRTCP from an SSRC it did not declare (receiver reports)
     uint32_t rtcp_tx_next   # SRTCP index of the next RTCP we send it
+    uint32_t rtcp_limit     # SRTCP indexes at or above it are not reserved durably
+    uint32_t rtcp_wanted
+    uint64_t down_fp        # key_fingerprint of the downlink and uplink master keys
+    uint64_t up_fp
     SrtpContext* up         # unprotects what it sends; derived on its first packet
     SrtpContext* down       # protects what it receives
     const SuiteSpec* spec
     uint8_t up_master[SRTP_MAX_KEY + SRTP_MAX_SALT]
+    uint8_t hint[16]        # the IP it joined from (IPv4-mapped): its first packets likely come
+                            # from there, which orders the candidates of a shared SSRC
     sockaddr_in6 addr       # where it receives (sockaddr_in in the first bytes for IPv4)
     socklen_t addr_len
     OutStream* out          # per stream slot of the meeting
     uint32_t out_cap
+    uint32_t out_init       # slots of out[] set up (_init_out) so far
     RecvPort* recv_ports    # per stream, for receivers whose SDP puts each on its own port
     uint8_t nrecv_ports
     uint64_t packets_in, bytes_in, packets_out, bytes_out
@@ -94,7 +149,9 @@ ctypedef struct Meeting:
     uint32_t* members       # participant slots
     uint32_t nmembers
     uint32_t members_cap
-    uint32_t nstreams       # stream slots handed out (never reused within a meeting)
+    uint32_t* slot_ssrcs    # the SSRC of each stream slot, never reused for another SSRC
+    uint32_t nstreams       # stream slots handed out
+    uint32_t slots_cap
     uint32_t nremote        # members homed on other workers: packets go to them too (fanout.pxi)
     bint recording          # the host records it: its packets go to the worker's recorder too
 
@@ -105,12 +162,18 @@ ctypedef struct Counters:
     uint64_t latched            # addresses learnt or moved by authenticated packets
     uint64_t exported           # packets passed on to the other workers (fanout.pxi)
     uint64_t imported           # packets taken from the other workers for local receivers
+    uint64_t parked             # copies held until their index reservation was durable
     uint64_t dropped[DROP_COUNT]
+
+
+ctypedef struct Queued:
+    uint32_t slot           # participant slot waiting for a reservation
+    uint32_t id             # its id then: a slot freed and taken again is not confused
 
 
 DROP_NAMES = ("malformed", "too_large", "unknown_source", "auth", "replay", "not_allowed",
               "muted", "ejected", "ended", "late", "no_address", "rate_limited",
-              "send_error", "overflow", "crypto")
+              "send_error", "overflow", "crypto", "unreserved", "no_consent")
 ROLE_NAMES = ("host", "panelist", "attendee")
 
 
@@ -159,7 +222,12 @@ ctypedef struct SsrcEntry:
 
 @cython.final
 cdef class RouteTable:
-    """The routing state of one worker. Python methods change it between batches."""
+    """The routing state of one worker. Python methods change it between batches.
+
+    Args:
+        durable: reserve indexes through the ledger (a worker with a ledger file). Without,
+            limits are unbounded and continuity holds only as long as the table lives.
+    """
 
     cdef Participant* parts
     cdef uint32_t parts_cap
@@ -175,11 +243,21 @@ cdef class RouteTable:
     cdef Counters stats
     cdef dict participant_slots     # participant id -> slot
     cdef dict meeting_slots         # meeting id -> slot
+    cdef readonly bint durable
+    cdef uint32_t probe_turn        # rotates the order of candidates for a shared SSRC
+    cdef Queued* queue              # participants whose reservations wait for the ledger
+    cdef uint32_t nqueue
+    cdef uint32_t queue_cap
+    # What outlives a participant's place in the table (see the top of this file):
+    # (kind, participant, fingerprint, ssrc) -> [next or highest, limit, meeting]
+    cdef public dict ledger
 
-    def __cinit__(self):
+    def __cinit__(self, bint durable=False):
         memset(&self.stats, 0, sizeof(Counters))
         self.participant_slots = {}
         self.meeting_slots = {}
+        self.durable = durable
+        self.ledger = {}
 
     def __dealloc__(self):
         cdef uint32_t i
@@ -188,11 +266,13 @@ cdef class RouteTable:
                 self._free_participant(&self.parts[i])
         for i in range(self.meetings_cap):
             free(self.meetings[i].members)
+            free(self.meetings[i].slot_ssrcs)
         free(self.parts)
         free(self.free_parts)
         free(self.meetings)
         free(self.ssrcs)
         free(self.addrs)
+        free(self.queue)
 
     def __len__(self):
         return len(self.participant_slots)
@@ -234,19 +314,23 @@ cdef class RouteTable:
         self.meetings[self._meeting_slot(meeting_id)].ended = True
 
     def close_meeting(self, uint32_t meeting_id):
-        """Forget an ended meeting and everyone in it."""
+        """Take a meeting and everyone in it out of the table. What its receivers were sent
+        stays in the ledger (a snapshot applied again rebuilds the meeting from it);
+        `ledger_prune` forgets meetings that do not come back."""
         cdef uint32_t slot = self._meeting_slot(meeting_id)
         cdef Meeting* m = &self.meetings[slot]
         while m.nmembers:
             self.leave(self.parts[m.members[m.nmembers - 1]].id)
         free(m.members)
+        free(m.slot_ssrcs)
         memset(m, 0, sizeof(Meeting))
         del self.meeting_slots[meeting_id]
 
     # -- participants ------------------------------------------------------------------------
 
     def join(self, uint32_t participant_id, uint32_t meeting_id, str role, str suite,
-             uplink, downlink, ssrcs=(), address=None, bint local=True, receive_ports=()):
+             uplink, downlink, ssrcs=(), address=None, bint local=True, receive_ports=(),
+             bint address_confirmed=True, source_hint=None):
         """Add a participant.
 
         Args:
@@ -256,6 +340,9 @@ cdef class RouteTable:
             ssrcs: the SSRCs it will send (at most MAX_STREAMS).
             address: (ip, port) where it receives, for clients that only listen; otherwise
                 learnt from its first authenticated packet.
+            address_confirmed: whether that address asked for media (the caller of the join
+                was there). If not, nothing is sent to it until an authenticated packet from
+                its IP confirms it (RFC 7675's consent, for clients without ICE).
             receive_ports: [(ssrc, port)] for a receiver whose SDP describes each stream on a
                 port of its own (ffmpeg reads one stream per m= line): stream `ssrc` goes to
                 that port of its address, its RTCP to port + 1, and streams not listed (it
@@ -263,16 +350,19 @@ cdef class RouteTable:
             local: whether it is homed on this worker. Another worker sends to a participant
                 that is not; this one only knows its keys and SSRCs (its packets may still
                 arrive here) and passes its meeting's media on (fanout.pxi).
+            source_hint: the IP it joined from; among several participants that declared
+                one SSRC, those whose hint matches a packet's source are tried first.
         """
         cdef uint32_t mslot = self._meeting_slot(meeting_id)
         cdef const SuiteSpec* spec = _suite_spec(suite)
         cdef const uint8_t[::1] up = bytes(uplink)
         cdef const uint8_t[::1] down = bytes(downlink)
         cdef list ssrc_list = [int(s) for s in ssrcs]
-        cdef uint32_t slot, i
+        cdef uint32_t slot, i, nstreams_before
         cdef Participant* p
         cdef Meeting* m
         cdef bytes sockaddr = None
+        cdef bytes hint = None
         cdef size_t need = spec.key_len + spec.salt_len
         if participant_id in self.participant_slots:
             raise ValueError(f"participant {participant_id} has already joined")
@@ -290,7 +380,12 @@ cdef class RouteTable:
                 raise ValueError(f"SSRC {s} is not a 32-bit number")
         if address is not None:
             sockaddr = _sockaddr_bytes(address)
+        if source_hint is not None:
+            hint = _ip16(source_hint)
         m = &self.meetings[mslot]
+        # Every SSRC gets its meeting's slot: the one it had, or a new one. Room first, so
+        # that adding them below cannot fail.
+        self._ssrc_room(m, len(ssrc_list))
         slot = self._take_participant_slot()
         p = &self.parts[slot]
         memset(p, 0, sizeof(Participant))
@@ -300,6 +395,11 @@ cdef class RouteTable:
         if not local:
             p.flags |= PF_REMOTE
         p.spec = spec
+        p.down_fp = key_fingerprint(downlink)
+        p.up_fp = key_fingerprint(uplink)
+        if hint is not None:
+            memcpy(p.hint, <const char*>hint, 16)
+            p.has_hint = True
         memcpy(p.up_master, &up[0], need)
         p.down = srtp_context_new(spec, &down[0], <uint32_t>128)
         if p.down == NULL:
@@ -323,38 +423,45 @@ cdef class RouteTable:
                 raise MemoryError()
             for i in range(len(ssrc_list)):
                 p.streams[i].ssrc = ssrc_list[i]
-                p.streams[i].slot = m.nstreams + i
                 p.streams[i].feedback_at = -1e18
+                held = self.ledger.pop((b"S", participant_id, p.up_fp, ssrc_list[i]), None)
+                if held is not None:    # it sent this stream before (a role change)
+                    _index_restore(&p.streams[i].rtp_rx, held[0])
             p.nstreams = len(ssrc_list)
-        # Every member (the newcomer too) needs an OutStream per stream of the meeting; only
-        # a sender adds streams, so a listener joining touches no one else.
-        m.nstreams += p.nstreams
+        nstreams_before = m.nstreams
+        for i in range(p.nstreams):
+            p.streams[i].slot = self._add_ssrc_slot(m, p.streams[i].ssrc)
         if not local:
             m.nremote += 1
         self._add_member(m, slot)
-        if p.nstreams:
+        self.participant_slots[participant_id] = slot
+        # Every member (the newcomer too) needs an OutStream per stream slot; only a sender
+        # with a new SSRC adds slots, so a listener joining touches no one else.
+        if m.nstreams > nstreams_before:
             for i in range(m.nmembers):
                 self._fit_out(&self.parts[m.members[i]], m.nstreams)
         else:
             self._fit_out(p, m.nstreams)
-        self.participant_slots[participant_id] = slot
+        self._take_rtcp_ledger(p)
         self._fit_addrs()
         if sockaddr is not None:
             memcpy(&p.addr, <const char*>sockaddr, len(sockaddr))
             p.addr_len = <socklen_t>len(sockaddr)
-            p.flags |= PF_HAS_ADDRESS
+            p.flags |= PF_HAS_ADDRESS if address_confirmed else PF_ADDRESS_PENDING
             table_addr_insert(self, slot)
         if p.nstreams:
             self._rebuild_ssrcs()
 
     def leave(self, uint32_t participant_id):
-        """Remove a participant: nothing more to or from it."""
+        """Remove a participant: nothing more to or from it. What it was sent and what it
+        sent stay in the ledger, in case it comes back (a role change)."""
         cdef uint32_t slot = self._participant_slot(participant_id)
         cdef Participant* p = &self.parts[slot]
         cdef Meeting* m = &self.meetings[p.meeting]
         cdef uint32_t i
         cdef bint sender = p.nstreams > 0
-        if p.flags & PF_HAS_ADDRESS:
+        self._keep_in_ledger(p, m)
+        if p.flags & (PF_HAS_ADDRESS | PF_ADDRESS_PENDING):
             table_addr_delete(self, slot)
         if p.flags & PF_REMOTE:
             m.nremote -= 1
@@ -381,7 +488,8 @@ cdef class RouteTable:
             p.flags &= ~PF_MUTED
 
     def address_of(self, uint32_t participant_id):
-        """(ip, port) where the participant receives, or None while unknown."""
+        """(ip, port) where the participant receives, or None while unknown (or given at
+        join and not confirmed yet)."""
         cdef Participant* p = &self.parts[self._participant_slot(participant_id)]
         if not p.flags & PF_HAS_ADDRESS:
             return None
@@ -394,100 +502,182 @@ cdef class RouteTable:
             "packets_in": c.packets_in, "bytes_in": c.bytes_in,
             "packets_out": c.packets_out, "bytes_out": c.bytes_out,
             "rtcp_terminated": c.rtcp_terminated, "latched": c.latched,
-            "exported": c.exported, "imported": c.imported,
+            "exported": c.exported, "imported": c.imported, "parked": c.parked,
             "dropped": {DROP_NAMES[i]: c.dropped[i] for i in range(DROP_COUNT)},
         }
 
-    # -- stream state across a restart ----------------------------------------------------
+    # -- the ledger: reservations and what outlives the table ------------------------------
+
+    def reservations_waiting(self):
+        """Whether ledger_pending() has records to give (cheap: once per batch)."""
+        return self.nqueue > 0
+
+    def ledger_pending(self):
+        """The records of every reservation asked for since the last commit: the worker
+        makes them durable, then calls ledger_commit()."""
+        cdef bytearray out = bytearray()
+        cdef uint32_t i, s
+        cdef Participant* p
+        cdef Meeting* m
+        for i in range(self.nqueue):
+            p = self._queued(i)
+            if p == NULL:
+                continue
+            m = &self.meetings[p.meeting]
+            for s in range(min(p.out_cap, m.nstreams)):
+                if p.out[s].wanted > p.out[s].limit:
+                    out += _RECORD.pack(b"O", m.id, p.id, p.down_fp, m.slot_ssrcs[s],
+                                        p.out[s].wanted)
+            if p.rtcp_wanted > p.rtcp_limit:
+                out += _RECORD.pack(b"C", m.id, p.id, p.down_fp, 0, p.rtcp_wanted)
+        return bytes(out)
+
+    def ledger_commit(self):
+        """The records ledger_pending() gave are durable: their limits apply."""
+        cdef uint32_t i, s
+        cdef Participant* p
+        for i in range(self.nqueue):
+            p = self._queued(i)
+            if p == NULL:
+                continue
+            for s in range(p.out_cap):
+                if p.out[s].wanted > p.out[s].limit:
+                    p.out[s].limit = p.out[s].wanted
+            if p.rtcp_wanted > p.rtcp_limit:
+                p.rtcp_limit = p.rtcp_wanted
+            p.flags &= ~PF_QUEUED
+        self.nqueue = 0
+
+    cdef Participant* _queued(self, uint32_t i):
+        cdef Queued* q = &self.queue[i]
+        if q.slot >= self.parts_cap or self.parts[q.slot].meeting < 0:
+            return NULL
+        if self.parts[q.slot].id != q.id:
+            return NULL
+        return &self.parts[q.slot]
+
+    def ledger_records(self):
+        """Every durable reservation this table knows (its participants' and the ledger's):
+        what a compacted ledger file holds."""
+        cdef bytearray out = bytearray()
+        cdef uint32_t i, s
+        cdef Participant* p
+        cdef Meeting* m
+        for i in range(self.parts_cap):
+            p = &self.parts[i]
+            if p.meeting < 0 or p.flags & PF_REMOTE:
+                continue
+            m = &self.meetings[p.meeting]
+            for s in range(min(p.out_cap, m.nstreams)):
+                if 0 < p.out[s].limit < _UNLIMITED:
+                    out += _RECORD.pack(b"O", m.id, p.id, p.down_fp, m.slot_ssrcs[s],
+                                        p.out[s].limit)
+            if 0 < p.rtcp_limit < 0xFFFFFFFF:
+                out += _RECORD.pack(b"C", m.id, p.id, p.down_fp, 0, p.rtcp_limit)
+        for (kind, pid, fp, ssrc), (_, limit, meeting) in self.ledger.items():
+            if kind != b"S" and 0 < limit < _UNLIMITED:
+                out += _RECORD.pack(kind, meeting, pid, fp, ssrc, limit)
+        return bytes(out)
 
     def stream_state(self):
-        """The SRTP index state a restarted worker needs so that senders keep authenticating
-        and receivers keep decrypting (relay/worker.py saves it every second): records of
-
-          b"S" u32 participant, u32 ssrc, u64 highest index received from that stream
-          b"O" u32 receiver, u32 sender, u32 ssrc, u64 base, u64 highest index sent to it
-          b"R" u32 receiver, u32 next SRTCP index to send it
-
-        little-endian, keyed by ids and SSRCs (stream slots are renumbered by a restart)."""
+        """Records (kind S) of the highest index received from each sender's stream, so that
+        senders past a sequence wrap keep authenticating after a restart (relay/worker.py
+        saves them every second). Not a safety matter, unlike the reservations."""
         cdef bytearray out = bytearray()
-        cdef uint32_t i, j, k, r
+        cdef uint32_t i, j
         cdef Participant* p
-        cdef Participant* q
-        cdef Meeting* m
         for i in range(self.parts_cap):
             p = &self.parts[i]
             if p.meeting < 0:
                 continue
             for j in range(p.nstreams):
                 if p.streams[j].rtp_rx.started:
-                    out += _STATE_S.pack(b"S", p.id, p.streams[j].ssrc,
-                                         p.streams[j].rtp_rx.highest)
-            if p.flags & PF_REMOTE:
-                continue
-            if p.rtcp_tx_next:
-                out += _STATE_R.pack(b"R", p.id, p.rtcp_tx_next)
-            m = &self.meetings[p.meeting]
-            for k in range(m.nmembers):     # the meeting's senders: whose streams p receives
-                r = m.members[k]
-                q = &self.parts[r]
-                for j in range(q.nstreams):
-                    if q.streams[j].slot < p.out_cap and p.out[q.streams[j].slot].started:
-                        out += _STATE_O.pack(b"O", p.id, q.id, q.streams[j].ssrc,
-                                             p.out[q.streams[j].slot].base,
-                                             p.out[q.streams[j].slot].tx.highest)
+                    out += _RECORD.pack(b"S", self.meetings[p.meeting].id, p.id, p.up_fp,
+                                        p.streams[j].ssrc, p.streams[j].rtp_rx.highest)
+        for (kind, pid, fp, ssrc), (highest, _, meeting) in self.ledger.items():
+            if kind == b"S":
+                out += _RECORD.pack(kind, meeting, pid, fp, ssrc, highest)
         return bytes(out)
 
-    def restore_stream_state(self, const uint8_t[::1] state not None):
-        """Take back what stream_state() saved, for the participants this table holds;
-        records of others are skipped. Every index at or below a saved one counts as seen:
-        a packet replayed from before the restart is refused, and nothing is sent to a
-        receiver at an index it may already have had. Returns the records used."""
-        cdef bytes blob = bytes(state)
-        cdef size_t off = 0
-        cdef int used = 0
-        cdef Participant* p
-        cdef Participant* q
-        cdef SrtpIndex* t
-        cdef uint32_t j
-        while off < len(blob):
-            kind = blob[off:off + 1]
-            if kind == b"S" and off + _STATE_S.size <= len(blob):
-                _, pid, ssrc, highest = _STATE_S.unpack_from(blob, off)
-                off += _STATE_S.size
-                p = self._find(pid)
-                if p == NULL:
-                    continue
-                for j in range(p.nstreams):
-                    if p.streams[j].ssrc == ssrc:
-                        _index_restore(&p.streams[j].rtp_rx, highest)
-                        used += 1
-            elif kind == b"O" and off + _STATE_O.size <= len(blob):
-                _, pid, sender, ssrc, base, highest = _STATE_O.unpack_from(blob, off)
-                off += _STATE_O.size
-                p = self._find(pid)
-                q = self._find(sender)
-                if p == NULL or q == NULL or p.meeting != q.meeting:
-                    continue
-                for j in range(q.nstreams):
-                    if q.streams[j].ssrc == ssrc and q.streams[j].slot < p.out_cap:
-                        p.out[q.streams[j].slot].started = True
-                        p.out[q.streams[j].slot].base = base
-                        _index_restore(&p.out[q.streams[j].slot].tx, highest)
-                        used += 1
-            elif kind == b"R" and off + _STATE_R.size <= len(blob):
-                _, pid, next_index = _STATE_R.unpack_from(blob, off)
-                off += _STATE_R.size
-                p = self._find(pid)
-                if p != NULL:
-                    p.rtcp_tx_next = next_index
-                    used += 1
-            else:
-                raise ValueError(f"stream state is malformed at byte {off}")
-        return used
+    def ledger_load(self, const uint8_t[::1] blob not None):
+        """Take records from files written by an earlier run of the worker (ledger records,
+        stream state), before the routing snapshot: its joins take them up. A reserved
+        stream continues at its limit, since anything below it may have been sent; of
+        several records for one stream the highest counts. Returns the records read;
+        ValueError if the blob is not whole records."""
+        cdef bytes data = bytes(blob)
+        cdef size_t off
+        if len(data) % _RECORD.size:
+            raise ValueError(f"ledger records are {_RECORD.size} bytes each; "
+                             f"{len(data)} bytes is not a whole number of them")
+        for off in range(0, len(data), _RECORD.size):
+            kind, meeting, pid, fp, ssrc, value = _RECORD.unpack_from(data, off)
+            if kind not in (b"O", b"C", b"S"):
+                raise ValueError(f"unknown ledger record kind at byte {off}")
+            if kind == b"C":
+                value = min(value, 0x80000000)  # the SRTCP index is 31 bits
+            key = (kind, pid, fp, ssrc)
+            held = self.ledger.get(key)
+            if held is None or held[0] < value:
+                # A reservation continues at its limit: next = limit.
+                self.ledger[key] = [value, 0 if kind == b"S" else value, meeting]
+        return len(data) // _RECORD.size
 
-    cdef Participant* _find(self, uint32_t participant_id):
-        slot = self.participant_slots.get(participant_id)
-        return NULL if slot is None else &self.parts[<uint32_t>slot]
+    def ledger_prune(self):
+        """Forget what the ledger holds for meetings this table no longer has (after a
+        snapshot: those meetings are over, nobody in them receives again)."""
+        gone = [k for k, v in self.ledger.items() if v[2] not in self.meeting_slots]
+        for k in gone:
+            del self.ledger[k]
+        return len(gone)
+
+    cdef int _keep_in_ledger(self, Participant* p, Meeting* m) except -1:
+        """Before a participant leaves the table: its streams' state, for its return."""
+        cdef uint32_t s, j
+        cdef OutStream* o
+        if not p.flags & PF_REMOTE:
+            for s in range(min(p.out_cap, m.nstreams)):
+                o = &p.out[s]
+                if o.next or o.limit:
+                    self.ledger[(b"O", p.id, p.down_fp, m.slot_ssrcs[s])] = [
+                        o.next, o.limit, m.id]
+            if p.rtcp_tx_next or p.rtcp_limit:
+                self.ledger[(b"C", p.id, p.down_fp, 0)] = [p.rtcp_tx_next, p.rtcp_limit, m.id]
+        for j in range(p.nstreams):
+            if p.streams[j].rtp_rx.started:
+                self.ledger[(b"S", p.id, p.up_fp, p.streams[j].ssrc)] = [
+                    p.streams[j].rtp_rx.highest, 0, m.id]
+        return 0
+
+    cdef int _init_out(self, Participant* p, Meeting* m, uint32_t s) except -1:
+        """A receiver's new OutStream for slot s: continued from the ledger if it was sent
+        that SSRC under this key before, fresh otherwise."""
+        cdef OutStream* o = &p.out[s]
+        memset(o, 0, sizeof(OutStream))
+        if p.flags & PF_REMOTE:
+            return 0
+        held = self.ledger.pop((b"O", p.id, p.down_fp, m.slot_ssrcs[s]), None)
+        if held is not None:
+            o.next = held[0]
+            o.limit = o.wanted = held[1]
+        if not self.durable:
+            o.limit = o.wanted = _UNLIMITED
+        return 0
+
+    cdef int _take_rtcp_ledger(self, Participant* p) except -1:
+        """The newcomer's SRTCP index: continued from the ledger, and reserved at once (its
+        jumps cost a receiver nothing: the index travels in every packet)."""
+        held = self.ledger.pop((b"C", p.id, p.down_fp, 0), None)
+        if held is not None:
+            p.rtcp_tx_next = held[0]
+            p.rtcp_limit = p.rtcp_wanted = held[1]
+        if not self.durable:
+            p.rtcp_limit = p.rtcp_wanted = 0xFFFFFFFF
+        elif not p.flags & PF_REMOTE:
+            p.rtcp_wanted = <uint32_t>min(<uint64_t>p.rtcp_tx_next + RESERVE_RTCP, 0x80000000)
+            if table_queue(self, <uint32_t>self.participant_slots[p.id]) != 0:
+                raise MemoryError()
+        return 0
 
     def participant_counters(self):
         """{participant id: (packets in, bytes in, packets out, bytes out)}."""
@@ -521,6 +711,31 @@ cdef class RouteTable:
         self.meetings = grown
         self.meetings_cap = cap
         return 0
+
+    cdef int _ssrc_room(self, Meeting* m, uint32_t extra) except -1:
+        """Room in the meeting's slot table for `extra` more SSRCs."""
+        cdef uint32_t cap = m.slots_cap
+        cdef uint32_t* grown
+        while m.nstreams + extra > cap:
+            cap = cap * 2 if cap else 8
+        if cap != m.slots_cap:
+            grown = <uint32_t*>realloc(m.slot_ssrcs, cap * sizeof(uint32_t))
+            if grown == NULL:
+                raise MemoryError()
+            m.slot_ssrcs = grown
+            m.slots_cap = cap
+        return 0
+
+    cdef uint32_t _add_ssrc_slot(self, Meeting* m, uint32_t ssrc):
+        """The meeting's stream slot of ssrc: the one it had, else a new one (_ssrc_room
+        made room for it)."""
+        cdef uint32_t i
+        for i in range(m.nstreams):
+            if m.slot_ssrcs[i] == ssrc:
+                return i
+        m.slot_ssrcs[m.nstreams] = ssrc
+        m.nstreams += 1
+        return m.nstreams - 1
 
     cdef uint32_t _take_participant_slot(self) except? 0xFFFFFFFF:
         cdef uint32_t cap, i
@@ -578,17 +793,21 @@ cdef class RouteTable:
         return 0
 
     cdef int _fit_out(self, Participant* p, uint32_t nstreams) except -1:
-        cdef uint32_t cap
+        """Give p an OutStream for every stream slot of its meeting."""
+        cdef uint32_t cap, s
         cdef OutStream* grown
-        if nstreams <= p.out_cap:
-            return 0
-        cap = nstreams if nstreams > p.out_cap * 2 else p.out_cap * 2
-        grown = <OutStream*>realloc(p.out, cap * sizeof(OutStream))
-        if grown == NULL:
-            raise MemoryError()
-        memset(&grown[p.out_cap], 0, (cap - p.out_cap) * sizeof(OutStream))
-        p.out = grown
-        p.out_cap = cap
+        if nstreams > p.out_cap:
+            cap = nstreams if nstreams > p.out_cap * 2 else p.out_cap * 2
+            grown = <OutStream*>realloc(p.out, cap * sizeof(OutStream))
+            if grown == NULL:
+                raise MemoryError()
+            memset(&grown[p.out_cap], 0, (cap - p.out_cap) * sizeof(OutStream))
+            p.out = grown
+            p.out_cap = cap
+        for s in range(p.out_init, nstreams):  # the slots handed out since p last fitted
+            self._init_out(p, &self.meetings[p.meeting], s)
+        if nstreams > p.out_init:
+            p.out_init = nstreams
         return 0
 
     cdef int _rebuild_ssrcs(self) except -1:
@@ -654,7 +873,7 @@ cdef int table_addrs_rebuild(RouteTable t, uint32_t participants) noexcept nogil
     t.addrs_cap = cap
     t.addrs_deleted = 0
     for i in range(t.parts_cap):
-        if t.parts[i].meeting >= 0 and t.parts[i].flags & PF_HAS_ADDRESS:
+        if t.parts[i].meeting >= 0 and t.parts[i].flags & (PF_HAS_ADDRESS | PF_ADDRESS_PENDING):
             table_addr_insert(t, i)
     return 0
 
@@ -726,7 +945,8 @@ cdef int32_t table_find_rtcp_source(RouteTable t, const void* sa,
 
 cdef int table_find_senders(RouteTable t, uint32_t ssrc, const SsrcEntry** found,
                             int max_found) noexcept nogil:
-    """The participants that declared this SSRC (more than one only if SSRCs collide)."""
+    """The participants that declared this SSRC: more than one when participants of other
+    meetings declare it too (SSRCs are only unique within a meeting), by chance or to squat."""
     cdef uint32_t mask, h
     cdef int count = 0
     if t.ssrcs_cap == 0:
@@ -755,6 +975,18 @@ cdef inline uint8_t table_route(const Participant* p, uint32_t ssrc,
     return ROUTE_SKIP
 
 
+cdef inline void out_bind(OutStream* out, uint64_t index, uint32_t source) noexcept nogil:
+    """Map `source`'s indexes onto a receiver's stream (rule 2 at the top of this file): a
+    fresh stream takes the source's sequence numbers with ROC 0; any other continues at
+    `next`, right after everything the receiver was sent on it."""
+    if out.next == 0 and not out.tx.started:
+        out.delta = <uint64_t>0 - (index & ~(<uint64_t>0xFFFF))
+    else:
+        out.delta = out.next - index
+    out.bound = True
+    out.source = source
+
+
 cdef bint table_same_address(const Participant* p, const void* sa,
                              socklen_t n) noexcept nogil:
     cdef AddrKey a, b
@@ -764,12 +996,98 @@ cdef bint table_same_address(const Participant* p, const void* sa,
             and memcmp(a.b, b.b, 18) == 0)
 
 
+cdef bint table_same_ip(const void* a, socklen_t an, const void* b, socklen_t bn) noexcept nogil:
+    cdef AddrKey x, y
+    return addr_key(a, an, &x) and addr_key(b, bn, &y) and memcmp(x.b, y.b, 16) == 0
+
+
+cdef bint table_hint_matches(const Participant* p, const void* sa, socklen_t n) noexcept nogil:
+    cdef AddrKey key
+    return p.has_hint and addr_key(sa, n, &key) and memcmp(p.hint, key.b, 16) == 0
+
+
+cdef inline int _candidate_group(const Participant* p, const void* src,
+                                 socklen_t n) noexcept nogil:
+    """0: latched at the packet's source; 1: no address yet, joined from the packet's IP;
+    2: no address yet, joined from elsewhere; 3: latched elsewhere (an address that moved)."""
+    if p.flags & PF_HAS_ADDRESS:
+        return 0 if table_same_address(p, src, n) else 3
+    return 1 if table_hint_matches(p, src, n) else 2
+
+
+cdef int table_candidates(RouteTable t, const SsrcEntry** found, int k, const void* src,
+                          socklen_t srclen, const SsrcEntry** order) noexcept nogil:
+    """Which of the k holders of a packet's SSRC to try, in order, at most MAX_CANDIDATES:
+    by _candidate_group. Groups 2 and 3 start at a place that turns with every packet that
+    needs them, so that no number of participants declaring someone's SSRC in other
+    meetings (squatters, latched or not) can keep that someone's packets from being tried:
+    each is tried within k / MAX_CANDIDATES packets at worst, and at once when it sends from
+    the IP it joined from. A packet from a latched address costs one tag check, as before."""
+    cdef int groups[MAX_HOLDERS]
+    cdef int i, g, n = 0, size, turn, seen
+    for i in range(k):
+        groups[i] = _candidate_group(&t.parts[found[i].slot], src, srclen)
+    for g in range(4):
+        size = 0
+        for i in range(k):
+            size += groups[i] == g
+        turn = <int>(t.probe_turn % <uint32_t>size) if g >= 2 and size > 1 else 0
+        seen = 0
+        for i in range(k):          # the group's members from its turn on, then the first
+            if groups[i] != g:
+                continue
+            if seen >= turn and n < MAX_CANDIDATES:
+                order[n] = found[i]
+                n += 1
+            seen += 1
+        seen = 0
+        for i in range(k):
+            if groups[i] != g:
+                continue
+            if seen < turn and n < MAX_CANDIDATES:
+                order[n] = found[i]
+                n += 1
+            seen += 1
+    if k > 1:
+        t.probe_turn += 1
+    return n
+
+
+cdef int table_queue(RouteTable t, uint32_t slot) noexcept nogil:
+    """Put a participant in the reservation queue (ledger_pending reads it); 0, or -1 when
+    out of memory (the reservation then waits for the next packet that asks)."""
+    cdef Participant* p = &t.parts[slot]
+    cdef uint32_t cap
+    cdef Queued* grown
+    if p.flags & PF_QUEUED:
+        return 0
+    if t.nqueue == t.queue_cap:
+        cap = t.queue_cap * 2 if t.queue_cap else 64
+        grown = <Queued*>realloc(t.queue, cap * sizeof(Queued))
+        if grown == NULL:
+            return -1
+        t.queue = grown
+        t.queue_cap = cap
+    t.queue[t.nqueue].slot = slot
+    t.queue[t.nqueue].id = p.id
+    t.nqueue += 1
+    p.flags |= PF_QUEUED
+    return 0
+
+
 cdef void table_latch(RouteTable t, uint32_t slot, const void* sa, socklen_t n) noexcept nogil:
-    """Learn or move a participant's address: only after its packet authenticated."""
+    """Learn or move a participant's address: only after its packet authenticated. An
+    address given at join that waits for consent is confirmed, as it is, by a packet from
+    its IP (a client sends RTCP from another port than it receives on: ffmpeg from + 1)."""
     cdef Participant* p = &t.parts[slot]
     if table_same_address(p, sa, n) or n > sizeof(sockaddr_in6):
         return
-    if p.flags & PF_HAS_ADDRESS:
+    if p.flags & PF_ADDRESS_PENDING and table_same_ip(&p.addr, p.addr_len, sa, n):
+        p.flags = (p.flags & ~PF_ADDRESS_PENDING) | PF_HAS_ADDRESS
+        t.stats.latched += 1
+        return
+    if p.flags & (PF_HAS_ADDRESS | PF_ADDRESS_PENDING):
+        p.flags &= ~PF_ADDRESS_PENDING
         table_addr_delete(t, slot)
         if t.addrs_deleted * 4 > t.addrs_cap:
             # Deleted entries end no probe: rebuild before they crowd out the empty ones.
@@ -823,6 +1141,15 @@ cdef bytes _sockaddr_bytes(object address):
         return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + ip.packed + bytes(8)
     return (struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", port, 0) + ip.packed
             + bytes(4))
+
+
+cdef bytes _ip16(object host):
+    """An IP address as the 16 bytes addr_key compares (IPv4 as IPv4-mapped IPv6)."""
+    import ipaddress
+    ip = ipaddress.ip_address(host)
+    if ip.version == 4:
+        return bytes(10) + b"\xff\xff" + ip.packed
+    return ip.packed
 
 
 cdef object _sockaddr_tuple(const void* sa, socklen_t n):

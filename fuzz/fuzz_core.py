@@ -100,7 +100,7 @@ def one_input(data: bytes) -> None:
     FORWARDER.process_import(body, TX)
     TX.clear()
     try:
-        _core.RouteTable().restore_stream_state(body)
+        _core.RouteTable().ledger_load(body)
     except ValueError:
         pass
     _core.records_to_pcap(body, 1.0)

@@ -74,6 +74,8 @@ class RouteReplica:
             self._apply(wire.ParticipantEjected(participant))
         for meeting in snapshot.recording:
             self._apply(wire.MeetingRecording(meeting, True))
+        # What the ledger held for meetings the snapshot no longer has: they are over.
+        self.table.ledger_prune()
         self.seq = snapshot.seq
         self.needs_snapshot = False
 
@@ -111,6 +113,8 @@ class RouteReplica:
                 update.address,
                 local=local,
                 receive_ports=update.receive_ports,
+                address_confirmed=update.address_confirmed,
+                source_hint=update.source_hint,
             )
             self.homes[update.participant] = (update.meeting, local)
             if local:

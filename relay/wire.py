@@ -98,6 +98,12 @@ class ParticipantJoined:
     # For a receiver whose SDP puts each stream on a port of its own (receive_at: stream k of
     # its SDP on port + 2k): (ssrc, port) per stream; streams not listed are not sent to it.
     receive_ports: tuple[tuple[int, int], ...] = ()
+    # Whether `address` asked for media: the join's caller was at that IP. If not, nothing is
+    # sent there until an authenticated packet from that IP confirms it (consent, RFC 7675).
+    address_confirmed: bool = True
+    # The IP the join came from (kept in memory only, never stored): the first packets of a
+    # sender likely come from there, which helps pick it among holders of a shared SSRC.
+    source_hint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +267,14 @@ def from_json(body: Any) -> Message:
                 raise WireError(f"worker must be a worker index, got {worker!r}")
             if args.get("role") not in ROLES:
                 raise WireError(f"role must be one of {ROLES}, got {args.get('role')!r}")
+            if not isinstance(args.get("address_confirmed", True), bool):
+                raise WireError("address_confirmed must be true or false")
+            hint = args.get("source_hint")
+            if hint is not None:
+                try:
+                    args["source_hint"] = str(ipaddress.ip_address(hint))
+                except ValueError:
+                    raise WireError("source_hint must be an IP address") from None
         if cls is MeetingOpened and args.get("mode", "meeting") not in MODES:
             raise WireError(f"mode must be one of {MODES}, got {args.get('mode')!r}")
         return cls(**args)  # type: ignore[no-any-return]

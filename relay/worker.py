@@ -8,6 +8,11 @@ relay._core.Forwarder: this module is the I/O shell around it.
 Standalone (for benchmarks and tests): `relay worker --table FILE` loads the routing table
 from a Snapshot file; `--control ENDPOINT` subscribes to numbered updates as the control
 plane will publish them.
+
+With `--state-file`, the worker keeps its SRTP state on disk beside it (relay/ledger.py): the
+ledger of index reservations, made durable before the fast path uses them, and the senders'
+stream state every second. Both are read back before the first routing snapshot, so a
+restarted worker (or server) never sends a receiver an index it may have had.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 
 import zmq
 
-from relay import _core, lifecycle, recording, wire
+from relay import _core, ledger, lifecycle, recording, wire
 from relay.logs import log_setup
 from relay.routes import RouteReplica
 
@@ -52,8 +57,10 @@ class WorkerConfig:
     # Every worker's ZeroMQ endpoint for packets passed between workers, in worker order: this
     # one publishes on fanout[index] and subscribes to the others (one worker: none needed).
     fanout: tuple[str, ...] = ()
-    # Where the SRTP index state is saved every second and read back after a restart, so
-    # that senders keep authenticating and receivers keep decrypting (RouteTable.stream_state).
+    # Where the senders' stream state is saved every second and read back after a restart
+    # (so that senders past a sequence wrap keep authenticating); beside it, the ledger of
+    # index reservations (relay/ledger.py). Without it, the worker keeps no SRTP state on disk
+    # and a restart must come with new keys: for benchmarks and tests.
     state_file: Path | None = None
     # Where recorded meetings' media is written (relay/recording.py), and the key file that
     # encrypts it; without both, a meeting switched to recording is not recorded here.
@@ -83,8 +90,19 @@ def bind_udp(host: str, port: int) -> socket.socket:
 class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
-        self.table = _core.RouteTable()
+        self.table = _core.RouteTable(durable=config.state_file is not None)
         self.forwarder = _core.Forwarder(self.table)
+        self.ledger: ledger.Ledger | None = None
+        self.ledger_failing = False  # the last append failed: logged once until it works
+        if config.state_file is not None:
+            # Before any routing state: the joins it brings take up what these hold.
+            directory = config.state_file.parent
+            loaded = ledger.load_ledgers(directory, self.table)
+            loaded += ledger.load_state(config.state_file, self.table)
+            if loaded:
+                log.info("SRTP state of earlier runs read: %d records", loaded)
+            self.ledger = ledger.Ledger(config.state_file.with_suffix(".ledger"))
+            self.ledger.open()
         self.running = True
         self.zmq: zmq.Context[Any] = zmq.Context.instance()
         self.peers_out: zmq.Socket[Any] | None = None  # PUB: our packets for other workers
@@ -114,11 +132,11 @@ class Worker:
         self.stats: zmq.Socket[Any] | None = None
         if config.table is not None:
             self.replica.apply_snapshot(wire.load_snapshot(config.table))
+            self._reserve()
         self.snapshot_due = 0.0  # when to ask for a snapshot again, if one is needed
         self.snapshot_sock: zmq.Socket[Any] | None = None  # a request in flight
         self.poller = zmq.Poller()
         self.latched: set[int] = set()  # participants reported with a known address
-        self.state_restored = False
         if config.control:
             # Subscribe before asking for the snapshot, so no update falls in between: the
             # replica skips those the snapshot already holds (the clone pattern).
@@ -192,6 +210,7 @@ class Worker:
                 self._drain_control()
             if len(frames) == 2:
                 self.forwarder.run_import(fd, frames[1].buffer, now)
+                self._reserve()
 
     def run(self) -> dict[str, Any]:
         """Forward until stopped; returns the final counters."""
@@ -227,6 +246,8 @@ class Worker:
                         if self._control_waiting():
                             self._drain_control()
                         n = forward(fd, now)
+                        if self.table.reservations_waiting() or self.forwarder.waiting:
+                            self._reserve()  # before anything else can change the table
                         if self.peers_out is not None or self.recorders:
                             self._publish_exports()  # one message per meeting per batch
                         if n < 64:
@@ -244,6 +265,7 @@ class Worker:
             if now >= next_stats:
                 self._push_stats(now)
                 self._save_state()
+                self._compact_ledger()
                 self.table.maintain()
                 next_stats = now + STATS_INTERVAL
             if deadline is not None and now >= deadline:
@@ -267,6 +289,7 @@ class Worker:
             try:
                 frames = self.control.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
+                self._reserve()  # the newcomers' reservations, before any packet of theirs
                 return
             try:
                 seq = int(frames[0])
@@ -328,33 +351,50 @@ class Worker:
             snapshot.seq,
             len(snapshot.participants),
         )
-        self._restore_state()
+        self._reserve()
         if self.control is not None:
             self._drain_control()  # the updates numbered after it
 
-    def _restore_state(self) -> None:
-        """Once, after the first snapshot: the index state the last run of this worker saved."""
-        path = self.config.state_file
-        if self.state_restored or path is None:
+    def _reserve(self) -> None:
+        """Make the reservations the table asks for durable, then let it use them, then
+        send what waited for them (ext/table.pxi, "Never the same index twice"). If the
+        ledger cannot be written, nothing is committed: what waited is dropped (counted as
+        unreserved) and the fast path goes on only within what is already durable."""
+        if self.ledger is not None:
+            records = self.table.ledger_pending()
+            if records:
+                try:
+                    self.ledger.append(records)
+                except OSError as exc:
+                    if not self.ledger_failing:
+                        log.error("ledger %s not written: %s", self.ledger.path, exc)
+                    self.ledger_failing = True
+                    self.forwarder.release(self.sockets[0].fileno())
+                    return
+                if self.ledger_failing:
+                    log.info("ledger %s written again", self.ledger.path)
+                    self.ledger_failing = False
+        self.table.ledger_commit()
+        if self.forwarder.waiting:
+            self.forwarder.release(self.sockets[0].fileno())
+
+    def _compact_ledger(self) -> None:
+        if self.ledger is None:
             return
-        self.state_restored = True
+        live = self.table.ledger_records()
+        if not self.ledger.worth_compacting(len(live)):
+            return
         try:
-            used = self.table.restore_stream_state(path.read_bytes())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("stream state %s not used: %s", path, exc)
-            return
-        log.info("stream state restored: %d records", used)
+            self.ledger.compact(live)
+        except OSError as exc:
+            log.warning("ledger %s not compacted: %s", self.ledger.path, exc)
 
     def _save_state(self) -> None:
         path = self.config.state_file
-        if path is None or not self.state_restored:
+        if path is None or self.replica.needs_snapshot:
             return
-        partial = path.with_name(path.name + ".partial")
         try:
-            partial.write_bytes(self.table.stream_state())
-            partial.replace(path)  # atomic: a reader never sees half a file
+            ledger.save_state(path, self.table.stream_state())
         except OSError as exc:
             log.warning("stream state not saved: %s", exc)
 
@@ -386,6 +426,8 @@ class Worker:
         return events
 
     def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.close()
         for sock in self.sockets:
             sock.close()
         for recorder in self.recorders.values():
@@ -402,7 +444,7 @@ def main(config: WorkerConfig) -> int:
     log_setup()
     try:
         worker = Worker(config)
-    except (OSError, wire.WireError, ValueError, KeyError) as exc:
+    except (OSError, wire.WireError, ValueError, KeyError, ledger.LedgerError) as exc:
         print(f"relay worker: {exc}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, worker.stop)

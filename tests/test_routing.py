@@ -225,6 +225,9 @@ def test_a_heartbeat_past_the_last_update_asks_for_a_snapshot() -> None:
         def open_meeting(self, meeting: int, mode: str) -> None:
             self.calls.append(f"open {meeting}")
 
+        def ledger_prune(self) -> int:
+            return 0
+
     replica = RouteReplica(Table())
     replica.apply_snapshot(wire.Snapshot(5))
     assert replica.apply(5, wire.Heartbeat()) and not replica.needs_snapshot

@@ -1,0 +1,309 @@
+"""The relay never protects two packets with the same (key, SSRC, index) (ext/table.pxi,
+"Never the same index twice"), whatever happens to the meeting: tested as a property.
+
+Hypothesis drives one meeting through random sequences of joins, leaves, expulsions, role
+changes (with the keys kept, and promotions with new ones), newcomers declaring an SSRC that
+someone had before, snapshots applied again, and crashes: a fresh durable table that knows
+only what the ledger made durable (and, or not, the stream state). Every packet the core
+emits is recorded: its index is recovered with the receiver's key alone (the ROC whose tag
+verifies), and no (receiver key, SSRC, index) may come twice. Every receiver also decrypts
+everything it is sent with a stateful session of its own, as its client would (relay.srtp,
+which estimates the ROC as libsrtp does): no replay refusal, no failed tag.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from relay import _core
+from relay.srtp import SUITES, Session, SrtpError
+from tests.conftest import rtp
+
+MEETING = 7
+SSRCS = (0x1111, 0x2222, 0x3333)  # few, so that they are declared again and again
+Address = tuple[str, int]
+
+
+@dataclass
+class Person:
+    pid: int
+    suite: str
+    address: Address
+    ssrc: int | None = None  # what it sends, if it may
+    uplink: bytes = b""
+    downlink: bytes = b""
+    sender: Session | None = None  # its client's sending session
+    receiver: Session | None = None  # its client's receiving session
+    seq: int = 0
+    expelled: bool = False
+
+    def new_keys(self) -> None:
+        size = sum(SUITES[self.suite][:2])
+        self.uplink, self.downlink = os.urandom(size), os.urandom(size)
+        self.sender = Session(self.suite, self.uplink)
+        self.receiver = Session(self.suite, self.downlink, replay_window=1024)
+        self.seq = int.from_bytes(os.urandom(2), "big")  # a client's random first SEQ
+
+
+@dataclass
+class Relay:
+    """One durable table with its forwarder, run as relay/worker.py runs it: reservations
+    made durable (here: appended to `ledger`) before the commit that lets them be used."""
+
+    suite: str
+    ledger: bytearray
+    restored: bytes = b""
+    table: _core.RouteTable = field(init=False)
+    forwarder: _core.Forwarder = field(init=False)
+    tx: _core.SendBatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.table = _core.RouteTable(durable=True)
+        self.table.ledger_load(self.restored)
+        self.table.open_meeting(MEETING, "meeting")
+        self.forwarder = _core.Forwarder(self.table)
+        self.tx = _core.SendBatch(4096)
+
+    def join(self, p: Person) -> None:
+        self.table.join(
+            p.pid,
+            MEETING,
+            "panelist" if p.ssrc is not None else "attendee",
+            self.suite,
+            p.uplink,
+            p.downlink,
+            ssrcs=[p.ssrc] if p.ssrc is not None else [],
+            address=p.address,
+        )
+        if p.expelled:
+            self.table.eject(p.pid)
+
+    def reserve(self) -> None:
+        self.ledger += self.table.ledger_pending()
+        self.table.ledger_commit()
+        self.forwarder.process_release(self.tx)
+
+    def feed(self, datagrams: list[tuple[bytes, Address]]) -> list[tuple[bytes, Address]]:
+        rx = _core.RecvBatch()
+        for data, address in datagrams:
+            rx.push(data, address)
+        self.forwarder.process(rx, self.tx, 1.0)
+        self.reserve()
+        out = self.tx.items()
+        self.tx.clear()
+        return out
+
+
+class IndexInvariant(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.suite = "AES_CM_128_HMAC_SHA1_80"
+        self.ledger = bytearray()
+        self.relay = Relay(self.suite, self.ledger)
+        self.present: dict[int, Person] = {}
+        self.next_pid = 1
+        self.used: set[tuple[bytes, int, int]] = set()  # (downlink key, SSRC, index) sent
+        self.rocs: dict[tuple[bytes, int], int] = {}  # the last ROC seen per key and SSRC
+        self.emitted = 0
+
+    # -- who is there --
+
+    @initialize()
+    def a_sender_and_two_listeners(self) -> None:
+        for ssrc in (SSRCS[0], None, None):
+            self.join(ssrc)
+
+    def _new(self, ssrc: int | None) -> Person:
+        pid = self.next_pid
+        self.next_pid += 1
+        p = Person(pid, self.suite, (f"10.1.{pid >> 8}.{pid & 255}", 5000), ssrc)
+        p.new_keys()
+        return p
+
+    @rule(ssrc=st.sampled_from((None, *SSRCS)))
+    def join(self, ssrc: int | None) -> None:
+        """A newcomer; a sender may declare an SSRC someone else had or even has (the
+        control plane refuses two present holders in one meeting; the core must not
+        depend on it)."""
+        p = self._new(ssrc)
+        self.present[p.pid] = p
+        self.relay.join(p)
+        self.relay.reserve()
+
+    @precondition(lambda self: self.present)
+    @rule(data=st.data())
+    def leave(self, data: st.DataObject) -> None:
+        pid = data.draw(st.sampled_from(sorted(self.present)))
+        del self.present[pid]
+        self.relay.table.leave(pid)
+
+    @precondition(lambda self: self.present)
+    @rule(data=st.data())
+    def expel(self, data: st.DataObject) -> None:
+        p = self.present[data.draw(st.sampled_from(sorted(self.present)))]
+        p.expelled = True
+        self.relay.table.eject(p.pid)
+
+    @precondition(lambda self: self.present)
+    @rule(data=st.data(), promote=st.booleans(), ssrc=st.sampled_from((None, *SSRCS)))
+    def change_role(self, data: st.DataObject, promote: bool, ssrc: int | None) -> None:
+        """As the control plane does it: the participant leaves and joins again under its
+        id, with its keys (a panelist becoming host) or new ones (an attendee promoted)."""
+        p = self.present[data.draw(st.sampled_from(sorted(self.present)))]
+        self.relay.table.leave(p.pid)
+        if promote:
+            p.ssrc = ssrc
+            p.new_keys()
+        self.relay.join(p)
+        self.relay.reserve()
+
+    @rule()
+    def snapshot_again(self) -> None:
+        """A worker that missed updates applies a whole snapshot: every meeting is closed
+        and rebuilt."""
+        self.relay.table.close_meeting(MEETING)
+        self.relay.table.open_meeting(MEETING, "meeting")
+        for p in self.present.values():
+            self.relay.join(p)
+        self.relay.reserve()
+
+    @rule(with_state=st.booleans())
+    def crash(self, with_state: bool) -> None:
+        """The worker dies (kill -9) and starts again: only what was durable survives."""
+        restored = bytes(self.ledger)
+        if with_state:
+            restored += self.relay.table.stream_state()
+        self.relay = Relay(self.suite, self.ledger, restored)
+        for p in self.present.values():
+            self.relay.join(p)
+        self.relay.reserve()
+
+    # -- media --
+
+    @precondition(lambda self: any(p.ssrc is not None for p in self.present.values()))
+    @rule(data=st.data(), count=st.integers(1, 40), skip=st.sampled_from((0, 0, 0, 20000)))
+    def send(self, data: st.DataObject, count: int, skip: int) -> None:
+        """A sender sends `count` packets, after skipping `skip` sequence numbers (packets
+        lost on the way in: the sender's ROC moves on)."""
+        senders = sorted(pid for pid, p in self.present.items() if p.ssrc is not None)
+        p = self.present[data.draw(st.sampled_from(senders))]
+        assert p.sender is not None and p.ssrc is not None
+        p.seq += skip
+        datagrams = []
+        for _ in range(count):
+            plain = rtp(p.seq & 0xFFFF, p.ssrc, payload=struct.pack("!II", p.pid, p.seq))
+            p.seq += 1
+            datagrams.append((p.sender.protect(plain), p.address))
+        for packet, address in self.relay.feed(datagrams):
+            self._check(packet, address)
+
+    def _check(self, packet: bytes, address: Address) -> None:
+        receiver = next(p for p in self.present.values() if p.address == address)
+        assert not receiver.expelled, "an expelled participant was sent media"
+        ssrc = struct.unpack("!I", packet[8:12])[0]
+        seq = struct.unpack("!H", packet[2:4])[0]
+        index = self._index(receiver.downlink, ssrc, seq, packet)
+        key = (receiver.downlink, ssrc, index)
+        assert key not in self.used, f"index {index} of SSRC {ssrc:#x} sent twice to one key"
+        self.used.add(key)
+        self.emitted += 1
+        assert receiver.receiver is not None
+        try:
+            receiver.receiver.unprotect(packet)  # as the receiver's own client would
+        except SrtpError as exc:
+            raise AssertionError(f"the receiver's client refused index {index}: {exc}") from None
+
+    def _index(self, key: bytes, ssrc: int, seq: int, packet: bytes) -> int:
+        """The index the packet was protected at, found with the key alone: the ROC whose
+        tag verifies (HMAC covers the ROC, RFC 3711 section 4.2)."""
+        last = self.rocs.get((key, ssrc), 0)
+        for roc in sorted(range(max(0, last - 2), last + 4), key=lambda r: abs(r - last)):
+            try:
+                Session(self.suite, key).unprotect_at(packet, roc)
+            except SrtpError:
+                continue
+            self.rocs[(key, ssrc)] = roc
+            return (roc << 16) | seq
+        raise AssertionError("a packet no ROC near the receiver's opens")
+
+    @invariant()
+    def nothing_waits(self) -> None:
+        assert self.relay.forwarder.waiting == 0
+
+
+IndexInvariant.TestCase.settings = settings(
+    max_examples=int(os.environ.get("RELAY_PROPERTY_EXAMPLES", "300")),
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestIndexInvariant = IndexInvariant.TestCase
+
+
+class IndexInvariantGcm(IndexInvariant):
+    """The same with AES-GCM (RFC 7714), where a repeated nonce also gives away the
+    authentication key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suite = "AEAD_AES_128_GCM"
+        self.relay = Relay(self.suite, self.ledger)
+
+
+IndexInvariantGcm.TestCase.settings = IndexInvariant.TestCase.settings
+TestIndexInvariantGcm = IndexInvariantGcm.TestCase
+
+
+@pytest.mark.parametrize("suite", ["AES_CM_128_HMAC_SHA1_80", "AEAD_AES_128_GCM"])
+def test_the_findings_scenario_expel_then_a_newcomer_with_the_same_ssrc(suite: str) -> None:
+    """The review's reproduction: a presenter expelled, a newcomer declares its SSRC and
+    sends sequence numbers 100-104 again. Before, the listener received both at the same
+    indexes under its key (c1 xor c2 == p1 xor p2) and its libsrtp refused the newcomer's as
+    replays; now the newcomer's packets continue the listener's stream."""
+    ledger = bytearray()
+    relay = Relay(suite, ledger)
+    listener = Person(1, suite, ("10.0.0.1", 5000))
+    first = Person(2, suite, ("10.0.0.2", 5000), SSRCS[0])
+    for p in (listener, first):
+        p.new_keys()
+        relay.join(p)
+    relay.reserve()
+
+    def send(p: Person, seqs: range) -> list[bytes]:
+        assert p.sender is not None and p.ssrc is not None
+        out = []
+        for s in seqs:
+            sent = relay.feed(
+                [(p.sender.protect(rtp(s, p.ssrc, payload=os.urandom(40))), p.address)]
+            )
+            out += [d for d, a in sent if a == listener.address]
+        return out
+
+    before = send(first, range(100, 105))
+    relay.table.eject(first.pid)
+    relay.table.leave(first.pid)
+    second = Person(3, suite, ("10.0.0.3", 5000), SSRCS[0])
+    second.new_keys()
+    relay.join(second)
+    relay.reserve()
+    after = send(second, range(100, 105))
+    assert len(before) == len(after) == 5
+    seqs_before = [struct.unpack("!H", d[2:4])[0] for d in before]
+    seqs_after = [struct.unpack("!H", d[2:4])[0] for d in after]
+    assert seqs_after == [seqs_before[-1] + 1 + k for k in range(5)]  # continued, not repeated
+    assert listener.receiver is not None
+    for packet in before + after:
+        listener.receiver.unprotect(packet)  # no ReplayError, every tag verifies
