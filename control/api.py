@@ -23,6 +23,11 @@ and flags only) after it: meetings created, changed, ended, deleted; locked, unl
 recording on or off; participants muted, expelled, given another role; registration settings,
 approvals, rejections, corrections, new tokens, reads and exports of the registrants, erasures.
 
+Client address: the TCP peer's, or, when the peer is one of the trusted proxies given to
+`create_app` (`relay serve --trusted-proxies`), the client its X-Forwarded-For names
+(control/proxies.py). `client_address` is the one place that decides: the join throttle and
+the access log's pseudonym both use it.
+
 Logs: one line per request with the method, the route (its template, so no ids), the status
 and the time taken; the client address appears only as a keyed pseudonym (DESIGN.md: logs
 carry no PII). Secrets never reach a log: they are in bodies and headers, which are not logged,
@@ -40,7 +45,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -57,6 +62,7 @@ from control.errors import ApiError, Forbidden, NotFound, Throttled, Unauthorize
 from control.meetings import NAME_MAX, TITLE_MAX
 from control.metrics import RelayCollector
 from control.plane import ControlPlane
+from control.proxies import TrustedProxies
 from control.registration import (
     ANSWER_MAX,
     CAPACITY_MAX,
@@ -344,9 +350,14 @@ class BodyLimit:
 # --- the application --------------------------------------------------------------------------
 
 
-def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> FastAPI:
+def create_app(
+    plane: ControlPlane | Callable[[], Awaitable[ControlPlane]],
+    trusted_proxies: Iterable[str] = (),
+) -> FastAPI:
     """The API over a running control plane, or over one that `plane()` starts (and the app
-    closes) in its lifespan."""
+    closes) in its lifespan. `trusted_proxies`: the networks (CIDR) whose X-Forwarded-For is
+    believed; by default none, and the TCP peer is the client."""
+    proxies = TrustedProxies(trusted_proxies)
     holder: dict[str, ControlPlane] = {}
     if isinstance(plane, ControlPlane):
         holder["plane"] = plane
@@ -411,7 +422,10 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
         return plane.registrations
 
     def client_address(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
+        """Who sent the request, for the join throttle and the access log (control/proxies.py)."""
+        if request.client is None:
+            return "unknown"
+        return proxies.client(request.client.host, request.headers.getlist("x-forwarded-for"))
 
     # -- errors --
 

@@ -31,7 +31,33 @@ def register(commands: Any) -> None:
         "variables, then the --config TOML file (see control/settings.py).",
     )
     serve.add_argument("--data-dir", help="database, token and keys (default ~/.local/share/relay)")
-    serve.add_argument("--api", metavar="HOST:PORT", help="HTTP API address (127.0.0.1:8080)")
+    serve.add_argument(
+        "--api",
+        metavar="HOST:PORT",
+        help="HTTP API address (127.0.0.1:8080); off loopback it needs --tls-cert and --tls-key, "
+        "or --plain-http",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve the API over HTTPS with this PEM certificate (the server's, then any "
+        "intermediates); needs --tls-key",
+    )
+    serve.add_argument(
+        "--tls-key", metavar="FILE", help="the certificate's PEM private key, unencrypted"
+    )
+    serve.add_argument(
+        "--plain-http",
+        action="store_true",
+        default=None,  # None: not given, so RELAY_PLAIN_HTTP or the config file may say
+        help="allow plain HTTP on a non-loopback --api: only behind a proxy that terminates TLS",
+    )
+    serve.add_argument(
+        "--trusted-proxies",
+        metavar="CIDR,...",
+        help="proxies whose X-Forwarded-For names the client, as in 10.0.0.0/24,192.0.2.7 "
+        "(default: none; the TCP peer is the client)",
+    )
     serve.add_argument("--media-host", help="address the workers bind (127.0.0.1)")
     serve.add_argument("--media-port", help="worker i uses PORT+2i, and PORT+2i+1 for RTCP (40000)")
     serve.add_argument(

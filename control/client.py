@@ -23,6 +23,11 @@ meeting's calls). `join` never sends it: the meeting password (or the host key, 
 `role="host"`) in the body is the credential. The token never appears in `repr()` or in an
 exception's message.
 
+TLS: an https:// URL is verified against the CA bundle `ca` names, else $RELAY_CA, else httpx's
+default trust store (certifi's, or $SSL_CERT_FILE); a private CA's bundle is a PEM file of its
+certificate. A certificate that cannot be verified raises `UntrustedCertificate`, and nothing
+is sent. http:// URLs (loopback: `relay serve` refuses plain HTTP elsewhere) ignore both.
+
 Errors: every answer outside 2xx raises an `ApiError` subclass (`Unauthorized` 401,
 `Forbidden` 403, `NotFound` 404, `Conflict` 409 and its `Ended`, `Invalid` 422, `Locked` 423,
 `Throttled` 429 with `retry_after`, `ServerError` 5xx) carrying the server's `status`,
@@ -33,6 +38,8 @@ call returns, raises `RelayClientError`, the base of them all.
 from __future__ import annotations
 
 import email.utils
+import os
+import ssl
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -69,6 +76,7 @@ __all__ = [
     "StreamSpec",
     "Throttled",
     "Unauthorized",
+    "UntrustedCertificate",
     "UsageRecord",
 ]
 
@@ -242,6 +250,11 @@ class RelayClientError(Exception):
     something that is not what the call returns."""
 
 
+class UntrustedCertificate(RelayClientError):
+    """The server's TLS certificate could not be verified (an unknown CA, a name it is not
+    for, an expired one): nothing was sent to it."""
+
+
 class ApiError(RelayClientError):
     """The relay answered with a status outside 2xx; its `{"error": {"code", "message"}}`."""
 
@@ -338,6 +351,34 @@ def _drop_none(**fields: Any) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
+def _server_verification(scheme: str, ca: str | os.PathLike[str] | None) -> ssl.SSLContext | bool:
+    """How the server's certificate is checked: against the CA bundle `ca` (else $RELAY_CA)
+    alone, as curl's --cacert does, else against httpx's default trust store (True)."""
+    bundle = ca if ca is not None else os.environ.get("RELAY_CA") or None
+    if scheme != "https" or bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=os.fspath(bundle))
+    except ssl.SSLError:  # before OSError: it is one
+        raise RelayClientError(f"the CA bundle {bundle} holds no PEM certificate") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RelayClientError(f"cannot read the CA bundle {bundle}: {reason}") from None
+
+
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The OpenSSL error behind an httpx error (httpx raises its own, from httpcore's, from
+    this one), if there is one."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 # --- the client -------------------------------------------------------------------------------
 
 
@@ -346,8 +387,10 @@ class RelayClient:
     as "https://example.org/relay" works too).
 
     `token`: the operator token or a meeting's host key, sent as `Authorization: Bearer` with
-    every call but `join`. `transport`: an httpx transport to use instead of the network (for
-    tests: `httpx.MockTransport`, or `httpx.ASGITransport` is for async clients only).
+    every call but `join`. `ca`: the PEM CA bundle that an https:// server's certificate is
+    verified against (default: $RELAY_CA, else httpx's default trust store). `transport`: an
+    httpx transport to use instead of the network (for tests: `httpx.MockTransport`, or
+    `httpx.ASGITransport` is for async clients only).
     Use it as a context manager, or call `close()`."""
 
     def __init__(
@@ -357,6 +400,7 @@ class RelayClient:
         *,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        ca: str | os.PathLike[str] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -373,6 +417,7 @@ class RelayClient:
             base_url=self.base_url,
             timeout=timeout,
             transport=transport,
+            verify=_server_verification(parts.scheme, ca),
             headers={"Accept": "application/json", "User-Agent": "relay-client/1"},
         )
 
@@ -420,13 +465,32 @@ class RelayClient:
                 f"no answer within {self.timeout:g} s"
             ) from None
         except httpx.HTTPError as exc:
+            self._raise_for_tls(exc)
             reason = self._scrub(str(exc)) or type(exc).__name__
+            if isinstance(exc, httpx.RemoteProtocolError) and self.base_url.startswith("http:"):
+                reason += " (if it serves HTTPS, use an https:// URL)"  # a TLS server hangs up
             raise RelayClientError(
                 f"cannot reach the relay API at {self.base_url}: {reason}"
             ) from None
         if not response.is_success:
             raise self._error(response)
         return response
+
+    def _raise_for_tls(self, exc: httpx.HTTPError) -> None:
+        """One clear error for a TLS failure, which httpx reports as a connection error."""
+        failure = _ssl_error(exc)
+        if isinstance(failure, ssl.SSLCertVerificationError):
+            reason = failure.verify_message or failure.reason or "verification failed"
+            raise UntrustedCertificate(
+                f"cannot verify the server's TLS certificate at {self.base_url} ({reason}); "
+                "set RELAY_CA to your CA bundle"
+            ) from None
+        if failure is not None:
+            reason = failure.reason or type(failure).__name__
+            raise RelayClientError(
+                f"the TLS handshake with the relay API at {self.base_url} failed ({reason}); "
+                "does it serve HTTPS there?"
+            ) from None
 
     def _error(self, response: httpx.Response) -> ApiError:
         status = response.status_code

@@ -8,13 +8,18 @@ line"): the HTTP API from a shell, through `control.client.RelayClient`.
     relay participants mute|unmute|expel MEETING PID
     relay usage [--meeting ID] [--csv]
 
-Every one takes `--url` (default: $RELAY_URL, else http://127.0.0.1:8080), `--token` (default:
+Every one takes `--url` (default: $RELAY_URL, else http://127.0.0.1:8080), `--ca` (the PEM CA
+bundle an https:// server's certificate is verified against; default: $RELAY_CA, else the
+default trust store), `--token` (default:
 $RELAY_TOKEN, else the file `token` in the data directory, which `relay serve` writes),
 `--data-dir` (default: $RELAY_DATA_DIR, else the server's default) and `--json` (print the
 API's JSON answer instead of a table). A token on the command line shows in `ps`: prefer
 $RELAY_TOKEN or the token file. The operator token is never printed.
 
-Errors print `relay: MESSAGE` on stderr and exit with 1 (2 for a usage error, as argparse).
+`relay join` takes `--url` and `--ca` too (it sends no token).
+
+Errors print `relay: MESSAGE` on stderr and exit with 1 (2 for a usage error, as argparse); a
+server certificate that cannot be verified is one such line, with what to set.
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ class CommandError(Exception):
 
 Action = Callable[["RelayClient", argparse.Namespace], int]
 
+CA_HELP = (
+    "PEM CA bundle that an https:// server's certificate must chain to "
+    "(default: $RELAY_CA, else the default trust store)"
+)
+
 
 # --- options, token ---------------------------------------------------------------------------
 
@@ -61,6 +71,7 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connection and output")
     group.add_argument("--url", help=f"the relay's API (default: $RELAY_URL, else {DEFAULT_URL})")
+    group.add_argument("--ca", metavar="FILE", help=CA_HELP)
     group.add_argument(
         "--token",
         help="operator token or host key (default: $RELAY_TOKEN, else DATA_DIR/token); "
@@ -117,7 +128,7 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
 
         try:
             token = _token(args)
-            with RelayClient(_url(args), token) as client:
+            with RelayClient(_url(args), token, ca=args.ca) as client:
                 return action(client, args)
         except CommandError as exc:
             print(f"relay: {exc}", file=sys.stderr)
@@ -435,7 +446,7 @@ def _join(args: argparse.Namespace) -> int:
     from control.client import ApiError, RelayClient, RelayClientError
 
     try:
-        with RelayClient(_url(args)) as client:
+        with RelayClient(_url(args), ca=args.ca) as client:
             answer = client.join(
                 args.meeting,
                 name=args.name,
@@ -596,5 +607,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="print only ffmpeg's arguments (the first stream's output, or the input), for $(...)",
     )
     join.add_argument("--url", help=f"the relay's API (default: $RELAY_URL, else {DEFAULT_URL})")
+    join.add_argument("--ca", metavar="FILE", help=CA_HELP)
     join.add_argument("--json", action="store_true", help="print the whole answer as JSON")
     join.set_defaults(run=_join, command_name="join")

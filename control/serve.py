@@ -271,7 +271,8 @@ class Server:
     def api_url(self) -> str:
         host = self.settings.api_host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.settings.api_port}"
+        scheme = "https" if self.settings.tls else "http"
+        return f"{scheme}://{host}:{self.settings.api_port}"
 
     def start(self) -> None:
         try:
@@ -327,8 +328,17 @@ def banner(server: Server) -> str:
     )
     ports = ", ".join(str(s.media_port + 2 * i) for i in range(s.workers))
     store = s.db.split("@")[-1] if s.db else str(server.data_dir / "relay.db")
+    tls_line = (
+        f"certificate {s.tls_cert}"
+        if s.tls
+        else "none: plain HTTP, for a proxy in front that terminates TLS"
+        if s.plain_http
+        else "none: plain HTTP on loopback"
+    )
+    proxies = ", ".join(s.trusted_proxies) or "none (the TCP peer is the client)"
     return (
         f"relay serve: API on {server.api_url} (OpenAPI at {server.api_url}/docs)\n"
+        f"  TLS: {tls_line}; X-Forwarded-For believed from: {proxies}\n"
         f"  operator token: {token_line}\n"
         f"  {s.workers} worker(s) on {s.media_host}, media ports {ports} (RTCP also on +1); "
         f"participants are told {s.advertised_host}\n"

@@ -7,6 +7,13 @@ are read here from RELAY_TOKEN / RELAY_BOX_KEY / RELAY_PII_KEY or the data direc
 (control/credentials.py). Once the API listens, the process writes its pid to RELAY_SERVE_READY
 (a file), which is how the parent knows the start worked.
 
+HTTPS: with `tls_cert` and `tls_key` uvicorn serves TLS with them (control/tls.py: checked again
+here before uvicorn loads them, since a file may have changed since `relay serve` started; a
+renewed certificate is loaded when this process starts again). Off loopback without TLS it
+refuses to start unless `plain_http` (control/settings.py). uvicorn's own proxy header handling
+is off (it believes X-Forwarded-For from 127.0.0.1 by default): which address a request comes
+from is decided by control/proxies.py alone, from `trusted_proxies`.
+
 SIGTERM: uvicorn stops taking requests and finishes those in flight, then the control plane
 closes its sockets and the store (every write already committed). Started by `relay serve`,
 the process ignores SIGINT (Ctrl-C is for its parent, which stops it in order) and ends within
@@ -26,15 +33,16 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 import uvloop
 
-from control import credentials
+from control import credentials, tls
 from control.api import create_app
 from control.plane import ControlPlane, Endpoints
 from control.recordings import Recordings
-from control.settings import Settings, SettingsError
+from control.settings import Settings, SettingsError, check_api
 from control.store import StoreError, open_store
 from relay import lifecycle
 from relay.logs import log_setup
@@ -67,9 +75,21 @@ async def _watch_started(server: uvicorn.Server, ready: Path | None) -> None:
         ready.write_text(str(os.getpid()))
 
 
+def _tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS options: none for plain HTTP."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return {}
+    return {
+        "ssl_certfile": str(settings.tls_cert),
+        "ssl_keyfile": str(settings.tls_key),
+        "ssl_ciphers": tls.SERVER_CIPHERS,
+    }
+
+
 async def run(
     settings: Settings, endpoints: Endpoints, ready: Path | None = None, managed: bool = False
 ) -> int:
+    check_api(settings)
     token, _ = credentials.operator_token(settings.data_dir)
     box_key = credentials.box_key(settings.data_dir)
     pii_key = credentials.pii_key(settings.data_dir)
@@ -92,13 +112,15 @@ async def run(
             ),
         )
 
-    app = create_app(start)
+    app = create_app(start, trusted_proxies=settings.trusted_proxies)
     config = uvicorn.Config(
         app,
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,  # our logging setup; uvicorn's access log would show client addresses
         access_log=False,
+        proxy_headers=False,  # control/proxies.py decides whom X-Forwarded-For is believed from
+        **_tls_options(settings),
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=10,

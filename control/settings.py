@@ -5,17 +5,28 @@ variable (`RELAY_` and the setting's name in capitals), the TOML file (`--config
 `RELAY_CONFIG`), the default. The TOML file uses the settings' names as keys:
 
     data_dir = "/var/lib/relay"
-    api = "0.0.0.0:8080"
+    api = "0.0.0.0:8443"
+    tls_cert = "/etc/relay/cert.pem"  # PEM: the server's certificate, then any intermediates
+    tls_key = "/etc/relay/key.pem"    # PEM: its private key, unencrypted
     media_host = "0.0.0.0"
     media_port = 40000
     public_host = "203.0.113.7"   # what join answers and SDP tell participants
     workers = 4
     db = "postgresql://relay@db.internal/relay"
     recording_retention_days = 30
+    # plain_http = true                   # only behind a proxy that terminates TLS
+    # trusted_proxies = ["10.0.0.0/24"]   # whose X-Forwarded-For is believed ("A,B" in flags)
+
+The API carries tokens, host keys, passwords and participants' SRTP keys, so it is served over
+HTTPS (`tls_cert` and `tls_key`, both or neither; control/tls.py checks them) or on a loopback
+address. Any other `api` without TLS is refused unless `plain_http` says a proxy in front
+terminates TLS. `X-Forwarded-For` is believed only from a TCP peer inside `trusted_proxies`
+(default: none); the client address is otherwise the peer's (control/proxies.py).
 
 The operator token is not a setting: it is a secret and never sits in a config file or on a
 command line (where `ps` shows it). It comes from `RELAY_TOKEN` or from `DATA_DIR/token`,
-generated with mode 0600 on first start (control/credentials.py).
+generated with mode 0600 on first start (control/credentials.py). The TLS key is a file, named
+by `tls_key`; its contents never reach a message or a log.
 
 Everything is checked before anything starts: a bad value is a `SettingsError` naming the
 setting and where it came from.
@@ -32,9 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from control import proxies
 from relay.errors import RelayError
 
-__all__ = ["DEFAULT_DATA_DIR", "Settings", "SettingsError", "resolve"]
+__all__ = ["DEFAULT_DATA_DIR", "Settings", "SettingsError", "check_api", "resolve"]
 
 
 class SettingsError(RelayError, ValueError):
@@ -60,21 +72,34 @@ class Settings:
     workers: int = max(1, os.cpu_count() or 1)
     db: str = ""  # empty: SQLite file relay.db in data_dir
     recording_retention_days: float = 30.0  # recordings older than this are deleted
+    tls_cert: Path | None = None  # PEM certificate (chain) the API serves HTTPS with
+    tls_key: Path | None = None  # PEM private key of tls_cert, unencrypted
+    plain_http: bool = False  # plain HTTP off loopback: a proxy in front terminates TLS
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For is believed
 
     @property
     def advertised_host(self) -> str:
         return self.public_host or self.media_host
 
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
     def to_json(self) -> dict[str, Any]:
-        """The settings as plain JSON values (they travel to the control plane's process)."""
+        """The settings as plain JSON values (they travel to the control plane's process;
+        the TLS key as its path, never its contents)."""
         body = dataclasses.asdict(self)
-        body["data_dir"] = str(self.data_dir)
+        for name in ("data_dir", "tls_cert", "tls_key"):
+            body[name] = None if body[name] is None else str(body[name])
+        body["trusted_proxies"] = list(self.trusted_proxies)
         return body
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Settings:
         values = dict(body)
-        values["data_dir"] = Path(values["data_dir"])
+        for name in ("data_dir", "tls_cert", "tls_key"):
+            values[name] = None if values.get(name) is None else Path(values[name])
+        values["trusted_proxies"] = tuple(values.get("trusted_proxies", ()))
         return cls(**values)
 
 
@@ -88,7 +113,14 @@ NAMES = (
     "workers",
     "db",
     "recording_retention_days",
+    "tls_cert",
+    "tls_key",
+    "plain_http",
+    "trusted_proxies",
 )
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 def _host(value: object, where: str, name: str) -> str:
@@ -121,6 +153,40 @@ def _api(value: object, where: str) -> tuple[str, int]:
         raise SettingsError(f"api ({where}) must be HOST:PORT, as in 127.0.0.1:8080")
     host, _, port = value.rpartition(":")
     return _host(host, where, "api host"), _port(port, where, "api port")
+
+
+def _path(value: object, where: str, name: str) -> Path:
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise SettingsError(f"{name} ({where}) must be a file path")
+    return Path(value).expanduser().absolute()
+
+
+def _boolean(value: object, where: str, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise SettingsError(f"{name} ({where}) must be true or false, got {value!r}")
+
+
+def _networks(value: object, where: str) -> tuple[str, ...]:
+    """CIDR networks or addresses: "A,B" (a flag or variable) or a TOML list of strings."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise SettingsError(
+            f"trusted_proxies ({where}) must be networks or addresses, as in "
+            '"10.0.0.0/24,192.0.2.7" or a TOML list of them'
+        )
+    networks = []
+    for item in items:
+        if not item.strip():
+            continue  # "A,B," or "A,,B": an empty element says nothing
+        try:
+            networks.append(str(proxies.parse_network(item.strip())))
+        except ValueError as exc:
+            raise SettingsError(f"trusted_proxies ({where}): {exc}") from None
+    return tuple(networks)
 
 
 def _check(name: str, value: object, where: str) -> dict[str, Any]:
@@ -162,10 +228,17 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
         if not isinstance(value, str):
             raise SettingsError(f"db ({where}) must be a database URL or an SQLite file path")
         return {name: value}
+    if name in ("tls_cert", "tls_key"):
+        return {name: _path(value, where, name)}
+    if name == "plain_http":
+        return {name: _boolean(value, where, name)}
+    if name == "trusted_proxies":
+        return {name: _networks(value, where)}
     raise SettingsError(f"unknown setting {name!r} ({where}); known: {', '.join(NAMES)}")
 
 
 def _from_file(path: Path) -> dict[str, Any]:
+    """The file's settings by name, unchecked (`resolve` checks them in order)."""
     try:
         with path.open("rb") as f:
             table = tomllib.load(f)
@@ -177,32 +250,101 @@ def _from_file(path: Path) -> dict[str, Any]:
         raise SettingsError(
             f"config file {path} is not UTF-8 text (byte {exc.start}); TOML files must be"
         ) from None
-    fields: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for key, value in table.items():
         name = key.replace("-", "_")
         if name not in NAMES:
             raise SettingsError(
                 f"config file {path}: unknown setting {key!r}; known: {', '.join(NAMES)}"
             )
-        fields.update(_check(name, value, f"config file {path}"))
-    return fields
+        values[name] = value
+    return values
+
+
+def _given(flags: Mapping[str, Any], env: Mapping[str, str]) -> list[tuple[str, object, str]]:
+    """(setting, value, where it came from) for every value given, lowest precedence first."""
+    given: list[tuple[str, object, str]] = []
+    config = flags.get("config") or env.get("RELAY_CONFIG")
+    if config:
+        path = Path(config)
+        given += [(n, v, f"config file {path}") for n, v in _from_file(path).items()]
+    for name in NAMES:
+        value = env.get(f"RELAY_{name.upper()}")
+        if value:
+            given.append((name, value, f"RELAY_{name.upper()}"))
+    for name in NAMES:
+        value = flags.get(name)
+        if value is not None:
+            given.append((name, value, f"--{name.replace('_', '-')}"))
+    return given
+
+
+def _source(origin: Mapping[str, str], name: str) -> str:
+    """Where a setting came from, for a message (`check_api` may be given no origins)."""
+    return origin.get(name, "as given")
+
+
+def _check_tls(settings: Settings, origin: Mapping[str, str]) -> None:
+    """Both files or neither, and a pair that can serve HTTPS (control/tls.py)."""
+    from control import tls  # cryptography loads only when there is TLS to check
+
+    cert, key = settings.tls_cert, settings.tls_key
+    if cert is None and key is None:
+        return
+    if cert is None or key is None:
+        given, missing = ("tls_key", "tls_cert") if cert is None else ("tls_cert", "tls_key")
+        raise SettingsError(
+            f"{given} ({_source(origin, given)}) needs {missing} too: give both "
+            "--tls-cert FILE and --tls-key FILE, or neither"
+        )
+    try:
+        tls.check_server_files(cert, key)
+    except tls.TlsFileError as exc:
+        name = f"tls_{exc.which}"
+        raise SettingsError(f"{name} ({_source(origin, name)}): {exc}") from None
+
+
+def _loopback(host: str) -> bool:
+    address = ipaddress.ip_address(host)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _check_exposure(settings: Settings, origin: Mapping[str, str]) -> None:
+    """Plain HTTP only on loopback, unless `plain_http` says a TLS proxy sits in front."""
+    if settings.tls and settings.plain_http:
+        raise SettingsError(
+            f"plain_http ({_source(origin, 'plain_http')}) and tls_cert "
+            f"({_source(origin, 'tls_cert')}) contradict each other: give --tls-cert and "
+            "--tls-key to serve HTTPS, or --plain-http behind a proxy that terminates TLS"
+        )
+    if settings.tls or settings.plain_http or _loopback(settings.api_host):
+        return
+    raise SettingsError(
+        f"api ({_source(origin, 'api')}) is {settings.api_host}, not a loopback address, "
+        "and the API would be plain HTTP, which carries tokens, passwords and SRTP keys in "
+        "clear: give --tls-cert FILE and --tls-key FILE (or RELAY_TLS_CERT and RELAY_TLS_KEY) "
+        "to serve HTTPS, or --plain-http if a proxy in front of it terminates TLS"
+    )
+
+
+def check_api(settings: Settings, origin: Mapping[str, str] | None = None) -> None:
+    """Refuse an API that cannot be served safely: TLS files that cannot serve HTTPS, or plain
+    HTTP off loopback without `plain_http`. `origin` names where each setting came from.
+    (`resolve` calls it; the control plane's process calls it again before it listens.)"""
+    _check_tls(settings, origin or {})
+    _check_exposure(settings, origin or {})
 
 
 def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
     """The settings from flags (None where not given), the environment and the config file."""
     env = os.environ if environ is None else environ
     fields: dict[str, Any] = {}
-    config = flags.get("config") or env.get("RELAY_CONFIG")
-    if config:
-        fields.update(_from_file(Path(config)))
-    for name in NAMES:
-        value = env.get(f"RELAY_{name.upper()}")
-        if value:
-            fields.update(_check(name, value, f"RELAY_{name.upper()}"))
-    for name in NAMES:
-        value = flags.get(name)
-        if value is not None:
-            fields.update(_check(name, value, f"--{name.replace('_', '-')}"))
+    origin: dict[str, str] = {}
+    for name, value, where in _given(flags, env):
+        fields.update(_check(name, value, where))
+        origin[name] = where
     settings = Settings(**fields)
     if settings.media_port + 2 * settings.workers - 1 > 65535:
         raise SettingsError(
@@ -214,4 +356,5 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
             f"media_host is {settings.media_host}: give public_host, the address participants "
             "should send to"
         )
+    check_api(settings, origin)
     return settings

@@ -12,11 +12,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from control import credentials
 from control.settings import DEFAULT_DATA_DIR, Settings, SettingsError, resolve
+from tests.pki import Authority, ServerFiles, key_body, key_pem, server_files, weak_rsa_pair
 
-ALL_SETTINGS = ("data_dir", "api", "media_host", "media_port", "public_host", "workers", "db")
+ALL_SETTINGS = (
+    "data_dir",
+    "api",
+    "media_host",
+    "media_port",
+    "public_host",
+    "workers",
+    "db",
+    "tls_cert",
+    "tls_key",
+    "plain_http",
+    "trusted_proxies",
+)
 
 
 def toml_file(tmp_path: Path, text: str, name: str = "relay.toml") -> Path:
@@ -58,6 +72,8 @@ def _expected(tmp_path: Path, tag: str, port: int) -> Settings:
         public_host="203.0.113.9",
         workers=3,
         db=f"postgresql://relay@db/{tag}",
+        plain_http=True,  # 10.0.0.1 is no loopback address: a TLS proxy is in front
+        trusted_proxies=("10.0.0.0/24", "2001:db8::7/128"),
     )
 
 
@@ -70,6 +86,8 @@ def test_every_setting_from_a_flag(tmp_path: Path) -> None:
         "public_host": "203.0.113.9",
         "workers": "3",
         "db": "postgresql://relay@db/flag",
+        "plain_http": True,
+        "trusted_proxies": "10.0.0.0/24,2001:db8::7",
     }
     assert resolve(flags, environ={}) == _expected(tmp_path, "flag", 9001)
 
@@ -83,6 +101,8 @@ def test_every_setting_from_the_environment(tmp_path: Path) -> None:
         "RELAY_PUBLIC_HOST": "203.0.113.9",
         "RELAY_WORKERS": "3",
         "RELAY_DB": "postgresql://relay@db/env",
+        "RELAY_PLAIN_HTTP": "yes",
+        "RELAY_TRUSTED_PROXIES": " 10.0.0.0/24 , 2001:db8::7 ",
     }
     assert resolve({}, environ=environ) == _expected(tmp_path, "env", 9002)
 
@@ -99,6 +119,8 @@ def test_every_setting_from_the_toml_file(tmp_path: Path) -> None:
         public_host = "203.0.113.9"
         workers = 3
         db = "postgresql://relay@db/file"
+        plain_http = true
+        trusted_proxies = ["10.0.0.0/24", "2001:db8::7"]
         """,
     )
     expected = _expected(tmp_path, "file", 9003)
@@ -159,7 +181,8 @@ def test_an_empty_environment_variable_counts_as_unset(tmp_path: Path) -> None:
     ],
 )
 def test_api_splits_into_host_and_port(api: str, host: str, port: int) -> None:
-    for settings in (resolve({"api": api}, environ={}), resolve({}, environ={"RELAY_API": api})):
+    flag, env = {"api": api, "plain_http": True}, {"RELAY_API": api, "RELAY_PLAIN_HTTP": "1"}
+    for settings in (resolve(flag, environ={}), resolve({}, environ=env)):
         assert (settings.api_host, settings.api_port) == (host, port)
 
 
@@ -229,6 +252,11 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("workers", "257", "workers"),
     ("workers", "-3", "workers"),
     ("workers", "many", "workers"),
+    ("plain_http", "maybe", "true or false"),
+    ("trusted_proxies", "proxy.example", "not an IP address"),
+    ("trusted_proxies", "10.0.0.1/8", "host bits set: the network is 10.0.0.0/8"),
+    ("trusted_proxies", "0.0.0.0/0", "would trust every address"),
+    ("trusted_proxies", "10.0.0.0/8,::/0", "would trust every address"),
 ]
 
 
@@ -266,6 +294,11 @@ BAD_TOML_TYPES: list[tuple[str, str]] = [
     ("db = 5", "db"),
     ("data_dir = 1", "data_dir"),
     ('data_dir = ""', "data_dir"),
+    ("plain_http = 1", "plain_http"),
+    ("trusted_proxies = 10", "trusted_proxies"),
+    ("trusted_proxies = [10]", "trusted_proxies"),
+    ("tls_cert = 5", "tls_cert"),
+    ('tls_key = ""', "tls_key"),
 ]
 
 
@@ -331,12 +364,192 @@ def test_settings_errors_are_value_errors() -> None:
         resolve({"workers": "0"}, environ={})
 
 
+# --- TLS, plain HTTP off loopback, trusted proxies ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def authority() -> Authority:
+    return Authority.new()
+
+
+@pytest.fixture(scope="module")
+def tls_files(authority: Authority, tmp_path_factory: pytest.TempPathFactory) -> ServerFiles:
+    return server_files(tmp_path_factory.mktemp("tls"), authority)
+
+
+def test_tls_files_from_every_source(tmp_path: Path, tls_files: ServerFiles) -> None:
+    cert, key = str(tls_files.cert), str(tls_files.key)
+    config = toml_file(tmp_path, f'tls_cert = "{cert}"\ntls-key = "{key}"\napi = "0.0.0.0:8443"\n')
+    for settings in (
+        resolve({"tls_cert": cert, "tls_key": key, "api": "0.0.0.0:8443"}, environ={}),
+        resolve({"api": "[::]:8443"}, environ={"RELAY_TLS_CERT": cert, "RELAY_TLS_KEY": key}),
+        resolve({"config": str(config)}, environ={}),
+        resolve({"tls_key": key}, environ={"RELAY_TLS_CERT": cert}),  # two sources, one pair
+    ):
+        assert (settings.tls_cert, settings.tls_key) == (tls_files.cert, tls_files.key)
+        assert settings.tls and not settings.plain_http
+
+
+def test_tls_takes_both_files_or_neither(tls_files: ServerFiles) -> None:
+    with pytest.raises(SettingsError) as caught:
+        resolve({"tls_cert": str(tls_files.cert)}, environ={})
+    assert "tls_cert (--tls-cert) needs tls_key" in str(caught.value)
+    assert "--tls-key FILE" in str(caught.value)
+    with pytest.raises(SettingsError) as caught:
+        resolve({}, environ={"RELAY_TLS_KEY": str(tls_files.key)})
+    assert "tls_key (RELAY_TLS_KEY) needs tls_cert" in str(caught.value)
+    assert resolve({}, environ={}).tls is False
+
+
+def _bad_tls_pairs(
+    directory: Path, authority: Authority, good: ServerFiles
+) -> list[tuple[str, Path, Path, str, str]]:
+    """(case, cert, key, the setting named, words of the message)"""
+    other = server_files(directory / "other", authority)
+    garbage = directory / "garbage.pem"
+    garbage.write_text("this is no certificate\n")
+    secret_key = directory / "secret.pem"  # PEM armour around something that is no key
+    secret_key.write_text(
+        "-----BEGIN PRIVATE KEY-----\nU0VDUkVUU0VDUkVUU0VDUkVUc2VjcmV0\n-----END PRIVATE KEY-----\n"
+    )
+    encrypted = directory / "encrypted.pem"
+    private = load_pem_private_key(good.key.read_bytes(), password=None)
+    encrypted.write_bytes(key_pem(private, passphrase=b"a passphrase"))
+    weak_cert, weak_key = weak_rsa_pair(directory, authority)
+    missing = directory / "missing.pem"
+    return [
+        ("missing cert", missing, good.key, "tls_cert", "No such file"),
+        ("missing key", good.cert, missing, "tls_key", "No such file"),
+        ("cert is a directory", directory, good.key, "tls_cert", "Is a directory"),
+        ("cert is not PEM", garbage, good.key, "tls_cert", "holds no PEM certificate"),
+        ("cert file holds a key", good.key, good.key, "tls_cert", "holds no PEM certificate"),
+        ("key file holds a cert", good.cert, good.cert, "tls_key", "holds no PEM private key"),
+        ("key is not a key", good.cert, secret_key, "tls_key", "holds no PEM private key"),
+        ("key of another cert", good.cert, other.key, "tls_key", "is not the private key of"),
+        ("encrypted key", good.cert, encrypted, "tls_key", "is encrypted"),
+        ("key too weak", weak_cert, weak_key, "tls_cert", "OpenSSL refuses"),
+    ]
+
+
+def test_tls_files_that_cannot_serve_https_are_named_without_their_contents(
+    tmp_path: Path, authority: Authority, tls_files: ServerFiles
+) -> None:
+    secrets = [*key_body(tls_files.key_text), "U0VDUkVU"]
+    for case, cert, key, name, words in _bad_tls_pairs(tmp_path, authority, tls_files):
+        for flags, environ, source in (
+            ({"tls_cert": str(cert), "tls_key": str(key)}, {}, f"--{name.replace('_', '-')}"),
+            ({}, {"RELAY_TLS_CERT": str(cert), "RELAY_TLS_KEY": str(key)}, f"RELAY_{name.upper()}"),
+        ):
+            with pytest.raises(SettingsError) as caught:
+                resolve(flags, environ=environ)
+            message = str(caught.value)
+            assert message.startswith(f"{name} ({source}): "), (case, message)
+            assert words in message, (case, message)
+            path = key if name == "tls_key" else cert
+            assert str(path) in message, (case, message)
+            assert not any(s in message for s in secrets), (case, message)
+            assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize("api", ["0.0.0.0:8080", "[::]:8080", "192.0.2.10:80", "[2001:db8::1]:1"])
+def test_plain_http_off_loopback_is_refused_and_says_what_to_pass(
+    tmp_path: Path, api: str, tls_files: ServerFiles
+) -> None:
+    config = toml_file(tmp_path, f'api = "{api}"\n')
+    for flags, environ, source in (
+        ({"api": api}, {}, "--api"),
+        ({}, {"RELAY_API": api}, "RELAY_API"),
+        ({"config": str(config)}, {}, f"config file {config}"),
+    ):
+        with pytest.raises(SettingsError) as caught:
+            resolve(flags, environ=environ)
+        message = str(caught.value)
+        assert message.startswith(f"api ({source}) is {api.rpartition(':')[0].strip('[]')}")
+        for words in ("not a loopback address", "--tls-cert FILE", "--tls-key FILE"):
+            assert words in message
+        assert "--plain-http if a proxy in front of it terminates TLS" in message
+        # --plain-http (from any source) or TLS lets it start
+        assert resolve({**flags, "plain_http": True}, environ=environ).plain_http is True
+        assert resolve(flags, environ={**environ, "RELAY_PLAIN_HTTP": "true"}).plain_http is True
+        pair = {"tls_cert": str(tls_files.cert), "tls_key": str(tls_files.key)}
+        assert resolve({**flags, **pair}, environ=environ).tls is True
+    file_says = toml_file(tmp_path, f'api = "{api}"\nplain_http = true\n', "plain.toml")
+    assert resolve({"config": str(file_says)}, environ={}).plain_http is True
+
+
+@pytest.mark.parametrize("api", ["127.0.0.1:8080", "127.0.0.2:8080", "[::1]:8080"])
+def test_plain_http_on_loopback_needs_nothing(api: str) -> None:
+    settings = resolve({"api": api}, environ={})
+    assert not settings.tls and not settings.plain_http
+
+
+def test_plain_http_and_tls_together_are_refused(tls_files: ServerFiles) -> None:
+    pair = {"tls_cert": str(tls_files.cert), "tls_key": str(tls_files.key)}
+    with pytest.raises(SettingsError) as caught:
+        resolve(pair, environ={"RELAY_PLAIN_HTTP": "on"})
+    message = str(caught.value)
+    assert "plain_http (RELAY_PLAIN_HTTP) and tls_cert (--tls-cert) contradict" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1", True), ("true", True), ("Yes", True), ("ON", True), ("0", False), ("off", False)],
+)
+def test_plain_http_words(text: str, value: bool) -> None:
+    environ = {"RELAY_PLAIN_HTTP": text}
+    assert resolve({}, environ=environ).plain_http is value
+    assert resolve({"plain_http": False}, environ={"RELAY_PLAIN_HTTP": "1"}).plain_http is False
+
+
+@pytest.mark.parametrize(
+    ("given", "networks"),
+    [
+        ("192.0.2.7", ("192.0.2.7/32",)),
+        ("10.0.0.0/8,192.0.2.7", ("10.0.0.0/8", "192.0.2.7/32")),
+        ("10.0.0.0/8,,192.0.2.7,", ("10.0.0.0/8", "192.0.2.7/32")),  # empty elements
+        ("2001:DB8::/32, ::1", ("2001:db8::/32", "::1/128")),
+        ("", ()),  # given empty: none
+    ],
+)
+def test_trusted_proxies_are_networks(given: str, networks: tuple[str, ...]) -> None:
+    assert resolve({"trusted_proxies": given}, environ={}).trusted_proxies == networks
+    assert resolve({}, environ={}).trusted_proxies == ()  # the default: nobody
+
+
+def test_serve_flags_reach_the_settings(tls_files: ServerFiles) -> None:
+    from relay.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["serve", "--api", "0.0.0.0:8080", "--plain-http", "--trusted-proxies", "10.1.0.0/16"]
+    )
+    settings = resolve(vars(args), environ={})
+    assert settings.plain_http is True and settings.trusted_proxies == ("10.1.0.0/16",)
+    tls_args = ["--tls-cert", str(tls_files.cert), "--tls-key", str(tls_files.key)]
+    args = parser.parse_args(["serve", "--api", "0.0.0.0:8443", *tls_args])
+    assert args.plain_http is None  # not given: the environment or the file may still say
+    settings = resolve(vars(args), environ={})
+    assert (settings.tls_cert, settings.tls_key) == (tls_files.cert, tls_files.key)
+    args = parser.parse_args(["serve", "--api", "0.0.0.0:8080"])
+    with pytest.raises(SettingsError, match="not a loopback address"):
+        resolve(vars(args), environ={})
+
+
 # --- Settings as JSON -------------------------------------------------------------------------
 
 
-def test_settings_round_trip_through_json(tmp_path: Path) -> None:
+def test_settings_round_trip_through_json(tmp_path: Path, tls_files: ServerFiles) -> None:
     for settings in (
         Settings(),
+        resolve(
+            {
+                "api": "0.0.0.0:8443",
+                "tls_cert": str(tls_files.cert),
+                "tls_key": str(tls_files.key),
+                "trusted_proxies": "10.0.0.0/24,2001:db8::/64",
+            },
+            environ={},
+        ),
         resolve(
             {
                 "data_dir": str(tmp_path),
@@ -354,6 +567,7 @@ def test_settings_round_trip_through_json(tmp_path: Path) -> None:
         assert body["data_dir"] == str(settings.data_dir)
         again = Settings.from_json(json.loads(text))
         assert again == settings and isinstance(again.data_dir, Path)
+        assert tls_files.key_text not in text  # the key's path travels, never its contents
 
 
 # --- credentials ------------------------------------------------------------------------------
