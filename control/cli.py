@@ -70,6 +70,20 @@ def register(commands: Any) -> None:
         metavar="DAYS",
         help="delete recordings older than this (default 30)",
     )
+    serve.add_argument(
+        "--max-participants", metavar="N", help="present participants per meeting (100000)"
+    )
+    serve.add_argument(
+        "--listeners-per-address",
+        metavar="N",
+        help="participants whose receive_at names one address (an IPv6 /64), over all "
+        "meetings (64)",
+    )
+    serve.add_argument(
+        "--joins-per-minute",
+        metavar="N",
+        help="joins per client address (an IPv6 /64); joins with the operator token aside (600)",
+    )
     serve.add_argument("--config", metavar="FILE", help="a TOML file of the same settings")
     serve.set_defaults(run=_serve)
 

@@ -106,7 +106,8 @@ def open_webinar(
     server: Server, api: httpx.Client, attendees: int, rate: float, tmp: Path, out: TextIO
 ) -> tuple[str, Any]:
     """Create a webinar over the API, join a presenter and `attendees` attendees (the load
-    generator's sinks, at 127.x.y.z), and return (meeting id, a bench.run.Bench that plays
+    generator's sinks, at 127.x.y.z: joined with the operator token, as a service that joins
+    listeners on their behalf, which consents for their addresses), and return (meeting id, a bench.run.Bench that plays
     them with the keys from their join answers)."""
     run = importlib.import_module("bench.run")  # the load generator lives with the benchmarks
     loadgen = importlib.import_module("bench._loadgen")
@@ -129,7 +130,6 @@ def open_webinar(
                 "host_key": created["host_key"],
                 "streams": [{"ssrc": PRESENTER_SSRC, "kind": "audio", "pt": 111}],
             },
-            headers={"Authorization": ""},
         )
     )
     answers = [presenter]
@@ -143,7 +143,6 @@ def open_webinar(
                         "password": created["password"],
                         "receive_at": f"{loadgen.participant_address(i)}:{sink_port}",
                     },
-                    headers={"Authorization": ""},
                 )
             )
         )

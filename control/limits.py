@@ -35,7 +35,7 @@ class TooManyListeners(ApiError):
 @dataclass
 class JoinLimits:
     max_participants: int = 100_000
-    listeners_per_address: int = 16
+    listeners_per_address: int = 64
     joins_per_minute: int = 600
     max_clients: int = 100_000  # join-rate records kept, the least recently used dropped
     _listeners: Counter[str] = field(default_factory=Counter, repr=False)

@@ -257,7 +257,8 @@ def _receive_at(value: object) -> tuple[str, int] | None:
     ip = ipaddress.ip_address(host)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if ip.is_unspecified or ip.is_multicast or ip.is_link_local or ip.is_reserved:
+    reserved = ip.is_reserved and not ip.is_loopback  # ::1 lies in IPv6's reserved ::/8
+    if ip.is_unspecified or ip.is_multicast or ip.is_link_local or reserved:
         raise Invalid(
             "receive_at must be the unicast address of the listener: not multicast, "
             "broadcast, unspecified, link-local or reserved"
@@ -596,7 +597,8 @@ class MeetingService:
         """Admit a participant (the rules are at the top of this module); its join answer.
         `client_address` is the caller's IP: the throttles count it, and a `receive_at` at
         that IP is its own (consent). `operator`: the caller showed the operator token (a
-        service joining for its users), which the per-client join rate does not count."""
+        service joining for its users): the per-client join rate does not count it, and the
+        addresses it gives are taken as consented, as the operator's own."""
         meeting = await self._open_meeting(meeting_id)
         if registration_token is not None and (
             not isinstance(registration_token, str) or not 1 <= len(registration_token) <= 128
@@ -702,8 +704,10 @@ class MeetingService:
                     downlink,
                     None,
                     meeting_streams,
+                    # Consent: the caller is at that address, or is the operator's own
+                    # service vouching for its listeners (docs/SECURITY.md, "Reflection").
                     address_confirmed=address is not None
-                    and _same_host(client_address, address[0]),
+                    and (operator or _same_host(client_address, address[0])),
                     source_hint=_ip_or_none(client_address),
                 )
             )

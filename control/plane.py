@@ -27,6 +27,7 @@ import zmq.asyncio
 
 from control import auth
 from control.audit import Audit
+from control.limits import JoinLimits
 from control.meetings import KeyBox, MeetingService
 from control.metrics import ControlCounters
 from control.pii import PiiBox, derived_pii_key
@@ -94,6 +95,7 @@ class ControlPlane:
         context: zmq.asyncio.Context | None = None,
         recordings: Recordings | None = None,
         pii_key: bytes | None = None,
+        limits: JoinLimits | None = None,
     ) -> ControlPlane:
         """Rebuild the routing state from the store, bind the sockets, start serving.
         `pii_key` seals registrants' data (control/pii.py); without one (tests, embedding) a
@@ -114,6 +116,7 @@ class ControlPlane:
             media_port=media_port,
             workers=workers,
             key_box=KeyBox(box_key),
+            limits=limits,
         )
         state = await service.routing_snapshot_state()
         routing = RoutingServer(

@@ -40,6 +40,7 @@ import uvloop
 
 from control import credentials, tls
 from control.api import create_app
+from control.limits import JoinLimits
 from control.plane import ControlPlane, Endpoints
 from control.recordings import Recordings
 from control.settings import Settings, SettingsError, check_api
@@ -105,6 +106,11 @@ async def run(
             relay_host=settings.advertised_host,
             media_port=settings.media_port,
             workers=settings.workers,
+            limits=JoinLimits(
+                max_participants=settings.max_participants,
+                listeners_per_address=settings.listeners_per_address,
+                joins_per_minute=settings.joins_per_minute,
+            ),
             recordings=Recordings(
                 settings.data_dir / "recordings",
                 credentials.recording_key_file(settings.data_dir),

@@ -16,6 +16,9 @@ variable (`RELAY_` and the setting's name in capitals), the TOML file (`--config
     recording_retention_days = 30
     # plain_http = true                   # only behind a proxy that terminates TLS
     # trusted_proxies = ["10.0.0.0/24"]   # whose X-Forwarded-For is believed ("A,B" in flags)
+    max_participants = 100000     # present participants per meeting
+    listeners_per_address = 64    # participants whose receive_at names one address (or /64)
+    joins_per_minute = 600        # joins per client address (or /64), the operator's aside
 
 The API carries tokens, host keys, passwords and participants' SRTP keys, so it is served over
 HTTPS (`tls_cert` and `tls_key`, both or neither; control/tls.py checks them) or on a loopback
@@ -76,6 +79,9 @@ class Settings:
     tls_key: Path | None = None  # PEM private key of tls_cert, unencrypted
     plain_http: bool = False  # plain HTTP off loopback: a proxy in front terminates TLS
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For is believed
+    max_participants: int = 100_000  # per meeting (control/limits.py)
+    listeners_per_address: int = 64  # receive_at targets per address, over all meetings
+    joins_per_minute: int = 600  # per client address; joins with the operator token aside
 
     @property
     def advertised_host(self) -> str:
@@ -117,7 +123,17 @@ NAMES = (
     "tls_key",
     "plain_http",
     "trusted_proxies",
+    "max_participants",
+    "listeners_per_address",
+    "joins_per_minute",
 )
+
+# Limits on joining (control/limits.py): name -> the largest value that makes sense.
+LIMITS = {
+    "max_participants": 10_000_000,
+    "listeners_per_address": 1_000_000,
+    "joins_per_minute": 1_000_000,
+}
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -234,6 +250,11 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
         return {name: _boolean(value, where, name)}
     if name == "trusted_proxies":
         return {name: _networks(value, where)}
+    if name in LIMITS:
+        count = _integer(value) or 0
+        if not 1 <= count <= LIMITS[name]:
+            raise SettingsError(f"{name} ({where}) must be 1..{LIMITS[name]}, got {value!r}")
+        return {name: count}
     raise SettingsError(f"unknown setting {name!r} ({where}); known: {', '.join(NAMES)}")
 
 

@@ -1018,11 +1018,12 @@ cdef inline int _candidate_group(const Participant* p, const void* src,
 cdef int table_candidates(RouteTable t, const SsrcEntry** found, int k, const void* src,
                           socklen_t srclen, const SsrcEntry** order) noexcept nogil:
     """Which of the k holders of a packet's SSRC to try, in order, at most MAX_CANDIDATES:
-    by _candidate_group. Groups 2 and 3 start at a place that turns with every packet that
+    by _candidate_group. Groups 1 to 3 start at a place that turns with every packet that
     needs them, so that no number of participants declaring someone's SSRC in other
     meetings (squatters, latched or not) can keep that someone's packets from being tried:
     each is tried within k / MAX_CANDIDATES packets at worst, and at once when it sends from
-    the IP it joined from. A packet from a latched address costs one tag check, as before."""
+    the IP it joined from and the squatters did not join from there too. A packet from a
+    latched address costs one tag check, as before."""
     cdef int groups[MAX_HOLDERS]
     cdef int i, g, n = 0, size, turn, seen
     for i in range(k):
@@ -1031,7 +1032,7 @@ cdef int table_candidates(RouteTable t, const SsrcEntry** found, int k, const vo
         size = 0
         for i in range(k):
             size += groups[i] == g
-        turn = <int>(t.probe_turn % <uint32_t>size) if g >= 2 and size > 1 else 0
+        turn = <int>(t.probe_turn % <uint32_t>size) if g >= 1 and size > 1 else 0
         seen = 0
         for i in range(k):          # the group's members from its turn on, then the first
             if groups[i] != g:
@@ -1049,7 +1050,7 @@ cdef int table_candidates(RouteTable t, const SsrcEntry** found, int k, const vo
                 n += 1
             seen += 1
     if k > 1:
-        t.probe_turn += 1
+        t.probe_turn += MAX_CANDIDATES  # the next packet tries the next ones
     return n
 
 
