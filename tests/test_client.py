@@ -132,7 +132,14 @@ def test_meeting_calls_round_trip(client: RelayClient) -> None:
     assert {k: v for k, v in shown.items() if k != "join_throttle"} == {
         k: v for k, v in created.items() if k != "host_key"
     }
-    assert shown["join_throttle"] == {"locked_out": False, "retry_after": 0.0, "recent_failures": 0}
+    assert shown["join_throttle"] == {
+        "locked_out": False,
+        "retry_after": 0.0,
+        "recent_failures": 0,
+        "proof_of_work": False,
+        "difficulty": 0,
+        "solutions": 0,
+    }
 
     renamed = client.update_meeting(meeting_id, "Monthly sync")
     assert renamed["title"] == "Monthly sync"
