@@ -560,3 +560,23 @@ def test_the_failure_counts_are_bounded() -> None:
     assert p.recent_failures("m4", 0.0) == 10
     assert p.recent_failures("m4", 600.0) == 0
     assert "m4" not in repr(p) and len(p._failures) == 0  # all gone quiet, all dropped
+
+
+def test_an_hour_of_guessing_is_bounded_per_address_and_a_64_counts_as_one() -> None:
+    """bench/guessing.py's simulation, on the real throttle and puzzle code, with solve costs
+    fixed here (the bench measures them): the figures are in docs/RELIABILITY.md."""
+    from bench.guessing import Strategy, attackers, guesses_per_hour
+
+    one, ten, thousand, one_64 = attackers()
+    cost = {bits: 0.8 * 2.0 ** (bits - auth.POW_MAX_BITS) for bits in range(64)}.__getitem__
+    greedy, patient = Strategy(None, False), Strategy(None, True)
+    alone = guesses_per_hour(one, greedy, cost, 0.045)
+    assert 20 <= alone.guesses <= 30
+    assert guesses_per_hour(one_64, greedy, cost, 0.045).guesses == alone.guesses
+    assert guesses_per_hour(ten, greedy, cost, 0.045).guesses <= 10 * alone.guesses
+    # waiting out each run of the per-client throttle: 5 guesses a minute or so, per client
+    assert 250 <= guesses_per_hour(one, patient, cost, 0.045).guesses <= 300
+    # 1,000 addresses on 2 cores: every guess needs the hardest proof; the cores bound them
+    shared = guesses_per_hour(thousand, Strategy(2, False), cost, 0.045)
+    assert shared.hardest == auth.POW_MAX_BITS
+    assert shared.guesses <= 2 * 3600 / 0.8 + 50
