@@ -443,9 +443,10 @@ class FailureThrottle:
 # POW_SOLUTIONS nonces of POW_MIN_BITS zero bits, one bit more (twice the work) each time the
 # count doubles, up to POW_MAX_BITS. Measured on the development machine (2-core Xeon,
 # shared; `python -m bench.guessing`, docs/RELIABILITY.md): control.puzzle.solve tries about
-# 2.8 million nonces a second on one core, so 32 x 2**16 (2.1 million tries) takes 0.75 s on
-# average and 1.1 s for one solve in 100, which with the Argon2 check (45 ms) and two round
-# trips keeps a correct password's join under 2 s; 2**17 would not.
+# 2.5 million nonces a second on one core, so 32 x 2**16 (2.1 million tries) takes 0.9 s
+# (median of 21 solves; 1.2 s at the slowest), and a correct password's whole join, solving
+# and Argon2 included, took 0.88 s (1.5 s at the slowest of 21): under 2 s, with room for a
+# busier machine. 2**17 would double the solve and pass 2 s.
 POW_THRESHOLD = 10
 POW_WINDOW = 600.0
 _POW_BUCKETS = 60  # the window is counted in this many buckets (10 s each by default)
