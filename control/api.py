@@ -57,8 +57,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from control import auth
-from control.errors import ApiError, Forbidden, NotFound, Throttled, Unauthorized
+from control import auth, puzzle
+from control.errors import (
+    ApiError,
+    Forbidden,
+    NotFound,
+    ProofOfWorkRequired,
+    Throttled,
+    Unauthorized,
+)
 from control.meetings import NAME_MAX, TITLE_MAX
 from control.metrics import RelayCollector
 from control.plane import ControlPlane
@@ -141,6 +148,20 @@ class StreamIn(_Body):
 STREAM_DEFAULTS = {"audio": (111, "opus/48000/2"), "video": (96, "VP8/90000")}
 
 
+class ProofOfWorkIn(_Body):
+    challenge: str = Field(
+        min_length=1,
+        max_length=puzzle.MAX_CHALLENGE_CHARS,
+        description="the challenge of the 428 proof_of_work_required answer, as given",
+    )
+    nonces: list[Annotated[int, Field(ge=0, le=puzzle.NONCE_LIMIT - 1)]] = Field(
+        min_length=1,
+        max_length=puzzle.MAX_SOLUTIONS,
+        description="`solutions` nonces in increasing order, each making "
+        "SHA-256(challenge || nonce as 8 bytes big-endian) begin with `difficulty` zero bits",
+    )
+
+
 class JoinIn(_Body):
     password: str | None = Field(None, max_length=PASSWORD_MAX)
     name: str = Field(min_length=1, max_length=NAME_MAX)
@@ -161,6 +182,11 @@ class JoinIn(_Body):
         max_length=128,
         description="the one-time join token of an approved registration, instead of the "
         "meeting password (which alone does not admit while registration is enabled)",
+    )
+    proof_of_work: ProofOfWorkIn | None = Field(
+        None,
+        description="a solved challenge, needed with a password while the meeting is under "
+        "attack (the join answers 428 proof_of_work_required with the challenge to solve)",
     )
 
 
@@ -240,6 +266,35 @@ class EraseIn(_Body):
 
 
 # --- answers ----------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every error: `{"error": {"code", "message"}}`."""
+
+    error: ErrorDetail
+
+
+class ProofOfWorkDetail(ErrorDetail):
+    code: Literal["proof_of_work_required"]
+    algorithm: Literal["sha256-k-nonces"] = Field(description="control/puzzle.py")
+    challenge: str = Field(description="ASCII, hashed as given; send it back as given")
+    difficulty: int = Field(description="leading zero bits each nonce's hash needs")
+    solutions: int = Field(description="how many nonces the proof needs")
+    expires_in: float = Field(description="seconds the challenge may still be answered")
+
+
+class ProofOfWorkOut(BaseModel):
+    """428: the meeting is under attack; solve the challenge and join again with it."""
+
+    error: ProofOfWorkDetail
+
+
+assert puzzle.ALGORITHM == "sha256-k-nonces"
 
 
 def meeting_json(m: MeetingRow) -> dict[str, Any]:
@@ -399,17 +454,29 @@ def create_app(
 
     Token = Annotated[str | None, Depends(bearer)]
 
-    def operator(plane: Plane, token: Token) -> None:
+    # A correct token is checked first and never refused; a wrong one counts against its
+    # client alone, which gets 429 once it has sent too many (control/meetings.py). Async, so
+    # that the count is kept on the event loop's thread, never from FastAPI's thread pool.
+    async def operator(plane: Plane, token: Token, request: Request) -> None:
         if token is None:
             raise Unauthorized("missing token: send Authorization: Bearer <token>")
         if not _is_operator(plane, token):
-            raise Unauthorized("this call needs the operator token")
+            refusal = Unauthorized("this call needs the operator token")
+            plane.service.refuse_secret(client_address(request), plane.clock(), refusal)
 
-    async def host_or_operator(meeting_id: str, plane: Plane, token: Token) -> str:
-        return await plane.service.authorize(token, meeting_id, plane.token_digest)
+    async def host_or_operator(
+        meeting_id: str, plane: Plane, token: Token, request: Request
+    ) -> str:
+        return await plane.service.authorize(
+            token,
+            meeting_id,
+            plane.token_digest,
+            client_address=client_address(request),
+            now=plane.clock(),
+        )
 
-    async def operator_only(meeting_id: str, plane: Plane, token: Token) -> None:
-        if await host_or_operator(meeting_id, plane, token) != "operator":
+    async def operator_only(meeting_id: str, plane: Plane, token: Token, request: Request) -> None:
+        if await host_or_operator(meeting_id, plane, token, request) != "operator":
             raise Forbidden("only the operator may do this")
 
     # 'operator' or 'host': who the caller is, for the audit log (FastAPI runs a dependency
@@ -431,6 +498,10 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> Any:
+        if isinstance(exc, ProofOfWorkRequired):  # the error object carries the challenge
+            return JSONResponse(
+                exc.body(), status_code=exc.status, headers={"Cache-Control": "no-store"}
+            )
         headers = None
         if isinstance(exc, Throttled):
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
@@ -521,7 +592,7 @@ def create_app(
     async def get_meeting(meeting_id: str, plane: Plane) -> dict[str, Any]:
         meeting = await plane.service.get_meeting(meeting_id)
         answer = meeting_json(meeting)
-        answer["join_throttle"] = plane.service.throttle.status(meeting.id, plane.clock())
+        answer["join_throttle"] = plane.service.join_throttle(meeting.id, plane.clock())
         return answer
 
     @app.patch("/v1/meetings/{meeting_id}", dependencies=[Depends(host_or_operator)])
@@ -577,8 +648,32 @@ def create_app(
 
     # -- joining and participants --
 
-    @app.post("/v1/meetings/{meeting_id}/join", status_code=201)
+    @app.post(
+        "/v1/meetings/{meeting_id}/join",
+        status_code=201,
+        responses={
+            403: {"model": ErrorOut, "description": "a wrong password, key or token"},
+            428: {
+                "model": ProofOfWorkOut,
+                "description": "the meeting is under attack: solve the challenge (README.md, "
+                '"Proof of work") and send the join again with "proof_of_work"',
+            },
+            429: {
+                "model": ErrorOut,
+                "description": "this client sent too many wrong passwords (or keys): wait "
+                "Retry-After seconds",
+            },
+        },
+    )
     async def join(meeting_id: str, body: JoinIn, plane: Plane, request: Request) -> dict[str, Any]:
+        """Join with the host key, a registration's join token, or a password. A host key or
+        token is checked first and a correct one always admits. A password join is refused
+        with 429 while this client (IPv6: its /64) has too many wrong passwords for the
+        meeting, and, while the meeting sees many wrong passwords from anyone, with 428
+        `proof_of_work_required` unless it carries `proof_of_work`: find `solutions` nonces
+        n_1 < ... < n_k below 2**53 such that SHA-256(challenge || n as 8 bytes big-endian)
+        begins with `difficulty` zero bits; each challenge admits one attempt and expires
+        after `expires_in` seconds."""
         try:
             answer = await plane.service.join(
                 meeting_id,
@@ -594,6 +689,9 @@ def create_app(
                 uplink=body.uplink,
                 registration_token=body.registration_token,
                 operator=_operator_calling(plane, request),
+                proof_of_work=None
+                if body.proof_of_work is None
+                else body.proof_of_work.model_dump(),
             )
         except ApiError as exc:
             plane.counters.join_failed(exc.code)

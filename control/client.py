@@ -30,9 +30,15 @@ is sent. http:// URLs (loopback: `relay serve` refuses plain HTTP elsewhere) ign
 
 Errors: every answer outside 2xx raises an `ApiError` subclass (`Unauthorized` 401,
 `Forbidden` 403, `NotFound` 404, `Conflict` 409 and its `Ended`, `Invalid` 422, `Locked` 423,
-`Throttled` 429 with `retry_after`, `ServerError` 5xx) carrying the server's `status`,
-`code` and `message`. A relay that cannot be reached, or an answer that is not the JSON the
-call returns, raises `RelayClientError`, the base of them all.
+`ProofOfWorkRequired` 428 with its challenge, `Throttled` 429 with `retry_after`,
+`ServerError` 5xx) carrying the server's `status`, `code` and `message`. A relay that cannot
+be reached, or an answer that is not the JSON the call returns, raises `RelayClientError`, the
+base of them all.
+
+Proof of work: while a meeting is under attack its password joins must carry a solved
+challenge (README.md, "Proof of work"). `join` solves it (control/puzzle.py, at most about
+1 s at the server's cap) and sends the join again by itself, up to twice; it raises
+`ProofOfWorkRequired` only if that did not work or `solve_proof_of_work=False`.
 """
 
 from __future__ import annotations
@@ -41,12 +47,14 @@ import email.utils
 import os
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, NotRequired, TypedDict, cast
 from urllib.parse import quote, urlsplit
 
 import httpx
+
+from control import puzzle
 
 __all__ = [
     "ApiError",
@@ -67,6 +75,7 @@ __all__ = [
     "NotFound",
     "Participant",
     "ParticipantUpdate",
+    "ProofOfWorkRequired",
     "RelayAddress",
     "RelayClient",
     "RelayClientError",
@@ -110,11 +119,15 @@ class Meeting(TypedDict):
 
 
 class JoinThrottle(TypedDict):
-    """The meeting-wide lockout after failed joins."""
+    """How the meeting's password joins are held back after failed ones: while
+    `proof_of_work`, each needs a proof of `solutions` nonces of `difficulty` zero bits."""
 
-    locked_out: bool
-    retry_after: float  # seconds; 0 when not locked out
-    recent_failures: int
+    locked_out: bool  # always False: there is no meeting-wide lockout (kept for old clients)
+    retry_after: float  # always 0.0, likewise
+    recent_failures: int  # wrong passwords within the last 60 s, from every client
+    proof_of_work: NotRequired[bool]
+    difficulty: NotRequired[int]  # 0 when no proof is needed
+    solutions: NotRequired[int]
 
 
 class MeetingDetail(Meeting):
@@ -308,9 +321,36 @@ class Throttled(ApiError):
         self.retry_after = retry_after
 
 
+class ProofOfWorkRequired(ApiError):
+    """428: the meeting is under attack and a password join must carry a proof of work: the
+    fresh challenge to solve (`challenge`, `difficulty`, `solutions`, `expires_in`, see
+    control/puzzle.py). `RelayClient.join` solves it by itself."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        challenge: str,
+        difficulty: int,
+        solutions: int,
+        expires_in: float,
+    ) -> None:
+        super().__init__(status, code, message)
+        self.challenge = challenge
+        self.difficulty = difficulty
+        self.solutions = solutions
+        self.expires_in = expires_in
+
+
 class ServerError(ApiError):
     """5xx: the relay (or a proxy before it) failed; trying again later may work."""
 
+
+# A join sends its request at most this often: once without a proof of work, then with a
+# solved challenge, and once more if that one was refused (it expired while being solved, or
+# the meeting now asks for a harder one).
+_PROOF_TRIES = 3
 
 _BY_CODE: dict[str, type[ApiError]] = {"ended": Ended}
 _BY_STATUS: dict[int, type[ApiError]] = {
@@ -337,6 +377,24 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _proof_of_work(
+    status: int, code: str, message: str, error: dict[str, Any]
+) -> ProofOfWorkRequired | None:
+    """The 428 error with its challenge, or None if the error object lacks a usable one."""
+    challenge, difficulty = error.get("challenge"), error.get("difficulty")
+    solutions, expires_in = error.get("solutions"), error.get("expires_in", 0.0)
+    numbers = (difficulty, solutions, expires_in)
+    if error.get("algorithm") != puzzle.ALGORITHM or not isinstance(challenge, str):
+        return None
+    if any(isinstance(n, bool) or not isinstance(n, int | float) for n in numbers):
+        return None
+    if not isinstance(difficulty, int) or not isinstance(solutions, int):
+        return None
+    return ProofOfWorkRequired(
+        status, code, message, challenge, difficulty, solutions, float(expires_in)
+    )
 
 
 def _segment(name: str, value: str) -> str:
@@ -495,16 +553,21 @@ class RelayClient:
     def _error(self, response: httpx.Response) -> ApiError:
         status = response.status_code
         code, message = f"http_{status}", ""
+        error: dict[str, Any] = {}
         try:
             error = response.json()["error"]
             if isinstance(error.get("code"), str) and isinstance(error.get("message"), str):
                 code, message = error["code"], error["message"]
         except (ValueError, KeyError, TypeError, AttributeError):
-            pass
+            error = {}
         if not message:  # not the relay's error body: a proxy's page, say
             snippet = " ".join(response.text.split())[:200]
             message = f"{status} {response.reason_phrase}" + (f": {snippet}" if snippet else "")
         message = self._scrub(message)
+        if code == "proof_of_work_required" and isinstance(error, dict):
+            required = _proof_of_work(status, code, message, error)
+            if required is not None:
+                return required
         cls = _BY_CODE.get(code) or _BY_STATUS.get(status)
         if cls is None:
             cls = ServerError if status >= 500 else ApiError
@@ -620,11 +683,18 @@ class RelayClient:
         streams: Sequence[StreamSpec] | None = None,
         receive_at: str | None = None,
         uplink: str | None = None,
+        solve_proof_of_work: bool = True,
+        on_proof_of_work: Callable[[ProofOfWorkRequired], None] | None = None,
     ) -> JoinAnswer:
         """Join a meeting. No token is sent: `password` (or `host_key` with `role="host"`)
         is the credential. `ssrcs` or `streams`: what the participant will send;
         `receive_at`: "ip:port" for a client that only listens; `uplink`: the base64 key
-        this client sends with, when it chooses its own (SDES)."""
+        this client sends with, when it chooses its own (SDES).
+
+        While the meeting is under attack the relay answers a password join with a challenge
+        (428): this solves it and sends the join again (three requests at most in all),
+        calling `on_proof_of_work` (for a progress line, say) before each solve. With
+        `solve_proof_of_work=False` the 428 is raised as `ProofOfWorkRequired` instead."""
         body = _drop_none(
             name=name,
             password=password,
@@ -636,7 +706,30 @@ class RelayClient:
             uplink=uplink,
         )
         path = self._meeting_path(meeting_id, "join")
-        return cast(JoinAnswer, self._object(self._send("POST", path, body=body, auth=False)))
+        for attempt in range(1, _PROOF_TRIES + 1):
+            try:
+                response = self._send("POST", path, body=body, auth=False)
+            except ProofOfWorkRequired as required:
+                if not solve_proof_of_work or attempt == _PROOF_TRIES:
+                    raise
+                if on_proof_of_work is not None:
+                    on_proof_of_work(required)
+                body["proof_of_work"] = {
+                    "challenge": required.challenge,
+                    "nonces": self._solve(required),
+                }
+                continue
+            return cast(JoinAnswer, self._object(response))
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    def _solve(self, required: ProofOfWorkRequired) -> list[int]:
+        try:
+            return puzzle.solve(required.challenge, required.difficulty, required.solutions)
+        except ValueError as exc:
+            raise RelayClientError(
+                f"the relay at {self.base_url} asks for a proof of work this client does not "
+                f"solve: {exc}"
+            ) from None
 
     def list_participants(self, meeting_id: str) -> list[Participant]:
         path = self._meeting_path(meeting_id, "participants")

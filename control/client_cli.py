@@ -270,8 +270,11 @@ def _meetings_show(client: RelayClient, args: argparse.Namespace) -> int:
         _json(meeting)
         return 0
     throttle = meeting["join_throttle"]
-    if throttle["locked_out"]:
+    if throttle["locked_out"]:  # a server from before the proof of work
         joins = f"paused for {throttle['retry_after']:.0f} s"
+    elif throttle.get("proof_of_work"):
+        bits, count = throttle.get("difficulty", 0), throttle.get("solutions", 0)
+        joins = f"open, with a proof of work ({count} x {bits} bits) for passwords"
     else:
         joins = "open"
     pairs = _meeting_fields(meeting)
@@ -440,10 +443,21 @@ def _stream(text: str) -> dict[str, Any]:
 
 
 def _join(args: argparse.Namespace) -> int:
-    """Join with the password (no token), write the SDP, print what a client needs."""
+    """Join with the password (no token), write the SDP, print what a client needs. While the
+    meeting is under attack the client solves its proof of work by itself."""
     import shlex
 
-    from control.client import ApiError, RelayClient, RelayClientError
+    from control.client import ApiError, ProofOfWorkRequired, RelayClient, RelayClientError
+
+    def solving(required: ProofOfWorkRequired) -> None:
+        # One line, on a terminal only: stdout may be going into $(...), and scripts want
+        # nothing but the answer.
+        if sys.stderr.isatty():
+            print(
+                "relay: the meeting is seeing many failed joins; solving its proof of work "
+                f"({required.solutions} x {required.difficulty} bits)...",
+                file=sys.stderr,
+            )
 
     try:
         with RelayClient(_url(args), ca=args.ca) as client:
@@ -455,6 +469,7 @@ def _join(args: argparse.Namespace) -> int:
                 host_key=args.host_key,
                 streams=args.stream or None,
                 receive_at=args.receive_at,
+                on_proof_of_work=solving,
             )
     except ApiError as exc:
         print(f"relay: {exc.message} ({exc.status} {exc.code})", file=sys.stderr)
@@ -584,7 +599,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="join a meeting as a client: keys, SDP and ffmpeg arguments from the answer",
         description="Join a meeting with its password (no token) and print where to send, "
         "write the answer's SDP (--sdp) and, with --ffmpeg, the arguments that make ffmpeg "
-        "the client. The answer holds this participant's SRTP keys: keep it to yourself.",
+        "the client. The answer holds this participant's SRTP keys: keep it to yourself. "
+        "While the meeting is under attack, the proof of work it asks of password joins is "
+        "solved here (about a second at most).",
     )
     join.add_argument("meeting", metavar="MEETING")
     join.add_argument("--name", required=True, help="the name others see")

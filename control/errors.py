@@ -15,7 +15,7 @@ class ApiError(RelayError):
         super().__init__(message)
         self.message = message
 
-    def body(self) -> dict[str, dict[str, str]]:
+    def body(self) -> dict[str, dict[str, object]]:
         return {"error": {"code": self.code, "message": self.message}}
 
 
@@ -76,6 +76,24 @@ class Locked(ApiError):
 
     status = 423
     code = "locked"
+
+
+class ProofOfWorkRequired(ApiError):
+    """The meeting is under attack: a password join must carry a proof of work. `puzzle` is
+    the fresh challenge (algorithm, challenge, difficulty, solutions, expires_in) that the
+    error object carries next to its code and message (README.md, "Proof of work"). 428:
+    the request must be sent again with something it lacked, as RFC 6585 section 3 has it,
+    and not 429, which says this client sent too many (it may have sent one)."""
+
+    status = 428
+    code = "proof_of_work_required"
+
+    def __init__(self, message: str, puzzle: dict[str, object]) -> None:
+        super().__init__(message)
+        self.puzzle = puzzle
+
+    def body(self) -> dict[str, dict[str, object]]:
+        return {"error": {"code": self.code, "message": self.message, **self.puzzle}}
 
 
 class Throttled(ApiError):

@@ -10,18 +10,31 @@ Rules, and why:
   meeting, a meeting's host key on that meeting only (`authorize`); anything else is 401.
   Meeting passwords are stored as Argon2id hashes (`control.auth`), a strong one is generated
   and returned once when none is given, and host keys are stored as SHA-256 digests.
+- Secrets first (control/auth.py): a host key, a join token or a bearer token (256 random
+  bits each) is checked before any throttle and a correct one is never refused for anyone's
+  failures. A wrong one is counted for its client alone (`secret_throttle`, over the whole
+  server): once it has 5 within 60 s its wrong ones are answered 429 instead of 401/403, with
+  a back-off that doubles up to 300 s. Wrong secrets do not count against the meeting.
 - Joining (`join`), in this order: unknown meeting 404; ended 409; locked 423 unless the
   joiner is the host with its host key (so the host can always get back in); then the
-  throttle (429 with `retry_after`, checked before any password so a locked-out guesser costs
-  no Argon2 work); then the credential, a failure counted by the throttle and answered 403:
-  - `host` needs the host key (256 random bits, a stronger credential than any password; the
-    password is then not checked);
+  credential:
+  - `host` needs the host key (a stronger credential than any password; the password is then
+    not checked);
+  - a join token of an approved registration (control/registration.py; used once: the store
+    clears its digest at the join, in one transaction, so two joins with one token cannot
+    both succeed) admits without a password;
   - `panelist` in a webinar needs the panelist password: the attendee password never grants
     panelist or host (DESIGN.md, join);
-  - everyone else gives the meeting password, or the join token of an approved registration
-    (control/registration.py; used once: the store clears its digest at the join, in one
-    transaction, so two joins with one token cannot both succeed). While the meeting's
-    registration is enabled the password alone no longer admits: only tokens do.
+  - everyone else gives the meeting password; while the meeting's registration is enabled the
+    password alone no longer admits: only tokens do.
+  A password join goes through, in this order, the client's own throttle (429 with
+  `retry_after` once this client, IPv6 by its /64, has 5 wrong passwords for the meeting
+  within 60 s: checked before any work, a success does not reset it), the meeting's proof of
+  work while it is under attack (428 `proof_of_work_required` with a challenge: checked before
+  the password, so every guess costs the guesser the proof; `auth.JoinPuzzles`), then the
+  password (403 if wrong, counted for the client and for the meeting's proof of work).
+  Refusals that check no secret (no password, registration required, no panelist password)
+  are not counted: they tell a guesser nothing.
   Without `role` a webinar makes an attendee (receives only) and a meeting a panelist.
 - A webinar's attendees all give the same password, and Argon2id costs ~45 ms of CPU per
   check: thousands joining at once would queue for minutes. A password that verified once is
@@ -76,14 +89,15 @@ import os
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from control import auth, ffmpeg
-from control.auth import FailureThrottle
+from control.auth import FailureThrottle, JoinPuzzles
 from control.errors import (
+    ApiError,
     Conflict,
     Forbidden,
     Invalid,
@@ -369,6 +383,8 @@ class MeetingService:
         media_port: int,
         workers: int,
         throttle: FailureThrottle | None = None,
+        secret_throttle: FailureThrottle | None = None,
+        puzzles: JoinPuzzles | None = None,
         key_box: KeyBox,
         limits: JoinLimits | None = None,
     ) -> None:
@@ -382,7 +398,11 @@ class MeetingService:
         self.relay_host = relay_host
         self.media_port = media_port
         self.workers = workers
-        self.throttle = throttle or FailureThrottle()
+        self.throttle = throttle or FailureThrottle()  # wrong passwords, per meeting and client
+        self.secret_throttle = secret_throttle or FailureThrottle(
+            refusal="too many wrong keys or tokens from your address"
+        )
+        self.puzzles = puzzles or JoinPuzzles()
         self.limits = limits or JoinLimits()
         self.key_box = key_box
         self._verified = auth.VerifiedPasswords()
@@ -556,10 +576,18 @@ class MeetingService:
     # -- credentials --
 
     async def authorize(
-        self, token: object, meeting_id: str | None, operator_token_digest: str
+        self,
+        token: object,
+        meeting_id: str | None,
+        operator_token_digest: str,
+        *,
+        client_address: str | None = None,
+        now: float | None = None,
     ) -> str:
         """'operator' for the operator token (every meeting), 'host' for the host key of
-        `meeting_id`; Unauthorized otherwise."""
+        `meeting_id`; Unauthorized otherwise. A correct token is never refused; a wrong one is
+        counted for `client_address` (when given, with `now`), and answered 429 once that
+        client has sent too many."""
         if not isinstance(token, str) or not token:
             raise Unauthorized("missing token: send Authorization: Bearer <token>")
         if auth.secret_matches(token, operator_token_digest):
@@ -568,12 +596,31 @@ class MeetingService:
             meeting = await self.store.get_meeting(meeting_id)
             if meeting is not None and auth.secret_matches(token, meeting.host_key_digest):
                 return "host"
-            raise Unauthorized(
+            refusal = Unauthorized(
                 "the token is neither the operator token nor this meeting's host key"
             )
-        raise Unauthorized(
-            "the token is not the operator token (a host key works only on its own meeting)"
-        )
+        else:
+            refusal = Unauthorized(
+                "the token is not the operator token (a host key works only on its own meeting)"
+            )
+        if client_address is None or now is None:
+            raise refusal
+        self.refuse_secret(client_address, now, refusal)
+
+    def refuse_secret(self, client_address: str, now: float, refusal: ApiError) -> NoReturn:
+        """Raise `refusal` for a wrong host key, join token or bearer token, counted for this
+        client alone; Throttled (429) instead once the client was already locked out by its
+        own wrong secrets (each further one doubles its back-off)."""
+        client = auth.client_key(client_address)
+        locked = self.secret_throttle.wait("", client, now) > 0
+        self.secret_throttle.failure("", client, now)
+        if locked:
+            self.secret_throttle.check("", client, now)
+        raise refusal
+
+    def join_throttle(self, meeting_id: str, now: float) -> dict[str, bool | float | int]:
+        """What GET /v1/meetings/ID shows as `join_throttle` (README.md, "Proof of work")."""
+        return self.puzzles.status(meeting_id, now)
 
     # -- joining --
 
@@ -593,6 +640,7 @@ class MeetingService:
         uplink: object = None,
         registration_token: object = None,
         operator: bool = False,
+        proof_of_work: object = None,
     ) -> dict[str, Any]:
         """Admit a participant (the rules are at the top of this module); its join answer.
         `client_address` is the caller's IP: the throttles count it, and a `receive_at` at
@@ -623,12 +671,17 @@ class MeetingService:
         )
         if meeting.locked and not is_host:
             raise Locked(f"meeting {meeting.id!r} is locked: nobody new may join")
-        client = auth.client_key(client_address)
-        self.throttle.check(meeting.id, client, now)
         token_digest = await self._check_credential(
-            meeting, role, is_host, password, client, now, registration_token
+            meeting,
+            role,
+            is_host,
+            password,
+            client_address,
+            now,
+            registration_token,
+            proof_of_work,
+            host_key_given=host_key is not None,
         )
-        self.throttle.success(meeting.id, client, now)
 
         if declared and not _may_send(meeting.mode, role):
             raise Forbidden("attendees of a webinar receive only: they may not declare streams")
@@ -720,16 +773,20 @@ class MeetingService:
         role: str,
         is_host: bool,
         password: str | None,
-        client: str,
+        client_address: str,
         now: float,
         registration_token: str | None = None,
+        proof_of_work: object = None,
+        host_key_given: bool = False,
     ) -> str | None:
-        """Check the joiner's credential (403, counted by the throttle, if it fails); the
+        """Check the joiner's credential, secrets first (see the module's docstring); the
         digest of the registration token it joins with, to be used at the join, or None."""
         if role == "host":
             if not is_host:
-                self.throttle.failure(meeting.id, client, now)
-                raise Forbidden("joining as host needs this meeting's host key")
+                refusal = Forbidden("joining as host needs this meeting's host key")
+                if not host_key_given:
+                    raise refusal
+                self.refuse_secret(client_address, now, refusal)
             return None
         if role == "panelist" and meeting.mode == "webinar":
             stored = meeting.panelist_password_hash
@@ -742,42 +799,70 @@ class MeetingService:
         else:
             if registration_token is not None:
                 return await self._check_registration_token(
-                    meeting, registration_token, client, now
+                    meeting, registration_token, client_address, now
                 )
             if registration_enabled(meeting):
-                self.throttle.failure(meeting.id, client, now)
                 raise Forbidden(
                     "this meeting needs registration: join with the registration token your "
                     "registration gave (the meeting password alone does not admit)"
                 )
             stored, what = meeting.password_hash, "meeting password"
         if password is None:
-            self.throttle.failure(meeting.id, client, now)
             raise Forbidden(f"the {what} is required")
-        ok = self._verified.matches(meeting.id, stored, password) or await asyncio.to_thread(
-            auth.verify_password, password, stored
+        await self._check_password(
+            meeting, stored, what, password, client_address, now, proof_of_work
         )
-        if ok:
-            self._verified.add(meeting.id, stored, password)
-        else:
-            self.throttle.failure(meeting.id, client, now)
-            raise Forbidden(f"wrong {what}")
         return None
 
+    async def _check_password(
+        self,
+        meeting: MeetingRow,
+        stored: str,
+        what: str,
+        password: str,
+        client_address: str,
+        now: float,
+        proof_of_work: object,
+    ) -> None:
+        """The client's own throttle (429), then the meeting's proof of work while it is under
+        attack (428), then the password (403 if wrong, counted for both). The check is "in
+        flight" for both from the start, so guesses sent at once cannot all slip through
+        before the first failure is counted."""
+        client = auth.client_key(client_address)
+        self.throttle.begin(meeting.id, client, now)
+        failed = False  # a refused proof, or a check that did not finish, counts nothing
+        try:
+            self.puzzles.begin(meeting.id, proof_of_work, now)
+            try:
+                failed = not (
+                    self._verified.matches(meeting.id, stored, password)
+                    or await asyncio.to_thread(auth.verify_password, password, stored)
+                )
+            finally:
+                self.puzzles.end(meeting.id, now, failed)
+        finally:
+            self.throttle.end(meeting.id, client, now, failed)
+        if failed:
+            raise Forbidden(f"wrong {what}")
+        self._verified.add(meeting.id, stored, password)
+
     async def _check_registration_token(
-        self, meeting: MeetingRow, token: str, client: str, now: float
+        self, meeting: MeetingRow, token: str, client_address: str, now: float
     ) -> str:
         """The token's digest if it belongs to an approved, not erased registration of this
-        meeting and was not used; 403 (a failure for the throttle) otherwise."""
+        meeting and was not used; 403 otherwise (counted for this client alone)."""
         digest = auth.secret_digest(token)
         found = await self.store.get_registration_by_token(meeting.id, digest)
         if found is None or found.token_digest is None:
             found = None
         if found is None or not auth.secret_matches(token, str(found.token_digest)):
-            self.throttle.failure(meeting.id, client, now)
-            raise Forbidden(
-                "this registration token does not admit: unknown, not approved (yet), or "
-                "used already"
+            self.refuse_secret(
+                client_address,
+                now,
+                Forbidden(
+                    "this registration token does not admit: unknown, not approved (yet), or "
+                    "used already"
+                ),
             )
         return digest
 

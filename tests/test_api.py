@@ -31,9 +31,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from control import auth
+from control import auth, puzzle
 from control.api import MAX_BODY, create_app
-from control.auth import FailureThrottle
+from control.auth import FailureThrottle, JoinPuzzles
 from control.plane import ControlPlane, Endpoints
 from control.store import SqliteStore
 from relay.srtp import SUITES, Session
@@ -395,6 +395,9 @@ def test_get_meeting_for_the_operator_and_its_own_host_only(tmp_path: Path) -> N
                 "locked_out": False,
                 "retry_after": 0.0,
                 "recent_failures": 0,
+                "proof_of_work": False,
+                "difficulty": 0,
+                "solutions": 0,
             }
             assert "host_key" not in answer and "password" not in answer
         error(await api.client.get(url, headers=bearer(other["host_key"])), 401, "unauthorized")
@@ -842,17 +845,201 @@ def test_join_throttle_locks_out_one_address_after_5_failures(tmp_path: Path) ->
     run(tmp_path, body)
 
 
-def test_join_throttle_counts_wrong_host_keys_and_is_per_meeting(tmp_path: Path) -> None:
+def test_wrong_host_keys_throttle_their_client_and_the_right_key_still_joins(
+    tmp_path: Path,
+) -> None:
     async def body(api: Api) -> None:
         m = await api.create(title="m", password="pw")
-        other = await api.create(title="other", password="pw")
         for _ in range(5):
             r = await api.join(m["id"], name="G", role="host", host_key="guess-" * 8)
-            error(r, 403, "forbidden")
-        r = await api.join(m["id"], name="H", role="host", host_key=m["host_key"])
-        error(r, 429, "throttled")
+            error(r, 403, "forbidden", "host key")
+        r = await api.join(m["id"], name="G", role="host", host_key="guess-" * 8)
+        error(r, 429, "throttled", "wrong keys or tokens")
         assert int(r.headers["Retry-After"]) >= 1
-        await api.joined(other["id"], name="G", password="pw")  # another meeting: no lockout
+        # the host key is checked before any throttle: the host gets in, from here too
+        host = await api.joined(m["id"], name="H", role="host", host_key=m["host_key"])
+        assert host["role"] == "host"
+        # and the guesser's failures are its own: another address is not held back
+        async with api.client_at("10.0.0.9") as elsewhere:
+            r = await elsewhere.post(
+                f"/v1/meetings/{m['id']}/join",
+                json={"name": "G", "role": "host", "host_key": "guess-" * 8},
+            )
+            error(r, 403, "forbidden", "host key")
+        assert (await api.meeting(m["id"]))["join_throttle"]["recent_failures"] == 0
+
+    run(tmp_path, body)
+
+
+def test_wrong_bearer_tokens_throttle_only_their_client(tmp_path: Path) -> None:
+    async def body(api: Api) -> None:
+        m = await api.create(title="m", password="pw")
+        url = f"/v1/meetings/{m['id']}"
+        async with api.client_at("2001:db8::1") as guesser:
+            for i in range(5):
+                r = await guesser.get(url, headers=bearer(f"guess-{i}-" * 6))
+                error(r, 401, "unauthorized")
+        async with api.client_at("2001:db8::2") as same_64:  # the same /64: the same client
+            r = await same_64.get(url, headers=bearer("guess-" * 8))
+            error(r, 429, "throttled", "wrong keys or tokens")
+            assert int(r.headers["Retry-After"]) >= 1
+            r = await same_64.post("/v1/meetings", json={"title": "x"}, headers=bearer("g" * 40))
+            error(r, 429, "throttled")
+            # the right tokens are checked first and never refused
+            assert (await same_64.get(url, headers=OPERATOR)).status_code == 200
+            assert (await same_64.get(url, headers=bearer(m["host_key"]))).status_code == 200
+        # another client is not held back by that one's failures
+        error(await api.client.get(url, headers=bearer("guess-" * 8)), 401, "unauthorized")
+        error(await api.client.get("/v1/meetings", headers=bearer("g" * 40)), 401, "unauthorized")
+        # no token at all is not a guess
+        async with api.client_at("2001:db8::3") as guesser:
+            error(await guesser.get(url), 401, "unauthorized", "missing token")
+
+    run(tmp_path, body)
+
+
+def _puzzle_answer(r: httpx.Response) -> dict[str, Any]:
+    """Check a 428 proof_of_work_required answer; its error object."""
+    assert r.status_code == 428, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.headers["Cache-Control"] == "no-store"
+    body = r.json()
+    assert set(body) == {"error"}
+    error_object: dict[str, Any] = body["error"]
+    assert set(error_object) == {
+        "code",
+        "message",
+        "algorithm",
+        "challenge",
+        "difficulty",
+        "solutions",
+        "expires_in",
+    }
+    assert error_object["code"] == "proof_of_work_required"
+    assert error_object["algorithm"] == "sha256-k-nonces"
+    return error_object
+
+
+def _proof(required: dict[str, Any]) -> dict[str, Any]:
+    challenge = required["challenge"]
+    nonces = puzzle.solve(challenge, required["difficulty"], required["solutions"])
+    return {"challenge": challenge, "nonces": nonces}
+
+
+def test_the_lockout_is_gone_host_key_and_password_join_after_50_failures_from_10_addresses(
+    tmp_path: Path,
+) -> None:
+    """The attacker's review: 50 wrong passwords from 10 addresses locked the meeting, and the
+    host with its host key and an attendee with the right password both got 429. The attackers
+    solve each proof of work they are asked for, as a real attacker would; the puzzles are
+    cheaper than the server's (4 to 8 bits) to keep this test quick: the rules are the same
+    (the real ones' cost is checked in tests/test_client.py)."""
+
+    async def body(api: Api) -> None:
+        api.plane.service.puzzles = JoinPuzzles(min_bits=4, max_bits=8, solutions=8)
+        m = await api.create(title="m", password="right")
+        join_url = f"/v1/meetings/{m['id']}/join"
+        attackers = [api.client_at(f"203.0.113.{i}") for i in range(10)]
+        statuses: dict[int, int] = {}
+        for round_ in range(5):
+            for attacker in attackers:
+                guess = {"name": "G", "password": f"guess-{round_}"}
+                r = await attacker.post(join_url, json=guess)
+                if r.status_code == 428:  # under attack: it solves the puzzle and tries again
+                    r = await attacker.post(
+                        join_url, json={**guess, "proof_of_work": _proof(_puzzle_answer(r))}
+                    )
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                error(r, 403, "forbidden", "wrong meeting password")
+            api.now += 1 if round_ < 4 else 0  # 50 failures within 5 s
+        assert statuses == {403: 50}
+
+        # The host with its host key: in at once, also from an attacking address.
+        r = await attackers[0].post(
+            join_url, json={"name": "Host", "role": "host", "host_key": m["host_key"]}
+        )
+        assert r.status_code == 201, r.text
+        host = await api.joined(m["id"], name="Host 2", role="host", host_key=m["host_key"])
+        assert host["role"] == "host"
+
+        # An attendee with the right password: asked for a proof, solves it, gets in.
+        async with api.client_at("198.51.100.7") as attendee:
+            r = await attendee.post(join_url, json={"name": "Ann", "password": "right"})
+            required = _puzzle_answer(r)
+            assert "many failed joins" in required["message"]
+            assert required["difficulty"] == 6 and required["solutions"] == 8
+            proof = _proof(required)
+            r = await attendee.post(
+                join_url, json={"name": "Ann", "password": "right", "proof_of_work": proof}
+            )
+            assert r.status_code == 201, r.text
+            # each challenge admits one attempt
+            r = await attendee.post(
+                join_url, json={"name": "Ann", "password": "right", "proof_of_work": proof}
+            )
+            assert "used already" in _puzzle_answer(r)["message"]
+
+        throttle = (await api.meeting(m["id"]))["join_throttle"]
+        assert throttle["recent_failures"] == 50 and throttle["locked_out"] is False
+        assert throttle["proof_of_work"] is True and throttle["difficulty"] == 6
+
+        # The attackers themselves are held back by their own failures only.
+        r = await attackers[1].post(join_url, json={"name": "G", "password": "right"})
+        error(r, 429, "throttled", "from your address")
+        for attacker in attackers:
+            await attacker.aclose()
+
+        metrics = await api.metrics()
+        assert metrics['relay_join_failures_total{reason="proof_of_work_required"}'] >= 41
+
+    run(tmp_path, body)
+
+
+def test_proof_of_work_refusals(tmp_path: Path) -> None:
+    async def body(api: Api) -> None:
+        api.plane.service.puzzles = JoinPuzzles(min_bits=4, max_bits=8, solutions=8)
+        m, other = await api.create(title="m", password="pw"), await api.create(title="o")
+        for _ in range(10):
+            api.plane.service.puzzles.failure(m["id"], api.now)
+            api.plane.service.puzzles.failure(other["id"], api.now)
+        required = _puzzle_answer(await api.join(m["id"], name="A", password="pw"))
+        proof = _proof(required)
+        # a proof for another meeting
+        elsewhere = _proof(_puzzle_answer(await api.join(other["id"], name="A", password="pw")))
+        r = await api.join(m["id"], name="A", password="pw", proof_of_work=elsewhere)
+        assert "not issued for this meeting" in _puzzle_answer(r)["message"]
+        # wrong nonces
+        wrong = {"challenge": proof["challenge"], "nonces": proof["nonces"][:-1]}
+        r = await api.join(m["id"], name="A", password="pw", proof_of_work=wrong)
+        assert "do not solve" in _puzzle_answer(r)["message"]
+        # malformed: 422 like any bad field
+        for bad in (
+            {"challenge": proof["challenge"]},
+            {"challenge": proof["challenge"], "nonces": [-1]},
+            {"challenge": proof["challenge"], "nonces": [2**53]},
+            {"challenge": proof["challenge"], "nonces": list(range(65))},
+            {"challenge": "", "nonces": [1]},
+            {"challenge": "x" * 129, "nonces": [1]},
+            "solved",
+        ):
+            r = await api.join(m["id"], name="A", password="pw", proof_of_work=bad)
+            error(r, 422, "invalid", "proof_of_work")
+        # expired
+        api.now += 59.5  # the failures are still recent; the challenge's 60 s are not over
+        r = await api.join(m["id"], name="A", password="pw", proof_of_work=proof)
+        assert r.status_code == 201, r.text
+        stale = _proof(_puzzle_answer(await api.join(m["id"], name="B", password="pw")))
+        for _ in range(10):
+            api.plane.service.puzzles.failure(m["id"], api.now)
+        api.now += 60
+        for _ in range(10):
+            api.plane.service.puzzles.failure(m["id"], api.now)
+        r = await api.join(m["id"], name="B", password="pw", proof_of_work=stale)
+        assert "expired" in _puzzle_answer(r)["message"]
+        # a host key needs no proof, and neither does a calm meeting
+        await api.joined(m["id"], name="H", role="host", host_key=m["host_key"])
+        calm = await api.create(title="calm", password="pw")
+        await api.joined(calm["id"], name="A", password="pw")
 
     run(tmp_path, body)
 
@@ -1116,6 +1303,14 @@ def test_openapi_lists_every_v1_path(tmp_path: Path) -> None:
         assert {p: set(ops) for p, ops in paths.items() if p.startswith("/v1")} == expected
         join = paths["/v1/meetings/{meeting_id}/join"]["post"]
         assert "requestBody" in join
+        # the proof of work: its 428 answer and the field that carries the solution
+        assert {"403", "428", "429"} <= set(join["responses"])
+        schemas = r.json()["components"]["schemas"]
+        detail = schemas["ProofOfWorkDetail"]["properties"]
+        assert {"code", "message", "challenge", "difficulty", "solutions", "expires_in"} <= set(
+            detail
+        )
+        assert "proof_of_work" in schemas["JoinIn"]["properties"]
 
     run(tmp_path, body)
 
@@ -1349,9 +1544,10 @@ def _fuzz(tmp_path: Path, path: Callable[[dict[str, Any]], str], bodies: Any, au
                 api.create(title="fuzz", mode="webinar", password="pw", panelist_password="pan")
             )
             # the throttle would answer 429 to most wrong passwords and hide what lies behind
-            api.plane.service.throttle = FailureThrottle(
-                client_threshold=10**9, meeting_threshold=10**9
-            )
+            service = api.plane.service
+            service.throttle = FailureThrottle(client_threshold=10**9)
+            service.secret_throttle = FailureThrottle(client_threshold=10**9)
+            service.puzzles = JoinPuzzles(threshold=10**9)
             runner.run(api.joined(m["id"], name="Pres", password="pan", role="panelist", ssrcs=[1]))
             headers = {**JSON, **(OPERATOR if auth else {})}
 

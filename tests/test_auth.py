@@ -1,17 +1,20 @@
-"""control.auth: password hashing, secrets, and the failed-join throttle (all sans-IO)."""
+"""control.auth: password hashing, secrets, the per-client throttle and the proof of work that
+password joins need while a meeting is under attack (all sans-IO), and control.puzzle."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import re
 
 import pytest
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from control import auth
+from control import auth, puzzle
 from control.auth import (
     FailureThrottle,
+    JoinPuzzles,
     client_key,
     generate_password,
     hash_password,
@@ -20,7 +23,7 @@ from control.auth import (
     secret_matches,
     verify_password,
 )
-from control.errors import Invalid, Throttled
+from control.errors import Invalid, ProofOfWorkRequired, Throttled
 
 # --- passwords (each Argon2id hash costs tens of ms: keep these few) -------------------------
 
@@ -190,6 +193,48 @@ def test_five_failures_lock_the_client_for_one_second() -> None:
     t.check("other", "a", 104.5)  # nor the same client for another meeting
 
 
+def test_many_clients_failing_lock_out_only_themselves() -> None:
+    """The attacker's review: 50 failures from 10 addresses locked the whole meeting. Now each
+    address locks itself out and nobody else."""
+    t = FailureThrottle()
+    for i in range(50):
+        t.failure("m", f"10.0.0.{i % 10}", 10.0)
+    t.check("m", "10.0.1.1", 10.0)  # a client that never failed
+    assert t.wait("m", "10.0.1.1", 10.0) == 0.0
+    for i in range(10):
+        with pytest.raises(Throttled, match="from your address"):
+            t.check("m", f"10.0.0.{i}", 10.0)
+
+
+def test_attempts_in_flight_count_so_a_burst_cannot_slip_through() -> None:
+    t = FailureThrottle()
+    for _ in range(3):
+        t.failure("m", "a", 0.0)
+    t.begin("m", "a", 0.0)
+    t.begin("m", "a", 0.0)  # 3 failures and 2 in flight: as many as may fail
+    with pytest.raises(Throttled, match="too many at once; try again in 1 s") as info:
+        t.begin("m", "a", 0.0)
+    assert info.value.retry_after == 1.0
+    t.begin("m", "b", 0.0)  # another client is not affected
+    t.end("m", "a", 0.1, failed=False)  # a success: room for one more
+    t.begin("m", "a", 0.1)
+    t.end("m", "a", 0.2, failed=True)
+    t.end("m", "a", 0.2, failed=True)  # 5 failures: locked out
+    with pytest.raises(Throttled, match="from your address; try again in 1 s"):
+        t.begin("m", "a", 0.2)
+    assert t._in_flight == {("m", "b"): 1}
+    t.end("m", "b", 0.2, failed=False)
+    assert t._in_flight == {}
+
+
+def test_a_custom_refusal_names_what_failed() -> None:
+    t = FailureThrottle(refusal="too many wrong keys or tokens from your address")
+    for _ in range(5):
+        t.failure("", "a", 0.0)
+    with pytest.raises(Throttled, match=r"^too many wrong keys or tokens from your address; try"):
+        t.check("", "a", 0.0)
+
+
 def test_lockout_doubles_up_to_the_cap() -> None:
     t = FailureThrottle()
     now = 0.0
@@ -232,65 +277,8 @@ def test_a_run_of_lockouts_is_forgotten_after_a_quiet_window() -> None:
     t.check("m", "a", 125.0)
 
 
-def test_success_clears_the_client_but_not_the_meeting() -> None:
-    t = FailureThrottle(meeting_threshold=6)
-    for _ in range(4):
-        t.failure("m", "a", 0.0)
-    t.success("m", "a", 0.0)
-    t.failure("m", "a", 1.0)  # would have been the fifth
-    t.check("m", "a", 1.0)
-    assert t.status("m", 1.0)["recent_failures"] == 5
-    t.failure("m", "b", 1.0)  # the sixth for the meeting
-    with pytest.raises(Throttled, match="joins are paused"):
-        t.check("m", "a", 1.0)
-
-
-def test_meeting_wide_lockout_from_many_clients() -> None:
-    t = FailureThrottle()
-    for i in range(49):
-        t.check("m", f"10.0.0.{i}", 10.0)
-        t.failure("m", f"10.0.0.{i}", 10.0)
-    t.check("m", "10.0.1.1", 10.0)
-    t.failure("m", "10.0.0.49", 10.0)  # the 50th, from a 50th address
-    with pytest.raises(Throttled, match=r"this meeting; joins are paused for 1 s") as info:
-        t.check("m", "10.0.1.1", 10.0)  # even a client that never failed
-    assert info.value.retry_after == pytest.approx(1.0)
-    t.check("other", "10.0.1.1", 10.0)  # other meetings are not affected
-    t.check("m", "10.0.1.1", 11.0)
-    t.failure("m", "10.0.1.2", 11.0)  # the next failure doubles it
-    assert _retry_after(t, "m", "10.0.1.3", 11.0) == pytest.approx(2.0)
-
-
-def test_status_reflects_the_lockout() -> None:
-    t = FailureThrottle(meeting_threshold=3)
-    assert t.status("m", 0.0) == {"locked_out": False, "retry_after": 0.0, "recent_failures": 0}
-    t.failure("m", "a", 0.0)
-    t.failure("m", "b", 0.0)
-    assert t.status("m", 0.0) == {"locked_out": False, "retry_after": 0.0, "recent_failures": 2}
-    t.failure("m", "c", 0.0)
-    s = t.status("m", 0.5)
-    assert s["locked_out"] is True
-    assert s["retry_after"] == pytest.approx(0.5)
-    assert s["recent_failures"] == 3
-    assert t.status("m", 1.0)["locked_out"] is False
-    assert t.status("m", 1.0)["recent_failures"] == 3
-    assert t.status("m", 61.0) == {"locked_out": False, "retry_after": 0.0, "recent_failures": 0}
-    assert t.status("never", 0.0)["recent_failures"] == 0
-
-
-def test_the_longer_lockout_is_reported() -> None:
-    t = FailureThrottle(meeting_threshold=5)
-    for _ in range(6):
-        t.failure("m", "a", 0.0)  # client and meeting both at 2 s
-    with pytest.raises(Throttled, match="from your address; try again in 2 s"):
-        t.check("m", "a", 0.0)
-    t.failure("m", "b", 0.0)  # meeting now at 4 s
-    with pytest.raises(Throttled, match="joins are paused for 4 s"):
-        t.check("m", "a", 0.0)
-
-
 def test_memory_is_bounded_least_recently_used_first() -> None:
-    t = FailureThrottle(max_entries=10, meeting_threshold=1000)
+    t = FailureThrottle(max_entries=10)
     for _ in range(5):
         t.failure("m", "victim", 0.0)  # locked out until 1.0
     for i in range(9):
@@ -312,7 +300,7 @@ def test_memory_is_bounded_least_recently_used_first() -> None:
 
 
 def test_expired_records_are_dropped_as_you_go() -> None:
-    t = FailureThrottle(meeting_threshold=1000)
+    t = FailureThrottle()
     for i in range(100):
         t.failure("m", f"c{i}", 0.0)
     assert len(t) == 100
@@ -329,6 +317,16 @@ def test_expired_records_are_dropped_as_you_go() -> None:
 def test_bad_policy_is_refused() -> None:
     with pytest.raises(ValueError):
         FailureThrottle(client_threshold=0)
+    with pytest.raises(ValueError):
+        JoinPuzzles(threshold=0)
+    with pytest.raises(ValueError):
+        JoinPuzzles(min_bits=17, max_bits=16)
+    with pytest.raises(ValueError):
+        JoinPuzzles(solutions=65)
+    with pytest.raises(ValueError):
+        JoinPuzzles(solutions=64, max_bits=21)  # 2**27 hashes: more than clients solve
+    with pytest.raises(ValueError):
+        JoinPuzzles(ttl=0)
     with pytest.raises(ValueError):
         FailureThrottle(base_lockout=10.0, max_lockout=5.0)
     with pytest.raises(ValueError):
@@ -355,10 +353,230 @@ def test_verified_passwords_remember_only_what_matched_and_stay_bounded() -> Non
     assert other._tags[("m1", "hash1")] != cache._tags[("m1", "hash1")]
 
 
-def test_an_hour_of_guessing_gets_a_few_dozen_guesses() -> None:
-    """bench/guessing.py: an attacker retrying the moment the throttle lets it, for an hour
-    against one meeting. The figures are in docs/RELIABILITY.md."""
-    from bench.guessing import guesses_per_hour
+# --- the proof of work (control/puzzle.py, auth.JoinPuzzles) ---------------------------------
 
-    assert guesses_per_hour(new_address_each_time=False) <= 30
-    assert guesses_per_hour(new_address_each_time=True) <= 100
+
+def test_the_readme_example_and_the_solver() -> None:
+    """README.md, "Proof of work", shows this example for other implementations to check."""
+    assert puzzle.solve("relay-example-challenge", 8, 4) == [47, 99, 423, 591]
+    assert (
+        puzzle.digest("relay-example-challenge", 47).hex()
+        == hashlib.sha256(b"relay-example-challenge" + (47).to_bytes(8, "big")).hexdigest()
+    )
+    assert puzzle.digest("relay-example-challenge", 47).hex().startswith("00")
+    assert puzzle.is_solution("relay-example-challenge", 99, 8)
+    assert not puzzle.is_solution("relay-example-challenge", 98, 8)
+    assert not puzzle.is_solution("relay-example-challenge", 99, 16)
+    assert not puzzle.is_solution("relay-example-challenge", -1, 0)
+    assert not puzzle.is_solution("relay-example-challenge", 1 << 53, 0)
+    assert not puzzle.is_solution("relay-example-challenge", True, 0)
+    # Every nonce the solver skipped is not a solution: it returns the first ones.
+    assert [n for n in range(592) if puzzle.is_solution("relay-example-challenge", n, 8)] == [
+        47,
+        99,
+        423,
+        591,
+    ]
+    # It refuses what no honest server asks for, instead of spinning.
+    with pytest.raises(ValueError, match="more than this client computes"):
+        puzzle.solve("x", 30, 32)
+    with pytest.raises(ValueError, match="1 to 64 nonces"):
+        puzzle.solve("x", 1, 65)
+    with pytest.raises(ValueError, match="ASCII"):
+        puzzle.solve("é", 1, 1)
+
+
+def _solved(puzzles: JoinPuzzles, meeting: str, now: float) -> dict[str, object]:
+    """A fresh challenge for the meeting, solved: a proof as a join carries it."""
+    with pytest.raises(ProofOfWorkRequired) as info:
+        puzzles.require(meeting, None, now)
+    body = info.value.body()["error"]
+    challenge, bits, count = body["challenge"], body["difficulty"], body["solutions"]
+    assert isinstance(challenge, str) and isinstance(bits, int) and isinstance(count, int)
+    return {"challenge": challenge, "nonces": puzzle.solve(challenge, bits, count)}
+
+
+def _attack(puzzles: JoinPuzzles, meeting: str, failures: int, now: float) -> None:
+    for _ in range(failures):
+        puzzles.failure(meeting, now)
+
+
+def test_no_proof_below_the_threshold_then_the_difficulty_doubles_and_caps() -> None:
+    p = JoinPuzzles()
+    assert p.status("m", 0.0) == {
+        "locked_out": False,
+        "retry_after": 0.0,
+        "recent_failures": 0,
+        "proof_of_work": False,
+        "difficulty": 0,
+        "solutions": 0,
+    }
+    _attack(p, "m", 9, 0.0)
+    p.require("m", None, 0.0)  # 9 recent failures: no proof needed
+    p.failure("m", 0.0)
+    with pytest.raises(ProofOfWorkRequired) as info:
+        p.require("m", None, 0.0)
+    error = info.value
+    assert (error.status, error.code) == (428, "proof_of_work_required")
+    assert error.body()["error"] == {
+        "code": "proof_of_work_required",
+        "message": error.message,
+        "algorithm": "sha256-k-nonces",
+        "challenge": error.puzzle["challenge"],
+        "difficulty": auth.POW_MIN_BITS,
+        "solutions": auth.POW_SOLUTIONS,
+        "expires_in": auth.POW_TTL,
+    }
+    assert "many failed joins" in error.message
+    # each doubling of the recent failures adds a bit (doubles the work), up to the cap
+    assert [p.difficulty_for(n) for n in (9, 10, 19, 20, 39, 40, 80, 160, 320, 10**9)] == [
+        0,
+        12,
+        12,
+        13,
+        13,
+        14,
+        15,
+        16,
+        16,
+        16,
+    ]
+    assert p.status("m", 0.5)["difficulty"] == 12 and p.status("m", 0.5)["proof_of_work"]
+    p.require("other", None, 0.0)  # another meeting is calm
+    # failures leave the ten-minute window (counted in buckets of 10 s): the meeting is calm
+    assert auth.POW_WINDOW == 600.0
+    assert p.recent_failures("m", 599.9) == 10
+    assert p.recent_failures("m", 600.0) == 0
+    p.require("m", None, 600.0)
+
+
+def test_checks_in_flight_count_towards_the_difficulty() -> None:
+    p = JoinPuzzles(min_bits=4, max_bits=8, solutions=4)
+    _attack(p, "m", 8, 0.0)
+    p.begin("m", None, 0.0)
+    p.begin("m", None, 0.0)  # 8 failures and 2 checks in flight: a proof for the next
+    with pytest.raises(ProofOfWorkRequired):
+        p.begin("m", None, 0.0)
+    p.end("m", 0.0, failed=False)
+    p.begin("m", None, 0.0)  # one turned out right: room again
+    p.end("m", 0.0, failed=False)
+    p.end("m", 0.0, failed=True)
+    assert p.recent_failures("m", 0.0) == 9 and p._in_flight == {}
+
+
+def test_a_correct_proof_is_accepted_once() -> None:
+    p = JoinPuzzles(min_bits=6, max_bits=8, solutions=8)
+    _attack(p, "m", 10, 100.0)
+    proof = _solved(p, "m", 100.0)
+    p.require("m", proof, 101.0)
+    assert p.spent() == 1
+    with pytest.raises(ProofOfWorkRequired, match="used already") as reused:
+        p.require("m", proof, 101.5)
+    assert reused.value.puzzle["challenge"] != proof["challenge"]  # a fresh one to solve
+    p.require("m", _solved(p, "m", 102.0), 102.0)  # a new challenge: accepted
+
+
+def test_wrong_expired_foreign_and_malformed_proofs_are_refused() -> None:
+    p = JoinPuzzles(min_bits=6, max_bits=8, solutions=8, ttl=10.0)
+    _attack(p, "m", 10, 0.0)
+    _attack(p, "other", 10, 0.0)
+    proof = _solved(p, "m", 0.0)
+    challenge, nonces = proof["challenge"], proof["nonces"]
+    assert isinstance(challenge, str) and isinstance(nonces, list)
+
+    def refused(candidate: object, match: str, meeting: str = "m", now: float = 1.0) -> None:
+        with pytest.raises(ProofOfWorkRequired, match=match):
+            p.require(meeting, candidate, now)
+
+    wrong = [*nonces[:-1], nonces[-1] + 1]
+    while puzzle.is_solution(challenge, wrong[-1], 6):
+        wrong[-1] += 1
+    refused({"challenge": challenge, "nonces": wrong}, "do not solve")
+    refused({"challenge": challenge, "nonces": nonces[:-1]}, "do not solve")  # too few
+    refused({"challenge": challenge, "nonces": [nonces[0]] * 8}, "do not solve")  # one, 8 times
+    refused({"challenge": challenge, "nonces": nonces[::-1]}, "do not solve")  # not increasing
+    refused(proof, "expired", now=10.0)
+    refused(proof, "not issued for this meeting", meeting="other")
+    stranger = JoinPuzzles(min_bits=6, max_bits=8, solutions=8)  # another process: another key
+    _attack(stranger, "m", 10, 0.0)
+    refused(_solved(stranger, "m", 0.0), "not issued for this meeting")
+    tampered = challenge[:-3] + ("A" if challenge[-3] != "A" else "B") + challenge[-2:]
+    refused({"challenge": tampered, "nonces": nonces}, "not issued for this meeting")
+    refused({"challenge": challenge + "A", "nonces": nonces}, "not issued")
+    refused({"challenge": "x", "nonces": nonces}, "not issued")
+    for malformed in (
+        {"challenge": challenge},
+        {"challenge": challenge, "nonces": nonces, "extra": 1},
+        {"challenge": 5, "nonces": nonces},
+        {"challenge": challenge, "nonces": "1,2"},
+        {"challenge": challenge, "nonces": []},
+        {"challenge": challenge, "nonces": [True] * 8},
+        {"challenge": challenge, "nonces": [-1]},
+        {"challenge": challenge, "nonces": [1 << 53]},
+        "a proof",
+    ):
+        with pytest.raises(Invalid, match="proof_of_work"):
+            p.require("m", malformed, 1.0)
+    assert p.spent() == 0  # nothing refused was spent...
+    p.require("m", proof, 1.0)  # ...so the right proof still works, once
+
+
+def test_a_proof_of_an_easier_time_is_refused_when_the_attack_grows() -> None:
+    p = JoinPuzzles(min_bits=4, max_bits=10, solutions=4)
+    _attack(p, "m", 10, 0.0)
+    easy = _solved(p, "m", 0.0)  # 4 bits
+    _attack(p, "m", 10, 0.0)  # 20 failures: 5 bits; one step of slack
+    p.require("m", easy, 0.0)
+    text = p.challenge("m", 0.0, 4).text  # another one of 4 bits
+    easy = {"challenge": text, "nonces": puzzle.solve(text, 4, 4)}
+    _attack(p, "m", 20, 0.0)  # 40 failures: 6 bits
+    with pytest.raises(ProofOfWorkRequired, match="harder") as info:
+        p.require("m", easy, 0.0)
+    assert info.value.puzzle["difficulty"] == 6
+
+
+def test_spent_challenges_are_bounded_and_never_replayed() -> None:
+    p = JoinPuzzles(min_bits=1, max_bits=1, solutions=1, max_spent=3)
+    _attack(p, "m", 10, 0.0)
+    proofs = [_solved(p, "m", float(i)) for i in range(5)]  # expiring at 60, 61, ... 64
+    for proof in proofs:
+        p.require("m", proof, 5.0)
+    assert p.spent() == 3  # the two that expire first were dropped...
+    for proof in proofs:  # ...and count as spent all the same
+        with pytest.raises(ProofOfWorkRequired, match="used already"):
+            p.require("m", proof, 6.0)
+    p.require("m", _solved(p, "m", 6.0), 6.0)  # a challenge newer than those dropped works
+    # spent ones are forgotten once they expire
+    later = _solved(p, "m", 70.0)
+    p.require("m", later, 70.0)
+    assert p.spent() == 1
+
+
+def test_the_failure_counts_are_bounded() -> None:
+    p = JoinPuzzles(max_meetings=3)
+    for i in range(5):
+        _attack(p, f"m{i}", 10, 0.0)
+    assert p.recent_failures("m0", 0.0) == 0  # the least recently failed, dropped
+    assert p.recent_failures("m4", 0.0) == 10
+    assert p.recent_failures("m4", 600.0) == 0
+    assert "m4" not in repr(p) and len(p._failures) == 0  # all gone quiet, all dropped
+
+
+def test_an_hour_of_guessing_is_bounded_per_address_and_a_64_counts_as_one() -> None:
+    """bench/guessing.py's simulation, on the real throttle and puzzle code, with solve costs
+    fixed here (the bench measures them): the figures are in docs/RELIABILITY.md."""
+    from bench.guessing import Strategy, attackers, guesses_per_hour
+
+    one, ten, thousand, one_64 = attackers()
+    cost = {bits: 0.8 * 2.0 ** (bits - auth.POW_MAX_BITS) for bits in range(64)}.__getitem__
+    greedy, patient = Strategy(None, False), Strategy(None, True)
+    alone = guesses_per_hour(one, greedy, cost, 0.045)
+    assert 20 <= alone.guesses <= 30
+    assert guesses_per_hour(one_64, greedy, cost, 0.045).guesses == alone.guesses
+    assert guesses_per_hour(ten, greedy, cost, 0.045).guesses <= 10 * alone.guesses
+    # waiting out each run of the per-client throttle: 5 guesses a minute or so, per client
+    assert 250 <= guesses_per_hour(one, patient, cost, 0.045).guesses <= 300
+    # 1,000 addresses on 2 cores: every guess needs the hardest proof; the cores bound them
+    shared = guesses_per_hour(thousand, Strategy(2, False), cost, 0.045)
+    assert shared.hardest == auth.POW_MAX_BITS
+    assert shared.guesses <= 2 * 3600 / 0.8 + 50

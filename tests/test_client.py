@@ -19,13 +19,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 
+from control import auth, client_cli, settings
 from control import client as client_module
-from control import client_cli, settings
 from control.api import create_app
 from control.client import (
     ApiError,
@@ -35,6 +36,7 @@ from control.client import (
     Invalid,
     Locked,
     NotFound,
+    ProofOfWorkRequired,
     RelayClient,
     RelayClientError,
     ServerError,
@@ -42,11 +44,13 @@ from control.client import (
     Unauthorized,
 )
 from control.client_cli import register
+from control.errors import ApiError as ApiErrorOfServer
 from control.plane import ControlPlane, Endpoints
 from control.store import SqliteStore
 from relay.srtp import SUITES
 
 Api = tuple[str, str]  # (base URL, operator token)
+PLANES: list[ControlPlane] = []  # the served control plane, for tests that stage an attack
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,7 @@ def api() -> Iterator[Api]:
 
     async def start() -> ControlPlane:
         store = await SqliteStore.open(tmp / "relay.db")
-        return await ControlPlane.start(
+        plane = await ControlPlane.start(
             store,
             Endpoints(routing=f"ipc://{tmp}/r", snapshot=f"ipc://{tmp}/s", stats=f"ipc://{tmp}/st"),
             token=token,
@@ -66,6 +70,8 @@ def api() -> Iterator[Api]:
             media_port=40000,
             workers=2,
         )
+        PLANES[:] = [plane]
+        return plane
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -132,7 +138,14 @@ def test_meeting_calls_round_trip(client: RelayClient) -> None:
     assert {k: v for k, v in shown.items() if k != "join_throttle"} == {
         k: v for k, v in created.items() if k != "host_key"
     }
-    assert shown["join_throttle"] == {"locked_out": False, "retry_after": 0.0, "recent_failures": 0}
+    assert shown["join_throttle"] == {
+        "locked_out": False,
+        "retry_after": 0.0,
+        "recent_failures": 0,
+        "proof_of_work": False,
+        "difficulty": 0,
+        "solutions": 0,
+    }
 
     renamed = client.update_meeting(meeting_id, "Monthly sync")
     assert renamed["title"] == "Monthly sync"
@@ -346,6 +359,118 @@ def test_repeated_wrong_passwords_are_throttled_with_retry_after(client: RelayCl
     assert "try again" in throttled.value.message
     throttle = client.get_meeting(meeting_id)["join_throttle"]
     assert throttle["recent_failures"] == 5
+
+
+def at(url: str, address: str, token: str | None = None) -> RelayClient:
+    """A client whose requests come from `address` (any of 127.0.0.0/8 on loopback), so the
+    server sees another client."""
+    return RelayClient(url, token, transport=httpx.HTTPTransport(local_address=address))
+
+
+def attack(url: str, meeting_id: str, failures: int) -> None:
+    """`failures` wrong passwords, up to 5 from each of 127.0.0.20, .21, ...: real joins the
+    server answers 403 (solving the proof of work whenever it is asked for one)."""
+    for i in range(0, failures, 5):
+        with at(url, f"127.0.0.{20 + i // 5}") as attacker:
+            for _ in range(min(5, failures - i)):
+                with pytest.raises(Forbidden, match="wrong meeting password"):
+                    attacker.join(meeting_id, name="Eve", password="guess")
+
+
+def test_join_solves_the_hardest_proof_of_work_by_itself_within_2_s(
+    api: Api, client: RelayClient
+) -> None:
+    """A correct password during an attack, at the hardest proof of work the server asks:
+    a real server on loopback, real Argon2, the Python client solving; within 2 s in all.
+    The host key is checked first and asks no proof at all."""
+    url, _token = api
+    created = client.create_meeting("Under attack", password="right")
+    meeting_id = created["id"]
+    attack(url, meeting_id, 10)  # from two addresses: the meeting is now under attack
+    assert client.get_meeting(meeting_id)["join_throttle"]["proof_of_work"] is True
+    # More failures than the cap needs, counted as the join counts them (a real attack of
+    # this size would take minutes to stage here).
+    plane = PLANES[0]
+    for _ in range(200):
+        plane.service.puzzles.failure(meeting_id, plane.clock())
+    shown = client.get_meeting(meeting_id)["join_throttle"]
+    assert shown["difficulty"] == auth.POW_MAX_BITS and shown["solutions"] == auth.POW_SOLUTIONS
+
+    asked: list[ProofOfWorkRequired] = []
+    with at(url, "127.0.0.99") as attendee:
+        started = time.perf_counter()
+        answer = attendee.join(
+            meeting_id, name="Ann", password="right", on_proof_of_work=asked.append
+        )
+        elapsed = time.perf_counter() - started
+        assert answer["role"] == "panelist"
+        assert [(a.status, a.code, a.difficulty) for a in asked] == [
+            (428, "proof_of_work_required", auth.POW_MAX_BITS)
+        ]
+        assert elapsed < 2.0, f"a correct password took {elapsed:.2f} s to join"
+
+        with pytest.raises(ProofOfWorkRequired) as required:
+            attendee.join(meeting_id, name="Bo", password="right", solve_proof_of_work=False)
+        assert required.value.solutions == auth.POW_SOLUTIONS
+        assert 0 < required.value.expires_in <= auth.POW_TTL
+        assert "many failed joins" in required.value.message
+
+    with at(url, "127.0.0.20") as attacker:  # an attacking address, with the host key
+        started = time.perf_counter()
+        host = attacker.join(
+            meeting_id,
+            name="Host",
+            role="host",
+            host_key=created["host_key"],
+            solve_proof_of_work=False,
+        )
+        assert host["role"] == "host" and time.perf_counter() - started < 0.5
+
+
+def test_a_client_solves_what_the_server_checks_and_gives_up_on_absurd_puzzles() -> None:
+    """The client against the server's own checking (control.auth.JoinPuzzles), and against
+    a hostile server: one that asks for too much work, one that never accepts."""
+    puzzles = auth.JoinPuzzles(min_bits=8, max_bits=8, solutions=8)
+    for _ in range(10):
+        puzzles.failure("m1", 0.0)
+    sent: list[Any] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sent.append(body.get("proof_of_work"))
+        try:
+            puzzles.require("m1", body.get("proof_of_work"), 1.0)
+        except ApiErrorOfServer as exc:
+            return httpx.Response(exc.status, json=exc.body())
+        return httpx.Response(201, json={"participant_id": "p1"})
+
+    with mock(httpx.MockTransport(server)) as relay:
+        assert relay.join("m1", name="x", password="pw")["participant_id"] == "p1"
+    assert sent[0] is None and len(sent) == 2 and len(sent[1]["nonces"]) == 8
+
+    absurd = {
+        "code": "proof_of_work_required",
+        "message": "solve this",
+        "algorithm": "sha256-k-nonces",
+        "challenge": "x" * 58,
+        "difficulty": 40,
+        "solutions": 32,
+        "expires_in": 60,
+    }
+    with mock(httpx.MockTransport(lambda _: httpx.Response(428, json={"error": absurd}))) as relay:
+        with pytest.raises(RelayClientError, match="does not solve") as too_hard:
+            relay.join("m1", name="x", password="pw")
+        assert not isinstance(too_hard.value, ApiError)
+
+    count = []
+
+    def never(request: httpx.Request) -> httpx.Response:
+        count.append(request)
+        return httpx.Response(428, json={"error": {**absurd, "difficulty": 1, "solutions": 1}})
+
+    with mock(httpx.MockTransport(never)) as relay, pytest.raises(ProofOfWorkRequired):
+        relay.join("m1", name="x", password="pw")
+    assert len(count) == 3  # no endless loop
 
 
 def test_an_unreachable_relay_says_where_it_looked(dead_url: str) -> None:
@@ -621,6 +746,24 @@ def test_cli_credentials_and_connection_errors(
         relay("meetings", "list", "--limit", "5000")
     assert usage_error.value.code == 2
     assert "must be 0..1000" in capsys.readouterr().err
+
+
+def test_cli_join_solves_the_proof_of_work_quietly(
+    api: Api, client: RelayClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _token = api
+    meeting_id = client.create_meeting("CLI under attack", password="right")["id"]
+    attack(url, meeting_id, 10)
+    assert client.get_meeting(meeting_id)["join_throttle"]["proof_of_work"] is True
+    argv = ["join", meeting_id, "--name", "Ann", "--password", "right", "--url", url]
+    assert relay(*argv, "--json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["role"] == "panelist"
+    assert captured.err == ""  # not a terminal: nothing to say
+    assert relay("meetings", "show", meeting_id, "--url", url, "--token", api[1]) == 0
+    assert "joins:     open, with a proof of work (32 x 12 bits) for passwords" in (
+        capsys.readouterr().out
+    )
 
 
 def test_registering_the_commands_loads_no_http_client() -> None:

@@ -4,8 +4,8 @@ keys that decrypt, throttling, host controls, usage records and the restart path
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import base64
+import dataclasses
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -296,6 +296,127 @@ def test_throttle_per_client(tmp_path: Path) -> None:
         assert (await join("right", "10.0.0.10", 2))["participant_id"]
         # after the lockout the client may try again
         assert (await join("right", "10.0.0.9", 2 + info.value.retry_after + 1))["role"]
+
+    run(tmp_path, body)
+
+
+def test_a_success_does_not_reset_the_failures(tmp_path: Path) -> None:
+    """The attacker's review: an attendee who knows the attendee password guessed the panelist
+    password, joining successfully between guesses to reset its count."""
+
+    async def body(h: Harness) -> None:
+        svc = h.service
+        created = await svc.create_meeting(
+            "w", "webinar", password="att", panelist_password="pan", now=0
+        )
+        mid = created.meeting.id
+
+        async def join(address: str = "2001:db8::1", **kw: Any) -> dict[str, Any]:
+            return await svc.join(mid, name="n", client_address=address, now=1, **kw)
+
+        for i in range(4):
+            with raises(Forbidden, 403, "wrong panelist password"):
+                await join(role="panelist", password=f"guess-{i}")
+            assert (await join(password="att"))["role"] == "attendee"  # between guesses
+        with raises(Forbidden, 403, "wrong panelist password"):
+            await join(role="panelist", password="guess-4")  # the fifth counts all the same
+        with raises(Throttled, 429, "from your address; try again"):
+            await join(role="panelist", password="pan")
+        with raises(Throttled, 429, "from your address"):  # the same /64 is the same client
+            await join("2001:db8::ffff:2", password="att")
+        assert (await join("2001:db8:0:1::1", password="att"))["role"] == "attendee"
+
+    run(tmp_path, body)
+
+
+def test_guesses_sent_all_at_once_are_counted_before_they_are_checked(tmp_path: Path) -> None:
+    """Argon2 runs in a thread, so without counting the checks in flight a burst of guesses
+    would all be checked before the first failure was counted."""
+
+    async def body(h: Harness) -> None:
+        svc = h.service
+        mid = (await svc.create_meeting("m", password="right", now=0)).meeting.id
+
+        async def outcomes(addresses: list[str]) -> dict[str, int]:
+            results = await asyncio.gather(
+                *(
+                    svc.join(mid, password="wrong", name="n", client_address=a, now=1)
+                    for a in addresses
+                ),
+                return_exceptions=True,
+            )
+            counts: dict[str, int] = {}
+            for result in results:
+                counts[type(result).__name__] = counts.get(type(result).__name__, 0) + 1
+            return counts
+
+        # 30 at once from one /64: 5 are checked, as if they had come one by one
+        one_64 = [f"2001:db8::{i + 1:x}" for i in range(30)]
+        assert await outcomes(one_64) == {"Forbidden": 5, "Throttled": 25}
+        # 30 at once from 30 addresses: 10 more are checked without a proof of work (the
+        # 5 above and 5 in flight reach the threshold), the rest are asked for one
+        many = [f"10.1.0.{i}" for i in range(30)]
+        assert await outcomes(many) == {"Forbidden": 5, "ProofOfWorkRequired": 25}
+        assert svc.join_throttle(mid, 1)["recent_failures"] == 10
+        assert svc.throttle._in_flight == {} and svc.puzzles._in_flight == {}
+
+    run(tmp_path, body)
+
+
+def test_wrong_keys_and_tokens_throttle_only_their_client(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        svc = h.service
+        created = await svc.create_meeting("m", password="pw", now=0)
+        mid, key = created.meeting.id, created.host_key
+        operator = auth.new_secret()
+        digest = auth.secret_digest(operator)
+
+        async def as_host(host_key: str, address: str) -> dict[str, Any]:
+            return await svc.join(
+                mid,
+                password=None,
+                name="h",
+                role="host",
+                host_key=host_key,
+                client_address=address,
+                now=1,
+            )
+
+        for _ in range(5):
+            with raises(Forbidden, 403, "host key"):
+                await as_host("guess-" * 8, "10.0.0.1")
+        with raises(Throttled, 429, "too many wrong keys or tokens from your address") as info:
+            await as_host("guess-" * 8, "10.0.0.1")
+        assert info.value.retry_after >= 1
+        # The right key is checked first: it admits even this client.
+        assert (await as_host(key, "10.0.0.1"))["role"] == "host"
+        # Another client's wrong key is a plain 403, its right one admits.
+        with raises(Forbidden, 403, "host key"):
+            await as_host("guess-" * 8, "10.0.0.2")
+        assert (await as_host(key, "10.0.0.2"))["role"] == "host"
+        # Wrong keys are no password failures: the meeting is not under attack for them.
+        assert svc.join_throttle(mid, 1)["recent_failures"] == 0
+        joined = await svc.join(mid, password="pw", name="a", client_address="10.0.0.3", now=1)
+        assert joined["role"] == "panelist"
+        # Asking to join as host without any key checks no secret: not counted.
+        for _ in range(6):
+            with raises(Forbidden, 403, "host key"):
+                await svc.join(
+                    mid, password=None, name="h", role="host", client_address="10.0.0.4", now=1
+                )
+
+        # Bearer tokens: the same, per client.
+        for _ in range(5):
+            with raises(Unauthorized, 401, "neither the operator token"):
+                await svc.authorize("wrong", mid, digest, client_address="10.0.0.5", now=1)
+        with raises(Throttled, 429, "wrong keys or tokens"):
+            await svc.authorize("wrong", mid, digest, client_address="10.0.0.5", now=1)
+        assert await svc.authorize(operator, mid, digest, client_address="10.0.0.5", now=1) == (
+            "operator"
+        )
+        assert await svc.authorize(key, mid, digest, client_address="10.0.0.5", now=1) == "host"
+        with raises(Unauthorized, 401, "not the operator token"):
+            await svc.authorize("wrong", None, digest, client_address="10.0.0.6", now=1)
 
     run(tmp_path, body)
 
