@@ -27,6 +27,7 @@ from control.errors import (
 from control.meetings import KeyBox, MeetingService, usage_figures
 from control.routing import RoutingState
 from control.store import SqliteStore
+from control.store.base import SCHEMA_VERSION
 from relay import wire
 from relay.srtp import Session
 
@@ -518,7 +519,7 @@ def test_schema_v1_database_migrates(tmp_path: Path) -> None:
 
     asyncio.run(main())
     raw = sqlite3.connect(path)
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     raw.close()
 
 
