@@ -40,7 +40,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -277,10 +277,44 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     )
 
 
+# The names a refusal may show: the request models' fields and the query parameters. Anything
+# else in an error's location is something the client sent (an unknown field's name, a key of
+# `answers`), which a message never repeats.
+QUERY_NAMES = ("query", "format", "meeting", "limit", "offset", "state")
+KNOWN_NAMES = frozenset(
+    [name for model in _Body.__subclasses__() for name in model.model_fields] + list(QUERY_NAMES)
+)
+
+
+def _where(loc: object) -> str:
+    """The error's location as a message names it: known names and list positions only."""
+    parts = loc if isinstance(loc, tuple | list) else ()
+    shown = [
+        str(part)
+        for part in parts
+        if isinstance(part, int) or (part in KNOWN_NAMES and part != "body")
+    ]
+    return ".".join(shown)
+
+
+def _said(error: Mapping[str, Any]) -> str:
+    """pydantic's words for one error, unless they quote what was sent."""
+    kind = error.get("type")
+    if kind == "extra_forbidden":
+        return "unknown field"
+    text = str(error.get("msg", "invalid"))
+    if kind == "value_error":  # our own validators' messages (never a value)
+        return text.removeprefix("Value error, ")
+    sent = error.get("input")
+    if isinstance(sent, str | int | float) and not isinstance(sent, bool):
+        if str(sent) and str(sent) in text:
+            return "invalid value"
+    return text
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     problems = []
     for error in exc.errors()[:5]:
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
         if error.get("type") == "json_invalid":
             return "the body is not valid JSON"
         if error.get("loc") == ("body",) and error.get("type") in (
@@ -289,9 +323,7 @@ def _validation_message(exc: RequestValidationError) -> str:
             "missing",
         ):
             return "the body must be a JSON object"
-        text = str(error.get("msg", "invalid"))
-        if error.get("type") == "extra_forbidden":
-            text = "unknown field"
+        where, text = _where(error.get("loc")), _said(error)
         problems.append(f"{where}: {text}" if where else text)
     return "; ".join(problems) or "invalid request"
 
@@ -436,7 +468,7 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
             return _error(422, "invalid", "the body could not be parsed as JSON")
         codes = {404: "not_found", 405: "method_not_allowed"}
         messages = {404: "no such endpoint", 405: "this endpoint does not take that method"}
-        message = messages.get(exc.status_code, str(exc.detail))
+        message = messages.get(exc.status_code, "the request was refused")
         return _error(exc.status_code, codes.get(exc.status_code, "error"), message)
 
     @app.exception_handler(StoreError)
