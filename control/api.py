@@ -48,7 +48,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -68,6 +68,7 @@ from control.registration import (
     RegistrationService,
 )
 from control.store import InvalidValue, MeetingRow, StoreError, UsageRecord
+from control.text import HIDDEN_MESSAGE, has_hidden_characters
 from relay.srtp import SUITES
 
 __all__ = ["MAX_BODY", "create_app"]
@@ -86,13 +87,31 @@ assert set(Suite.__args__) == set(SUITES)  # type: ignore[attr-defined]
 # --- request bodies ---------------------------------------------------------------------------
 
 
+def _visible(value: str) -> str:
+    if has_hidden_characters(value):
+        raise ValueError(HIDDEN_MESSAGE)
+    return value
+
+
+def _visible_lines(value: str) -> str:
+    if has_hidden_characters(value, line_breaks=True):
+        raise ValueError(HIDDEN_MESSAGE)
+    return value
+
+
+# A string people see (control/text.py): no control or invisible characters; free text (an
+# answer) may also hold line breaks and tabs.
+Visible = Annotated[str, AfterValidator(_visible)]
+VisibleLines = Annotated[str, AfterValidator(_visible_lines)]
+
+
 class _Body(BaseModel):
     # strict: no "1" for 1 or "true" for true; forbid: a misspelt field is an error, not ignored
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
 class MeetingCreate(_Body):
-    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    title: Visible = Field(min_length=1, max_length=TITLE_MAX)
     mode: Literal["meeting", "webinar"] = "meeting"
     password: str | None = Field(
         None, min_length=1, max_length=PASSWORD_MAX, description="generated when not given"
@@ -102,7 +121,7 @@ class MeetingCreate(_Body):
 
 
 class MeetingPatch(_Body):
-    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    title: Visible = Field(min_length=1, max_length=TITLE_MAX)
 
 
 class Controls(_Body):
@@ -137,7 +156,7 @@ STREAM_DEFAULTS = {"audio": (111, "opus/48000/2"), "video": (96, "VP8/90000")}
 
 class JoinIn(_Body):
     password: str | None = Field(None, max_length=PASSWORD_MAX)
-    name: str = Field(min_length=1, max_length=NAME_MAX)
+    name: Visible = Field(min_length=1, max_length=NAME_MAX)
     role: Literal["host", "panelist", "attendee"] | None = None
     host_key: str | None = Field(None, max_length=128)
     ssrcs: list[Annotated[int, Field(ge=0, le=0xFFFFFFFF)]] | None = Field(None, max_length=8)
@@ -170,7 +189,7 @@ QuestionId = Annotated[str, Field(min_length=1, max_length=32)]
 
 class QuestionIn(_Body):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="a-z, 0-9, _")
-    label: str = Field(min_length=1, max_length=LABEL_MAX)
+    label: Visible = Field(min_length=1, max_length=LABEL_MAX)
     required: bool = False
 
 
