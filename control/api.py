@@ -7,21 +7,31 @@ the OpenAPI description at /openapi.json), finds the caller's credential, calls
 Errors are always `{"error": {"code", "message"}}` with the status DESIGN.md gives; input
 that does not fit is a 4xx with a message that says what is wrong, never a 500:
 - a body that is not JSON, has a wrong type, an unknown field or a field too long: 422;
+- a name or displayed field (a title, a participant's name, a registrant's fields, a question's
+  label or an answer) with a control or invisible character (control/text.py): 422;
 - a body over MAX_BODY bytes: 413, before it is read whole;
 - an unknown path: 404, a wrong method: 405;
-- a store that cannot be reached: 503 (the server's fault, not the caller's, but not a crash).
+- too many sign-ups from one address or for one meeting: 429 with Retry-After;
+- a store that cannot be reached: 503 (the server's fault, not the caller's, but not a crash);
+- an email that cannot be sent: 503 `email_unavailable`.
+A message names the field and the rule, and never holds a value the client sent (a path
+parameter, a field's value, an unknown field's name, a key of `answers`): `_validation_message`
+words pydantic's refusals that way, and the services word theirs so (control/errors.py).
 
 Credentials: `Authorization: Bearer TOKEN`, the operator token (every meeting) or a host key
 (its meeting). Operator only: creating and listing meetings, deleting one, the usage report,
 the whole audit log, erasing a person by email. Joining needs no token: the password (or the
 registration token) in the body is the credential. Registering needs none either: reading a
-meeting's form (`GET .../registration`) and sending it (`POST .../registrations`) are public;
-everything else about registrations is for the host and the operator (control/registration.py).
+meeting's form (`GET .../registration`), sending it (`POST .../registrations`), confirming the
+email with the code it received (`POST .../registrations/RID/confirm`) and asking for a new
+code (`POST .../registrations/RID/resend`) are public; everything else about registrations is
+for the host and the operator (control/registration.py).
 
 Audit (control/audit.py): every host or operator action that succeeds appends an entry (ids
 and flags only) after it: meetings created, changed, ended, deleted; locked, unlocked,
 recording on or off; participants muted, expelled, given another role; registration settings,
-approvals, rejections, corrections, new tokens, reads and exports of the registrants, erasures.
+approvals, rejections, corrections, new tokens, reads and exports of the registrants, erasures;
+recordings downloaded (the file's name and its size in bytes).
 
 Logs: one line per request with the method, the route (its template, so no ids), the status
 and the time taken; the client address appears only as a keyed pseudonym (DESIGN.md: logs
@@ -60,6 +70,7 @@ from control.plane import ControlPlane
 from control.registration import (
     ANSWER_MAX,
     CAPACITY_MAX,
+    CODE_DIGITS,
     FIELD_MAX,
     LABEL_MAX,
     MAX_DOMAINS,
@@ -203,8 +214,10 @@ class RegistrationSettingsIn(_Body):
     enabled: bool = True
     approval: Literal["automatic", "manual", "rules"] = Field(
         "automatic",
-        description="automatic: approved at once; manual: the host approves; rules: "
-        "approved at once when the email's domain is in rules.email_domains",
+        description="automatic: approved once the registrant confirms the email with the code "
+        "mailed to it; manual: the host approves; rules: once the email is confirmed, approved "
+        "when its domain is in rules.email_domains. automatic and rules need the server's "
+        "smtp_url",
     )
     rules: RulesIn | None = None
     capacity: int | None = Field(None, ge=1, le=CAPACITY_MAX)
@@ -213,29 +226,36 @@ class RegistrationSettingsIn(_Body):
 
 
 class RegistrationIn(_Body):
-    first_name: str = Field(min_length=1, max_length=FIELD_MAX["first_name"])
-    last_name: str = Field(min_length=1, max_length=FIELD_MAX["last_name"])
-    email: str = Field(min_length=3, max_length=FIELD_MAX["email"])
-    job_title: str | None = Field(None, max_length=OTHER_MAX)
-    company: str | None = Field(None, max_length=OTHER_MAX)
-    city: str | None = Field(None, max_length=OTHER_MAX)
-    country: str | None = Field(None, max_length=OTHER_MAX)
-    answers: dict[QuestionId, Annotated[str, Field(max_length=ANSWER_MAX)]] | None = Field(
+    first_name: Visible = Field(min_length=1, max_length=FIELD_MAX["first_name"])
+    last_name: Visible = Field(min_length=1, max_length=FIELD_MAX["last_name"])
+    email: Visible = Field(min_length=3, max_length=FIELD_MAX["email"])
+    job_title: Visible | None = Field(None, max_length=OTHER_MAX)
+    company: Visible | None = Field(None, max_length=OTHER_MAX)
+    city: Visible | None = Field(None, max_length=OTHER_MAX)
+    country: Visible | None = Field(None, max_length=OTHER_MAX)
+    answers: dict[QuestionId, Annotated[VisibleLines, Field(max_length=ANSWER_MAX)]] | None = Field(
         None, max_length=MAX_QUESTIONS
+    )
+
+
+class ConfirmIn(_Body):
+    code: str = Field(
+        pattern=rf"^[0-9]{{{CODE_DIGITS}}}$",
+        description=f"the {CODE_DIGITS} digits the confirmation email gave",
     )
 
 
 class FieldsPatch(_Body):
-    first_name: str | None = Field(None, max_length=FIELD_MAX["first_name"])
-    last_name: str | None = Field(None, max_length=FIELD_MAX["last_name"])
-    email: str | None = Field(None, max_length=FIELD_MAX["email"])
-    job_title: str | None = Field(None, max_length=OTHER_MAX)
-    company: str | None = Field(None, max_length=OTHER_MAX)
-    city: str | None = Field(None, max_length=OTHER_MAX)
-    country: str | None = Field(None, max_length=OTHER_MAX)
-    answers: dict[QuestionId, Annotated[str, Field(max_length=ANSWER_MAX)] | None] | None = Field(
-        None, max_length=MAX_QUESTIONS
-    )
+    first_name: Visible | None = Field(None, max_length=FIELD_MAX["first_name"])
+    last_name: Visible | None = Field(None, max_length=FIELD_MAX["last_name"])
+    email: Visible | None = Field(None, max_length=FIELD_MAX["email"])
+    job_title: Visible | None = Field(None, max_length=OTHER_MAX)
+    company: Visible | None = Field(None, max_length=OTHER_MAX)
+    city: Visible | None = Field(None, max_length=OTHER_MAX)
+    country: Visible | None = Field(None, max_length=OTHER_MAX)
+    answers: (
+        dict[QuestionId, Annotated[VisibleLines, Field(max_length=ANSWER_MAX)] | None] | None
+    ) = Field(None, max_length=MAX_QUESTIONS)
 
 
 class RegistrationPatch(_Body):
@@ -707,10 +727,36 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
         return await registrations(plane).form(meeting_id)
 
     @app.post("/v1/meetings/{meeting_id}/registrations", status_code=201)
-    async def register(meeting_id: str, body: RegistrationIn, plane: Plane) -> dict[str, Any]:
-        """Register (public). Approved at once: the answer holds the join token, shown once."""
+    async def register(
+        meeting_id: str, body: RegistrationIn, plane: Plane, request: Request
+    ) -> dict[str, Any]:
+        """Register (public; throttled per address and per meeting). Manual approval: pending,
+        the host decides. Automatic or rules approval: unconfirmed, and a code goes to the
+        email; `POST .../registrations/{id}/confirm` with it gives the join token."""
         return await registrations(plane).register(
-            meeting_id, body.model_dump(exclude_unset=True), now=plane.clock()
+            meeting_id,
+            body.model_dump(exclude_unset=True),
+            now=plane.clock(),
+            client_address=client_address(request),
+        )
+
+    @app.post("/v1/meetings/{meeting_id}/registrations/{registration_id}/confirm")
+    async def confirm_registration(
+        meeting_id: str, registration_id: str, body: ConfirmIn, plane: Plane
+    ) -> dict[str, Any]:
+        """Confirm the email with the code it received (public): the registration gets its
+        status, and an approved one its join token, shown once in this answer."""
+        return await registrations(plane).confirm(
+            meeting_id, registration_id, body.code, now=plane.clock()
+        )
+
+    @app.post("/v1/meetings/{meeting_id}/registrations/{registration_id}/resend")
+    async def resend_code(
+        meeting_id: str, registration_id: str, plane: Plane, request: Request
+    ) -> dict[str, Any]:
+        """Mail a new confirmation code (public; throttled): the old code stops working."""
+        return await registrations(plane).resend(
+            meeting_id, registration_id, now=plane.clock(), client_address=client_address(request)
         )
 
     @app.get(
