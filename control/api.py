@@ -882,12 +882,17 @@ def create_app(plane: ControlPlane | Callable[[], Awaitable[ControlPlane]]) -> F
         dependencies=[Depends(host_or_operator)],
         response_class=Response,
     )
-    async def get_recording(meeting_id: str, name: str, plane: Plane) -> Response:
-        """The recording as a pcap file (decrypted here, in memory): Wireshark plays it."""
+    async def get_recording(meeting_id: str, name: str, plane: Plane, who: Who) -> Response:
+        """The recording as a pcap file (decrypted here, in memory): Wireshark plays it. Each
+        download is in the audit log (the file's name and size)."""
         meeting = await plane.service.get_meeting(meeting_id)
         if plane.recordings is None:
             raise NotFound("this server keeps no recordings")
         pcap = await asyncio.to_thread(plane.recordings.pcap, meeting.wire_id, name)
+        # `name` is a recording's own file name here (pcap found it): an id, not input.
+        await plane.audit.append(
+            who, "recording.download", meeting.id, name, {"bytes": len(pcap)}, now=plane.clock()
+        )
         stem = name.removesuffix(".rec")
         return Response(
             pcap,
