@@ -2,7 +2,9 @@
 addresses"). Sans-IO apart from the store and the `publish` callable: no HTTP, no sockets,
 and no clock of its own (every call that needs the time takes `now`, so tests control it).
 Every refusal is a `control.errors.ApiError` with its HTTP status; bad input never becomes
-anything a server would answer with 500.
+anything a server would answer with 500, and no refusal repeats the value it refuses (ids,
+SSRCs, addresses, keys). Titles and names refuse control and invisible characters
+(control/text.py).
 
 Rules, and why:
 
