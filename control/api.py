@@ -7,21 +7,31 @@ the OpenAPI description at /openapi.json), finds the caller's credential, calls
 Errors are always `{"error": {"code", "message"}}` with the status DESIGN.md gives; input
 that does not fit is a 4xx with a message that says what is wrong, never a 500:
 - a body that is not JSON, has a wrong type, an unknown field or a field too long: 422;
+- a name or displayed field (a title, a participant's name, a registrant's fields, a question's
+  label or an answer) with a control or invisible character (control/text.py): 422;
 - a body over MAX_BODY bytes: 413, before it is read whole;
 - an unknown path: 404, a wrong method: 405;
-- a store that cannot be reached: 503 (the server's fault, not the caller's, but not a crash).
+- too many sign-ups from one address or for one meeting: 429 with Retry-After;
+- a store that cannot be reached: 503 (the server's fault, not the caller's, but not a crash);
+- an email that cannot be sent: 503 `email_unavailable`.
+A message names the field and the rule, and never holds a value the client sent (a path
+parameter, a field's value, an unknown field's name, a key of `answers`): `_validation_message`
+words pydantic's refusals that way, and the services word theirs so (control/errors.py).
 
 Credentials: `Authorization: Bearer TOKEN`, the operator token (every meeting) or a host key
 (its meeting). Operator only: creating and listing meetings, deleting one, the usage report,
 the whole audit log, erasing a person by email. Joining needs no token: the password (or the
 registration token) in the body is the credential. Registering needs none either: reading a
-meeting's form (`GET .../registration`) and sending it (`POST .../registrations`) are public;
-everything else about registrations is for the host and the operator (control/registration.py).
+meeting's form (`GET .../registration`), sending it (`POST .../registrations`), confirming the
+email with the code it received (`POST .../registrations/RID/confirm`) and asking for a new
+code (`POST .../registrations/RID/resend`) are public; everything else about registrations is
+for the host and the operator (control/registration.py).
 
 Audit (control/audit.py): every host or operator action that succeeds appends an entry (ids
 and flags only) after it: meetings created, changed, ended, deleted; locked, unlocked,
 recording on or off; participants muted, expelled, given another role; registration settings,
-approvals, rejections, corrections, new tokens, reads and exports of the registrants, erasures.
+approvals, rejections, corrections, new tokens, reads and exports of the registrants, erasures;
+recordings downloaded (the file's name and its size in bytes).
 
 Client address: the TCP peer's, or, when the peer is one of the trusted proxies given to
 `create_app` (`relay serve --trusted-proxies`), the client its X-Forwarded-For names
@@ -45,7 +55,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -53,7 +63,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -73,6 +83,7 @@ from control.proxies import TrustedProxies
 from control.registration import (
     ANSWER_MAX,
     CAPACITY_MAX,
+    CODE_DIGITS,
     FIELD_MAX,
     LABEL_MAX,
     MAX_DOMAINS,
@@ -81,6 +92,7 @@ from control.registration import (
     RegistrationService,
 )
 from control.store import InvalidValue, MeetingRow, StoreError, UsageRecord
+from control.text import HIDDEN_MESSAGE, has_hidden_characters
 from relay.srtp import SUITES
 
 __all__ = ["MAX_BODY", "create_app"]
@@ -99,13 +111,31 @@ assert set(Suite.__args__) == set(SUITES)  # type: ignore[attr-defined]
 # --- request bodies ---------------------------------------------------------------------------
 
 
+def _visible(value: str) -> str:
+    if has_hidden_characters(value):
+        raise ValueError(HIDDEN_MESSAGE)
+    return value
+
+
+def _visible_lines(value: str) -> str:
+    if has_hidden_characters(value, line_breaks=True):
+        raise ValueError(HIDDEN_MESSAGE)
+    return value
+
+
+# A string people see (control/text.py): no control or invisible characters; free text (an
+# answer) may also hold line breaks and tabs.
+Visible = Annotated[str, AfterValidator(_visible)]
+VisibleLines = Annotated[str, AfterValidator(_visible_lines)]
+
+
 class _Body(BaseModel):
     # strict: no "1" for 1 or "true" for true; forbid: a misspelt field is an error, not ignored
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
 class MeetingCreate(_Body):
-    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    title: Visible = Field(min_length=1, max_length=TITLE_MAX)
     mode: Literal["meeting", "webinar"] = "meeting"
     password: str | None = Field(
         None, min_length=1, max_length=PASSWORD_MAX, description="generated when not given"
@@ -115,7 +145,7 @@ class MeetingCreate(_Body):
 
 
 class MeetingPatch(_Body):
-    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    title: Visible = Field(min_length=1, max_length=TITLE_MAX)
 
 
 class Controls(_Body):
@@ -164,7 +194,7 @@ class ProofOfWorkIn(_Body):
 
 class JoinIn(_Body):
     password: str | None = Field(None, max_length=PASSWORD_MAX)
-    name: str = Field(min_length=1, max_length=NAME_MAX)
+    name: Visible = Field(min_length=1, max_length=NAME_MAX)
     role: Literal["host", "panelist", "attendee"] | None = None
     host_key: str | None = Field(None, max_length=128)
     ssrcs: list[Annotated[int, Field(ge=0, le=0xFFFFFFFF)]] | None = Field(None, max_length=8)
@@ -202,7 +232,7 @@ QuestionId = Annotated[str, Field(min_length=1, max_length=32)]
 
 class QuestionIn(_Body):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="a-z, 0-9, _")
-    label: str = Field(min_length=1, max_length=LABEL_MAX)
+    label: Visible = Field(min_length=1, max_length=LABEL_MAX)
     required: bool = False
 
 
@@ -216,8 +246,10 @@ class RegistrationSettingsIn(_Body):
     enabled: bool = True
     approval: Literal["automatic", "manual", "rules"] = Field(
         "automatic",
-        description="automatic: approved at once; manual: the host approves; rules: "
-        "approved at once when the email's domain is in rules.email_domains",
+        description="automatic: approved once the registrant confirms the email with the code "
+        "mailed to it; manual: the host approves; rules: once the email is confirmed, approved "
+        "when its domain is in rules.email_domains. automatic and rules need the server's "
+        "smtp_url",
     )
     rules: RulesIn | None = None
     capacity: int | None = Field(None, ge=1, le=CAPACITY_MAX)
@@ -226,29 +258,36 @@ class RegistrationSettingsIn(_Body):
 
 
 class RegistrationIn(_Body):
-    first_name: str = Field(min_length=1, max_length=FIELD_MAX["first_name"])
-    last_name: str = Field(min_length=1, max_length=FIELD_MAX["last_name"])
-    email: str = Field(min_length=3, max_length=FIELD_MAX["email"])
-    job_title: str | None = Field(None, max_length=OTHER_MAX)
-    company: str | None = Field(None, max_length=OTHER_MAX)
-    city: str | None = Field(None, max_length=OTHER_MAX)
-    country: str | None = Field(None, max_length=OTHER_MAX)
-    answers: dict[QuestionId, Annotated[str, Field(max_length=ANSWER_MAX)]] | None = Field(
+    first_name: Visible = Field(min_length=1, max_length=FIELD_MAX["first_name"])
+    last_name: Visible = Field(min_length=1, max_length=FIELD_MAX["last_name"])
+    email: Visible = Field(min_length=3, max_length=FIELD_MAX["email"])
+    job_title: Visible | None = Field(None, max_length=OTHER_MAX)
+    company: Visible | None = Field(None, max_length=OTHER_MAX)
+    city: Visible | None = Field(None, max_length=OTHER_MAX)
+    country: Visible | None = Field(None, max_length=OTHER_MAX)
+    answers: dict[QuestionId, Annotated[VisibleLines, Field(max_length=ANSWER_MAX)]] | None = Field(
         None, max_length=MAX_QUESTIONS
+    )
+
+
+class ConfirmIn(_Body):
+    code: str = Field(
+        pattern=rf"^[0-9]{{{CODE_DIGITS}}}$",
+        description=f"the {CODE_DIGITS} digits the confirmation email gave",
     )
 
 
 class FieldsPatch(_Body):
-    first_name: str | None = Field(None, max_length=FIELD_MAX["first_name"])
-    last_name: str | None = Field(None, max_length=FIELD_MAX["last_name"])
-    email: str | None = Field(None, max_length=FIELD_MAX["email"])
-    job_title: str | None = Field(None, max_length=OTHER_MAX)
-    company: str | None = Field(None, max_length=OTHER_MAX)
-    city: str | None = Field(None, max_length=OTHER_MAX)
-    country: str | None = Field(None, max_length=OTHER_MAX)
-    answers: dict[QuestionId, Annotated[str, Field(max_length=ANSWER_MAX)] | None] | None = Field(
-        None, max_length=MAX_QUESTIONS
-    )
+    first_name: Visible | None = Field(None, max_length=FIELD_MAX["first_name"])
+    last_name: Visible | None = Field(None, max_length=FIELD_MAX["last_name"])
+    email: Visible | None = Field(None, max_length=FIELD_MAX["email"])
+    job_title: Visible | None = Field(None, max_length=OTHER_MAX)
+    company: Visible | None = Field(None, max_length=OTHER_MAX)
+    city: Visible | None = Field(None, max_length=OTHER_MAX)
+    country: Visible | None = Field(None, max_length=OTHER_MAX)
+    answers: (
+        dict[QuestionId, Annotated[VisibleLines, Field(max_length=ANSWER_MAX)] | None] | None
+    ) = Field(None, max_length=MAX_QUESTIONS)
 
 
 class RegistrationPatch(_Body):
@@ -338,10 +377,44 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     )
 
 
+# The names a refusal may show: the request models' fields and the query parameters. Anything
+# else in an error's location is something the client sent (an unknown field's name, a key of
+# `answers`), which a message never repeats.
+QUERY_NAMES = ("query", "format", "meeting", "limit", "offset", "state")
+KNOWN_NAMES = frozenset(
+    [name for model in _Body.__subclasses__() for name in model.model_fields] + list(QUERY_NAMES)
+)
+
+
+def _where(loc: object) -> str:
+    """The error's location as a message names it: known names and list positions only."""
+    parts = loc if isinstance(loc, tuple | list) else ()
+    shown = [
+        str(part)
+        for part in parts
+        if isinstance(part, int) or (part in KNOWN_NAMES and part != "body")
+    ]
+    return ".".join(shown)
+
+
+def _said(error: Mapping[str, Any]) -> str:
+    """pydantic's words for one error, unless they quote what was sent."""
+    kind = error.get("type")
+    if kind == "extra_forbidden":
+        return "unknown field"
+    text = str(error.get("msg", "invalid"))
+    if kind == "value_error":  # our own validators' messages (never a value)
+        return text.removeprefix("Value error, ")
+    sent = error.get("input")
+    if isinstance(sent, str | int | float) and not isinstance(sent, bool):
+        if str(sent) and str(sent) in text:
+            return "invalid value"
+    return text
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     problems = []
     for error in exc.errors()[:5]:
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
         if error.get("type") == "json_invalid":
             return "the body is not valid JSON"
         if error.get("loc") == ("body",) and error.get("type") in (
@@ -350,9 +423,7 @@ def _validation_message(exc: RequestValidationError) -> str:
             "missing",
         ):
             return "the body must be a JSON object"
-        text = str(error.get("msg", "invalid"))
-        if error.get("type") == "extra_forbidden":
-            text = "unknown field"
+        where, text = _where(error.get("loc")), _said(error)
         problems.append(f"{where}: {text}" if where else text)
     return "; ".join(problems) or "invalid request"
 
@@ -521,7 +592,7 @@ def create_app(
             return _error(422, "invalid", "the body could not be parsed as JSON")
         codes = {404: "not_found", 405: "method_not_allowed"}
         messages = {404: "no such endpoint", 405: "this endpoint does not take that method"}
-        message = messages.get(exc.status_code, str(exc.detail))
+        message = messages.get(exc.status_code, "the request was refused")
         return _error(exc.status_code, codes.get(exc.status_code, "error"), message)
 
     @app.exception_handler(StoreError)
@@ -769,10 +840,36 @@ def create_app(
         return await registrations(plane).form(meeting_id)
 
     @app.post("/v1/meetings/{meeting_id}/registrations", status_code=201)
-    async def register(meeting_id: str, body: RegistrationIn, plane: Plane) -> dict[str, Any]:
-        """Register (public). Approved at once: the answer holds the join token, shown once."""
+    async def register(
+        meeting_id: str, body: RegistrationIn, plane: Plane, request: Request
+    ) -> dict[str, Any]:
+        """Register (public; throttled per address and per meeting). Manual approval: pending,
+        the host decides. Automatic or rules approval: unconfirmed, and a code goes to the
+        email; `POST .../registrations/{id}/confirm` with it gives the join token."""
         return await registrations(plane).register(
-            meeting_id, body.model_dump(exclude_unset=True), now=plane.clock()
+            meeting_id,
+            body.model_dump(exclude_unset=True),
+            now=plane.clock(),
+            client_address=client_address(request),
+        )
+
+    @app.post("/v1/meetings/{meeting_id}/registrations/{registration_id}/confirm")
+    async def confirm_registration(
+        meeting_id: str, registration_id: str, body: ConfirmIn, plane: Plane
+    ) -> dict[str, Any]:
+        """Confirm the email with the code it received (public): the registration gets its
+        status, and an approved one its join token, shown once in this answer."""
+        return await registrations(plane).confirm(
+            meeting_id, registration_id, body.code, now=plane.clock()
+        )
+
+    @app.post("/v1/meetings/{meeting_id}/registrations/{registration_id}/resend")
+    async def resend_code(
+        meeting_id: str, registration_id: str, plane: Plane, request: Request
+    ) -> dict[str, Any]:
+        """Mail a new confirmation code (public; throttled): the old code stops working."""
+        return await registrations(plane).resend(
+            meeting_id, registration_id, now=plane.clock(), client_address=client_address(request)
         )
 
     @app.get(
@@ -898,12 +995,17 @@ def create_app(
         dependencies=[Depends(host_or_operator)],
         response_class=Response,
     )
-    async def get_recording(meeting_id: str, name: str, plane: Plane) -> Response:
-        """The recording as a pcap file (decrypted here, in memory): Wireshark plays it."""
+    async def get_recording(meeting_id: str, name: str, plane: Plane, who: Who) -> Response:
+        """The recording as a pcap file (decrypted here, in memory): Wireshark plays it. Each
+        download is in the audit log (the file's name and size)."""
         meeting = await plane.service.get_meeting(meeting_id)
         if plane.recordings is None:
             raise NotFound("this server keeps no recordings")
         pcap = await asyncio.to_thread(plane.recordings.pcap, meeting.wire_id, name)
+        # `name` is a recording's own file name here (pcap found it): an id, not input.
+        await plane.audit.append(
+            who, "recording.download", meeting.id, name, {"bytes": len(pcap)}, now=plane.clock()
+        )
         stem = name.removesuffix(".rec")
         return Response(
             pcap,

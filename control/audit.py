@@ -4,7 +4,8 @@ The HTTP layer (control/api.py) appends an entry after each host or operator act
 creating, changing, ending and deleting a meeting; locking and unlocking it, switching
 recording on and off; muting, expelling and changing the role of a participant; the
 registration settings; approving, rejecting and correcting a registration, issuing a new join
-token, reading or exporting the registrants; erasing a registration (by id or by email). The
+token, reading or exporting the registrants; erasing a registration (by id or by email);
+downloading a recording (`recording.download`: the file's name as target, its size). The
 operator reads every entry (`GET /v1/audit`, `?meeting=ID`), a host its meeting's
 (`GET /v1/meetings/{id}/audit`). Entries are never changed or deleted, and outlive their
 meeting.

@@ -84,6 +84,28 @@ def register(commands: Any) -> None:
         metavar="N",
         help="joins per client address (an IPv6 /64); joins with the operator token aside (600)",
     )
+    serve.add_argument(
+        "--smtp-url",
+        metavar="URL",
+        help="the mail server that sends registrants their confirmation codes: "
+        "smtps://USER:PASSWORD@HOST[:465], smtp+starttls://USER:PASSWORD@HOST[:587] or "
+        "smtp://HOST[:25] (a password here shows in ps: prefer RELAY_SMTP_URL); without it, "
+        "only manual approval of registrations",
+    )
+    serve.add_argument(
+        "--smtp-from", metavar="ADDRESS", help="the From address of confirmation codes"
+    )
+    serve.add_argument(
+        "--signup-client-per-minute",
+        metavar="N",
+        help="sign-ups (registrations, new codes) per client address (IPv6: per /64), "
+        "a burst of N then N a minute (default 5)",
+    )
+    serve.add_argument(
+        "--signup-meeting-per-minute",
+        metavar="N",
+        help="sign-ups per meeting from all clients, a burst of N then N a minute (default 120)",
+    )
     serve.add_argument("--config", metavar="FILE", help="a TOML file of the same settings")
     serve.set_defaults(run=_serve)
 

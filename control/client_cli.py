@@ -20,6 +20,11 @@ $RELAY_TOKEN or the token file. The operator token is never printed.
 
 Errors print `relay: MESSAGE` on stderr and exit with 1 (2 for a usage error, as argparse); a
 server certificate that cannot be verified is one such line, with what to set.
+
+Every string the server sends (names, titles, ids, error messages, the JSON answer itself) is
+printed through control/text.py's `printable` or `printable_json`: a control or invisible
+character is shown as an escape (\x1b, \u202e), never sent to the terminal raw. The server
+refuses such characters in what it takes now, but rows written before it did may hold them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from control.text import printable, printable_json
 
 if TYPE_CHECKING:  # loaded when a command runs, so that `relay bench` does not load httpx
     from control.client import Meeting, Participant, RelayClient, UsageRecord
@@ -131,16 +138,16 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
             with RelayClient(_url(args), token, ca=args.ca) as client:
                 return action(client, args)
         except CommandError as exc:
-            print(f"relay: {exc}", file=sys.stderr)
+            _error(str(exc))
             return exc.status
         except ApiError as exc:
-            print(f"relay: {exc.message} ({exc.status} {exc.code})", file=sys.stderr)
+            _error(f"{exc.message} ({exc.status} {exc.code})")
             return 1
         except RelayClientError as exc:
-            print(f"relay: {exc}", file=sys.stderr)
+            _error(str(exc))
             return 1
         except ValueError as exc:  # a bad --url or token, an empty id: usage errors
-            print(f"relay: {exc}", file=sys.stderr)
+            _error(str(exc))
             return 2
 
     return run
@@ -149,8 +156,24 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
 # --- output -----------------------------------------------------------------------------------
 
 
+def _error(message: str) -> None:
+    print(f"relay: {printable(message)}", file=sys.stderr)
+
+
 def _json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    print(printable_json(json.dumps(data, indent=2, ensure_ascii=False)))
+
+
+def _say(text: str) -> None:
+    """A line with server strings in it, printed safely."""
+    print(printable(text))
+
+
+def _csv(text: str) -> None:
+    """CSV from the server, each line printed safely (its line ends kept)."""
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        sys.stdout.write(printable(body) + line[len(body) :])
 
 
 def _when(seconds: float | None) -> str:
@@ -164,7 +187,7 @@ def _yes(flag: bool) -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [list(headers)] + [[str(c) for c in row] for row in rows]
+    cells = [list(headers)] + [[printable(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -173,7 +196,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
 def _fields(pairs: Sequence[tuple[str, object]]) -> None:
     width = max(len(name) for name, _ in pairs) + 1
     for name, value in pairs:
-        print(f"{name + ':':<{width}} {value}")
+        print(f"{name + ':':<{width}} {printable(value)}")
 
 
 def _meeting_fields(m: Meeting) -> list[tuple[str, object]]:
@@ -288,7 +311,7 @@ def _meetings_lock(client: RelayClient, args: argparse.Namespace) -> int:
     if args.json:
         _json(controls)
     else:
-        print(f"meeting {args.id}: {'locked' if controls['locked'] else 'unlocked'}")
+        _say(f"meeting {args.id}: {'locked' if controls['locked'] else 'unlocked'}")
     return 0
 
 
@@ -297,7 +320,7 @@ def _meetings_end(client: RelayClient, args: argparse.Namespace) -> int:
     if args.json:
         _json(ended)
     else:
-        print(f"meeting {ended['id']}: ended")
+        _say(f"meeting {ended['id']}: ended")
         _fields(_usage_fields(ended["usage"]))
     return 0
 
@@ -307,7 +330,7 @@ def _meetings_delete(client: RelayClient, args: argparse.Namespace) -> int:
     if args.json:  # the API answers 204 with no body; this says the same in JSON
         _json({"id": args.id, "deleted": True})
     else:
-        print(f"meeting {args.id}: deleted")
+        _say(f"meeting {args.id}: deleted")
     return 0
 
 
@@ -347,7 +370,7 @@ def _participants_update(client: RelayClient, args: argparse.Namespace) -> int:
         _json(answer)
     else:
         done = {"mute": "muted", "unmute": "unmuted", "expel": "expelled"}[args.command_name]
-        print(f"participant {answer['id']}: {done}")
+        _say(f"participant {answer['id']}: {done}")
     return 0
 
 
@@ -358,7 +381,7 @@ def _usage(client: RelayClient, args: argparse.Namespace) -> int:
     if args.csv and args.json:
         raise CommandError("give --csv or --json, not both", 2)
     if args.csv:
-        sys.stdout.write(client.usage_csv(args.meeting))
+        _csv(client.usage_csv(args.meeting))
         return 0
     records = client.usage(args.meeting)
     if args.json:
@@ -472,10 +495,10 @@ def _join(args: argparse.Namespace) -> int:
                 on_proof_of_work=solving,
             )
     except ApiError as exc:
-        print(f"relay: {exc.message} ({exc.status} {exc.code})", file=sys.stderr)
+        _error(f"{exc.message} ({exc.status} {exc.code})")
         return 1
     except (RelayClientError, ValueError) as exc:
-        print(f"relay: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 1
     if args.sdp:
         Path(args.sdp).write_text(answer["sdp"])
@@ -486,9 +509,9 @@ def _join(args: argparse.Namespace) -> int:
             print("relay: ffmpeg cannot speak this meeting's suite", file=sys.stderr)
             return 1
         if tools["outputs"]:
-            print(shlex.join(["-rtpflags", "send_bye", *tools["outputs"][0]]))
+            _say(shlex.join(["-rtpflags", "send_bye", *tools["outputs"][0]]))
         elif "input" in tools:
-            print(shlex.join([*tools["input"][:-1], args.sdp or "join.sdp"]))
+            _say(shlex.join([*tools["input"][:-1], args.sdp or "join.sdp"]))
         return 0
     if args.json:
         _json(answer)
@@ -510,11 +533,11 @@ def _join(args: argparse.Namespace) -> int:
         return 1
     for stream, output in zip(args.stream or [], tools["outputs"], strict=False):
         print(f"\nsend {stream['kind']} {stream['ssrc']}: after your input and encoder options,")
-        print("  " + shlex.join(["-rtpflags", "send_bye", *output]))
+        _say("  " + shlex.join(["-rtpflags", "send_bye", *output]))
     if "input" in tools:
         sdp = args.sdp or "join.sdp"
         print("\nreceive (the SDP above, as written):")
-        print(
+        _say(
             "  " + shlex.join(["ffmpeg", *tools["input"][:-1], sdp, "-c", "copy", "-y", "out.mkv"])
         )
     return 0

@@ -106,9 +106,9 @@ def open_webinar(
     server: Server, api: httpx.Client, attendees: int, rate: float, tmp: Path, out: TextIO
 ) -> tuple[str, Any]:
     """Create a webinar over the API, join a presenter and `attendees` attendees (the load
-    generator's sinks, at 127.x.y.z: joined with the operator token, as a service that joins
-    listeners on their behalf, which consents for their addresses), and return (meeting id, a bench.run.Bench that plays
-    them with the keys from their join answers)."""
+    generator's sinks, at 127.x.y.z, joined with the operator token as a service joins
+    listeners on their behalf, which consents for their addresses), and return (meeting id, a
+    bench.run.Bench that plays them with the keys from their join answers)."""
     run = importlib.import_module("bench.run")  # the load generator lives with the benchmarks
     loadgen = importlib.import_module("bench._loadgen")
     created = _check(

@@ -1,6 +1,11 @@
 """API errors: each carries the HTTP status and a stable code, and the HTTP layer turns it into
 `{"error": {"code", "message"}}` (DESIGN.md, "HTTP API"). Raised by the sans-IO services
-(meetings, auth, storage) so they need not know about HTTP."""
+(meetings, auth, storage) so they need not know about HTTP.
+
+A message says what is wrong in words of the API (the field, the rule), and never repeats a
+value the client sent, path parameters included: an error body is shown to people and logged
+by proxies, so an echoed value could carry markup, escape sequences or someone's personal data
+into places nobody checks."""
 
 from __future__ import annotations
 
@@ -71,6 +76,14 @@ class Gone(ApiError):
     code = "erased"
 
 
+class CodeExpired(ApiError):
+    """A registration's confirmation code no longer works (expired, or tried too often): the
+    registrant asks for a new one."""
+
+    status = 409
+    code = "code_expired"
+
+
 class Locked(ApiError):
     """The host locked the meeting: nobody new may join."""
 
@@ -105,3 +118,11 @@ class Throttled(ApiError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class EmailUnavailable(ApiError):
+    """An email could not be sent (no mail server configured, or it refused): the server's
+    trouble, not the caller's, and not a crash."""
+
+    status = 503
+    code = "email_unavailable"

@@ -1,5 +1,6 @@
 """Finding a meeting for a service call: one rule for every service (meetings,
-registration): NotFound for an id no meeting could have or has, Ended once it has ended."""
+registration): NotFound for an id no meeting could have or has, Ended once it has ended.
+Neither message names the id asked for (control/errors.py: no value sent comes back)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ async def find_meeting(store: Store, meeting_id: object) -> MeetingRow:
         raise NotFound("no such meeting")
     meeting = await store.get_meeting(meeting_id)
     if meeting is None:
-        raise NotFound(f"no meeting {meeting_id!r}")
+        raise NotFound("no such meeting")
     return meeting
 
 
@@ -21,5 +22,5 @@ async def find_open_meeting(store: Store, meeting_id: object) -> MeetingRow:
     """The meeting, NotFound, or Ended once it has ended."""
     meeting = await find_meeting(store, meeting_id)
     if meeting.state == "ended":
-        raise Ended(f"meeting {meeting.id!r} has ended")
+        raise Ended("this meeting has ended")
     return meeting

@@ -2,7 +2,9 @@
 addresses"). Sans-IO apart from the store and the `publish` callable: no HTTP, no sockets,
 and no clock of its own (every call that needs the time takes `now`, so tests control it).
 Every refusal is a `control.errors.ApiError` with its HTTP status; bad input never becomes
-anything a server would answer with 500.
+anything a server would answer with 500, and no refusal repeats the value it refuses (ids,
+SSRCs, addresses, keys). Titles and names refuse control and invisible characters
+(control/text.py).
 
 Rules, and why:
 
@@ -119,6 +121,7 @@ from control.store.base import (
     UsageRecord,
     new_id,
 )
+from control.text import HIDDEN_MESSAGE, has_hidden_characters
 from relay import wire
 from relay.srtp import SUITES, parse_sdes_key
 
@@ -173,12 +176,16 @@ class KeyBox:
 
 
 def _text(name: str, value: object, maximum: int) -> str:
+    """A title or a name: a string people see, so without control or invisible characters
+    (control/text.py)."""
     if not isinstance(value, str):
         raise Invalid(f"{name} must be a string")
     if not value.strip():
         raise Invalid(f"{name} must not be empty")
     if len(value) > maximum:
-        raise Invalid(f"{name} must be at most {maximum} characters (got {len(value)})")
+        raise Invalid(f"{name} must be at most {maximum} characters")
+    if has_hidden_characters(value):
+        raise Invalid(f"{name} {HIDDEN_MESSAGE}")
     return value
 
 
@@ -216,10 +223,12 @@ def _streams(ssrcs: object, streams: object) -> list[wire.Stream]:
                 raise Invalid(f"stream {index} must be an object with at least an ssrc")
             extra = set(item) - {"ssrc", "kind", "pt", "codec"}
             if extra:
-                raise Invalid(f"stream {index} has unknown fields: {', '.join(sorted(extra))}")
+                raise Invalid(
+                    f"stream {index} has unknown fields: a stream has ssrc, kind, pt, codec"
+                )
             items.append(wire.Stream(**dict(item)))
     if len(items) > MAX_SSRCS:
-        raise Invalid(f"at most {MAX_SSRCS} streams per participant (got {len(items)})")
+        raise Invalid(f"at most {MAX_SSRCS} streams per participant")
     try:
         return check_streams(items)
     except ValueError as exc:
@@ -245,11 +254,27 @@ def _own_key(suite: str, value: object) -> bytes | None:
         raise Invalid("uplink must be the base64 of master key || salt")
     try:
         key = parse_sdes_key(suite, value)
-    except ValueError as exc:
-        raise Invalid(f"uplink: {exc}") from None
+    except ValueError as exc:  # relay's message may quote the value: say the rule instead
+        raise Invalid(_uplink_rule(suite, str(exc))) from None
     if len(set(key)) < 4:
         raise Invalid("uplink: that is not a random key")
     return key
+
+
+def _uplink_rule(suite: str, refusal: str) -> str:
+    """What is wrong with an uplink key, from relay.srtp's refusal, in words that do not
+    repeat the key or its parameters."""
+    if "MKI" in refusal:
+        return "uplink: MKI is not supported; give 'inline:<base64>', at most a lifetime after |"
+    if "lifetime" in refusal:
+        return "uplink: a key lifetime must be '2^N' or a number of packets, at least 2^31"
+    if "base64" in refusal:
+        return "uplink must be the base64 of master key || salt"
+    key_len, salt_len, _ = SUITES[suite]
+    return (
+        f"uplink: {suite} needs {key_len + salt_len} bytes of key material "
+        f"({key_len}-byte key || {salt_len}-byte salt)"
+    )
 
 
 RECEIVE_PORT_MIN = 1024  # below: system services, never a listener's media port
@@ -266,8 +291,10 @@ def _receive_at(value: object) -> tuple[str, int] | None:
         raise Invalid("receive_at must be an 'ip:port' string")
     try:
         host, port = wire.parse_address(value)
-    except wire.WireError:
-        raise Invalid("receive_at must be an 'ip:port' string, as in 192.0.2.7:5004") from None
+    except wire.WireError:  # relay's message quotes the value: give the rule instead
+        raise Invalid(
+            "receive_at must be 'ip:port', as in 192.0.2.1:5004 or [2001:db8::1]:5004"
+        ) from None
     ip = ipaddress.ip_address(host)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
@@ -486,7 +513,7 @@ class MeetingService:
         meeting = await self._open_meeting(meeting_id)
         row = await self.store.update_meeting(meeting.id, title=_text("title", title, TITLE_MAX))
         if row is None:
-            raise NotFound(f"no meeting {meeting.id!r}")
+            raise NotFound("no such meeting")
         return row
 
     async def set_controls(
@@ -501,7 +528,7 @@ class MeetingService:
             meeting.id, locked=lock, recording=record, add_features=used
         )
         if row is None:
-            raise NotFound(f"no meeting {meeting.id!r}")
+            raise NotFound("no such meeting")
         if row.recording != meeting.recording:
             # The workers start (or stop) writing its media: nothing is kept unless asked.
             await self.publish(wire.MeetingRecording(row.wire_id, row.recording))
@@ -670,7 +697,7 @@ class MeetingService:
             and auth.secret_matches(host_key, meeting.host_key_digest)
         )
         if meeting.locked and not is_host:
-            raise Locked(f"meeting {meeting.id!r} is locked: nobody new may join")
+            raise Locked("this meeting is locked: nobody new may join")
         token_digest = await self._check_credential(
             meeting,
             role,
@@ -694,7 +721,7 @@ class MeetingService:
             # password was checked, and no other join may take these SSRCs meanwhile.
             meeting = await self._open_meeting(meeting.id)
             if meeting.locked and not is_host:
-                raise Locked(f"meeting {meeting.id!r} is locked: nobody new may join")
+                raise Locked("this meeting is locked: nobody new may join")
             present = await self.store.list_participants(meeting.id, present_only=True)
             self.limits.check_room(len(present))
             if address is not None:
@@ -702,7 +729,7 @@ class MeetingService:
             taken = {s.ssrc for p in present for s in _load_streams(p.streams)}
             clash = sorted(taken & {s.ssrc for s in declared})
             if clash:
-                raise Conflict(f"ssrc {clash[0]} is already used by another participant")
+                raise Conflict("an ssrc given is already used by another participant")
             worker = self._home(meeting, present)
             meeting_streams = [
                 s
@@ -963,11 +990,11 @@ class MeetingService:
             raise NotFound("no such participant")
         row = await self.store.get_participant(participant_id, meeting_id=meeting.id)
         if row is None:
-            raise NotFound(f"no participant {participant_id!r} in meeting {meeting.id!r}")
+            raise NotFound("no such participant in this meeting")
         if row.expelled:
-            raise Conflict(f"participant {row.id!r} was expelled")
+            raise Conflict("this participant was expelled")
         if row.left_at is not None:
-            raise Conflict(f"participant {row.id!r} has left")
+            raise Conflict("this participant has left")
         return row
 
     async def update_participant(
@@ -1065,7 +1092,7 @@ class MeetingService:
     async def _store_get(self, participant_id: str) -> ParticipantRow:
         row = await self.store.get_participant(participant_id)
         if row is None:  # deleted under us, with its meeting
-            raise NotFound(f"no participant {participant_id!r}")
+            raise NotFound("no such participant")
         return row
 
     async def _store_update(self, participant_id: str, **changes: Any) -> ParticipantRow:
@@ -1074,7 +1101,7 @@ class MeetingService:
         except InvalidValue as exc:
             raise Invalid(str(exc)) from None
         if row is None:
-            raise NotFound(f"no participant {participant_id!r}")
+            raise NotFound("no such participant")
         return row
 
     def _keys(self, row: ParticipantRow) -> tuple[bytes, bytes]:

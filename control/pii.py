@@ -16,6 +16,10 @@ in base64; control/credentials.py) and does everything the store must not see in
   derived from the PII key, hex. Equal emails give equal tags, so a person can be found (and
   erased) across meetings, and the store can refuse a second registration with one email;
   without the PII key the tag says nothing (no dictionary of emails can be hashed against it).
+- `code_digest(registration_id, code)`: HMAC-SHA256 of a registration's confirmation code
+  (control/registration.py) and its id, under another key derived from the PII key, hex: all
+  the store keeps of a code. A code has few digits, so an unkeyed hash would be reversed by
+  trying them all; without the key a leaked digest cannot even be tested.
 
 Erasure is crypto-shredding plus overwriting: the store drops the wrapped key (and the sealed
 fields, the tag and the token digest) in place (control/store/base.py `erase_registrations`).
@@ -86,6 +90,7 @@ class PiiBox:
             raise ValueError(f"the PII box needs a {PII_KEY_BYTES}-byte key")
         self._wrap = AESGCM(bytes(pii_key))
         self._tag_key = _derive(bytes(pii_key), b"relay pii email tag v1")
+        self._code_key = _derive(bytes(pii_key), b"relay registration code v1")
 
     def __repr__(self) -> str:
         return "PiiBox(<sealed>)"
@@ -114,6 +119,11 @@ class PiiBox:
     def email_tag(self, email: str) -> str:
         normalised = normalise_email(email).encode()
         return hmac.new(self._tag_key, normalised, hashlib.sha256).hexdigest()
+
+    def code_digest(self, registration_id: str, code: str) -> str:
+        """What the store keeps of a confirmation code: bound to its registration, keyed."""
+        message = f"{registration_id}\n{code}".encode()
+        return hmac.new(self._code_key, message, hashlib.sha256).hexdigest()
 
 
 def _json(fields: Mapping[str, Any]) -> bytes:

@@ -1,7 +1,8 @@
 """The control plane's running parts, wired together: the store, the meeting service, the
-registration service (with the PII box that seals registrants' data), the audit log, the
-routing server (updates out to the workers, with the routing journal), the stats intake
-(counters in from the workers) and the metrics. The HTTP layer (control/api.py) only
+registration service (with the PII box that seals registrants' data, the mailer that sends
+confirmation codes and the throttle on sign-ups), the audit log, the routing server (updates
+out to the workers, with the routing journal), the stats intake (counters in from the
+workers) and the metrics. The HTTP layer (control/api.py) only
 translates requests into calls on `plane.service` and answers.
 
 Restart (DESIGN.md, "Supervisor"): `ControlPlane.start` rebuilds the routing state from the
@@ -9,6 +10,9 @@ store (open meetings, present and expelled participants, their keys unsealed) an
 the update numbering from the journal, so workers that kept forwarding while the control plane
 was down take the next update as the one they expect; a worker that did miss updates asks for
 a snapshot and gets the rebuilt state.
+
+Every hour (and at the start) the plane deletes recordings past their retention period and
+registrations nobody confirmed in time (control/registration.py, `purge_unconfirmed`).
 """
 
 from __future__ import annotations
@@ -28,14 +32,16 @@ import zmq.asyncio
 from control import auth
 from control.audit import Audit
 from control.limits import JoinLimits
+from control.mail import Mailer
 from control.meetings import KeyBox, MeetingService
 from control.metrics import ControlCounters
 from control.pii import PiiBox, derived_pii_key
+from control.ratelimit import SignupThrottle
 from control.recordings import SWEEP_INTERVAL_S, Recordings
 from control.registration import RegistrationService
 from control.routing import RoutingServer
 from control.stats import StatsAggregator
-from control.store import Store
+from control.store import Store, StoreError
 from relay import wire
 
 log = logging.getLogger("control.plane")
@@ -70,6 +76,7 @@ class ControlPlane:
         self.audit = Audit(store)
         self.recordings = recordings
         self._sweeping: asyncio.Task[None] | None = None
+        self._purging: asyncio.Task[None] | None = None
         self.service = service
         self.routing = routing
         self.token_digest = token_digest
@@ -96,10 +103,14 @@ class ControlPlane:
         recordings: Recordings | None = None,
         pii_key: bytes | None = None,
         limits: JoinLimits | None = None,
+        mailer: Mailer | None = None,
+        signup: SignupThrottle | None = None,
     ) -> ControlPlane:
         """Rebuild the routing state from the store, bind the sockets, start serving.
         `pii_key` seals registrants' data (control/pii.py); without one (tests, embedding) a
-        key derived from `box_key` does."""
+        key derived from `box_key` does. `mailer` sends registrations' confirmation codes
+        (None: approvals that need one are refused); `signup` throttles sign-ups (default:
+        control/ratelimit.py's rates). The plane closes the mailer when it closes."""
         routing: RoutingServer | None = None
 
         async def publish(update: wire.Update) -> int:
@@ -130,7 +141,7 @@ class ControlPlane:
             auth.secret_digest(token),
             clock,
             recordings,
-            RegistrationService(store, pii),
+            RegistrationService(store, pii, mailer=mailer, throttle=signup),
         )
         routing.start()
         plane._stats_socket = routing.context.socket(zmq.PULL)
@@ -139,6 +150,7 @@ class ControlPlane:
         plane._stats_task = asyncio.get_running_loop().create_task(plane._take_stats())
         if recordings is not None:
             plane._sweeping = asyncio.get_running_loop().create_task(plane._sweep_recordings())
+        plane._purging = asyncio.get_running_loop().create_task(plane._purge_unconfirmed())
         log.info(
             "control plane up: routing update %d, %d meetings and %d participants restored",
             state.seq,
@@ -152,6 +164,17 @@ class ControlPlane:
         assert self.recordings is not None
         while True:
             await asyncio.to_thread(self.recordings.sweep, self.clock())
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    async def _purge_unconfirmed(self) -> None:
+        """Delete registrations nobody confirmed in time, at start and then every hour. A
+        store that fails just then is logged and tried again at the next hour."""
+        assert self.registrations is not None
+        while True:
+            try:
+                await self.registrations.purge_unconfirmed(now=self.clock())
+            except StoreError as exc:
+                log.error("unconfirmed registrations not purged: %s", type(exc).__name__)
             await asyncio.sleep(SWEEP_INTERVAL_S)
 
     async def _take_stats(self) -> None:
@@ -215,7 +238,7 @@ class ControlPlane:
         }
 
     async def close(self) -> None:
-        for task in (self._stats_task, self._sweeping):
+        for task in (self._stats_task, self._sweeping, self._purging):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -223,4 +246,6 @@ class ControlPlane:
         if self._stats_socket is not None:
             self._stats_socket.close(0)
         await self.routing.close()
+        if self.registrations is not None and self.registrations.mailer is not None:
+            self.registrations.mailer.close()
         await self.store.close()

@@ -66,8 +66,8 @@ class Recordings:
                     return recording.decrypt(path, self.key_file.read_bytes())
                 except (OSError, recording.RecordingError) as exc:
                     log.error("recording %s does not open: %s", name, exc)
-                    raise NotFound(f"recording {name!r} cannot be read") from None
-        raise NotFound(f"no recording {name!r} of this meeting")
+                    raise NotFound("this recording cannot be read") from None
+        raise NotFound("no such recording of this meeting")
 
     def delete_meeting(self, wire_id: int) -> int:
         removed = 0

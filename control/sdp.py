@@ -29,6 +29,9 @@ Interop notes (shared/reference/srtp-interop-notes.md): ffmpeg's SRTP speaks onl
 suites. For AES_CM_128_HMAC_SHA1_32 it applies the 32-bit tag to SRTCP too, where RFC 4568
 section 6.2 (and the relay) keep 80 bits on SRTCP, so an ffmpeg listener given that suite
 decodes RTP but drops the relay's SRTCP; AES_CM_128_HMAC_SHA1_80 has no such difference.
+
+Errors are ValueErrors that name the rule broken and never repeat the value: the meeting
+service passes them on to API clients (control/errors.py).
 """
 
 from __future__ import annotations
@@ -62,19 +65,19 @@ def _address(host: str, what: str) -> tuple[str, str]:
     try:
         ip = ipaddress.ip_address(host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host)
     except ValueError:
-        raise ValueError(f"{what} {host!r} is not an IPv4 or IPv6 address") from None
+        raise ValueError(f"{what} is not an IPv4 or IPv6 address") from None
     if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
-        raise ValueError(f"{what} {host!r} has a zone index, which SDP cannot carry")
+        raise ValueError(f"{what} has a zone index, which SDP cannot carry")
     if ip.is_unspecified:
-        raise ValueError(f"{what} {host!r} is unspecified; give the address packets go to")
+        raise ValueError(f"{what} is unspecified; give the address packets go to")
     if ip.is_multicast:
-        raise ValueError(f"{what} {host!r} is multicast; only unicast addresses are supported")
+        raise ValueError(f"{what} is multicast; only unicast addresses are supported")
     return ("IP4" if ip.version == 4 else "IP6"), str(ip)
 
 
 def _port(port: int, what: str) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"{what} must be an integer in 1..65535, got {port!r}")
+        raise ValueError(f"{what} must be an integer in 1..65535")
     return port
 
 
@@ -84,13 +87,13 @@ def _session_id(session_id: int) -> int:
         or not isinstance(session_id, int)
         or not 0 <= session_id <= _MAX_SESSION_ID
     ):
-        raise ValueError(f"session id must be an integer in 0..2**63-1, got {session_id!r}")
+        raise ValueError("session id must be an integer in 0..2**63-1")
     return session_id
 
 
 def _check_key(suite: str, downlink: bytes) -> None:
     if suite not in SUITES:
-        raise ValueError(f"unknown SRTP suite {suite!r}; expected one of: {', '.join(SUITES)}")
+        raise ValueError(f"unknown SRTP suite; expected one of: {', '.join(SUITES)}")
     crypto_line(1, suite, downlink)  # raises ValueError for key material of the wrong length
 
 
@@ -100,40 +103,41 @@ def _check_stream(index: int, stream: Stream) -> None:
         raise ValueError(f"{where} must be a relay.wire.Stream, not {type(stream).__name__}")
     ssrc, kind, pt, codec = stream.ssrc, stream.kind, stream.pt, stream.codec
     if isinstance(ssrc, bool) or not isinstance(ssrc, int) or not 0 <= ssrc <= 0xFFFFFFFF:
-        raise ValueError(f"{where}: ssrc must be an integer in 0..2**32-1, got {ssrc!r}")
+        raise ValueError(f"{where}: ssrc must be an integer in 0..2**32-1")
     if kind not in KINDS:
-        raise ValueError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        raise ValueError(f"{where}: kind must be one of {', '.join(KINDS)}")
     if isinstance(pt, bool) or not isinstance(pt, int) or not 0 <= pt <= 127:
-        raise ValueError(f"{where}: payload type must be an integer in 0..127, got {pt!r}")
+        raise ValueError(f"{where}: payload type must be an integer in 0..127")
     if 64 <= pt <= 95:
         raise ValueError(
-            f"{where}: payload type {pt} is in 64..95, which collides with RTCP packet types "
+            f"{where}: payload type is in 64..95, which collides with RTCP packet types "
             "under rtcp-mux (RFC 5761 section 4); use a dynamic type in 96..127"
         )
     match = _CODEC.fullmatch(codec) if isinstance(codec, str) else None
     if match is None:
         raise ValueError(
-            f"{where}: codec must be name/clock[/channels] such as 'opus/48000/2' or "
-            f"'VP8/90000', got {codec!r}"
+            f"{where}: codec must be name/clock[/channels] such as 'opus/48000/2' or 'VP8/90000'"
         )
     clock, channels = int(match.group(2)), match.group(3)
     if clock > 0xFFFFFFFF:
-        raise ValueError(f"{where}: clock rate in {codec!r} must be in 1..2**32-1")
+        raise ValueError(f"{where}: the codec's clock rate must be in 1..2**32-1")
     if channels is not None and kind != "audio":
         raise ValueError(
-            f"{where}: codec {codec!r} gives a channel count, which only audio has "
+            f"{where}: the codec gives a channel count, which only audio has "
             "(RFC 4566 section 6, a=rtpmap)"
         )
 
 
 def check_streams(streams: Sequence[Stream]) -> list[Stream]:
     if isinstance(streams, str | bytes) or not isinstance(streams, Sequence):
-        raise ValueError(f"streams must be a list of relay.wire.Stream, not {streams!r}")
+        raise ValueError(
+            f"streams must be a list of relay.wire.Stream, not {type(streams).__name__}"
+        )
     seen: set[int] = set()
     for index, stream in enumerate(streams):
         _check_stream(index, stream)
         if stream.ssrc in seen:
-            raise ValueError(f"stream {index}: ssrc {stream.ssrc} appears twice")
+            raise ValueError(f"stream {index}: its ssrc appears twice")
         seen.add(stream.ssrc)
     return list(streams)
 
@@ -177,7 +181,7 @@ def listener_sdp(
         ValueError: a bad address, port, stream, suite, key or session id.
     """
     if not isinstance(receive_at, tuple) or len(receive_at) != 2:
-        raise ValueError(f"receive_at must be a (host, port) tuple, got {receive_at!r}")
+        raise ValueError("receive_at must be a (host, port) tuple")
     family, addr = _address(receive_at[0], "receive_at address")
     port = _port(receive_at[1], "receive_at port")
     checked = check_streams(streams)
@@ -187,7 +191,7 @@ def listener_sdp(
     last_rtcp = port + 2 * (len(described) - 1) + 1
     if last_rtcp > 65535:
         raise ValueError(
-            f"receive_at port {port} is too high: the SDP describes {len(described)} "
+            f"receive_at port is too high: the SDP describes {len(described)} "
             f"stream(s) (stream k on port + 2k, its RTCP on port + 2k + 1), which would need "
             f"ports up to {last_rtcp}"
         )

@@ -2,7 +2,8 @@
 
 `relay serve` (control/serve.py) starts this as a child, `python -m control.server`, with the
 resolved settings and the ZeroMQ endpoints in the environment (RELAY_SERVE_SETTINGS,
-RELAY_SERVE_ENDPOINTS: JSON; no secrets). The operator token, the key box key and the PII key
+RELAY_SERVE_ENDPOINTS: JSON; no secrets but what the operator put in the `db` and `smtp_url`
+URLs). The operator token, the key box key and the PII key
 are read here from RELAY_TOKEN / RELAY_BOX_KEY / RELAY_PII_KEY or the data directory
 (control/credentials.py). Once the API listens, the process writes its pid to RELAY_SERVE_READY
 (a file), which is how the parent knows the start worked.
@@ -41,7 +42,9 @@ import uvloop
 from control import credentials, tls
 from control.api import create_app
 from control.limits import JoinLimits
+from control.mail import Mailer, parse_smtp_url
 from control.plane import ControlPlane, Endpoints
+from control.ratelimit import SignupThrottle
 from control.recordings import Recordings
 from control.settings import Settings, SettingsError, check_api
 from control.store import StoreError, open_store
@@ -87,6 +90,13 @@ def _tls_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def mailer_of(settings: Settings) -> Mailer | None:
+    """The mailer of `smtp_url` and `smtp_from` (checked by control/settings.py), or None."""
+    if not settings.smtp_url:
+        return None
+    return Mailer(parse_smtp_url(settings.smtp_url), settings.smtp_from)
+
+
 async def run(
     settings: Settings, endpoints: Endpoints, ready: Path | None = None, managed: bool = False
 ) -> int:
@@ -115,6 +125,11 @@ async def run(
                 settings.data_dir / "recordings",
                 credentials.recording_key_file(settings.data_dir),
                 settings.recording_retention_days,
+            ),
+            mailer=mailer_of(settings),
+            signup=SignupThrottle(
+                client_per_minute=settings.signup_client_per_minute,
+                meeting_per_minute=settings.signup_meeting_per_minute,
             ),
         )
 

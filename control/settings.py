@@ -19,12 +19,26 @@ variable (`RELAY_` and the setting's name in capitals), the TOML file (`--config
     max_participants = 100000     # present participants per meeting
     listeners_per_address = 64    # participants whose receive_at names one address (or /64)
     joins_per_minute = 600        # joins per client address (or /64), the operator's aside
+    smtp_url = "smtps://relay%40example.org:app-password@mail.example.org"
+    smtp_from = "relay@example.org"
+    signup_client_per_minute = 5
+    signup_meeting_per_minute = 120
 
 The API carries tokens, host keys, passwords and participants' SRTP keys, so it is served over
 HTTPS (`tls_cert` and `tls_key`, both or neither; control/tls.py checks them) or on a loopback
 address. Any other `api` without TLS is refused unless `plain_http` says a proxy in front
 terminates TLS. `X-Forwarded-For` is believed only from a TCP peer inside `trusted_proxies`
 (default: none); the client address is otherwise the peer's (control/proxies.py).
+
+`smtp_url` and `smtp_from` are the mail server that sends registrants their confirmation
+codes and the address those come from (control/mail.py: smtps://, smtp+starttls:// or, for a
+local server, smtp://); give both or neither. Without them the server still takes
+registrations approved by hand (`approval: manual`), and refuses automatic and rules
+approval, which need the registrant's email confirmed. The URL may hold the mail account's
+password: like `db`, keep it in RELAY_SMTP_URL or a config file of mode 0600 rather than on a
+command line (where `ps` shows it); no message ever shows it. `signup_client_per_minute` and
+`signup_meeting_per_minute` throttle sign-ups (control/ratelimit.py): per client address (an
+IPv6 /64) and per meeting, each a burst of that many and then that many a minute.
 
 The operator token is not a setting: it is a secret and never sits in a config file or on a
 command line (where `ps` shows it). It comes from `RELAY_TOKEN` or from `DATA_DIR/token`,
@@ -42,11 +56,12 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from control import proxies
+from control.mail import check_sender, parse_smtp_url
 from relay.errors import RelayError
 
 __all__ = ["DEFAULT_DATA_DIR", "Settings", "SettingsError", "check_api", "resolve"]
@@ -82,6 +97,10 @@ class Settings:
     max_participants: int = 100_000  # per meeting (control/limits.py)
     listeners_per_address: int = 64  # receive_at targets per address, over all meetings
     joins_per_minute: int = 600  # per client address; joins with the operator token aside
+    smtp_url: str = field(default="", repr=False)  # empty: no email (may hold a password)
+    smtp_from: str = ""  # the From address of confirmation codes
+    signup_client_per_minute: int = 5  # sign-ups per client address (IPv6: per /64)
+    signup_meeting_per_minute: int = 120  # sign-ups per meeting, from everyone
 
     @property
     def advertised_host(self) -> str:
@@ -126,7 +145,12 @@ NAMES = (
     "max_participants",
     "listeners_per_address",
     "joins_per_minute",
+    "smtp_url",
+    "smtp_from",
+    "signup_client_per_minute",
+    "signup_meeting_per_minute",
 )
+SIGNUP_RATE_MAX = 100_000  # a minute: above this, a throttle is no throttle
 
 # Limits on joining (control/limits.py): name -> the largest value that makes sense.
 LIMITS = {
@@ -255,6 +279,26 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
         if not 1 <= count <= LIMITS[name]:
             raise SettingsError(f"{name} ({where}) must be 1..{LIMITS[name]}, got {value!r}")
         return {name: count}
+    if name == "smtp_url":
+        try:
+            parse_smtp_url(value if isinstance(value, str) else "")
+        except ValueError as exc:  # the message never holds the URL: it may hold a password
+            raise SettingsError(f"smtp_url ({where}) {exc}") from None
+        assert isinstance(value, str)
+        return {name: value.strip()}
+    if name == "smtp_from":
+        try:
+            return {name: check_sender(value if isinstance(value, str) else "")}
+        except ValueError as exc:
+            raise SettingsError(f"smtp_from ({where}) {exc}") from None
+    if name in ("signup_client_per_minute", "signup_meeting_per_minute"):
+        rate = _integer(value) or 0
+        if not 1 <= rate <= SIGNUP_RATE_MAX:
+            raise SettingsError(
+                f"{name} ({where}) must be a whole number of sign-ups a minute, "
+                f"1..{SIGNUP_RATE_MAX}, got {value!r}"
+            )
+        return {name: rate}
     raise SettingsError(f"unknown setting {name!r} ({where}); known: {', '.join(NAMES)}")
 
 
@@ -378,4 +422,9 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
             "should send to"
         )
     check_api(settings, origin)
+    if bool(settings.smtp_url) != bool(settings.smtp_from):
+        raise SettingsError(
+            "smtp_url and smtp_from go together: the mail server, and the address "
+            "confirmation codes come from; give both or neither"
+        )
     return settings

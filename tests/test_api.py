@@ -34,7 +34,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from control import auth, puzzle
 from control.api import MAX_BODY, create_app
 from control.auth import FailureThrottle, JoinPuzzles
+from control.mail import Mailer
 from control.plane import ControlPlane, Endpoints
+from control.ratelimit import SignupThrottle
 from control.store import SqliteStore
 from relay.srtp import SUITES, Session
 
@@ -69,7 +71,12 @@ class Api:
         plane.clock = lambda: self.now
 
     @classmethod
-    async def start(cls, tmp_path: Path) -> Api:
+    async def start(
+        cls, tmp_path: Path, *, mailer: Mailer | None = None, signup: SignupThrottle | None = None
+    ) -> Api:
+        """The harness; sign-ups are throttled far above what a test makes unless `signup`
+        says otherwise (tests/test_signup.py tests the throttle), and registrations that
+        confirm their email need `mailer` (tests/test_registration.py gives one)."""
         store = await SqliteStore.open(tmp_path / "r.db")
         plane = await ControlPlane.start(
             store,
@@ -83,6 +90,8 @@ class Api:
             relay_host="127.0.0.1",
             media_port=40000,
             workers=2,
+            mailer=mailer,
+            signup=signup or SignupThrottle(client_per_minute=10_000, meeting_per_minute=10_000),
         )
         app = create_app(plane)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://relay")
@@ -161,17 +170,19 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def relay(tmp_path: Path) -> AsyncIterator[Api]:
-    api = await Api.start(tmp_path)
+async def relay(tmp_path: Path, **options: Any) -> AsyncIterator[Api]:
+    api = await Api.start(tmp_path, **options)
     try:
         yield api
     finally:
         await api.close()
 
 
-def run(tmp_path: Path, body: Callable[[Api], Awaitable[None]]) -> None:
+def run(tmp_path: Path, body: Callable[[Api], Awaitable[None]], **options: Any) -> None:
+    """Run body(api) on a fresh harness (`options`: Api.start's)."""
+
     async def main() -> None:
-        async with relay(tmp_path) as api:
+        async with relay(tmp_path, **options) as api:
             await body(api)
 
     asyncio.run(main())
@@ -801,11 +812,11 @@ def test_join_refusals_that_depend_on_others(tmp_path: Path) -> None:
         error(r, 403, "forbidden", "attendee")
         await api.joined(w["id"], name="P", password="pan", role="panelist", ssrcs=[5, 6])
         r = await api.join(w["id"], name="Q", password="pan", role="panelist", ssrcs=[7, 6])
-        error(r, 409, "conflict", "ssrc 6")
+        error(r, 409, "conflict", "ssrc", "already used")
         r = await api.join(
             w["id"], name="Q", password="pan", role="panelist", streams=[{"ssrc": 5}]
         )
-        error(r, 409, "conflict", "ssrc 5")
+        error(r, 409, "conflict", "ssrc", "already used")
         # SSRCs are per meeting: another meeting may use the same ones
         m = await api.create(title="m", password="pw")
         await api.joined(m["id"], name="R", password="pw", ssrcs=[5, 6])
@@ -1296,6 +1307,8 @@ def test_openapi_lists_every_v1_path(tmp_path: Path) -> None:
                 "patch",
                 "delete",
             },
+            "/v1/meetings/{meeting_id}/registrations/{registration_id}/confirm": {"post"},
+            "/v1/meetings/{meeting_id}/registrations/{registration_id}/resend": {"post"},
             "/v1/registrations/erase": {"post"},
             "/v1/audit": {"get"},
             "/v1/meetings/{meeting_id}/audit": {"get"},

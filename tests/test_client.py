@@ -51,6 +51,7 @@ from relay.srtp import SUITES
 
 Api = tuple[str, str]  # (base URL, operator token)
 PLANES: list[ControlPlane] = []  # the served control plane, for tests that stage an attack
+DATABASE: list[Path] = []  # the module's control plane's SQLite file, while it runs
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +88,11 @@ def api() -> Iterator[Api]:
         assert thread.is_alive(), "the API server did not start"
         assert time.monotonic() < deadline, "the API server took too long to start"
         time.sleep(0.01)
+    DATABASE.append(tmp / "relay.db")
     try:
         yield f"http://127.0.0.1:{port}", token
     finally:
+        DATABASE.remove(tmp / "relay.db")
         server.should_exit = True
         thread.join(10)
         sock.close()
@@ -638,7 +641,7 @@ def test_cli_meetings(api: Api, data_dir: Path, capsys: pytest.CaptureFixture[st
     assert relay("meetings", "show", meeting_id, *common) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err == f"relay: no meeting {meeting_id!r} (404 not_found)\n"
+    assert captured.err == "relay: no such meeting (404 not_found)\n"
     assert token not in captured.out + captured.err
 
 
@@ -672,6 +675,59 @@ def test_cli_participants(
     assert capsys.readouterr().out == f"participant {pid}: expelled\n"
     assert relay("participants", "mute", meeting_id, pid, *common) == 1
     assert "was expelled (409 conflict)" in capsys.readouterr().err
+
+
+def test_cli_prints_server_strings_safely(
+    api: Api, client: RelayClient, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows written before the server refused control and invisible characters may hold
+    them: the commands show them escaped, in tables, in fields and in --json, never raw."""
+    import asyncio
+
+    url, _token = api
+    common = ("--url", url, "--data-dir", str(data_dir))
+    created = client.create_meeting("Old meeting", password="pw")
+    meeting_id = created["id"]
+    hostile_name = "Eve\x1b[2J\x1b[31m\u202egnp.exe\r\nroot\x07"
+    hostile_title = "Board\u2066 \x9b31m\u200b\U000e0041"
+
+    async def old_rows() -> None:  # as another program, or an older relay, wrote them
+        store = await SqliteStore.open(DATABASE[-1])
+        try:
+            await store.update_meeting(meeting_id, title=hostile_title)
+            await store.add_participant(
+                meeting_id=meeting_id,
+                name=hostile_name,
+                role="panelist",
+                uplink_sealed=b"\x01" * 40,
+                downlink_sealed=b"\x02" * 40,
+                worker=0,
+                joined_at=time.time(),
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(old_rows())
+    raw = ("\x1b", "\u202e", "\r", "\x07", "\u2066", "\x9b", "\u200b", "\U000e0041")
+    for argv in (
+        ("participants", "list", meeting_id),
+        ("meetings", "list", "--limit", "1000"),
+        ("meetings", "show", meeting_id),
+        ("participants", "list", meeting_id, "--json"),
+        ("meetings", "show", meeting_id, "--json"),
+    ):
+        assert relay(*argv, *common) == 0
+        out = capsys.readouterr().out
+        for char in raw:
+            assert char not in out, (argv, char)
+        if "--json" in argv:
+            data = json.loads(out)  # the same data, escaped as JSON escapes it
+            shown = data[0]["name"] if isinstance(data, list) else data["title"]
+            assert shown in (hostile_name, hostile_title)
+    assert relay("participants", "list", meeting_id, *common) == 0
+    out = capsys.readouterr().out
+    assert "Eve\\x1b[2J\\x1b[31m\\u202egnp.exe\\x0d\\x0aroot\\x07" in out
+    assert len(out.splitlines()) == 2  # the header and one row: no line was forged
 
 
 def test_cli_usage(

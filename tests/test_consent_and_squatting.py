@@ -133,8 +133,9 @@ def test_media_from_the_listeners_ip_confirms_its_address_as_given() -> None:
     relay = Relay()
     relay.meeting(1, "meeting")
     other = Member(relay, 1, 1, "panelist", ("10.0.0.1", 5000), (PRESENTER_SSRC,))
-    both = Member(relay, 2, 1, "panelist", ("192.0.2.9", 5004), (0x77,), given=True,
-                  confirmed=False)
+    both = Member(
+        relay, 2, 1, "panelist", ("192.0.2.9", 5004), (0x77,), given=True, confirmed=False
+    )
     assert relay.feed([(other.media(0), other.address)]) == []
     relay.feed([(both.media(0), ("192.0.2.9", 39000))])
     assert relay.table.address_of(both.pid) == ("192.0.2.9", 5004)

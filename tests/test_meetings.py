@@ -28,6 +28,7 @@ from control.errors import (
 from control.meetings import KeyBox, MeetingService, usage_figures
 from control.routing import RoutingState
 from control.store import SqliteStore
+from control.store.base import SCHEMA_VERSION
 from relay import wire
 from relay.srtp import Session
 
@@ -118,14 +119,14 @@ def test_create_validates_and_publishes(tmp_path: Path) -> None:
         assert given.password is None and given.meeting.wire_id == 2
         assert [x.id for x in await svc.list_meetings()] == [given.meeting.id, m.id]
         assert (await svc.update_meeting(m.id, title="New")).title == "New"
-        with raises(NotFound, 404, "no meeting"):
+        with raises(NotFound, 404, "no such meeting"):
             await svc.get_meeting("nope")
         assert await svc.set_controls(m.id, locked=True) == {"locked": True, "recording": False}
         with raises(Invalid, 422, "locked must be true or false"):
             await svc.set_controls(m.id, locked="yes")
         await svc.delete_meeting(given.meeting.id, now=7)
         assert isinstance(h.updates[-1], wire.MeetingEnded)
-        with raises(NotFound, 404, "no meeting"):
+        with raises(NotFound, 404, "no such meeting"):
             await svc.get_meeting(given.meeting.id)
         # wire ids are never reused after a delete
         third = await svc.create_meeting("c", password="pw", now=8)
@@ -228,7 +229,7 @@ def test_join_rules(tmp_path: Path) -> None:
             args.update(kw)
             return await svc.join(mid, now=1, **args)
 
-        with raises(NotFound, 404, "no meeting"):
+        with raises(NotFound, 404, "no such meeting"):
             await svc.join("nope", password="x", name="n", client_address="1.1.1.1", now=1)
         # cheap validation before any password work
         with raises(Invalid, 422, "name"):
@@ -261,7 +262,7 @@ def test_join_rules(tmp_path: Path) -> None:
         with raises(Forbidden, 403, "host key"):
             await join(role="host", host_key="guess")
         assert (await join(role="panelist", password="pan", ssrcs=[7]))["role"] == "panelist"
-        with raises(Conflict, 409, "ssrc 7 is already used"):
+        with raises(Conflict, 409, "ssrc given is already used"):
             await join(role="panelist", password="pan", ssrcs=[7])
         assert (await join(role="host", host_key=key, password=None))["role"] == "host"
         # locked: 423 for everyone but the host with its key
@@ -452,7 +453,7 @@ def test_mute_expel_promote(tmp_path: Path) -> None:
 
         with raises(Invalid, 422, "role must be one of"):
             await svc.update_participant(mid, pid, role="owner", now=3)
-        with raises(NotFound, 404, "no participant"):
+        with raises(NotFound, 404, "no such participant"):
             await svc.update_participant(mid, "nope", muted=True, now=3)
 
         await svc.update_participant(mid, pid, expel=True, now=4)
@@ -644,7 +645,7 @@ def test_schema_v1_database_migrates(tmp_path: Path) -> None:
 
     asyncio.run(main())
     raw = sqlite3.connect(path)
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     raw.close()
 
 

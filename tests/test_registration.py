@@ -5,7 +5,10 @@ the audit log, and logs without personal data or secrets.
 
 Through the HTTP API in-process (the harness of tests/test_api.py: a real control plane on
 SQLite in tmp_path, httpx's ASGI transport), plus the PII box, the key file, the JSON log
-format, and one `relay serve` run whose every log line is scanned.
+format, and one `relay serve` run whose every log line is scanned. Automatic and rules approval
+confirm the registrant's email: the control plane mails the code to a real SMTP server
+(tests/smtp_server.py), and `registered` reads it from there and confirms (the confirmation
+itself is tested in tests/test_signup.py).
 """
 
 from __future__ import annotations
@@ -28,18 +31,42 @@ import pytest
 from control import auth, credentials
 from control.audit import check_detail
 from control.errors import Invalid
+from control.mail import Mailer, parse_smtp_url
 from control.pii import PiiBox, PiiError, normalise_email
 from control.registration import RegistrationSettings, clean_fields
 from control.settings import SettingsError
 from relay.logs import JsonFormatter, log_formatter
-from tests.test_api import OPERATOR, TOKEN, Api, bearer, error, run
+from tests import test_api
+from tests.smtp_server import SmtpServer, smtp_server  # noqa: F401 (a fixture)
+from tests.test_api import OPERATOR, TOKEN, Api, bearer, error
 
 PW = "Meeting-Pw-Sesame-42"
+SENDER = "relay@relay-example.org"
+SMTP: list[SmtpServer] = []  # the session's server, while a test runs
 
 
 @pytest.fixture(autouse=True)
 def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(auth, "ARGON2_MEMORY_KIB", 1024)
+
+
+@pytest.fixture(autouse=True)
+def mail(smtp_server: SmtpServer) -> Any:  # noqa: F811 (the fixture above)
+    """Every test here has the SMTP server, emptied of earlier tests' messages."""
+    smtp_server.clear()
+    smtp_server.refuse_recipients(False)
+    SMTP.append(smtp_server)
+    yield smtp_server
+    SMTP.remove(smtp_server)
+
+
+def mailer() -> Mailer:
+    return Mailer(parse_smtp_url(SMTP[-1].url), SENDER)
+
+
+def run(tmp_path: Path, body: Any) -> None:
+    """tests/test_api.py's `run`, with a mailer that sends to the test's SMTP server."""
+    test_api.run(tmp_path, body, mailer=mailer())
 
 
 def person(n: int = 0, **extra: Any) -> dict[str, Any]:
@@ -70,10 +97,20 @@ async def register(api: Api, meeting_id: str, form: dict[str, Any]) -> httpx.Res
 
 
 async def registered(api: Api, meeting_id: str, form: dict[str, Any]) -> dict[str, Any]:
+    """Register; an unconfirmed registration is confirmed with the code the SMTP server got,
+    and the confirmation's answer (with the join token if approved) is returned."""
     r = await register(api, meeting_id, form)
     assert r.status_code == 201, r.text
     answer: dict[str, Any] = r.json()
-    return answer
+    if answer["status"] != "unconfirmed":
+        return answer
+    code = SMTP[-1].code_for(form["email"].strip())
+    r = await api.client.post(
+        f"/v1/meetings/{meeting_id}/registrations/{answer['id']}/confirm", json={"code": code}
+    )
+    assert r.status_code == 200, r.text
+    confirmed: dict[str, Any] = r.json()
+    return confirmed
 
 
 async def registrants(api: Api, m: dict[str, Any]) -> list[dict[str, Any]]:
@@ -352,7 +389,7 @@ def test_capacity(tmp_path: Path) -> None:
     async def body(api: Api) -> None:
         m = await webinar(api, capacity=2)
         made = [await registered(api, m["id"], person(i)) for i in range(2)]
-        message = error(await register(api, m["id"], person(3)), 409, "full", "2")
+        message = error(await register(api, m["id"], person(3)), 409, "full")
         assert "full" in message
         assert (await api.client.get(f"/v1/meetings/{m['id']}/registration")).json()["full"]
         assert (await patch(api, m, made[0]["id"], {"status": "rejected"})).status_code == 200
@@ -376,7 +413,7 @@ BAD_FORMS: list[tuple[str, Any, int, str]] = [
     ("city not asked", person(0, city="Paris"), 422, "city"),
     ("unknown field", person(0, salary="1"), 422, "unknown field"),
     ("answer too long", person(0, answers={"why": "x" * 1001}), 422, "1000"),
-    ("unknown question", person(0, answers={"why": "a", "who": "b"}), 422, "who"),
+    ("unknown question", person(0, answers={"why": "a", "who": "b"}), 422, "no such question"),
     ("required answer missing", person(0), 422, "why"),
     ("answers not an object", person(0, answers=["a"]), 422, "answers"),
     ("not JSON", b"first_name=a", 422, "JSON"),
@@ -676,13 +713,13 @@ def test_registrations_and_tokens_survive_a_restart(tmp_path: Path) -> None:
     pii.key): a restarted control plane opens what it sealed, and a token still admits."""
 
     async def main() -> None:
-        api = await Api.start(tmp_path)
+        api = await Api.start(tmp_path, mailer=mailer())
         try:
             m = await webinar(api, optional_fields=["city"])
             a = await registered(api, m["id"], person(1, city="Oslo"))
         finally:
             await api.close()
-        api = await Api.start(tmp_path)
+        api = await Api.start(tmp_path, mailer=mailer())
         try:
             assert (await registrants(api, m))[0]["fields"]["city"] == "Oslo"
             await api.joined(m["id"], name="G", registration_token=a["join_token"])
@@ -929,12 +966,16 @@ def test_a_full_session_logs_no_secret_and_no_personal_data(
         assert "203.0.113.77" not in text
 
 
-def test_relay_serve_logs_json_without_secrets_or_personal_data(tmp_path: Path) -> None:
+def test_relay_serve_logs_json_without_secrets_or_personal_data(
+    tmp_path: Path, mail: SmtpServer
+) -> None:
     """The real `relay serve`: every line its processes log is a JSON object, and none holds
-    a secret handed out, a registrant's value or a client address."""
+    a secret handed out, a registrant's value, a confirmation code or a client address. Its
+    mail server comes from the --smtp-url and --smtp-from flags."""
     from tests.test_serve import start_serve, stop_serve
 
-    serve = start_serve(tmp_path / "data", workers=1)
+    flags = ("--smtp-url", mail.url, "--smtp-from", SENDER)
+    serve = start_serve(tmp_path / "data", 1, *flags)
     secrets = [serve.token]
     try:
         with serve.api() as api:
@@ -946,6 +987,11 @@ def test_relay_serve_logs_json_without_secrets_or_personal_data(tmp_path: Path) 
             form = person(5)
             secrets += list(form.values())
             reg = api.post(f"/v1/meetings/{m['id']}/registrations", json=form).json()
+            assert reg["status"] == "unconfirmed", reg
+            code = mail.code_for(form["email"])
+            secrets.append(code)
+            url = f"/v1/meetings/{m['id']}/registrations/{reg['id']}/confirm"
+            reg = api.post(url, json={"code": code}).json()
             secrets.append(reg["join_token"])
             r = api.post(
                 f"/v1/meetings/{m['id']}/join",

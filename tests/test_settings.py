@@ -535,6 +535,82 @@ def test_serve_flags_reach_the_settings(tls_files: ServerFiles) -> None:
         resolve(vars(args), environ={})
 
 
+# --- the mail server and the sign-up throttle ---------------------------------------------------
+
+SMTP_URL = "smtps://relay%40example.org:Mail-Secret-Pw-91@mail.example.org:465"
+
+
+def test_mail_and_sign_up_settings_from_every_source(tmp_path: Path) -> None:
+    defaults = resolve({}, environ={})
+    assert (defaults.smtp_url, defaults.smtp_from) == ("", "")
+    assert (defaults.signup_client_per_minute, defaults.signup_meeting_per_minute) == (5, 120)
+    given = {
+        "smtp_url": SMTP_URL,
+        "smtp_from": "relay@example.org",
+        "signup_client_per_minute": "7",
+        "signup_meeting_per_minute": "300",
+    }
+    expected = (SMTP_URL, "relay@example.org", 7, 300)
+
+    def values(settings: Settings) -> tuple[Any, ...]:
+        return (
+            settings.smtp_url,
+            settings.smtp_from,
+            settings.signup_client_per_minute,
+            settings.signup_meeting_per_minute,
+        )
+
+    assert values(resolve(given, environ={})) == expected
+    environ = {f"RELAY_{name.upper()}": value for name, value in given.items()}
+    assert values(resolve({}, environ=environ)) == expected
+    config = toml_file(
+        tmp_path,
+        f'smtp-url = "{SMTP_URL}"\nsmtp_from = "relay@example.org"\n'
+        "signup_client_per_minute = 7\nsignup_meeting_per_minute = 300\n",
+    )
+    settings = resolve({"config": str(config)}, environ={})
+    assert values(settings) == expected
+    # the password is in no repr and survives the trip to the control plane's process
+    assert "Mail-Secret-Pw-91" not in repr(settings)
+    assert Settings.from_json(json.loads(json.dumps(settings.to_json()))) == settings
+
+
+@pytest.mark.parametrize(
+    ("given", "word"),
+    [
+        ({"smtp_url": "https://mail.example.org"}, "smtp_url .* smtp://"),
+        ({"smtp_url": "smtp://u:Mail-Secret-Pw-91@mail.example.org"}, "in clear"),
+        ({"smtp_url": "smtps://u@mail.example.org"}, "password"),
+        ({"smtp_url": SMTP_URL}, "smtp_from go together"),
+        ({"smtp_from": "relay@example.org"}, "smtp_from go together"),
+        ({"smtp_url": SMTP_URL, "smtp_from": "not an address"}, "smtp_from .* email address"),
+        ({"signup_client_per_minute": "0"}, "signup_client_per_minute"),
+        ({"signup_meeting_per_minute": "many"}, "signup_meeting_per_minute"),
+        ({"signup_meeting_per_minute": "100001"}, "signup_meeting_per_minute"),
+    ],
+)
+def test_bad_mail_and_sign_up_settings(given: dict[str, str], word: str) -> None:
+    with pytest.raises(SettingsError, match=word) as caught:
+        resolve(given, environ={})
+    assert "Mail-Secret-Pw-91" not in str(caught.value)
+
+
+def test_relay_serve_has_flags_for_the_mail_server_and_the_throttle() -> None:
+    import argparse
+
+    from control.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["serve", "--smtp-url", SMTP_URL, "--smtp-from", "relay@example.org"]
+        + ["--signup-client-per-minute", "9", "--signup-meeting-per-minute", "99"]
+    )
+    settings = resolve(vars(args), environ={})
+    assert (settings.smtp_url, settings.smtp_from) == (SMTP_URL, "relay@example.org")
+    assert (settings.signup_client_per_minute, settings.signup_meeting_per_minute) == (9, 99)
+
+
 # --- Settings as JSON -------------------------------------------------------------------------
 
 

@@ -51,7 +51,21 @@ from control.store import (
     open_store,
     sql,
 )
-from control.store.base import SCHEMA_VERSION, new_id, schema_statements, schema_text
+from control.store.base import (
+    CODE_EXPIRED,
+    CONFIRMED,
+    ERASED,
+    FULL,
+    NO_MORE_CODES,
+    NOT_UNCONFIRMED,
+    RENEWED,
+    SCHEMA_VERSION,
+    TOO_SOON,
+    WRONG_CODE,
+    new_id,
+    schema_statements,
+    schema_text,
+)
 from control.store.postgres import numbered, redact_url
 from control.store.sql import SqlStore
 from tests.pg_server import PostgresServer, postgres_server  # noqa: F401
@@ -767,6 +781,227 @@ def test_registration_capacity_holds_under_concurrency(db: Db) -> None:
     db.run(body)
 
 
+# --- confirming a registration's email (version 5) --------------------------------------------
+
+
+async def an_unconfirmed(
+    store: Store, meeting_id: str, code: str = "c0de", expires: float = 100.0, **kw: Any
+) -> RegistrationRow:
+    return await a_registration(
+        store,
+        meeting_id,
+        status="unconfirmed",
+        token_digest=None,
+        confirm_digest=code,
+        confirm_expires_at=expires,
+        created_at=kw.pop("created_at", 1.0),
+        **kw,
+    )
+
+
+def test_unconfirmed_registrations_confirm_once_with_their_code(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        m = await a_meeting(store)
+        r = await an_unconfirmed(store, m.id, "c0de")
+        assert (r.confirm_attempts, r.confirm_sends, r.confirm_sent_at) == (0, 1, 1.0)
+        assert "c0de" not in repr(r)
+        assert await store.count_registrations(m.id) == 0  # not counted until confirmed
+
+        def confirm(code: str, now: float = 10.0, **kw: Any) -> Any:
+            args: dict[str, Any] = {
+                "meeting_id": m.id,
+                "code_digest": code,
+                "now": now,
+                "max_attempts": 3,
+                "status": "approved",
+                "token_digest": "tok",
+            }
+            return store.confirm_registration(r.id, **{**args, **kw})
+
+        wrong = await confirm("bad0")
+        assert wrong.outcome == WRONG_CODE and wrong.row.confirm_attempts == 1
+        assert wrong.row.status == "unconfirmed" and wrong.row.confirm_digest == "c0de"
+        assert (await confirm("c0de", now=100.0)).outcome == CODE_EXPIRED  # at its expiry
+        assert await confirm("c0de", meeting_id="other") is None
+        assert (
+            await store.confirm_registration(
+                "nope",
+                meeting_id=m.id,
+                code_digest="c0de",
+                now=1.0,
+                max_attempts=3,
+                status="pending",
+            )
+            is None
+        )
+        done = await confirm("c0de")
+        assert done.outcome == CONFIRMED
+        assert (done.row.status, done.row.token_digest, done.row.confirm_digest) == (
+            "approved",
+            "tok",
+            None,
+        )
+        assert await store.get_registration_by_token(m.id, "tok") == done.row
+        assert (await confirm("c0de")).outcome == NOT_UNCONFIRMED
+        assert await store.count_registrations(m.id) == 1
+        for bad, word in (
+            ({"status": "unconfirmed"}, "status"),
+            ({"status": "pending"}, "token_digest"),  # a pending one has no token
+            ({"code_digest": "not hex!"}, "digest"),
+            ({"max_attempts": 0}, "max_attempts"),
+        ):
+            with pytest.raises(InvalidValue, match=word):
+                await confirm("c0de", **bad)
+        with pytest.raises(InvalidValue, match="unconfirmed"):
+            await a_registration(store, m.id, confirm_digest="x", confirm_expires_at=1.0)
+        with pytest.raises(InvalidValue, match="unconfirmed"):
+            await a_registration(store, m.id, status="unconfirmed", token_digest=None)
+
+    db.run(body)
+
+
+def test_wrong_codes_use_a_code_up_and_new_codes_are_limited(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        m = await a_meeting(store)
+        r = await an_unconfirmed(store, m.id, "aaaa", expires=1000.0)
+
+        async def attempt(code: str, now: float = 10.0) -> str:
+            step = await store.confirm_registration(
+                r.id, meeting_id=m.id, code_digest=code, now=now, max_attempts=2, status="pending"
+            )
+            assert step is not None
+            return step.outcome
+
+        # two wrong tries at once: both counted, and the code is used up
+        outcomes = await asyncio.gather(attempt("bbbb"), attempt("cccc"))
+        assert outcomes == [WRONG_CODE, WRONG_CODE]
+        used = await store.get_registration(r.id)
+        assert used is not None and used.confirm_digest is None and used.confirm_attempts == 2
+        assert await attempt("aaaa") == CODE_EXPIRED  # the right code, too late
+
+        async def renew(code: str, now: float) -> str:
+            step = await store.renew_confirmation(
+                r.id,
+                meeting_id=m.id,
+                code_digest=code,
+                expires_at=now + 100,
+                now=now,
+                min_interval=60.0,
+                max_sends=3,
+            )
+            assert step is not None
+            return step.outcome
+
+        assert await renew("dddd", 30.0) == TOO_SOON  # the first was sent at 1.0
+        assert await renew("dddd", 61.0) == RENEWED
+        fresh = await store.get_registration(r.id)
+        assert fresh is not None
+        assert (fresh.confirm_digest, fresh.confirm_attempts, fresh.confirm_sends) == (
+            "dddd",
+            0,
+            2,
+        )
+        assert (fresh.confirm_sent_at, fresh.confirm_expires_at) == (61.0, 161.0)
+        assert await renew("eeee", 121.0) == RENEWED
+        assert await renew("ffff", 999.0) == NO_MORE_CODES
+        assert await attempt("eeee", 130.0) == CONFIRMED
+        assert await renew("ffff", 2000.0) == NOT_UNCONFIRMED
+        await store.erase_registrations(registration_ids=[r.id])
+        assert await attempt("eeee") == ERASED
+
+    db.run(body)
+
+
+def test_a_confirmation_takes_a_place_only_if_one_is_left(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        m = await a_meeting(store)
+        waiting = [await an_unconfirmed(store, m.id, f"c{i}") for i in range(5)]
+        await a_registration(store, m.id, capacity=3)  # unconfirmed ones take no place
+
+        async def confirm(r: RegistrationRow, i: int) -> str:
+            step = await store.confirm_registration(
+                r.id,
+                meeting_id=m.id,
+                code_digest=f"c{i}",
+                now=5.0,
+                max_attempts=3,
+                status="approved",
+                token_digest=f"t{i}",
+                capacity=3,
+            )
+            assert step is not None
+            return step.outcome
+
+        outcomes = await asyncio.gather(*(confirm(r, i) for i, r in enumerate(waiting)))
+        assert sorted(outcomes) == [CONFIRMED, CONFIRMED, FULL, FULL, FULL]
+        assert await store.count_registrations(m.id) == 3
+        still = [await store.get_registration(r.id) for r in waiting]
+        full = [r for r in still if r is not None and r.status == "unconfirmed"]
+        assert len(full) == 3 and all(r.confirm_digest is not None for r in full)
+
+    db.run(body)
+
+
+def test_registering_again_replaces_an_unconfirmed_registration(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        m = await a_meeting(store)
+        first = await an_unconfirmed(store, m.id, email_tag="same")
+        again = await an_unconfirmed(store, m.id, email_tag="same")
+        assert await store.get_registration(first.id) is None
+        assert [r.id for r in await store.list_registrations(m.id)] == [again.id]
+        step = await store.confirm_registration(
+            again.id,
+            meeting_id=m.id,
+            code_digest="c0de",
+            now=2.0,
+            max_attempts=1,
+            status="pending",
+        )
+        assert step is not None and step.outcome == CONFIRMED
+        with pytest.raises(DuplicateKey):  # a confirmed one is kept
+            await an_unconfirmed(store, m.id, email_tag="same")
+        assert [r.id for r in await store.list_registrations(m.id)] == [again.id]
+
+    db.run(body)
+
+
+def test_unconfirmed_registrations_are_discarded_and_purged(db: Db) -> None:
+    async def body(store: SqlStore) -> None:
+        m = await a_meeting(store)
+        old = await an_unconfirmed(store, m.id, created_at=10.0)
+        new = await an_unconfirmed(store, m.id, created_at=20.0)
+        gone = await an_unconfirmed(store, m.id, created_at=30.0)
+        kept = await a_registration(store, m.id, created_at=5.0)
+        assert await store.discard_unconfirmed(gone.id) is True
+        assert await store.discard_unconfirmed(gone.id) is False
+        assert await store.discard_unconfirmed(kept.id) is False  # not unconfirmed
+        assert await store.purge_unconfirmed(20.0) == 1
+        assert [r.id for r in await store.list_registrations(m.id)] == [kept.id, new.id]
+        assert old.id not in {r.id for r in await store.list_registrations(m.id)}
+        assert await store.purge_unconfirmed(1000.0) == 1
+        assert await store.purge_unconfirmed(1000.0) == 0
+
+    db.run(body)
+
+
+def test_sqlite_purged_registrations_leave_nothing_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    wrapped = b"WRAPPED-UNCONFIRMED-" + os.urandom(20)
+    replaced = b"WRAPPED-REPLACED-" + os.urandom(20)
+
+    async def main() -> None:
+        async with await SqliteStore.open(path) as store:
+            m = await a_meeting(store)
+            await an_unconfirmed(store, m.id, wrapped_key=wrapped, created_at=1.0)
+            await an_unconfirmed(store, m.id, wrapped_key=replaced, email_tag="t")
+            await an_unconfirmed(store, m.id, email_tag="t")  # replaces the one before
+            assert wrapped in _file_bytes(path) and replaced not in _file_bytes(path)
+            assert await store.purge_unconfirmed(2.0) >= 1
+            assert wrapped not in _file_bytes(path)
+
+    run(main())
+
+
 def test_erase_registrations_overwrites_and_scrubs_the_participant(db: Db) -> None:
     async def body(store: SqlStore) -> None:
         m1, m2 = await a_meeting(store), await a_meeting(store, title="two")
@@ -920,8 +1155,105 @@ def test_migration_from_version_3(db: Db) -> None:
 
     db.run(body)
     assert db.raw((f"SELECT {V3_MEETING_COLUMNS} FROM meetings", ())) == before
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(4,)]
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
     assert db.raw(("SELECT COUNT(*) FROM audit_log", ())) == [(1,)]
+
+
+# The registrations table as version 4 made it (before 'unconfirmed' and the confirmation
+# columns of version 5), exactly as schema.sql had it.
+V4_REGISTRATIONS = """CREATE TABLE IF NOT EXISTS registrations (
+    id TEXT PRIMARY KEY,
+    meeting_id TEXT NOT NULL REFERENCES meetings (id) ON DELETE CASCADE,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected')),
+    sealed ${binary} NOT NULL,
+    wrapped_key ${binary},
+    email_tag TEXT,
+    token_digest TEXT,
+    participant_id TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    erased_at DOUBLE PRECISION,
+    CHECK (erased_at IS NULL OR (wrapped_key IS NULL AND email_tag IS NULL))
+)"""
+
+
+def _version_4_schema(dialect: str) -> list[str]:
+    """The schema as version 4 had it: version 5's with the registrations table of V4."""
+    binary = {"sqlite": "BLOB", "postgresql": "BYTEA"}[dialect]
+    old = V4_REGISTRATIONS.replace("${binary}", binary)
+    statements = []
+    for statement in schema_statements(dialect):
+        if statement.startswith("CREATE TABLE IF NOT EXISTS registrations ("):
+            statement = old
+        statements.append(statement)
+    assert old in statements
+    return statements
+
+
+def test_migration_from_version_4(db: Db) -> None:
+    """A version 4 database's registrations may become 'unconfirmed' and get the confirmation
+    columns (no code, nothing tried, for every existing row); every row stays as it was, the
+    indexes are back (one email per meeting, one token), and the store goes on from there."""
+    v4_columns = sql.REGISTRATION_V4_COLUMNS
+    db.raw(
+        *[(s, ()) for s in _version_4_schema(db.kind)],
+        ("INSERT INTO schema_version (version) VALUES (?)", (4,)),
+        (
+            f"INSERT INTO meetings ({sql.MEETING_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("m0", "t", "webinar", SUITE, "h", None, "d", "open", False, False, 1.0, None, 1)
+            + ("[]", '{"enabled": true, "approval": "manual"}'),
+        ),
+        ("INSERT INTO wire_ids (name, last_id) VALUES (?, ?)", ("meetings", 1)),
+        *[
+            (
+                f"INSERT INTO registrations ({v4_columns}) VALUES ({', '.join('?' * 11)})",
+                (f"r{i}", "m0", status, b"\x10s", b"\x20w", f"tag{i}", digest, None)
+                + (1.0 + i, 2.0 + i, None),
+            )
+            for i, (status, digest) in enumerate(
+                (("approved", "tok0"), ("pending", None), ("rejected", None))
+            )
+        ],
+    )
+    before = db.raw((f"SELECT {v4_columns} FROM registrations ORDER BY id", ()))
+    with pytest.raises(db.integrity_error):  # version 4 knows no 'unconfirmed'
+        db.raw(("UPDATE registrations SET status = 'unconfirmed' WHERE id = 'r1'", ()))
+
+    async def body(store: SqlStore) -> None:
+        rows = await store.list_registrations("m0")
+        assert [(r.id, r.status) for r in rows] == [
+            ("r0", "approved"),
+            ("r1", "pending"),
+            ("r2", "rejected"),
+        ]
+        assert all(
+            (r.confirm_digest, r.confirm_expires_at, r.confirm_attempts, r.confirm_sends)
+            == (None, None, 0, 0)
+            for r in rows
+        )
+        assert await store.count_registrations("m0") == 2
+        assert await store.get_registration_by_token("m0", "tok0") == rows[0]
+        made = await a_registration(
+            store,
+            "m0",
+            status="unconfirmed",
+            token_digest=None,
+            confirm_digest="c0de",
+            confirm_expires_at=100.0,
+        )
+        assert made.status == "unconfirmed" and made.confirm_sends == 1
+        with pytest.raises(DuplicateKey):  # the email index came back
+            await a_registration(store, "m0", email_tag="tag1")
+
+    db.run(body)
+    kept = f"SELECT {v4_columns} FROM registrations WHERE id IN ('r0', 'r1', 'r2') ORDER BY id"
+    assert db.raw((kept, ())) == before
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(5,)]
+    with pytest.raises(db.integrity_error):  # the token index came back
+        db.raw(("UPDATE registrations SET token_digest = 'tok0' WHERE id = 'r1'", ()))
+    # Reopening migrates nothing again.
+    assert len(db.run(lambda s: s.list_registrations("m0"))) == 4
 
 
 def _file_bytes(path: Path) -> bytes:
@@ -1094,15 +1426,16 @@ def test_opening_statements_migrate_step_by_step() -> None:
     def migrations(version: int | None) -> list[str]:
         return [s for s, _ in sql.opening_statements("sqlite", version) if s.startswith("ALTER")]
 
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     v1 = migrations(1)
-    # 1 -> 2 (two columns), then 2 -> 3, then 3 -> 4
+    # 1 -> 2 (two columns), then 2 -> 3, then 3 -> 4; 4 -> 5 changes the registrations table,
+    # which a database older than 4 does not have yet (the schema creates it as it is now)
     assert len(v1) == 4 and v1[-2] == sql.MIGRATE_2_TO_3["sqlite"][0]
     assert v1[-1] == sql.MIGRATE_3_TO_4["sqlite"][0]
     assert "ADD COLUMN wire_id" in v1[0]
     assert migrations(2) == list(sql.MIGRATE_2_TO_3["sqlite"] + sql.MIGRATE_3_TO_4["sqlite"])
     assert migrations(3) == list(sql.MIGRATE_3_TO_4["sqlite"])
-    assert migrations(4) == migrations(None) == []
+    assert migrations(5) == migrations(None) == []
     for dialect in ("sqlite", "postgresql"):
         steps = sql.opening_statements(dialect, 2)
         assert steps[0] == (
@@ -1110,12 +1443,16 @@ def test_opening_statements_migrate_step_by_step() -> None:
             (),
         )
         assert steps[1] == ("ALTER TABLE meetings ADD COLUMN registration TEXT", ())
-        assert steps[2] == (sql.UPDATE_SCHEMA_VERSION, (4,))
+        assert steps[2] == (sql.UPDATE_SCHEMA_VERSION, (5,))
         steps = sql.opening_statements(dialect, 3)
         assert steps[0] == ("ALTER TABLE meetings ADD COLUMN registration TEXT", ())
-        assert steps[1] == (sql.UPDATE_SCHEMA_VERSION, (4,))
+        assert steps[1] == (sql.UPDATE_SCHEMA_VERSION, (5,))
+        steps = sql.opening_statements(dialect, 4)
+        migration = sql.MIGRATE_4_TO_5[dialect]
+        assert steps[: len(migration)] == [(statement, ()) for statement in migration]
+        assert steps[len(migration)] == (sql.UPDATE_SCHEMA_VERSION, (5,))
     with pytest.raises(SchemaMismatch, match="newer"):
-        sql.opening_statements("sqlite", 5)
+        sql.opening_statements("sqlite", 6)
     with pytest.raises(SchemaMismatch, match="no relay wrote"):
         sql.opening_statements("postgresql", 0)
 
@@ -1159,12 +1496,12 @@ def test_migration_from_version_1(db: Db) -> None:
         assert (await a_participant(store, new.id)).wire_id == 5
 
     db.run(body)
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(4,)]  # 1 -> 2 -> 3 -> 4
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(5,)]  # 1 -> 2 -> 3 -> 4 -> 5
     assert db.raw(("SELECT DISTINCT features FROM meetings", ())) == [("[]",)]
     assert db.raw(("SELECT DISTINCT registration FROM meetings", ())) == [(None,)]
     # Reopening migrates nothing again: the numbers stay.
     assert [m.wire_id for m in db.run(lambda s: s.list_meetings())] == [4, 3, 2, 1]
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(4,)]
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
     with pytest.raises(db.integrity_error):  # the unique index is there
         db.raw(("UPDATE participants SET wire_id = 1 WHERE id = ?", ("p1",)))
 
@@ -1253,7 +1590,7 @@ def test_migration_from_version_2(db: Db) -> None:
     assert db.raw(("SELECT id, features, registration FROM meetings ORDER BY id", ())) == [
         (f"m{i}", "[]", None) for i in range(4)
     ]
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(4,)]
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
 
     async def then(store: SqlStore) -> None:
         # The migrated store works as a new one: features recorded, numbers go on.
@@ -1265,7 +1602,7 @@ def test_migration_from_version_2(db: Db) -> None:
 
     db.run(then)
     # Reopening migrates nothing again: what was added stays.
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(4,)]
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
     again = db.run(lambda s: s.get_meeting("m1"))
     assert again is not None and again.features == ("locked",)
 
@@ -1690,10 +2027,18 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
     statements["UPDATE_R"] = sql.update(
         "registrations", sql.REGISTRATION_UPDATABLE, sql.REGISTRATION_UPDATABLE
     )
+    statements["UPDATE_C"] = sql.update(
+        "registrations", sql.CONFIRMATION_UPDATABLE, sql.CONFIRMATION_UPDATABLE
+    )
     statements["LIST_R"] = sql.list_registrations("m", 10, 5)[0]
     statements["LIST_A0"] = sql.list_audit(None, 5, 1)[0]
     statements["LIST_A1"] = sql.list_audit("m", None, 0)[0]
-    for name in ("LOCK_MEETING", "SELECT_REGISTRATION_BY_TOKEN", "SELECT_ERASABLE_BY_TAG"):
+    for name in (
+        "LOCK_MEETING",
+        "SELECT_REGISTRATION_BY_TOKEN",
+        "SELECT_ERASABLE_BY_TAG",
+        "SELECT_REGISTRATION_OF",
+    ):
         statements[f"{name}_FOR_UPDATE"] = sql.for_update("postgresql", getattr(sql, name))
     statements["LIST_P0"] = sql.list_participants("m", True, 10, 5)[0]
     statements["LIST_P1"] = sql.list_participants("m", False, None, 3)[0]
@@ -1804,7 +2149,24 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
                     None,
                 )
             reg = ("r", "m", "approved", b"\x00sealed", b"\x01wrapped", "tag", "digest", None)
-            await execute("INSERT_REGISTRATION", *reg, 1.0, 1.0, None)
+            await execute("INSERT_REGISTRATION", *reg, 1.0, 1.0, None, None, None, 0, 0, None)
+            # version 5: an unconfirmed one, a wrong code, its confirmation, the purge
+            unconfirmed = ("u", "m", "unconfirmed", b"s", b"w", "tag-u", None, None, 1.0, 1.0)
+            await execute("INSERT_REGISTRATION", *unconfirmed, None, "c1", 9.0, 0, 1, 1.0)
+            await execute("UPDATE_C", "unconfirmed", None, "c1", 9.0, 1, 1, 1.0, 2.0, "u")
+            await execute("UPDATE_C", "approved", "digest-u", None, None, 1, 1, 1.0, 3.0, "u")
+            await execute("COUNT_REGISTRATIONS", "m")
+            await execute("PURGE_UNCONFIRMED", 100.0)
+            assert await conn.fetchval("SELECT status FROM registrations WHERE id = 'u'") == (
+                "approved"
+            )
+            await execute("DISCARD_UNCONFIRMED", "u")
+            await execute("DELETE_UNCONFIRMED_OF_EMAIL", "m", "tag-u")
+            assert await conn.fetchval("SELECT COUNT(*) FROM registrations WHERE id = 'u'") == 1
+            with pytest.raises(
+                asyncpg.CheckViolationError, match="registrations_confirm_attempts_check"
+            ):
+                await execute("UPDATE_C", "approved", None, None, None, -1, 1, 1.0, 3.0, "u")
             await execute("UPDATE_R", "pending", b"\x02", "tag2", "digest2", 2.0, "r")
             await execute("USE_TOKEN", "p", 3.0, "r")
             await execute("ERASE_REGISTRATION", b"", 4.0, 4.0, "r")
@@ -1815,6 +2177,7 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
             )
             assert tuple(row) == ("pending", b"", None, None, "p", "meeting.lock")
             bad = ("r2", "m", "maybe", b"s", b"w", "t2", None, None, 1.0, 1.0, None)
+            bad += (None, None, 0, 0, None)
             with pytest.raises(asyncpg.CheckViolationError, match="registrations_status_check"):
                 await execute("INSERT_REGISTRATION", *bad)
             with pytest.raises(asyncpg.CheckViolationError, match="registrations_check"):

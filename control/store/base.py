@@ -28,6 +28,7 @@ Conventions:
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import secrets
@@ -41,6 +42,15 @@ from typing import Protocol
 from relay.errors import RelayError
 
 __all__ = [
+    "CODE_EXPIRED",
+    "CONFIRMED",
+    "ERASED",
+    "FULL",
+    "NOT_UNCONFIRMED",
+    "NO_MORE_CODES",
+    "RENEWED",
+    "TOO_SOON",
+    "WRONG_CODE",
     "BINARY_TYPES",
     "MODES",
     "ROLES",
@@ -58,6 +68,7 @@ __all__ = [
     "REGISTRATION_STATUSES",
     "RegistrationErased",
     "RegistrationRow",
+    "RegistrationStep",
     "RoutingUpdate",
     "SchemaMismatch",
     "Store",
@@ -65,19 +76,22 @@ __all__ = [
     "StoreError",
     "UsageRecord",
     "new_id",
+    "confirmation_step",
+    "renewal_step",
     "schema_statements",
     "MAX_WIRE_ID",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The version `schema.sql` creates; stored in the `schema_version` table. Version 2 added the
 wire ids, version 3 the features a meeting has used (`meetings.features`), version 4 the
-registrations, the audit log and a meeting's registration settings (`meetings.registration`)."""
+registrations, the audit log and a meeting's registration settings (`meetings.registration`),
+version 5 the 'unconfirmed' registrations and their confirmation codes' digests."""
 
 MODES = ("meeting", "webinar")
 STATES = ("open", "ended")
 ROLES = ("host", "panelist", "attendee")
-REGISTRATION_STATUSES = ("pending", "approved", "rejected")
+REGISTRATION_STATUSES = ("unconfirmed", "pending", "approved", "rejected")
 ACTORS = ("operator", "host", "system")
 
 BINARY_TYPES = {"sqlite": "BLOB", "postgresql": "BYTEA"}
@@ -215,11 +229,17 @@ class RegistrationRow:
     under the server's key, `email_tag` a keyed hash of the email (to find a person across
     meetings), `token_digest` the SHA-256 of the one-time join token (None once used). An
     erased registration has `sealed` empty and the other three None. None of them is in
-    repr()."""
+    repr().
+
+    Version 5: an 'unconfirmed' registration waits for its registrant to confirm the email
+    with the code mailed to it: `confirm_digest` is the code's keyed digest (None once used
+    up or confirmed), `confirm_expires_at` when it stops working, `confirm_attempts` the
+    wrong codes tried against it, `confirm_sends` the codes sent, `confirm_sent_at` when the
+    last one was."""
 
     id: str
     meeting_id: str
-    status: str  # 'pending' | 'approved' | 'rejected'
+    status: str  # 'unconfirmed' | 'pending' | 'approved' | 'rejected'
     sealed: bytes = field(repr=False)
     wrapped_key: bytes | None = field(repr=False)
     email_tag: str | None = field(repr=False)
@@ -228,6 +248,11 @@ class RegistrationRow:
     created_at: float
     updated_at: float
     erased_at: float | None
+    confirm_digest: str | None = field(default=None, repr=False)
+    confirm_expires_at: float | None = None
+    confirm_attempts: int = 0
+    confirm_sends: int = 0
+    confirm_sent_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +293,7 @@ def new_id() -> str:
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
-        raise InvalidValue(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        raise InvalidValue(f"{name} must be one of {', '.join(choices)}")
     return value
 
 
@@ -290,7 +315,7 @@ def check_int(name: str, value: object, *, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidValue(f"{name} must be an integer, not {type(value).__name__}")
     if value < minimum:
-        raise InvalidValue(f"{name} must be at least {minimum}; got {value}")
+        raise InvalidValue(f"{name} must be at least {minimum}")
     if value >= 1 << 63:
         raise InvalidValue(f"{name} does not fit in 64 bits")
     return value
@@ -312,7 +337,7 @@ def check_number(name: str, value: object) -> float:
     if number != number or number in (float("inf"), float("-inf")):
         raise InvalidValue(f"{name} must be a finite number")
     if number < 0:
-        raise InvalidValue(f"{name} must not be negative; got {number}")
+        raise InvalidValue(f"{name} must not be negative")
     return number
 
 
@@ -329,8 +354,8 @@ def check_json(name: str, value: object, *, array: bool = False) -> str:
     text = check_text(name, value)
     try:
         decoded = json.loads(text)
-    except ValueError as exc:
-        raise InvalidValue(f"{name} is not valid JSON: {exc}") from None
+    except ValueError:
+        raise InvalidValue(f"{name} is not valid JSON") from None
     if array and not isinstance(decoded, list):
         raise InvalidValue(f"{name} must be a JSON array")
     return text
@@ -373,9 +398,7 @@ def check_feature_names(name: str, value: object) -> tuple[str, ...]:
         raise InvalidValue(f"{name} must be a list of feature names")
     for feature in value:
         if not isinstance(feature, str) or not FEATURE_NAME.fullmatch(feature):
-            raise InvalidValue(
-                f"{name}: a feature name is 1 to 32 characters of a-z and _; got {feature!r}"
-            )
+            raise InvalidValue(f"{name}: a feature name is 1 to 32 characters of a-z and _")
     return tuple(value)
 
 
@@ -523,7 +546,7 @@ def new_usage(
     started = check_time("started_at", started_at)
     ended = check_time("ended_at", ended_at)
     if ended < started:
-        raise InvalidValue(f"ended_at ({ended}) is before started_at ({started})")
+        raise InvalidValue("ended_at is before started_at")
     features_json = encode_features(features)
     record = UsageRecord(
         id=0,
@@ -555,12 +578,25 @@ def new_registration(
     token_digest: str | None,
     created_at: float | None,
     registration_id: str | None,
+    confirm_digest: str | None = None,
+    confirm_expires_at: float | None = None,
 ) -> RegistrationRow:
+    """The row to insert. An 'unconfirmed' one needs its first code's digest and expiry (and
+    counts that code as sent, at `created_at`); any other status takes neither."""
     when = time.time() if created_at is None else check_time("created_at", created_at)
+    status = check_choice("status", status, REGISTRATION_STATUSES)
+    unconfirmed = status == "unconfirmed"
+    if unconfirmed != (confirm_digest is not None) or unconfirmed != (
+        confirm_expires_at is not None
+    ):
+        raise InvalidValue(
+            "an unconfirmed registration needs confirm_digest and confirm_expires_at, and "
+            "only an unconfirmed one takes them"
+        )
     return RegistrationRow(
         id=new_id() if registration_id is None else check_text("registration id", registration_id),
         meeting_id=check_text("meeting id", meeting_id),
-        status=check_choice("status", status, REGISTRATION_STATUSES),
+        status=status,
         sealed=check_bytes("sealed", sealed),
         wrapped_key=check_bytes("wrapped_key", wrapped_key),
         email_tag=check_text("email_tag", email_tag),
@@ -569,7 +605,120 @@ def new_registration(
         created_at=when,
         updated_at=when,
         erased_at=None,
+        confirm_digest=None
+        if confirm_digest is None
+        else check_digest("confirm_digest", confirm_digest),
+        confirm_expires_at=(
+            None
+            if confirm_expires_at is None
+            else check_time("confirm_expires_at", confirm_expires_at)
+        ),
+        confirm_sends=1 if unconfirmed else 0,
+        confirm_sent_at=when if unconfirmed else None,
     )
+
+
+def check_digest(name: str, value: object) -> str:
+    """A digest as the callers make them: 1 to 128 characters of ASCII letters and digits (so
+    that it compares in constant time with `hmac.compare_digest`)."""
+    text = check_text(name, value)
+    if len(text) > 128 or not text.isascii() or not text.isalnum():
+        raise InvalidValue(f"{name} must be a digest: letters and digits")
+    return text
+
+
+# --- confirming a registration's email (version 5) --------------------------------------------
+# One step of a confirmation or of a new code is decided from the row as it is inside the
+# store's transaction (read for update), so that two requests never both use one code or both
+# count as the last attempt: `confirmation_step` and `renewal_step` give the outcome and the
+# columns to change, the backends run them (SqlStore.confirm_registration and
+# renew_confirmation).
+
+CONFIRMED = "confirmed"  # the code matched: the registration has its status now
+WRONG_CODE = "wrong_code"  # counted against the code's attempts
+CODE_EXPIRED = "code_expired"  # no code that works: expired, used up, or none sent
+NOT_UNCONFIRMED = "not_unconfirmed"  # confirmed already (or never needed to be)
+ERASED = "erased"
+FULL = "full"  # the code matched, but the meeting's places were taken meanwhile
+RENEWED = "renewed"  # a new code replaced the old one
+TOO_SOON = "too_soon"  # the last code went out less than the minimum interval ago
+NO_MORE_CODES = "no_more_codes"  # as many codes were sent as one registration gets
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationStep:
+    """What a confirmation or a new code did: the outcome (above) and the row after it."""
+
+    outcome: str
+    row: RegistrationRow
+
+
+def confirmation_step(
+    row: RegistrationRow,
+    *,
+    code_digest: str,
+    now: float,
+    max_attempts: int,
+    status: str,
+    token_digest: str | None,
+) -> tuple[str, dict[str, object]]:
+    """The outcome of trying the code whose digest is `code_digest` on `row`, and the columns
+    to change: a match gives the registration `status` (and its join token's digest) and uses
+    the code up; a miss counts an attempt, and the last allowed one uses the code up too."""
+    if row.erased_at is not None:
+        return ERASED, {}
+    if row.status != "unconfirmed":
+        return NOT_UNCONFIRMED, {}
+    if (
+        row.confirm_digest is None
+        or row.confirm_expires_at is None
+        or now >= row.confirm_expires_at
+        or row.confirm_attempts >= max_attempts
+    ):
+        return CODE_EXPIRED, {}
+    if not hmac.compare_digest(row.confirm_digest, code_digest):
+        attempts = row.confirm_attempts + 1
+        changes: dict[str, object] = {"confirm_attempts": attempts, "updated_at": now}
+        if attempts >= max_attempts:
+            changes["confirm_digest"] = None
+        return WRONG_CODE, changes
+    return CONFIRMED, {
+        "status": status,
+        "token_digest": token_digest,
+        "confirm_digest": None,
+        "confirm_expires_at": None,
+        "updated_at": now,
+    }
+
+
+def renewal_step(
+    row: RegistrationRow,
+    *,
+    code_digest: str,
+    expires_at: float,
+    now: float,
+    min_interval: float,
+    max_sends: int,
+) -> tuple[str, dict[str, object]]:
+    """The outcome of replacing `row`'s code with a new one, and the columns to change: at
+    most `max_sends` codes per registration, `min_interval` seconds apart; a new code gets
+    the full number of attempts."""
+    if row.erased_at is not None:
+        return ERASED, {}
+    if row.status != "unconfirmed":
+        return NOT_UNCONFIRMED, {}
+    if row.confirm_sends >= max_sends:
+        return NO_MORE_CODES, {}
+    if row.confirm_sent_at is not None and now < row.confirm_sent_at + min_interval:
+        return TOO_SOON, {}
+    return RENEWED, {
+        "confirm_digest": code_digest,
+        "confirm_expires_at": expires_at,
+        "confirm_attempts": 0,
+        "confirm_sends": row.confirm_sends + 1,
+        "confirm_sent_at": now,
+        "updated_at": now,
+    }
 
 
 def registration_changes(
@@ -614,7 +763,7 @@ def new_audit(
     detail: str,
 ) -> AuditRow:
     if not isinstance(action, str) or not AUDIT_ACTION.fullmatch(action):
-        raise InvalidValue(f"an audit action is a name like 'meeting.create'; got {action!r}")
+        raise InvalidValue("an audit action is a name like 'meeting.create'")
     return AuditRow(
         id=0,
         at=time.time() if at is None else check_time("at", at),
@@ -827,12 +976,17 @@ class Store(Protocol):
         created_at: float | None = None,
         registration_id: str | None = None,
         capacity: int | None = None,
+        confirm_digest: str | None = None,
+        confirm_expires_at: float | None = None,
     ) -> RegistrationRow:
         """A new registration of `meeting_id`. With `capacity`, CapacityReached when the
         meeting has that many registrations (pending or approved, not erased) already:
         counted and inserted in one transaction, so concurrent registrations never pass it.
-        DuplicateKey when the meeting has a registration with this email tag,
-        ForeignKeyViolation when there is no such meeting."""
+        An 'unconfirmed' one (version 5) takes its first code's digest and expiry. In the same
+        transaction, an unconfirmed registration of the meeting with this email tag is deleted
+        first: whoever registers an address again gets a new code, and an address nobody
+        confirmed cannot be kept from its owner. DuplicateKey when the meeting has another
+        registration with this email tag, ForeignKeyViolation when there is no such meeting."""
         ...
 
     async def get_registration(
@@ -857,7 +1011,52 @@ class Store(Protocol):
 
     async def count_registrations(self, meeting_id: str) -> int:
         """How many registrations of one meeting count against its capacity (pending or
-        approved, not erased)."""
+        approved, not erased: not the unconfirmed ones)."""
+        ...
+
+    async def confirm_registration(
+        self,
+        registration_id: str,
+        *,
+        meeting_id: str,
+        code_digest: str,
+        now: float,
+        max_attempts: int,
+        status: str,
+        token_digest: str | None = None,
+        capacity: int | None = None,
+    ) -> RegistrationStep | None:
+        """Try a confirmation code on an unconfirmed registration of `meeting_id`, in one
+        transaction with the meeting's and the registration's rows locked
+        (`confirmation_step`): on a match it gets `status` (pending or approved, with
+        `token_digest`), unless `capacity` registrations count already (FULL, nothing
+        changed). None when the meeting has no such registration."""
+        ...
+
+    async def renew_confirmation(
+        self,
+        registration_id: str,
+        *,
+        meeting_id: str,
+        code_digest: str,
+        expires_at: float,
+        now: float,
+        min_interval: float,
+        max_sends: int,
+    ) -> RegistrationStep | None:
+        """Replace an unconfirmed registration's code with a new one, in one transaction
+        (`renewal_step`); None when the meeting has no such registration."""
+        ...
+
+    async def discard_unconfirmed(self, registration_id: str) -> bool:
+        """Delete a registration if it is still unconfirmed (its code could not be mailed);
+        whether one was deleted. On SQLite nothing of it stays in the file or the WAL."""
+        ...
+
+    async def purge_unconfirmed(self, created_before: float) -> int:
+        """Delete every unconfirmed registration made before `created_before` (nobody
+        confirmed it: its personal data goes); how many. On SQLite nothing of them stays in
+        the file or the WAL."""
         ...
 
     async def update_registration(

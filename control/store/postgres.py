@@ -62,7 +62,9 @@ import asyncpg
 
 from control.store import sql
 from control.store.base import (
+    CONFIRMED,
     FOREIGN_KEY,
+    FULL,
     OTHER_CONSTRAINT,
     UNIQUE,
     AuditRow,
@@ -72,6 +74,7 @@ from control.store.base import (
     MeetingRow,
     ParticipantRow,
     RegistrationRow,
+    RegistrationStep,
     StoreClosed,
     StoreError,
     UsageRecord,
@@ -132,6 +135,8 @@ _SELECT_WIRE_COUNTER = numbered(sql.SELECT_WIRE_COUNTER)
 _DELETE_REGISTRATIONS_OF = numbered(sql.DELETE_REGISTRATIONS_OF)
 _LOCK_MEETING = numbered(sql.for_update("postgresql", sql.LOCK_MEETING))
 _SELECT_BY_TOKEN = numbered(sql.for_update("postgresql", sql.SELECT_REGISTRATION_BY_TOKEN))
+_SELECT_REGISTRATION_OF = numbered(sql.for_update("postgresql", sql.SELECT_REGISTRATION_OF))
+_DELETE_UNCONFIRMED_OF_EMAIL = numbered(sql.DELETE_UNCONFIRMED_OF_EMAIL)
 _SELECT_ERASABLE = numbered(sql.for_update("postgresql", sql.SELECT_ERASABLE))
 _SELECT_ERASABLE_BY_TAG = numbered(sql.for_update("postgresql", sql.SELECT_ERASABLE_BY_TAG))
 
@@ -317,11 +322,47 @@ async def _insert_registration(
             taken = int(await conn.fetchval(numbered(sql.COUNT_REGISTRATIONS), row.meeting_id))
             if taken >= capacity:
                 raise sql.full(row.meeting_id, capacity)
+        await conn.execute(_DELETE_UNCONFIRMED_OF_EMAIL, row.meeting_id, row.email_tag)
         try:
             await conn.execute(numbered(sql.INSERT_REGISTRATION), *sql.registration_params(row))
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise _integrity(exc, f"cannot add registration {row.id!r}") from exc
     return row
+
+
+async def _registration_step(
+    conn: Connection,
+    registration_id: str,
+    meeting_id: str,
+    decide: sql.Decide,
+    capacity: int | None,
+) -> RegistrationStep | None:
+    async with conn.transaction():
+        # The meeting's row, then the registration's, locked until the end: in the order a
+        # new registration locks them (never a deadlock), so concurrent tries of one code
+        # are one after the other and a confirmation counts the places alone.
+        if await conn.fetchrow(_LOCK_MEETING, meeting_id) is None:
+            return None
+        found = await conn.fetchrow(_SELECT_REGISTRATION_OF, registration_id, meeting_id)
+        if found is None:
+            return None
+        row = sql.registration_row(found)
+        outcome, changes = decide(row)
+        if outcome == CONFIRMED and capacity is not None:
+            taken = int(await conn.fetchval(numbered(sql.COUNT_REGISTRATIONS), meeting_id))
+            if taken >= capacity:
+                outcome, changes = FULL, {}
+        if changes:
+            statement = sql.update("registrations", list(changes), sql.CONFIRMATION_UPDATABLE)
+            await conn.execute(numbered(statement), *changes.values(), row.id)
+        after = await _fetch_one(conn, sql.SELECT_REGISTRATION, (row.id,), sql.registration_row)
+        assert after is not None
+        return RegistrationStep(outcome, after)
+
+
+async def _delete_registrations(conn: Connection, statement: str, params: Sequence[Any]) -> int:
+    async with conn.transaction():
+        return _row_count(await conn.execute(numbered(statement), *params))
 
 
 async def _use_token(
@@ -546,6 +587,14 @@ class PostgresStore(sql.SqlStore):
         self, meeting_id: str, token_digest: str, participant_id: str, used_at: float
     ) -> RegistrationRow | None:
         return await self._call(_use_token, meeting_id, token_digest, participant_id, used_at)
+
+    async def _registration_step(
+        self, registration_id: str, meeting_id: str, decide: sql.Decide, capacity: int | None
+    ) -> RegistrationStep | None:
+        return await self._call(_registration_step, registration_id, meeting_id, decide, capacity)
+
+    async def _delete_registrations(self, statement: str, params: Sequence[Any]) -> int:
+        return await self._call(_delete_registrations, statement, params)
 
     async def _erase_registrations(
         self, ids: Sequence[str], email_tag: str | None, erased_at: float

@@ -1,4 +1,4 @@
--- The control plane's schema, version 4 (control.store.base.SCHEMA_VERSION).
+-- The control plane's schema, version 5 (control.store.base.SCHEMA_VERSION).
 --
 -- Portable SQL: the same text runs on SQLite (3.23 or later) and PostgreSQL (9.5 or later).
 -- The one difference is the binary type, written ${binary} here: BLOB in SQLite, BYTEA in
@@ -115,10 +115,15 @@ CREATE TABLE IF NOT EXISTS wire_ids (
 -- `token_digest` the SHA-256 of the one-time join token (NULL once used). Erasing overwrites
 -- the row in place: `sealed` empty, the other three NULL, `erased_at` set; the row stays (the
 -- host sees that someone registered and was erased, nothing more).
+-- Version 5: a registration that must confirm its email first is 'unconfirmed' until it does
+-- (it does not count against the capacity); `confirm_digest` is a keyed digest (HMAC) of the
+-- code mailed to it, never the code, NULL once used up; `confirm_expires_at` when that code
+-- stops working, `confirm_attempts` the wrong codes tried against it, `confirm_sends` how
+-- many codes were sent and `confirm_sent_at` when the last one was.
 CREATE TABLE IF NOT EXISTS registrations (
     id TEXT PRIMARY KEY,
     meeting_id TEXT NOT NULL REFERENCES meetings (id) ON DELETE CASCADE,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected')),
+    status TEXT NOT NULL CHECK (status IN ('unconfirmed', 'pending', 'approved', 'rejected')),
     sealed ${binary} NOT NULL,
     wrapped_key ${binary},
     email_tag TEXT,
@@ -129,6 +134,11 @@ CREATE TABLE IF NOT EXISTS registrations (
     created_at DOUBLE PRECISION NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL,
     erased_at DOUBLE PRECISION,
+    confirm_digest TEXT,
+    confirm_expires_at DOUBLE PRECISION,
+    confirm_attempts INTEGER NOT NULL DEFAULT 0 CHECK (confirm_attempts >= 0),
+    confirm_sends INTEGER NOT NULL DEFAULT 0 CHECK (confirm_sends >= 0),
+    confirm_sent_at DOUBLE PRECISION,
     CHECK (erased_at IS NULL OR (wrapped_key IS NULL AND email_tag IS NULL))
 );
 

@@ -22,7 +22,11 @@ Registrations (version 4) follow the same rules: a registration counts its meeti
 with the meeting's row read `for_update` (capacity), a join token is used by reading its row
 `for_update` then clearing its digest (once), a correction of an erased registration is
 refused inside its transaction (`not_erased`), and an erasure overwrites the rows it finds in
-place (`ERASE_REGISTRATION`, `SCRUB_PARTICIPANT`) in one transaction.
+place (`ERASE_REGISTRATION`, `SCRUB_PARTICIPANT`) in one transaction. Version 5's
+confirmation codes: a code is tried, or replaced by a new one, with the meeting's and the
+registration's rows locked in that order (`_registration_step`), the outcome decided from the
+row as the transaction reads it (base.confirmation_step, base.renewal_step), so two requests
+never both use one code or both get the last attempt.
 
 `SqlStore` holds what does not depend on the driver: validating values before any SQL runs,
 choosing and paging the statements, and the row types. A backend subclasses it and supplies a
@@ -33,6 +37,7 @@ accept, refuse and return exactly the same things.
 from __future__ import annotations
 
 import abc
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Self, TypeVar
@@ -50,16 +55,20 @@ from control.store.base import (
     ParticipantRow,
     RegistrationErased,
     RegistrationRow,
+    RegistrationStep,
     RoutingUpdate,
     SchemaMismatch,
     StoreError,
     UsageRecord,
     check_choice,
+    check_digest,
     check_int,
+    check_number,
     check_page,
     check_routing,
     check_text,
     check_time,
+    confirmation_step,
     decode_features,
     encode_features,
     meeting_changes,
@@ -71,6 +80,7 @@ from control.store.base import (
     new_usage,
     participant_changes,
     registration_changes,
+    renewal_step,
     schema_statements,
 )
 
@@ -93,9 +103,15 @@ USAGE_COLUMNS = (
     "participant_minutes, features, packets_in, packets_out, bytes_in, bytes_out"
 )
 ROUTING_COLUMNS = "seq, created_at, body"
-REGISTRATION_COLUMNS = (
+# The registrations' columns as version 4 made them, and all of them (version 5 added the
+# confirmation's).
+REGISTRATION_V4_COLUMNS = (
     "id, meeting_id, status, sealed, wrapped_key, email_tag, token_digest, participant_id, "
     "created_at, updated_at, erased_at"
+)
+REGISTRATION_COLUMNS = (
+    f"{REGISTRATION_V4_COLUMNS}, confirm_digest, confirm_expires_at, confirm_attempts, "
+    "confirm_sends, confirm_sent_at"
 )
 AUDIT_COLUMNS = "id, at, actor, action, meeting_id, target, detail"
 
@@ -183,14 +199,32 @@ _LIST_REGISTRATIONS = (
 )
 REGISTRATION_UPDATABLE = ("status", "sealed", "email_tag", "token_digest", "updated_at")
 SELECT_REGISTRATION_ERASED = "SELECT erased_at FROM registrations WHERE id = ?"
-# A registration counted against the capacity: waiting or admitted, not erased. The count runs
-# with the meeting's row locked (`for_update`), so two registrations never both take the
+# A registration counted against the capacity: waiting for the host or admitted, not erased
+# (an unconfirmed one does not count: its email may not even be the registrant's). The count
+# runs with the meeting's row locked (`for_update`), so two registrations never both take the
 # last place.
 LOCK_MEETING = "SELECT id FROM meetings WHERE id = ?"
 COUNT_REGISTRATIONS = (
     "SELECT COUNT(*) FROM registrations WHERE meeting_id = ? AND erased_at IS NULL "
-    "AND status <> 'rejected'"
+    "AND status IN ('pending', 'approved')"
 )
+# Version 5: a new registration replaces an unconfirmed one of the same email (add_registration),
+# a confirmation step changes these columns, and unconfirmed ones are discarded or purged.
+DELETE_UNCONFIRMED_OF_EMAIL = (
+    "DELETE FROM registrations WHERE meeting_id = ? AND email_tag = ? AND status = 'unconfirmed'"
+)
+CONFIRMATION_UPDATABLE = (
+    "status",
+    "token_digest",
+    "confirm_digest",
+    "confirm_expires_at",
+    "confirm_attempts",
+    "confirm_sends",
+    "confirm_sent_at",
+    "updated_at",
+)
+DISCARD_UNCONFIRMED = "DELETE FROM registrations WHERE id = ? AND status = 'unconfirmed'"
+PURGE_UNCONFIRMED = "DELETE FROM registrations WHERE status = 'unconfirmed' AND created_at < ?"
 USE_TOKEN = (
     "UPDATE registrations SET token_digest = NULL, participant_id = ?, updated_at = ? "
     "WHERE id = ? AND token_digest IS NOT NULL"
@@ -200,10 +234,11 @@ SELECT_ERASABLE_BY_TAG = (
     "SELECT id, participant_id FROM registrations WHERE email_tag = ? AND erased_at IS NULL "
     "ORDER BY created_at, id"
 )
-# Overwrite in place: the ciphertext becomes empty, the wrapped key, tag and token digest NULL.
+# Overwrite in place: the ciphertext becomes empty, the wrapped key, tag and token digest NULL
+# (and the digest of a confirmation code that may still be live).
 ERASE_REGISTRATION = (
     "UPDATE registrations SET sealed = ?, wrapped_key = NULL, email_tag = NULL, "
-    "token_digest = NULL, erased_at = ?, updated_at = ? WHERE id = ?"
+    "token_digest = NULL, confirm_digest = NULL, erased_at = ?, updated_at = ? WHERE id = ?"
 )
 ERASED_SEALED = b""
 # The name a participant who joined with an erased registration gave, and the address it
@@ -288,10 +323,55 @@ MIGRATE_3_TO_4: dict[str, tuple[str, ...]] = {
     "postgresql": (_ADD_MEETING_REGISTRATION,),
 }
 
+
+def _registrations_v5(dialect: str, name: str) -> str:
+    """schema.sql's CREATE TABLE of registrations (version 5), under another name: the one
+    definition of the table, for the migration to rebuild it."""
+    head = "CREATE TABLE IF NOT EXISTS registrations ("
+    for statement in schema_statements(dialect):
+        if statement.startswith(head):
+            return f"CREATE TABLE {name} (" + statement[len(head) :]
+    raise AssertionError("schema.sql has no registrations table")
+
+
+# Version 4 -> 5 lets a registration be 'unconfirmed' (its status CHECK) and adds the columns of
+# its confirmation code. SQLite cannot change a CHECK constraint in place, so it rebuilds the
+# table as SQLite's documentation says (https://www.sqlite.org/lang_altertable.html, "Making
+# Other Kinds Of Table Schema Changes"): create the new table, copy the rows, drop the old one,
+# rename the new one; the schema then creates its indexes again. Nothing refers to
+# registrations, so no foreign key needs switching off (which a transaction cannot do).
+# PostgreSQL replaces the constraint (a column's CHECK is named <table>_<column>_check) and
+# adds the columns.
+MIGRATE_4_TO_5: dict[str, tuple[str, ...]] = {
+    "sqlite": (
+        _registrations_v5("sqlite", "registrations_v5"),
+        f"INSERT INTO registrations_v5 ({REGISTRATION_V4_COLUMNS}) "
+        f"SELECT {REGISTRATION_V4_COLUMNS} FROM registrations",
+        "DROP TABLE registrations",
+        "ALTER TABLE registrations_v5 RENAME TO registrations",
+    ),
+    "postgresql": (
+        "ALTER TABLE registrations DROP CONSTRAINT registrations_status_check",
+        "ALTER TABLE registrations ADD CONSTRAINT registrations_status_check "
+        "CHECK (status IN ('unconfirmed', 'pending', 'approved', 'rejected'))",
+        "ALTER TABLE registrations ADD COLUMN confirm_digest TEXT",
+        "ALTER TABLE registrations ADD COLUMN confirm_expires_at DOUBLE PRECISION",
+        "ALTER TABLE registrations ADD COLUMN confirm_attempts INTEGER NOT NULL DEFAULT 0 "
+        "CHECK (confirm_attempts >= 0)",
+        "ALTER TABLE registrations ADD COLUMN confirm_sends INTEGER NOT NULL DEFAULT 0 "
+        "CHECK (confirm_sends >= 0)",
+        "ALTER TABLE registrations ADD COLUMN confirm_sent_at DOUBLE PRECISION",
+    ),
+}
+
+REGISTRATIONS_SINCE = 4
+"""The schema version that created the registrations table."""
+
 MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
     1: MIGRATE_1_TO_2,
     2: MIGRATE_2_TO_3,
     3: MIGRATE_3_TO_4,
+    4: MIGRATE_4_TO_5,
 }
 """Per stored version, the statements per dialect that take a database to the next one."""
 
@@ -301,8 +381,8 @@ UPDATE_SCHEMA_VERSION = "UPDATE schema_version SET version = ?"
 def opening_statements(dialect: str, version: int | None) -> list[tuple[str, tuple[Any, ...]]]:
     """What opening a database runs, in one transaction, once it has read the stored schema
     version (None: no schema yet): the migrations from an older version, one step after the
-    other (1 -> 2 -> 3 -> 4), the schema (idempotent: on an existing database it creates nothing
-    new), and the version of a new database.
+    other (1 -> 2 -> 3 -> 4 -> 5), the schema (idempotent: on an existing database it creates
+    nothing new), and the version of a new database.
 
     Raises:
         SchemaMismatch: the database was written by a newer relay, or holds a version no
@@ -319,8 +399,12 @@ def opening_statements(dialect: str, version: int | None) -> list[tuple[str, tup
     if version is not None and version < SCHEMA_VERSION:
         # Version 2 added the wire ids: add the columns and number the existing rows (the
         # schema below then adds the unique indexes). Version 3 added meetings.features,
-        # version 4 meetings.registration (and the new tables, which the schema creates).
+        # version 4 meetings.registration (and the new tables, which the schema creates),
+        # version 5 the unconfirmed registrations (the schema then recreates the indexes of
+        # the table SQLite rebuilt).
         for old in range(version, SCHEMA_VERSION):
+            if old == REGISTRATIONS_SINCE and version < REGISTRATIONS_SINCE:
+                continue  # no registrations table to change: the schema creates it as it is now
             statements += [(statement, ()) for statement in MIGRATIONS[old][dialect]]
         statements.append((UPDATE_SCHEMA_VERSION, (SCHEMA_VERSION,)))
     statements += [(statement, ()) for statement in schema_statements(dialect)]
@@ -525,6 +609,11 @@ def registration_row(r: Sequence[Any]) -> RegistrationRow:
         created_at=float(r[8]),
         updated_at=float(r[9]),
         erased_at=None if r[10] is None else float(r[10]),
+        confirm_digest=r[11],
+        confirm_expires_at=None if r[12] is None else float(r[12]),
+        confirm_attempts=int(r[13]),
+        confirm_sends=int(r[14]),
+        confirm_sent_at=None if r[15] is None else float(r[15]),
     )
 
 
@@ -541,6 +630,11 @@ def registration_params(g: RegistrationRow) -> tuple[Any, ...]:
         g.created_at,
         g.updated_at,
         g.erased_at,
+        g.confirm_digest,
+        g.confirm_expires_at,
+        g.confirm_attempts,
+        g.confirm_sends,
+        g.confirm_sent_at,
     )
 
 
@@ -568,6 +662,11 @@ def full(meeting_id: str, capacity: int) -> CapacityReached:
     return CapacityReached(
         f"meeting {meeting_id!r} has {capacity} registrations: its capacity is reached"
     )
+
+
+Decide = Callable[[RegistrationRow], tuple[str, dict[str, object]]]
+"""One step of a confirmation (base.confirmation_step or renewal_step, its arguments bound):
+from the registration as the transaction reads it, the outcome and the columns to change."""
 
 
 def not_erased(row: Sequence[Any]) -> dict[str, object]:
@@ -651,8 +750,26 @@ class SqlStore(abc.ABC):
     ) -> RegistrationRow:
         """In one transaction: lock the meeting's row (`LOCK_MEETING`, made with `for_update`;
         no row: `no_meeting_to_register`), with `capacity` count its registrations
-        (`COUNT_REGISTRATIONS`; `full` when there are `capacity`), insert the row (a second
+        (`COUNT_REGISTRATIONS`; `full` when there are `capacity`), delete an unconfirmed one
+        with the row's email tag (`DELETE_UNCONFIRMED_OF_EMAIL`), insert the row (a second
         registration with the email tag: DuplicateKey); the row as stored."""
+
+    @abc.abstractmethod
+    async def _registration_step(
+        self, registration_id: str, meeting_id: str, decide: Decide, capacity: int | None
+    ) -> RegistrationStep | None:
+        """In one transaction: lock the meeting's row (`LOCK_MEETING`, for update; none:
+        None), read the registration (`SELECT_REGISTRATION_OF`, for update; none: None),
+        `decide` the outcome and the changes; a CONFIRMED outcome with `capacity` counts the
+        registrations first (`COUNT_REGISTRATIONS`: FULL and no changes when there are
+        `capacity`); run `update("registrations", changes, CONFIRMATION_UPDATABLE)`; the
+        outcome and the row after. The meeting is locked before the registration, in the
+        order `_insert_registration` locks them, so that the two never deadlock."""
+
+    @abc.abstractmethod
+    async def _delete_registrations(self, statement: str, params: Sequence[Any]) -> int:
+        """Run a DELETE of registrations in one transaction; how many rows it deleted. SQLite
+        then checkpoints the WAL when there were any (the rows held personal data)."""
 
     @abc.abstractmethod
     async def _use_token(
@@ -862,6 +979,8 @@ class SqlStore(abc.ABC):
         created_at: float | None = None,
         registration_id: str | None = None,
         capacity: int | None = None,
+        confirm_digest: str | None = None,
+        confirm_expires_at: float | None = None,
     ) -> RegistrationRow:
         row = new_registration(
             meeting_id=meeting_id,
@@ -872,10 +991,77 @@ class SqlStore(abc.ABC):
             token_digest=token_digest,
             created_at=created_at,
             registration_id=registration_id,
+            confirm_digest=confirm_digest,
+            confirm_expires_at=confirm_expires_at,
         )
         if capacity is not None:
             check_int("capacity", capacity)
         return await self._insert_registration(row, capacity)
+
+    async def confirm_registration(
+        self,
+        registration_id: str,
+        *,
+        meeting_id: str,
+        code_digest: str,
+        now: float,
+        max_attempts: int,
+        status: str,
+        token_digest: str | None = None,
+        capacity: int | None = None,
+    ) -> RegistrationStep | None:
+        check_text("registration id", registration_id)
+        check_text("meeting id", meeting_id)
+        check_digest("code_digest", code_digest)
+        when = check_time("now", now)
+        check_int("max_attempts", max_attempts, minimum=1)
+        check_choice("status", status, ("pending", "approved"))  # what a confirmation gives
+        if (status == "approved") != (token_digest is not None):
+            raise InvalidValue("an approved registration, and only one, takes a token_digest")
+        if token_digest is not None:
+            check_digest("token_digest", token_digest)
+        if capacity is not None:
+            check_int("capacity", capacity)
+        decide: Decide = functools.partial(
+            confirmation_step,
+            code_digest=code_digest,
+            now=when,
+            max_attempts=max_attempts,
+            status=status,
+            token_digest=token_digest,
+        )
+        return await self._registration_step(registration_id, meeting_id, decide, capacity)
+
+    async def renew_confirmation(
+        self,
+        registration_id: str,
+        *,
+        meeting_id: str,
+        code_digest: str,
+        expires_at: float,
+        now: float,
+        min_interval: float,
+        max_sends: int,
+    ) -> RegistrationStep | None:
+        check_text("registration id", registration_id)
+        check_text("meeting id", meeting_id)
+        decide: Decide = functools.partial(
+            renewal_step,
+            code_digest=check_digest("code_digest", code_digest),
+            expires_at=check_time("expires_at", expires_at),
+            now=check_time("now", now),
+            min_interval=check_number("min_interval", min_interval),
+            max_sends=check_int("max_sends", max_sends, minimum=1),
+        )
+        return await self._registration_step(registration_id, meeting_id, decide, None)
+
+    async def discard_unconfirmed(self, registration_id: str) -> bool:
+        check_text("registration id", registration_id)
+        return await self._delete_registrations(DISCARD_UNCONFIRMED, (registration_id,)) > 0
+
+    async def purge_unconfirmed(self, created_before: float) -> int:
+        when = check_time("created_before", created_before)
+        return await self._delete_registrations(PURGE_UNCONFIRMED, (when,))
 
     async def get_registration(
         self, registration_id: str, *, meeting_id: str | None = None

@@ -21,10 +21,11 @@ second process (a CLI reading the same file) wait for a write lock instead of fa
 Erasure (DESIGN.md: erasing a person leaves nothing readable). `secure_delete=ON` makes SQLite
 overwrite with zeros whatever a statement deletes or replaces, in the pages it writes; but in
 WAL mode the older versions of those pages stay in the -wal file until a checkpoint copies the
-newest into the database and the WAL is emptied. So erasing registrations and deleting a
-meeting end with `wal_checkpoint(TRUNCATE)`: afterwards neither the database file nor the WAL
-holds an erased registrant's wrapped data key, sealed fields, email tag or token digest, nor
-the name a participant who joined with it gave. A checkpoint that another connection blocks
+newest into the database and the WAL is emptied. So erasing registrations, deleting a
+meeting and deleting unconfirmed registrations (replaced, discarded or purged; version 5) end
+with `wal_checkpoint(TRUNCATE)`: afterwards neither the database file nor the WAL holds an
+erased registrant's wrapped data key, sealed fields, email tag or token digest, nor the name a
+participant who joined with it gave. A checkpoint that another connection blocks
 (a reader in another process) is logged and retried at the next erasure and at close.
 
 The public methods (validation, statements, paging) are `control.store.sql.SqlStore`'s, shared
@@ -48,7 +49,9 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from control.store import sql
 from control.store.base import (
+    CONFIRMED,
     FOREIGN_KEY,
+    FULL,
     OTHER_CONSTRAINT,
     UNIQUE,
     AuditRow,
@@ -57,6 +60,7 @@ from control.store.base import (
     MeetingRow,
     ParticipantRow,
     RegistrationRow,
+    RegistrationStep,
     StoreClosed,
     StoreError,
     UsageRecord,
@@ -259,11 +263,52 @@ def _insert_registration(
             taken = int(conn.execute(sql.COUNT_REGISTRATIONS, (row.meeting_id,)).fetchone()[0])
             if taken >= capacity:
                 raise sql.full(row.meeting_id, capacity)
+        replaced = conn.execute(
+            sql.DELETE_UNCONFIRMED_OF_EMAIL, (row.meeting_id, row.email_tag)
+        ).rowcount
         try:
             conn.execute(sql.INSERT_REGISTRATION, sql.registration_params(row))
         except sqlite3.IntegrityError as exc:
             raise _integrity(exc, f"cannot add registration {row.id!r}") from exc
+    if replaced:
+        _checkpoint(conn)  # the replaced registration held personal data
     return row
+
+
+def _registration_step(
+    conn: sqlite3.Connection,
+    registration_id: str,
+    meeting_id: str,
+    decide: sql.Decide,
+    capacity: int | None,
+) -> RegistrationStep | None:
+    with _transaction(conn):  # the write lock: what is read stays as it is until the end
+        if conn.execute(sql.LOCK_MEETING, (meeting_id,)).fetchone() is None:
+            return None
+        row = _fetch_one(
+            conn, sql.SELECT_REGISTRATION_OF, (registration_id, meeting_id), sql.registration_row
+        )
+        if row is None:
+            return None
+        outcome, changes = decide(row)
+        if outcome == CONFIRMED and capacity is not None:
+            taken = int(conn.execute(sql.COUNT_REGISTRATIONS, (meeting_id,)).fetchone()[0])
+            if taken >= capacity:
+                outcome, changes = FULL, {}
+        if changes:
+            statement = sql.update("registrations", list(changes), sql.CONFIRMATION_UPDATABLE)
+            conn.execute(statement, [*changes.values(), row.id])
+        after = _fetch_one(conn, sql.SELECT_REGISTRATION, (row.id,), sql.registration_row)
+        assert after is not None
+        return RegistrationStep(outcome, after)
+
+
+def _delete_registrations(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> int:
+    with _transaction(conn):
+        deleted = int(conn.execute(statement, params).rowcount)
+    if deleted:
+        _checkpoint(conn)
+    return deleted
 
 
 def _use_token(
@@ -453,6 +498,14 @@ class SqliteStore(sql.SqlStore):
         self, meeting_id: str, token_digest: str, participant_id: str, used_at: float
     ) -> RegistrationRow | None:
         return await self._call(_use_token, meeting_id, token_digest, participant_id, used_at)
+
+    async def _registration_step(
+        self, registration_id: str, meeting_id: str, decide: sql.Decide, capacity: int | None
+    ) -> RegistrationStep | None:
+        return await self._call(_registration_step, registration_id, meeting_id, decide, capacity)
+
+    async def _delete_registrations(self, statement: str, params: Sequence[Any]) -> int:
+        return await self._call(_delete_registrations, statement, params)
 
     async def _erase_registrations(
         self, ids: Sequence[str], email_tag: str | None, erased_at: float
