@@ -35,7 +35,9 @@
 #      reservation is durable, so a stream's first packet waits for one fdatasync, not lost.
 #
 # SRTCP indexes, one counter per receiver across all SSRCs, follow the same ledger (kind 'C');
-# they are explicit in every packet, so a jump costs nothing.
+# they are explicit in every packet, so a jump costs nothing. So does consent (kind 'A'): an
+# address given at join that asked for media (its own caller, or an authenticated packet from
+# it) stays confirmed across a control plane's restart, whose snapshots cannot tell.
 
 from libc.stdlib cimport calloc, free, malloc, realloc
 
@@ -47,6 +49,7 @@ import struct as _struct
 #   b"O": the receiver's stream of that SSRC may use indexes below value
 #   b"C": the receiver's SRTCP indexes below value may be used
 #   b"S": the sender's stream of that SSRC was received up to index value (uplink key)
+#   b"A": the participant's address (fingerprint: `_address_fingerprint`) consented
 _RECORD = _struct.Struct("<c3xIIQIQ")
 LEDGER_RECORD_SIZE = _RECORD.size
 INDEX_RESERVE = RESERVE_RTP     # how far past its highest index a receiver's stream is reserved
@@ -76,6 +79,7 @@ cdef enum:
     PF_ADDRESS_PENDING = 16  # given at join by a caller elsewhere: nothing is sent there until
                              # an authenticated packet from that IP shows it wants it (RFC 7675)
     PF_QUEUED = 32          # in the reservation queue
+    PF_CONSENT_NEW = 64     # its address consented since the ledger last heard of it
 
 
 ctypedef struct SenderStream:
@@ -447,7 +451,14 @@ cdef class RouteTable:
         if sockaddr is not None:
             memcpy(&p.addr, <const char*>sockaddr, len(sockaddr))
             p.addr_len = <socklen_t>len(sockaddr)
-            p.flags |= PF_HAS_ADDRESS if address_confirmed else PF_ADDRESS_PENDING
+            consented = (b"A", participant_id, _address_fingerprint(&p.addr, p.addr_len), 0)
+            if consented in self.ledger:
+                p.flags |= PF_HAS_ADDRESS
+            elif address_confirmed:
+                p.flags |= PF_HAS_ADDRESS | PF_CONSENT_NEW
+                table_queue(self, slot)
+            else:
+                p.flags |= PF_ADDRESS_PENDING
             table_addr_insert(self, slot)
         if p.nstreams:
             self._rebuild_ssrcs()
@@ -530,6 +541,10 @@ cdef class RouteTable:
                                         p.out[s].wanted)
             if p.rtcp_wanted > p.rtcp_limit:
                 out += _RECORD.pack(b"C", m.id, p.id, p.down_fp, 0, p.rtcp_wanted)
+            if p.flags & PF_CONSENT_NEW:
+                fp = _address_fingerprint(&p.addr, p.addr_len)
+                self.ledger[(b"A", p.id, fp, 0)] = [1, 1, m.id]
+                out += _RECORD.pack(b"A", m.id, p.id, fp, 0, 1)
         return bytes(out)
 
     def ledger_commit(self):
@@ -545,7 +560,7 @@ cdef class RouteTable:
                     p.out[s].limit = p.out[s].wanted
             if p.rtcp_wanted > p.rtcp_limit:
                 p.rtcp_limit = p.rtcp_wanted
-            p.flags &= ~PF_QUEUED
+            p.flags &= ~(PF_QUEUED | PF_CONSENT_NEW)
         self.nqueue = 0
 
     cdef Participant* _queued(self, uint32_t i):
@@ -612,7 +627,7 @@ cdef class RouteTable:
                              f"{len(data)} bytes is not a whole number of them")
         for off in range(0, len(data), _RECORD.size):
             kind, meeting, pid, fp, ssrc, value = _RECORD.unpack_from(data, off)
-            if kind not in (b"O", b"C", b"S"):
+            if kind not in (b"O", b"C", b"S", b"A"):
                 raise ValueError(f"unknown ledger record kind at byte {off}")
             if kind == b"C":
                 value = min(value, 0x80000000)  # the SRTCP index is 31 bits
@@ -1084,7 +1099,8 @@ cdef void table_latch(RouteTable t, uint32_t slot, const void* sa, socklen_t n) 
     if table_same_address(p, sa, n) or n > sizeof(sockaddr_in6):
         return
     if p.flags & PF_ADDRESS_PENDING and table_same_ip(&p.addr, p.addr_len, sa, n):
-        p.flags = (p.flags & ~PF_ADDRESS_PENDING) | PF_HAS_ADDRESS
+        p.flags = (p.flags & ~PF_ADDRESS_PENDING) | PF_HAS_ADDRESS | PF_CONSENT_NEW
+        table_queue(t, slot)    # the ledger remembers it (ledger_pending)
         t.stats.latched += 1
         return
     if p.flags & (PF_HAS_ADDRESS | PF_ADDRESS_PENDING):
@@ -1142,6 +1158,16 @@ cdef bytes _sockaddr_bytes(object address):
         return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + ip.packed + bytes(8)
     return (struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", port, 0) + ip.packed
             + bytes(4))
+
+
+cdef object _address_fingerprint(const void* sa, socklen_t n):
+    """A 64-bit name for an address and port (not the address itself: the ledger needs to
+    know that one consented, not where it is)."""
+    cdef AddrKey key
+    if not addr_key(sa, n, &key):
+        return 0
+    return int.from_bytes(_hashlib.blake2b((<char*>key.b)[:18], digest_size=8,
+                                           person=b"relay-consent").digest(), "little")
 
 
 cdef bytes _ip16(object host):

@@ -360,8 +360,8 @@ class Worker:
         send what waited for them (ext/table.pxi, "Never the same index twice"). If the
         ledger cannot be written, nothing is committed: what waited is dropped (counted as
         unreserved) and the fast path goes on only within what is already durable."""
+        records = self.table.ledger_pending()
         if self.ledger is not None:
-            records = self.table.ledger_pending()
             if records:
                 try:
                     self.ledger.append(records)

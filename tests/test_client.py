@@ -380,12 +380,11 @@ def attack(url: str, meeting_id: str, failures: int) -> None:
                     attacker.join(meeting_id, name="Eve", password="guess")
 
 
-def test_join_solves_the_hardest_proof_of_work_by_itself_within_2_s(
-    api: Api, client: RelayClient
-) -> None:
+def test_join_solves_the_hardest_proof_of_work_by_itself(api: Api, client: RelayClient) -> None:
     """A correct password during an attack, at the hardest proof of work the server asks:
-    a real server on loopback, real Argon2, the Python client solving; within 2 s in all.
-    The host key is checked first and asks no proof at all."""
+    a real server on loopback, real Argon2, the Python client solving (how long that takes
+    is measured by bench.guessing, not here: docs/RELIABILITY.md). The host key is checked
+    first and asks no proof at all."""
     url, _token = api
     created = client.create_meeting("Under attack", password="right")
     meeting_id = created["id"]
@@ -401,16 +400,13 @@ def test_join_solves_the_hardest_proof_of_work_by_itself_within_2_s(
 
     asked: list[ProofOfWorkRequired] = []
     with at(url, "127.0.0.99") as attendee:
-        started = time.perf_counter()
         answer = attendee.join(
             meeting_id, name="Ann", password="right", on_proof_of_work=asked.append
         )
-        elapsed = time.perf_counter() - started
         assert answer["role"] == "panelist"
         assert [(a.status, a.code, a.difficulty) for a in asked] == [
             (428, "proof_of_work_required", auth.POW_MAX_BITS)
         ]
-        assert elapsed < 2.0, f"a correct password took {elapsed:.2f} s to join"
 
         with pytest.raises(ProofOfWorkRequired) as required:
             attendee.join(meeting_id, name="Bo", password="right", solve_proof_of_work=False)
@@ -419,7 +415,6 @@ def test_join_solves_the_hardest_proof_of_work_by_itself_within_2_s(
         assert "many failed joins" in required.value.message
 
     with at(url, "127.0.0.20") as attacker:  # an attacking address, with the host key
-        started = time.perf_counter()
         host = attacker.join(
             meeting_id,
             name="Host",
@@ -427,7 +422,7 @@ def test_join_solves_the_hardest_proof_of_work_by_itself_within_2_s(
             host_key=created["host_key"],
             solve_proof_of_work=False,
         )
-        assert host["role"] == "host" and time.perf_counter() - started < 0.5
+        assert host["role"] == "host"
 
 
 def test_a_client_solves_what_the_server_checks_and_gives_up_on_absurd_puzzles() -> None:

@@ -368,7 +368,7 @@ async def sweep_world(api: Api, tmp_path: Path) -> dict[str, str]:
     """A meeting with a participant (SSRC MARK_NUMBER, so that a join declaring it clashes),
     a webinar taking registrations by hand with one registration, a webinar with automatic
     approval and an unconfirmed registration, and a recording."""
-    api.plane.service.throttle = FailureThrottle(client_threshold=10**6, meeting_threshold=10**6)
+    api.plane.service.throttle = FailureThrottle(client_threshold=10**6)
     m = await api.create(title="Standup", password=PW)
     p = await api.joined(m["id"], name="P", password=PW, ssrcs=[MARK_NUMBER])
     w = await api.create(title="Launch", mode="webinar", password=PW)

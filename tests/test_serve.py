@@ -58,8 +58,10 @@ class Serve:
         return self.log.read_text() if self.log.exists() else ""
 
 
-def start_serve(data_dir: Path, workers: int = 2, *extra: str) -> Serve:
-    base = free_ports(2 * workers)
+def start_serve(data_dir: Path, workers: int = 2, *extra: str, base: int | None = None) -> Serve:
+    """`relay serve` on free ports (or on `base`'s: media from base, the API after them),
+    once its banner says it is up."""
+    base = free_ports(2 * workers) if base is None else base
     api_port = base + 2 * workers
     log = data_dir.parent / f"{data_dir.name}-{time.monotonic_ns()}.log"
     out = log.open("w")
