@@ -271,10 +271,13 @@ def relay_command(
     ready: Path,
     worker: int | None = None,
     fanout: list[str] | None = None,
+    state: Path | None = None,
 ) -> list[str]:
     """The command line of one process of target, listening on port. With worker (one
     process of W): the relay's worker `worker`, passing packets to the others over the
-    ZeroMQ endpoints `fanout`, or a ceiling serving only the receivers homed on `worker`."""
+    ZeroMQ endpoints `fanout`, or a ceiling serving only the receivers homed on `worker`.
+    With `state`, the relay runs as `relay serve` runs it: with its SRTP state on disk there
+    (the ledger of index reservations, relay/ledger.py)."""
     py = sys.executable
     if target == "relay":
         cmd = [
@@ -289,6 +292,8 @@ def relay_command(
             "--ready-file",
             str(ready),
         ]
+        if state is not None:
+            cmd += ["--state-file", str(state / f"worker-{worker or 0}.state")]
         if worker is not None:
             cmd += ["--index", str(worker), "--fanout", ",".join(fanout or [])]
         return cmd
@@ -339,6 +344,9 @@ class RelayGroup:
             else None
         )
         readies = []
+        # The relay's SRTP state, its own for each start: a ledger left by another target
+        # would be another relay's history of these keys.
+        state = Path(tempfile.mkdtemp(prefix=f"{target}-state-", dir=workdir))
         try:
             for i in range(processes):
                 ready = workdir / (f"{target}.ready" if processes == 1 else f"{target}-{i}.ready")
@@ -351,6 +359,7 @@ class RelayGroup:
                     ready,
                     worker=i if processes > 1 else None,
                     fanout=fanout,
+                    state=state,
                 )
                 self.procs.append(
                     subprocess.Popen(

@@ -70,14 +70,16 @@ cdef inline void _index_restore(SrtpIndex* t, uint64_t highest) noexcept:
     memset(t.seen, 0xFF, sizeof(t.seen))
 
 
+# PF_HAS_ADDRESS: where it receives is known and wanted: latched from an authenticated packet,
+# or given at join by a caller at that address (consent). PF_ADDRESS_PENDING: given at join by
+# a caller elsewhere; nothing is sent there until an authenticated packet from that IP shows it
+# wants it (RFC 7675's consent, for clients without ICE).
 cdef enum:
     PF_MUTED = 1
     PF_EJECTED = 2
-    PF_HAS_ADDRESS = 4      # where it receives: latched from an authenticated packet, or given
-                            # at join by a caller at that address (consent)
+    PF_HAS_ADDRESS = 4
     PF_REMOTE = 8           # homed on another worker: that worker sends to it, not this one
-    PF_ADDRESS_PENDING = 16  # given at join by a caller elsewhere: nothing is sent there until
-                             # an authenticated packet from that IP shows it wants it (RFC 7675)
+    PF_ADDRESS_PENDING = 16
     PF_QUEUED = 32          # in the reservation queue
     PF_CONSENT_NEW = 64     # its address consented since the ledger last heard of it
 
@@ -133,8 +135,7 @@ ctypedef struct Participant:
     SrtpContext* down       # protects what it receives
     const SuiteSpec* spec
     uint8_t up_master[SRTP_MAX_KEY + SRTP_MAX_SALT]
-    uint8_t hint[16]        # the IP it joined from (IPv4-mapped): its first packets likely come
-                            # from there, which orders the candidates of a shared SSRC
+    uint8_t hint[16]        # the IP it joined from, IPv4-mapped (table_candidates)
     sockaddr_in6 addr       # where it receives (sockaddr_in in the first bytes for IPv4)
     socklen_t addr_len
     OutStream* out          # per stream slot of the meeting

@@ -96,15 +96,24 @@ class Presenter:
 
 
 def exchange(p: Presenter, listeners: list[Listener], label: bytes, count: int) -> None:
-    """`count` packets, each waited for by every listener, so nothing is lost in between."""
-    for n in range(count):
+    """Until every listener decrypted `count` more packets: one at a time, each waited for,
+    and a new one after 0.3 s without (right after a change, the worker may not have its
+    routing update yet when a packet arrives: that packet goes nowhere, which is allowed;
+    a packet a listener cannot decrypt is not)."""
+    want = [len(x.payloads) + count for x in listeners]
+    deadline = time.monotonic() + 10
+    n = 0
+    while any(len(x.payloads) < w for x, w in zip(listeners, want, strict=True)):
+        assert time.monotonic() < deadline, f"{label!r} did not reach every listener"
         p.send(b"%s %d" % (label, n))
-        want = [len(x.payloads) + 1 for x in listeners]
-        deadline = time.monotonic() + 2
-        while any(len(x.payloads) < w for x, w in zip(listeners, want, strict=True)):
-            assert time.monotonic() < deadline, f"{label!r} {n} did not reach every listener"
+        n += 1
+        sent_at = time.monotonic()
+        before = [len(x.payloads) for x in listeners]
+        while time.monotonic() - sent_at < 0.3:
             for x in listeners:
                 x.drain()
+            if all(len(x.payloads) > b for x, b in zip(listeners, before, strict=True)):
+                break
             time.sleep(0.001)
 
 
@@ -157,7 +166,7 @@ def test_libsrtp_listeners_decrypt_everything_across_expel_role_change_and_kills
             second = presenter("second", 65530, role="panelist", password="pp")
             exchange(second, listeners, b"second", 5)
             for x in listeners:  # the listener's stream went on where it was
-                assert x.seqs == [(65530 + k) & 0xFFFF for k in range(10)]
+                assert x.seqs[:10] == [(65530 + k) & 0xFFFF for k in range(10)]
 
             # 2. The newcomer's sequence numbers wrap (ROC 1), then the host makes it host:
             # it leaves and joins again, keys kept.
