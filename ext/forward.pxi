@@ -22,6 +22,7 @@ ctypedef struct ParkedCopy:
     uint32_t receiver       # participant slot, and its id: checked again at release
     uint32_t receiver_id
     uint32_t stream_slot
+    uint32_t sender         # participant slot of the sender, and its id
     uint32_t sender_id
     uint32_t packet         # index into the parked plaintexts
     uint64_t index          # the sender's SRTP index of the packet
@@ -239,7 +240,6 @@ cdef class Forwarder:
                            const uint8_t* plain, size_t plain_len,
                            uint64_t index) noexcept nogil:
         cdef const Meeting* m = &self.table.meetings[self.table.parts[sender].meeting]
-        cdef uint32_t sender_id = self.table.parts[sender].id
         cdef uint32_t j, r
         cdef uint32_t parked = PARK_PACKETS     # this packet's plaintext, once parked
         cdef Participant* rp
@@ -260,10 +260,10 @@ cdef class Forwarder:
             if stream_slot >= rp.out_init:  # only if out of memory at a join
                 self.stats.dropped[DROP_CRYPTO] += 1
                 continue
-            self._copy(tx, fd, r, stream_slot, sender_id, plain, plain_len, index, &parked)
+            self._copy(tx, fd, r, stream_slot, sender, plain, plain_len, index, &parked)
 
     cdef int _copy(self, SendBatch tx, int fd, uint32_t r, uint32_t stream_slot,
-                   uint32_t sender_id, const uint8_t* plain, size_t plain_len,
+                   uint32_t sender, const uint8_t* plain, size_t plain_len,
                    uint64_t index, uint32_t* parked) noexcept nogil:
         """Receiver r's copy of a packet of stream_slot, at the receiver's own index
         (table.pxi, "Never the same index twice"): protected and queued (1), or, while that
@@ -279,8 +279,8 @@ cdef class Forwarder:
             out.route = table_route(rp, load_be32(plain + 8), &out.port)
         if out.route == ROUTE_SKIP:
             return 0                    # its SDP does not describe this stream
-        if not out.bound or out.source != sender_id:
-            out_bind(out, index, sender_id)
+        if not out_bound_to(out, &self.table.parts[sender]):
+            out_bind(out, index, &self.table.parts[sender])
         o = index + out.delta
         if <int64_t>o < 0:
             self.stats.dropped[DROP_LATE] += 1  # from before this mapping's first packet
@@ -293,7 +293,7 @@ cdef class Forwarder:
             if parked == NULL:
                 self.stats.dropped[DROP_UNRESERVED] += 1
             else:
-                self._park(r, stream_slot, sender_id, plain, plain_len, index, parked)
+                self._park(r, stream_slot, sender, plain, plain_len, index, parked)
             return 0
         slot = self._slot(tx, fd)
         if slot == NULL:
@@ -310,7 +310,7 @@ cdef class Forwarder:
                        out.port if out.route == ROUTE_PORT else 0)
         return 1
 
-    cdef void _park(self, uint32_t r, uint32_t stream_slot, uint32_t sender_id,
+    cdef void _park(self, uint32_t r, uint32_t stream_slot, uint32_t sender,
                     const uint8_t* plain, size_t plain_len, uint64_t index,
                     uint32_t* parked) noexcept nogil:
         """Hold a copy until release(): the plaintext once per packet, a small entry per
@@ -340,7 +340,8 @@ cdef class Forwarder:
         e.receiver = r
         e.receiver_id = self.table.parts[r].id
         e.stream_slot = stream_slot
-        e.sender_id = sender_id
+        e.sender = sender
+        e.sender_id = self.table.parts[sender].id
         e.packet = parked[0]
         e.index = index
         self.nparked += 1
@@ -360,6 +361,9 @@ cdef class Forwarder:
             rp = &self.table.parts[e.receiver]
             if rp.meeting < 0 or rp.id != e.receiver_id or e.stream_slot >= rp.out_init:
                 continue                # it left meanwhile
+            if (e.sender >= self.table.parts_cap or self.table.parts[e.sender].meeting < 0
+                    or self.table.parts[e.sender].id != e.sender_id):
+                continue                # so did the sender
             if self.table.meetings[rp.meeting].ended:
                 self.stats.dropped[DROP_ENDED] += 1
             elif rp.flags & PF_EJECTED:
@@ -367,7 +371,7 @@ cdef class Forwarder:
             elif not rp.flags & PF_HAS_ADDRESS:
                 self.stats.dropped[DROP_NO_ADDRESS] += 1
             else:
-                sent += self._copy(tx, fd, e.receiver, e.stream_slot, e.sender_id,
+                sent += self._copy(tx, fd, e.receiver, e.stream_slot, e.sender,
                                    self.parked_plain + <size_t>e.packet * SLOT_SIZE,
                                    self.parked_lens[e.packet], e.index, NULL)
         self.nparked = 0

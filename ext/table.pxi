@@ -96,7 +96,8 @@ ctypedef struct OutStream:
     uint8_t route           # ROUTE_*: where this stream goes (resolved at its first packet)
     bint bound              # delta maps `source`'s indexes
     uint16_t port           # network order, with ROUTE_PORT
-    uint32_t source         # participant id whose packets delta maps
+    uint32_t source         # participant id whose packets delta maps,
+    uint32_t source_key     # under that uplink key (low bits of its fingerprint)
     uint64_t delta          # out index = sender index + delta (modulo 2^64)
     uint64_t next           # the lowest index not sent yet (0: a fresh stream)
     uint64_t limit          # indexes at or above it are not reserved durably
@@ -991,8 +992,16 @@ cdef inline uint8_t table_route(const Participant* p, uint32_t ssrc,
     return ROUTE_SKIP
 
 
-cdef inline void out_bind(OutStream* out, uint64_t index, uint32_t source) noexcept nogil:
-    """Map `source`'s indexes onto a receiver's stream (rule 2 at the top of this file): a
+cdef inline bint out_bound_to(const OutStream* out, const Participant* sender) noexcept nogil:
+    """Whether out's mapping is of this sender's stream, under its present key (a sender
+    given new keys starts its indexes afresh: a new source)."""
+    return (out.bound and out.source == sender.id
+            and out.source_key == <uint32_t>sender.up_fp)
+
+
+cdef inline void out_bind(OutStream* out, uint64_t index,
+                          const Participant* sender) noexcept nogil:
+    """Map the sender's indexes onto a receiver's stream (rule 2 at the top of this file): a
     fresh stream takes the source's sequence numbers with ROC 0; any other continues at
     `next`, right after everything the receiver was sent on it."""
     if out.next == 0 and not out.tx.started:
@@ -1000,7 +1009,8 @@ cdef inline void out_bind(OutStream* out, uint64_t index, uint32_t source) noexc
     else:
         out.delta = out.next - index
     out.bound = True
-    out.source = source
+    out.source = sender.id
+    out.source_key = <uint32_t>sender.up_fp
 
 
 cdef bint table_same_address(const Participant* p, const void* sa,

@@ -2,8 +2,9 @@
 
 One input drives, in turn: SRTP and SRTCP unprotect (the suite from its first byte), the
 forwarding loop (up to four datagrams from one input, through a routing table with a webinar
-in it, from a known and an unknown address), a record message from another worker, the saved
-stream state, and SDES key parsing. Exceptions the API documents (SrtpError, ValueError) are
+in it, from a known and an unknown address, then its reservations committed and what waited
+for them released), a record message from another worker, the saved ledger and stream state,
+and SDES key parsing. Exceptions the API documents (SrtpError, ValueError) are
 expected; anything else, a crash, a sanitizer report or a packet that does not survive
 protect then unprotect, is a finding.
 
@@ -43,7 +44,8 @@ STRANGER = ("10.9.9.9", 6000)
 
 
 def _table() -> tuple[_core.RouteTable, _core.Forwarder, _core.SendBatch]:
-    table = _core.RouteTable()
+    # Durable, as a worker's is: copies park until their reservations are committed.
+    table = _core.RouteTable(durable=True)
     table.open_meeting(1, "webinar")
     suite = NAMES[0]
     table.join(1, 1, "host", suite, KEYS[suite], KEYS[suite], ssrcs=[SENDER], address=KNOWN)
@@ -95,6 +97,9 @@ def one_input(data: bytes) -> None:
         if len(part) <= 2048:
             rx.push(part, KNOWN if i % 2 == 0 else STRANGER)
     FORWARDER.process(rx, TX, 1000.0 + data[0])
+    TABLE.ledger_pending()  # as relay/worker.py does after each batch, the file aside
+    TABLE.ledger_commit()
+    FORWARDER.process_release(TX)
     TX.clear()
     FORWARDER.take_exports()
     FORWARDER.process_import(body, TX)
