@@ -362,12 +362,8 @@ class RelayGroup:
                     state=state,
                 )
                 self.procs.append(
-                    subprocess.Popen(
-                        command,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        text=True,
-                        env=lifecycle.child_env(),
+                    lifecycle.spawn(
+                        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
                     )
                 )
             deadline = time.monotonic() + 30

@@ -159,9 +159,7 @@ class ControlProcess:
         env["RELAY_SERVE_READY"] = str(self.ready)
         env.update(self.env)
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "control.server"], env=lifecycle.child_env(env)
-        )
+        self.process = lifecycle.spawn([sys.executable, "-m", "control.server"], env=env)
         self.on_start(self.process.pid)
 
     def wait_ready(self, timeout: float = CONTROL_READY_TIMEOUT) -> None:

@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _main(argv)
         except lifecycle.Interrupted as stop:
-            print(f"relay: stopped by {stop.signal_name}", file=sys.stderr, flush=True)
+            if not lifecycle.managed():  # a managed process's parent reports for it
+                print(f"relay: stopped by {stop.signal_name}", file=sys.stderr, flush=True)
             return stop.exit_status
 
 

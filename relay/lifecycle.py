@@ -11,9 +11,11 @@ baseline relays). Two rules hold for all of them:
    point exits at once. A watcher thread backs the kernel up (and covers systems without
    prctl): once the parent is gone it sends SIGTERM itself, and if the child has not finished
    its clean-up `ORPHAN_GRACE` seconds later it exits outright, so no child holds a port or a
-   file past 1 s after its parent's death. The child also ignores SIGINT: Ctrl-C in a
+   file past 1 s after its parent's death. The child also never takes SIGINT: Ctrl-C in a
    terminal reaches the whole process group, and it is the parent's job to stop its children
-   in order (the control plane last), not theirs to race it.
+   in order (the control plane last), not theirs to race it. `spawn` starts a child with
+   SIGINT blocked, which exec keeps, so that not even an interpreter still starting (before
+   any line of the child's could ignore it) dies of it with half a traceback.
 
    PR_SET_PDEATHSIG fires when the *thread* that forked the child ends; every command here
    starts its children from the main thread, which lives as long as the process.
@@ -32,13 +34,16 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "EXIT_ORPHANED",
+    "spawn",
     "ORPHAN_GRACE",
     "PARENT_ENV",
     "Interrupted",
@@ -54,12 +59,33 @@ EXIT_ORPHANED = 70  # the status of a child that found its parent gone
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+_bound = False  # bind_to_parent() made this process one a parent manages
+
+
+def managed() -> bool:
+    """Whether a parent started this process to manage it (its parent reports for it: a
+    managed process stopped by a signal says nothing)."""
+    return _bound or bool(os.environ.get(PARENT_ENV))
+
+
 def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a child of this process: `base` (default: ours) naming this
     process as the parent the child must not outlive."""
     env = dict(os.environ if base is None else base)
     env[PARENT_ENV] = str(os.getpid())
     return env
+
+
+def spawn(args: Sequence[str], *, env: Mapping[str, str] | None = None, **popen: Any) -> Any:
+    """subprocess.Popen(args, ...) for a child that must end with this process: named as
+    its parent (`child_env`), and started with SIGINT blocked, which it keeps across exec. A
+    SIGINT this process gets meanwhile waits, blocked, and arrives as soon as the child is
+    started: none is lost."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return subprocess.Popen(list(args), env=child_env(env), **popen)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _ask_kernel_for_sigterm_on_parent_death() -> bool:
@@ -94,6 +120,8 @@ def bind_to_parent() -> bool:
         parent = int(named)
     except ValueError:
         return False
+    global _bound
+    _bound = True
     _ask_kernel_for_sigterm_on_parent_death()
     if os.getppid() != parent:  # it died before the kernel was asked: nobody will signal us
         os._exit(EXIT_ORPHANED)

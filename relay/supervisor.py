@@ -126,9 +126,7 @@ class Supervisor:
         if ready is not None:
             ready.unlink(missing_ok=True)
         self.started_at[index] = time.monotonic()
-        process = subprocess.Popen(
-            self.command(index), stdout=subprocess.DEVNULL, env=lifecycle.child_env()
-        )
+        process = lifecycle.spawn(self.command(index), stdout=subprocess.DEVNULL)
         self.processes[index] = process
         self.on_start(process.pid)
         log.info(

@@ -183,6 +183,24 @@ def test_a_child_whose_parent_died_before_it_bound_exits_at_once() -> None:
     assert "still here" not in done.stdout
 
 
+def test_a_child_takes_no_sigint_even_while_its_interpreter_starts() -> None:
+    """Ctrl-C reaches the whole process group; a child still importing its modules must not
+    die of it (and print half a traceback): it is started with SIGINT blocked."""
+    child = lifecycle.spawn(
+        [sys.executable, "-c", "import time; time.sleep(0.5); print('done', flush=True)"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    for _ in range(20):  # from its first instants on
+        os.kill(child.pid, signal.SIGINT)
+        time.sleep(0.005)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 0 and out.strip() == "done", err
+    assert "Traceback" not in err
+
+
 # --- the commands, interrupted at random moments ---------------------------------------------
 
 
