@@ -97,10 +97,11 @@ class RoutingState:
 
 Journal = Callable[[int, str], Awaitable[object]]
 
-# Fields of an update that the journal leaves out: keys are secrets and addresses personal
-# data, and the journal only has to carry the numbering (and a trace of what happened) over a
-# restart; the state itself is rebuilt from the store.
-_NOT_JOURNALED = ("uplink", "downlink", "address")
+# Fields of an update that the journal leaves out: keys are secrets and addresses (where a
+# participant receives, where its join came from) personal data, and the journal only has to
+# carry the numbering (and a trace of what happened) over a restart; the state itself is
+# rebuilt from the store.
+_NOT_JOURNALED = ("uplink", "downlink", "address", "source_hint")
 
 
 def journal_body(update: wire.Update) -> str:

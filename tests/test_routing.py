@@ -236,3 +236,25 @@ def test_a_heartbeat_past_the_last_update_asks_for_a_snapshot() -> None:
     assert not replica.apply(8, wire.Heartbeat())  # update 7 never arrived
     assert replica.needs_snapshot and replica.seq == 6
     assert wire.decode(wire.encode(wire.Heartbeat())) == wire.Heartbeat()
+
+
+def test_the_journal_keeps_no_key_and_no_address() -> None:
+    """A join's keys, where it receives and the IP it came from stay out of the store."""
+    import json
+
+    from control.routing import journal_body
+
+    joined = wire.ParticipantJoined(
+        7,
+        1,
+        "attendee",
+        "AES_CM_128_HMAC_SHA1_80",
+        b"u" * 30,
+        b"d" * 30,
+        address=("198.51.100.7", 5004),
+        source_hint="203.0.113.9",
+    )
+    body = journal_body(joined)
+    for secret in ("dXV1", "ZGRk", "198.51.100.7", "203.0.113.9"):
+        assert secret not in body
+    assert json.loads(body)["participant"] == 7
