@@ -41,6 +41,22 @@ def _main(args: argparse.Namespace) -> int:
     if args.rate is not None and args.rate <= 0:
         print("relay bench: --rate must be positive", file=sys.stderr)
         return 2
+    if args.scenario == "joins":
+        from bench import joins
+
+        report = joins.run(
+            args.receivers[0],
+            workers=args.workers,
+            rate=args.rate or 20.0,
+            db=args.db,
+            progress=progress,
+        )
+        joins.print_report(report)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        if args.plot:
+            joins.plot(report, args.plot)
+        return 0
     if args.scenario == "flood":
         from bench import flood
 

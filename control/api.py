@@ -101,6 +101,7 @@ log = logging.getLogger("control.api")
 
 MAX_BODY = 64 * 1024  # bytes: the largest body any call takes is a few KiB
 MAX_OFFSET = 1 << 31  # paging further than this is a mistake, not a page
+PAGE_MAX = 1000  # rows of a list a call answers at most
 PASSWORD_MAX = 256
 Suite = Literal[
     "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM", "AEAD_AES_256_GCM"
@@ -771,11 +772,20 @@ def create_app(
         return answer
 
     @app.get("/v1/meetings/{meeting_id}/participants", dependencies=[Depends(host_or_operator)])
-    async def list_participants(meeting_id: str, plane: Plane) -> list[dict[str, Any]]:
-        people = await plane.service.list_participants(meeting_id)
-        wire_ids = {p.id: p.wire_id for p in await plane.store.list_participants(meeting_id)}
+    async def list_participants(
+        meeting_id: str,
+        plane: Plane,
+        request: Request,
+        response: Response,
+        limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_MAX,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    ) -> list[dict[str, Any]]:
+        """The participants in the order they joined, a page at a time (`limit`, at most
+        1,000, and `offset`); a full page carries a `Link` to the next one (RFC 8288)."""
+        people = await plane.service.list_participants(meeting_id, limit=limit, offset=offset)
         for person in people:
-            person["media"] = plane.media_of(wire_ids.get(person["id"], 0))
+            person["media"] = plane.media_of(person.pop("wire_id"))
+        _link_next_page(request, response, len(people), limit, offset)
         return people
 
     @app.patch(
@@ -878,9 +888,18 @@ def create_app(
         response_model=None,
     )
     async def list_registrations(
-        meeting_id: str, plane: Plane, who: Who, format: Literal["json", "csv"] = "json"
+        meeting_id: str,
+        plane: Plane,
+        who: Who,
+        request: Request,
+        response: Response,
+        format: Literal["json", "csv"] = "json",
+        limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_MAX,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> Any:
-        """The registrants with their fields (JSON, or CSV to export); erased ones without."""
+        """The registrants with their fields (JSON, or CSV to export); erased ones without.
+        JSON comes a page at a time (`limit`, at most 1,000, and `offset`; a full page
+        carries a `Link` to the next, RFC 8288); CSV is the whole export."""
         service = registrations(plane)
         if format == "csv":
             text, count = await service.export_csv(meeting_id)
@@ -896,7 +915,8 @@ def create_app(
                     "Cache-Control": "no-store",
                 },
             )
-        views = await service.registrants(meeting_id)
+        views = await service.registrants(meeting_id, limit=limit, offset=offset)
+        _link_next_page(request, response, len(views), limit, offset)
         detail = {"format": "json", "count": len(views)}
         await plane.audit.append(
             who, "registration.read", meeting_id, None, detail, now=plane.clock()
@@ -1069,6 +1089,15 @@ def create_app(
         return plane.health()
 
     return app
+
+
+def _link_next_page(
+    request: Request, response: Response, count: int, limit: int, offset: int
+) -> None:
+    """A full page links to the next one (RFC 8288 `Link`, rel="next")."""
+    if count == limit:
+        following = request.url.include_query_params(limit=limit, offset=offset + limit)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
 
 
 def _is_operator(plane: ControlPlane, token: str) -> bool:

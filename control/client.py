@@ -103,6 +103,9 @@ SUITES: tuple[Suite, ...] = (
 )
 
 
+PAGE = 1000  # rows a list call asks for at once (the API answers at most that)
+
+
 # --- answers ----------------------------------------------------------------------------------
 
 
@@ -731,9 +734,23 @@ class RelayClient:
                 f"solve: {exc}"
             ) from None
 
-    def list_participants(self, meeting_id: str) -> list[Participant]:
+    def list_participants(
+        self, meeting_id: str, *, limit: int | None = None, offset: int = 0
+    ) -> list[Participant]:
+        """The meeting's participants in the order they joined: all of them (a page of 1,000
+        at a time, as the API answers), or the page `limit`/`offset` asks for."""
         path = self._meeting_path(meeting_id, "participants")
-        return cast(list[Participant], self._list(self._send("GET", path)))
+        if limit is not None:
+            page = self._list(self._send("GET", path, params={"limit": limit, "offset": offset}))
+            return cast(list[Participant], page)
+        people: list[Participant] = []
+        while True:
+            page = self._list(
+                self._send("GET", path, params={"limit": PAGE, "offset": offset + len(people)})
+            )
+            people += cast(list[Participant], page)
+            if len(page) < PAGE:
+                return people
 
     def update_participant(
         self,

@@ -111,6 +111,7 @@ from control.keys import new_master_key
 from control.limits import JoinLimits
 from control.lookup import find_meeting, find_open_meeting
 from control.registration import registration_enabled
+from control.roster import Roster
 from control.routing import RoutingState
 from control.sdp import check_streams, listener_sdp, sender_sdp
 from control.store.base import (
@@ -329,14 +330,15 @@ def _ip_or_none(client_address: str) -> str | None:
 
 
 def _described(
-    meeting: MeetingRow, row: ParticipantRow, everyone: Sequence[ParticipantRow]
+    meeting: MeetingRow, row: ParticipantRow, senders: Sequence[ParticipantRow]
 ) -> list[wire.Stream]:
-    """The meeting's streams as `row`'s join answer described them: those of the participants
+    """The meeting's streams as `row`'s join answer described them: those of the senders
     present when it joined (stored before it, not gone by then) that may send, in the order
-    they joined. The same from the join itself and, later, from the store."""
+    they joined. The same from the join itself and, later, from the store. (`senders` may
+    hold everyone: those that declared no streams add none.)"""
     before = [
         p
-        for p in everyone
+        for p in senders
         if p.wire_id < row.wire_id and (p.left_at is None or p.left_at > row.joined_at)
     ]
     before.sort(key=lambda p: (p.joined_at, p.id))
@@ -433,6 +435,9 @@ class MeetingService:
         self.limits = limits or JoinLimits()
         self.key_box = key_box
         self._verified = auth.VerifiedPasswords()
+        # What joins need of each open meeting's participants, kept as they come and go
+        # (control/roster.py): a join never reads everyone.
+        self._rosters: dict[str, Roster] = {}
         # One lock per meeting, held while a join, an end or a deletion changes who is in it,
         # so that their reads and writes do not interleave at an await.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -557,6 +562,7 @@ class MeetingService:
         if ended is not None:
             meeting = ended
         await self.publish(wire.MeetingEnded(meeting.wire_id))
+        self._rosters.pop(meeting.id, None)  # nobody joins an ended meeting
         participants = await self.store.list_participants(meeting.id)
         for p in participants:
             if p.left_at is None:
@@ -708,6 +714,7 @@ class MeetingService:
             registration_token,
             proof_of_work,
             host_key_given=host_key is not None,
+            operator=operator,
         )
 
         if declared and not _may_send(meeting.mode, role):
@@ -722,18 +729,16 @@ class MeetingService:
             meeting = await self._open_meeting(meeting.id)
             if meeting.locked and not is_host:
                 raise Locked("this meeting is locked: nobody new may join")
-            present = await self.store.list_participants(meeting.id, present_only=True)
-            self.limits.check_room(len(present))
+            roster = await self._roster(meeting)
+            self.limits.check_room(roster.present)
             if address is not None:
                 self.limits.check_listener(address[0])  # again: joins may have raced
-            taken = {s.ssrc for p in present for s in _load_streams(p.streams)}
-            clash = sorted(taken & {s.ssrc for s in declared})
-            if clash:
+            if roster.taken_ssrcs() & {s.ssrc for s in declared}:
                 raise Conflict("an ssrc given is already used by another participant")
-            worker = self._home(meeting, present)
+            worker = self._home(meeting, roster)
             meeting_streams = [
                 s
-                for p in present
+                for p in roster.present_senders()
                 if _may_send(meeting.mode, p.role)
                 for s in _load_streams(p.streams)
             ]
@@ -774,6 +779,7 @@ class MeetingService:
                     with contextlib.suppress(Exception):
                         await self.store.update_registration(used.id, token_digest=token_digest)
                 raise
+            roster.joined(row)
             if address is not None:
                 self.limits.add_listener(address[0])
             await self.publish(
@@ -805,9 +811,12 @@ class MeetingService:
         registration_token: str | None = None,
         proof_of_work: object = None,
         host_key_given: bool = False,
+        operator: bool = False,
     ) -> str | None:
         """Check the joiner's credential, secrets first (see the module's docstring); the
-        digest of the registration token it joins with, to be used at the join, or None."""
+        digest of the registration token it joins with, to be used at the join, or None.
+        `operator`: the caller holds the operator token, which can do anything a guess
+        could win: its password checks are neither throttled nor asked for a proof."""
         if role == "host":
             if not is_host:
                 refusal = Forbidden("joining as host needs this meeting's host key")
@@ -837,7 +846,7 @@ class MeetingService:
         if password is None:
             raise Forbidden(f"the {what} is required")
         await self._check_password(
-            meeting, stored, what, password, client_address, now, proof_of_work
+            meeting, stored, what, password, client_address, now, proof_of_work, operator
         )
         return None
 
@@ -850,11 +859,23 @@ class MeetingService:
         client_address: str,
         now: float,
         proof_of_work: object,
+        operator: bool = False,
     ) -> None:
         """The client's own throttle (429), then the meeting's proof of work while it is under
         attack (428), then the password (403 if wrong, counted for both). The check is "in
         flight" for both from the start, so guesses sent at once cannot all slip through
-        before the first failure is counted."""
+        before the first failure is counted. (Even a password known to be right takes that
+        path: answering it first would tell a guesser right from wrong without the proof.)
+        The operator's service, which could change the password, guesses nothing: its checks
+        are not throttled."""
+        if operator:
+            if not (
+                self._verified.matches(meeting.id, stored, password)
+                or await asyncio.to_thread(auth.verify_password, password, stored)
+            ):
+                raise Forbidden(f"wrong {what}")
+            self._verified.add(meeting.id, stored, password)
+            return
         client = auth.client_key(client_address)
         self.throttle.begin(meeting.id, client, now)
         failed = False  # a refused proof, or a check that did not finish, counts nothing
@@ -893,20 +914,25 @@ class MeetingService:
             )
         return digest
 
-    def _home(self, meeting: MeetingRow, present: Sequence[ParticipantRow]) -> int:
+    async def _roster(self, meeting: MeetingRow) -> Roster:
+        """The meeting's roster: kept, or built from the store the first time (after the
+        control plane started, routing_snapshot_state built every open meeting's)."""
+        roster = self._rosters.get(meeting.id)
+        if roster is None:
+            everyone = await self.store.list_participants(meeting.id)
+            roster = self._rosters.setdefault(meeting.id, Roster.of(self.workers, everyone))
+        return roster
+
+    def _home(self, meeting: MeetingRow, roster: Roster) -> int:
         """The worker a newcomer is homed on. Each member costs its worker the same output
         (a copy of every stream of the meeting), so a meeting's members are spread evenly,
         each to the worker with the fewest (ties: the lowest index); a small meeting stays on
         one worker, where passing its packets between workers would cost more than it
         spreads."""
         pinned = (meeting.wire_id - 1) % self.workers
-        if len(present) < SMALL_MEETING:
+        if roster.present < SMALL_MEETING:
             return pinned
-        counts = [0] * self.workers
-        for p in present:
-            if p.worker < self.workers:
-                counts[p.worker] += 1
-        return counts.index(min(counts))
+        return roster.per_worker.index(min(roster.per_worker))
 
     def _sdp(
         self,
@@ -967,7 +993,11 @@ class MeetingService:
 
     # -- participants --
 
-    async def list_participants(self, meeting_id: object) -> list[dict[str, Any]]:
+    async def list_participants(
+        self, meeting_id: object, *, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """A page of the meeting's participants, in the order they joined (all of them
+        without `limit`), each with its `wire_id` (the API turns it into media counters)."""
         meeting = await self._meeting(meeting_id)
         return [
             {
@@ -981,8 +1011,9 @@ class MeetingService:
                 "left_at": p.left_at,
                 "streams": json.loads(p.streams),
                 "recording": meeting.recording and p.left_at is None,  # being recorded now
+                "wire_id": p.wire_id,
             }
-            for p in await self.store.list_participants(meeting.id)
+            for p in await self.store.list_participants(meeting.id, limit=limit, offset=offset)
         ]
 
     async def _present(self, meeting: MeetingRow, participant_id: object) -> ParticipantRow:
@@ -1016,8 +1047,10 @@ class MeetingService:
         row = await self._present(meeting, participant_id)
         answer: dict[str, Any] = {}
         if out:
+            roster = await self._roster(meeting)  # before the store changes: it counts them
             self._gone(row)
             row = await self._store_update(row.id, expelled=True, left_at=now)
+            roster.left(row)
             await self.publish(wire.ParticipantEjected(row.wire_id))
             log.info("participant %s expelled from meeting %s", row.id, meeting.id)
             return {"id": row.id, "expelled": True}
@@ -1054,16 +1087,17 @@ class MeetingService:
         else:
             uplink, downlink = self._keys(row)
             await self._store_update(row.id, role=role)
+        roster = await self._roster(meeting)
+        roster.changed(await self._store_get(row.id))
         # A listener keeps the streams (and ports) its join answer described; anyone else
         # gets the meeting's streams as they are now, as in a join answer.
-        everyone = await self.store.list_participants(meeting.id)
         if row.receive_at is not None:
-            meeting_streams = _described(meeting, row, everyone)
+            meeting_streams = _described(meeting, row, roster.all_senders())
         else:
             meeting_streams = [
                 s
-                for p in everyone
-                if p.id != row.id and p.left_at is None and _may_send(meeting.mode, p.role)
+                for p in roster.present_senders()
+                if p.id != row.id and _may_send(meeting.mode, p.role)
                 for s in _load_streams(p.streams)
             ]
         await self.publish(wire.ParticipantLeft(row.wire_id))
@@ -1080,8 +1114,9 @@ class MeetingService:
         """The participant is gone (hung up): ParticipantLeft, and its time is counted."""
         meeting = await self._open_meeting(meeting_id)
         row = await self._present(meeting, participant_id)
+        roster = await self._roster(meeting)  # before the store changes: it counts them
         self._gone(row)
-        await self._store_update(row.id, left_at=now)
+        roster.left(await self._store_update(row.id, left_at=now))
         await self.publish(wire.ParticipantLeft(row.wire_id))
 
     def _gone(self, row: ParticipantRow) -> None:
@@ -1126,6 +1161,7 @@ class MeetingService:
                 if meeting.recording:
                     state.recording.add(meeting.wire_id)
                 everyone = await self.store.list_participants(meeting.id)
+                self._rosters[meeting.id] = Roster.of(self.workers, everyone)
                 for p in everyone:
                     if p.left_at is not None and not p.expelled:
                         continue

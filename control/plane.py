@@ -180,12 +180,15 @@ class ControlPlane:
     async def _take_stats(self) -> None:
         assert self._stats_socket is not None
         while True:
-            body = await self._stats_socket.recv()
+            frames = await self._stats_socket.recv_multipart()
             try:
-                message = json.loads(body)
+                if len(frames) not in (1, 2):
+                    raise ValueError("a report is one or two frames")
+                message = json.loads(frames[0])
                 if not isinstance(message, dict):
                     raise ValueError("not an object")
-                self.stats.receive(message, time.monotonic(), self.clock())
+                people = frames[1] if len(frames) == 2 else None
+                self.stats.receive(message, time.monotonic(), self.clock(), people)
             except ValueError as exc:
                 self.bad_stats += 1
                 log.debug("ignored a worker report: %s", exc)
@@ -196,11 +199,7 @@ class ControlPlane:
         """(meetings open, participants present), from the routing state: no database work."""
         state = self.routing.state
         open_meetings = set(state.meetings) - state.ended
-        present = sum(
-            1
-            for p in state.participants.values()
-            if p.meeting in open_meetings and p.participant not in state.ejected
-        )
+        present = sum(state.present.get(m, 0) for m in open_meetings)
         return len(open_meetings), present
 
     def workers_reporting(self) -> int:

@@ -711,9 +711,13 @@ class RegistrationService:
             "fields": self._fields(row),
         }
 
-    async def registrants(self, meeting_id: object) -> list[dict[str, Any]]:
+    async def registrants(
+        self, meeting_id: object, *, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """A page of the registrants in the order they registered (all without `limit`)."""
         meeting = await self._meeting(meeting_id)
-        return [self.view(r) for r in await self.store.list_registrations(meeting.id)]
+        rows = await self.store.list_registrations(meeting.id, limit=limit, offset=offset)
+        return [self.view(r) for r in rows]
 
     async def get(self, meeting_id: object, registration_id: object) -> dict[str, Any]:
         meeting = await self._meeting(meeting_id)

@@ -49,6 +49,14 @@ class RoutingState:
         self.muted: set[int] = set()
         self.ejected: set[int] = set()
         self.recording: set[int] = set()
+        # Participants neither left nor ejected, per meeting, kept as updates come: what
+        # /healthz and /metrics show without counting everyone each time.
+        self.present: dict[int, int] = {}
+
+    def _count(self, participant: int, delta: int) -> None:
+        joined = self.participants.get(participant)
+        if joined is not None and participant not in self.ejected:
+            self.present[joined.meeting] = self.present.get(joined.meeting, 0) + delta
 
     @classmethod
     def from_snapshot(cls, snapshot: wire.Snapshot) -> RoutingState:
@@ -58,6 +66,8 @@ class RoutingState:
         state.ended, state.muted = set(snapshot.ended), set(snapshot.muted)
         state.ejected = set(snapshot.ejected)
         state.recording = set(snapshot.recording)
+        for participant in state.participants:
+            state._count(participant, 1)
         return state
 
     def apply(self, update: wire.Update) -> int:
@@ -68,12 +78,16 @@ class RoutingState:
             self.ended.add(update.meeting)
             self.recording.discard(update.meeting)
         elif isinstance(update, wire.ParticipantJoined):
+            self._count(update.participant, -1)  # a role change joins again: counted once
             self.participants[update.participant] = update
+            self._count(update.participant, 1)
         elif isinstance(update, wire.ParticipantLeft):
+            self._count(update.participant, -1)
             self.participants.pop(update.participant, None)
             self.muted.discard(update.participant)
             self.ejected.discard(update.participant)
         elif isinstance(update, wire.ParticipantEjected):
+            self._count(update.participant, -1)
             self.ejected.add(update.participant)
         elif isinstance(update, wire.ParticipantMuted):
             (self.muted.add if update.muted else self.muted.discard)(update.participant)

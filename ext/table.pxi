@@ -254,6 +254,9 @@ cdef class RouteTable:
     cdef Queued* queue              # participants whose reservations wait for the ledger
     cdef uint32_t nqueue
     cdef uint32_t queue_cap
+    cdef uint32_t* newly_latched    # ids whose address became known since take_latched()
+    cdef uint32_t nlatched
+    cdef uint32_t latched_cap
     # What outlives a participant's place in the table (see the top of this file):
     # (kind, participant, fingerprint, ssrc) -> [next or highest, limit, meeting]
     cdef public dict ledger
@@ -279,6 +282,7 @@ cdef class RouteTable:
         free(self.ssrcs)
         free(self.addrs)
         free(self.queue)
+        free(self.newly_latched)
 
     def __len__(self):
         return len(self.participant_slots)
@@ -462,6 +466,8 @@ cdef class RouteTable:
             else:
                 p.flags |= PF_ADDRESS_PENDING
             table_addr_insert(self, slot)
+            if p.flags & PF_HAS_ADDRESS and not p.flags & PF_REMOTE:
+                table_note_latched(self, participant_id, False)
         if p.nstreams:
             self._rebuild_ssrcs()
 
@@ -695,6 +701,37 @@ cdef class RouteTable:
             if table_queue(self, <uint32_t>self.participant_slots[p.id]) != 0:
                 raise MemoryError()
         return 0
+
+    def participant_counters_blob(self):
+        """Every participant's counters as one buffer, for a report that costs the same per
+        participant however many there are: a record of 40 bytes each, little-endian, u32
+        id, u32 zero, u64 packets in, bytes in, packets out, bytes out (the worker's report,
+        docs/wire.md). In no particular order."""
+        cdef Py_ssize_t n = len(self.participant_slots)
+        cdef bytearray out = bytearray(n * 40)
+        cdef uint8_t* o = out
+        cdef uint32_t i
+        cdef Py_ssize_t k = 0
+        cdef Participant* p
+        cdef uint64_t values[4]
+        for i in range(self.parts_cap):
+            p = &self.parts[i]
+            if p.meeting < 0 or k == n:
+                continue
+            memset(o + k * 40, 0, 8)
+            memcpy(o + k * 40, &p.id, 4)
+            values[0], values[1] = p.packets_in, p.bytes_in
+            values[2], values[3] = p.packets_out, p.bytes_out
+            memcpy(o + k * 40 + 8, values, 32)
+            k += 1
+        return bytes(out[:k * 40])
+
+    def take_latched(self):
+        """The participants whose address became known (latched, or confirmed) since the
+        last call: ids only."""
+        cdef list ids = [self.newly_latched[i] for i in range(self.nlatched)]
+        self.nlatched = 0
+        return ids
 
     def participant_counters(self):
         """{participant id: (packets in, bytes in, packets out, bytes out)}."""
@@ -1102,6 +1139,25 @@ cdef int table_queue(RouteTable t, uint32_t slot) noexcept nogil:
     return 0
 
 
+cdef void table_note_latched(RouteTable t, uint32_t participant_id,
+                             bint by_packet=True) noexcept nogil:
+    """Keep a participant whose address became known for take_latched(), and count it if
+    a packet taught it (without room for the id, the event is lost; the count is not)."""
+    cdef uint32_t cap
+    cdef uint32_t* grown
+    if by_packet:
+        t.stats.latched += 1
+    if t.nlatched == t.latched_cap:
+        cap = t.latched_cap * 2 if t.latched_cap else 64
+        grown = <uint32_t*>realloc(t.newly_latched, cap * sizeof(uint32_t))
+        if grown == NULL:
+            return
+        t.newly_latched = grown
+        t.latched_cap = cap
+    t.newly_latched[t.nlatched] = participant_id
+    t.nlatched += 1
+
+
 cdef void table_latch(RouteTable t, uint32_t slot, const void* sa, socklen_t n) noexcept nogil:
     """Learn or move a participant's address: only after its packet authenticated. An
     address given at join that waits for consent is confirmed, as it is, by a packet from
@@ -1112,7 +1168,7 @@ cdef void table_latch(RouteTable t, uint32_t slot, const void* sa, socklen_t n) 
     if p.flags & PF_ADDRESS_PENDING and table_same_ip(&p.addr, p.addr_len, sa, n):
         p.flags = (p.flags & ~PF_ADDRESS_PENDING) | PF_HAS_ADDRESS | PF_CONSENT_NEW
         table_queue(t, slot)    # the ledger remembers it (ledger_pending)
-        t.stats.latched += 1
+        table_note_latched(t, p.id)
         return
     if p.flags & (PF_HAS_ADDRESS | PF_ADDRESS_PENDING):
         p.flags &= ~PF_ADDRESS_PENDING
@@ -1127,7 +1183,7 @@ cdef void table_latch(RouteTable t, uint32_t slot, const void* sa, socklen_t n) 
     p.addr_len = n
     p.flags |= PF_HAS_ADDRESS
     table_addr_insert(t, slot)
-    t.stats.latched += 1
+    table_note_latched(t, p.id)
 
 
 cdef SrtpContext* table_uplink(Participant* p) noexcept nogil:

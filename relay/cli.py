@@ -46,9 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "scenario",
-        choices=["webinar", "meeting", "flood"],
+        choices=["webinar", "meeting", "flood", "joins"],
         help="webinar: 1 presenter -> N attendees; meeting: N all sending; flood: a webinar "
-        "at --rate while a second generator sends bad packets at rising rates",
+        "at --rate while a second generator sends bad packets at rising rates; joins: N "
+        "attendees join one webinar through the HTTP API at once (bench/joins.py)",
     )
     bench.add_argument(
         "--receivers",
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--compare", action="store_true", help="measure the baselines in the same run"
+    )
+    bench.add_argument(
+        "--db", default="", metavar="URL", help="joins: postgresql://... (default: SQLite)"
     )
     bench.add_argument("--json", type=Path, help="write the results here")
     bench.add_argument("--plot", type=Path, help="write a PNG: out pps against N, latency")

@@ -310,3 +310,29 @@ def test_flood_every_bad_packet_is_counted_and_the_webinar_loses_nothing() -> No
     assert dropped.get("auth", 0) + dropped.get("replay", 0) >= sent["forged"] + sent["replay"]
     assert sum(dropped.values()) >= sum(sent.values())
     assert set(dropped) <= {"malformed", "unknown_source", "auth", "replay"}
+
+
+def test_bench_joins_reports_the_arrival_of_an_audience(tmp_path: Path) -> None:
+    """`relay bench joins`: every attendee joins through the API and hears the presenter; the
+    report has the rates per tenth of the audience, latencies and first-packet times."""
+    out = tmp_path / "joins.json"
+    plot = tmp_path / "joins.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "bench", "joins", "--receivers", "300"]
+        + ["--json", str(out), "--plot", str(plot)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["scenario"] == "joins" and report["attendees"] == 300
+    assert report["joins"] == 300 + report["panelists"] and report["failures"] == {}
+    assert len(report["deciles_joins_per_s"]) == 10
+    assert all(rate > 0 for rate in report["deciles_joins_per_s"])
+    assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
+    assert report["first_packet"]["attendees_heard"] == 300
+    assert report["first_packet"]["all_heard_after_s"] is not None
+    assert set(report["rss_bytes"]) == {"control", "worker 0"}
+    assert plot.stat().st_size > 0
+    assert "joins/s" in done.stdout

@@ -64,6 +64,13 @@ def test_snapshot_then_later_updates_equals_a_later_snapshot(seed: int) -> None:
         if final.seq > cut:
             assert replica.apply(update) == final.seq
     assert replica.snapshot() == final.snapshot()
+    # The present counts kept as updates came, against a count of everyone.
+    for state in (replica, final):
+        counted: dict[int, int] = {}
+        for p in state.participants.values():
+            if p.participant not in state.ejected:
+                counted[p.meeting] = counted.get(p.meeting, 0) + 1
+        assert {m: n for m, n in state.present.items() if n} == counted
 
 
 class Client:

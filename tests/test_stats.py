@@ -75,3 +75,33 @@ def test_metrics_text() -> None:
     ):
         assert line in text, line
     assert "participant" not in text.replace("relay_participants", "")
+
+
+def test_participants_in_the_binary_frame_of_a_worker_table() -> None:
+    """The per-participant counters as a worker sends them (docs/wire.md): a frame of the
+    table's own records, added up across a restart like the JSON ones."""
+    import struct
+
+    from relay import _core
+
+    table = _core.RouteTable()
+    table.open_meeting(1, "meeting")
+    for pid in (9, 3, 700):
+        table.join(pid, 1, "panelist", "AES_CM_128_HMAC_SHA1_80", bytes(30), bytes(30))
+    blob = table.participant_counters_blob()
+    assert len(blob) == 3 * 40
+    assert sorted(struct.unpack_from("<I", blob, k * 40)[0] for k in range(3)) == [3, 9, 700]
+
+    def frame(counts: dict[int, tuple[int, int, int, int]]) -> bytes:
+        return b"".join(struct.pack("<II4Q", pid, 0, *c) for pid, c in counts.items())
+
+    agg = StatsAggregator()
+    agg.receive(report(0, 10), 1, 1.0, frame({9: (5, 500, 7, 700), 3: (1, 100, 0, 0)}))
+    assert agg.participant("9") == (5, 500, 7, 700) and agg.participant("4") == (0, 0, 0, 0)
+    agg.receive(report(0, 20), 2, 2.0, frame({9: (6, 600, 9, 900)}))  # 3 left
+    assert agg.participant("3") == (0, 0, 0, 0)
+    agg.receive(report(0, 2), 3, 3.0, frame({9: (1, 100, 1, 100)}))  # restarted
+    assert agg.participant("9") == (7, 700, 10, 1000)
+    with pytest.raises(ValueError, match="whole records"):
+        agg.receive(report(0, 30), 4, 4.0, b"x" * 39)
+    assert agg.total("packets_in") == 22
