@@ -357,7 +357,8 @@ def _measure(
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """Joins per second per tenth of the audience, and the latency of a join."""
+    """Joins per second per tenth of the audience (bars), and what a join cost the control
+    plane in CPU over the same tenths (line): flat when a join costs the same whatever N."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -368,6 +369,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.bar([f"{10 * (k + 1)}%" for k in range(len(deciles))], deciles)
     ax.set_ylabel("joins per second")
     ax.set_xlabel("tenth of the audience, in the order the joins completed")
+    cpu = report.get("control_cpu_ms_per_join_by_tenth", [])
+    if cpu:
+        twin = ax.twinx()
+        twin.plot(range(len(cpu)), cpu, color="tab:red", marker="o")
+        twin.set_ylabel("control plane CPU per join, ms", color="tab:red")
+        twin.set_ylim(0, max(cpu) * 1.5)
     ax.set_title(
         f"{report['attendees']:,} attendees join, {report['store']}: "
         f"{report['joins_per_s']} joins/s, p50 {report['latency_ms']['p50']} ms, "

@@ -82,6 +82,7 @@ cdef enum:
     PF_ADDRESS_PENDING = 16
     PF_QUEUED = 32          # in the reservation queue
     PF_CONSENT_NEW = 64     # its address consented since the ledger last heard of it
+    PF_GIVEN = 128          # its address is the one given at join (not moved by a packet)
 
 
 ctypedef struct SenderStream:
@@ -458,7 +459,8 @@ cdef class RouteTable:
             memcpy(&p.addr, <const char*>sockaddr, len(sockaddr))
             p.addr_len = <socklen_t>len(sockaddr)
             consented = (b"A", participant_id, _address_fingerprint(&p.addr, p.addr_len), 0)
-            if consented in self.ledger:
+            p.flags |= PF_GIVEN
+            if self.ledger.pop(consented, None) is not None:
                 p.flags |= PF_HAS_ADDRESS
             elif address_confirmed:
                 p.flags |= PF_HAS_ADDRESS | PF_CONSENT_NEW
@@ -551,7 +553,6 @@ cdef class RouteTable:
                 out += _RECORD.pack(b"C", m.id, p.id, p.down_fp, 0, p.rtcp_wanted)
             if p.flags & PF_CONSENT_NEW:
                 fp = _address_fingerprint(&p.addr, p.addr_len)
-                self.ledger[(b"A", p.id, fp, 0)] = [1, 1, m.id]
                 out += _RECORD.pack(b"A", m.id, p.id, fp, 0, 1)
         return bytes(out)
 
@@ -597,6 +598,9 @@ cdef class RouteTable:
                                         p.out[s].limit)
             if 0 < p.rtcp_limit < 0xFFFFFFFF:
                 out += _RECORD.pack(b"C", m.id, p.id, p.down_fp, 0, p.rtcp_limit)
+            if _consented_given(p):
+                out += _RECORD.pack(b"A", m.id, p.id, _address_fingerprint(&p.addr, p.addr_len),
+                                    0, 1)
         for (kind, pid, fp, ssrc), (_, limit, meeting) in self.ledger.items():
             if kind != b"S" and 0 < limit < _UNLIMITED:
                 out += _RECORD.pack(kind, meeting, pid, fp, ssrc, limit)
@@ -666,6 +670,9 @@ cdef class RouteTable:
                         o.next, o.limit, m.id]
             if p.rtcp_tx_next or p.rtcp_limit:
                 self.ledger[(b"C", p.id, p.down_fp, 0)] = [p.rtcp_tx_next, p.rtcp_limit, m.id]
+            if _consented_given(p):
+                self.ledger[(b"A", p.id, _address_fingerprint(&p.addr, p.addr_len), 0)] = [
+                    1, 1, m.id]
         for j in range(p.nstreams):
             if p.streams[j].rtp_rx.started:
                 self.ledger[(b"S", p.id, p.up_fp, p.streams[j].ssrc)] = [
@@ -1171,7 +1178,7 @@ cdef void table_latch(RouteTable t, uint32_t slot, const void* sa, socklen_t n) 
         table_note_latched(t, p.id)
         return
     if p.flags & (PF_HAS_ADDRESS | PF_ADDRESS_PENDING):
-        p.flags &= ~PF_ADDRESS_PENDING
+        p.flags &= ~(PF_ADDRESS_PENDING | PF_GIVEN)
         table_addr_delete(t, slot)
         if t.addrs_deleted * 4 > t.addrs_cap:
             # Deleted entries end no probe: rebuild before they crowd out the empty ones.
@@ -1225,6 +1232,11 @@ cdef bytes _sockaddr_bytes(object address):
         return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + ip.packed + bytes(8)
     return (struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", port, 0) + ip.packed
             + bytes(4))
+
+
+cdef inline bint _consented_given(const Participant* p) noexcept:
+    """Its address is the one given at join, and it consented (rule 'A' of the ledger)."""
+    return (p.flags & (PF_GIVEN | PF_HAS_ADDRESS)) == (PF_GIVEN | PF_HAS_ADDRESS)
 
 
 cdef object _address_fingerprint(const void* sa, socklen_t n):

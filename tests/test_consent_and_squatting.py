@@ -263,3 +263,66 @@ def test_no_squatter_hears_the_webinar() -> None:
     s = squatting[1]
     out = relay.feed([(s.media(100), s.address)])
     assert [a for _, a in out] == [(s.address[0], 6002)]
+
+
+def test_consent_outlives_a_snapshot_applied_again_and_a_crash() -> None:
+    """A control plane that restarts sends snapshots that cannot tell which addresses
+    consented; the worker's ledger remembers (kind A), in its table and across its own
+    restart, so that nothing is taken back from a listener that asked."""
+    ledger = bytearray()
+
+    def durable(restored: bytes = b"") -> Relay:
+        relay = Relay()
+        relay.table = _core.RouteTable(durable=True)
+        relay.table.ledger_load(restored)
+        relay.forwarder = _core.Forwarder(relay.table)
+        relay.meeting(1)
+        return relay
+
+    def reserve(relay: Relay) -> None:
+        ledger.extend(relay.table.ledger_pending())
+        relay.table.ledger_commit()
+        relay.forwarder.process_release(relay.tx)
+
+    def rejoin(relay: Relay, *members: Member) -> None:
+        for m in members:
+            relay.table.join(
+                m.pid,
+                1,
+                "host" if m.ssrcs else "attendee",
+                AES,
+                m.uplink,
+                m.downlink,
+                ssrcs=list(m.ssrcs),
+                address=None if m.ssrcs else m.address,
+                address_confirmed=False,  # as a rebuilt snapshot says
+            )
+        reserve(relay)
+
+    relay = durable()
+    host = Member(relay, 1, 1, "host", ("10.0.0.1", 5000), (PRESENTER_SSRC,))
+    asked = Member(relay, 2, 1, "attendee", ("192.0.2.9", 5004), given=True, confirmed=False)
+    joined_there = Member(relay, 3, 1, "attendee", ("192.0.2.10", 5004), given=True)
+    silent = Member(relay, 4, 1, "attendee", ("192.0.2.11", 5004), given=True, confirmed=False)
+    reserve(relay)
+    relay.feed([(asked.report(), ("192.0.2.9", 5005))])
+    reserve(relay)
+    wanted = {asked.address, joined_there.address}
+
+    def heard(relay: Relay, seq: int) -> set[Address]:
+        out = relay.feed([(host.media(seq), host.address)])
+        reserve(relay)  # what waited for its first reservation goes out now
+        released = relay.tx.items()
+        relay.tx.clear()
+        return {a for _, a in out} | {a for _, a in released}
+
+    assert heard(relay, 0) == wanted
+    relay.table.close_meeting(1)  # a snapshot applied again
+    relay.table.open_meeting(1, "webinar")
+    rejoin(relay, host, asked, joined_there, silent)
+    relay.feed([(host.media(1), host.address)])  # latch the host again
+    assert heard(relay, 2) == wanted
+    crashed = durable(bytes(ledger))  # the worker starts again from its ledger
+    rejoin(crashed, host, asked, joined_there, silent)
+    crashed.feed([(host.media(3), host.address)])
+    assert heard(crashed, 4) == wanted

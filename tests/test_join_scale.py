@@ -157,3 +157,28 @@ def test_participants_are_listed_a_page_at_a_time(tmp_path: Path) -> None:
         assert r.status_code == 422
 
     run(tmp_path, body)
+
+
+def test_registrants_are_listed_a_page_at_a_time(tmp_path: Path) -> None:
+    from tests.test_api import OPERATOR, Api, run
+
+    async def body(api: Api) -> None:
+        w = await api.create(title="w", mode="webinar", password="pw")
+        r = await api.client.put(
+            f"/v1/meetings/{w['id']}/registration", json={"approval": "manual"}, headers=OPERATOR
+        )
+        assert r.status_code == 200, r.text
+        url = f"/v1/meetings/{w['id']}/registrations"
+        for i in range(5):
+            api.now += 1
+            form = {"first_name": f"F{i}", "last_name": "L", "email": f"p{i}@corp.example"}
+            assert (await api.client.post(url, json=form)).status_code == 201
+        pages = []
+        for offset in (0, 2, 4):
+            r = await api.client.get(url, params={"limit": 2, "offset": offset}, headers=OPERATOR)
+            assert r.status_code == 200, r.text
+            pages.append(([p["fields"]["first_name"] for p in r.json()], r.headers.get("link")))
+        assert [names for names, _ in pages] == [["F0", "F1"], ["F2", "F3"], ["F4"]]
+        assert pages[0][1] == f'<{url}?limit=2&offset=2>; rel="next"' and pages[2][1] is None
+
+    run(tmp_path, body)
