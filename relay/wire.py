@@ -20,31 +20,24 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from relay.errors import RelayError
+from relay.vocabulary import Address, Mode, Role
 
 WIRE_VERSION = b"1"
 SNAPSHOT_REQUEST = b"snapshot"  # a worker's DEALER asks the control plane's ROUTER
-ROLES = ("host", "panelist", "attendee")
-MODES = ("meeting", "webinar")
+ROLES = tuple(Role)
+MODES = tuple(Mode)
 
 
 class WireError(RelayError, ValueError):
     """A message that cannot be decoded: unknown version or kind, missing or bad fields."""
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """'ip:port' or '[v6]:port' -> (ip, port), validated."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise WireError(f"address {text!r} is not ip:port")
-    host = host.strip("[]")
+def parse_address(text: str) -> Address:
+    """'ip:port' or '[v6]:port' -> Address (a tuple (ip, port)), validated."""
     try:
-        ip = ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError:
-        raise WireError(f"address {text!r} is not ip:port") from None
-    if not 0 < number < 65536:
-        raise WireError(f"port out of range in {text!r}")
-    return str(ip), number
+        return Address.parse(text)
+    except ValueError as exc:
+        raise WireError(str(exc)) from None
 
 
 def _b64(data: bytes) -> str:
