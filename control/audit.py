@@ -1,6 +1,6 @@
 """The audit log (issue 7): who did what to which meeting, for the host and the operator to read.
 
-The HTTP layer (control/api.py) appends an entry after each host or operator action succeeds:
+The HTTP layer (control/api/) appends an entry after each host or operator action succeeds:
 creating, changing, ending and deleting a meeting; locking and unlocking it, switching
 recording on and off; muting, expelling and changing the role of a participant; the
 registration settings; approving, rejecting and correcting a registration, issuing a new join

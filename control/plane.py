@@ -2,7 +2,7 @@
 registration service (with the PII box that seals registrants' data, the mailer that sends
 confirmation codes and the throttle on sign-ups), the audit log, the routing server (updates
 out to the workers, with the routing journal), the stats intake (counters in from the
-workers) and the metrics. The HTTP layer (control/api.py) only
+workers) and the metrics. The HTTP layer (control/api/) only
 translates requests into calls on `plane.service` and answers.
 
 Restart (DESIGN.md, "Supervisor"): `ControlPlane.start` rebuilds the routing state from the

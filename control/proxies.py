@@ -2,7 +2,7 @@
 names in `X-Forwarded-For` (`relay serve --trusted-proxies`).
 
 The client address keys the per-client join throttle (control/auth.py) and the access log's
-pseudonym (control/api.py), so whoever can choose it can guess meeting passwords without being
+pseudonym (control/api/), so whoever can choose it can guess meeting passwords without being
 slowed down. `X-Forwarded-For` is a list to which each proxy appends the address it received the
 request from (the de-facto header that RFC 7239 §1 describes): only the entries that proxies we
 run appended can be believed, and everything left of them was written by whoever sent the

@@ -1,6 +1,6 @@
 """What a displayed string may hold: one rule for every name and field people see (meeting
 titles, participant names, registrants' fields, question labels and answers), used by the
-API's request models (control/api.py) and by the services (control/meetings.py,
+API's request models (control/api/) and by the services (control/meetings.py,
 control/registration.py), and the escaping the command line prints server strings with
 (control/client_cli.py), since rows written before the rule may hold anything.
 

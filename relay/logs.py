@@ -6,7 +6,7 @@ when there is a traceback). `relay serve` makes `json` its processes' default (c
 so a log collector can parse every line.
 
 What is logged never carries personal data or a secret (DESIGN.md, "Storage and scale"): ids,
-counts and reasons only; client addresses appear as keyed pseudonyms (control/api.py).
+counts and reasons only; client addresses appear as keyed pseudonyms (control/api/).
 """
 
 from __future__ import annotations
