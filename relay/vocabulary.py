@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from relay import _core
 
-__all__ = ["DEFAULT_SUITE", "Address", "Mode", "Role", "Suite"]
+__all__ = ["DEFAULT_SUITE", "Address", "Kind", "Mode", "Role", "Suite"]
 
 
 class Role(StrEnum):
@@ -35,6 +35,13 @@ class Mode(StrEnum):
 
     MEETING = "meeting"
     WEBINAR = "webinar"
+
+
+class Kind(StrEnum):
+    """What a participant's stream carries (its SDP m= line, RFC 4566 section 5.14)."""
+
+    AUDIO = "audio"
+    VIDEO = "video"
 
 
 class Suite(StrEnum):
