@@ -6,17 +6,18 @@ password or hold the host key.
 
 Three parts, all on this machine:
 1. The proof of work's cost: control.puzzle.solve, the Python client's solver, on `--runs`
-   fresh challenges at each difficulty the server asks (control/auth.py, POW_MIN_BITS to
+   fresh challenges at each difficulty the server asks (control/proof_of_work.py, POW_MIN_BITS to
    POW_MAX_BITS), one core; the median and the slowest. SHA-256's speed in native code, what
    a native solver would get. And one Argon2id check of the server.
 2. Guesses per hour against one meeting: attackers with 1, 10 and 1,000 IPv4 addresses, and
    with 1,000 IPv6 addresses of one /64, each address retrying the moment it may. The throttle
-   and the proof of work are the server's own code (control.auth.FailureThrottle and
-   JoinPuzzles, keyed by control.auth.client_key) on a simulated clock, so an hour takes
-   seconds; each guess costs the attacker the median solve time measured in part 1 at the
-   difficulty the meeting asks at that moment (not solved for real: 24,000 solves would take
-   hours), plus the server's Argon2 check. Two attackers: one core like this machine's per
-   address (a botnet), and every address sharing this machine's 2 cores.
+   and the proof of work are the server's own code (control.throttle.FailureThrottle and
+   control.proof_of_work.JoinPuzzles, keyed by control.throttle.client_key) on a simulated
+   clock, so an hour takes seconds; each guess costs the attacker the median solve time
+   measured in part 1 at the difficulty the meeting asks at that moment (not solved for
+   real: 24,000 solves would take hours), plus the server's Argon2 check. Two attackers:
+   one core like this machine's per address (a botnet), and every address sharing this
+   machine's 2 cores.
 3. The delay of a join during an attack, for real: a uvicorn server on loopback over a real
    control plane (SQLite, Argon2 at its real cost), a meeting (a new one each run, so Argon2
    runs every time) whose recent failures put it at the hardest proof of work, and
@@ -44,8 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from control import auth, puzzle
-from control.auth import FailureThrottle, JoinPuzzles, client_key
+from control import auth, proof_of_work, puzzle
+from control.proof_of_work import JoinPuzzles
+from control.throttle import FailureThrottle, client_key
 
 HOUR = 3600.0
 ROUND_TRIP = 0.002  # seconds per request on top of the work (a near server; more only slows it)
@@ -58,7 +60,7 @@ def solve_costs(runs: int) -> dict[int, list[float]]:
     """Seconds per solve at each difficulty the server asks, on fresh challenges."""
     puzzles = JoinPuzzles()
     costs: dict[int, list[float]] = {}
-    for bits in range(auth.POW_MIN_BITS, auth.POW_MAX_BITS + 1):
+    for bits in range(proof_of_work.POW_MIN_BITS, proof_of_work.POW_MAX_BITS + 1):
         costs[bits] = []
         for _ in range(runs):
             challenge = puzzles.challenge("bench", 0.0, bits)
@@ -254,10 +256,12 @@ def join_delays(runs: int) -> dict[str, list[float]]:
         for run in range(runs):
             attacked = operator.create_meeting(f"attacked {run}", password=f"right-{run}")
             calm = operator.create_meeting(f"calm {run}", password=f"right-{run}")
-            for _ in range(20 * auth.POW_THRESHOLD):  # the failures of an attack at the cap
-                plane.service.puzzles.failure(attacked["id"], plane.clock())
+            for _ in range(
+                20 * proof_of_work.POW_THRESHOLD
+            ):  # the failures of an attack at the cap
+                plane.service.admission.puzzles.failure(attacked["id"], plane.clock())
             shown = operator.get_meeting(attacked["id"])["join_throttle"]
-            assert shown.get("difficulty") == auth.POW_MAX_BITS, shown
+            assert shown.get("difficulty") == proof_of_work.POW_MAX_BITS, shown
             asked: list[ProofOfWorkRequired] = []
             with RelayClient(url) as person:
                 started = time.perf_counter()
@@ -268,7 +272,7 @@ def join_delays(runs: int) -> dict[str, list[float]]:
                     on_proof_of_work=asked.append,
                 )
                 delays["attacked"].append(time.perf_counter() - started)
-                assert [a.difficulty for a in asked] == [auth.POW_MAX_BITS], asked
+                assert [a.difficulty for a in asked] == [proof_of_work.POW_MAX_BITS], asked
                 started = time.perf_counter()
                 person.join(attacked["id"], name="Host", role="host", host_key=attacked["host_key"])
                 delays["host key"].append(time.perf_counter() - started)
@@ -302,10 +306,10 @@ def main() -> int:
     print(f"SHA-256 in native code, one core: {native / 1e6:.1f} M blocks/s (one per try)")
     print("proof of work, Python solver, one core (median, slowest):")
     for bits, times in costs.items():
-        work = auth.POW_SOLUTIONS << bits
+        work = proof_of_work.POW_SOLUTIONS << bits
         rate = work / median_cost[bits] / 1e6
         print(
-            f"  {auth.POW_SOLUTIONS} x {bits} bits ({work:>9,} tries): "
+            f"  {proof_of_work.POW_SOLUTIONS} x {bits} bits ({work:>9,} tries): "
             f"{_ms(median_cost[bits]):>9}, {_ms(max(times)):>9}  ({rate:.1f} M tries/s)"
         )
 
@@ -326,7 +330,7 @@ def main() -> int:
     delays = join_delays(args.runs)
     print(f"\njoins, real server on loopback ({args.runs} runs; median, slowest):")
     for what, label in (
-        ("attacked", f"password, meeting under attack ({auth.POW_MAX_BITS} bits)"),
+        ("attacked", f"password, meeting under attack ({proof_of_work.POW_MAX_BITS} bits)"),
         ("host key", "host key, same meeting"),
         ("calm", "password, calm meeting"),
     ):

@@ -4,7 +4,8 @@
 The server declares these as its routes' response models (control/api/): FastAPI checks each
 answer against them and the OpenAPI description documents every one. The Python client
 (control/client.py) returns the same types, so the schema a program reads is the one the
-server keeps. They are TypedDicts, plain JSON objects at run time: the client needs neither
+server keeps. They are TypedDicts (typing_extensions': pydantic reads those on Python 3.11),
+plain JSON objects at run time: the client needs neither
 pydantic nor a conversion step, and an answer prints and compares as the JSON it came from.
 
 A field added to an answer is added here, and nowhere else: the server drops (and the tests
@@ -13,7 +14,9 @@ notice) any key an answer's type does not name.
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired
+
+from typing_extensions import TypedDict
 
 from relay.vocabulary import Kind, Mode, Role, Suite
 

@@ -1,6 +1,7 @@
-"""The audit log (issue 7): who did what to which meeting, for the host and the operator to read.
+"""The audit log: who did what to which meeting, for the host and the operator to read.
 
-The HTTP layer (control/api/) appends an entry after each host or operator action succeeds:
+The services append an entry after each host or operator action succeeds (control/meetings.py,
+control/registration.py, control/recordings.py), with what changed:
 creating, changing, ending and deleting a meeting; locking and unlocking it, switching
 recording on and off; muting, expelling and changing the role of a participant; the
 registration settings; approving, rejecting and correcting a registration, issuing a new join
@@ -27,8 +28,9 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import cast
 
+from control.answers import Actor, AuditEntry
 from control.store.base import AuditRow, Store, StoreError
 
 __all__ = ["Audit", "audit_json", "check_detail"]
@@ -74,11 +76,11 @@ def check_detail(detail: Mapping[str, object] | None) -> str:
     return json.dumps(clean, sort_keys=True)
 
 
-def audit_json(row: AuditRow) -> dict[str, Any]:
+def audit_json(row: AuditRow) -> AuditEntry:
     return {
         "id": row.id,
         "at": row.at,
-        "actor": row.actor,
+        "actor": cast(Actor, row.actor),
         "action": row.action,
         "meeting_id": row.meeting_id,
         "target": row.target,
@@ -94,7 +96,7 @@ class Audit:
 
     async def append(
         self,
-        actor: str,
+        actor: Actor,
         action: str,
         meeting_id: str | None = None,
         target: str | None = None,
@@ -126,6 +128,6 @@ class Audit:
 
     async def entries(
         self, meeting_id: str | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[dict[str, Any]]:
+    ) -> list[AuditEntry]:
         rows = await self.store.list_audit(meeting_id=meeting_id, limit=limit, offset=offset)
         return [audit_json(r) for r in rows]

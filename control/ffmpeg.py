@@ -1,4 +1,5 @@
-"""ffmpeg as a client: the arguments a join answer gives it (DESIGN.md, "Keys, joining").
+"""ffmpeg as a client: the arguments a join answer gives it (README.md, "Join a webinar with
+ffmpeg").
 
 ffmpeg has its own SRTP code (libavformat/srtp.c) and speaks AES_CM_128_HMAC_SHA1_80 and _32
 only: no GCM, no AES-256. So a meeting on another suite gets no ffmpeg arguments.
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from typing import Any
 
+from control.answers import FfmpegArguments
 from relay import wire
+from relay.vocabulary import Suite
 
-SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
+SUITES = (Suite.AES_CM_128_HMAC_SHA1_80, Suite.AES_CM_128_HMAC_SHA1_32)
 INPUT = ["-protocol_whitelist", "file,udp,rtp,srtp", "-i", "join.sdp"]
 
 
@@ -55,13 +57,13 @@ def arguments(
     relay_port: int,
     declared: Sequence[wire.Stream],
     listener: bool,
-) -> dict[str, Any] | None:
+) -> FfmpegArguments | None:
     """What the join answer says under "ffmpeg": `outputs` (one argument list per declared
     stream, to follow that stream's encoder options) and, for a listener, `input`; None when
     ffmpeg cannot speak the meeting's suite."""
     if suite not in SUITES:
         return None
-    answer: dict[str, Any] = {
+    answer: FfmpegArguments = {
         "outputs": [output_arguments(s, suite, uplink, relay_host, relay_port) for s in declared]
     }
     if listener:

@@ -19,8 +19,8 @@ import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
-from control.auth import client_key
 from control.errors import ApiError, Full, Throttled
+from control.throttle import client_key
 
 __all__ = ["JoinLimits", "TooManyListeners"]
 

@@ -24,12 +24,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from control import auth
+from control.answers import Health, Media
 from control.audit import Audit
 from control.limits import JoinLimits
 from control.mail import Mailer
@@ -206,7 +206,7 @@ class ControlPlane:
         now = time.monotonic()
         return sum(1 for w in self.stats.workers.values() if now - w.last_seen < STATS_STALE_S)
 
-    def media_of(self, wire_id: int) -> dict[str, Any]:
+    def media_of(self, wire_id: int) -> Media:
         """What the workers last reported of one participant: its address known since when,
         packets and bytes each way."""
         pin, bin_, pout, bout = self.stats.participant(str(wire_id))
@@ -225,7 +225,7 @@ class ControlPlane:
             sums = [a + b for a, b in zip(sums, self.stats.participant(str(wire_id)), strict=True)]
         return dict(zip(("packets_in", "bytes_in", "packets_out", "bytes_out"), sums, strict=True))
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Health:
         meetings, participants = self.gauges()
         return {
             "status": "ok",

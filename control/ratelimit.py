@@ -3,7 +3,7 @@ each one may send an email, and each writes a row, so neither a single client no
 them may do it as fast as they like.
 
 Two token buckets must both have a token for a sign-up to pass: one per client address (as
-`control.auth.client_key` gives it: an IPv4 address, or an IPv6 /64, which one subscriber
+`control.throttle.client_key` gives it: an IPv4 address, or an IPv6 /64, which one subscriber
 usually holds whole) and one per meeting (every client together, so that sign-ups spread over
 many addresses are slowed too). A bucket holds `per_minute` tokens and refills at
 `per_minute` a minute: a burst of that many, then one every 60/`per_minute` seconds. A refused

@@ -10,13 +10,16 @@ control plane runs every hour; deleting a meeting deletes its recordings at once
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from pathlib import Path
-from typing import Any
 
+from control.answers import Actor, Recording
+from control.audit import Audit
 from control.errors import NotFound
+from control.store import MeetingRow
 from relay import recording
 
 log = logging.getLogger("control.recordings")
@@ -41,8 +44,8 @@ class Recordings:
                 found.append(path)
         return found
 
-    def of_meeting(self, wire_id: int) -> list[dict[str, Any]]:
-        out = []
+    def of_meeting(self, wire_id: int) -> list[Recording]:
+        out: list[Recording] = []
         for path in self._files(wire_id):
             m = _NAME.fullmatch(path.name)
             assert m is not None
@@ -57,6 +60,17 @@ class Recordings:
                 }
             )
         return out
+
+    async def download(
+        self, meeting: MeetingRow, name: str, *, audit: Audit, by: Actor, now: float
+    ) -> bytes:
+        """The pcap of one of the meeting's recordings (decrypted in a thread); each download
+        is in the audit log, with the file's name and size."""
+        pcap = await asyncio.to_thread(self.pcap, meeting.wire_id, name)
+        # `name` is a recording's own file name here (pcap found it): an id, not input.
+        detail = {"bytes": len(pcap)}
+        await audit.append(by, "recording.download", meeting.id, name, detail, now=now)
+        return pcap
 
     def pcap(self, wire_id: int, name: str) -> bytes:
         """The pcap a recording of this meeting holds; NotFound for any other name."""

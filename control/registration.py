@@ -113,6 +113,7 @@ from control.store.base import (
     new_id,
 )
 from control.text import HIDDEN_MESSAGE, has_hidden_characters
+from control.throttle import client_key
 
 __all__ = [
     "APPROVALS",
@@ -405,7 +406,7 @@ def new_code() -> str:
 
 
 def _client(address: str | None) -> str:
-    return auth.client_key(address) if address else "unknown"
+    return client_key(address) if address else "unknown"
 
 
 class RegistrationService:

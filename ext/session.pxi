@@ -54,7 +54,8 @@ cdef int _raise_for(int status, str what) except -1:
     raise SrtpError(f"{what}: OpenSSL failure (status {status})")
 
 
-cdef const SuiteSpec* _suite_spec(str suite) except NULL:
+cdef const SuiteSpec* _suite_spec(object suite) except NULL:
+    # Any str names a suite, relay.vocabulary.Suite's members included (str subclasses).
     cdef int i
     cdef bytes name
     if not isinstance(suite, str):
@@ -106,7 +107,7 @@ cdef class Session:
     def __cinit__(self):
         memset(&self.ctx, 0, sizeof(SrtpContext))
 
-    def __init__(self, str suite, key_material, *, int replay_window=128, mki=None):
+    def __init__(self, suite, key_material, *, int replay_window=128, mki=None):
         cdef const SuiteSpec* spec = _suite_spec(suite)
         cdef const uint8_t[::1] km
         cdef int rc
@@ -127,7 +128,7 @@ cdef class Session:
             _raise_for(rc, "Session")
 
     @classmethod
-    def _from_session_keys(cls, str suite, *, bytes rtp_key, bytes rtp_salt, bytes rtcp_key,
+    def _from_session_keys(cls, suite, *, bytes rtp_key, bytes rtp_salt, bytes rtcp_key,
                            bytes rtcp_salt, bytes rtp_auth_key=b"", bytes rtcp_auth_key=b"",
                            int replay_window=128):
         """A Session keyed with session keys directly, skipping the KDF.

@@ -339,7 +339,7 @@ cdef class RouteTable:
 
     # -- participants ------------------------------------------------------------------------
 
-    def join(self, uint32_t participant_id, uint32_t meeting_id, str role, str suite,
+    def join(self, uint32_t participant_id, uint32_t meeting_id, role, suite,
              uplink, downlink, ssrcs=(), address=None, bint local=True, receive_ports=(),
              bint address_confirmed=True, source_hint=None):
         """Add a participant.

@@ -33,11 +33,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from control import auth, puzzle
 from control.api import MAX_BODY, create_app
-from control.auth import FailureThrottle, JoinPuzzles
 from control.mail import Mailer
 from control.plane import ControlPlane, Endpoints
+from control.proof_of_work import JoinPuzzles
 from control.ratelimit import SignupThrottle
 from control.store import SqliteStore
+from control.throttle import FailureThrottle
 from relay.srtp import SUITES, Session
 
 TOKEN = "operator-token-of-the-api-tests-0123456789"
@@ -732,6 +733,13 @@ JOIN_REFUSALS: list[tuple[str, dict[str, Any], int, str, str]] = [
         "pt",
     ),
     (
+        "stream pt in RTCP's range",
+        {"password": "pw", "name": "n", "streams": [{"ssrc": 1, "pt": 72}]},
+        422,
+        "invalid",
+        "collides with RTCP",
+    ),
+    (
         "stream kind text",
         {"password": "pw", "name": "n", "streams": [{"ssrc": 1, "kind": "text"}]},
         422,
@@ -947,7 +955,7 @@ def test_the_lockout_is_gone_host_key_and_password_join_after_50_failures_from_1
     (the real ones' cost is checked in tests/test_client.py)."""
 
     async def body(api: Api) -> None:
-        api.plane.service.puzzles = JoinPuzzles(min_bits=4, max_bits=8, solutions=8)
+        api.plane.service.admission.puzzles = JoinPuzzles(min_bits=4, max_bits=8, solutions=8)
         m = await api.create(title="m", password="right")
         join_url = f"/v1/meetings/{m['id']}/join"
         attackers = [api.client_at(f"203.0.113.{i}") for i in range(10)]
@@ -1008,11 +1016,11 @@ def test_the_lockout_is_gone_host_key_and_password_join_after_50_failures_from_1
 
 def test_proof_of_work_refusals(tmp_path: Path) -> None:
     async def body(api: Api) -> None:
-        api.plane.service.puzzles = JoinPuzzles(min_bits=4, max_bits=8, solutions=8)
+        api.plane.service.admission.puzzles = JoinPuzzles(min_bits=4, max_bits=8, solutions=8)
         m, other = await api.create(title="m", password="pw"), await api.create(title="o")
         for _ in range(10):
-            api.plane.service.puzzles.failure(m["id"], api.now)
-            api.plane.service.puzzles.failure(other["id"], api.now)
+            api.plane.service.admission.puzzles.failure(m["id"], api.now)
+            api.plane.service.admission.puzzles.failure(other["id"], api.now)
         required = _puzzle_answer(await api.join(m["id"], name="A", password="pw"))
         proof = _proof(required)
         # a proof for another meeting
@@ -1041,10 +1049,10 @@ def test_proof_of_work_refusals(tmp_path: Path) -> None:
         assert r.status_code == 201, r.text
         stale = _proof(_puzzle_answer(await api.join(m["id"], name="B", password="pw")))
         for _ in range(10):
-            api.plane.service.puzzles.failure(m["id"], api.now)
+            api.plane.service.admission.puzzles.failure(m["id"], api.now)
         api.now += 60
         for _ in range(10):
-            api.plane.service.puzzles.failure(m["id"], api.now)
+            api.plane.service.admission.puzzles.failure(m["id"], api.now)
         r = await api.join(m["id"], name="B", password="pw", proof_of_work=stale)
         assert "expired" in _puzzle_answer(r)["message"]
         # a host key needs no proof, and neither does a calm meeting
@@ -1558,9 +1566,9 @@ def _fuzz(tmp_path: Path, path: Callable[[dict[str, Any]], str], bodies: Any, au
             )
             # the throttle would answer 429 to most wrong passwords and hide what lies behind
             service = api.plane.service
-            service.throttle = FailureThrottle(client_threshold=10**9)
-            service.secret_throttle = FailureThrottle(client_threshold=10**9)
-            service.puzzles = JoinPuzzles(threshold=10**9)
+            service.admission.throttle = FailureThrottle(client_threshold=10**9)
+            service.admission.secret_throttle = FailureThrottle(client_threshold=10**9)
+            service.admission.puzzles = JoinPuzzles(threshold=10**9)
             runner.run(api.joined(m["id"], name="Pres", password="pan", role="panelist", ssrcs=[1]))
             headers = {**JSON, **(OPERATOR if auth else {})}
 

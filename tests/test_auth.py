@@ -10,12 +10,11 @@ import re
 
 import pytest
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from pydantic import ValidationError
 
-from control import auth, puzzle
+from control import auth, proof_of_work, puzzle
+from control.api.requests import JoinIn
 from control.auth import (
-    FailureThrottle,
-    JoinPuzzles,
-    client_key,
     generate_password,
     hash_password,
     new_secret,
@@ -24,6 +23,8 @@ from control.auth import (
     verify_password,
 )
 from control.errors import Invalid, ProofOfWorkRequired, Throttled
+from control.proof_of_work import JoinPuzzles, Proof
+from control.throttle import FailureThrottle, client_key
 
 # --- passwords (each Argon2id hash costs tens of ms: keep these few) -------------------------
 
@@ -353,7 +354,7 @@ def test_verified_passwords_remember_only_what_matched_and_stay_bounded() -> Non
     assert other._tags[("m1", "hash1")] != cache._tags[("m1", "hash1")]
 
 
-# --- the proof of work (control/puzzle.py, auth.JoinPuzzles) ---------------------------------
+# --- the proof of work (control/puzzle.py, control/proof_of_work.py) ------------------------
 
 
 def test_the_readme_example_and_the_solver() -> None:
@@ -386,14 +387,14 @@ def test_the_readme_example_and_the_solver() -> None:
         puzzle.solve("é", 1, 1)
 
 
-def _solved(puzzles: JoinPuzzles, meeting: str, now: float) -> dict[str, object]:
+def _solved(puzzles: JoinPuzzles, meeting: str, now: float) -> Proof:
     """A fresh challenge for the meeting, solved: a proof as a join carries it."""
     with pytest.raises(ProofOfWorkRequired) as info:
         puzzles.require(meeting, None, now)
     body = info.value.body()["error"]
     challenge, bits, count = body["challenge"], body["difficulty"], body["solutions"]
     assert isinstance(challenge, str) and isinstance(bits, int) and isinstance(count, int)
-    return {"challenge": challenge, "nonces": puzzle.solve(challenge, bits, count)}
+    return Proof(challenge, tuple(puzzle.solve(challenge, bits, count)))
 
 
 def _attack(puzzles: JoinPuzzles, meeting: str, failures: int, now: float) -> None:
@@ -423,9 +424,9 @@ def test_no_proof_below_the_threshold_then_the_difficulty_doubles_and_caps() -> 
         "message": error.message,
         "algorithm": "sha256-k-nonces",
         "challenge": error.puzzle["challenge"],
-        "difficulty": auth.POW_MIN_BITS,
-        "solutions": auth.POW_SOLUTIONS,
-        "expires_in": auth.POW_TTL,
+        "difficulty": proof_of_work.POW_MIN_BITS,
+        "solutions": proof_of_work.POW_SOLUTIONS,
+        "expires_in": proof_of_work.POW_TTL,
     }
     assert "many failed joins" in error.message
     # each doubling of the recent failures adds a bit (doubles the work), up to the cap
@@ -444,7 +445,7 @@ def test_no_proof_below_the_threshold_then_the_difficulty_doubles_and_caps() -> 
     assert p.status("m", 0.5)["difficulty"] == 12 and p.status("m", 0.5)["proof_of_work"]
     p.require("other", None, 0.0)  # another meeting is calm
     # failures leave the ten-minute window (counted in buckets of 10 s): the meeting is calm
-    assert auth.POW_WINDOW == 600.0
+    assert proof_of_work.POW_WINDOW == 600.0
     assert p.recent_failures("m", 599.9) == 10
     assert p.recent_failures("m", 600.0) == 0
     p.require("m", None, 600.0)
@@ -472,7 +473,7 @@ def test_a_correct_proof_is_accepted_once() -> None:
     assert p.spent() == 1
     with pytest.raises(ProofOfWorkRequired, match="used already") as reused:
         p.require("m", proof, 101.5)
-    assert reused.value.puzzle["challenge"] != proof["challenge"]  # a fresh one to solve
+    assert reused.value.puzzle["challenge"] != proof.challenge  # a fresh one to solve
     p.require("m", _solved(p, "m", 102.0), 102.0)  # a new challenge: accepted
 
 
@@ -481,42 +482,41 @@ def test_wrong_expired_foreign_and_malformed_proofs_are_refused() -> None:
     _attack(p, "m", 10, 0.0)
     _attack(p, "other", 10, 0.0)
     proof = _solved(p, "m", 0.0)
-    challenge, nonces = proof["challenge"], proof["nonces"]
-    assert isinstance(challenge, str) and isinstance(nonces, list)
+    challenge, nonces = proof
 
-    def refused(candidate: object, match: str, meeting: str = "m", now: float = 1.0) -> None:
+    def refused(candidate: Proof, match: str, meeting: str = "m", now: float = 1.0) -> None:
         with pytest.raises(ProofOfWorkRequired, match=match):
             p.require(meeting, candidate, now)
 
     wrong = [*nonces[:-1], nonces[-1] + 1]
     while puzzle.is_solution(challenge, wrong[-1], 6):
         wrong[-1] += 1
-    refused({"challenge": challenge, "nonces": wrong}, "do not solve")
-    refused({"challenge": challenge, "nonces": nonces[:-1]}, "do not solve")  # too few
-    refused({"challenge": challenge, "nonces": [nonces[0]] * 8}, "do not solve")  # one, 8 times
-    refused({"challenge": challenge, "nonces": nonces[::-1]}, "do not solve")  # not increasing
+    refused(Proof(challenge, tuple(wrong)), "do not solve")
+    refused(Proof(challenge, tuple(nonces[:-1])), "do not solve")  # too few
+    refused(Proof(challenge, tuple([nonces[0]] * 8)), "do not solve")  # one, 8 times
+    refused(Proof(challenge, tuple(nonces[::-1])), "do not solve")  # not increasing
     refused(proof, "expired", now=10.0)
     refused(proof, "not issued for this meeting", meeting="other")
     stranger = JoinPuzzles(min_bits=6, max_bits=8, solutions=8)  # another process: another key
     _attack(stranger, "m", 10, 0.0)
     refused(_solved(stranger, "m", 0.0), "not issued for this meeting")
     tampered = challenge[:-3] + ("A" if challenge[-3] != "A" else "B") + challenge[-2:]
-    refused({"challenge": tampered, "nonces": nonces}, "not issued for this meeting")
-    refused({"challenge": challenge + "A", "nonces": nonces}, "not issued")
-    refused({"challenge": "x", "nonces": nonces}, "not issued")
+    refused(Proof(tampered, tuple(nonces)), "not issued for this meeting")
+    refused(Proof(challenge + "A", tuple(nonces)), "not issued")
+    refused(Proof("x", tuple(nonces)), "not issued")
     for malformed in (
         {"challenge": challenge},
-        {"challenge": challenge, "nonces": nonces, "extra": 1},
-        {"challenge": 5, "nonces": nonces},
+        {"challenge": challenge, "nonces": list(nonces), "extra": 1},
+        {"challenge": 5, "nonces": list(nonces)},
         {"challenge": challenge, "nonces": "1,2"},
         {"challenge": challenge, "nonces": []},
         {"challenge": challenge, "nonces": [True] * 8},
         {"challenge": challenge, "nonces": [-1]},
         {"challenge": challenge, "nonces": [1 << 53]},
         "a proof",
-    ):
-        with pytest.raises(Invalid, match="proof_of_work"):
-            p.require("m", malformed, 1.0)
+    ):  # the shape is the API's to check (control/api/requests.py), before any service
+        with pytest.raises(ValidationError, match="proof_of_work"):
+            JoinIn.model_validate({"name": "n", "proof_of_work": malformed})
     assert p.spent() == 0  # nothing refused was spent...
     p.require("m", proof, 1.0)  # ...so the right proof still works, once
 
@@ -528,7 +528,7 @@ def test_a_proof_of_an_easier_time_is_refused_when_the_attack_grows() -> None:
     _attack(p, "m", 10, 0.0)  # 20 failures: 5 bits; one step of slack
     p.require("m", easy, 0.0)
     text = p.challenge("m", 0.0, 4).text  # another one of 4 bits
-    easy = {"challenge": text, "nonces": puzzle.solve(text, 4, 4)}
+    easy = Proof(text, tuple(puzzle.solve(text, 4, 4)))
     _attack(p, "m", 20, 0.0)  # 40 failures: 6 bits
     with pytest.raises(ProofOfWorkRequired, match="harder") as info:
         p.require("m", easy, 0.0)
@@ -568,7 +568,9 @@ def test_an_hour_of_guessing_is_bounded_per_address_and_a_64_counts_as_one() -> 
     from bench.guessing import Strategy, attackers, guesses_per_hour
 
     one, ten, thousand, one_64 = attackers()
-    cost = {bits: 0.8 * 2.0 ** (bits - auth.POW_MAX_BITS) for bits in range(64)}.__getitem__
+    cost = {
+        bits: 0.8 * 2.0 ** (bits - proof_of_work.POW_MAX_BITS) for bits in range(64)
+    }.__getitem__
     greedy, patient = Strategy(None, False), Strategy(None, True)
     alone = guesses_per_hour(one, greedy, cost, 0.045)
     assert 20 <= alone.guesses <= 30
@@ -578,5 +580,5 @@ def test_an_hour_of_guessing_is_bounded_per_address_and_a_64_counts_as_one() -> 
     assert 250 <= guesses_per_hour(one, patient, cost, 0.045).guesses <= 300
     # 1,000 addresses on 2 cores: every guess needs the hardest proof; the cores bound them
     shared = guesses_per_hour(thousand, Strategy(2, False), cost, 0.045)
-    assert shared.hardest == auth.POW_MAX_BITS
+    assert shared.hardest == proof_of_work.POW_MAX_BITS
     assert shared.guesses <= 2 * 3600 / 0.8 + 50

@@ -25,8 +25,8 @@ import httpx
 import pytest
 import uvicorn
 
-from control import auth, client_cli, settings
 from control import client as client_module
+from control import client_cli, proof_of_work, settings
 from control.api import create_app
 from control.client import (
     ApiError,
@@ -46,6 +46,7 @@ from control.client import (
 from control.client_cli import register
 from control.errors import ApiError as ApiErrorOfServer
 from control.plane import ControlPlane, Endpoints
+from control.proof_of_work import Proof
 from control.store import SqliteStore
 from relay.srtp import SUITES
 
@@ -394,9 +395,12 @@ def test_join_solves_the_hardest_proof_of_work_by_itself(api: Api, client: Relay
     # this size would take minutes to stage here).
     plane = PLANES[0]
     for _ in range(200):
-        plane.service.puzzles.failure(meeting_id, plane.clock())
+        plane.service.admission.puzzles.failure(meeting_id, plane.clock())
     shown = client.get_meeting(meeting_id)["join_throttle"]
-    assert shown["difficulty"] == auth.POW_MAX_BITS and shown["solutions"] == auth.POW_SOLUTIONS
+    assert (
+        shown["difficulty"] == proof_of_work.POW_MAX_BITS
+        and shown["solutions"] == proof_of_work.POW_SOLUTIONS
+    )
 
     asked: list[ProofOfWorkRequired] = []
     with at(url, "127.0.0.99") as attendee:
@@ -405,13 +409,13 @@ def test_join_solves_the_hardest_proof_of_work_by_itself(api: Api, client: Relay
         )
         assert answer["role"] == "panelist"
         assert [(a.status, a.code, a.difficulty) for a in asked] == [
-            (428, "proof_of_work_required", auth.POW_MAX_BITS)
+            (428, "proof_of_work_required", proof_of_work.POW_MAX_BITS)
         ]
 
         with pytest.raises(ProofOfWorkRequired) as required:
             attendee.join(meeting_id, name="Bo", password="right", solve_proof_of_work=False)
-        assert required.value.solutions == auth.POW_SOLUTIONS
-        assert 0 < required.value.expires_in <= auth.POW_TTL
+        assert required.value.solutions == proof_of_work.POW_SOLUTIONS
+        assert 0 < required.value.expires_in <= proof_of_work.POW_TTL
         assert "many failed joins" in required.value.message
 
     with at(url, "127.0.0.20") as attacker:  # an attacking address, with the host key
@@ -426,18 +430,20 @@ def test_join_solves_the_hardest_proof_of_work_by_itself(api: Api, client: Relay
 
 
 def test_a_client_solves_what_the_server_checks_and_gives_up_on_absurd_puzzles() -> None:
-    """The client against the server's own checking (control.auth.JoinPuzzles), and against
-    a hostile server: one that asks for too much work, one that never accepts."""
-    puzzles = auth.JoinPuzzles(min_bits=8, max_bits=8, solutions=8)
+    """The client against the server's own checking (control.proof_of_work.JoinPuzzles), and
+    against a hostile server: one that asks for too much work, one that never accepts."""
+    puzzles = proof_of_work.JoinPuzzles(min_bits=8, max_bits=8, solutions=8)
     for _ in range(10):
         puzzles.failure("m1", 0.0)
     sent: list[Any] = []
 
     def server(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        sent.append(body.get("proof_of_work"))
+        given = body.get("proof_of_work")
+        sent.append(given)
+        proof = None if given is None else Proof(given["challenge"], tuple(given["nonces"]))
         try:
-            puzzles.require("m1", body.get("proof_of_work"), 1.0)
+            puzzles.require("m1", proof, 1.0)
         except ApiErrorOfServer as exc:
             return httpx.Response(exc.status, json=exc.body())
         return httpx.Response(201, json={"participant_id": "p1"})

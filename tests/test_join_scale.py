@@ -16,6 +16,8 @@ from control import auth
 from control.limits import JoinLimits
 from control.meetings import MeetingService
 from control.store import SqliteStore
+from relay.vocabulary import Address, Mode, Role
+from relay.wire import Stream
 from tests.test_meetings import Harness
 
 NOW = 1_800_000_000.0
@@ -68,7 +70,7 @@ async def crowd(service: MeetingService, meeting_id: str, size: int) -> list[str
             name=f"a{i}",
             client_address=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
             now=NOW,
-            receive_at=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:5004",
+            receive_at=Address.parse(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:5004"),
         )
         ids.append(answer["participant_id"])
     return ids
@@ -80,7 +82,7 @@ async def costs_at(tmp_path: Path, size: int) -> dict[str, int]:
         counting = CountingStore(store)
         service = service_at(store)
         created = await service.create_meeting(
-            "w", "webinar", password="pw", panelist_password="pp", now=NOW
+            "w", Mode.WEBINAR, password="pw", panelist_password="pp", now=NOW
         )
         meeting = created.meeting.id
         await service.join(
@@ -89,9 +91,9 @@ async def costs_at(tmp_path: Path, size: int) -> dict[str, int]:
             name="host",
             client_address="10.255.0.1",
             now=NOW,
-            role="host",
+            role=Role.HOST,
             host_key=created.host_key,
-            streams=[{"ssrc": 7, "kind": "audio"}],
+            streams=[Stream(7, "audio")],
         )
         ids = await crowd(service, meeting, size)
 
@@ -102,17 +104,21 @@ async def costs_at(tmp_path: Path, size: int) -> dict[str, int]:
                 name="late",
                 client_address="10.255.0.2",
                 now=NOW,
-                receive_at="10.255.0.2:5004",
+                receive_at=Address.parse("10.255.0.2:5004"),
             )
 
         return {
             "join": await counting.rows_read(one_more),
             "leave": await counting.rows_read(lambda: service.leave(meeting, ids[0], now=NOW + 1)),
             "expel": await counting.rows_read(
-                lambda: service.update_participant(meeting, ids[1], now=NOW + 1, expel=True)
+                lambda: service.update_participant(
+                    meeting, ids[1], now=NOW + 1, by="host", expel=True
+                )
             ),
             "role change": await counting.rows_read(
-                lambda: service.update_participant(meeting, ids[2], now=NOW + 1, role="panelist")
+                lambda: service.update_participant(
+                    meeting, ids[2], now=NOW + 1, by="host", role=Role.PANELIST
+                )
             ),
         }
 

@@ -18,6 +18,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request, Response
 
 from control import auth
+from control.answers import Actor
 from control.errors import Forbidden, NotFound, Unauthorized
 from control.plane import ControlPlane
 from control.proxies import TrustedProxies
@@ -72,11 +73,11 @@ async def operator(plane: Plane, token: Token, request: Request) -> None:
         raise Unauthorized("missing token: send Authorization: Bearer <token>")
     if not is_operator(plane, token):
         refusal = Unauthorized("this call needs the operator token")
-        plane.service.refuse_secret(client_address(request), plane.clock(), refusal)
+        plane.service.admission.refuse_secret(client_address(request), plane.clock(), refusal)
 
 
-async def host_or_operator(meeting_id: str, plane: Plane, token: Token, request: Request) -> str:
-    return await plane.service.authorize(
+async def host_or_operator(meeting_id: str, plane: Plane, token: Token, request: Request) -> Actor:
+    return await plane.service.admission.authorize(
         token,
         meeting_id,
         plane.token_digest,
@@ -92,7 +93,7 @@ async def operator_only(meeting_id: str, plane: Plane, token: Token, request: Re
 
 # 'operator' or 'host': who the caller is, for the audit log (FastAPI runs a dependency once
 # per request, so naming it in `dependencies` too costs nothing).
-Who = Annotated[str, Depends(host_or_operator)]
+Who = Annotated[Actor, Depends(host_or_operator)]
 
 
 def registrations(plane: ControlPlane) -> RegistrationService:

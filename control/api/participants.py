@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from control.answers import JoinAnswer, Participant, ParticipantUpdate
 from control.api.deps import (
     MAX_OFFSET,
     PAGE_MAX,
@@ -19,6 +20,7 @@ from control.api.deps import (
 from control.api.errors import ErrorOut, ProofOfWorkOut
 from control.api.requests import JoinIn, ParticipantPatch
 from control.errors import ApiError
+from control.proof_of_work import Proof
 
 router = APIRouter()
 
@@ -43,7 +45,7 @@ router = APIRouter()
         },
     },
 )
-async def join(meeting_id: str, body: JoinIn, plane: Plane, request: Request) -> dict[str, Any]:
+async def join(meeting_id: str, body: JoinIn, plane: Plane, request: Request) -> JoinAnswer:
     """Join with the host key, a registration's join token, or a password. A host key or
     token is checked first and a correct one always admits. A password join is refused
     with 429 while this client (IPv6: its /64) has too many wrong passwords for the
@@ -52,22 +54,22 @@ async def join(meeting_id: str, body: JoinIn, plane: Plane, request: Request) ->
     n_1 < ... < n_k below 2**53 such that SHA-256(challenge || n as 8 bytes big-endian)
     begins with `difficulty` zero bits; each challenge admits one attempt and expires
     after `expires_in` seconds."""
+    proof = body.proof_of_work
     try:
         answer = await plane.service.join(
             meeting_id,
-            password=body.password,
             name=body.name,
+            password=body.password,
             client_address=client_address(request),
             now=plane.clock(),
             role=body.role,
             host_key=body.host_key,
-            ssrcs=body.ssrcs,
-            streams=None if body.streams is None else [s.stream() for s in body.streams],
+            streams=body.declared(),
             receive_at=body.receive_at,
             uplink=body.uplink,
             registration_token=body.registration_token,
+            proof_of_work=None if proof is None else Proof(proof.challenge, tuple(proof.nonces)),
             operator=operator_calling(plane, request),
-            proof_of_work=None if body.proof_of_work is None else body.proof_of_work.model_dump(),
         )
     except ApiError as exc:
         plane.counters.join_failed(exc.code)
@@ -84,12 +86,12 @@ async def list_participants(
     response: Response,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_MAX,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> list[dict[str, Any]]:
+) -> list[Participant]:
     """The participants in the order they joined, a page at a time (`limit`, at most
     1,000, and `offset`); a full page carries a `Link` to the next one (RFC 8288)."""
-    people = await plane.service.list_participants(meeting_id, limit=limit, offset=offset)
-    for person in people:
-        person["media"] = plane.media_of(person.pop("wire_id"))
+    people = await plane.service.list_participants(
+        meeting_id, media=plane.media_of, limit=limit, offset=offset
+    )
     link_next_page(request, response, len(people), limit, offset)
     return people
 
@@ -100,26 +102,15 @@ async def list_participants(
 )
 async def patch_participant(
     meeting_id: str, participant_id: str, body: ParticipantPatch, plane: Plane, who: Who
-) -> dict[str, Any]:
-    before = None
-    if body.role is not None or body.muted is not None:
-        before = await plane.store.get_participant(participant_id, meeting_id=meeting_id)
-    answer = await plane.service.update_participant(
+) -> ParticipantUpdate:
+    """Mute or unmute, change the role (a promotion that lets an attendee send answers its
+    new keys, as a join does), or expel."""
+    return await plane.service.update_participant(
         meeting_id,
         participant_id,
         now=plane.clock(),
+        by=who,
         muted=body.muted,
         role=body.role,
         expel=body.expel,
     )
-    entries: list[tuple[str, dict[str, object] | None]] = []
-    if answer.get("expelled") and body.expel:
-        entries.append(("participant.expel", None))
-    elif before is not None:
-        if answer.get("role") != before.role:
-            entries.append(("participant.role", {"from": before.role, "to": answer["role"]}))
-        if answer.get("muted") != before.muted:
-            entries.append(("participant.mute" if answer["muted"] else "participant.unmute", None))
-    for action, detail in entries:
-        await plane.audit.append(who, action, meeting_id, answer["id"], detail, now=plane.clock())
-    return answer

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from control.answers import AuditEntry, Health, Recording
 from control.api.deps import MAX_OFFSET, Plane, Who, host_or_operator, operator
 from control.api.shapes import usage_csv, usage_json
 from control.errors import NotFound
@@ -21,7 +22,7 @@ router = APIRouter()
 
 
 @router.get("/v1/meetings/{meeting_id}/recordings", dependencies=[Depends(host_or_operator)])
-async def list_recordings(meeting_id: str, plane: Plane) -> list[dict[str, Any]]:
+async def list_recordings(meeting_id: str, plane: Plane) -> list[Recording]:
     meeting = await plane.service.get_meeting(meeting_id)
     if plane.recordings is None:
         return []
@@ -39,10 +40,8 @@ async def get_recording(meeting_id: str, name: str, plane: Plane, who: Who) -> R
     meeting = await plane.service.get_meeting(meeting_id)
     if plane.recordings is None:
         raise NotFound("this server keeps no recordings")
-    pcap = await asyncio.to_thread(plane.recordings.pcap, meeting.wire_id, name)
-    # `name` is a recording's own file name here (pcap found it): an id, not input.
-    await plane.audit.append(
-        who, "recording.download", meeting.id, name, {"bytes": len(pcap)}, now=plane.clock()
+    pcap = await plane.recordings.download(
+        meeting, name, audit=plane.audit, by=who, now=plane.clock()
     )
     stem = name.removesuffix(".rec")
     return Response(
@@ -80,7 +79,7 @@ async def audit(
     meeting: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> list[dict[str, Any]]:
+) -> list[AuditEntry]:
     """Every host and operator action, oldest first (`meeting`: one meeting's, deleted
     ones too)."""
     return await plane.audit.entries(meeting, limit=limit, offset=offset)
@@ -92,7 +91,7 @@ async def meeting_audit(
     plane: Plane,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> list[dict[str, Any]]:
+) -> list[AuditEntry]:
     """This meeting's audit entries, oldest first (the host key reads its own)."""
     meeting = await plane.service.get_meeting(meeting_id)
     return await plane.audit.entries(meeting.id, limit=limit, offset=offset)
@@ -110,5 +109,5 @@ async def metrics(plane: Plane, request: Request) -> Response:
 
 
 @router.get("/healthz")
-async def healthz(plane: Plane) -> dict[str, Any]:
+async def healthz(plane: Plane) -> Health:
     return plane.health()

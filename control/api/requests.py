@@ -1,16 +1,30 @@
 """What the HTTP API takes: a pydantic model per request body (control/api/__init__.py says
 how refusals read). strict: no "1" for 1 or "true" for true; forbid: a misspelt field is an
 error, not ignored. Names and displayed fields refuse control and invisible characters
-(control/text.py)."""
+(control/text.py).
+
+This is the one place input is checked: the services below take the typed values these
+models give (the vocabulary's enums, `Address`, `wire.Stream`) and check only what needs the
+stored state (docs/ARCHITECTURE.md, "Validation once, at the edge")."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
 from control import puzzle
-from control.meetings import NAME_MAX, TITLE_MAX
+from control.meetings import MAX_STREAMS, NAME_MAX, TITLE_MAX
 from control.registration import (
     ANSWER_MAX,
     CAPACITY_MAX,
@@ -21,14 +35,13 @@ from control.registration import (
     MAX_QUESTIONS,
     OTHER_MAX,
 )
+from control.sdp import check_streams
 from control.text import HIDDEN_MESSAGE, has_hidden_characters
-from relay.srtp import SUITES
+from relay.vocabulary import Address, Kind, Mode, Role, Suite
+from relay.wire import Stream
 
 PASSWORD_MAX = 256
-Suite = Literal[
-    "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM", "AEAD_AES_256_GCM"
-]
-assert set(Suite.__args__) == set(SUITES)  # type: ignore[attr-defined]
+RECEIVE_PORT_MIN = 1024  # below: system services, never a listener's media port
 
 
 def _visible(value: str) -> str:
@@ -43,10 +56,64 @@ def _visible_lines(value: str) -> str:
     return value
 
 
+def _named(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return _visible(value)
+
+
 # A string people see (control/text.py): no control or invisible characters; free text (an
-# answer) may also hold line breaks and tabs.
+# answer) may also hold line breaks and tabs. A title or a name is more than blanks.
 Visible = Annotated[str, AfterValidator(_visible)]
 VisibleLines = Annotated[str, AfterValidator(_visible_lines)]
+Named = Annotated[str, AfterValidator(_named)]
+
+
+def _enum(default: object, description: str) -> Any:
+    """A vocabulary enum field: its value as JSON gives it (strict mode would want the
+    Python member itself)."""
+    return Field(default, strict=False, description=description)
+
+
+def listener_address(value: object) -> Address:
+    """Where a listen-only client wants media: one unicast host and an unprivileged port.
+    Multicast, broadcast, unspecified, link-local (169.254/16: cloud metadata services live
+    there) and reserved addresses would turn the relay against networks, not send to a
+    listener (docs/SECURITY.md, "No reflection: consent before media"). The messages never
+    repeat the value."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("must be an 'ip:port' string")
+    try:
+        address = Address.parse(value)
+    except ValueError:
+        raise ValueError("must be 'ip:port', as in 192.0.2.1:5004 or [2001:db8::1]:5004") from None
+    ip = ipaddress.ip_address(address.host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    reserved = ip.is_reserved and not ip.is_loopback  # ::1 lies in IPv6's reserved ::/8
+    if ip.is_unspecified or ip.is_multicast or ip.is_link_local or reserved:
+        raise ValueError(
+            "must be the unicast address of the listener: not multicast, broadcast, "
+            "unspecified, link-local or reserved"
+        )
+    if address.port < RECEIVE_PORT_MIN:
+        raise ValueError(f"the port must be {RECEIVE_PORT_MIN}..65535")
+    return address
+
+
+# A listener's own address, "ip:port" on the wire and an `Address` for the services.
+ListenerAddress = Annotated[
+    Address,
+    PlainValidator(listener_address),
+    PlainSerializer(str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 64,
+            "description": '"ip:port" (IPv6: "[addr]:port"), unicast, port 1024..65535',
+        }
+    ),
+]
 
 
 class Body(BaseModel):
@@ -55,27 +122,27 @@ class Body(BaseModel):
 
 
 class MeetingCreate(Body):
-    title: Visible = Field(min_length=1, max_length=TITLE_MAX)
-    mode: Literal["meeting", "webinar"] = "meeting"
+    title: Named = Field(min_length=1, max_length=TITLE_MAX)
+    mode: Mode = _enum(Mode.MEETING, "a webinar's attendees receive only")
     password: str | None = Field(
         None, min_length=1, max_length=PASSWORD_MAX, description="generated when not given"
     )
     panelist_password: str | None = Field(None, min_length=1, max_length=PASSWORD_MAX)
-    suite: Suite | None = None
+    suite: Suite | None = _enum(None, "the SRTP suite (default AES_CM_128_HMAC_SHA1_80)")
 
 
 class MeetingPatch(Body):
-    title: Visible = Field(min_length=1, max_length=TITLE_MAX)
+    title: Named = Field(min_length=1, max_length=TITLE_MAX)
 
 
-class Controls(Body):
+class ControlsIn(Body):
     locked: bool | None = None
     recording: bool | None = None
 
 
 class StreamIn(Body):
     ssrc: int = Field(ge=0, le=0xFFFFFFFF)
-    kind: Literal["audio", "video"] = "audio"
+    kind: Kind = _enum(Kind.AUDIO, "audio or video")
     pt: int | None = Field(None, ge=0, le=127, description="default: 111 audio, 96 video")
     codec: str | None = Field(
         None,
@@ -84,18 +151,18 @@ class StreamIn(Body):
         description="default: opus/48000/2 audio, VP8/90000 video",
     )
 
-    def stream(self) -> dict[str, Any]:
+    def stream(self) -> Stream:
         """As the meeting service takes it, with the defaults of its kind filled in."""
         pt, codec = STREAM_DEFAULTS[self.kind]
-        return {
-            "ssrc": self.ssrc,
-            "kind": self.kind,
-            "pt": pt if self.pt is None else self.pt,
-            "codec": codec if self.codec is None else self.codec,
-        }
+        return Stream(
+            self.ssrc,
+            self.kind,
+            pt if self.pt is None else self.pt,
+            codec if self.codec is None else self.codec,
+        )
 
 
-STREAM_DEFAULTS = {"audio": (111, "opus/48000/2"), "video": (96, "VP8/90000")}
+STREAM_DEFAULTS = {Kind.AUDIO: (111, "opus/48000/2"), Kind.VIDEO: (96, "VP8/90000")}
 
 
 class ProofOfWorkIn(Body):
@@ -114,12 +181,14 @@ class ProofOfWorkIn(Body):
 
 class JoinIn(Body):
     password: str | None = Field(None, max_length=PASSWORD_MAX)
-    name: Visible = Field(min_length=1, max_length=NAME_MAX)
-    role: Literal["host", "panelist", "attendee"] | None = None
+    name: Named = Field(min_length=1, max_length=NAME_MAX)
+    role: Role | None = _enum(None, "default: attendee in a webinar, panelist in a meeting")
     host_key: str | None = Field(None, max_length=128)
-    ssrcs: list[Annotated[int, Field(ge=0, le=0xFFFFFFFF)]] | None = Field(None, max_length=8)
-    streams: list[StreamIn] | None = Field(None, max_length=8)
-    receive_at: str | None = Field(None, max_length=64, description='"ip:port"')
+    ssrcs: list[Annotated[int, Field(ge=0, le=0xFFFFFFFF)]] | None = Field(
+        None, max_length=MAX_STREAMS
+    )
+    streams: list[StreamIn] | None = Field(None, max_length=MAX_STREAMS)
+    receive_at: ListenerAddress | None = None
     uplink: str | None = Field(
         None,
         max_length=128,
@@ -139,10 +208,23 @@ class JoinIn(Body):
         "attack (the join answers 428 proof_of_work_required with the challenge to solve)",
     )
 
+    @model_validator(mode="after")
+    def _one_way_to_declare(self) -> JoinIn:
+        if self.ssrcs is not None and self.streams is not None:
+            raise ValueError("give ssrcs or streams, not both")
+        check_streams(self.declared())  # distinct SSRCs, payload types and codecs SDP takes
+        return self
+
+    def declared(self) -> list[Stream]:
+        """The streams the participant will send, defaults filled in."""
+        if self.streams is not None:
+            return [s.stream() for s in self.streams]
+        return [Stream(ssrc) for ssrc in self.ssrcs or ()]
+
 
 class ParticipantPatch(Body):
     muted: bool | None = None
-    role: Literal["host", "panelist", "attendee"] | None = None
+    role: Role | None = _enum(None, "a promotion to a role that sends issues new keys")
     expel: bool | None = None
 
 
