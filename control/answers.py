@@ -13,7 +13,10 @@ notice) any key an answer's type does not name.
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired
+
+# pydantic (FastAPI's response models) takes typing_extensions' TypedDict before Python 3.12
+from typing_extensions import TypedDict
 
 from relay.vocabulary import Kind, Mode, Role, Suite
 
