@@ -1,12 +1,14 @@
-"""The audit log (issue 7): who did what to which meeting, for the host and the operator to read.
+"""The audit log: who did what to which meeting, for the host and the operator to read.
 
-The HTTP layer (control/api/) appends an entry after each host or operator action succeeds:
-creating, changing, ending and deleting a meeting; locking and unlocking it, switching
-recording on and off; muting, expelling and changing the role of a participant; the
-registration settings; approving, rejecting and correcting a registration, issuing a new join
-token, reading or exporting the registrants; erasing a registration (by id or by email);
-downloading a recording (`recording.download`: the file's name as target, its size). The
-operator reads every entry (`GET /v1/audit`, `?meeting=ID`), a host its meeting's
+An entry is appended after each host or operator action succeeds. The HTTP layer
+(control/api/) appends those of meetings and participants: creating, changing, ending and
+deleting a meeting; locking and unlocking it, switching recording on and off; muting,
+expelling and changing the role of a participant; downloading a recording
+(`recording.download`: the file's name as target, its size). The registration service appends
+its own, in the method that acts (control/registration.py): the registration settings;
+approving, rejecting, holding and correcting a registration, issuing a new join token, reading
+or exporting the registrants; erasing a registration (by id or by email). The operator reads
+every entry (`GET /v1/audit`, `?meeting=ID`), a host its meeting's
 (`GET /v1/meetings/{id}/audit`). Entries are never changed or deleted, and outlive their
 meeting.
 
