@@ -1,8 +1,14 @@
-"""Registration for meetings and webinars (issue 7): the form, approval, capacity, one-time join
+"""Registration for meetings and webinars: the form, approval, capacity, one-time join
 tokens, and the registrants' rights to correction and erasure. Sans-IO like the meeting
 service (control/meetings.py): no HTTP and no clock (every call that needs the time takes
 `now`); every refusal is a `control.errors.ApiError` with its HTTP status, and a refused call
 writes nothing (but for a wrong confirmation code, which uses up one of the code's tries).
+
+The service takes typed values: the HTTP API's request models check what a request may hold
+(control/api/requests.py) and build the settings (control/registration_settings.py), a
+registration form (`SignUp`) and a host's corrections (`Corrections`,
+control/registration_form.py); the service checks what needs state or the meeting's settings,
+and answers in the API's vocabulary (control/answers.py).
 
 Settings (per meeting, `meetings.registration`, a JSON object; `configure`): `enabled`;
 `approval`: `automatic` (everyone is approved once they confirm their email), `manual`
@@ -12,14 +18,14 @@ approved when its domain is one of `rules.email_domains`, pending otherwise); `c
 (`id`, `label`, `required`); the optional standard fields the form asks for
 (`optional_fields`, of job_title, company, city, country).
 
-Confirming the email (`automatic` and `rules`): approval by address alone would approve
-anyone@corp.example who types that address, so these approvals wait until the registrant
-shows they read that mailbox. The registration is made `unconfirmed` and a code of
-CODE_DIGITS digits is mailed to the address (control/mail.py, the server's `smtp_url`); the
-answer holds the registration's id but no token. `confirm` with the code gives the
-registration its status under the approval rule, and an approved one its join token, shown
-once in that answer. A code works for CODE_TTL_S seconds and CODE_TRIES tries (a wrong one
-answers 403 with the tries left); then `resend` mails a new one, at most every
+Confirming the email (`automatic` and `rules`; control/registration_codes.py): approval by
+address alone would approve anyone@corp.example who types that address, so these approvals
+wait until the registrant shows they read that mailbox. The registration is made `unconfirmed`
+and a code of CODE_DIGITS digits is mailed to the address (control/mail.py, the server's
+`smtp_url`); the answer holds the registration's id but no token. `confirm` with the code
+gives the registration its status under the approval rule, and an approved one its join token,
+shown once in that answer. A code works for CODE_TTL_S seconds and CODE_TRIES tries (a wrong
+one answers 403 with the tries left); then `resend` mails a new one, at most every
 CODE_RESEND_AFTER_S seconds and CODES_PER_REGISTRATION codes in all (after that, registering
 again starts over). The store keeps only a keyed digest of a code (control/pii.py,
 `code_digest`). An unconfirmed registration does not count against the capacity (the
@@ -34,7 +40,9 @@ cannot be sent answers 503 `email_unavailable` (a new registration is then not k
 to the registered address, which proves that address as well as a code would.
 
 Sign-ups (`register`, `resend`) are throttled per client address and per meeting
-(control/ratelimit.py): each may send an email and writes a row.
+(control/ratelimit.py): each may send an email and writes a row. A body the request model
+refuses never reaches the service, so it is no sign-up; a form the meeting's settings refuse
+is one.
 
 While registration is enabled the meeting password alone no longer admits attendees
 (control/meetings.py, join): they join with their registration token. The host key still
@@ -61,348 +69,86 @@ overwrite all four in place and scrub the name the person joined with; an erased
 stays listed as erased, without fields, and erasing it again is 410 (by email: 404, as no
 registration holds that email any more). Usage records never held personal data and do not
 change.
+
+Audit (control/audit.py): each method a host or the operator calls (`by`) appends its entry
+once it has acted: the settings, approvals, rejections, holds, corrections (the names of the
+fields), new tokens, reads and exports of the registrants (how many), erasures (by id or by
+email).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import math
-import re
-import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
-from control import auth
+from control import answers, auth
+from control.answers import Actor, RegistrationStatus
+from control.audit import Audit
 from control.errors import (
-    CodeExpired,
     Conflict,
     EmailUnavailable,
     Ended,
-    Forbidden,
     Full,
     Gone,
     Invalid,
     NotFound,
-    Throttled,
 )
 from control.lookup import find_meeting, find_open_meeting
-from control.mail import ADDRESS, Mailer, MailError, confirmation_email
-from control.pii import PiiBox, PiiError, normalise_email
+from control.mail import Mailer, MailError, confirmation_email
+from control.pii import PiiBox, PiiError
 from control.ratelimit import SignupThrottle
+from control.registration_codes import (
+    CODE_RESEND_AFTER_S,
+    CODE_TRIES,
+    CODE_TTL_S,
+    CODES_PER_REGISTRATION,
+    UNCONFIRMED_KEPT_S,
+    new_code,
+    refuse_confirmation,
+    refuse_renewal,
+)
+from control.registration_form import (
+    Corrections,
+    SignUp,
+    fields_of,
+    merge,
+    registrants_csv,
+    status_for,
+)
+from control.registration_settings import (
+    CONFIRMED_BY_EMAIL,
+    RegistrationSettings,
+    form_of,
+    registration_enabled,
+    settings_of,
+)
 from control.store.base import (
-    CODE_EXPIRED,
-    CONFIRMED,
-    ERASED,
-    FULL,
-    NO_MORE_CODES,
-    NOT_UNCONFIRMED,
-    TOO_SOON,
-    WRONG_CODE,
     CapacityReached,
     DuplicateKey,
     ForeignKeyViolation,
     MeetingRow,
     RegistrationErased,
     RegistrationRow,
-    RegistrationStep,
     Store,
     new_id,
 )
-from control.text import HIDDEN_MESSAGE, has_hidden_characters
 from control.throttle import client_key
 
 __all__ = [
-    "APPROVALS",
-    "OPTIONAL_FIELDS",
-    "STANDARD_FIELDS",
+    "Corrections",
+    "Decision",
     "RegistrationService",
     "RegistrationSettings",
+    "SignUp",
     "registration_enabled",
+    "settings_of",
 ]
 
 log = logging.getLogger("control.registration")
 
-STANDARD_FIELDS = ("first_name", "last_name", "email")
-OPTIONAL_FIELDS = ("job_title", "company", "city", "country")
-FIELD_MAX = {"first_name": 100, "last_name": 100, "email": 254}
-OTHER_MAX = 200
-ANSWER_MAX = 1000
-LABEL_MAX = 200
-MAX_QUESTIONS = 20
-MAX_DOMAINS = 100
-CAPACITY_MAX = 1_000_000
-APPROVALS = ("automatic", "manual", "rules")
-STATUSES = ("pending", "approved", "rejected")  # what the host sets; 'unconfirmed' is not
-CONFIRMED_BY_EMAIL = ("automatic", "rules")  # the approvals that wait for the email's code
-
-# Confirmation codes: 8 digits (10**8 values against at most CODE_TRIES * CODES_PER_REGISTRATION
-# guesses per registration, each registration itself throttled), short enough to type.
-CODE_DIGITS = 8
-CODE = re.compile(rf"[0-9]{{{CODE_DIGITS}}}")
-CODE_TTL_S = 15 * 60
-CODE_TRIES = 5
-CODE_RESEND_AFTER_S = 60.0
-CODES_PER_REGISTRATION = 5
-UNCONFIRMED_KEPT_S = 24 * 3600.0
-
-QUESTION_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")
-DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
-
-
-# --- settings ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Question:
-    id: str
-    label: str
-    required: bool = False
-
-
-@dataclass(frozen=True)
-class RegistrationSettings:
-    enabled: bool = True
-    approval: str = "automatic"
-    email_domains: tuple[str, ...] = ()
-    capacity: int | None = None
-    questions: tuple[Question, ...] = ()
-    optional_fields: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "enabled": self.enabled,
-            "approval": self.approval,
-            "rules": {"email_domains": list(self.email_domains)},
-            "capacity": self.capacity,
-            "questions": [
-                {"id": q.id, "label": q.label, "required": q.required} for q in self.questions
-            ],
-            "optional_fields": list(self.optional_fields),
-        }
-
-    @classmethod
-    def parse(cls, value: object) -> RegistrationSettings:
-        """The settings from a JSON object (as the API takes it, or as stored); Invalid with
-        what is wrong."""
-        if not isinstance(value, Mapping):
-            raise Invalid("the registration settings must be an object")
-        known = ("enabled", "approval", "rules", "capacity", "questions", "optional_fields")
-        if set(value) - set(known):
-            raise Invalid(f"unknown registration setting: the settings are {', '.join(known)}")
-        enabled = value.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise Invalid("enabled must be true or false")
-        approval = value.get("approval", "automatic")
-        if approval not in APPROVALS:
-            raise Invalid(f"approval must be one of {', '.join(APPROVALS)}")
-        domains = _domains(value.get("rules"))
-        if approval == "rules" and not domains:
-            raise Invalid("approval by rules needs rules.email_domains: the domains approved")
-        capacity = value.get("capacity")
-        if capacity is not None and (
-            isinstance(capacity, bool)
-            or not isinstance(capacity, int)
-            or not 1 <= capacity <= CAPACITY_MAX
-        ):
-            raise Invalid(f"capacity must be a whole number from 1 to {CAPACITY_MAX}, or null")
-        optional = value.get("optional_fields", [])
-        if not isinstance(optional, list) or any(f not in OPTIONAL_FIELDS for f in optional):
-            raise Invalid(f"optional_fields must be a list of: {', '.join(OPTIONAL_FIELDS)}")
-        return cls(
-            enabled=enabled,
-            approval=str(approval),
-            email_domains=domains,
-            capacity=capacity,
-            questions=_questions(value.get("questions", [])),
-            optional_fields=tuple(f for f in OPTIONAL_FIELDS if f in optional),
-        )
-
-
-def _domains(rules: object) -> tuple[str, ...]:
-    if rules is None:
-        return ()
-    if not isinstance(rules, Mapping) or set(rules) - {"email_domains"}:
-        raise Invalid("rules must be an object with email_domains (a list of domains)")
-    domains = rules.get("email_domains", [])
-    if not isinstance(domains, list) or len(domains) > MAX_DOMAINS:
-        raise Invalid(f"rules.email_domains must be a list of at most {MAX_DOMAINS} domains")
-    out: list[str] = []
-    for domain in domains:
-        if not isinstance(domain, str) or not DOMAIN.fullmatch(domain.strip().lower()):
-            raise Invalid("rules.email_domains: each must be a domain name, as in example.com")
-        if domain.strip().lower() not in out:
-            out.append(domain.strip().lower())
-    return tuple(out)
-
-
-def _questions(value: object) -> tuple[Question, ...]:
-    if not isinstance(value, list) or len(value) > MAX_QUESTIONS:
-        raise Invalid(f"questions must be a list of at most {MAX_QUESTIONS}")
-    out: list[Question] = []
-    for index, item in enumerate(value):
-        if not isinstance(item, Mapping) or set(item) - {"id", "label", "required"}:
-            raise Invalid(f"question {index} must be an object with id, label and required")
-        qid, label, required = item.get("id"), item.get("label"), item.get("required", False)
-        if not isinstance(qid, str) or not QUESTION_ID.fullmatch(qid):
-            raise Invalid(
-                f"question {index}: id must be 1 to 32 of a-z, 0-9 and _, starting with a letter"
-            )
-        if qid in STANDARD_FIELDS + OPTIONAL_FIELDS or any(q.id == qid for q in out):
-            raise Invalid(f"question {index}: its id is taken (by a field or another question)")
-        if not isinstance(label, str) or not label.strip() or len(label) > LABEL_MAX:
-            raise Invalid(f"question {index}: label must be 1 to {LABEL_MAX} characters")
-        if has_hidden_characters(label):
-            raise Invalid(f"question {index}: label {HIDDEN_MESSAGE}")
-        if not isinstance(required, bool):
-            raise Invalid(f"question {index}: required must be true or false")
-        out.append(Question(qid, label.strip(), required))
-    return tuple(out)
-
-
-def settings_of(meeting: MeetingRow) -> RegistrationSettings | None:
-    """The meeting's registration settings; None when it never had any."""
-    if meeting.registration is None:
-        return None
-    return RegistrationSettings.parse(json.loads(meeting.registration))
-
-
-def registration_enabled(meeting: MeetingRow) -> bool:
-    """Whether the meeting takes registrations (and so the password alone admits nobody)."""
-    settings = settings_of(meeting)
-    return settings is not None and settings.enabled
-
-
-# --- the form ---------------------------------------------------------------------------------
-
-
-def _value(name: str, value: object, maximum: int, *, lines: bool = False) -> str:
-    if not isinstance(value, str):
-        raise Invalid(f"{name} must be a string")
-    if len(value) > maximum:
-        raise Invalid(f"{name} must be at most {maximum} characters")
-    if has_hidden_characters(value, line_breaks=lines):
-        raise Invalid(f"{name} {HIDDEN_MESSAGE}")
-    return value.strip()
-
-
-def _email(value: object) -> str:
-    email = _value("email", value, FIELD_MAX["email"])
-    if not ADDRESS.fullmatch(email):
-        raise Invalid("email must be an email address, as in name@example.com")
-    return email
-
-
-def clean_fields(
-    form: Mapping[str, Any], settings: RegistrationSettings, *, partial: bool = False
-) -> dict[str, Any]:
-    """The form's fields, checked and trimmed. With `partial` (a correction), only those
-    given; a field set to null or "" is removed (not a required one), and the optional fields
-    are not limited to those the form asks for now (the host corrects what was given)."""
-    if not isinstance(form, Mapping):
-        raise Invalid("the registration must be an object")
-    asked = OPTIONAL_FIELDS if partial else settings.optional_fields
-    known = (*STANDARD_FIELDS, *OPTIONAL_FIELDS, "answers")
-    if any(k not in known for k in form):
-        raise Invalid(f"unknown field: the fields are {', '.join(known)}")
-    fields: dict[str, Any] = {}
-    for name in STANDARD_FIELDS:
-        if name not in form and partial:
-            continue
-        value = form.get(name)
-        if value is None:
-            raise Invalid(f"{name} is required")
-        text = _email(value) if name == "email" else _value(name, value, FIELD_MAX[name])
-        if not text:
-            raise Invalid(f"{name} must not be empty")
-        fields[name] = text
-    for name in OPTIONAL_FIELDS:
-        if name not in form or (form[name] is None and not partial):
-            continue
-        if name not in asked:
-            raise Invalid(f"this form does not ask for {name}")
-        value = form[name]
-        fields[name] = None if value is None else _value(name, value, OTHER_MAX) or None
-    if "answers" in form or not partial:
-        fields["answers"] = _answers(form.get("answers"), settings, partial)
-    return fields
-
-
-def _answers(value: object, settings: RegistrationSettings, partial: bool) -> dict[str, str | None]:
-    """The answers, checked and trimmed; with `partial`, None (from null or "") removes one."""
-    if value is None:
-        value = {}
-    if not isinstance(value, Mapping):
-        raise Invalid("answers must be an object: question id -> answer")
-    # A question is named by its place in the form (1, 2, ...), never by the key sent.
-    places = {q.id: n for n, q in enumerate(settings.questions, 1)}
-    answers: dict[str, str | None] = {}
-    for qid, answer in value.items():
-        gone = partial and isinstance(qid, str) and QUESTION_ID.fullmatch(qid) is not None
-        if qid not in places and not gone:
-            raise Invalid("answers: this form has no such question (answers are keyed by id)")
-        name = f"answers: the answer to question {places[qid]}" if qid in places else "answers"
-        text = None
-        if answer is not None:
-            text = _value(name, answer, ANSWER_MAX, lines=True) or None
-        if text is not None or partial:
-            answers[str(qid)] = text
-    if not partial:
-        for q in settings.questions:
-            if q.required and q.id not in answers:
-                raise Invalid(f"answers: question {places[q.id]} ({q.id}) needs an answer")
-    return answers
-
-
-def _merge(current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(current)
-    for name, value in changes.items():
-        if name == "answers":
-            answers = dict(merged.get("answers") or {})
-            for qid, answer in value.items():
-                if answer is None:
-                    answers.pop(qid, None)
-                else:
-                    answers[qid] = answer
-            merged["answers"] = answers
-        elif value is None:
-            merged.pop(name, None)
-        else:
-            merged[name] = value
-    return merged
-
-
-def _status_for(settings: RegistrationSettings, email: str) -> str:
-    """The status a registration gets under the approval rule (once its email is confirmed,
-    for the approvals that confirm it)."""
-    if settings.approval == "automatic":
-        return "approved"
-    if settings.approval == "rules":
-        domain = normalise_email(email).rsplit("@", 1)[-1]
-        return "approved" if domain in settings.email_domains else "pending"
-    return "pending"
-
-
-CSV_COLUMNS = ("id", "status", "created_at", "updated_at", "erased", "joined")
-
-
-def _cell(value: object) -> str:
-    """A CSV cell a spreadsheet shows as text: a leading =, +, - or @ would be a formula."""
-    text = "" if value is None else str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
-
-# --- the service ------------------------------------------------------------------------------
-
-
-def new_code() -> str:
-    """A confirmation code: CODE_DIGITS random decimal digits."""
-    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+Decision = Literal["pending", "approved", "rejected"]  # what the host sets (not "unconfirmed")
+DECISIONS = {"approved": "approve", "rejected": "reject", "pending": "hold"}  # audit actions
 
 
 def _client(address: str | None) -> str:
@@ -412,7 +158,8 @@ def _client(address: str | None) -> str:
 class RegistrationService:
     """Registrations over a `Store`, their personal data sealed by a `PiiBox`; confirmation
     codes go out through `mailer` (None: this server sends no email, so it takes no approval
-    that needs one), sign-ups pass `throttle`."""
+    that needs one), sign-ups pass `throttle`, and what a host or the operator does goes to
+    `audit` (by default the store's audit log)."""
 
     def __init__(
         self,
@@ -421,24 +168,24 @@ class RegistrationService:
         *,
         mailer: Mailer | None = None,
         throttle: SignupThrottle | None = None,
+        audit: Audit | None = None,
     ) -> None:
         self.store = store
         self.pii = pii
         self.mailer = mailer
         self.throttle = throttle or SignupThrottle()
+        self.audit = audit or Audit(store)
 
     def __repr__(self) -> str:
         return "RegistrationService(<store>, <pii>)"
 
-    async def _meeting(self, meeting_id: object) -> MeetingRow:
+    async def _meeting(self, meeting_id: str) -> MeetingRow:
         return await find_meeting(self.store, meeting_id)
 
-    async def _open_meeting(self, meeting_id: object) -> MeetingRow:
+    async def _open_meeting(self, meeting_id: str) -> MeetingRow:
         return await find_open_meeting(self.store, meeting_id)
 
-    async def _registration(self, meeting: MeetingRow, registration_id: object) -> RegistrationRow:
-        if not isinstance(registration_id, str) or not registration_id or len(registration_id) > 64:
-            raise NotFound("no such registration")
+    async def _registration(self, meeting: MeetingRow, registration_id: str) -> RegistrationRow:
         row = await self.store.get_registration(registration_id, meeting_id=meeting.id)
         if row is None:
             raise NotFound("no such registration in this meeting")
@@ -446,64 +193,55 @@ class RegistrationService:
 
     # -- settings and the form --
 
-    async def configure(self, meeting_id: object, settings: object) -> RegistrationSettings:
-        """Set the meeting's registration settings (all of them: what is not given takes its
-        default)."""
-        parsed = RegistrationSettings.parse(settings)
-        if parsed.enabled and parsed.approval in CONFIRMED_BY_EMAIL and self.mailer is None:
+    async def configure(
+        self, meeting_id: str, settings: RegistrationSettings, *, by: Actor, now: float
+    ) -> answers.RegistrationSettings:
+        """Set the meeting's registration settings (all of them: the API fills in the
+        defaults of what is not given); the settings as stored."""
+        if settings.enabled and settings.approval in CONFIRMED_BY_EMAIL and self.mailer is None:
             raise Invalid(
-                f"approval {parsed.approval} confirms each registrant's email with a code, and "
-                "this server sends no email: its operator must set smtp_url and smtp_from "
+                f"approval {settings.approval} confirms each registrant's email with a code, "
+                "and this server sends no email: its operator must set smtp_url and smtp_from "
                 "(or use approval manual)"
             )
         meeting = await self._open_meeting(meeting_id)
-        row = await self.store.update_meeting(meeting.id, registration=json.dumps(parsed.to_json()))
+        stored = settings.to_json()
+        row = await self.store.update_meeting(meeting.id, registration=json.dumps(stored))
         if row is None:
             raise NotFound("no such meeting")
-        return parsed
+        detail = {
+            "enabled": settings.enabled,
+            "approval": settings.approval,
+            "capacity": settings.capacity,
+            "questions": len(settings.questions),
+            "optional_fields": list(settings.optional_fields),
+            "email_domains": len(settings.email_domains),
+        }
+        await self.audit.append(by, "registration.settings", meeting.id, None, detail, now=now)
+        return stored
 
-    async def settings(self, meeting_id: object) -> RegistrationSettings | None:
-        return settings_of(await self._meeting(meeting_id))
-
-    async def form(self, meeting_id: object) -> dict[str, Any]:
+    async def form(self, meeting_id: str) -> answers.RegistrationForm:
         """What a registrant fills in (public): the fields and questions, whether the meeting
         is full; 404 when the meeting takes no registrations."""
         meeting = await self._meeting(meeting_id)
         settings = settings_of(meeting)
         if settings is None or not settings.enabled:
             raise NotFound("this meeting takes no registrations")
-        fields = [
-            {"id": name, "required": True, "max_length": FIELD_MAX[name]}
-            for name in STANDARD_FIELDS
-        ] + [
-            {"id": name, "required": False, "max_length": OTHER_MAX}
-            for name in settings.optional_fields
-        ]
         full = False
         if settings.capacity is not None:
             full = await self.store.count_registrations(meeting.id) >= settings.capacity
-        return {
-            "meeting_id": meeting.id,
-            "open": meeting.state == "open",
-            "approval": settings.approval,
-            "full": full,
-            "fields": fields,
-            "questions": [
-                {"id": q.id, "label": q.label, "required": q.required, "max_length": ANSWER_MAX}
-                for q in settings.questions
-            ],
-        }
+        return form_of(meeting, settings, full=full)
 
     # -- registering --
 
     async def register(
         self,
-        meeting_id: object,
-        form: Mapping[str, Any],
+        meeting_id: str,
+        form: SignUp,
         *,
         now: float,
         client_address: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> answers.Registered:
         """A new registration: 201's body. With manual approval it is pending (the host
         decides); with automatic or rules approval it is unconfirmed, and its code is mailed
         to the email (`confirm` then gives the status and the join token)."""
@@ -518,26 +256,39 @@ class RegistrationService:
                 "sends no email (no smtp_url): ask the meeting's host or the server's operator"
             )
         self.throttle.take(meeting.id, _client(client_address), now)
-        fields = clean_fields(form, settings)
+        fields = fields_of(form, settings)
         registration_id = new_id()
         sealed, wrapped = self.pii.seal(registration_id, fields)
         code = new_code() if by_email else None
-        row = await self._insert(
-            meeting,
-            settings,
-            registration_id=registration_id,
-            status="unconfirmed" if by_email else "pending",
-            sealed=sealed,
-            wrapped_key=wrapped,
-            email_tag=self.pii.email_tag(fields["email"]),
-            confirm_digest=None if code is None else self.pii.code_digest(registration_id, code),
-            confirm_expires_at=None if code is None else now + CODE_TTL_S,
-            now=now,
-        )
-        answer: dict[str, Any] = {"id": row.id, "meeting_id": meeting.id, "status": row.status}
+        try:
+            row = await self.store.add_registration(
+                meeting_id=meeting.id,
+                status="unconfirmed" if by_email else "pending",
+                sealed=sealed,
+                wrapped_key=wrapped,
+                email_tag=self.pii.email_tag(form.email),
+                created_at=now,
+                registration_id=registration_id,
+                capacity=settings.capacity,
+                confirm_digest=None
+                if code is None
+                else self.pii.code_digest(registration_id, code),
+                confirm_expires_at=None if code is None else now + CODE_TTL_S,
+            )
+        except CapacityReached:
+            raise Full("this meeting is full: every place is taken") from None
+        except DuplicateKey:
+            raise Conflict("this email is registered for this meeting already") from None
+        except ForeignKeyViolation:
+            raise NotFound("no such meeting") from None
+        answer: answers.Registered = {
+            "id": row.id,
+            "meeting_id": meeting.id,
+            "status": _status(row),
+        }
         if code is not None:
             try:
-                await self._mail_code(meeting, fields["email"], code)
+                await self._mail_code(meeting, form.email, code)
             except MailError:
                 await self.store.discard_unconfirmed(row.id)
                 raise EmailUnavailable(
@@ -547,40 +298,6 @@ class RegistrationService:
             answer["code_expires_at"] = row.confirm_expires_at
         log.info("registration %s for meeting %s: %s", row.id, meeting.id, row.status)
         return answer
-
-    async def _insert(
-        self,
-        meeting: MeetingRow,
-        settings: RegistrationSettings,
-        *,
-        registration_id: str,
-        status: str,
-        sealed: bytes,
-        wrapped_key: bytes,
-        email_tag: str,
-        confirm_digest: str | None,
-        confirm_expires_at: float | None,
-        now: float,
-    ) -> RegistrationRow:
-        try:
-            return await self.store.add_registration(
-                meeting_id=meeting.id,
-                status=status,
-                sealed=sealed,
-                wrapped_key=wrapped_key,
-                email_tag=email_tag,
-                created_at=now,
-                registration_id=registration_id,
-                capacity=settings.capacity,
-                confirm_digest=confirm_digest,
-                confirm_expires_at=confirm_expires_at,
-            )
-        except CapacityReached:
-            raise Full("this meeting is full: every place is taken") from None
-        except DuplicateKey:
-            raise Conflict("this email is registered for this meeting already") from None
-        except ForeignKeyViolation:
-            raise NotFound("no such meeting") from None
 
     async def _mail_code(self, meeting: MeetingRow, email: str, code: str) -> None:
         """Mail a confirmation code (MailError if the server would not take it). No store
@@ -600,18 +317,18 @@ class RegistrationService:
     # -- confirming the email --
 
     async def confirm(
-        self, meeting_id: object, registration_id: object, code: object, *, now: float
-    ) -> dict[str, Any]:
-        """Confirm an unconfirmed registration's email with the code mailed to it: the
-        registration gets its status under the approval rule, and an approved one its join
-        token, shown once in this answer."""
-        if not isinstance(code, str) or not CODE.fullmatch(code):
-            raise Invalid(f"code must be the {CODE_DIGITS} digits the email gave")
+        self, meeting_id: str, registration_id: str, code: str, *, now: float
+    ) -> answers.Registered:
+        """Confirm an unconfirmed registration's email with the code mailed to it (CODE_DIGITS
+        digits): the registration gets its status under the approval rule, and an approved
+        one its join token, shown once in this answer."""
         meeting = await self._open_meeting(meeting_id)
         settings = settings_of(meeting) or RegistrationSettings()
         row = await self._registration(meeting, registration_id)
         fields = self._fields(row)
-        status = "pending" if fields is None else _status_for(settings, fields["email"])
+        status: Literal["approved", "pending"] = "pending"
+        if fields is not None:
+            status = status_for(settings, fields["email"])
         token = auth.new_secret() if status == "approved" else None
         step = await self.store.confirm_registration(
             row.id,
@@ -625,21 +342,21 @@ class RegistrationService:
         )
         if step is None:
             raise NotFound("no such registration in this meeting")
-        _refuse_confirmation(step)
+        refuse_confirmation(step)
         log.info("registration %s of meeting %s confirmed: %s", row.id, meeting.id, status)
-        answer: dict[str, Any] = {"id": row.id, "meeting_id": meeting.id, "status": status}
+        answer: answers.Registered = {"id": row.id, "meeting_id": meeting.id, "status": status}
         if token is not None:
             answer["join_token"] = token
         return answer
 
     async def resend(
         self,
-        meeting_id: object,
-        registration_id: object,
+        meeting_id: str,
+        registration_id: str,
         *,
         now: float,
         client_address: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> answers.Registered:
         """Mail a new code to an unconfirmed registration (the old one stops working)."""
         meeting = await self._open_meeting(meeting_id)
         self.throttle.take(meeting.id, _client(client_address), now)
@@ -663,7 +380,7 @@ class RegistrationService:
         )
         if step is None:
             raise NotFound("no such registration in this meeting")
-        _refuse_renewal(step, now)
+        refuse_renewal(step, now)
         assert fields is not None  # an erased one was refused
         try:
             await self._mail_code(meeting, fields["email"], code)
@@ -675,7 +392,7 @@ class RegistrationService:
         return {
             "id": row.id,
             "meeting_id": meeting.id,
-            "status": step.row.status,
+            "status": _status(step.row),
             "code_expires_at": step.row.confirm_expires_at,
         }
 
@@ -698,11 +415,12 @@ class RegistrationService:
             log.error("registration %s does not open with this server's PII key", row.id)
             return None
 
-    def view(self, row: RegistrationRow) -> dict[str, Any]:
+    def view(self, row: RegistrationRow) -> answers.Registration:
+        """A registration as the host sees it, its fields opened (None once erased)."""
         return {
             "id": row.id,
             "meeting_id": row.meeting_id,
-            "status": row.status,
+            "status": _status(row),
             "created_at": row.created_at,
             "updated_at": row.updated_at,
             "erased": row.erased_at is not None,
@@ -713,66 +431,57 @@ class RegistrationService:
         }
 
     async def registrants(
-        self, meeting_id: object, *, limit: int | None = None, offset: int = 0
-    ) -> list[dict[str, Any]]:
+        self,
+        meeting_id: str,
+        *,
+        by: Actor,
+        now: float,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[answers.Registration]:
         """A page of the registrants in the order they registered (all without `limit`)."""
         meeting = await self._meeting(meeting_id)
         rows = await self.store.list_registrations(meeting.id, limit=limit, offset=offset)
-        return [self.view(r) for r in rows]
+        views = [self.view(r) for r in rows]
+        detail = {"format": "json", "count": len(views)}
+        await self.audit.append(by, "registration.read", meeting.id, None, detail, now=now)
+        return views
 
-    async def get(self, meeting_id: object, registration_id: object) -> dict[str, Any]:
+    async def get(
+        self, meeting_id: str, registration_id: str, *, by: Actor, now: float
+    ) -> answers.Registration:
         meeting = await self._meeting(meeting_id)
-        return self.view(await self._registration(meeting, registration_id))
+        view = self.view(await self._registration(meeting, registration_id))
+        await self.audit.append(by, "registration.read", meeting.id, view["id"], None, now=now)
+        return view
 
-    async def export_csv(self, meeting_id: object) -> tuple[str, int]:
-        """(the meeting's registrations as CSV, how many): one row each, the standard and
-        optional fields, then one column per question (`answer:<id>`); erased ones with
-        their fields empty."""
+    async def export_csv(self, meeting_id: str, *, by: Actor, now: float) -> str:
+        """The meeting's registrations as CSV (control/registration_form.py,
+        `registrants_csv`)."""
         meeting = await self._meeting(meeting_id)
         settings = settings_of(meeting) or RegistrationSettings()
         views = [self.view(r) for r in await self.store.list_registrations(meeting.id)]
-        questions = [q.id for q in settings.questions]
-        for v in views:
-            for qid in (v["fields"] or {}).get("answers", {}):
-                if qid not in questions:
-                    questions.append(qid)
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        names = STANDARD_FIELDS + OPTIONAL_FIELDS
-        writer.writerow([*CSV_COLUMNS, *names, *(f"answer:{q}" for q in questions)])
-        for v in views:
-            fields = v["fields"] or {}
-            answers = fields.get("answers", {})
-            writer.writerow(
-                [_cell(v[c]) for c in CSV_COLUMNS]
-                + [_cell(fields.get(n)) for n in names]
-                + [_cell(answers.get(q)) for q in questions]
-            )
-        return out.getvalue(), len(views)
+        text = registrants_csv(views, settings)
+        detail = {"format": "csv", "count": len(views)}
+        await self.audit.append(by, "registration.export", meeting.id, None, detail, now=now)
+        return text
 
     # -- the host's changes --
 
     async def update(
         self,
-        meeting_id: object,
-        registration_id: object,
+        meeting_id: str,
+        registration_id: str,
         *,
+        by: Actor,
         now: float,
-        status: object = None,
-        fields: object = None,
-        new_token: object = None,
-    ) -> tuple[dict[str, Any], list[str], str | None]:
-        """Approve, reject or hold (`status`), correct `fields`, or issue a new join token:
-        (the registration as `view` shows it, with `join_token` when one was issued; the
-        names of the corrected fields; the new status if it changed, else None)."""
-        if status is not None and status not in STATUSES:
-            raise Invalid(f"status must be one of {', '.join(STATUSES)}")
-        if new_token is not None and not isinstance(new_token, bool):
-            raise Invalid("new_token must be true or false")
-        if fields is not None and not isinstance(fields, Mapping):
-            raise Invalid("fields must be an object")
-        if status is None and not fields and not new_token:
-            raise Invalid("nothing to change: give status, fields or new_token")
+        status: Decision | None = None,
+        corrections: Corrections | None = None,
+        new_token: bool = False,
+    ) -> answers.Registration:
+        """Approve, reject or hold (`status`), correct fields, or issue a new join token: the
+        registration as `view` shows it, with `join_token` when one was issued (the API's
+        model makes sure there is something to change)."""
         meeting = await self._meeting(meeting_id)
         row = await self._registration(meeting, registration_id)
         if row.erased_at is not None:
@@ -784,20 +493,18 @@ class RegistrationService:
             )
         changed: list[str] = []
         sealed = email_tag = None
-        if fields:
-            settings = settings_of(meeting) or RegistrationSettings()
-            corrections = clean_fields(fields, settings, partial=True)
+        if corrections is not None and corrections.names:
             current = self._fields(row)
             if current is None or row.wrapped_key is None:
                 raise Conflict("this registration does not open: it cannot be corrected")
-            merged = _merge(current, corrections)
-            changed = sorted(corrections)
+            merged = merge(current, corrections)
+            changed = corrections.names
             sealed = self.pii.reseal(row.id, row.wrapped_key, merged)
-            if "email" in corrections:
+            if "email" in corrections.fields:
                 email_tag = self.pii.email_tag(merged["email"])
         token: str | None = None
         clear = False
-        target = row.status if status is None else str(status)
+        target = row.status if status is None else status
         if target != row.status or new_token:
             if meeting.state == "ended":
                 raise Ended("this meeting has ended: its registrations are closed")
@@ -806,10 +513,11 @@ class RegistrationService:
             elif new_token:
                 raise Conflict("only an approved registration has a join token")
             clear = target != "approved"
+        decided = None if target == row.status else target
         try:
             updated = await self.store.update_registration(
                 row.id,
-                status=None if target == row.status else target,
+                status=decided,
                 sealed=sealed,
                 email_tag=email_tag,
                 token_digest=None if token is None else auth.secret_digest(token),
@@ -825,13 +533,20 @@ class RegistrationService:
         answer = self.view(updated)
         if token is not None:
             answer["join_token"] = token
-        return answer, changed, (None if target == row.status else target)
+        entries: list[tuple[str, dict[str, object] | None]] = []
+        if decided is not None:
+            entries.append((f"registration.{DECISIONS[decided]}", None))
+        if changed:
+            entries.append(("registration.edit", {"fields": changed}))
+        if new_token and decided is None:
+            entries.append(("registration.new_token", None))
+        for action, detail in entries:
+            await self.audit.append(by, action, meeting.id, row.id, detail, now=now)
+        return answer
 
     # -- erasure --
 
-    async def erase(
-        self, meeting_id: object, registration_id: object, *, now: float
-    ) -> RegistrationRow:
+    async def erase(self, meeting_id: str, registration_id: str, *, by: Actor, now: float) -> None:
         """Erase one registration: its data key, sealed fields, email tag and token go, and
         the name its participant joined with. 410 if it was erased already."""
         meeting = await self._meeting(meeting_id)
@@ -842,59 +557,31 @@ class RegistrationService:
         if not erased:
             raise Gone("this registration was erased already")
         log.info("registration %s of meeting %s erased", row.id, meeting.id)
-        return erased[0]
+        detail = {"by": "id"}
+        await self.audit.append(by, "registration.erase", meeting.id, row.id, detail, now=now)
 
-    async def erase_by_email(self, email: object, *, now: float) -> list[RegistrationRow]:
-        """Erase every registration with this email, in every meeting; 404 when none holds
-        it (never made, or erased already)."""
-        address = _email(email)
+    async def erase_by_email(self, email: str, *, by: Actor, now: float) -> answers.Erased:
+        """Erase every registration with this email (a plain address), in every meeting; 404
+        when none holds it (never made, or erased already)."""
         erased = await self.store.erase_registrations(
-            email_tag=self.pii.email_tag(address), erased_at=now
+            email_tag=self.pii.email_tag(email), erased_at=now
         )
         if not erased:
             raise NotFound(
                 "no registration holds this email: none was made with it, or it was erased already"
             )
         log.info("%d registrations erased by email", len(erased))
-        return erased
+        for row in erased:
+            detail = {"by": "email"}
+            await self.audit.append(
+                by, "registration.erase", row.meeting_id, row.id, detail, now=now
+            )
+        return {
+            "erased": len(erased),
+            "registrations": [{"id": r.id, "meeting_id": r.meeting_id} for r in erased],
+        }
 
 
-def _refuse_confirmation(step: RegistrationStep) -> None:
-    """The refusal for a confirmation that did not confirm (nothing for one that did)."""
-    outcome = step.outcome
-    if outcome == CONFIRMED:
-        return
-    if outcome == WRONG_CODE:
-        left = max(0, CODE_TRIES - step.row.confirm_attempts)
-        if left:
-            raise Forbidden(f"wrong code: {left} more tries for this code")
-        raise Forbidden("wrong code, and that was its last try: ask for a new code")
-    if outcome == CODE_EXPIRED:
-        raise CodeExpired(
-            "this code no longer works (it expired, or was tried too often): ask for a new one"
-        )
-    if outcome == NOT_UNCONFIRMED:
-        raise Conflict("this registration is confirmed already")
-    if outcome == ERASED:
-        raise Gone("this registration was erased")
-    if outcome == FULL:
-        raise Full("this meeting is full: its last place was taken before this confirmation")
-    raise AssertionError(f"unexpected outcome {outcome}")
-
-
-def _refuse_renewal(step: RegistrationStep, now: float) -> None:
-    """The refusal for a new code that was not made (nothing for one that was)."""
-    outcome = step.outcome
-    if outcome == TOO_SOON:
-        sent = step.row.confirm_sent_at or now
-        wait = max(1.0, sent + CODE_RESEND_AFTER_S - now)
-        raise Throttled(f"a new code can be sent {math.ceil(wait)} s from now", wait)
-    if outcome == NO_MORE_CODES:
-        raise Conflict(
-            f"this registration had its {CODES_PER_REGISTRATION} codes: register again to "
-            "start over"
-        )
-    if outcome == NOT_UNCONFIRMED:
-        raise Conflict("this registration is confirmed already: it needs no code")
-    if outcome == ERASED:
-        raise Gone("this registration was erased")
+def _status(row: RegistrationRow) -> RegistrationStatus:
+    """A row's status (the store keeps one of RegistrationStatus's, as this service wrote)."""
+    return cast(RegistrationStatus, row.status)

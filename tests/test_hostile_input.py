@@ -1,10 +1,11 @@
-"""What an attacker sends, and what comes back (README, "Attendee data (privacy)"; DESIGN.md,
-"HTTP API"):
+"""What an attacker sends, and what comes back (README, "Attendee data (privacy)";
+docs/SECURITY.md, "Hidden characters"):
 
 - control and invisible characters (CR/LF, NUL, escape sequences, C1, bidirectional
   overrides and isolates, zero-width characters, tag characters, line separators) are refused
-  with 422 in every name and displayed field, by the API's models and by the services alike
-  (one rule: control/text.py), with a message that names the field and does not echo it;
+  with 422 in every name and displayed field by the API's request models, the one place input
+  is checked (one rule: control/text.py), with a message that names the field and does not
+  echo it;
 - no error message, of any status, holds a value the client sent: a sweep puts marker strings
   and numbers into every path parameter, query parameter, body field, unknown field and
   `answers` key of every /v1 endpoint, and reads every error body;
@@ -26,10 +27,8 @@ import httpx
 import pytest
 
 from control import auth
-from control.errors import Invalid
 from control.mail import Mailer, parse_smtp_url
 from control.recordings import Recordings
-from control.registration import RegistrationSettings, clean_fields
 from control.text import has_hidden_characters, printable
 from control.throttle import FailureThrottle
 from relay import recording
@@ -171,23 +170,6 @@ def test_text_people_write_is_still_taken(tmp_path: Path) -> None:
         assert r.status_code == 201, r.text
 
     run(tmp_path, body)
-
-
-@pytest.mark.parametrize("value", hidden_cases())
-def test_the_registration_rules_apply_the_same_rule(value: str) -> None:
-    """Without the HTTP layer: the registration form's rules refuse the same. (The meeting
-    service takes what the API's request models checked: control/api/requests.py.)"""
-    settings = RegistrationSettings.parse({"questions": [{"id": "why", "label": "Why?"}]})
-    form = {"first_name": "Ada", "last_name": "L", "email": "a@corp.example"}
-    bad_forms = [{**form, "last_name": value}]
-    if has_hidden_characters(value, line_breaks=True):  # an answer may hold line breaks
-        bad_forms.append({**form, "answers": {"why": value}})
-    for bad in bad_forms:
-        with pytest.raises(Invalid, match="control or invisible") as caught:
-            clean_fields(bad, settings)
-        assert value not in caught.value.message
-    with pytest.raises(Invalid, match="label"):
-        RegistrationSettings.parse({"questions": [{"id": "why", "label": value}]})
 
 
 def test_printable_escapes_what_a_terminal_would_obey() -> None:

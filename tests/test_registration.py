@@ -1,7 +1,7 @@
-"""Registration, attendee data and privacy (issue 7): the form and its settings, approval, the
-capacity, one-time join tokens instead of the meeting password, reading and exporting the
-registrants, correcting and erasing them (nothing readable left in the SQLite file or its WAL),
-the audit log, and logs without personal data or secrets.
+"""Registration, attendee data and privacy (README, "Attendee data (privacy)"): the form and
+its settings, approval, the capacity, one-time join tokens instead of the meeting password,
+reading and exporting the registrants, correcting and erasing them (nothing readable left in
+the SQLite file or its WAL), the audit log, and logs without personal data or secrets.
 
 Through the HTTP API in-process (the harness of tests/test_api.py: a real control plane on
 SQLite in tmp_path, httpx's ASGI transport), plus the PII box, the key file, the JSON log
@@ -30,10 +30,9 @@ import pytest
 
 from control import auth, credentials
 from control.audit import check_detail
-from control.errors import Invalid
 from control.mail import Mailer, parse_smtp_url
 from control.pii import PiiBox, PiiError, normalise_email
-from control.registration import RegistrationSettings, clean_fields
+from control.registration import Corrections, SignUp
 from control.settings import SettingsError
 from relay.logs import JsonFormatter, log_formatter
 from tests import test_api
@@ -181,51 +180,118 @@ def test_pii_key_is_private_stable_or_from_the_environment(tmp_path: Path) -> No
         credentials.pii_key(data, environ={"RELAY_PII_KEY": encoded[:-4]})
 
 
-# --- settings and the form (sans-IO checks) ---------------------------------------------------
+# --- settings and the form: what the request models refuse ----------------------------------
+
+BAD_SETTINGS: list[tuple[dict[str, Any], str]] = [
+    ({"approval": "maybe"}, "approval"),
+    ({"approval": "rules"}, "email_domains"),
+    ({"approval": "rules", "rules": {"email_domains": []}}, "email_domains"),
+    ({"approval": "rules", "rules": {"email_domains": ["not a domain"]}}, "domain"),
+    ({"rules": {"domains": ["corp.example"]}}, "unknown field"),
+    ({"capacity": 0}, "capacity"),
+    ({"capacity": True}, "capacity"),
+    ({"capacity": 1_000_001}, "capacity"),
+    ({"questions": [{"id": "Diet", "label": "x"}]}, "id"),
+    ({"questions": [{"id": "email", "label": "x"}]}, "taken"),
+    ({"questions": [{"id": "q", "label": "a"}, {"id": "q", "label": "b"}]}, "taken"),
+    ({"questions": [{"id": "q", "label": " "}]}, "label"),
+    ({"questions": [{"id": "q", "label": "x" * 201}]}, "label"),
+    ({"questions": [{"id": "q", "label": "x", "required": "yes"}]}, "required"),
+    ({"questions": [{"id": f"q{i}", "label": "x"} for i in range(21)]}, "questions"),
+    ({"optional_fields": ["salary"]}, "optional_fields"),
+    ({"enabled": "yes"}, "enabled"),
+    ({"colour": "red"}, "unknown"),
+    (["approval"], "JSON object"),
+]
 
 
-@pytest.mark.parametrize(
-    ("settings", "word"),
-    [
-        ({"approval": "maybe"}, "approval"),
-        ({"approval": "rules"}, "email_domains"),
-        ({"approval": "rules", "rules": {"email_domains": ["not a domain"]}}, "domain"),
-        ({"capacity": 0}, "capacity"),
-        ({"capacity": True}, "capacity"),
-        ({"questions": [{"id": "Diet", "label": "x"}]}, "id"),
-        ({"questions": [{"id": "email", "label": "x"}]}, "taken"),
-        ({"questions": [{"id": "q", "label": "a"}, {"id": "q", "label": "b"}]}, "taken"),
-        ({"questions": [{"id": "q", "label": " "}]}, "label"),
-        ({"questions": [{"id": "q", "label": "x", "required": "yes"}]}, "required"),
-        ({"optional_fields": ["salary"]}, "optional_fields"),
-        ({"enabled": "yes"}, "enabled"),
-        ({"colour": "red"}, "unknown"),
-    ],
-)
-def test_settings_refused(settings: dict[str, Any], word: str) -> None:
-    with pytest.raises(Invalid, match=word):
-        RegistrationSettings.parse(settings)
+def test_settings_refused(tmp_path: Path) -> None:
+    """Each refused with 422 naming the rule, none echoing what was sent; nothing changes."""
+
+    async def body(api: Api) -> None:
+        m = await webinar(api, approval="manual")
+        url = f"/v1/meetings/{m['id']}/registration"
+        for settings, word in BAD_SETTINGS:
+            message = error(
+                await api.client.put(url, json=settings, headers=OPERATOR), 422, "invalid", word
+            )
+            for value in ("maybe", "not a domain", "Diet", "salary", "colour"):
+                assert value not in message, (settings, message)
+        assert (await api.meeting(m["id"]))["registration"]["approval"] == "manual"
+
+    run(tmp_path, body)
 
 
-def test_clean_fields_checks_and_trims() -> None:
-    settings = RegistrationSettings.parse(
-        {
-            "optional_fields": ["company"],
+def test_settings_are_trimmed_and_ordered(tmp_path: Path) -> None:
+    async def body(api: Api) -> None:
+        m = await webinar(
+            api,
+            approval="rules",
+            rules={"email_domains": [" Corp.Example ", "corp.example", "b.example"]},
+            optional_fields=["country", "company", "country"],
+            questions=[{"id": "why", "label": "  Why?  ", "required": True}],
+        )
+        stored = (await api.meeting(m["id"]))["registration"]
+        assert stored == {
+            "enabled": True,
+            "approval": "rules",
+            "rules": {"email_domains": ["corp.example", "b.example"]},
+            "capacity": None,
             "questions": [{"id": "why", "label": "Why?", "required": True}],
+            "optional_fields": ["company", "country"],
         }
-    )
-    form = person(0, company="  ACME  ", answers={"why": " line one\nline two "})
-    fields = clean_fields(form, settings)
-    assert fields["company"] == "ACME" and fields["answers"] == {"why": "line one\nline two"}
-    assert fields["email"] == "grace0.hopper@navy-example.org"
-    for bad, word in (
-        ({**form, "city": "Paris"}, "does not ask for city"),
-        ({**form, "answers": {}}, "needs an answer"),
-        ({**form, "first_name": "A\x00"}, "control"),
-        ({**form, "email": "no-at-sign"}, "email"),
-    ):
-        with pytest.raises(Invalid, match=word):
-            clean_fields(bad, settings)
+
+    run(tmp_path, body)
+
+
+def test_the_form_is_trimmed_and_checked_against_the_meetings_form(tmp_path: Path) -> None:
+    async def body(api: Api) -> None:
+        m = await webinar(
+            api,
+            approval="manual",
+            optional_fields=["company", "city"],
+            questions=[
+                {"id": "why", "label": "Why?", "required": True},
+                {"id": "diet", "label": "Diet?"},
+            ],
+        )
+        form = person(
+            0,
+            first_name="  Grace0-Zq ",
+            email=" grace0.hopper@navy-example.org ",
+            company="  ACME  ",
+            city="   ",
+            answers={"why": " line one\nline two ", "diet": "  "},
+        )
+        r = await register(api, m["id"], form)
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "pending"
+        (one,) = await registrants(api, m)
+        assert one["fields"] == {
+            "first_name": "Grace0-Zq",
+            "last_name": "Hopper0-Xv",
+            "email": "grace0.hopper@navy-example.org",
+            "company": "ACME",
+            "city": None,  # given empty: kept as none
+            "answers": {"why": "line one\nline two"},  # an empty answer is none
+        }
+        good = person(1, answers={"why": "x"})
+        for bad, word in (
+            ({**good, "city": None, "country": "Norway"}, "does not ask for country"),
+            ({**good, "answers": {}}, "question 1 (why) needs an answer"),
+            ({**good, "answers": {"why": "   "}}, "needs an answer"),
+            ({**good, "answers": {"why": "x", "who": "y"}}, "no such question"),
+            ({**good, "answers": {"Not An Id": "y"}}, "answers"),
+            ({**good, "first_name": "A\x00"}, "control"),
+            ({**good, "first_name": "   "}, "first_name"),
+            ({**good, "email": "no-at-sign"}, "email address"),
+        ):
+            message = error(await register(api, m["id"], bad), 422, "invalid", word)
+            for value in ("Norway", "who", "Not An Id", "no-at-sign"):
+                assert value not in message, message
+        assert len(await registrants(api, m)) == 1
+
+    run(tmp_path, body)
 
 
 # --- registering and joining ------------------------------------------------------------------
@@ -550,15 +616,34 @@ def test_correct_a_registrant(tmp_path: Path) -> None:
         assert fields["last_name"] == "Murray-Hopper" and "city" not in fields
         assert fields["company"] == "ACME" and fields["answers"] == {"why": "y"}
         assert fields["first_name"] == "Grace1-Zq"
+        # trimmed; an empty value or null removes an optional field or an answer, and a
+        # question the form no longer has may still have its answer removed
+        r = await patch(
+            api,
+            m,
+            rid,
+            {"fields": {"first_name": " Grace ", "company": " ", "answers": {"why": None}}},
+        )
+        fields = r.json()["fields"]
+        assert fields["first_name"] == "Grace" and "company" not in fields
+        assert fields["answers"] == {}
+        r = await patch(api, m, rid, {"fields": {"city": "Bergen", "answers": {"gone": None}}})
+        assert r.json()["fields"]["city"] == "Bergen"
         for bad, word in (
-            ({"fields": {"email": "nope"}}, "email"),
+            ({"fields": {"email": "nope"}}, "email address"),
             ({"fields": {"first_name": None}}, "first_name"),
             ({"fields": {"first_name": ""}}, "first_name"),
+            ({"fields": {"last_name": "  "}}, "last_name"),
             ({"fields": {"company": "x" * 201}}, "200"),
             ({"fields": {"salary": "1"}}, "unknown field"),
+            ({"fields": {"answers": {"Not An Id": "y"}}}, "answers"),
             ({"fields": "x"}, "fields"),
+            ({"fields": {}}, "nothing to change"),
+            ({"new_token": False}, "nothing to change"),
+            ({"status": "unconfirmed"}, "status"),
         ):
-            error(await patch(api, m, rid, bad), 422, "invalid", word)
+            message = error(await patch(api, m, rid, bad), 422, "invalid", word)
+            assert "nope" not in message and "Not An Id" not in message
         # a new email: the old one finds nobody, the new one does
         other = await registered(api, m["id"], person(2))
         error(
@@ -823,6 +908,55 @@ def test_audit_log_of_host_and_operator_actions(tmp_path: Path) -> None:
         assert (await api.client.delete(f"/v1/meetings/{mid}", headers=OPERATOR)).status_code == 204
         after = (await api.client.get(f"/v1/audit?meeting={mid}", headers=OPERATOR)).json()
         assert after[:-1] == entries and after[-1]["action"] == "meeting.delete"
+
+    run(tmp_path, body)
+
+
+def test_the_registration_service_audits_what_it_does(tmp_path: Path) -> None:
+    """The service takes typed values (what the request models build) and appends its own
+    audit entries: a hold, an approval with corrections, a read of one, an export, an
+    erasure by email."""
+
+    async def body(api: Api) -> None:
+        m = await webinar(
+            api,
+            approval="manual",
+            optional_fields=["city"],
+            questions=[{"id": "why", "label": "Why?"}],
+        )
+        mid = m["id"]
+        service = api.plane.registrations
+        assert service is not None
+        form = SignUp("Ada", "Lovelace", "ada@corp.example", {"city": "London"}, {"why": "x"})
+        made = await service.register(mid, form, now=api.now)
+        rid = made["id"]
+        assert made == {"id": rid, "meeting_id": mid, "status": "pending"}
+        fix = Corrections(fields={"city": None}, answers={"why": None})
+        view = await service.update(
+            mid, rid, by="host", now=api.now, status="approved", corrections=fix
+        )
+        assert view["status"] == "approved" and view["join_token"]
+        assert view["fields"] == {
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "email": "ada@corp.example",
+            "answers": {},
+        }
+        await service.update(mid, rid, by="operator", now=api.now, status="pending")
+        assert (await service.get(mid, rid, by="operator", now=api.now))["status"] == "pending"
+        assert "Lovelace" in await service.export_csv(mid, by="host", now=api.now)
+        erased = await service.erase_by_email("Ada@Corp.Example", by="operator", now=api.now)
+        assert erased == {"erased": 1, "registrations": [{"id": rid, "meeting_id": mid}]}
+        r = await api.client.get(f"/v1/meetings/{mid}/audit", headers=OPERATOR)
+        entries = [(e["actor"], e["action"], e["target"], e["detail"]) for e in r.json()]
+        assert entries[2:] == [
+            ("host", "registration.approve", rid, {}),
+            ("host", "registration.edit", rid, {"fields": ["answers", "city"]}),
+            ("operator", "registration.hold", rid, {}),
+            ("operator", "registration.read", rid, {}),
+            ("host", "registration.export", None, {"format": "csv", "count": 1}),
+            ("operator", "registration.erase", rid, {"by": "email"}),
+        ]
 
     run(tmp_path, body)
 

@@ -10,7 +10,8 @@ stored state (docs/ARCHITECTURE.md, "Validation once, at the edge")."""
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -20,20 +21,31 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
 from control import puzzle
+from control.answers import Approval
+from control.mail import ADDRESS
 from control.meetings import MAX_STREAMS, NAME_MAX, TITLE_MAX
-from control.registration import (
+from control.registration import Decision
+from control.registration_codes import CODE_DIGITS
+from control.registration_form import Corrections, SignUp
+from control.registration_settings import (
     ANSWER_MAX,
     CAPACITY_MAX,
-    CODE_DIGITS,
     FIELD_MAX,
     LABEL_MAX,
     MAX_DOMAINS,
     MAX_QUESTIONS,
+    OPTIONAL_FIELDS,
     OTHER_MAX,
+    QUESTION_ID,
+    STANDARD_FIELDS,
+    OptionalField,
+    Question,
+    RegistrationSettings,
 )
 from control.sdp import check_streams
 from control.text import HIDDEN_MESSAGE, has_hidden_characters
@@ -228,25 +240,61 @@ class ParticipantPatch(Body):
     expel: bool | None = None
 
 
-OptionalField = Literal["job_title", "company", "city", "country"]
-QuestionId = Annotated[str, Field(min_length=1, max_length=32)]
+# -- registration (control/registration.py): these models check every value, and build what
+# the service takes (control/registration_settings.py, control/registration_form.py) --
+
+
+def _trimmed(value: str) -> str:
+    return value.strip()
+
+
+def _filled(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _address(value: str) -> str:
+    if not ADDRESS.fullmatch(value):
+        raise ValueError("must be an email address, as in name@example.com")
+    return value
+
+
+DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
+def _domain(value: str) -> str:
+    domain = value.strip().lower()
+    if not DOMAIN.fullmatch(domain):
+        raise ValueError("must be a domain name, as in example.com")
+    return domain
+
+
+# A registrant's value: checked for hidden characters as sent (and its length, by the field),
+# then trimmed; `Filled` is not empty once trimmed, `Email` is a plain address.
+Trimmed = Annotated[str, AfterValidator(_visible), AfterValidator(_trimmed)]
+Filled = Annotated[Trimmed, AfterValidator(_filled)]
+Email = Annotated[Trimmed, AfterValidator(_address)]
+Answer = Annotated[
+    str, Field(max_length=ANSWER_MAX), AfterValidator(_visible_lines), AfterValidator(_trimmed)
+]
+QuestionId = Annotated[str, Field(pattern=QUESTION_ID, description="a-z, 0-9, _")]
+Domain = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_domain)]
 
 
 class QuestionIn(Body):
-    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="a-z, 0-9, _")
-    label: Visible = Field(min_length=1, max_length=LABEL_MAX)
+    id: QuestionId
+    label: Filled = Field(min_length=1, max_length=LABEL_MAX)
     required: bool = False
 
 
 class RulesIn(Body):
-    email_domains: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
-        default_factory=list, max_length=MAX_DOMAINS
-    )
+    email_domains: list[Domain] = Field(default_factory=list, max_length=MAX_DOMAINS)
 
 
 class RegistrationSettingsIn(Body):
     enabled: bool = True
-    approval: Literal["automatic", "manual", "rules"] = Field(
+    approval: Approval = Field(
         "automatic",
         description="automatic: approved once the registrant confirms the email with the code "
         "mailed to it; manual: the host approves; rules: once the email is confirmed, approved "
@@ -258,18 +306,58 @@ class RegistrationSettingsIn(Body):
     questions: list[QuestionIn] = Field(default_factory=list, max_length=MAX_QUESTIONS)
     optional_fields: list[OptionalField] = Field(default_factory=list, max_length=4)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> RegistrationSettingsIn:
+        taken: set[str] = {*STANDARD_FIELDS, *OPTIONAL_FIELDS}
+        for index, question in enumerate(self.questions):
+            if question.id in taken:
+                raise ValueError(
+                    f"questions.{index}: its id is taken (by a field or another question)"
+                )
+            taken.add(question.id)
+        if self.approval == "rules" and not (self.rules and self.rules.email_domains):
+            raise ValueError("approval by rules needs rules.email_domains: the domains approved")
+        return self
+
+    def settings(self) -> RegistrationSettings:
+        """As the service takes them: domains without repeats, the optional fields in the
+        form's order."""
+        domains = [] if self.rules is None else self.rules.email_domains
+        return RegistrationSettings(
+            enabled=self.enabled,
+            approval=self.approval,
+            email_domains=tuple(dict.fromkeys(domains)),
+            capacity=self.capacity,
+            questions=tuple(Question(q.id, q.label, q.required) for q in self.questions),
+            optional_fields=tuple(f for f in OPTIONAL_FIELDS if f in self.optional_fields),
+        )
+
 
 class RegistrationIn(Body):
-    first_name: Visible = Field(min_length=1, max_length=FIELD_MAX["first_name"])
-    last_name: Visible = Field(min_length=1, max_length=FIELD_MAX["last_name"])
-    email: Visible = Field(min_length=3, max_length=FIELD_MAX["email"])
-    job_title: Visible | None = Field(None, max_length=OTHER_MAX)
-    company: Visible | None = Field(None, max_length=OTHER_MAX)
-    city: Visible | None = Field(None, max_length=OTHER_MAX)
-    country: Visible | None = Field(None, max_length=OTHER_MAX)
-    answers: dict[QuestionId, Annotated[VisibleLines, Field(max_length=ANSWER_MAX)]] | None = Field(
-        None, max_length=MAX_QUESTIONS
-    )
+    first_name: Filled = Field(min_length=1, max_length=FIELD_MAX["first_name"])
+    last_name: Filled = Field(min_length=1, max_length=FIELD_MAX["last_name"])
+    email: Email = Field(min_length=3, max_length=FIELD_MAX["email"])
+    job_title: Trimmed | None = Field(None, max_length=OTHER_MAX)
+    company: Trimmed | None = Field(None, max_length=OTHER_MAX)
+    city: Trimmed | None = Field(None, max_length=OTHER_MAX)
+    country: Trimmed | None = Field(None, max_length=OTHER_MAX)
+    answers: dict[QuestionId, Answer] | None = Field(None, max_length=MAX_QUESTIONS)
+
+    def sign_up(self) -> SignUp:
+        """As the service takes it: the optional fields given (null is not given)."""
+        optional: dict[OptionalField, str | None] = {
+            "job_title": self.job_title,
+            "company": self.company,
+            "city": self.city,
+            "country": self.country,
+        }
+        return SignUp(
+            first_name=self.first_name,
+            last_name=self.last_name,
+            email=self.email,
+            optional={name: value for name, value in optional.items() if value is not None},
+            answers=dict(self.answers or {}),
+        )
 
 
 class ConfirmIn(Body):
@@ -280,20 +368,49 @@ class ConfirmIn(Body):
 
 
 class FieldsPatch(Body):
-    first_name: Visible | None = Field(None, max_length=FIELD_MAX["first_name"])
-    last_name: Visible | None = Field(None, max_length=FIELD_MAX["last_name"])
-    email: Visible | None = Field(None, max_length=FIELD_MAX["email"])
-    job_title: Visible | None = Field(None, max_length=OTHER_MAX)
-    company: Visible | None = Field(None, max_length=OTHER_MAX)
-    city: Visible | None = Field(None, max_length=OTHER_MAX)
-    country: Visible | None = Field(None, max_length=OTHER_MAX)
-    answers: (
-        dict[QuestionId, Annotated[VisibleLines, Field(max_length=ANSWER_MAX)] | None] | None
-    ) = Field(None, max_length=MAX_QUESTIONS)
+    """Corrections: the fields given replace those stored; null (or an empty value) removes
+    an optional field or an answer, never a first or last name or the email."""
+
+    first_name: Filled | None = Field(None, max_length=FIELD_MAX["first_name"])
+    last_name: Filled | None = Field(None, max_length=FIELD_MAX["last_name"])
+    email: Email | None = Field(None, max_length=FIELD_MAX["email"])
+    job_title: Trimmed | None = Field(None, max_length=OTHER_MAX)
+    company: Trimmed | None = Field(None, max_length=OTHER_MAX)
+    city: Trimmed | None = Field(None, max_length=OTHER_MAX)
+    country: Trimmed | None = Field(None, max_length=OTHER_MAX)
+    answers: dict[QuestionId, Answer | None] | None = Field(None, max_length=MAX_QUESTIONS)
+
+    @field_validator("first_name", "last_name", "email")
+    @classmethod
+    def _kept(cls, value: str | None) -> str | None:
+        if value is None:
+            raise ValueError("is required: it may be corrected, not removed")
+        return value
+
+    def corrections(self) -> Corrections:
+        """As the service takes them: the fields given (an empty one removed), the answers
+        when given."""
+        values: dict[str, str | None] = {
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "email": self.email,
+            "job_title": self.job_title,
+            "company": self.company,
+            "city": self.city,
+            "country": self.country,
+        }
+        given = self.model_fields_set
+        answers = None
+        if "answers" in given:
+            answers = {qid: text or None for qid, text in (self.answers or {}).items()}
+        return Corrections(
+            fields={name: value or None for name, value in values.items() if name in given},
+            answers=answers,
+        )
 
 
 class RegistrationPatch(Body):
-    status: Literal["pending", "approved", "rejected"] | None = None
+    status: Decision | None = None
     fields: FieldsPatch | None = Field(
         None, description="corrections: the fields given replace those stored (null removes)"
     )
@@ -301,6 +418,18 @@ class RegistrationPatch(Body):
         None, description="issue a new join token (approved only): the old one stops working"
     )
 
+    @model_validator(mode="after")
+    def _something(self) -> RegistrationPatch:
+        corrects = self.fields is not None and bool(self.fields.model_fields_set)
+        if self.status is None and not corrects and not self.new_token:
+            raise ValueError("nothing to change: give status, fields or new_token")
+        return self
+
+    def corrections(self) -> Corrections | None:
+        if self.fields is None or not self.fields.model_fields_set:
+            return None
+        return self.fields.corrections()
+
 
 class EraseIn(Body):
-    email: str = Field(min_length=1, max_length=FIELD_MAX["email"])
+    email: Email = Field(min_length=1, max_length=FIELD_MAX["email"])
