@@ -43,19 +43,55 @@ challenge (README.md, "Proof of work"). `join` solves it (control/puzzle.py, at 
 
 from __future__ import annotations
 
-import email.utils
 import os
 import ssl
-import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import Any, NotRequired, cast
 from urllib.parse import quote, urlsplit
 
 import httpx
+from typing_extensions import TypedDict
 
 from control import puzzle
+from control.answers import (
+    Controls,
+    CreatedMeeting,
+    EndedMeeting,
+    FfmpegArguments,
+    Health,
+    JoinAnswer,
+    JoinThrottle,
+    Meeting,
+    MeetingDetail,
+    Participant,
+    ParticipantUpdate,
+    RelayAddress,
+    SrtpKeys,
+    State,
+    Stream,
+    UsageRecord,
+)
+from control.client_errors import (
+    ApiError,
+    Conflict,
+    Ended,
+    Forbidden,
+    Invalid,
+    Locked,
+    NotFound,
+    ProofOfWorkRequired,
+    RelayClientError,
+    ServerError,
+    Throttled,
+    Unauthorized,
+    UntrustedCertificate,
+    error_for,
+)
+from relay.vocabulary import Kind, Mode, Role, Suite
 
+# The answers (control/answers.py, the types the server declares) and the errors
+# (control/client_errors.py) are part of this client's interface: importable from here.
 __all__ = [
     "ApiError",
     "Conflict",
@@ -89,91 +125,12 @@ __all__ = [
     "UsageRecord",
 ]
 
-Mode = Literal["meeting", "webinar"]
-State = Literal["open", "ended"]
-Role = Literal["host", "panelist", "attendee"]
-Suite = Literal[
-    "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM", "AEAD_AES_256_GCM"
-]
-SUITES: tuple[Suite, ...] = (
-    "AES_CM_128_HMAC_SHA1_80",
-    "AES_CM_128_HMAC_SHA1_32",
-    "AEAD_AES_128_GCM",
-    "AEAD_AES_256_GCM",
-)
-
-
 PAGE = 1000  # rows a list call asks for at once (the API answers at most that)
 
-
-# --- answers ----------------------------------------------------------------------------------
-
-
-class Meeting(TypedDict):
-    id: str
-    title: str
-    mode: Mode
-    suite: Suite
-    state: State
-    locked: bool
-    recording: bool
-    created_at: float  # seconds since the epoch
-    ended_at: float | None
-
-
-class JoinThrottle(TypedDict):
-    """How the meeting's password joins are held back after failed ones: while
-    `proof_of_work`, each needs a proof of `solutions` nonces of `difficulty` zero bits."""
-
-    locked_out: bool  # always False: there is no meeting-wide lockout (kept for old clients)
-    retry_after: float  # always 0.0, likewise
-    recent_failures: int  # wrong passwords within the last 60 s, from every client
-    proof_of_work: NotRequired[bool]
-    difficulty: NotRequired[int]  # 0 when no proof is needed
-    solutions: NotRequired[int]
-
-
-class MeetingDetail(Meeting):
-    """`get_meeting`'s answer: the meeting and its join throttle."""
-
-    join_throttle: JoinThrottle
-
-
-class CreatedMeeting(Meeting):
-    """`create_meeting`'s answer. The host key, and the password when the server generated
-    it (none was given), are shown this once."""
-
-    host_key: str
-    password: NotRequired[str]
-
-
-class Controls(TypedDict):
-    locked: bool
-    recording: bool
-
-
-class UsageRecord(TypedDict):
-    """What one meeting used, written once when it ended."""
-
-    id: int
-    meeting_id: str
-    started_at: float
-    ended_at: float
-    duration_s: float
-    total_participants: int
-    peak_participants: int
-    participant_minutes: float
-    features: list[str]  # "webinar", "locked", "recording"
-    packets_in: int
-    packets_out: int
-    bytes_in: int
-    bytes_out: int
-
-
-class EndedMeeting(TypedDict):
-    id: str
-    state: Literal["ended"]
-    usage: UsageRecord
+# A join sends its request at most this often: once without a proof of work, then with a
+# solved challenge, and once more if that one was refused (it expired while being solved, or
+# the meeting now asks for a harder one).
+_PROOF_TRIES = 3
 
 
 class StreamSpec(TypedDict):
@@ -182,222 +139,9 @@ class StreamSpec(TypedDict):
     VP8/90000 for video."""
 
     ssrc: int
-    kind: NotRequired[Literal["audio", "video"]]
+    kind: NotRequired[Kind]
     pt: NotRequired[int]
     codec: NotRequired[str]
-
-
-class Stream(TypedDict):
-    ssrc: int
-    kind: Literal["audio", "video"]
-    pt: int
-    codec: str
-
-
-class RelayAddress(TypedDict):
-    host: str
-    port: int
-
-
-class SrtpKeys(TypedDict):
-    """The participant's SRTP master keys: base64 of master key || master salt (RFC 4568)."""
-
-    suite: Suite
-    uplink: str  # what the participant sends with
-    downlink: str  # what it receives with
-
-
-class FfmpegArguments(TypedDict):
-    """ffmpeg's arguments from a join answer (control/ffmpeg.py): one RTP output per declared
-    stream, and for a listener the input (the answer's `sdp` written to join.sdp)."""
-
-    outputs: list[list[str]]
-    input: NotRequired[list[str]]
-
-
-class JoinAnswer(TypedDict):
-    participant_id: str
-    role: Role
-    relay: RelayAddress  # where to send (and what sends to it)
-    srtp: SrtpKeys
-    sdp: str
-    ffmpeg: FfmpegArguments | None  # None: ffmpeg cannot speak the meeting's suite
-
-
-class Participant(TypedDict):
-    id: str
-    name: str
-    role: Role
-    worker: int
-    muted: bool
-    expelled: bool
-    joined_at: float
-    left_at: float | None
-    streams: list[Stream]
-
-
-class ParticipantUpdate(TypedDict):
-    """`update_participant`'s answer. An expelled participant's is `{"id", "expelled"}`; a
-    promotion that lets an attendee send carries its new keys as a join answer does."""
-
-    id: str
-    expelled: bool
-    role: NotRequired[Role]
-    muted: NotRequired[bool]
-    relay: NotRequired[RelayAddress]
-    srtp: NotRequired[SrtpKeys]
-    sdp: NotRequired[str]
-
-
-class Health(TypedDict):
-    status: str
-    routing_seq: int
-    workers_expected: int
-    workers_reporting: int
-    meetings: int
-    participants: int
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class RelayClientError(Exception):
-    """Base of every error this client raises: the relay cannot be reached, or answered
-    something that is not what the call returns."""
-
-
-class UntrustedCertificate(RelayClientError):
-    """The server's TLS certificate could not be verified (an unknown CA, a name it is not
-    for, an expired one): nothing was sent to it."""
-
-
-class ApiError(RelayClientError):
-    """The relay answered with a status outside 2xx; its `{"error": {"code", "message"}}`."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(status={self.status}, code={self.code!r}, {self.message!r})"
-
-
-class Unauthorized(ApiError):
-    """401: no token, or one that is neither the operator token nor the meeting's host key."""
-
-
-class Forbidden(ApiError):
-    """403: a wrong password, or a call the credential does not allow."""
-
-
-class NotFound(ApiError):
-    """404: no such meeting, participant or endpoint."""
-
-
-class Conflict(ApiError):
-    """409: the call conflicts with the current state (an SSRC in use, an expelled
-    participant, a meeting that has ended)."""
-
-
-class Ended(Conflict):
-    """409 with code "ended": the meeting has ended; nothing more can happen in it."""
-
-
-class Invalid(ApiError):
-    """422: the request is not what the call takes."""
-
-
-class Locked(ApiError):
-    """423: the host locked the meeting; nobody new may join."""
-
-
-class Throttled(ApiError):
-    """429: too many failed attempts; `retry_after` is the seconds to wait (the Retry-After
-    header), None if the server gave none."""
-
-    def __init__(
-        self, status: int, code: str, message: str, retry_after: float | None = None
-    ) -> None:
-        super().__init__(status, code, message)
-        self.retry_after = retry_after
-
-
-class ProofOfWorkRequired(ApiError):
-    """428: the meeting is under attack and a password join must carry a proof of work: the
-    fresh challenge to solve (`challenge`, `difficulty`, `solutions`, `expires_in`, see
-    control/puzzle.py). `RelayClient.join` solves it by itself."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        challenge: str,
-        difficulty: int,
-        solutions: int,
-        expires_in: float,
-    ) -> None:
-        super().__init__(status, code, message)
-        self.challenge = challenge
-        self.difficulty = difficulty
-        self.solutions = solutions
-        self.expires_in = expires_in
-
-
-class ServerError(ApiError):
-    """5xx: the relay (or a proxy before it) failed; trying again later may work."""
-
-
-# A join sends its request at most this often: once without a proof of work, then with a
-# solved challenge, and once more if that one was refused (it expired while being solved, or
-# the meeting now asks for a harder one).
-_PROOF_TRIES = 3
-
-_BY_CODE: dict[str, type[ApiError]] = {"ended": Ended}
-_BY_STATUS: dict[int, type[ApiError]] = {
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    422: Invalid,
-    423: Locked,
-    429: Throttled,
-}
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delay-seconds or an HTTP date (RFC 9110)."""
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _proof_of_work(
-    status: int, code: str, message: str, error: dict[str, Any]
-) -> ProofOfWorkRequired | None:
-    """The 428 error with its challenge, or None if the error object lacks a usable one."""
-    challenge, difficulty = error.get("challenge"), error.get("difficulty")
-    solutions, expires_in = error.get("solutions"), error.get("expires_in", 0.0)
-    numbers = (difficulty, solutions, expires_in)
-    if error.get("algorithm") != puzzle.ALGORITHM or not isinstance(challenge, str):
-        return None
-    if any(isinstance(n, bool) or not isinstance(n, int | float) for n in numbers):
-        return None
-    if not isinstance(difficulty, int) or not isinstance(solutions, int):
-        return None
-    return ProofOfWorkRequired(
-        status, code, message, challenge, difficulty, solutions, float(expires_in)
-    )
 
 
 def _segment(name: str, value: str) -> str:
@@ -567,18 +311,7 @@ class RelayClient:
             snippet = " ".join(response.text.split())[:200]
             message = f"{status} {response.reason_phrase}" + (f": {snippet}" if snippet else "")
         message = self._scrub(message)
-        if code == "proof_of_work_required" and isinstance(error, dict):
-            required = _proof_of_work(status, code, message, error)
-            if required is not None:
-                return required
-        cls = _BY_CODE.get(code) or _BY_STATUS.get(status)
-        if cls is None:
-            cls = ServerError if status >= 500 else ApiError
-        if cls is Throttled:
-            return Throttled(
-                status, code, message, _retry_after(response.headers.get("Retry-After"))
-            )
-        return cls(status, code, message)
+        return error_for(status, code, message, error, response.headers.get("Retry-After"))
 
     def _json(self, response: httpx.Response) -> Any:
         try:
@@ -617,7 +350,7 @@ class RelayClient:
     def create_meeting(
         self,
         title: str,
-        mode: Mode = "meeting",
+        mode: Mode = Mode.MEETING,
         password: str | None = None,
         panelist_password: str | None = None,
         suite: Suite | None = None,

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from control.text import printable, printable_json
+from relay.vocabulary import Mode, Suite
 
 if TYPE_CHECKING:  # loaded when a command runs, so that `relay bench` does not load httpx
     from control.client import Meeting, Participant, RelayClient, UsageRecord
@@ -47,12 +48,7 @@ __all__ = ["DEFAULT_URL", "SUITES", "register"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TOKEN_FILE = "token"  # as control/credentials.py writes it
-SUITES = (  # control.client.SUITES, without importing it at registration
-    "AES_CM_128_HMAC_SHA1_80",
-    "AES_CM_128_HMAC_SHA1_32",
-    "AEAD_AES_128_GCM",
-    "AEAD_AES_256_GCM",
-)
+SUITES = tuple(Suite)
 
 
 class CommandError(Exception):
@@ -237,7 +233,7 @@ def _streams(p: Participant) -> str:
 def _meetings_create(client: RelayClient, args: argparse.Namespace) -> int:
     created = client.create_meeting(
         args.title,
-        mode="webinar" if args.webinar else "meeting",
+        mode=Mode.WEBINAR if args.webinar else Mode.MEETING,
         password=args.password,
         panelist_password=args.panelist_password,
         suite=args.suite,
