@@ -10,10 +10,10 @@ no refusal repeats the value it refuses.
 Every host or operator action appends its audit entry here, with the change, once it has
 succeeded (control/audit.py): `by` says who acted.
 
-Rules that span the methods:
-- Changes of membership (join, end, delete) of one meeting hold that meeting's lock between
-  their checks and their writes, so a join racing the end of its meeting, or two joins
-  claiming one SSRC, cannot both succeed.
+What the services share of the open meetings (their rosters and locks, homing participants
+on workers, the restart path) is control/rooms.py's; participants after their join (the list,
+the host's controls, leaving) are control/participants.py's.
+
 - Wire ids: the routing table uses unsigned 32-bit ids; the store assigns them (`wire_id`,
   never reused) and every update carries them.
 - Keys: each participant gets fresh SRTP master keys per direction (`control.keys`), sealed
@@ -21,7 +21,7 @@ Rules that span the methods:
   answer, the promotion answer and the routing updates to the workers, never in exceptions,
   logs or reprs.
 - Restart: everything a worker needs is in the store, so `routing_snapshot_state()` rebuilds
-  the routing state a restarted control plane serves.
+  the routing state a restarted control plane serves (control/rooms.py).
 """
 
 from __future__ import annotations
@@ -30,38 +30,28 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from control import auth
 from control.admission import Admission, own_key
-from control.answers import Actor, Controls, JoinAnswer, Media, Participant, ParticipantUpdate
+from control.answers import Actor, Controls, JoinAnswer
 from control.audit import Audit
 from control.errors import Conflict, Forbidden, Locked, NotFound
 from control.keybox import KeyBox
 from control.keys import new_master_key
 from control.limits import JoinLimits
 from control.lookup import find_meeting, find_open_meeting
-from control.media import (
-    Describer,
-    address_of,
-    described,
-    load_streams,
-    may_send,
-    routing_update,
-    sending_streams,
-    streams_json,
-)
+from control.media import Describer, may_send, routing_update, sending_streams, streams_json
+from control.participants import ParticipantService
 from control.proof_of_work import JoinPuzzles, Proof
-from control.roster import Roster
+from control.rooms import Publish, Rooms
 from control.routing import RoutingState
-from control.store import MeetingRow, ParticipantRow, Store, UsageRecord, new_id
+from control.store import MeetingRow, Store, UsageRecord, new_id
 from control.throttle import FailureThrottle
 from control.usage import record_usage
 from relay import wire
-from relay.vocabulary import DEFAULT_SUITE, Address, Kind, Mode, Role, Suite
+from relay.vocabulary import DEFAULT_SUITE, Address, Mode, Role, Suite
 
 __all__ = ["Created", "KeyBox", "MeetingService"]
 
@@ -70,11 +60,8 @@ log = logging.getLogger("control.meetings")
 TITLE_MAX = 200
 NAME_MAX = 100
 MAX_STREAMS = 8  # per participant
-SMALL_MEETING = 8  # members: up to this many share one worker
 
-Publish = Callable[[wire.Update], Awaitable[int]]
 Totals = Callable[[list[int]], Mapping[str, int]]  # wire ids -> packets and bytes, summed
-MediaOf = Callable[[int], Media]  # wire id -> what the workers last reported of it
 
 
 @dataclass(frozen=True)
@@ -135,25 +122,14 @@ class MeetingService:
         self.store = store
         self.publish = publish
         self.workers = workers
+        self.audit = audit or Audit(store)
         self.describer = Describer(relay_host, media_port)
         self.admission = Admission(
             store, throttle=throttle, secret_throttle=secret_throttle, puzzles=puzzles
         )
-        self.limits = limits or JoinLimits()
-        self.audit = audit or Audit(store)
+        self.rooms = Rooms(store, publish, workers, limits or JoinLimits(), key_box)
         self.key_box = key_box
-        # What joins need of each open meeting's participants, kept as they come and go
-        # (control/roster.py): a join never reads everyone.
-        self._rosters: dict[str, Roster] = {}
-        # One lock per meeting, held while a join, an end or a deletion changes who is in it,
-        # so that their reads and writes do not interleave at an await.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def _lock(self, meeting_id: str) -> asyncio.Lock:
-        lock = self._locks.get(meeting_id)
-        if lock is None:
-            lock = self._locks[meeting_id] = asyncio.Lock()
-        return lock
+        self.participants = ParticipantService(self.rooms, self.describer, self.audit)
 
     # -- meetings --
 
@@ -252,7 +228,7 @@ class MeetingService:
         mark everyone present as gone, and append its usage record, with the packet and byte
         totals `totals` gives for its participants."""
         meeting = await find_open_meeting(self.store, meeting_id)
-        async with self._lock(meeting.id):
+        async with self.rooms.lock(meeting.id):
             record = await self._end(meeting.id, now, totals)
         await self.audit.append(by, "meeting.end", meeting.id, now=now)
         return record
@@ -264,11 +240,11 @@ class MeetingService:
         if ended is not None:
             meeting = ended
         await self.publish(wire.MeetingEnded(meeting.wire_id))
-        self._rosters.pop(meeting.id, None)  # nobody joins an ended meeting
+        self.rooms.closed(meeting.id)
         participants = await self.store.list_participants(meeting.id)
         for p in participants:
             if p.left_at is None:
-                self._gone(p)
+                self.rooms.gone(p)
                 await self.store.update_participant(p.id, left_at=now)
         counts = totals([p.wire_id for p in participants]) if totals else {}
         record = await record_usage(self.store, meeting, participants, now, counts)
@@ -281,7 +257,7 @@ class MeetingService:
         """Delete a meeting, ending it first if it is open (its usage record stays); the row
         as it was."""
         meeting = await find_meeting(self.store, meeting_id)
-        async with self._lock(meeting.id):
+        async with self.rooms.lock(meeting.id):
             meeting = await find_meeting(self.store, meeting.id)
             if meeting.state == "open":
                 await self._end(meeting.id, now, totals)
@@ -346,22 +322,22 @@ class MeetingService:
         if streams and not may_send(meeting.mode, role):
             raise Forbidden("attendees of a webinar receive only: they may not declare streams")
         if receive_at is not None:
-            self.limits.check_listener(receive_at.host)
+            self.rooms.limits.check_listener(receive_at.host)
         if not operator:
-            self.limits.take_join(client_address, now)
-        async with self._lock(meeting.id):
+            self.rooms.limits.take_join(client_address, now)
+        async with self.rooms.lock(meeting.id):
             # Again, under the meeting's lock: it may have ended, gone or been locked while the
             # password was checked, and no other join may take these SSRCs meanwhile.
             meeting = await find_open_meeting(self.store, meeting.id)
             if meeting.locked and not is_host:
                 raise Locked("this meeting is locked: nobody new may join")
-            roster = await self._roster(meeting)
-            self.limits.check_room(roster.present)
+            roster = await self.rooms.roster(meeting)
+            self.rooms.limits.check_room(roster.present)
             if receive_at is not None:
-                self.limits.check_listener(receive_at.host)  # again: joins may have raced
+                self.rooms.limits.check_listener(receive_at.host)  # again: joins may have raced
             if roster.taken_ssrcs() & {s.ssrc for s in streams}:
                 raise Conflict("an ssrc given is already used by another participant")
-            worker = self._home(meeting, roster)
+            worker = self.rooms.home(meeting, roster)
             meeting_streams = sending_streams(meeting, roster.present_senders())
             participant_id = new_id()
             uplink_key = own_uplink or new_master_key(meeting.suite)
@@ -401,7 +377,7 @@ class MeetingService:
                 raise
             roster.joined(row)
             if receive_at is not None:
-                self.limits.add_listener(receive_at.host)
+                self.rooms.limits.add_listener(receive_at.host)
             await self.publish(
                 routing_update(
                     meeting,
@@ -421,227 +397,8 @@ class MeetingService:
         log.info("participant %s joined meeting %s as %s", row.id, meeting.id, role)
         return self.describer.answer(meeting, row, uplink_key, downlink, streams, meeting_streams)
 
-    async def _roster(self, meeting: MeetingRow) -> Roster:
-        """The meeting's roster: kept, or built from the store the first time (after the
-        control plane started, routing_snapshot_state built every open meeting's)."""
-        roster = self._rosters.get(meeting.id)
-        if roster is None:
-            everyone = await self.store.list_participants(meeting.id)
-            roster = self._rosters.setdefault(meeting.id, Roster.of(self.workers, everyone))
-        return roster
-
-    def _home(self, meeting: MeetingRow, roster: Roster) -> int:
-        """The worker a newcomer is homed on: it alone receives from the participant and sends
-        to it (worker i listens on media_port + 2i), and the workers pass a meeting's packets
-        among themselves. Each member costs its worker the same output (a copy of every
-        stream of the meeting), so a meeting's members are spread evenly, each to the worker
-        with the fewest (ties: the lowest index); the first SMALL_MEETING share the meeting's
-        worker, (wire id - 1) mod W, where passing packets between workers would cost more
-        than it spreads."""
-        pinned = (meeting.wire_id - 1) % self.workers
-        if roster.present < SMALL_MEETING:
-            return pinned
-        return roster.per_worker.index(min(roster.per_worker))
-
-    # -- participants --
-
-    async def list_participants(
-        self,
-        meeting_id: str,
-        *,
-        media: MediaOf,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[Participant]:
-        """A page of the meeting's participants, in the order they joined (all of them
-        without `limit`), each with what the workers last reported of its media."""
-        meeting = await find_meeting(self.store, meeting_id)
-        rows = await self.store.list_participants(meeting.id, limit=limit, offset=offset)
-        return [
-            {
-                "id": p.id,
-                "name": p.name,
-                "role": Role(p.role),
-                "worker": p.worker,
-                "muted": p.muted,
-                "expelled": p.expelled,
-                "joined_at": p.joined_at,
-                "left_at": p.left_at,
-                "streams": [
-                    {"ssrc": s.ssrc, "kind": Kind(s.kind), "pt": s.pt, "codec": s.codec}
-                    for s in load_streams(p.streams)
-                ],
-                "recording": meeting.recording and p.left_at is None,  # being recorded now
-                "media": media(p.wire_id),
-            }
-            for p in rows
-        ]
-
-    async def _present(self, meeting: MeetingRow, participant_id: str) -> ParticipantRow:
-        row = None
-        if 0 < len(participant_id) <= 64:
-            row = await self.store.get_participant(participant_id, meeting_id=meeting.id)
-        if row is None:
-            raise NotFound("no such participant in this meeting")
-        if row.expelled:
-            raise Conflict("this participant was expelled")
-        if row.left_at is not None:
-            raise Conflict("this participant has left")
-        return row
-
-    async def update_participant(
-        self,
-        meeting_id: str,
-        participant_id: str,
-        *,
-        now: float,
-        by: Actor,
-        muted: bool | None = None,
-        role: Role | None = None,
-        expel: bool | None = None,
-    ) -> ParticipantUpdate:
-        """Expel; or change the role and mute or unmute. Expelling marks the participant
-        expelled and gone: that participant id never comes back (the person may join again as
-        a new participant unless the host locks the meeting). A role change that lets an
-        attendee send issues new keys, returned under "srtp" and "sdp" as in a join answer."""
-        meeting = await find_open_meeting(self.store, meeting_id)
-        row = await self._present(meeting, participant_id)
-        if expel:
-            roster = await self._roster(meeting)  # before the store changes: it counts them
-            self._gone(row)
-            row = await self._store_update(row.id, expelled=True, left_at=now)
-            roster.left(row)
-            await self.publish(wire.ParticipantEjected(row.wire_id))
-            log.info("participant %s expelled from meeting %s", row.id, meeting.id)
-            await self.audit.append(by, "participant.expel", meeting.id, row.id, now=now)
-            return {"id": row.id, "expelled": True}
-        answer: ParticipantUpdate = {"id": row.id, "expelled": False}
-        if role is not None and role != row.role:
-            answer.update(await self._change_role(meeting, row, role))
-            detail = {"from": row.role, "to": role}
-            await self.audit.append(by, "participant.role", meeting.id, row.id, detail, now=now)
-            row = await self._store_get(row.id)
-        if muted is not None and muted != row.muted:
-            row = await self._store_update(row.id, muted=muted)
-            await self.publish(wire.ParticipantMuted(row.wire_id, muted))
-            action = "participant.mute" if muted else "participant.unmute"
-            await self.audit.append(by, action, meeting.id, row.id, now=now)
-        answer.update(
-            {"id": row.id, "role": Role(row.role), "muted": row.muted, "expelled": row.expelled}
-        )
-        return answer
-
-    async def _change_role(
-        self, meeting: MeetingRow, row: ParticipantRow, role: Role
-    ) -> ParticipantUpdate:
-        """The role changes: ParticipantLeft, then ParticipantJoined under the same wire id.
-        A role that may send, given to one that may not, gets new keys (the keys an attendee
-        held never become send keys): returned as in a join answer."""
-        declared = list(load_streams(row.streams))
-        if declared and not may_send(meeting.mode, role):
-            raise Conflict("a participant that declared streams cannot become an attendee")
-        fresh = not may_send(meeting.mode, row.role) and may_send(meeting.mode, role)
-        if fresh:
-            uplink, downlink = new_master_key(meeting.suite), new_master_key(meeting.suite)
-            await self._store_update(
-                row.id,
-                role=role,
-                uplink_sealed=self.key_box.seal(uplink, row.id),
-                downlink_sealed=self.key_box.seal(downlink, row.id),
-            )
-        else:
-            uplink, downlink = self._keys(row)
-            await self._store_update(row.id, role=role)
-        roster = await self._roster(meeting)
-        roster.changed(await self._store_get(row.id))
-        # A listener keeps the streams (and ports) its join answer described; anyone else
-        # gets the meeting's streams as they are now, as in a join answer.
-        if row.receive_at is not None:
-            meeting_streams = described(meeting, row, roster.all_senders())
-        else:
-            others = [p for p in roster.present_senders() if p.id != row.id]
-            meeting_streams = sending_streams(meeting, others)
-        await self.publish(wire.ParticipantLeft(row.wire_id))
-        await self.publish(routing_update(meeting, row, uplink, downlink, role, meeting_streams))
-        if row.muted:  # ParticipantLeft cleared the flag in the workers' table
-            await self.publish(wire.ParticipantMuted(row.wire_id, True))
-        if not fresh:
-            return {"id": row.id, "expelled": False}
-        changed = await self._store_get(row.id)
-        full = self.describer.answer(meeting, changed, uplink, downlink, declared, meeting_streams)
-        return {
-            "id": row.id,
-            "expelled": False,
-            "srtp": full["srtp"],
-            "sdp": full["sdp"],
-            "relay": full["relay"],
-            "ffmpeg": full["ffmpeg"],
-        }
-
-    async def leave(self, meeting_id: str, participant_id: str, *, now: float) -> None:
-        """The participant is gone (hung up): ParticipantLeft, and its time is counted."""
-        meeting = await find_open_meeting(self.store, meeting_id)
-        row = await self._present(meeting, participant_id)
-        roster = await self._roster(meeting)  # before the store changes: it counts them
-        self._gone(row)
-        roster.left(await self._store_update(row.id, left_at=now))
-        await self.publish(wire.ParticipantLeft(row.wire_id))
-
-    def _gone(self, row: ParticipantRow) -> None:
-        """A participant stops being present: its receive_at no longer counts."""
-        address = address_of(row)
-        if row.left_at is None and address is not None:
-            self.limits.remove_listener(address.host)
-
-    async def _store_get(self, participant_id: str) -> ParticipantRow:
-        row = await self.store.get_participant(participant_id)
-        if row is None:  # deleted under us, with its meeting
-            raise NotFound("no such participant")
-        return row
-
-    async def _store_update(self, participant_id: str, **changes: Any) -> ParticipantRow:
-        row = await self.store.update_participant(participant_id, **changes)
-        if row is None:  # deleted under us, with its meeting
-            raise NotFound("no such participant")
-        return row
-
-    def _keys(self, row: ParticipantRow) -> tuple[bytes, bytes]:
-        return (
-            self.key_box.unseal(row.uplink_sealed, row.id),
-            self.key_box.unseal(row.downlink_sealed, row.id),
-        )
-
     # -- restart --
 
     async def routing_snapshot_state(self, seq: int | None = None) -> RoutingState:
-        """The routing state rebuilt from the store: open meetings, their present (and
-        expelled) participants with unsealed keys, the muted and ejected flags. `seq`
-        defaults to the store's last routing update number."""
-        state = RoutingState(await self.store.last_routing_seq() if seq is None else seq)
-        self.limits.clear_listeners()  # counted again below, from the store
-        offset = 0
-        while True:
-            page = await self.store.list_meetings(limit=500, offset=offset, state="open")
-            for meeting in page:
-                state.meetings[meeting.wire_id] = wire.MeetingOpened(meeting.wire_id, meeting.mode)
-                if meeting.recording:
-                    state.recording.add(meeting.wire_id)
-                everyone = await self.store.list_participants(meeting.id)
-                self._rosters[meeting.id] = Roster.of(self.workers, everyone)
-                for p in everyone:
-                    if p.left_at is not None and not p.expelled:
-                        continue
-                    address = address_of(p)
-                    if p.left_at is None and address is not None:
-                        self.limits.add_listener(address.host)
-                    streams = described(meeting, p, everyone) if address else []
-                    state.participants[p.wire_id] = routing_update(
-                        meeting, p, *self._keys(p), None, streams
-                    )
-                    if p.muted:
-                        state.muted.add(p.wire_id)
-                    if p.expelled:
-                        state.ejected.add(p.wire_id)
-            if len(page) < 500:
-                return state
-            offset += 500
+        """The routing state rebuilt from the store (control/rooms.py, `snapshot_state`)."""
+        return await self.rooms.snapshot_state(seq)

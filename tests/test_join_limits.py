@@ -75,7 +75,7 @@ def test_only_a_caller_at_the_address_or_the_operator_consents_for_it(tmp_path: 
 
 def test_participants_per_meeting_are_limited(tmp_path: Path) -> None:
     async def body(api: Api) -> None:
-        api.plane.service.limits = JoinLimits(max_participants=3)
+        api.plane.service.rooms.limits = JoinLimits(max_participants=3)
         m = await api.create(title="m", password="pw")
         ids = [
             (await api.joined(m["id"], name=f"n{i}", password="pw"))["participant_id"]
@@ -94,7 +94,7 @@ def test_participants_per_meeting_are_limited(tmp_path: Path) -> None:
 
 def test_listeners_per_address_are_limited_over_all_meetings(tmp_path: Path) -> None:
     async def body(api: Api) -> None:
-        api.plane.service.limits = JoinLimits(listeners_per_address=2)
+        api.plane.service.rooms.limits = JoinLimits(listeners_per_address=2)
         a = await api.create(title="a", password="pw")
         b = await api.create(title="b", password="pw")
         first = await api.joined(a["id"], name="1", password="pw", receive_at="127.0.0.1:5004")
@@ -126,7 +126,7 @@ def test_listeners_per_address_are_limited_over_all_meetings(tmp_path: Path) -> 
 
 def test_joins_per_client_are_limited_but_not_the_operators(tmp_path: Path) -> None:
     async def body(api: Api) -> None:
-        api.plane.service.limits = JoinLimits(joins_per_minute=5)
+        api.plane.service.rooms.limits = JoinLimits(joins_per_minute=5)
         m = await api.create(title="m", password="pw")
         async with api.client_at("203.0.113.5") as client:
             url = f"/v1/meetings/{m['id']}/join"

@@ -56,7 +56,7 @@ class CountingStore:
 
 def service_at(store: SqliteStore) -> MeetingService:
     service = Harness(store).service
-    service.limits = JoinLimits(joins_per_minute=1_000_000)
+    service.rooms.limits = JoinLimits(joins_per_minute=1_000_000)
     return service
 
 
@@ -109,14 +109,16 @@ async def costs_at(tmp_path: Path, size: int) -> dict[str, int]:
 
         return {
             "join": await counting.rows_read(one_more),
-            "leave": await counting.rows_read(lambda: service.leave(meeting, ids[0], now=NOW + 1)),
+            "leave": await counting.rows_read(
+                lambda: service.participants.leave(meeting, ids[0], now=NOW + 1)
+            ),
             "expel": await counting.rows_read(
-                lambda: service.update_participant(
+                lambda: service.participants.update(
                     meeting, ids[1], now=NOW + 1, by="host", expel=True
                 )
             ),
             "role change": await counting.rows_read(
-                lambda: service.update_participant(
+                lambda: service.participants.update(
                     meeting, ids[2], now=NOW + 1, by="host", role=Role.PANELIST
                 )
             ),

@@ -221,7 +221,7 @@ def test_join_answer_keys_decrypt_and_sdp(tmp_path: Path) -> None:
         assert "a=ssrc:12345" in listener["sdp"]
         assert listener["srtp"]["downlink"] in listener["sdp"]
         assert listener["srtp"]["uplink"] != srtp["uplink"]
-        people = await svc.list_participants(m.id, media=no_media)
+        people = await svc.participants.list(m.id, media=no_media)
         assert [p["name"] for p in people] == ["Ann", "Bo"]
         text = repr(people)
         assert srtp["uplink"] not in text and "sealed" not in text
@@ -436,11 +436,11 @@ def test_mute_expel_promote(tmp_path: Path) -> None:
         assert row is not None
         wid = row.wire_id
 
-        await svc.update_participant(mid, pid, muted=True, now=2, by="host")
+        await svc.participants.update(mid, pid, muted=True, now=2, by="host")
         assert h.updates[-1] == wire.ParticipantMuted(wid, True)
 
         before = len(h.updates)
-        promoted = await svc.update_participant(mid, pid, role=Role.PANELIST, now=3, by="host")
+        promoted = await svc.participants.update(mid, pid, role=Role.PANELIST, now=3, by="host")
         assert promoted["role"] == "panelist"
         new_up = base64.b64decode(promoted["srtp"]["uplink"])
         assert promoted["srtp"]["uplink"] != a["srtp"]["uplink"]
@@ -453,12 +453,12 @@ def test_mute_expel_promote(tmp_path: Path) -> None:
         assert muted == wire.ParticipantMuted(wid, True)  # still muted after the re-join
 
         with raises(NotFound, 404, "no such participant"):
-            await svc.update_participant(mid, "nope", muted=True, now=3, by="host")
+            await svc.participants.update(mid, "nope", muted=True, now=3, by="host")
 
-        await svc.update_participant(mid, pid, expel=True, now=4, by="host")
+        await svc.participants.update(mid, pid, expel=True, now=4, by="host")
         assert h.updates[-1] == wire.ParticipantEjected(wid)
         with raises(Conflict, 409, "expelled"):
-            await svc.update_participant(mid, pid, muted=False, now=5, by="host")
+            await svc.participants.update(mid, pid, muted=False, now=5, by="host")
         assert h.state.snapshot().ejected == (wid,)
         # rejoining as a new participant is allowed, until the host locks
         again = await svc.join(mid, password="att", name="a", client_address="1.1.1.1", now=6)
@@ -483,8 +483,8 @@ def test_end_meeting_writes_one_usage_record(tmp_path: Path) -> None:
         for t in (0, 10, 20):
             answer = await svc.join(mid, password="pw", name="n", client_address="2.2.2.2", now=t)
             ids.append(answer["participant_id"])
-        await svc.leave(mid, ids[0], now=30)
-        await svc.update_participant(mid, ids[2], expel=True, now=40, by="host")
+        await svc.participants.leave(mid, ids[0], now=30)
+        await svc.participants.update(mid, ids[2], expel=True, now=40, by="host")
         totals = {"packets_in": 7, "bytes_in": 900}
         record = await svc.end_meeting(mid, now=60, totals=lambda ids: totals, by="host")
         assert isinstance(h.updates[-1], wire.MeetingEnded)
@@ -571,9 +571,9 @@ def test_restart_rebuilds_the_routing_state(tmp_path: Path) -> None:
             )
             c = await svc.join(m2, password="pw", name="c", client_address="1.1.1.1", now=1)
             d = await svc.join(m2, password="pw", name="d", client_address="1.1.1.1", now=1)
-            await svc.update_participant(m1, a["participant_id"], muted=True, now=2, by="host")
-            await svc.update_participant(m2, c["participant_id"], expel=True, now=2, by="host")
-            await svc.update_participant(
+            await svc.participants.update(m1, a["participant_id"], muted=True, now=2, by="host")
+            await svc.participants.update(m2, c["participant_id"], expel=True, now=2, by="host")
+            await svc.participants.update(
                 m2, d["participant_id"], role=Role.PANELIST, now=2, by="host"
             )
             await svc.end_meeting(m3, now=3, by="host")

@@ -89,7 +89,7 @@ async def list_participants(
 ) -> list[Participant]:
     """The participants in the order they joined, a page at a time (`limit`, at most
     1,000, and `offset`); a full page carries a `Link` to the next one (RFC 8288)."""
-    people = await plane.service.list_participants(
+    people = await plane.service.participants.list(
         meeting_id, media=plane.media_of, limit=limit, offset=offset
     )
     link_next_page(request, response, len(people), limit, offset)
@@ -105,7 +105,7 @@ async def patch_participant(
 ) -> ParticipantUpdate:
     """Mute or unmute, change the role (a promotion that lets an attendee send answers its
     new keys, as a join does), or expel."""
-    return await plane.service.update_participant(
+    return await plane.service.participants.update(
         meeting_id,
         participant_id,
         now=plane.clock(),
