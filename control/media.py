@@ -102,8 +102,8 @@ def routing_update(
     return wire.ParticipantJoined(
         row.wire_id,
         meeting.wire_id,
-        role or row.role,
-        meeting.suite,
+        Role(role or row.role),
+        Suite(meeting.suite),
         uplink,
         downlink,
         load_streams(row.streams),

@@ -166,7 +166,7 @@ class MeetingService:
             host_key_digest=auth.secret_digest(host_key),
             created_at=now,
         )
-        await self.publish(wire.MeetingOpened(meeting.wire_id, meeting.mode))
+        await self.publish(wire.MeetingOpened(meeting.wire_id, Mode(meeting.mode)))
         log.info("meeting %s opened (%s)", meeting.id, meeting.mode)
         await self.audit.append(by, "meeting.create", meeting.id, None, {"mode": mode}, now=now)
         return Created(meeting, host_key, generated)

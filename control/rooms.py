@@ -28,6 +28,7 @@ from control.roster import Roster
 from control.routing import RoutingState
 from control.store import MeetingRow, ParticipantRow, Store
 from relay import wire
+from relay.vocabulary import Mode
 
 __all__ = ["Publish", "Rooms"]
 
@@ -115,7 +116,9 @@ class Rooms:
         while True:
             page = await self.store.list_meetings(limit=500, offset=offset, state="open")
             for meeting in page:
-                state.meetings[meeting.wire_id] = wire.MeetingOpened(meeting.wire_id, meeting.mode)
+                state.meetings[meeting.wire_id] = wire.MeetingOpened(
+                    meeting.wire_id, Mode(meeting.mode)
+                )
                 if meeting.recording:
                     state.recording.add(meeting.wire_id)
                 everyone = await self.store.list_participants(meeting.id)

@@ -290,7 +290,7 @@ cdef class RouteTable:
 
     # -- meetings ----------------------------------------------------------------------------
 
-    def open_meeting(self, uint32_t meeting_id, str mode="meeting"):
+    def open_meeting(self, uint32_t meeting_id, mode="meeting"):
         """Open a meeting ("meeting": everyone may send; "webinar": attendees only listen)."""
         cdef uint32_t slot
         cdef Meeting* m

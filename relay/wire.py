@@ -16,11 +16,12 @@ import binascii
 import ipaddress
 import json
 from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
 from relay.errors import RelayError
-from relay.vocabulary import Address, Mode, Role
+from relay.vocabulary import Address, Kind, Mode, Role, Suite
 
 WIRE_VERSION = b"1"
 SNAPSHOT_REQUEST = b"snapshot"  # a worker's DEALER asks the control plane's ROUTER
@@ -56,7 +57,7 @@ class Stream:
     """One stream a participant sends: its SSRC and how receivers' SDP describes it."""
 
     ssrc: int
-    kind: str = "audio"
+    kind: str = Kind.AUDIO  # a Kind; "application" too, for SDP's sake (control/sdp.py)
     pt: int = 111
     codec: str = "opus/48000/2"
 
@@ -65,7 +66,7 @@ class Stream:
 class MeetingOpened:
     kind: ClassVar[str] = "meeting_opened"
     meeting: int
-    mode: str = "meeting"
+    mode: Mode = Mode.MEETING
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,12 @@ class ParticipantJoined:
     kind: ClassVar[str] = "participant_joined"
     participant: int
     meeting: int
-    role: str
-    suite: str
+    role: Role
+    suite: Suite
     uplink: bytes  # master key || salt for what the participant sends
     downlink: bytes  # master key || salt for what it receives
     streams: tuple[Stream, ...] = ()
-    address: tuple[str, int] | None = None  # receive_at, for listen-only clients
+    address: Address | None = None  # receive_at, for listen-only clients
     # The worker it is homed on: that worker receives from it and sends to it; the others
     # only know it (None: every worker treats it as its own, as a lone worker does).
     worker: int | None = None
@@ -207,7 +208,7 @@ def to_json(msg: Message) -> dict[str, Any]:
     body: dict[str, Any] = {"kind": msg.kind, **asdict(msg)}
     if isinstance(msg, ParticipantJoined):
         body["uplink"], body["downlink"] = _b64(msg.uplink), _b64(msg.downlink)
-        body["address"] = f"{msg.address[0]}:{msg.address[1]}" if msg.address else None
+        body["address"] = None if msg.address is None else str(Address(*msg.address))
         body["streams"] = [asdict(s) for s in msg.streams]
         body["receive_ports"] = [list(pair) for pair in msg.receive_ports]
     return body
@@ -258,8 +259,8 @@ def from_json(body: Any) -> Message:
                 isinstance(worker, bool) or not isinstance(worker, int) or not 0 <= worker < 4096
             ):
                 raise WireError(f"worker must be a worker index, got {worker!r}")
-            if args.get("role") not in ROLES:
-                raise WireError(f"role must be one of {ROLES}, got {args.get('role')!r}")
+            args["role"] = _member(Role, args.get("role"), "role")
+            args["suite"] = _member(Suite, args.get("suite"), "suite")
             if not isinstance(args.get("address_confirmed", True), bool):
                 raise WireError("address_confirmed must be true or false")
             hint = args.get("source_hint")
@@ -268,13 +269,22 @@ def from_json(body: Any) -> Message:
                     args["source_hint"] = str(ipaddress.ip_address(hint))
                 except ValueError:
                     raise WireError("source_hint must be an IP address") from None
-        if cls is MeetingOpened and args.get("mode", "meeting") not in MODES:
-            raise WireError(f"mode must be one of {MODES}, got {args.get('mode')!r}")
+        if cls is MeetingOpened:
+            args["mode"] = _member(Mode, args.get("mode", Mode.MEETING), "mode")
         return cls(**args)  # type: ignore[no-any-return]
     except WireError:
         raise
     except (TypeError, ValueError, KeyError) as exc:
         raise WireError(f"bad {body['kind']} message: {exc}") from None
+
+
+def _member(vocabulary: type[StrEnum], value: Any, what: str) -> Any:
+    """`value` as a member of one of relay/vocabulary.py's enums; WireError otherwise."""
+    try:
+        return vocabulary(value)
+    except ValueError:
+        names = ", ".join(vocabulary)
+        raise WireError(f"{what} must be one of {names}, got {value!r}") from None
 
 
 def _check(msg: Message, cls: type[Any]) -> Any:
