@@ -283,8 +283,7 @@ def relay_command(
         cmd = [
             py,
             "-m",
-            "relay",
-            "worker",
+            "relay.worker",
             "--table",
             str(table),
             "--media-port",

@@ -2,7 +2,7 @@
 
 Process layout. This process is the supervisor of everything `relay serve` runs: the control
 plane is a child process (`python -m control.server`: the HTTP API, routing, stats, the store)
-and so is each worker (`python -m relay worker`). Keeping the control plane out of this process
+and so is each worker (`python -m relay.worker`). Keeping the control plane out of this process
 is what lets the data plane keep forwarding while the control plane is killed and restarted:
 this process notices it is gone and starts it again, it rebuilds its state from the store, and
 the workers, which never stopped, pick up its updates on the same ZeroMQ endpoints.
@@ -105,7 +105,10 @@ def _ours(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"control.server" in cmdline or (b"relay" in cmdline and b"worker" in cmdline)
+    if b"control.server" in cmdline or b"relay.worker" in cmdline:
+        return True
+    # `-m relay worker`: a worker started by a `relay serve` of an earlier version
+    return b"relay" in cmdline and b"worker" in cmdline
 
 
 def _end_leftovers(children: Path) -> None:

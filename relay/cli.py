@@ -84,41 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", type=Path, help="write the results here")
     bench.add_argument("--plot", type=Path, help="write a PNG: out pps against N, latency")
+    # The worker's flags are its own (relay/worker.py, also `python -m relay.worker`): the
+    # rest of the line goes to it as it is. prefix_chars="\0": no word of it is taken for
+    # an option of this parser's, --help included.
     worker = commands.add_parser(
-        "worker", help="run one forwarding worker (standalone: a routing table from a file)"
+        "worker",
+        help="run one forwarding worker (standalone: a routing table from a file)",
+        add_help=False,
+        prefix_chars="\0",
     )
-    worker.add_argument("--table", type=Path, help="routing table: a Snapshot as JSON")
-    worker.add_argument("--media-host", default="127.0.0.1", help="address to bind")
-    worker.add_argument(
-        "--media-port",
-        type=int,
-        default=40000,
-        help="RTP/RTCP port; RTCP also on PORT+1 (default 40000)",
-    )
-    worker.add_argument("--control", help="ZeroMQ endpoint publishing routing updates")
-    worker.add_argument("--snapshot", help="ZeroMQ endpoint answering snapshot requests")
-    worker.add_argument("--stats", help="ZeroMQ endpoint to push counters to, every second")
-    worker.add_argument("--ready-file", type=Path, help="written with the pid once bound")
-    worker.add_argument(
-        "--recordings", type=Path, help="directory for recorded meetings' encrypted media"
-    )
-    worker.add_argument(
-        "--recording-key", type=Path, help="file holding the 32-byte key recordings use"
-    )
-    worker.add_argument(
-        "--state-file",
-        type=Path,
-        help="SRTP index state, saved every second and read back after a restart",
-    )
-    worker.add_argument("--duration", type=float, help="stop after this many seconds")
-    worker.add_argument(
-        "--index", type=int, default=0, help="this worker's number among W (default 0)"
-    )
-    worker.add_argument(
-        "--fanout",
-        metavar="EP0,EP1,...",
-        help="every worker's ZeroMQ endpoint for packets passed between workers, in order",
-    )
+    worker.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     add_plugins(commands)
     return parser
 
@@ -134,13 +109,7 @@ def add_plugins(commands: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     # From the first line a signal ends the command cleanly (relay/lifecycle.py); commands
     # that start processes catch it themselves to stop them and say so.
-    with lifecycle.stop_on_signals():
-        try:
-            return _main(argv)
-        except lifecycle.Interrupted as stop:
-            if not lifecycle.managed():  # a managed process's parent reports for it
-                print(f"relay: stopped by {stop.signal_name}", file=sys.stderr, flush=True)
-            return stop.exit_status
+    return lifecycle.run_command("relay", lambda: _main(argv))
 
 
 def _main(argv: list[str] | None) -> int:
@@ -155,25 +124,9 @@ def _main(argv: list[str] | None) -> int:
         status = bench_cli.main(args)
         return status
     if args.command == "worker":
-        from relay import worker as worker_module
+        from relay import worker
 
-        return worker_module.main(
-            worker_module.WorkerConfig(
-                index=args.index,
-                media_host=args.media_host,
-                media_port=args.media_port,
-                table=args.table,
-                control=args.control,
-                snapshot=args.snapshot,
-                stats=args.stats,
-                ready_file=args.ready_file,
-                fanout=tuple(args.fanout.split(",")) if args.fanout else (),
-                state_file=args.state_file,
-                recordings=args.recordings,
-                recording_key=args.recording_key,
-                duration=args.duration,
-            )
-        )
+        return worker.command(args.argv)
     raise AssertionError(args.command)  # argparse allows nothing else
 
 
