@@ -147,7 +147,7 @@ def register(commands: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import sys
 
-    from control import serve
+    from node import serve
     from control.settings import SettingsError, resolve
 
     try:

@@ -17,61 +17,30 @@ one line says what was stopped, and the exit status is 130 or 143.
 
 from __future__ import annotations
 
-import base64
-import importlib
 import os
-import random
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import httpx
 import numpy as np
 
-from control.serve import Server
+from bench.served import check, open_webinar
 from control.settings import Settings
+from node.serve import Server, free_ports
 from relay import lifecycle
-
-PRESENTER_SSRC = 0x10000
-
-
-def free_ports(count: int) -> int:
-    """An even base port P with UDP P..P+count-1 free, and TCP P+count free, right now;
-    below the kernel's ephemeral range, so that no client socket takes one meanwhile."""
-    for _ in range(200):
-        base = random.randrange(20000, 32000, 2)
-        held = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(s)
-                s.bind(("127.0.0.1", port))
-            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(t)
-            t.bind(("127.0.0.1", base + count))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no free ports on 127.0.0.1")
-
-
-def _check(r: httpx.Response) -> dict[str, Any]:
-    if r.status_code >= 400:
-        raise RuntimeError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text}")
-    body: dict[str, Any] = r.json()
-    return body
 
 
 class _Phase:
     """What the demo is doing, for the line that reports an interruption."""
 
     now = "starting the server"
+
+    @classmethod
+    def set(cls, now: str) -> None:
+        cls.now = now
 
 
 def main(
@@ -102,70 +71,6 @@ def main(
             return stop.exit_status
 
 
-def open_webinar(
-    server: Server, api: httpx.Client, attendees: int, rate: float, tmp: Path, out: TextIO
-) -> tuple[str, Any]:
-    """Create a webinar over the API, join a presenter and `attendees` attendees (the load
-    generator's sinks, at 127.x.y.z, joined with the operator token as a service joins
-    listeners on their behalf, which consents for their addresses), and return (meeting id, a
-    bench.run.Bench that plays them with the keys from their join answers)."""
-    run = importlib.import_module("bench.run")  # the load generator lives with the benchmarks
-    loadgen = importlib.import_module("bench._loadgen")
-    created = _check(
-        api.post("/v1/meetings", json={"title": "relay demo webinar", "mode": "webinar"})
-    )
-    meeting = created["id"]
-    print(f"webinar {meeting} created; its password was generated and shown once", file=out)
-
-    sock = run.sink_socket()
-    sink_port = sock.getsockname()[1]
-    started = time.monotonic()
-    _Phase.now = "joining the attendees"
-    presenter = _check(
-        api.post(
-            f"/v1/meetings/{meeting}/join",
-            json={
-                "name": "presenter",
-                "role": "host",
-                "host_key": created["host_key"],
-                "streams": [{"ssrc": PRESENTER_SSRC, "kind": "audio", "pt": 111}],
-            },
-        )
-    )
-    answers = [presenter]
-    for i in range(1, attendees + 1):
-        answers.append(
-            _check(
-                api.post(
-                    f"/v1/meetings/{meeting}/join",
-                    json={
-                        "name": f"attendee {i}",
-                        "password": created["password"],
-                        "receive_at": f"{loadgen.participant_address(i)}:{sink_port}",
-                    },
-                )
-            )
-        )
-    print(
-        f"1 presenter and {attendees} attendees joined over the API in "
-        f"{time.monotonic() - started:.1f} s, each with its own SRTP keys "
-        f"({presenter['srtp']['suite']})\n",
-        file=out,
-    )
-
-    scenario = run.Scenario("webinar", attendees, size=200, rate=rate, duration=1.0)
-    cast = run.Cast(
-        scenario,
-        sink_port,
-        [_key(a["srtp"]["uplink"]) for a in answers],
-        [_key(a["srtp"]["downlink"]) for a in answers],
-        [PRESENTER_SSRC + i for i in range(len(answers))],
-    )
-    attach = run.Attached(sock, cast, presenter["relay"]["port"], server.supervisor.pids())
-    bench = run.Bench(scenario, "relay", tmp, lambda _line: None, attach=attach)
-    return meeting, bench
-
-
 def _webinar(
     server: Server,
     tmp: Path,
@@ -184,7 +89,7 @@ def _webinar(
         base_url=server.api_url, headers={"Authorization": f"Bearer {server.token}"}, timeout=30
     )
     with api:
-        meeting, bench = open_webinar(server, api, attendees, rate, tmp, out)
+        meeting, bench = open_webinar(server, api, attendees, rate, tmp, out, _Phase.set)
         print(
             f"{'second':>6} {'present':>8} {'in pps':>7} {'out pps':>8} {'loss':>7} "
             f"{'verified':>9} {'p50 ms':>7} {'p99 ms':>7}",
@@ -197,7 +102,7 @@ def _webinar(
                 _Phase.now = f"measuring (second {second} of {seconds})"
                 step = bench.step(rate, 1.0, keep_latency=True)
                 lat = np.array(step.latencies_us or [np.nan]) / 1000
-                present = _check(api.get("/healthz"))["participants"]
+                present = check(api.get("/healthz"))["participants"]
                 sent, delivered = sent + step.sent, delivered + step.received
                 verified += step.verified
                 print(
@@ -218,7 +123,7 @@ def _webinar(
         )
         _Phase.now = "ending the webinar"
         time.sleep(1.2)  # the worker reports its counters once a second
-        ended = _check(api.post(f"/v1/meetings/{meeting}/end"))
+        ended = check(api.post(f"/v1/meetings/{meeting}/end"))
         usage = ended["usage"]
         print("\nthe host ended the webinar; its usage record:", file=out)
         for name in (
@@ -242,7 +147,3 @@ def _webinar(
             )
             print(f"  {name:<20} {shown}", file=out)
     return 0 if delivered and delivered == expected else 1
-
-
-def _key(text: str) -> bytes:
-    return base64.b64decode(text)

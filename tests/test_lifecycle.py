@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from control.demo import free_ports
+from node.serve import free_ports
 from relay import lifecycle
 
 ROOT = Path(__file__).resolve().parent.parent

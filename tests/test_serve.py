@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from control.demo import free_ports
+from node.serve import free_ports
 from relay.srtp import Session, SrtpError
 from tests.pg_server import PostgresServer
 from tests.pg_server import postgres_server as postgres_server  # the fixture

@@ -30,9 +30,9 @@ import pytest
 
 from control.api import create_app
 from control.client import RelayClient, RelayClientError, UntrustedCertificate
-from control.demo import free_ports
 from control.proxies import TrustedProxies
 from control.settings import Settings
+from node.serve import free_ports
 from tests.pki import Authority, ServerFiles, key_body, server_files
 from tests.test_api import Api, relay
 from tests.test_api import cheap_argon2 as cheap_argon2  # the fixture, for the in-process tests

@@ -36,8 +36,10 @@ import fcntl
 import json
 import logging
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -61,7 +63,7 @@ from relay.supervisor import (
     WorkerStartError,
 )
 
-log = logging.getLogger("control.serve")
+log = logging.getLogger("node.serve")
 
 CONTROL_READY_TIMEOUT = 30.0  # seconds for the control plane to open the store and listen
 CONTROL_STOP_TIMEOUT = 15.0  # uvicorn finishes requests in flight within 10 s
@@ -129,6 +131,29 @@ def _end_leftovers(children: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
     while any(_ours(pid) for pid in pids) and time.monotonic() < deadline + 1.0:
         time.sleep(0.02)
+
+
+def free_ports(count: int) -> int:
+    """An even base port P with UDP P..P+count-1 free, and TCP P+count free, right now;
+    below the kernel's ephemeral range, so that no client socket takes one meanwhile."""
+    for _ in range(200):
+        base = random.randrange(20000, 32000, 2)
+        held = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(t)
+            t.bind(("127.0.0.1", base + count))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError("no free ports on 127.0.0.1")
 
 
 def endpoints_in(run: Path) -> Endpoints:
