@@ -86,7 +86,7 @@ def start(args: list[str], tmp: Path, log: Path) -> subprocess.Popen[bytes]:
     env["TMPDIR"] = str(tmp)  # every temporary directory of the command lands here
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "relay", *args],
+            [sys.executable, "-m", "cli", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

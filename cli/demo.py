@@ -1,14 +1,14 @@
 """`relay demo`: the whole relay on one machine, in a few seconds.
 
-A server (`relay serve`'s parts: the control plane on SQLite in a temporary directory, one
-worker) starts on loopback; a webinar is created over the HTTP API; a presenter joins as host
-and N attendees join with the webinar's password and the addresses they listen on; the native
-load generator (bench/_loadgen.pyx) then plays the presenter, sending Opus-sized SRTP with the
-uplink key from its join answer, and every attendee, receiving. Each second prints the
-participants the control plane sees, the packets per second in and out, the loss, how many
-sampled copies the attendees decrypted with their own downlink keys, and the added latency.
-At the end the host ends the webinar, and its usage record is printed as the billing report
-would show it.
+A server (node/serve.py, `relay serve`'s processes: the control plane on SQLite in a temporary
+directory, one worker) starts on loopback; a webinar is created over the HTTP API; a presenter
+joins as host and N attendees join with the webinar's password and the addresses they listen
+on (bench/served.py); the native load generator (bench/_loadgen.pyx) then plays the
+presenter, sending Opus-sized SRTP with the uplink key from its join answer, and every
+attendee, receiving. Each second prints the participants the control plane sees, the packets
+per second in and out, the loss, how many sampled copies the attendees decrypted with their
+own downlink keys, and the added latency. At the end the host ends the webinar, and its usage
+record is printed as the billing report would show it.
 
 Ctrl-C or SIGTERM at any moment (starting, joining, measuring, ending) stops it quietly
 (relay/lifecycle.py): the server's processes are stopped, the temporary directory is removed,
