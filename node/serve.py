@@ -133,8 +133,9 @@ def _end_leftovers(children: Path) -> None:
 
 
 def free_ports(count: int) -> int:
-    """An even base port P with UDP P..P+count-1 free, and TCP P+count free, right now;
-    below the kernel's ephemeral range, so that no client socket takes one meanwhile."""
+    """An even base port P with UDP P..P+count-1 free, and TCP P+count free, right now: where
+    a node on loopback can listen (its media ports from P, its API after them). Below the
+    kernel's ephemeral range, so that no client socket takes one meanwhile."""
     for _ in range(200):
         base = random.randrange(20000, 32000, 2)
         held = []
