@@ -32,9 +32,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from control.demo import free_ports
-from control.serve import Server
 from control.settings import Settings
+from node.serve import Server, free_ports
 from relay.srtp import Session
 
 PRESENTER_SSRC = 0x5EED

@@ -19,7 +19,6 @@ every bad packet under its drop reason next to what was sent of each kind.
 
 from __future__ import annotations
 
-import importlib
 import os
 import secrets
 import struct
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import run
+from bench import _loadgen, run
 
 KINDS = ("garbage", "truncated", "replay", "forged", "stranger")
 # What each kind must be counted as (relay._core.DROP_NAMES), given what it is.
@@ -55,9 +54,8 @@ class Flood:
     """The second generator: its own socket and Loadgen, sending one step's flood."""
 
     def __init__(self, bench: run.Bench, replays: np.ndarray, replay_lengths: np.ndarray) -> None:
-        loadgen = importlib.import_module("bench._loadgen")
         self.sock = run.sink_socket()
-        self.loadgen = loadgen.Loadgen(self.sock.fileno(), 1)
+        self.loadgen = _loadgen.Loadgen(self.sock.fileno(), 1)
         self.bench = bench
         self.replays, self.replay_lengths = replays, replay_lengths
         self.sent = dict.fromkeys(KINDS, 0)

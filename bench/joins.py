@@ -41,9 +41,8 @@ import numpy as np
 
 from bench import _loadgen
 from bench.run import process_cpu_seconds, sink_socket
-from control.demo import free_ports
-from control.serve import Server
 from control.settings import Settings
+from node.serve import Server, free_ports
 from relay.srtp import Session
 
 PRESENTER_SSRC = 0x0B0B0B0B

@@ -283,8 +283,7 @@ def relay_command(
         cmd = [
             py,
             "-m",
-            "relay",
-            "worker",
+            "relay.worker",
             "--table",
             str(table),
             "--media-port",
@@ -775,3 +774,43 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
             for name in baselines
         }
     return report
+
+
+def print_report(r: dict[str, Any]) -> None:
+    rows = [("relay", r)] + list(r.get("baselines", {}).items())
+    shape = (
+        f"webinar 1 -> {r['receivers']}"
+        if r["scenario"] == "webinar"
+        else f"meeting of {r['receivers']}"
+    )
+    print(f"\n{shape}, {r['size']} B, {r['suite']}, {r['workers']} worker(s)")
+    print(
+        f"{'':>11} {'out pps':>11} {'cores':>6} {'pps/core':>10} {'loss@80%':>9} "
+        f"{'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'verified':>9}"
+    )
+    for name, x in rows:
+        lat = x["latency_us"]
+        print(
+            f"{name:>11} {x['out_pps']:>11,.0f} {x['relay_cpu']:>6.2f} "
+            f"{x['out_pps_per_relay_core']:>10,.0f} {x['loss_ratio']:>9.4%} "
+            f"{lat['p50']:>8.0f} {lat['p99']:>8.0f} {lat['p999']:>9.0f} "
+            f"{x['verified_packets']:>9}"
+        )
+    if r["workers"] > 1:
+        print_per_worker(rows)
+    for name, ratio in r.get("ratios", {}).items():
+        print(f"  relay {name.replace('_', ' ')}: {ratio:.2f}")
+
+
+def print_per_worker(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    """Out pps and cores of each process of each target (its share of the receivers)."""
+    print("per worker: out pps (cores)")
+    for name, x in rows:
+        workers = x.get("per_worker", [])
+        if len(workers) > 1:
+            cells = "  ".join(
+                f"{w['worker']}: {w['out_pps']:>9,.0f} ({w['relay_cpu']:.2f})" for w in workers
+            )
+        else:
+            cells = "one process (the baseline has no multi-worker form)"
+        print(f"{name:>11} {cells}")

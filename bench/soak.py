@@ -3,7 +3,7 @@ and open file descriptors, to show they stay flat (issue 8, "Soak").
 
 The server (control plane on SQLite in a temporary directory, W workers) runs on loopback; a
 webinar of N attendees is joined over the API and played by the native load generator
-(control/demo.py, open_webinar), in steps of --step seconds for --minutes. After each step it
+(bench/served.py, open_webinar), in steps of --step seconds for --minutes. After each step it
 samples, for the control plane, each worker and this process: resident memory (VmRSS) and open
 file descriptors, plus the step's loss. At the end: the first and last samples per process,
 the growth, and the JSON of every sample with --json.
@@ -25,9 +25,9 @@ from typing import Any
 
 import httpx
 
-from control.demo import free_ports, open_webinar
-from control.serve import Server
+from bench.served import open_webinar
 from control.settings import Settings
+from node.serve import Server, free_ports
 
 
 def sample(pid: int) -> dict[str, int]:

@@ -541,7 +541,7 @@ def _join(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `meetings`, `participants` and `usage` to the `relay` command's subcommands; each
-    leaf parser gets `run`, which the entry point calls as `args.run(args)` for the exit
+    leaf parser gets `run`, which cli/main.py calls as `args.run(args)` for the exit
     status."""
     common = _common()
 

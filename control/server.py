@@ -1,6 +1,6 @@
 """The control plane's process: the HTTP API on uvicorn, on uvloop, over a `ControlPlane`.
 
-`relay serve` (control/serve.py) starts this as a child, `python -m control.server`, with the
+`relay serve` (node/serve.py) starts this as a child, `python -m control.server`, with the
 resolved settings and the ZeroMQ endpoints in the environment (RELAY_SERVE_SETTINGS,
 RELAY_SERVE_ENDPOINTS: JSON; no secrets but what the operator put in the `db` and `smtp_url`
 URLs). The operator token, the key box key and the PII key

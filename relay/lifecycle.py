@@ -26,6 +26,9 @@ baseline relays). Two rules hold for all of them:
    remove temporary directories; later signals are ignored while that clean-up runs. The
    command then prints one line saying what it stopped and exits with 128 + the signal's
    number (130 for Ctrl-C, 143 for SIGTERM), as shells report a command a signal ended.
+   `run_command` does this for a whole command (the `relay` command, a worker started as
+   `python -m relay.worker`); commands that start processes catch `Interrupted` themselves,
+   to say what they stopped.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "Interrupted",
     "bind_to_parent",
     "child_env",
+    "run_command",
     "stop_on_signals",
 ]
 
@@ -171,3 +175,16 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for signo, handler in previous.items():
             signal.signal(signo, handler)
+
+
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """Run a whole command, `command()`, inside `stop_on_signals()` from its first line: a
+    signal it does not catch itself ends it with 128 + the signal's number and the line
+    `PROG: stopped by SIGNAL` (none from a managed process: its parent reports for it)."""
+    with stop_on_signals():
+        try:
+            return command()
+        except Interrupted as stop:
+            if not managed():
+                print(f"{prog}: stopped by {stop.signal_name}", file=sys.stderr, flush=True)
+            return stop.exit_status

@@ -2,7 +2,7 @@
 inherit: RELAY_LOG_LEVEL (DEBUG, INFO, WARNING, ERROR; default INFO) and RELAY_LOG_FORMAT
 (`text`, the default: "time level logger: message"; `json`: one JSON object per line with
 `time` (UTC, ISO 8601, milliseconds), `level`, `logger`, `message`, `pid`, and `exception`
-when there is a traceback). `relay serve` makes `json` its processes' default (control/serve.py),
+when there is a traceback). `relay serve` makes `json` its processes' default (cli/serve.py),
 so a log collector can parse every line.
 
 What is logged never carries personal data or a secret (DESIGN.md, "Storage and scale"): ids,

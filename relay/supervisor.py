@@ -88,8 +88,7 @@ class Supervisor:
         cmd = [
             c.python,
             "-m",
-            "relay",
-            "worker",
+            "relay.worker",
             "--index",
             str(index),
             "--media-host",

@@ -5,9 +5,10 @@ not multiplex), and polls them together with its control socket. Between batches
 routing updates; once a second it pushes its counters. The media path itself is
 relay._core.Forwarder: this module is the I/O shell around it.
 
-Standalone (for benchmarks and tests): `relay worker --table FILE` loads the routing table
-from a Snapshot file; `--control ENDPOINT` subscribes to numbered updates as the control
-plane will publish them.
+Its command line is its own, `python -m relay.worker` (how the supervisor starts it), and
+`relay worker` passes its arguments here unchanged. Standalone (for benchmarks and tests):
+`relay worker --table FILE` loads the routing table from a Snapshot file; `--control
+ENDPOINT` subscribes to numbered updates as the control plane will publish them.
 
 With `--state-file`, the worker keeps its SRTP state on disk beside it (relay/ledger.py): the
 ledger of index reservations, made durable before the fast path uses them, and the senders'
@@ -17,6 +18,7 @@ restarted worker (or server) never sends a receiver an index it may have had.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -25,6 +27,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -448,3 +451,70 @@ def main(config: WorkerConfig) -> int:
         worker.close()
     print(json.dumps(counters), flush=True)
     return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The worker's command line: `relay worker ...` and `python -m relay.worker ...`."""
+    parser = argparse.ArgumentParser(
+        prog="relay worker",
+        description="Run one forwarding worker (standalone: a routing table from a file).",
+    )
+    parser.add_argument("--table", type=Path, help="routing table: a Snapshot as JSON")
+    parser.add_argument("--media-host", default="127.0.0.1", help="address to bind")
+    parser.add_argument(
+        "--media-port",
+        type=int,
+        default=40000,
+        help="RTP/RTCP port; RTCP also on PORT+1 (default 40000)",
+    )
+    parser.add_argument("--control", help="ZeroMQ endpoint publishing routing updates")
+    parser.add_argument("--snapshot", help="ZeroMQ endpoint answering snapshot requests")
+    parser.add_argument("--stats", help="ZeroMQ endpoint to push counters to, every second")
+    parser.add_argument("--ready-file", type=Path, help="written with the pid once bound")
+    parser.add_argument(
+        "--recordings", type=Path, help="directory for recorded meetings' encrypted media"
+    )
+    parser.add_argument(
+        "--recording-key", type=Path, help="file holding the 32-byte key recordings use"
+    )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        help="SRTP index state, saved every second and read back after a restart",
+    )
+    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument(
+        "--index", type=int, default=0, help="this worker's number among W (default 0)"
+    )
+    parser.add_argument(
+        "--fanout",
+        metavar="EP0,EP1,...",
+        help="every worker's ZeroMQ endpoint for packets passed between workers, in order",
+    )
+    return parser
+
+
+def command(argv: Sequence[str]) -> int:
+    """`relay worker ARGV...`: parse the worker's arguments and run it."""
+    args = parser().parse_args(argv)
+    return main(
+        WorkerConfig(
+            index=args.index,
+            media_host=args.media_host,
+            media_port=args.media_port,
+            table=args.table,
+            control=args.control,
+            snapshot=args.snapshot,
+            stats=args.stats,
+            ready_file=args.ready_file,
+            fanout=tuple(args.fanout.split(",")) if args.fanout else (),
+            state_file=args.state_file,
+            recordings=args.recordings,
+            recording_key=args.recording_key,
+            duration=args.duration,
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(lifecycle.run_command("relay", lambda: command(sys.argv[1:])))

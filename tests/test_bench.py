@@ -75,7 +75,7 @@ def test_bench_compare_fixed_rate_writes_json(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "relay",
+            "cli",
             "bench",
             "webinar",
             "--receivers",
@@ -128,7 +128,7 @@ def test_bench_meeting_every_participant_hears_the_others(tmp_path: Path) -> Non
         [
             sys.executable,
             "-m",
-            "relay",
+            "cli",
             "bench",
             "meeting",
             "--receivers",
@@ -159,7 +159,7 @@ def test_bench_rejects_bad_arguments() -> None:
         ["webinar", "--rate", "-5"],
     ):
         done = subprocess.run(
-            [sys.executable, "-m", "relay", "bench", *args],
+            [sys.executable, "-m", "cli", "bench", *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -175,7 +175,7 @@ def test_bench_rejects_bad_arguments() -> None:
 def _has_fanout() -> bool:
     """Whether `relay worker` can pass packets to other workers (--fanout)."""
     done = subprocess.run(
-        [sys.executable, "-m", "relay", "worker", "--help"],
+        [sys.executable, "-m", "cli", "worker", "--help"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -265,7 +265,7 @@ def test_bench_two_workers_json(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "relay",
+            "cli",
             "bench",
             "webinar",
             "--workers",
@@ -318,7 +318,7 @@ def test_bench_joins_reports_the_arrival_of_an_audience(tmp_path: Path) -> None:
     out = tmp_path / "joins.json"
     plot = tmp_path / "joins.png"
     done = subprocess.run(
-        [sys.executable, "-m", "relay", "bench", "joins", "--receivers", "300"]
+        [sys.executable, "-m", "cli", "bench", "joins", "--receivers", "300"]
         + ["--json", str(out), "--plot", str(plot)],
         capture_output=True,
         text=True,

@@ -8,7 +8,7 @@ import sys
 
 def relay(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "relay", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120
     )
 
 
@@ -52,3 +52,15 @@ def test_bad_arguments_exit_2_with_a_message() -> None:
     done = relay("no-such-command")
     assert done.returncode == 2
     assert "invalid choice" in done.stderr
+
+
+def test_the_parser_loads_none_of_what_the_commands_run() -> None:
+    """Building the whole parser (cli/main.py) loads no command's modules: `relay worker`,
+    `relay bench` and the client commands start without the server's or the bench's."""
+    code = (
+        "import sys, cli.main; cli.main.build_parser(); "
+        "loaded = {'httpx', 'numpy', 'zmq', 'uvicorn', 'fastapi'} & set(sys.modules); "
+        "assert not loaded, loaded"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

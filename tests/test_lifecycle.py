@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from control.demo import free_ports
+from node.serve import free_ports
 from relay import lifecycle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ def start(args: list[str], tmp: Path, log: Path) -> subprocess.Popen[bytes]:
     env["TMPDIR"] = str(tmp)  # every temporary directory of the command lands here
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "relay", *args],
+            [sys.executable, "-m", "cli", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

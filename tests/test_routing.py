@@ -106,7 +106,7 @@ async def start_worker(port: int, pub: str, snap: str, tmp: Path) -> asyncio.sub
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "relay",
+        "cli",
         "worker",
         "--media-port",
         str(port),

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from control.demo import free_ports
+from node.serve import free_ports
 from relay.srtp import Session, SrtpError
 from tests.pg_server import PostgresServer
 from tests.pg_server import postgres_server as postgres_server  # the fixture
@@ -70,7 +70,7 @@ def start_serve(data_dir: Path, workers: int = 2, *extra: str, base: int | None 
         [
             sys.executable,
             "-m",
-            "relay",
+            "cli",
             "serve",
             "--data-dir",
             str(data_dir),
@@ -390,7 +390,7 @@ def test_start_up_failures_are_clear(tmp_path: Path) -> None:
     try:
         # A second server on the same data directory is refused.
         done = subprocess.run(
-            [sys.executable, "-m", "relay", "serve", "--data-dir", str(data), "--workers", "1"],
+            [sys.executable, "-m", "cli", "serve", "--data-dir", str(data), "--workers", "1"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -404,7 +404,7 @@ def test_start_up_failures_are_clear(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "relay",
+                "cli",
                 "serve",
                 "--data-dir",
                 str(other),
@@ -424,7 +424,7 @@ def test_start_up_failures_are_clear(tmp_path: Path) -> None:
         assert "Address already in use" in done.stderr
         # A bad setting is named.
         done = subprocess.run(
-            [sys.executable, "-m", "relay", "serve", "--data-dir", str(other), "--workers", "0"],
+            [sys.executable, "-m", "cli", "serve", "--data-dir", str(other), "--workers", "0"],
             capture_output=True,
             text=True,
             timeout=60,

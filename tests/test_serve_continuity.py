@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from control.demo import free_ports
+from node.serve import free_ports
 from tests.test_serve import Serve, bound_socket, start_serve, stop_serve
 
 pylibsrtp = pytest.importorskip("pylibsrtp")

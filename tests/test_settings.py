@@ -517,7 +517,7 @@ def test_trusted_proxies_are_networks(given: str, networks: tuple[str, ...]) -> 
 
 
 def test_serve_flags_reach_the_settings(tls_files: ServerFiles) -> None:
-    from relay.cli import build_parser
+    from cli.main import build_parser
 
     parser = build_parser()
     args = parser.parse_args(
@@ -596,13 +596,9 @@ def test_bad_mail_and_sign_up_settings(given: dict[str, str], word: str) -> None
 
 
 def test_relay_serve_has_flags_for_the_mail_server_and_the_throttle() -> None:
-    import argparse
+    from cli.main import build_parser
 
-    from control.cli import register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(
+    args = build_parser().parse_args(
         ["serve", "--smtp-url", SMTP_URL, "--smtp-from", "relay@example.org"]
         + ["--signup-client-per-minute", "9", "--signup-meeting-per-minute", "99"]
     )

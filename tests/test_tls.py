@@ -30,9 +30,9 @@ import pytest
 
 from control.api import create_app
 from control.client import RelayClient, RelayClientError, UntrustedCertificate
-from control.demo import free_ports
 from control.proxies import TrustedProxies
 from control.settings import Settings
+from node.serve import free_ports
 from tests.pki import Authority, ServerFiles, key_body, server_files
 from tests.test_api import Api, relay
 from tests.test_api import cheap_argon2 as cheap_argon2  # the fixture, for the in-process tests
@@ -89,7 +89,7 @@ def start_serve(data_dir: Path, scheme: str, *flags: str) -> Served:
     log = data_dir.parent / f"{data_dir.name}.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "relay", "serve", "--data-dir", str(data_dir)]
+            [sys.executable, "-m", "cli", "serve", "--data-dir", str(data_dir)]
             + ["--api", f"127.0.0.1:{api_port}", "--media-port", str(base), "--workers", "1"]
             + list(flags),
             stdout=out,
@@ -161,7 +161,7 @@ def trusting(ca: Path) -> ssl.SSLContext:
 
 def relay_command(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "relay", *argv],
+        [sys.executable, "-m", "cli", *argv],
         capture_output=True,
         text=True,
         timeout=60,

@@ -121,7 +121,7 @@ class Webinar:
     def start(self, *extra: str) -> subprocess.Popen[str]:
         """Start the worker; wait until it has bound its ports."""
         ready = self.tmp / f"ready-{len(self.processes)}"
-        command = [sys.executable, "-m", "relay", "worker", "--media-port", str(self.port)]
+        command = [sys.executable, "-m", "cli", "worker", "--media-port", str(self.port)]
         command += ["--ready-file", str(ready), "--duration", "60", *extra]
         process = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

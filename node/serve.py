@@ -1,32 +1,32 @@
-"""`relay serve`: the control plane, the supervisor and W workers (DESIGN.md, "Command line").
+"""The processes of one relay node, as `relay serve` runs them (DESIGN.md, "Command line").
 
-Process layout. This process is the supervisor of everything `relay serve` runs: the control
-plane is a child process (`python -m control.server`: the HTTP API, routing, stats, the store)
-and so is each worker (`python -m relay worker`). Keeping the control plane out of this process
-is what lets the data plane keep forwarding while the control plane is killed and restarted:
-this process notices it is gone and starts it again, it rebuilds its state from the store, and
-the workers, which never stopped, pick up its updates on the same ZeroMQ endpoints.
+`Server` is everything `relay serve` runs, as a library: the command (cli/serve.py), `relay
+demo` (cli/demo.py) and bench's joins, soak and expel start it. It imports the two planes and
+nothing above them (tests/test_layers.py).
 
-Logs: every process logs one JSON object per line (time, level, logger, message; relay/logs.py):
-`main` sets RELAY_LOG_FORMAT=json for itself and its children unless the user set it (`text`
-gives the plain format). No log line carries personal data or a secret (DESIGN.md).
+Process layout. The process that holds a `Server` is the supervisor of everything it runs: the
+control plane is a child process (`python -m control.server`: the HTTP API, routing, stats, the
+store) and so is each worker (`python -m relay.worker`, started by relay/supervisor.py).
+Keeping the control plane out of this process is what lets the data plane keep forwarding
+while the control plane is killed and restarted: this process notices it is gone and starts it
+again, it rebuilds its state from the store, and the workers, which never stopped, pick up its
+updates on the same ZeroMQ endpoints.
 
 Start-up is checked, not hoped for: the data directory, the token, the key box and PII keys,
 then the control plane (it writes a ready file once its API listens), then the workers (each
 writes one once its UDP ports are bound). If anything fails before it is ready, everything
-started so far is stopped and the reason printed; `relay serve` exits with status 1.
+started so far is stopped and `start()` raises `ServeError` with the reason.
 
 ZeroMQ endpoints are IPC sockets in DATA_DIR/run (mode 0700), or in a private temporary
-directory when that path is too long for a Unix socket. One `relay serve` per data directory:
-a lock file (flock on DATA_DIR/serve.lock) refuses a second.
+directory when that path is too long for a Unix socket. The workers keep their SRTP state in
+DATA_DIR/state. One `relay serve` per data directory: a lock file (flock on
+DATA_DIR/serve.lock) refuses a second.
 
-SIGTERM or SIGINT, at any moment from the first line on, stops the workers and the control
-plane (SIGTERM, then SIGKILL after a grace period), prints one line saying so and exits with
-128 + the signal (143, 130); the store has committed every write as it happened, so nothing is
-lost. However this process dies, SIGKILL included, its children end within a second
-(relay/lifecycle.py), and a `relay serve` started again at once on the same data directory
-first waits for (or ends) any child of its predecessor still on its way out, so that its ports
-are free.
+`stop()` stops the workers and the control plane (SIGTERM, then SIGKILL after a grace period);
+the store has committed every write as it happened, so nothing is lost. However this process
+dies, SIGKILL included, its children end within a second (relay/lifecycle.py), and a `Server`
+started again at once on the same data directory first waits for (or ends) any child of its
+predecessor still on its way out (DATA_DIR/serve.pids), so that its ports are free.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ import fcntl
 import json
 import logging
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,9 +51,8 @@ from typing import IO
 
 from control import credentials
 from control.plane import Endpoints
-from control.settings import Settings, SettingsError
+from control.settings import Settings
 from relay import lifecycle
-from relay.logs import log_setup
 from relay.supervisor import (
     FIRST_BACKOFF,
     MAX_BACKOFF,
@@ -61,7 +62,7 @@ from relay.supervisor import (
     WorkerStartError,
 )
 
-log = logging.getLogger("control.serve")
+log = logging.getLogger("node.serve")
 
 CONTROL_READY_TIMEOUT = 30.0  # seconds for the control plane to open the store and listen
 CONTROL_STOP_TIMEOUT = 15.0  # uvicorn finishes requests in flight within 10 s
@@ -105,7 +106,10 @@ def _ours(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"control.server" in cmdline or (b"relay" in cmdline and b"worker" in cmdline)
+    if b"control.server" in cmdline or b"relay.worker" in cmdline:
+        return True
+    # `-m relay worker`: a worker started by a `relay serve` of an earlier version
+    return b"relay" in cmdline and b"worker" in cmdline
 
 
 def _end_leftovers(children: Path) -> None:
@@ -126,6 +130,30 @@ def _end_leftovers(children: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
     while any(_ours(pid) for pid in pids) and time.monotonic() < deadline + 1.0:
         time.sleep(0.02)
+
+
+def free_ports(count: int) -> int:
+    """An even base port P with UDP P..P+count-1 free, and TCP P+count free, right now: where
+    a node on loopback can listen (its media ports from P, its API after them). Below the
+    kernel's ephemeral range, so that no client socket takes one meanwhile."""
+    for _ in range(200):
+        base = random.randrange(20000, 32000, 2)
+        held = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(t)
+            t.bind(("127.0.0.1", base + count))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError("no free ports on 127.0.0.1")
 
 
 def endpoints_in(run: Path) -> Endpoints:
@@ -313,60 +341,3 @@ class Server:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         self._children_file.unlink(missing_ok=True)
         self._lock.close()
-
-
-def banner(server: Server) -> str:
-    s = server.settings
-    token_line = (
-        f"generated into {server.data_dir / credentials.TOKEN_FILE} (mode 0600)"
-        if server.token_created
-        else "from RELAY_TOKEN"
-        if "RELAY_TOKEN" in os.environ
-        else f"in {server.data_dir / credentials.TOKEN_FILE}"
-    )
-    ports = ", ".join(str(s.media_port + 2 * i) for i in range(s.workers))
-    store = s.db.split("@")[-1] if s.db else str(server.data_dir / "relay.db")
-    tls_line = (
-        f"certificate {s.tls_cert}"
-        if s.tls
-        else "none: plain HTTP, for a proxy in front that terminates TLS"
-        if s.plain_http
-        else "none: plain HTTP on loopback"
-    )
-    proxies = ", ".join(s.trusted_proxies) or "none (the TCP peer is the client)"
-    return (
-        f"relay serve: API on {server.api_url} (OpenAPI at {server.api_url}/docs)\n"
-        f"  TLS: {tls_line}; X-Forwarded-For believed from: {proxies}\n"
-        f"  operator token: {token_line}\n"
-        f"  {s.workers} worker(s) on {s.media_host}, media ports {ports} (RTCP also on +1); "
-        f"participants are told {s.advertised_host}\n"
-        f"  store: {store}\n"
-        "  stop with Ctrl-C or SIGTERM"
-    )
-
-
-def main(settings: Settings) -> int:
-    # Every process `relay serve` starts logs one JSON object per line (relay/logs.py) unless
-    # the user chose otherwise: the children inherit the environment.
-    os.environ.setdefault("RELAY_LOG_FORMAT", "json")
-    log_setup()
-    server: Server | None = None
-    # From here on a signal stops whatever has started, in any phase (relay/lifecycle.py).
-    with lifecycle.stop_on_signals():
-        try:
-            server = Server(settings)
-            server.start()
-            print(banner(server), flush=True)
-            server.run()
-        except lifecycle.Interrupted as stop:
-            what = server.describe() if server is not None else "nothing had started yet"
-            print(
-                f"relay serve: stopped by {stop.signal_name}: {what}; everything stored is kept",
-                file=sys.stderr,
-                flush=True,
-            )
-            return stop.exit_status
-        except (ServeError, SettingsError, OSError, ValueError) as exc:
-            print(f"relay serve: {exc}", file=sys.stderr)
-            return 1
-    return 0

@@ -1,15 +1,25 @@
-"""The control plane's commands in `relay`: `serve` and `demo` (the API client's commands are
-in control/client_cli.py). Both register through the "relay.commands" entry point group
-(relay/cli.py), so the data plane's command line never imports the control plane.
+"""The `relay` command: its whole parser, and which code runs each command.
 
-Only argparse is imported at registration: the server's modules load when a command runs, so
-`relay bench` and `relay worker` start as fast as before.
+| command | runs |
+| --- | --- |
+| `bench SCENARIO` | cli/bench.py, over bench/ (the scenarios, the load generator, the baselines) |
+| `worker` | relay/worker.py: the worker's flags are its own, the rest of the line goes to it |
+| `meetings`, `participants`, `usage`, `join` | control/client_cli.py, the API client's commands |
+| `serve` | cli/serve.py, over node/serve.py (the processes) |
+| `demo` | cli/demo.py (a server and a webinar), or cli/crypto_demo.py with `--crypto` |
+
+Only argparse and the client commands' registration load here: what a command needs loads when
+it runs, so that `relay bench` and `relay worker` start as fast as before and no command loads
+httpx before it runs. `python -m cli` is the same command (the tests run it so).
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from pathlib import Path
+
+from control import client_cli
+from relay import lifecycle
 
 
 def _positive(text: str) -> int:
@@ -22,7 +32,76 @@ def _positive(text: str) -> int:
     return value
 
 
-def register(commands: Any) -> None:
+def _positive_list(text: str) -> list[int]:
+    return [_positive(part) for part in text.split(",")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relay", description="A media relay for online meetings and large webinars."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    bench = commands.add_parser(
+        "bench",
+        help="measure a relay with the native load generator (capacity, loss, latency)",
+        description="Find the highest output rate within 0.1 % loss, then latency at 80 % of "
+        "it; with --compare also the C ceiling, the I/O ceiling and a pure-Python relay.",
+    )
+    bench.add_argument(
+        "scenario",
+        choices=["webinar", "meeting", "flood", "joins"],
+        help="webinar: 1 presenter -> N attendees; meeting: N all sending; flood: a webinar "
+        "at --rate while a second generator sends bad packets at rising rates; joins: N "
+        "attendees join one webinar through the HTTP API at once (bench/joins.py)",
+    )
+    bench.add_argument(
+        "--receivers",
+        type=_positive_list,
+        default=[1000],
+        metavar="N[,N...]",
+        help="attendees (webinar) or participants (meeting); several: one run each (default 1000)",
+    )
+    bench.add_argument(
+        "--size",
+        type=int,
+        default=200,
+        choices=range(40, 1401),
+        metavar="BYTES",
+        help="RTP packet size, 40..1400 (default 200)",
+    )
+    bench.add_argument(
+        "--suite", default="AES_CM_128_HMAC_SHA1_80", choices=list(client_cli.SUITES)
+    )
+    bench.add_argument("--workers", type=_positive, default=1, help="worker processes")
+    bench.add_argument(
+        "--duration", type=float, default=2.0, help="seconds per measurement step (default 2)"
+    )
+    bench.add_argument(
+        "--rate",
+        type=float,
+        help="fixed packets per second per sender instead of a capacity search",
+    )
+    bench.add_argument(
+        "--compare", action="store_true", help="measure the baselines in the same run"
+    )
+    bench.add_argument(
+        "--db", default="", metavar="URL", help="joins: postgresql://... (default: SQLite)"
+    )
+    bench.add_argument("--json", type=Path, help="write the results here")
+    bench.add_argument("--plot", type=Path, help="write a PNG: out pps against N, latency")
+    bench.set_defaults(run=_bench)
+    # The worker's flags are its own (relay/worker.py, also `python -m relay.worker`): the
+    # rest of the line goes to it as it is. prefix_chars="\0": no word of it is taken for
+    # an option of this parser's, --help included.
+    worker = commands.add_parser(
+        "worker",
+        help="run one forwarding worker (standalone: a routing table from a file)",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    worker.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    worker.set_defaults(run=_worker)
+    client_cli.register(commands)
     serve = commands.add_parser(
         "serve",
         help="run the relay: HTTP API, control plane, supervisor and workers",
@@ -142,30 +221,47 @@ def register(commands: Any) -> None:
         help="RTP packet size, 12..1400 (default 200)",
     )
     demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # From the first line a signal ends the command cleanly (relay/lifecycle.py); commands
+    # that start processes catch it themselves to stop them and say so.
+    return lifecycle.run_command("relay", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from cli import bench
+
+    return bench.main(args)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from relay import worker
+
+    return worker.command(args.argv)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import sys
+    from cli import serve
 
-    from control import serve
-    from control.settings import SettingsError, resolve
-
-    try:
-        settings = resolve(vars(args))
-    except SettingsError as exc:
-        print(f"relay serve: {exc}", file=sys.stderr)
-        return 2
-    return serve.main(settings)
+    return serve.main(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
     if args.crypto:
-        from relay import demo as crypto_demo
+        from cli import crypto_demo
 
         return crypto_demo.main(receivers=args.receivers, packets=args.packets, size=args.size)
     if not 0 < args.rate <= 10_000:
         print("relay demo: --rate must be between 0 and 10000 packets per second")
         return 2
-    from control import demo
+    from cli import demo
 
     return demo.main(attendees=args.attendees, seconds=args.seconds, rate=args.rate)

@@ -1,4 +1,7 @@
-"""`relay bench`: runs the scenarios, shows progress, writes --json and --plot.
+"""`relay bench`, the command: runs bench/'s scenarios, shows progress, writes --json and --plot.
+
+The scenarios are bench's (bench/run.py: webinar and meeting; bench/flood.py, bench/joins.py);
+this module only picks one from the parsed flags (cli/main.py) and writes what it reports.
 
 Ctrl-C or SIGTERM at any moment stops it quietly (relay/lifecycle.py): the relay processes it
 started are stopped, its temporary directory is removed, one line says what it was doing, and
@@ -77,7 +80,7 @@ def _main(args: argparse.Namespace) -> int:
         except RuntimeError as exc:
             print(f"relay bench: {exc}", file=sys.stderr)
             return 1
-        print_report(reports[-1])
+        run.print_report(reports[-1])
     result: dict[str, Any] = reports[0] if len(reports) == 1 else {"runs": reports}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
@@ -86,43 +89,3 @@ def _main(args: argparse.Namespace) -> int:
 
         plot.write(reports, args.plot)
     return 0
-
-
-def print_report(r: dict[str, Any]) -> None:
-    rows = [("relay", r)] + list(r.get("baselines", {}).items())
-    shape = (
-        f"webinar 1 -> {r['receivers']}"
-        if r["scenario"] == "webinar"
-        else f"meeting of {r['receivers']}"
-    )
-    print(f"\n{shape}, {r['size']} B, {r['suite']}, {r['workers']} worker(s)")
-    print(
-        f"{'':>11} {'out pps':>11} {'cores':>6} {'pps/core':>10} {'loss@80%':>9} "
-        f"{'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'verified':>9}"
-    )
-    for name, x in rows:
-        lat = x["latency_us"]
-        print(
-            f"{name:>11} {x['out_pps']:>11,.0f} {x['relay_cpu']:>6.2f} "
-            f"{x['out_pps_per_relay_core']:>10,.0f} {x['loss_ratio']:>9.4%} "
-            f"{lat['p50']:>8.0f} {lat['p99']:>8.0f} {lat['p999']:>9.0f} "
-            f"{x['verified_packets']:>9}"
-        )
-    if r["workers"] > 1:
-        print_per_worker(rows)
-    for name, ratio in r.get("ratios", {}).items():
-        print(f"  relay {name.replace('_', ' ')}: {ratio:.2f}")
-
-
-def print_per_worker(rows: list[tuple[str, dict[str, Any]]]) -> None:
-    """Out pps and cores of each process of each target (its share of the receivers)."""
-    print("per worker: out pps (cores)")
-    for name, x in rows:
-        workers = x.get("per_worker", [])
-        if len(workers) > 1:
-            cells = "  ".join(
-                f"{w['worker']}: {w['out_pps']:>9,.0f} ({w['relay_cpu']:.2f})" for w in workers
-            )
-        else:
-            cells = "one process (the baseline has no multi-worker form)"
-        print(f"{name:>11} {cells}")

@@ -6,7 +6,7 @@ the forwarding loop will; each receiver then decrypts its copy with libsrtp (pyl
 implementation independent of relay, when it is installed. Keys come from the OS CSPRNG and are
 never printed.
 
-`relay demo` without --crypto runs a server and a webinar (control/demo.py).
+`relay demo` without --crypto runs a server and a webinar (cli/demo.py).
 """
 
 from __future__ import annotations
