@@ -4,7 +4,8 @@
 | --- | --- |
 | `bench SCENARIO` | cli/bench.py, over bench/ (the scenarios, the load generator, the baselines) |
 | `worker` | relay/worker.py: the worker's flags are its own, the rest of the line goes to it |
-| `meetings`, `participants`, `usage`, `join` | control/client_cli.py, the API client's commands |
+| `meetings`, `participants`, `usage` | cli/client.py, the API client's commands |
+| `join` | cli/join.py, a client's join from a shell |
 | `serve` | cli/serve.py, over node/serve.py (the processes) |
 | `demo` | cli/demo.py (a server and a webinar), or cli/crypto_demo.py with `--crypto` |
 
@@ -18,8 +19,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from control import client_cli
+from cli import client, join
 from relay import lifecycle
+from relay.vocabulary import DEFAULT_SUITE, Suite
 
 
 def _positive(text: str) -> int:
@@ -69,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="RTP packet size, 40..1400 (default 200)",
     )
-    bench.add_argument(
-        "--suite", default="AES_CM_128_HMAC_SHA1_80", choices=list(client_cli.SUITES)
-    )
+    bench.add_argument("--suite", default=DEFAULT_SUITE.value, choices=[s.value for s in Suite])
     bench.add_argument("--workers", type=_positive, default=1, help="worker processes")
     bench.add_argument(
         "--duration", type=float, default=2.0, help="seconds per measurement step (default 2)"
@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     worker.set_defaults(run=_worker)
-    client_cli.register(commands)
+    client.register(commands)
+    join.register(commands)
     serve = commands.add_parser(
         "serve",
         help="run the relay: HTTP API, control plane, supervisor and workers",

@@ -2,7 +2,7 @@
 titles, participant names, registrants' fields, question labels and answers), used by the
 API's request models (control/api/) and by the services (control/meetings.py,
 control/registration.py), and the escaping the command line prints server strings with
-(control/client_cli.py), since rows written before the rule may hold anything.
+(cli/client.py), since rows written before the rule may hold anything.
 
 Refused, because they change how a terminal, a log viewer, a spreadsheet or a web page shows
 the text around them, or hide text from the person reading it:

@@ -25,7 +25,9 @@ import httpx
 import pytest
 import uvicorn
 
-from control import client_cli, proof_of_work, settings
+from cli import client as client_cli
+from cli import join as join_cli
+from control import proof_of_work, settings
 from control.api import create_app
 from control.client import (
     ApiError,
@@ -42,7 +44,6 @@ from control.client import (
     Throttled,
     Unauthorized,
 )
-from control.client_cli import register
 from control.errors import ApiError as ApiErrorOfServer
 from control.plane import ControlPlane, Endpoints
 from control.proof_of_work import Proof
@@ -578,7 +579,9 @@ def no_relay_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def relay(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="relay")
-    register(parser.add_subparsers(dest="command", required=True))
+    commands = parser.add_subparsers(dest="command", required=True)
+    client_cli.register(commands)
+    join_cli.register(commands)
     args = parser.parse_args(argv)
     status: int = args.run(args)
     return status
@@ -824,6 +827,6 @@ def test_cli_join_solves_the_proof_of_work_quietly(
 
 def test_registering_the_commands_loads_no_http_client() -> None:
     assert set(client_cli.SUITES) == set(SUITES)  # the core's
-    code = "import sys, control.client_cli; assert 'httpx' not in sys.modules, 'httpx loaded'"
+    code = "import sys, cli.client, cli.join; assert 'httpx' not in sys.modules, 'httpx loaded'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

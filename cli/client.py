@@ -1,5 +1,5 @@
-"""The `relay meetings`, `relay participants` and `relay usage` commands (DESIGN.md, "Command
-line"): the HTTP API from a shell, through `control.client.RelayClient`.
+"""The `relay meetings`, `relay participants` and `relay usage` commands (README.md, "Serve
+it"): the HTTP API from a shell, through `control.client.RelayClient`.
 
     relay meetings create TITLE [--webinar] [--password P] [--panelist-password P] [--suite S]
     relay meetings list [--state open|ended] [--limit N] [--offset N]
@@ -16,7 +16,7 @@ $RELAY_TOKEN, else the file `token` in the data directory, which `relay serve` w
 API's JSON answer instead of a table). A token on the command line shows in `ps`: prefer
 $RELAY_TOKEN or the token file. The operator token is never printed.
 
-`relay join` takes `--url` and `--ca` too (it sends no token).
+`relay join` (cli/join.py) takes `--url` and `--ca` too (it sends no token).
 
 Errors print `relay: MESSAGE` on stderr and exit with 1 (2 for a usage error, as argparse); a
 server certificate that cannot be verified is one such line, with what to set.
@@ -92,7 +92,7 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def _url(args: argparse.Namespace) -> str:
+def api_url(args: argparse.Namespace) -> str:
     url: str = args.url or os.environ.get("RELAY_URL") or DEFAULT_URL
     return url
 
@@ -131,19 +131,19 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
 
         try:
             token = _token(args)
-            with RelayClient(_url(args), token, ca=args.ca) as client:
+            with RelayClient(api_url(args), token, ca=args.ca) as client:
                 return action(client, args)
         except CommandError as exc:
-            _error(str(exc))
+            say_error(str(exc))
             return exc.status
         except ApiError as exc:
-            _error(f"{exc.message} ({exc.status} {exc.code})")
+            say_error(f"{exc.message} ({exc.status} {exc.code})")
             return 1
         except RelayClientError as exc:
-            _error(str(exc))
+            say_error(str(exc))
             return 1
         except ValueError as exc:  # a bad --url or token, an empty id: usage errors
-            _error(str(exc))
+            say_error(str(exc))
             return 2
 
     return run
@@ -152,15 +152,15 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
 # --- output -----------------------------------------------------------------------------------
 
 
-def _error(message: str) -> None:
+def say_error(message: str) -> None:
     print(f"relay: {printable(message)}", file=sys.stderr)
 
 
-def _json(data: Any) -> None:
+def print_json(data: Any) -> None:
     print(printable_json(json.dumps(data, indent=2, ensure_ascii=False)))
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     """A line with server strings in it, printed safely."""
     print(printable(text))
 
@@ -189,7 +189,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _fields(pairs: Sequence[tuple[str, object]]) -> None:
+def print_fields(pairs: Sequence[tuple[str, object]]) -> None:
     width = max(len(name) for name, _ in pairs) + 1
     for name, value in pairs:
         print(f"{name + ':':<{width}} {printable(value)}")
@@ -239,7 +239,7 @@ def _meetings_create(client: RelayClient, args: argparse.Namespace) -> int:
         suite=args.suite,
     )
     if args.json:
-        _json(created)
+        print_json(created)
         return 0
     pairs: list[tuple[str, object]] = [
         ("id", created["id"]),
@@ -250,7 +250,7 @@ def _meetings_create(client: RelayClient, args: argparse.Namespace) -> int:
     ]
     if "password" in created:
         pairs.append(("password", created["password"]))
-    _fields(pairs)
+    print_fields(pairs)
     if "password" in created:
         print("The host key and the password are shown only this once: keep them now.")
     else:
@@ -261,7 +261,7 @@ def _meetings_create(client: RelayClient, args: argparse.Namespace) -> int:
 def _meetings_list(client: RelayClient, args: argparse.Namespace) -> int:
     meetings = client.list_meetings(state=args.state, limit=args.limit, offset=args.offset)
     if args.json:
-        _json(meetings)
+        print_json(meetings)
     elif not meetings:
         print("no meetings")
     else:
@@ -286,7 +286,7 @@ def _meetings_list(client: RelayClient, args: argparse.Namespace) -> int:
 def _meetings_show(client: RelayClient, args: argparse.Namespace) -> int:
     meeting = client.get_meeting(args.id)
     if args.json:
-        _json(meeting)
+        print_json(meeting)
         return 0
     throttle = meeting["join_throttle"]
     if throttle["locked_out"]:  # a server from before the proof of work
@@ -298,35 +298,35 @@ def _meetings_show(client: RelayClient, args: argparse.Namespace) -> int:
         joins = "open"
     pairs = _meeting_fields(meeting)
     pairs.append(("joins", f"{joins} ({throttle['recent_failures']} recent failures)"))
-    _fields(pairs)
+    print_fields(pairs)
     return 0
 
 
 def _meetings_lock(client: RelayClient, args: argparse.Namespace) -> int:
     controls = client.lock(args.id) if args.command_name == "lock" else client.unlock(args.id)
     if args.json:
-        _json(controls)
+        print_json(controls)
     else:
-        _say(f"meeting {args.id}: {'locked' if controls['locked'] else 'unlocked'}")
+        say(f"meeting {args.id}: {'locked' if controls['locked'] else 'unlocked'}")
     return 0
 
 
 def _meetings_end(client: RelayClient, args: argparse.Namespace) -> int:
     ended = client.end_meeting(args.id)
     if args.json:
-        _json(ended)
+        print_json(ended)
     else:
-        _say(f"meeting {ended['id']}: ended")
-        _fields(_usage_fields(ended["usage"]))
+        say(f"meeting {ended['id']}: ended")
+        print_fields(_usage_fields(ended["usage"]))
     return 0
 
 
 def _meetings_delete(client: RelayClient, args: argparse.Namespace) -> int:
     client.delete_meeting(args.id)
     if args.json:  # the API answers 204 with no body; this says the same in JSON
-        _json({"id": args.id, "deleted": True})
+        print_json({"id": args.id, "deleted": True})
     else:
-        _say(f"meeting {args.id}: deleted")
+        say(f"meeting {args.id}: deleted")
     return 0
 
 
@@ -336,7 +336,7 @@ def _meetings_delete(client: RelayClient, args: argparse.Namespace) -> int:
 def _participants_list(client: RelayClient, args: argparse.Namespace) -> int:
     participants = client.list_participants(args.meeting)
     if args.json:
-        _json(participants)
+        print_json(participants)
     elif not participants:
         print("no participants")
     else:
@@ -363,10 +363,10 @@ def _participants_update(client: RelayClient, args: argparse.Namespace) -> int:
     change = {"mute": client.mute, "unmute": client.unmute, "expel": client.expel}
     answer = change[args.command_name](args.meeting, args.pid)
     if args.json:
-        _json(answer)
+        print_json(answer)
     else:
         done = {"mute": "muted", "unmute": "unmuted", "expel": "expelled"}[args.command_name]
-        _say(f"participant {answer['id']}: {done}")
+        say(f"participant {answer['id']}: {done}")
     return 0
 
 
@@ -381,7 +381,7 @@ def _usage(client: RelayClient, args: argparse.Namespace) -> int:
         return 0
     records = client.usage(args.meeting)
     if args.json:
-        _json(records)
+        print_json(records)
     elif not records:
         print("no usage records")
     else:
@@ -440,103 +440,6 @@ def _offset(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
-
-
-# --- join -------------------------------------------------------------------------------------
-
-
-def _stream(text: str) -> dict[str, Any]:
-    """KIND:SSRC[:PT[:CODEC]], as in audio:1234 or video:5678:96:VP8/90000."""
-    parts = text.split(":", 3)
-    if len(parts) < 2 or parts[0] not in ("audio", "video"):
-        raise argparse.ArgumentTypeError(f"a stream is KIND:SSRC[:PT[:CODEC]], got {text!r}")
-    try:
-        stream: dict[str, Any] = {"kind": parts[0], "ssrc": int(parts[1], 0)}
-        if len(parts) > 2:
-            stream["pt"] = int(parts[2])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"SSRC and payload type are numbers: {text!r}") from None
-    if len(parts) > 3:
-        stream["codec"] = parts[3]
-    return stream
-
-
-def _join(args: argparse.Namespace) -> int:
-    """Join with the password (no token), write the SDP, print what a client needs. While the
-    meeting is under attack the client solves its proof of work by itself."""
-    import shlex
-
-    from control.client import ApiError, ProofOfWorkRequired, RelayClient, RelayClientError
-
-    def solving(required: ProofOfWorkRequired) -> None:
-        # One line, on a terminal only: stdout may be going into $(...), and scripts want
-        # nothing but the answer.
-        if sys.stderr.isatty():
-            print(
-                "relay: the meeting is seeing many failed joins; solving its proof of work "
-                f"({required.solutions} x {required.difficulty} bits)...",
-                file=sys.stderr,
-            )
-
-    try:
-        with RelayClient(_url(args), ca=args.ca) as client:
-            answer = client.join(
-                args.meeting,
-                name=args.name,
-                password=args.password,
-                role=args.role,
-                host_key=args.host_key,
-                streams=args.stream or None,
-                receive_at=args.receive_at,
-                on_proof_of_work=solving,
-            )
-    except ApiError as exc:
-        _error(f"{exc.message} ({exc.status} {exc.code})")
-        return 1
-    except (RelayClientError, ValueError) as exc:
-        _error(str(exc))
-        return 1
-    if args.sdp:
-        Path(args.sdp).write_text(answer["sdp"])
-    tools = answer.get("ffmpeg")
-    if args.ffmpeg_args:
-        # Only the arguments, for $(...): the first stream's output, or a listener's input.
-        if tools is None:
-            print("relay: ffmpeg cannot speak this meeting's suite", file=sys.stderr)
-            return 1
-        if tools["outputs"]:
-            _say(shlex.join(["-rtpflags", "send_bye", *tools["outputs"][0]]))
-        elif "input" in tools:
-            _say(shlex.join([*tools["input"][:-1], args.sdp or "join.sdp"]))
-        return 0
-    if args.json:
-        _json(answer)
-        return 0
-    relay = answer["relay"]
-    _fields(
-        [
-            ("participant", answer["participant_id"]),
-            ("role", answer["role"]),
-            ("relay", f"{relay['host']}:{relay['port']} (RTCP also on {relay['port'] + 1})"),
-            ("suite", answer["srtp"]["suite"]),
-            ("sdp", args.sdp or "(not written: give --sdp FILE)"),
-        ]
-    )
-    if not args.ffmpeg:
-        return 0
-    if tools is None:
-        print("ffmpeg cannot speak this meeting's suite (it has AES_CM_128_HMAC_SHA1_80/32 only)")
-        return 1
-    for stream, output in zip(args.stream or [], tools["outputs"], strict=False):
-        print(f"\nsend {stream['kind']} {stream['ssrc']}: after your input and encoder options,")
-        _say("  " + shlex.join(["-rtpflags", "send_bye", *output]))
-    if "input" in tools:
-        sdp = args.sdp or "join.sdp"
-        print("\nreceive (the SDP above, as written):")
-        _say(
-            "  " + shlex.join(["ffmpeg", *tools["input"][:-1], sdp, "-c", "copy", "-y", "out.mkv"])
-        )
-    return 0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -612,37 +515,3 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     usage.add_argument("--meeting", metavar="ID", help="only this meeting's")
     usage.add_argument("--csv", action="store_true", help="print CSV, as the API gives it")
     usage.set_defaults(run=_run(_usage), command_name="usage")
-
-    join = commands.add_parser(
-        "join",
-        help="join a meeting as a client: keys, SDP and ffmpeg arguments from the answer",
-        description="Join a meeting with its password (no token) and print where to send, "
-        "write the answer's SDP (--sdp) and, with --ffmpeg, the arguments that make ffmpeg "
-        "the client. The answer holds this participant's SRTP keys: keep it to yourself. "
-        "While the meeting is under attack, the proof of work it asks of password joins is "
-        "solved here (about a second at most).",
-    )
-    join.add_argument("meeting", metavar="MEETING")
-    join.add_argument("--name", required=True, help="the name others see")
-    join.add_argument("--password", help="the meeting (or panelist) password")
-    join.add_argument("--role", choices=["host", "panelist", "attendee"])
-    join.add_argument("--host-key", help="with --role host: the meeting's host key")
-    join.add_argument(
-        "--stream",
-        type=_stream,
-        action="append",
-        metavar="KIND:SSRC[:PT[:CODEC]]",
-        help="a stream this client will send (repeat for each); e.g. audio:1234",
-    )
-    join.add_argument("--receive-at", metavar="IP:PORT", help="listen here (stream k on PORT+2k)")
-    join.add_argument("--sdp", metavar="FILE", help="write the answer's SDP here")
-    join.add_argument("--ffmpeg", action="store_true", help="print ffmpeg's arguments")
-    join.add_argument(
-        "--ffmpeg-args",
-        action="store_true",
-        help="print only ffmpeg's arguments (the first stream's output, or the input), for $(...)",
-    )
-    join.add_argument("--url", help=f"the relay's API (default: $RELAY_URL, else {DEFAULT_URL})")
-    join.add_argument("--ca", metavar="FILE", help=CA_HELP)
-    join.add_argument("--json", action="store_true", help="print the whole answer as JSON")
-    join.set_defaults(run=_join, command_name="join")
