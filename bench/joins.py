@@ -40,7 +40,8 @@ import httpx
 import numpy as np
 
 from bench import _loadgen
-from bench.run import process_cpu_seconds, sink_socket
+from bench.relays import process_cpu_seconds
+from bench.run import sink_socket
 from control.settings import Settings
 from node.serve import Server, free_ports
 from relay.srtp import Session

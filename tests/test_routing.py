@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import free_udp_port
+from bench.relays import free_udp_port
 from control.routing import RoutingServer, RoutingState
 from relay import wire
 from relay.srtp import Session
