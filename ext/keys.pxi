@@ -14,7 +14,11 @@ cdef struct SuiteSpec:
 
 # AES_CM_128_HMAC_SHA1_32 keeps an 80-bit tag on SRTCP: RFC 4568 section 6.2.1 ("the SRTCP
 # authentication tag is 80 bits for both crypto suites") and libsrtp's profile agree.
-cdef SuiteSpec SUITE_SPECS[4]
+# A suite of a family the cipher code knows (AES-CM with HMAC-SHA1, AES-GCM; 128 or 256-bit
+# keys, srtp.pxi) is one line here, its id in consts.pxi and its name in relay/vocabulary.py.
+cdef enum:
+    SUITE_COUNT = 4
+cdef SuiteSpec SUITE_SPECS[SUITE_COUNT]
 SUITE_SPECS[0] = SuiteSpec(b"AES_CM_128_HMAC_SHA1_80", SUITE_AES_CM_128_HMAC_SHA1_80,
                            16, 14, 10, 10, False)
 SUITE_SPECS[1] = SuiteSpec(b"AES_CM_128_HMAC_SHA1_32", SUITE_AES_CM_128_HMAC_SHA1_32,

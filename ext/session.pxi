@@ -61,7 +61,7 @@ cdef const SuiteSpec* _suite_spec(object suite) except NULL:
     if not isinstance(suite, str):
         raise TypeError(f"suite must be a str, not {type(suite).__name__}")
     name = suite.encode("ascii", "replace")
-    for i in range(4):
+    for i in range(SUITE_COUNT):
         if name == SUITE_SPECS[i].name:
             return &SUITE_SPECS[i]
     raise ValueError(f"unknown SRTP suite {suite!r}; expected one of: "
@@ -69,11 +69,11 @@ cdef const SuiteSpec* _suite_spec(object suite) except NULL:
 
 
 def _suite_names():
-    return [SUITE_SPECS[i].name for i in range(4)]
+    return [SUITE_SPECS[i].name for i in range(SUITE_COUNT)]
 
 
 SUITES = {SUITE_SPECS[i].name.decode(): (SUITE_SPECS[i].key_len, SUITE_SPECS[i].salt_len,
-                                         SUITE_SPECS[i].rtp_tag_len) for i in range(4)}
+                                         SUITE_SPECS[i].rtp_tag_len) for i in range(SUITE_COUNT)}
 
 
 cdef inline uint32_t _slot_hash(uint32_t ssrc) noexcept nogil:
