@@ -60,8 +60,9 @@ cdef enum Role:
 
 
 # Why a packet (or one copy of it) was not forwarded. One vocabulary for the loop, the
-# counters, the metrics (relay_packets_dropped_total{reason=...}) and the logs: DROP_NAMES in
-# table.pxi gives the label of each.
+# counters, the metrics (relay_packets_dropped_total{reason=...}) and the logs: DROP_NAMES
+# below gives the label of each. A new reason is its code and its name here, and the place
+# in the loop that counts it.
 cdef enum:   # DropReason
     DROP_MALFORMED = 0      # not RTP/RTCP version 2, truncated, header past the end
     DROP_TOO_LARGE = 1      # larger than a slot can relay
@@ -81,3 +82,8 @@ cdef enum:   # DropReason
     DROP_UNRESERVED = 15    # its index could not be reserved durably (the ledger failed)
     DROP_NO_CONSENT = 16    # the receiver's address has not shown that it wants media
     DROP_COUNT = 17
+
+DROP_NAMES = ("malformed", "too_large", "unknown_source", "auth", "replay", "not_allowed",
+              "muted", "ejected", "ended", "late", "no_address", "rate_limited",
+              "send_error", "overflow", "crypto", "unreserved", "no_consent")
+assert len(DROP_NAMES) == DROP_COUNT, "a drop reason without its name (or the other way)"

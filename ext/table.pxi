@@ -178,9 +178,6 @@ ctypedef struct Queued:
     uint32_t id             # its id then: a slot freed and taken again is not confused
 
 
-DROP_NAMES = ("malformed", "too_large", "unknown_source", "auth", "replay", "not_allowed",
-              "muted", "ejected", "ended", "late", "no_address", "rate_limited",
-              "send_error", "overflow", "crypto", "unreserved", "no_consent")
 ROLE_NAMES = ("host", "panelist", "attendee")
 
 
