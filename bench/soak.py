@@ -1,5 +1,5 @@
 """Soak: a long webinar through `relay serve`'s processes, sampling every process's memory
-and open file descriptors, to show they stay flat (issue 8, "Soak").
+and open file descriptors, to show they stay flat (docs/RELIABILITY.md, "Soak").
 
 The server (control plane on SQLite in a temporary directory, W workers) runs on loopback; a
 webinar of N attendees is joined over the API and played by the native load generator

@@ -1,12 +1,13 @@
-"""`relay serve`, the command (DESIGN.md, "Command line"): the settings, the logs, the banner,
+"""`relay serve`, the command (README.md, "Serve it"): the settings, the logs, the banner,
 and a signal's one line; the processes themselves are node/serve.py's `Server`.
 
 Settings come from the flags, then RELAY_* environment variables, then the --config TOML file
 (control/settings.py); a bad one is named and the command exits with status 2.
 
 Logs: every process logs one JSON object per line (time, level, logger, message; relay/logs.py):
-`run` sets RELAY_LOG_FORMAT=json for itself and its children unless the user set it (`text`
-gives the plain format). No log line carries personal data or a secret (DESIGN.md).
+`run` sets RELAY_LOG_FORMAT=json for itself and its children unless the user set it (`text` gives
+the plain format). No log line carries personal data or a secret (README.md, "Attendee data
+(privacy)").
 
 If anything fails before the server is ready, everything started so far is stopped, the reason
 is printed and the command exits with status 1. SIGTERM or SIGINT, at any moment from the first

@@ -1,8 +1,10 @@
-"""A small typed Python client for the relay's HTTP API (DESIGN.md, "HTTP API").
+"""A small typed Python client for the relay's HTTP API (README.md, "Serve it"; its OpenAPI at
+/openapi.json).
 
 One method per call of the API, synchronous, on httpx. Answers are plain dicts described by
-the TypedDicts below (what `json.loads` gives, checked to be an object or a list), so they
-print, compare and serialise like the JSON they came from. Only arguments that are not None
+control/answers.py's TypedDicts, the types the server declares for them (what `json.loads`
+gives, checked to be an object or a list), so they print, compare and serialise like the JSON
+they came from. Only arguments that are not None
 are sent, so the server's defaults apply to the rest.
 
     from control.client import RelayClient, Throttled

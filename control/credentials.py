@@ -1,7 +1,7 @@
 """The server's own secrets, kept in its data directory: the operator token, the key box key,
 the PII key and the recording key.
 
-- The operator token (DESIGN.md, "Command line") comes from `RELAY_TOKEN`, or from
+- The operator token (README.md, "Serve it") comes from `RELAY_TOKEN`, or from
   `DATA_DIR/token`, generated on first start: 256 random bits, written with mode 0600 before
   any byte of it is, so no other user can ever read it. Only its digest stays in memory.
 - The key box key (32 bytes) seals the participants' SRTP keys in the store

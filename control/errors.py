@@ -1,5 +1,5 @@
 """API errors: each carries the HTTP status and a stable code, and the HTTP layer turns it into
-`{"error": {"code", "message"}}` (DESIGN.md, "HTTP API"). Raised by the sans-IO services
+`{"error": {"code", "message"}}` (control/api/errors.py). Raised by the sans-IO services
 (meetings, auth, storage) so they need not know about HTTP.
 
 A message says what is wrong in words of the API (the field, the rule), and never repeats a

@@ -1,4 +1,5 @@
-"""SRTP master keys for participants, and their SDES form (DESIGN.md, "Keys, joining, addresses").
+"""SRTP master keys for participants, and their SDES form (RFC 4568; docs/ARCHITECTURE.md, "The path
+of a join").
 
 Each participant gets two keys from the control plane: an uplink key (what it sends) and a
 downlink key (what the relay sends to it). A key here is the SRTP master key followed by the

@@ -1,5 +1,5 @@
-"""Personal data at rest (DESIGN.md, "Storage and scale": registrant PII is encrypted, each person
-under their own data key; erasing a person deletes that key).
+"""Personal data at rest (README.md, "Attendee data (privacy)": registrant PII is encrypted, each
+person under their own data key; erasing a person deletes that key).
 
 `PiiBox` holds the server's PII key (32 bytes: `DATA_DIR/pii.key`, mode 0600, or `RELAY_PII_KEY`
 in base64; control/credentials.py) and does everything the store must not see in clear:

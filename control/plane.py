@@ -5,10 +5,10 @@ out to the workers, with the routing journal), the stats intake (counters in fro
 workers) and the metrics. The HTTP layer (control/api/) only
 translates requests into calls on `plane.service` and answers.
 
-Restart (DESIGN.md, "Supervisor"): `ControlPlane.start` rebuilds the routing state from the
-store (open meetings, present and expelled participants, their keys unsealed) and continues
-the update numbering from the journal, so workers that kept forwarding while the control plane
-was down take the next update as the one they expect; a worker that did miss updates asks for
+Restart (docs/ARCHITECTURE.md, "The path of a join"): `ControlPlane.start` rebuilds the routing
+state from the store (open meetings, present and expelled participants, their keys unsealed) and
+continues the update numbering from the journal, so workers that kept forwarding while the control
+plane was down take the next update as the one they expect; a worker that did miss updates asks for
 a snapshot and gets the rebuilt state.
 
 Every hour (and at the start) the plane deletes recordings past their retention period and

@@ -1,4 +1,4 @@
-"""The `sdp` of a join answer (DESIGN.md, "Keys, joining, addresses" and the join call).
+"""The `sdp` of a join answer (docs/ARCHITECTURE.md, "The path of a join").
 
 Two forms, both SDP (RFC 4566) with CRLF line endings (section 5), SDES keys (RFC 4568) and
 `RTP/SAVP` m= lines (RFC 3711 section 12):

@@ -1,4 +1,4 @@
-# Fan-out across workers (DESIGN.md, "Fan-out across workers"): the records one worker passes
+# Fan-out across workers (docs/ARCHITECTURE.md, "The processes"; docs/wire.md): the records one worker passes
 # to the others.
 #
 # A participant is homed on one worker, which alone receives from it and sends to it. When a

@@ -1,4 +1,5 @@
-"""The processes of one relay node, as `relay serve` runs them (DESIGN.md, "Command line").
+"""The processes of one relay node, as `relay serve` runs them (README.md, "Serve it";
+docs/ARCHITECTURE.md, "The processes").
 
 `Server` is everything `relay serve` runs, as a library: the command (cli/serve.py), `relay
 demo` (cli/demo.py) and bench's joins, soak and expel start it. It imports the two planes and

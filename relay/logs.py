@@ -5,7 +5,7 @@ inherit: RELAY_LOG_LEVEL (DEBUG, INFO, WARNING, ERROR; default INFO) and RELAY_L
 when there is a traceback). `relay serve` makes `json` its processes' default (cli/serve.py),
 so a log collector can parse every line.
 
-What is logged never carries personal data or a secret (DESIGN.md, "Storage and scale"): ids,
+What is logged never carries personal data or a secret (README.md, "Attendee data (privacy)"): ids,
 counts and reasons only; client addresses appear as keyed pseudonyms (control/api/).
 """
 

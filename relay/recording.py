@@ -1,9 +1,9 @@
 """Recordings: a recorded meeting's decrypted media as a pcap file, encrypted at rest.
 
-Nothing is recorded unless the host switches recording on (DESIGN.md: no meeting content is
-kept otherwise). While it is on, each worker writes the packets that enter it for that meeting
-(the fast path hands them out as export records; ext/fanout.pxi turns them into pcap records)
-to a file of its own:
+Nothing is recorded unless the host switches recording on (docs/ARCHITECTURE.md, "The processes": no
+meeting content is kept otherwise). While it is on, each worker writes the packets that enter it for
+that meeting (the fast path hands them out as export records; ext/fanout.pxi turns them into pcap
+records) to a file of its own:
 
     DIR/m<meeting wire id>-w<worker>-<unix time>.rec
 

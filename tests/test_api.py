@@ -1,5 +1,5 @@
-"""The HTTP API (DESIGN.md, "HTTP API"), in-process: every endpoint, every error and its
-`{"error": {"code", "message"}}` body, what reaches the workers (the routing state), the
+"""The HTTP API (README.md, "Serve it"; control/api/), in-process: every endpoint, every error and
+its `{"error": {"code", "message"}}` body, what reaches the workers (the routing state), the
 throttle on failed joins, metrics without personal data, no 5xx for junk, no secrets in logs.
 
 The app runs over a real control plane (SQLite in tmp_path, ZeroMQ on ipc://) through

@@ -1,5 +1,5 @@
 """`relay bench` as a user runs it, kept small: every target starts, forwards, is measured and
-verified, and the JSON carries the fields DESIGN.md promises."""
+verified, and the JSON carries the fields README.md ("Measure it") promises."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""schemathesis against the OpenAPI description of a running `relay serve`: a thousand
-generated requests over every operation (valid, invalid, stateful sequences), with the
-operator token; not one may be answered with a server error (issue 8, "Password guessing"
-and "Bad input"). Skipped when schemathesis is not installed."""
+"""schemathesis against the OpenAPI description of a running `relay serve`: a thousand generated
+requests over every operation (valid, invalid, stateful sequences), with the operator token; not one
+may be answered with a server error (docs/RELIABILITY.md, "Password guessing" and "Bad input").
+Skipped when schemathesis is not installed."""
 
 from __future__ import annotations
 

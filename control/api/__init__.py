@@ -42,10 +42,10 @@ Client address: the TCP peer's, or, when the peer is one of the trusted proxies 
 (control/proxies.py). `deps.client_address` is the one place that decides: the join throttle and
 the access log's pseudonym both use it.
 
-Logs: one line per request with the method, the route (its template, so no ids), the status
-and the time taken; the client address appears only as a keyed pseudonym (logs carry no personal
-data: README, "Logs"). Secrets never reach a log: they are in bodies and headers, which are
-not logged, and so are registrants' fields. Error messages never echo a submitted value.
+Logs: one line per request with the method, the route (its template, so no ids), the status and the
+time taken; the client address appears only as a keyed pseudonym (logs carry no personal data:
+README.md, "Attendee data (privacy)"). Secrets never reach a log: they are in bodies and headers,
+which are not logged, and so are registrants' fields. Error messages never echo a submitted value.
 """
 
 from control.api.app import create_app
