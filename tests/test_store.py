@@ -63,10 +63,9 @@ from control.store.base import (
     TOO_SOON,
     WRONG_CODE,
     new_id,
-    schema_statements,
-    schema_text,
 )
 from control.store.postgres import numbered, redact_url
+from control.store.schema import schema_statements, schema_text
 from control.store.sql import SqlStore
 from tests.pg_server import PostgresServer, postgres_server  # noqa: F401
 

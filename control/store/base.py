@@ -1,45 +1,78 @@
-"""The storage layer's contract: row types, errors, the schema, and the `Store` protocol.
+"""The storage layer's contract: the `Store` protocol, and the rows and changes it takes.
 
-The control plane keeps its truth here (DESIGN.md, "Storage and scale"): meetings, participants,
+The control plane keeps its truth here (README.md, "Serve it"): meetings, participants,
 append-only usage records, the numbered routing log that lets a restarted control plane
 continue the update sequence the workers follow, registrations (their personal data sealed by
 the caller, control/pii.py) and the audit log of host and operator actions. One node uses
 SQLite (`control.store.sqlite`); many nodes use PostgreSQL (`control.store.postgres`) with the
 same schema (`schema.sql`).
 
-Backends share everything in this module: the rows they return, the errors they raise (so the
-service layer never sees a driver's exception), the validation of values before they reach SQL,
-and the schema text. The one dialect difference in the schema is the binary column type
-(`BLOB` in SQLite, `BYTEA` in PostgreSQL), written `${binary}` in `schema.sql` and filled in by
-`schema_statements()`.
+The rows are in `control.store.rows`, the errors in `control.store.errors`, the checks of
+values in `control.store.values` and the schema in `control.store.schema`; this module builds
+the rows and changes the backends write from the checked values, and re-exports the names the
+services import.
 
 Conventions:
-    - Times are float seconds since the epoch (DOUBLE PRECISION); None means "not yet".
     - Not found is None (or an empty list), never an exception: the service layer turns it
       into a 404.
-    - Secrets never reach the store in clear: passwords and host keys arrive as hashes or
-      digests, SRTP master keys sealed (encrypted) by the caller. So does personal data: a
-      registrant's fields arrive sealed under their own data key, the data key wrapped, the
-      email as a keyed tag and the join token as a digest. Erasing a registrant
-      (`erase_registrations`) overwrites all four in place; on SQLite the file and its WAL
-      keep no copy of them afterwards (secure_delete, then a WAL checkpoint).
+    - Erasing a registrant (`erase_registrations`) overwrites its sealed data in place; on
+      SQLite the file and its WAL keep no copy afterwards (secure_delete, then a WAL
+      checkpoint).
     - Update methods take keyword arguments that default to None, meaning "leave as it is".
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import re
-import secrets
-import string
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Protocol
 
-from relay.errors import RelayError
+from control.store.errors import (
+    CapacityReached,
+    DuplicateKey,
+    ForeignKeyViolation,
+    IntegrityViolation,
+    InvalidValue,
+    RegistrationErased,
+    SchemaMismatch,
+    StoreClosed,
+    StoreError,
+)
+from control.store.rows import (
+    ACTORS,
+    DEFAULT_PAGE,
+    MAX_WIRE_ID,
+    MODES,
+    REGISTRATION_STATUSES,
+    ROLES,
+    STATES,
+    AuditRow,
+    MeetingRow,
+    ParticipantRow,
+    RegistrationRow,
+    RoutingUpdate,
+    UsageRecord,
+)
+from control.store.schema import BINARY_TYPES, SCHEMA_VERSION, schema_statements
+from control.store.values import (
+    check_bool,
+    check_bytes,
+    check_choice,
+    check_digest,
+    check_feature_names,
+    check_int,
+    check_json,
+    check_json_object,
+    check_number,
+    check_text,
+    check_time,
+    decode_features,
+    encode_features,
+    new_id,
+)
 
 __all__ = [
     "CODE_EXPIRED",
@@ -81,330 +114,6 @@ __all__ = [
     "schema_statements",
     "MAX_WIRE_ID",
 ]
-
-SCHEMA_VERSION = 5
-"""The version `schema.sql` creates; stored in the `schema_version` table. Version 2 added the
-wire ids, version 3 the features a meeting has used (`meetings.features`), version 4 the
-registrations, the audit log and a meeting's registration settings (`meetings.registration`),
-version 5 the 'unconfirmed' registrations and their confirmation codes' digests."""
-
-MODES = ("meeting", "webinar")
-STATES = ("open", "ended")
-ROLES = ("host", "panelist", "attendee")
-REGISTRATION_STATUSES = ("unconfirmed", "pending", "approved", "rejected")
-ACTORS = ("operator", "host", "system")
-
-BINARY_TYPES = {"sqlite": "BLOB", "postgresql": "BYTEA"}
-"""The binary column type per dialect: the one place the schema differs between backends."""
-
-DEFAULT_PAGE = 50
-
-MAX_WIRE_ID = 0xFFFFFFFF
-"""Wire ids (meetings, participants) are unsigned 32-bit: the routing table's ids."""
-
-SCHEMA_PATH = Path(__file__).with_name("schema.sql")
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class StoreError(RelayError):
-    """The storage layer failed: the database cannot be opened, or a statement failed.
-
-    Backends translate their driver's exceptions into this hierarchy, so callers need not
-    import sqlite3 or asyncpg.
-    """
-
-
-class StoreClosed(StoreError):
-    """A call on a store after `close()`."""
-
-
-class SchemaMismatch(StoreError):
-    """The database was written by a newer relay (a schema version this code does not know)."""
-
-
-class InvalidValue(StoreError, ValueError):
-    """A value the schema does not allow (an unknown role or mode, a negative count, ...),
-    refused before it reaches the database."""
-
-
-class IntegrityViolation(StoreError):
-    """A write broke a constraint of the database."""
-
-
-class ForeignKeyViolation(IntegrityViolation):
-    """A row refers to a row that does not exist (a participant of an unknown meeting)."""
-
-
-class DuplicateKey(IntegrityViolation):
-    """A row with this key exists already (an id, or a routing update number, used twice)."""
-
-
-class CapacityReached(StoreError):
-    """A registration for a meeting that has as many (pending or approved, not erased) as
-    its capacity allows."""
-
-
-class RegistrationErased(StoreError):
-    """A change to a registration that was erased: an erased one stays as it is."""
-
-
-# --- rows -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MeetingRow:
-    """One row of `meetings`."""
-
-    id: str
-    title: str
-    mode: str  # 'meeting' | 'webinar'
-    suite: str  # the SRTP suite of every participant's keys
-    # Digests, not secrets in clear, but nothing gains from printing them: not in repr().
-    password_hash: str = field(repr=False)
-    panelist_password_hash: str | None = field(repr=False)
-    host_key_digest: str = field(repr=False)
-    state: str  # 'open' | 'ended'
-    locked: bool
-    recording: bool
-    created_at: float
-    ended_at: float | None
-    wire_id: int = 0  # the routing table's u32 id; 0 until the backend assigns it
-    # The features switched on at some point ('locked', 'recording', ...), sorted: kept even
-    # when switched off again, so the usage record bills them (version 3).
-    features: tuple[str, ...] = ()
-    # The registration settings, a JSON object (control/registration.py), or None: the
-    # meeting takes no registrations (version 4).
-    registration: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ParticipantRow:
-    """One row of `participants`. The SRTP master keys are sealed: encrypted by the caller."""
-
-    id: str
-    meeting_id: str
-    # The name and address are personal data and the keys are sealed secrets: not in repr(),
-    # so that logging a row leaks none of them (DESIGN.md: logs carry no PII).
-    name: str = field(repr=False)
-    role: str  # 'host' | 'panelist' | 'attendee'
-    streams: str  # JSON array of what it sends, as the API took it
-    receive_at: str | None = field(repr=False)  # 'ip:port' for clients that only listen
-    uplink_sealed: bytes = field(repr=False)
-    downlink_sealed: bytes = field(repr=False)
-    worker: int  # the worker it is homed on
-    muted: bool
-    expelled: bool
-    joined_at: float
-    left_at: float | None
-    wire_id: int = 0  # the routing table's u32 id; 0 until the backend assigns it
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
-    """One row of `usage_records`: what one meeting used, written once when it ends."""
-
-    id: int  # increasing in the order the records were appended
-    meeting_id: str  # not a foreign key: a usage record outlives its meeting
-    started_at: float
-    ended_at: float
-    duration_s: float
-    total_participants: int
-    peak_participants: int
-    participant_minutes: float
-    features: tuple[str, ...]  # 'webinar', 'recording', ...
-    packets_in: int
-    packets_out: int
-    bytes_in: int
-    bytes_out: int
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrationRow:
-    """One row of `registrations` (version 4): one person's registration for one meeting.
-
-    The personal data is sealed by the caller (control/pii.py): `sealed` is the fields'
-    ciphertext under the registrant's own data key, `wrapped_key` that data key encrypted
-    under the server's key, `email_tag` a keyed hash of the email (to find a person across
-    meetings), `token_digest` the SHA-256 of the one-time join token (None once used). An
-    erased registration has `sealed` empty and the other three None. None of them is in
-    repr().
-
-    Version 5: an 'unconfirmed' registration waits for its registrant to confirm the email
-    with the code mailed to it: `confirm_digest` is the code's keyed digest (None once used
-    up or confirmed), `confirm_expires_at` when it stops working, `confirm_attempts` the
-    wrong codes tried against it, `confirm_sends` the codes sent, `confirm_sent_at` when the
-    last one was."""
-
-    id: str
-    meeting_id: str
-    status: str  # 'unconfirmed' | 'pending' | 'approved' | 'rejected'
-    sealed: bytes = field(repr=False)
-    wrapped_key: bytes | None = field(repr=False)
-    email_tag: str | None = field(repr=False)
-    token_digest: str | None = field(repr=False)
-    participant_id: str | None  # who joined with its token (scrubbed too when it is erased)
-    created_at: float
-    updated_at: float
-    erased_at: float | None
-    confirm_digest: str | None = field(default=None, repr=False)
-    confirm_expires_at: float | None = None
-    confirm_attempts: int = 0
-    confirm_sends: int = 0
-    confirm_sent_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRow:
-    """One row of `audit_log` (version 4): a host or operator action. Ids and flags only:
-    `detail` is a JSON object that never holds personal data."""
-
-    id: int  # increasing in the order the entries were appended
-    at: float
-    actor: str  # 'operator' | 'host' | 'system'
-    action: str  # 'meeting.create', 'participant.expel', 'registration.erase', ...
-    meeting_id: str | None  # not a foreign key: the audit outlives the meeting
-    target: str | None  # the id acted on (a participant, a registration), if any
-    detail: str  # JSON object
-
-
-@dataclass(frozen=True, slots=True)
-class RoutingUpdate:
-    """One row of `routing_log`: a numbered routing update as the workers received it."""
-
-    seq: int
-    created_at: float
-    body: str  # JSON
-
-
-# --- values -----------------------------------------------------------------------------------
-
-
-def new_id() -> str:
-    """A random URL-safe id (128 bits from the OS CSPRNG, 22 characters) that starts with a
-    letter or digit: an id starting with "-" would read as an option on a command line
-    (`relay meetings end ID`)."""
-    while True:
-        candidate = secrets.token_urlsafe(16)
-        if candidate[0].isalnum():
-            return candidate
-
-
-def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise InvalidValue(f"{name} must be one of {', '.join(choices)}")
-    return value
-
-
-def check_text(name: str, value: object, *, empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise InvalidValue(f"{name} must be a string, not {type(value).__name__}")
-    if not empty and not value:
-        raise InvalidValue(f"{name} must not be empty")
-    return value
-
-
-def check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidValue(f"{name} must be true or false, not {type(value).__name__}")
-    return value
-
-
-def check_int(name: str, value: object, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue(f"{name} must be an integer, not {type(value).__name__}")
-    if value < minimum:
-        raise InvalidValue(f"{name} must be at least {minimum}")
-    if value >= 1 << 63:
-        raise InvalidValue(f"{name} does not fit in 64 bits")
-    return value
-
-
-def check_time(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidValue(f"{name} must be seconds since the epoch, not {type(value).__name__}")
-    value = float(value)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise InvalidValue(f"{name} must be a finite number of seconds")
-    return value
-
-
-def check_number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidValue(f"{name} must be a number, not {type(value).__name__}")
-    number = float(value)
-    if number != number or number in (float("inf"), float("-inf")):
-        raise InvalidValue(f"{name} must be a finite number")
-    if number < 0:
-        raise InvalidValue(f"{name} must not be negative")
-    return number
-
-
-def check_bytes(name: str, value: object) -> bytes:
-    if not isinstance(value, bytes | bytearray | memoryview):
-        raise InvalidValue(f"{name} must be bytes, not {type(value).__name__}")
-    if not value:
-        raise InvalidValue(f"{name} must not be empty")
-    return bytes(value)
-
-
-def check_json(name: str, value: object, *, array: bool = False) -> str:
-    """A JSON text (with `array`, one whose top level is an array), returned as given."""
-    text = check_text(name, value)
-    try:
-        decoded = json.loads(text)
-    except ValueError:
-        raise InvalidValue(f"{name} is not valid JSON") from None
-    if array and not isinstance(decoded, list):
-        raise InvalidValue(f"{name} must be a JSON array")
-    return text
-
-
-def check_json_object(name: str, value: object) -> str:
-    """A JSON text whose top level is an object, returned as given."""
-    text = check_json(name, value)
-    if not isinstance(json.loads(text), dict):
-        raise InvalidValue(f"{name} must be a JSON object")
-    return text
-
-
-def check_page(limit: int | None, offset: int) -> tuple[int | None, int]:
-    if limit is not None:
-        check_int("limit", limit)
-    check_int("offset", offset)
-    return limit, offset
-
-
-def encode_features(features: Sequence[str]) -> str:
-    if isinstance(features, str):
-        raise InvalidValue("features must be a list of names, not a string")
-    for feature in features:
-        check_text("a feature", feature)
-    return json.dumps(list(features))
-
-
-def decode_features(text: str) -> tuple[str, ...]:
-    return tuple(str(f) for f in json.loads(text))
-
-
-FEATURE_NAME = re.compile(r"[a-z_]{1,32}")
-"""What a feature name a meeting records may be: 1 to 32 of a-z and _."""
-
-
-def check_feature_names(name: str, value: object) -> tuple[str, ...]:
-    """A list of feature names (FEATURE_NAME each), as a tuple."""
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise InvalidValue(f"{name} must be a list of feature names")
-    for feature in value:
-        if not isinstance(feature, str) or not FEATURE_NAME.fullmatch(feature):
-            raise InvalidValue(f"{name}: a feature name is 1 to 32 characters of a-z and _")
-    return tuple(value)
-
-
-def merge_features(stored: str, added: Sequence[str]) -> str:
-    """The stored JSON feature list with `added` joined to it, sorted, as JSON."""
-    return encode_features(sorted(set(decode_features(stored)) | set(added)))
 
 
 # --- building rows and changes (shared by the backends, so they validate alike) -------------
@@ -618,15 +327,6 @@ def new_registration(
     )
 
 
-def check_digest(name: str, value: object) -> str:
-    """A digest as the callers make them: 1 to 128 characters of ASCII letters and digits (so
-    that it compares in constant time with `hmac.compare_digest`)."""
-    text = check_text(name, value)
-    if len(text) > 128 or not text.isascii() or not text.isalnum():
-        raise InvalidValue(f"{name} must be a digest: letters and digits")
-    return text
-
-
 # --- confirming a registration's email (version 5) --------------------------------------------
 # One step of a confirmation or of a new code is decided from the row as it is inside the
 # store's transaction (read for update), so that two requests never both use one code or both
@@ -796,54 +496,11 @@ def check_routing_seq(seq: int | None, last: int) -> int:
     return seq
 
 
-# --- errors from the database (the backends map their driver's errors to these kinds) --------
-
-FOREIGN_KEY = "foreign key"
-UNIQUE = "unique"
-OTHER_CONSTRAINT = "other"
-
-
-def constraint_error(what: str, kind: str, detail: object) -> IntegrityViolation:
-    """The error for a write (`what`, as in "cannot create meeting 'x'") that broke a constraint
-    of the database; `kind` is FOREIGN_KEY, UNIQUE or OTHER_CONSTRAINT, `detail` the driver's
-    message (shown for OTHER_CONSTRAINT only)."""
-    if kind == FOREIGN_KEY:
-        return ForeignKeyViolation(f"{what}: it refers to a row that does not exist")
-    if kind == UNIQUE:
-        return DuplicateKey(f"{what}: the key exists already")
-    return IntegrityViolation(f"{what}: {detail}")
-
-
 def no_such_meeting(meeting_id: str) -> ForeignKeyViolation:
     """The error for a participant added to a meeting that does not exist."""
     return ForeignKeyViolation(
         f"cannot add a participant to meeting {meeting_id!r}: no such meeting"
     )
-
-
-# --- schema -----------------------------------------------------------------------------------
-
-
-def schema_text(dialect: str) -> str:
-    """`schema.sql` for one dialect ('sqlite' or 'postgresql')."""
-    if dialect not in BINARY_TYPES:
-        raise ValueError(f"unknown SQL dialect {dialect!r}; expected one of {list(BINARY_TYPES)}")
-    source = SCHEMA_PATH.read_text(encoding="utf-8")
-    return string.Template(source).substitute(binary=BINARY_TYPES[dialect])
-
-
-def schema_statements(dialect: str) -> list[str]:
-    """The statements of `schema.sql` for one dialect, comments stripped, in order.
-
-    Every statement is idempotent (IF NOT EXISTS), so running them on a database that has the
-    schema already changes nothing.
-    """
-    lines = []
-    for line in schema_text(dialect).splitlines():
-        code = line.split("--", 1)[0].rstrip()
-        if code:
-            lines.append(code)
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
 # --- the protocol -----------------------------------------------------------------------------

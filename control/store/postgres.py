@@ -63,10 +63,7 @@ import asyncpg
 from control.store import sql
 from control.store.base import (
     CONFIRMED,
-    FOREIGN_KEY,
     FULL,
-    OTHER_CONSTRAINT,
-    UNIQUE,
     AuditRow,
     ForeignKeyViolation,
     IntegrityViolation,
@@ -78,11 +75,11 @@ from control.store.base import (
     StoreClosed,
     StoreError,
     UsageRecord,
-    check_int,
     check_routing_seq,
-    constraint_error,
     no_such_meeting,
 )
+from control.store.errors import FOREIGN_KEY, OTHER_CONSTRAINT, UNIQUE, constraint_error
+from control.store.values import check_int
 
 __all__ = ["PostgresStore", "numbered", "redact_url"]
 

@@ -43,7 +43,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self, TypeVar
 
 from control.store.base import (
-    DEFAULT_PAGE,
     MAX_WIRE_ID,
     SCHEMA_VERSION,
     STATES,
@@ -60,19 +59,9 @@ from control.store.base import (
     SchemaMismatch,
     StoreError,
     UsageRecord,
-    check_choice,
-    check_digest,
-    check_int,
-    check_number,
-    check_page,
     check_routing,
-    check_text,
-    check_time,
     confirmation_step,
-    decode_features,
-    encode_features,
     meeting_changes,
-    merge_features,
     new_audit,
     new_meeting,
     new_participant,
@@ -82,6 +71,19 @@ from control.store.base import (
     registration_changes,
     renewal_step,
     schema_statements,
+)
+from control.store.rows import DEFAULT_PAGE
+from control.store.values import (
+    check_choice,
+    check_digest,
+    check_int,
+    check_number,
+    check_page,
+    check_text,
+    check_time,
+    decode_features,
+    encode_features,
+    merge_features,
 )
 
 T = TypeVar("T")

@@ -50,10 +50,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from control.store import sql
 from control.store.base import (
     CONFIRMED,
-    FOREIGN_KEY,
     FULL,
-    OTHER_CONSTRAINT,
-    UNIQUE,
     AuditRow,
     ForeignKeyViolation,
     IntegrityViolation,
@@ -65,9 +62,9 @@ from control.store.base import (
     StoreError,
     UsageRecord,
     check_routing_seq,
-    constraint_error,
     no_such_meeting,
 )
+from control.store.errors import FOREIGN_KEY, OTHER_CONSTRAINT, UNIQUE, constraint_error
 
 __all__ = ["FILE_MODE", "SqliteStore"]
 
