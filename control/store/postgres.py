@@ -49,7 +49,7 @@ import contextlib
 import functools
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -179,14 +179,14 @@ class _Errors:
     def failure(self, message: str, exc: BaseException) -> StoreError:
         return _failure(message, exc, self.secrets)
 
-    @contextlib.contextmanager
-    def translated(self) -> Iterator[None]:
-        try:
-            yield
-        except asyncpg.IntegrityConstraintViolationError as exc:
-            raise _integrity(exc, "a database constraint failed") from exc
-        except DRIVER_ERRORS as exc:
-            raise self.failure(self.failing, exc) from _cause(exc, self.secrets)
+    def translated(self, exc: BaseException) -> StoreError:
+        """The store's error for one of DRIVER_ERRORS."""
+        if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+            return _integrity(exc, "a database constraint failed")
+        return self.failure(self.failing, exc)
+
+    def cause(self, exc: BaseException) -> BaseException | None:
+        return _cause(exc, self.secrets)
 
 
 # --- the executors ----------------------------------------------------------------------------
@@ -203,18 +203,28 @@ class _OnConnection:
     def dialect(self) -> Dialect:
         return POSTGRESQL
 
+    # Each statement's driver errors leave as the store's (a try costs nothing until it
+    # catches: https://docs.python.org/3.11/whatsnew/3.11.html, "zero-cost" exceptions).
+
     async def fetch_one(self, query: str, params: Sequence[Any] = ()) -> Row | None:
-        with self._errors.translated():
+        try:
             row: Row | None = await self.conn.fetchrow(numbered(query), *params)
-            return row
+        except DRIVER_ERRORS as exc:
+            raise self._errors.translated(exc) from self._errors.cause(exc)
+        return row
 
     async def fetch_all(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
-        with self._errors.translated():
+        try:
             return list(await self.conn.fetch(numbered(query), *params))
+        except DRIVER_ERRORS as exc:
+            raise self._errors.translated(exc) from self._errors.cause(exc)
 
     async def execute(self, query: str, params: Sequence[Any] = ()) -> int:
-        with self._errors.translated():
-            return _row_count(await self.conn.execute(numbered(query), *params))
+        try:
+            status = await self.conn.execute(numbered(query), *params)
+        except DRIVER_ERRORS as exc:
+            raise self._errors.translated(exc) from self._errors.cause(exc)
+        return _row_count(status)
 
 
 class PostgresExecutor:
@@ -229,33 +239,32 @@ class PostgresExecutor:
     def dialect(self) -> Dialect:
         return POSTGRESQL
 
-    @contextlib.asynccontextmanager
-    async def _borrowed(self) -> AsyncIterator[_OnConnection]:
-        """A connection of the pool, given back when the block ends."""
-        with self._errors.translated():
+    async def _borrowed(self, statement: Callable[[_OnConnection], Awaitable[T]]) -> T:
+        """statement(executor) on a connection of the pool, given back after it."""
+        try:
             async with self._pool.acquire() as conn:
-                yield _OnConnection(conn, self._errors)
+                return await statement(_OnConnection(conn, self._errors))
+        except DRIVER_ERRORS as exc:  # acquiring or giving back (the statement's are the store's)
+            raise self._errors.translated(exc) from self._errors.cause(exc)
 
     async def fetch_one(self, query: str, params: Sequence[Any] = ()) -> Row | None:
-        async with self._borrowed() as on:
-            return await on.fetch_one(query, params)
+        return await self._borrowed(lambda on: on.fetch_one(query, params))
 
     async def fetch_all(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with self._borrowed() as on:
-            return await on.fetch_all(query, params)
+        return await self._borrowed(lambda on: on.fetch_all(query, params))
 
     async def execute(self, query: str, params: Sequence[Any] = ()) -> int:
-        async with self._borrowed() as on:
-            return await on.execute(query, params)
+        return await self._borrowed(lambda on: on.execute(query, params))
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
         """A connection of the pool in a transaction (READ COMMITTED) for the block's
         statements: committed when it ends, rolled back if it raises."""
-        async with self._borrowed() as on:
-            with self._errors.translated():
-                async with on.conn.transaction():
-                    yield on
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield _OnConnection(conn, self._errors)
+        except DRIVER_ERRORS as exc:  # BEGIN, COMMIT, acquiring (the statements' are the store's)
+            raise self._errors.translated(exc) from self._errors.cause(exc)
 
     async def scrub_journal(self) -> None:
         """Nothing to do: an old row version goes at VACUUM (see the module's docstring)."""

@@ -51,9 +51,10 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from control.store.errors import (
@@ -181,6 +182,34 @@ def _drive(operation: Operation[T], executor: SqliteExecutor) -> T:
 # --- the executor -----------------------------------------------------------------------------
 
 
+class _Transaction:
+    """`SqliteExecutor.transaction()`: an async context written out rather than made with
+    contextlib.asynccontextmanager, which costs a generator and a few calls more per write."""
+
+    def __init__(self, executor: SqliteExecutor) -> None:
+        self._executor = executor
+
+    async def __aenter__(self) -> SqliteExecutor:
+        self._executor._control("BEGIN IMMEDIATE")
+        return self._executor
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            try:
+                self._executor._control("COMMIT")
+                return
+            except BaseException:
+                self._rollback()
+                raise
+        self._rollback()  # and what was raised inside goes on
+
+    def _rollback(self) -> None:
+        if self._executor.in_transaction:
+            self._executor._control("ROLLBACK")
+
+
 class SqliteExecutor:
     """The store's executor (control/store/executor.py `Database`) on one sqlite3 connection,
     used only on its one thread. Make one with `await SqliteExecutor.connect(path)`."""
@@ -207,45 +236,45 @@ class SqliteExecutor:
     def dialect(self) -> Dialect:
         return SQLITE
 
-    # statements: awaited only inside an operation that `run` drives on the thread
-
-    def _cursor(self, query: str, params: Sequence[Any]) -> sqlite3.Cursor:
-        try:
-            return self._conn.execute(query, params)
-        except sqlite3.Error as exc:
-            raise _store_error(exc, self.failing) from exc
+    # Statements: awaited only inside an operation that `run` drives on the thread. Each is
+    # written out (no helper between it and sqlite3): a join runs a dozen of them.
 
     async def fetch_one(self, query: str, params: Sequence[Any] = ()) -> Row | None:
-        cursor = self._cursor(query, params)
         try:
-            row: Row | None = cursor.fetchone()
+            row: Row | None = self._conn.execute(query, params).fetchone()
         except sqlite3.Error as exc:
             raise _store_error(exc, self.failing) from exc
         return row
 
     async def fetch_all(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
-        cursor = self._cursor(query, params)
         try:
-            return cursor.fetchall()
+            return self._conn.execute(query, params).fetchall()
         except sqlite3.Error as exc:
             raise _store_error(exc, self.failing) from exc
 
     async def execute(self, query: str, params: Sequence[Any] = ()) -> int:
-        return max(self._cursor(query, params).rowcount, 0)  # -1: not an INSERT/UPDATE/DELETE
+        try:
+            count: int = self._conn.execute(query, params).rowcount
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.failing) from exc
+        return max(count, 0)  # -1: not an INSERT, UPDATE or DELETE
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SqliteExecutor]:
+    def transaction(self) -> _Transaction:
         """One write transaction: BEGIN IMMEDIATE takes the write lock at once (no upgrade
         deadlock between processes); anything raised inside rolls it back. It yields this
         executor: on the one thread, its statements are the transaction's."""
-        self._cursor("BEGIN IMMEDIATE", ())
+        return _Transaction(self)
+
+    def _control(self, statement: str) -> None:
+        """BEGIN, COMMIT or ROLLBACK."""
         try:
-            yield self
-            self._cursor("COMMIT", ())
-        except BaseException:
-            if self._conn.in_transaction:
-                self._cursor("ROLLBACK", ())
-            raise
+            self._conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.failing) from exc
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
 
     async def scrub_journal(self) -> None:
         try:
