@@ -25,6 +25,12 @@ dialects is kept out of the operations:
       #ADVISORY-LOCKS), on SQLite again the write lock: `lock_counter`;
     - whether the schema exists yet (sqlite_master, to_regclass): `Dialect.schema_exists`.
 
+No statement needs RETURNING or an upsert (INSERT .. ON CONFLICT): SQLite has them only
+since 3.35 and 3.24 (https://www.sqlite.org/lang_returning.html,
+https://www.sqlite.org/lang_upsert.html) and schema.sql promises 3.23, so a number the store
+assigns is read, then written, under its lock, and a row is read back after its write, in the
+same transaction.
+
 Also here, the builders of the statements whose text depends on the call: `update` (the
 columns given) and `paged` (LIMIT and OFFSET, which the dialects spell alike only if given).
 """

@@ -179,7 +179,7 @@ UNLESS_ERASED: Derive = (SELECT_REGISTRATION_ERASED, not_erased)
 
 
 async def meeting_locked(tx: Executor, meeting_id: str) -> bool:
-    """Lock the meeting's row until the transaction ends (whether it exists): registrations
+    """Whether the meeting exists, its row locked until the transaction ends: registrations
     of one meeting then count and change one after the other, on every node."""
     return await tx.fetch_one(tx.dialect.for_update(LOCK_MEETING), (meeting_id,)) is not None
 

@@ -17,8 +17,11 @@ each runs its statement on the connection at once and returns. So a transaction 
 connection for all of its statements with no lock (nothing else runs on the thread meanwhile),
 the event loop never blocks, an operation costs one trip to the thread however many statements
 it runs (a join's insert runs six), and the calls of many asyncio tasks run one after another,
-in the order they were made. A job that its caller stopped awaiting (a cancelled task) still
-runs to its end once it started: a write commits or rolls back whole.
+in the order they were made. (The other way, an asyncio.Lock held on the event loop across a
+transaction whose statements each go to the thread, would cost a trip per statement, and a
+caller cancelled between two statements would leave its transaction open unless shielded.)
+A job that its caller stopped awaiting (a cancelled task) still runs to its end once it
+started: a write commits or rolls back whole.
 
 Durability: every write is one transaction (`BEGIN IMMEDIATE` .. `COMMIT`: the write lock is
 taken at once, so two processes never deadlock upgrading a read lock,
