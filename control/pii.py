@@ -22,7 +22,7 @@ in base64; control/credentials.py) and does everything the store must not see in
   trying them all; without the key a leaked digest cannot even be tested.
 
 Erasure is crypto-shredding plus overwriting: the store drops the wrapped key (and the sealed
-fields, the tag and the token digest) in place (control/store/base.py `erase_registrations`).
+fields, the tag and the token digest) in place (control/store/registrations.py).
 Without the wrapped key nobody, not even the server, can open what may linger elsewhere.
 
 Nothing here ever shows a key or a field in a repr, an exception or a log.

@@ -29,11 +29,13 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class CountingStore:
-    """Counts the rows a store returns, however the service asks for them."""
+    """Counts the rows a store reads, however the service asks for them: every statement of
+    every operation goes through its executor's fetch methods (in a transaction too)."""
 
     def __init__(self, store: SqliteStore) -> None:
         self.rows = 0
-        fetch_one, fetch_all = store._fetch_one, store._fetch_all
+        executor = store._executor
+        fetch_one, fetch_all = executor.fetch_one, executor.fetch_all
 
         async def counted_one(*args: Any, **kwargs: Any) -> Any:
             row = await fetch_one(*args, **kwargs)
@@ -45,8 +47,8 @@ class CountingStore:
             self.rows += len(rows)
             return rows
 
-        store._fetch_one = counted_one  # type: ignore[method-assign]
-        store._fetch_all = counted_all  # type: ignore[method-assign]
+        executor.fetch_one = counted_one  # type: ignore[method-assign]
+        executor.fetch_all = counted_all  # type: ignore[method-assign]
 
     async def rows_read(self, action: Callable[[], Awaitable[object]]) -> int:
         before = self.rows

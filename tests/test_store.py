@@ -48,8 +48,15 @@ from control.store import (
     Store,
     StoreClosed,
     StoreError,
+    confirmation,
+    executor,
+    meetings,
+    numbering,
     open_store,
-    sql,
+    participants,
+    records,
+    registrations,
+    schema,
 )
 from control.store.base import (
     CODE_EXPIRED,
@@ -63,14 +70,20 @@ from control.store.base import (
     TOO_SOON,
     WRONG_CODE,
     new_id,
-    schema_statements,
-    schema_text,
 )
+from control.store.executor import POSTGRESQL
 from control.store.postgres import numbered, redact_url
-from control.store.sql import SqlStore
+from control.store.schema import schema_statements, schema_text
 from tests.pg_server import PostgresServer, postgres_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
+STATEMENTS = {
+    name: value
+    for module in (confirmation, meetings, numbering, participants, records, registrations, schema)
+    for name, value in vars(module).items()
+    if name.isupper() and isinstance(value, str)
+}
+"""Every constant statement of the store, by name (the modules by entity hold their own)."""
 SUITE = "AES_CM_128_HMAC_SHA1_80"
 T = TypeVar("T")
 
@@ -103,12 +116,12 @@ class Db:
     def __repr__(self) -> str:
         return f"Db({self.kind!r}, {str(self.target)!r})"
 
-    async def open(self) -> SqlStore:
+    async def open(self) -> Store:
         if self.kind == "sqlite":
             return await SqliteStore.open(self.target)
         return await PostgresStore.open(str(self.target))
 
-    def run(self, body: Callable[[SqlStore], Awaitable[T]]) -> T:
+    def run(self, body: Callable[[Store], Awaitable[T]]) -> T:
         """Open a store on the database, run body(store), close it."""
 
         async def main() -> T:
@@ -205,7 +218,7 @@ def mode_of(path: Path) -> int:
 
 
 def test_meeting_round_trip(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         made = await a_meeting(
             store,
             title="All hands",
@@ -227,7 +240,7 @@ def test_meeting_round_trip(db: Db) -> None:
 
 
 def test_meeting_values_checked_before_sql(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         with pytest.raises(InvalidValue, match="mode"):
             await a_meeting(store, mode="party")
         with pytest.raises(InvalidValue, match="password_hash"):
@@ -245,7 +258,7 @@ def test_meeting_values_checked_before_sql(db: Db) -> None:
 
 
 def test_meetings_paged_newest_first(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         made = [await a_meeting(store, title=f"m{i}", created_at=1000.0 + i) for i in range(25)]
         newest_first = made[::-1]
         pages = [await store.list_meetings(limit=10, offset=o) for o in (0, 10, 20, 30)]
@@ -267,7 +280,7 @@ def test_meetings_paged_newest_first(db: Db) -> None:
 
 
 def test_update_meeting_changes_only_what_is_given(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         made = await a_meeting(store, title="before", created_at=10.0)
         locked = await store.update_meeting(made.id, locked=True)
         assert locked is not None
@@ -290,7 +303,7 @@ def test_update_meeting_changes_only_what_is_given(db: Db) -> None:
 
 
 def test_meeting_features_added_and_unioned(db: Db) -> None:
-    async def body(store: SqlStore) -> str:
+    async def body(store: Store) -> str:
         made = await a_meeting(store)
         assert made.features == ()
         first = await store.update_meeting(made.id, add_features=["recording"])
@@ -327,7 +340,7 @@ def test_meeting_features_added_and_unioned(db: Db) -> None:
 
 
 def test_meeting_feature_names_checked(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         made = await a_meeting(store)
         bad: list[object] = [
             "recording",  # a string, not a list of names
@@ -359,7 +372,7 @@ def test_meeting_feature_names_checked(db: Db) -> None:
 
 
 def test_delete_meeting_removes_participants_keeps_usage(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         gone, kept = await a_meeting(store), await a_meeting(store)
         p_gone = await a_participant(store, gone.id)
         p_kept = await a_participant(store, kept.id)
@@ -386,7 +399,7 @@ def test_delete_meeting_removes_participants_keeps_usage(db: Db) -> None:
 
 
 def test_participant_round_trip(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         meeting = await a_meeting(store, mode="webinar")
         streams = json.dumps([{"ssrc": 1234, "kind": "audio", "pt": 111, "codec": "opus/48000/2"}])
         made = await a_participant(
@@ -426,7 +439,7 @@ def test_participant_round_trip(db: Db) -> None:
 
 
 def test_participant_values_checked(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         meeting = await a_meeting(store)
         with pytest.raises(InvalidValue, match="role"):
             await a_participant(store, meeting.id, role="owner")
@@ -444,7 +457,7 @@ def test_participant_values_checked(db: Db) -> None:
 
 
 def test_update_participant(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         meeting = await a_meeting(store, mode="webinar")
         made = await a_participant(store, meeting.id, role="attendee")
         muted = await store.update_participant(made.id, muted=True)
@@ -480,7 +493,7 @@ def test_update_participant(db: Db) -> None:
 
 
 def test_present_only_and_participant_paging(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         meeting = await a_meeting(store)
         people = [await a_participant(store, meeting.id, joined_at=100.0 + i) for i in range(7)]
         await store.update_participant(people[2].id, left_at=200.0)
@@ -497,7 +510,7 @@ def test_present_only_and_participant_paging(db: Db) -> None:
 
 
 def test_two_meetings_participants_kept_apart(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         a, b = await a_meeting(store, title="a"), await a_meeting(store, title="b")
         in_a = [
             await a_participant(store, a.id, name=f"a{i}", joined_at=float(i)) for i in range(3)
@@ -517,7 +530,7 @@ def test_two_meetings_participants_kept_apart(db: Db) -> None:
 
 
 def test_foreign_key_violation_is_a_clear_error(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         with pytest.raises(ForeignKeyViolation, match=r"meeting 'no-such-meeting'.*no such"):
             await a_participant(store, "no-such-meeting")
         # It is part of the hierarchy callers catch, not sqlite3's.
@@ -544,7 +557,7 @@ def test_foreign_key_violation_is_a_clear_error(db: Db) -> None:
 
 
 def test_usage_records_append_only_and_per_meeting(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         a, b = await a_meeting(store), await a_meeting(store)
         first = await store.append_usage(
             meeting_id=a.id,
@@ -616,7 +629,7 @@ def test_usage_records_append_only_and_per_meeting(db: Db) -> None:
 
 
 def test_routing_log_numbers_and_reads(db: Db) -> None:
-    async def first(store: SqlStore) -> None:
+    async def first(store: Store) -> None:
         assert await store.last_routing_seq() == 0
         assert await store.routing_updates_after(0) == []
         seqs = [
@@ -639,7 +652,7 @@ def test_routing_log_numbers_and_reads(db: Db) -> None:
             await store.append_routing_update("not json")
         assert await store.last_routing_seq() == 9
 
-    async def second(store: SqlStore) -> None:
+    async def second(store: Store) -> None:
         # A restarted control plane continues the sequence.
         assert await store.last_routing_seq() == 9
         assert await store.append_routing_update('{"kind": "after restart"}') == 10
@@ -672,7 +685,7 @@ async def a_registration(store: Store, meeting_id: str, **kw: Any) -> Registrati
 
 
 def test_registration_round_trip_and_updates(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         m = await a_meeting(store)
         made = await a_registration(
             store, m.id, registration_id="r1", token_digest="d1", created_at=5.0
@@ -729,7 +742,7 @@ def test_registration_round_trip_and_updates(db: Db) -> None:
 
 
 def test_registration_token_used_once(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         m = await a_meeting(store)
         r = await a_registration(store, m.id, token_digest="d")
         uses = await asyncio.gather(
@@ -755,7 +768,7 @@ def test_registration_token_used_once(db: Db) -> None:
 
 
 def test_registration_capacity_holds_under_concurrency(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         m = await a_meeting(store)
         tries = await asyncio.gather(
             *(a_registration(store, m.id, capacity=3) for _ in range(8)),
@@ -800,7 +813,7 @@ async def an_unconfirmed(
 
 
 def test_unconfirmed_registrations_confirm_once_with_their_code(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         m = await a_meeting(store)
         r = await an_unconfirmed(store, m.id, "c0de")
         assert (r.confirm_attempts, r.confirm_sends, r.confirm_sent_at) == (0, 1, 1.0)
@@ -861,7 +874,7 @@ def test_unconfirmed_registrations_confirm_once_with_their_code(db: Db) -> None:
 
 
 def test_wrong_codes_use_a_code_up_and_new_codes_are_limited(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         m = await a_meeting(store)
         r = await an_unconfirmed(store, m.id, "aaaa", expires=1000.0)
 
@@ -913,7 +926,7 @@ def test_wrong_codes_use_a_code_up_and_new_codes_are_limited(db: Db) -> None:
 
 
 def test_a_confirmation_takes_a_place_only_if_one_is_left(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         m = await a_meeting(store)
         waiting = [await an_unconfirmed(store, m.id, f"c{i}") for i in range(5)]
         await a_registration(store, m.id, capacity=3)  # unconfirmed ones take no place
@@ -943,7 +956,7 @@ def test_a_confirmation_takes_a_place_only_if_one_is_left(db: Db) -> None:
 
 
 def test_registering_again_replaces_an_unconfirmed_registration(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         m = await a_meeting(store)
         first = await an_unconfirmed(store, m.id, email_tag="same")
         again = await an_unconfirmed(store, m.id, email_tag="same")
@@ -966,7 +979,7 @@ def test_registering_again_replaces_an_unconfirmed_registration(db: Db) -> None:
 
 
 def test_unconfirmed_registrations_are_discarded_and_purged(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         m = await a_meeting(store)
         old = await an_unconfirmed(store, m.id, created_at=10.0)
         new = await an_unconfirmed(store, m.id, created_at=20.0)
@@ -1003,7 +1016,7 @@ def test_sqlite_purged_registrations_leave_nothing_on_disk(tmp_path: Path) -> No
 
 
 def test_erase_registrations_overwrites_and_scrubs_the_participant(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         m1, m2 = await a_meeting(store), await a_meeting(store, title="two")
         p = await a_participant(store, m1.id, name="Grace Hopper", receive_at="192.0.2.1:5004")
         await store.update_participant(p.id, left_at=5.0)
@@ -1057,7 +1070,7 @@ def test_erase_registrations_overwrites_and_scrubs_the_participant(db: Db) -> No
 
 
 def test_delete_meeting_deletes_its_registrations(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         m = await a_meeting(store)
         r = await a_registration(store, m.id)
         assert await store.delete_meeting(m.id)
@@ -1067,7 +1080,7 @@ def test_delete_meeting_deletes_its_registrations(db: Db) -> None:
 
 
 def test_meeting_registration_settings(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         m = await a_meeting(store)
         assert m.registration is None
         settings = json.dumps({"enabled": True, "capacity": 3})
@@ -1083,7 +1096,7 @@ def test_meeting_registration_settings(db: Db) -> None:
 
 
 def test_audit_log_appends_in_order(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         entries = await asyncio.gather(
             *(
                 store.append_audit(
@@ -1146,7 +1159,7 @@ def test_migration_from_version_3(db: Db) -> None:
     )
     before = db.raw((f"SELECT {V3_MEETING_COLUMNS} FROM meetings", ()))
 
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         m = await store.get_meeting("m0")
         assert m is not None and m.registration is None and m.features == ("locked",)
         await a_registration(store, "m0")
@@ -1194,12 +1207,12 @@ def test_migration_from_version_4(db: Db) -> None:
     """A version 4 database's registrations may become 'unconfirmed' and get the confirmation
     columns (no code, nothing tried, for every existing row); every row stays as it was, the
     indexes are back (one email per meeting, one token), and the store goes on from there."""
-    v4_columns = sql.REGISTRATION_V4_COLUMNS
+    v4_columns = registrations.REGISTRATION_V4_COLUMNS
     db.raw(
         *[(s, ()) for s in _version_4_schema(db.kind)],
         ("INSERT INTO schema_version (version) VALUES (?)", (4,)),
         (
-            f"INSERT INTO meetings ({sql.MEETING_COLUMNS}) "
+            f"INSERT INTO meetings ({meetings.MEETING_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             ("m0", "t", "webinar", SUITE, "h", None, "d", "open", False, False, 1.0, None, 1)
             + ("[]", '{"enabled": true, "approval": "manual"}'),
@@ -1220,7 +1233,7 @@ def test_migration_from_version_4(db: Db) -> None:
     with pytest.raises(db.integrity_error):  # version 4 knows no 'unconfirmed'
         db.raw(("UPDATE registrations SET status = 'unconfirmed' WHERE id = 'r1'", ()))
 
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         rows = await store.list_registrations("m0")
         assert [(r.id, r.status) for r in rows] == [
             ("r0", "approved"),
@@ -1325,7 +1338,7 @@ def test_sqlite_delete_meeting_leaves_no_registration_on_disk(tmp_path: Path) ->
 
 
 def test_data_survives_close_and_reopen(db: Db) -> None:
-    async def write(store: SqlStore) -> dict[str, Any]:
+    async def write(store: Store) -> dict[str, Any]:
         meetings = [await a_meeting(store, title=f"m{i}", created_at=float(i)) for i in range(6)]
         people = {
             m.id: [await a_participant(store, m.id, worker=i) for i in range(4)] for m in meetings
@@ -1347,7 +1360,7 @@ def test_data_survives_close_and_reopen(db: Db) -> None:
             await store.append_routing_update(json.dumps({"i": i}))
         return await snapshot(store)
 
-    async def snapshot(store: SqlStore) -> dict[str, Any]:
+    async def snapshot(store: Store) -> dict[str, Any]:
         meetings = await store.list_meetings(limit=1000)
         return {
             "meetings": meetings,
@@ -1424,37 +1437,37 @@ def _version_1_schema(dialect: str) -> list[str]:
 
 def test_opening_statements_migrate_step_by_step() -> None:
     def migrations(version: int | None) -> list[str]:
-        return [s for s, _ in sql.opening_statements("sqlite", version) if s.startswith("ALTER")]
+        return [s for s, _ in schema.opening_statements("sqlite", version) if s.startswith("ALTER")]
 
     assert SCHEMA_VERSION == 5
     v1 = migrations(1)
     # 1 -> 2 (two columns), then 2 -> 3, then 3 -> 4; 4 -> 5 changes the registrations table,
     # which a database older than 4 does not have yet (the schema creates it as it is now)
-    assert len(v1) == 4 and v1[-2] == sql.MIGRATE_2_TO_3["sqlite"][0]
-    assert v1[-1] == sql.MIGRATE_3_TO_4["sqlite"][0]
+    assert len(v1) == 4 and v1[-2] == schema.MIGRATE_2_TO_3["sqlite"][0]
+    assert v1[-1] == schema.MIGRATE_3_TO_4["sqlite"][0]
     assert "ADD COLUMN wire_id" in v1[0]
-    assert migrations(2) == list(sql.MIGRATE_2_TO_3["sqlite"] + sql.MIGRATE_3_TO_4["sqlite"])
-    assert migrations(3) == list(sql.MIGRATE_3_TO_4["sqlite"])
+    assert migrations(2) == list(schema.MIGRATE_2_TO_3["sqlite"] + schema.MIGRATE_3_TO_4["sqlite"])
+    assert migrations(3) == list(schema.MIGRATE_3_TO_4["sqlite"])
     assert migrations(5) == migrations(None) == []
     for dialect in ("sqlite", "postgresql"):
-        steps = sql.opening_statements(dialect, 2)
+        steps = schema.opening_statements(dialect, 2)
         assert steps[0] == (
             "ALTER TABLE meetings ADD COLUMN features TEXT NOT NULL DEFAULT '[]'",
             (),
         )
         assert steps[1] == ("ALTER TABLE meetings ADD COLUMN registration TEXT", ())
-        assert steps[2] == (sql.UPDATE_SCHEMA_VERSION, (5,))
-        steps = sql.opening_statements(dialect, 3)
+        assert steps[2] == (schema.UPDATE_SCHEMA_VERSION, (5,))
+        steps = schema.opening_statements(dialect, 3)
         assert steps[0] == ("ALTER TABLE meetings ADD COLUMN registration TEXT", ())
-        assert steps[1] == (sql.UPDATE_SCHEMA_VERSION, (5,))
-        steps = sql.opening_statements(dialect, 4)
-        migration = sql.MIGRATE_4_TO_5[dialect]
+        assert steps[1] == (schema.UPDATE_SCHEMA_VERSION, (5,))
+        steps = schema.opening_statements(dialect, 4)
+        migration = schema.MIGRATE_4_TO_5[dialect]
         assert steps[: len(migration)] == [(statement, ()) for statement in migration]
-        assert steps[len(migration)] == (sql.UPDATE_SCHEMA_VERSION, (5,))
+        assert steps[len(migration)] == (schema.UPDATE_SCHEMA_VERSION, (5,))
     with pytest.raises(SchemaMismatch, match="newer"):
-        sql.opening_statements("sqlite", 6)
+        schema.opening_statements("sqlite", 6)
     with pytest.raises(SchemaMismatch, match="no relay wrote"):
-        sql.opening_statements("postgresql", 0)
+        schema.opening_statements("postgresql", 0)
 
 
 def test_migration_from_version_1(db: Db) -> None:
@@ -1485,7 +1498,7 @@ def test_migration_from_version_1(db: Db) -> None:
         *people,
     )
 
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         assert [m.wire_id for m in await store.list_meetings()] == [3, 2, 1]  # newest first
         for i in range(4):
             p = await store.get_participant(f"p{i}")
@@ -1506,7 +1519,7 @@ def test_migration_from_version_1(db: Db) -> None:
         db.raw(("UPDATE participants SET wire_id = 1 WHERE id = ?", ("p1",)))
 
 
-V3_MEETING_COLUMNS = sql.MEETING_COLUMNS.removesuffix(", registration")
+V3_MEETING_COLUMNS = meetings.MEETING_COLUMNS.removesuffix(", registration")
 V2_MEETING_COLUMNS = V3_MEETING_COLUMNS.removesuffix(", features")
 
 
@@ -1539,7 +1552,7 @@ def test_migration_from_version_2(db: Db) -> None:
     ]
     people = [
         (
-            f"INSERT INTO participants ({sql.PARTICIPANT_COLUMNS}) "
+            f"INSERT INTO participants ({participants.PARTICIPANT_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (f"p{i}", f"m{i % 3}", "n", "host", "[]", None, b"u", b"d", i, i == 0, False)
             + (30.0 + i, None, i + 1),
@@ -1554,7 +1567,7 @@ def test_migration_from_version_2(db: Db) -> None:
         ("INSERT INTO wire_ids (name, last_id) VALUES (?, ?)", ("meetings", 7)),
         ("INSERT INTO wire_ids (name, last_id) VALUES (?, ?)", ("participants", 5)),
         (
-            f"INSERT INTO usage_records ({sql.USAGE_COLUMNS}) "
+            f"INSERT INTO usage_records ({records.USAGE_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (1, "m3", 10.0, 20.0, 10.0, 2, 2, 0.5, '["recording"]', 1, 2, 3, 4),
         ),
@@ -1562,15 +1575,15 @@ def test_migration_from_version_2(db: Db) -> None:
     )
     tables = {
         "meetings": f"SELECT {V2_MEETING_COLUMNS} FROM meetings ORDER BY id",
-        "participants": f"SELECT {sql.PARTICIPANT_COLUMNS} FROM participants ORDER BY id",
-        "usage_records": f"SELECT {sql.USAGE_COLUMNS} FROM usage_records ORDER BY id",
-        "routing_log": f"SELECT {sql.ROUTING_COLUMNS} FROM routing_log ORDER BY seq",
+        "participants": f"SELECT {participants.PARTICIPANT_COLUMNS} FROM participants ORDER BY id",
+        "usage_records": f"SELECT {records.USAGE_COLUMNS} FROM usage_records ORDER BY id",
+        "routing_log": f"SELECT {records.ROUTING_COLUMNS} FROM routing_log ORDER BY seq",
         "wire_ids": "SELECT name, last_id FROM wire_ids ORDER BY name",
     }
     before = {table: db.raw((query, ())) for table, query in tables.items()}
     assert [len(rows) for rows in before.values()] == [4, 5, 1, 1, 2]
 
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         listed = await store.list_meetings()
         assert [m.id for m in listed] == ["m3", "m2", "m1", "m0"]
         assert all(m.features == () for m in listed)
@@ -1592,7 +1605,7 @@ def test_migration_from_version_2(db: Db) -> None:
     ]
     assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
 
-    async def then(store: SqlStore) -> None:
+    async def then(store: Store) -> None:
         # The migrated store works as a new one: features recorded, numbers go on.
         m1 = await store.update_meeting("m1", add_features=["locked"])
         assert m1 is not None and m1.features == ("locked",)
@@ -1675,7 +1688,7 @@ def test_wal_and_pragmas_on(tmp_path: Path) -> None:
                 for name in ("journal_mode", "synchronous", "foreign_keys")
             )
 
-        return await store._call(pragmas)
+        return await store._executor.call(pragmas)
 
     journal, synchronous, foreign_keys = with_store(path, body)
     assert (journal, synchronous, foreign_keys) == ("wal", 1, 1)  # synchronous 1 = NORMAL
@@ -1721,7 +1734,7 @@ def test_open_errors(tmp_path: Path) -> None:
 
 
 def test_concurrent_calls_all_land(db: Db) -> None:
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         meeting = await a_meeting(store)
         made = await asyncio.gather(
             *(a_participant(store, meeting.id, name=f"p{i}", worker=i % 8) for i in range(200))
@@ -1760,7 +1773,7 @@ def test_database_work_runs_off_the_event_loop_on_one_thread(tmp_path: Path) -> 
     async def body(store: SqliteStore) -> None:
         loop_thread = threading.get_ident()
         idents = await asyncio.gather(
-            *(store._call(lambda _conn: threading.get_ident()) for _ in range(20))
+            *(store._executor.call(lambda _conn: threading.get_ident()) for _ in range(20))
         )
         assert len(set(idents)) == 1 and idents[0] != loop_thread
 
@@ -1780,7 +1793,7 @@ def test_database_work_runs_off_the_event_loop_on_one_thread(tmp_path: Path) -> 
                 await asyncio.sleep(0.001)
 
         ticking = asyncio.create_task(ticker())
-        await store._call(slow)
+        await store._executor.call(slow)
         ticking.cancel()
         assert ticks > 5
 
@@ -1897,7 +1910,7 @@ def test_postgres_driver_errors_are_store_errors(pg: Db) -> None:
     """What the driver refuses leaves as StoreError (never an asyncpg exception), and the store
     goes on working."""
 
-    async def body(store: SqlStore) -> None:
+    async def body(store: Store) -> None:
         meeting = await a_meeting(store)
         # INTEGER is 32 bits in PostgreSQL: asyncpg refuses to encode a bigger worker index.
         with pytest.raises(StoreError) as caught:
@@ -2006,7 +2019,7 @@ def test_numbered_placeholders() -> None:
     assert numbered("SELECT a FROM t WHERE b = ? AND c = ?") == (
         "SELECT a FROM t WHERE b = $1 AND c = $2"
     )
-    assert numbered(sql.INSERT_ROUTING).endswith("VALUES ($1, $2, $3)")
+    assert numbered(records.INSERT_ROUTING).endswith("VALUES ($1, $2, $3)")
     assert numbered("SELECT 1") == "SELECT 1"
 
 
@@ -2015,40 +2028,40 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
     PostgreSQL server; a round trip through booleans, BYTEA, the foreign key and the checks."""
     statements = {
         name: value
-        for name, value in vars(sql).items()
-        if name.isupper()
-        and isinstance(value, str)
-        and value.split(" ", 1)[0] in {"SELECT", "INSERT", "UPDATE", "DELETE"}
+        for name, value in STATEMENTS.items()
+        if value.split(" ", 1)[0] in {"SELECT", "INSERT", "UPDATE", "DELETE"}
     }
-    statements["UPDATE_M"] = sql.update("meetings", sql.MEETING_UPDATABLE, sql.MEETING_UPDATABLE)
-    statements["UPDATE_P"] = sql.update(
-        "participants", sql.PARTICIPANT_UPDATABLE, sql.PARTICIPANT_UPDATABLE
+    statements["UPDATE_M"] = executor.update(
+        "meetings", meetings.MEETING_UPDATABLE, meetings.MEETING_UPDATABLE
     )
-    statements["UPDATE_R"] = sql.update(
-        "registrations", sql.REGISTRATION_UPDATABLE, sql.REGISTRATION_UPDATABLE
+    statements["UPDATE_P"] = executor.update(
+        "participants", participants.PARTICIPANT_UPDATABLE, participants.PARTICIPANT_UPDATABLE
     )
-    statements["UPDATE_C"] = sql.update(
-        "registrations", sql.CONFIRMATION_UPDATABLE, sql.CONFIRMATION_UPDATABLE
+    statements["UPDATE_R"] = executor.update(
+        "registrations", registrations.REGISTRATION_UPDATABLE, registrations.REGISTRATION_UPDATABLE
     )
-    statements["LIST_R"] = sql.list_registrations("m", 10, 5)[0]
-    statements["LIST_A0"] = sql.list_audit(None, 5, 1)[0]
-    statements["LIST_A1"] = sql.list_audit("m", None, 0)[0]
+    statements["UPDATE_C"] = executor.update(
+        "registrations", confirmation.CONFIRMATION_UPDATABLE, confirmation.CONFIRMATION_UPDATABLE
+    )
+    statements["LIST_R"] = registrations.list_registrations("m", 10, 5)[0]
+    statements["LIST_A0"] = records.list_audit(None, 5, 1)[0]
+    statements["LIST_A1"] = records.list_audit("m", None, 0)[0]
     for name in (
         "LOCK_MEETING",
         "SELECT_REGISTRATION_BY_TOKEN",
         "SELECT_ERASABLE_BY_TAG",
         "SELECT_REGISTRATION_OF",
     ):
-        statements[f"{name}_FOR_UPDATE"] = sql.for_update("postgresql", getattr(sql, name))
-    statements["LIST_P0"] = sql.list_participants("m", True, 10, 5)[0]
-    statements["LIST_P1"] = sql.list_participants("m", False, None, 3)[0]
-    statements["LIST_U0"] = sql.list_usage(None, 5, 1)[0]
-    statements["LIST_U1"] = sql.list_usage("m", None, 0)[0]
-    statements["ROUTING_0"] = sql.routing_after(3, None)[0]
-    statements["ROUTING_1"] = sql.routing_after(3, 10)[0]
-    statements["MAX_WIRE_M"] = sql.max_wire_id("meetings")
-    statements["MAX_WIRE_P"] = sql.max_wire_id("participants")
-    statements["FEATURES_FOR_UPDATE"] = sql.for_update("postgresql", sql.SELECT_MEETING_FEATURES)
+        statements[f"{name}_FOR_UPDATE"] = POSTGRESQL.for_update(STATEMENTS[name])
+    statements["LIST_P0"] = participants.list_participants("m", True, 10, 5)[0]
+    statements["LIST_P1"] = participants.list_participants("m", False, None, 3)[0]
+    statements["LIST_U0"] = records.list_usage(None, 5, 1)[0]
+    statements["LIST_U1"] = records.list_usage("m", None, 0)[0]
+    statements["ROUTING_0"] = records.routing_after(3, None)[0]
+    statements["ROUTING_1"] = records.routing_after(3, 10)[0]
+    statements["MAX_WIRE_M"] = numbering.max_wire_id("meetings")
+    statements["MAX_WIRE_P"] = numbering.max_wire_id("participants")
+    statements["FEATURES_FOR_UPDATE"] = POSTGRESQL.for_update(meetings.SELECT_MEETING_FEATURES)
     assert len(statements) >= 40
 
     async def main() -> None:

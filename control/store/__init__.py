@@ -3,9 +3,17 @@ registrations (personal data sealed) and the audit log.
 
 `open_store(url)` picks the backend from a `--db` value: a path or `sqlite:///path` for SQLite
 (`SqliteStore`, the default, one node), a `postgresql://` or `postgres://` URL for PostgreSQL
-(`PostgresStore`, many nodes on one database, same schema). The `Store` protocol in
-`control.store.base` is what the rest of the control plane uses; both backends implement it with
-the same methods (`control.store.sql.SqlStore`), so they accept, refuse and return alike.
+(`PostgresStore`, many nodes on one database, same schema). Both are `Store`
+(control/store/store.py), the one store class the rest of the control plane types against:
+its operations are written once over an executor (control/store/executor.py) that each
+backend implements, so they accept, refuse and return alike.
+
+The modules: `store` (the class), `meetings`, `participants`, `registrations`,
+`confirmation` and `records` (the operations by entity: statements, rows' encoding, checks of
+arguments), `core` (how an operation runs), `executor` (the executor and the SQL dialects),
+`numbering` (the numbers the store assigns), `schema` (with schema.sql: the schema and its
+migrations), `rows`, `errors`, `values` (the checks), `sqlite` and `postgres` (the
+backends), and `base` (the names the services import).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
--- The control plane's schema, version 5 (control.store.base.SCHEMA_VERSION).
+-- The control plane's schema, version 5 (control.store.schema.SCHEMA_VERSION).
 --
 -- Portable SQL: the same text runs on SQLite (3.23 or later) and PostgreSQL (9.5 or later).
 -- The one difference is the binary type, written ${binary} here: BLOB in SQLite, BYTEA in
--- PostgreSQL (control.store.base.schema_statements fills it in). Nothing else is
+-- PostgreSQL (control.store.schema.schema_statements fills it in). Nothing else is
 -- dialect-specific: no AUTOINCREMENT, no SERIAL or IDENTITY (the store assigns numbers inside
 -- the inserting transaction), no STRICT or WITHOUT ROWID, no date functions (times are
 -- DOUBLE PRECISION seconds since the epoch), booleans as BOOLEAN with TRUE/FALSE defaults.

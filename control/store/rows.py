@@ -1,0 +1,173 @@
+"""The rows the store returns, and the words its columns take.
+
+One frozen dataclass per table (`MeetingRow`, `ParticipantRow`, `UsageRecord`,
+`RegistrationRow`, `AuditRow`, `RoutingUpdate`): what every read and write of the store hands
+back, on SQLite and PostgreSQL alike. Conventions (README.md, "Serve it" and "Attendee data
+(privacy)"):
+
+    - Times are float seconds since the epoch (DOUBLE PRECISION); None means "not yet".
+    - Secrets never reach the store in clear: passwords and host keys arrive as hashes or
+      digests, SRTP master keys sealed (encrypted) by the caller. So does personal data: a
+      registrant's fields arrive sealed under their own data key, the data key wrapped, the
+      email as a keyed tag and the join token as a digest. None of them shows in a row's
+      repr(), so that logging a row leaks nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ACTORS",
+    "DEFAULT_PAGE",
+    "MAX_WIRE_ID",
+    "MODES",
+    "REGISTRATION_STATUSES",
+    "ROLES",
+    "STATES",
+    "AuditRow",
+    "MeetingRow",
+    "ParticipantRow",
+    "RegistrationRow",
+    "RoutingUpdate",
+    "UsageRecord",
+]
+
+# What the schema's CHECK constraints allow (control/store/schema.sql); the store refuses
+# anything else before SQL runs (control/store/values.py).
+MODES = ("meeting", "webinar")
+STATES = ("open", "ended")
+ROLES = ("host", "panelist", "attendee")
+REGISTRATION_STATUSES = ("unconfirmed", "pending", "approved", "rejected")
+ACTORS = ("operator", "host", "system")
+
+DEFAULT_PAGE = 50
+"""How many meetings `list_meetings` returns when no limit is given."""
+
+MAX_WIRE_ID = 0xFFFFFFFF
+"""Wire ids (meetings, participants) are unsigned 32-bit: the routing table's ids."""
+
+
+@dataclass(frozen=True, slots=True)
+class MeetingRow:
+    """One row of `meetings`."""
+
+    id: str
+    title: str
+    mode: str  # 'meeting' | 'webinar'
+    suite: str  # the SRTP suite of every participant's keys
+    # Digests, not secrets in clear, but nothing gains from printing them: not in repr().
+    password_hash: str = field(repr=False)
+    panelist_password_hash: str | None = field(repr=False)
+    host_key_digest: str = field(repr=False)
+    state: str  # 'open' | 'ended'
+    locked: bool
+    recording: bool
+    created_at: float
+    ended_at: float | None
+    wire_id: int = 0  # the routing table's u32 id; 0 until the backend assigns it
+    # The features switched on at some point ('locked', 'recording', ...), sorted: kept even
+    # when switched off again, so the usage record bills them (version 3).
+    features: tuple[str, ...] = ()
+    # The registration settings, a JSON object (control/registration.py), or None: the
+    # meeting takes no registrations (version 4).
+    registration: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantRow:
+    """One row of `participants`. The SRTP master keys are sealed: encrypted by the caller."""
+
+    id: str
+    meeting_id: str
+    # The name and address are personal data and the keys are sealed secrets: not in repr(),
+    # so that logging a row leaks none of them (README.md: "logs without personal data").
+    name: str = field(repr=False)
+    role: str  # 'host' | 'panelist' | 'attendee'
+    streams: str  # JSON array of what it sends, as the API took it
+    receive_at: str | None = field(repr=False)  # 'ip:port' for clients that only listen
+    uplink_sealed: bytes = field(repr=False)
+    downlink_sealed: bytes = field(repr=False)
+    worker: int  # the worker it is homed on
+    muted: bool
+    expelled: bool
+    joined_at: float
+    left_at: float | None
+    wire_id: int = 0  # the routing table's u32 id; 0 until the backend assigns it
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One row of `usage_records`: what one meeting used, written once when it ends."""
+
+    id: int  # increasing in the order the records were appended
+    meeting_id: str  # not a foreign key: a usage record outlives its meeting
+    started_at: float
+    ended_at: float
+    duration_s: float
+    total_participants: int
+    peak_participants: int
+    participant_minutes: float
+    features: tuple[str, ...]  # 'webinar', 'recording', ...
+    packets_in: int
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRow:
+    """One row of `registrations` (version 4): one person's registration for one meeting.
+
+    The personal data is sealed by the caller (control/pii.py): `sealed` is the fields'
+    ciphertext under the registrant's own data key, `wrapped_key` that data key encrypted
+    under the server's key, `email_tag` a keyed hash of the email (to find a person across
+    meetings), `token_digest` the SHA-256 of the one-time join token (None once used). An
+    erased registration has `sealed` empty and the other three None. None of them is in
+    repr().
+
+    Version 5: an 'unconfirmed' registration waits for its registrant to confirm the email
+    with the code mailed to it: `confirm_digest` is the code's keyed digest (None once used
+    up or confirmed), `confirm_expires_at` when it stops working, `confirm_attempts` the
+    wrong codes tried against it, `confirm_sends` the codes sent, `confirm_sent_at` when the
+    last one was."""
+
+    id: str
+    meeting_id: str
+    status: str  # 'unconfirmed' | 'pending' | 'approved' | 'rejected'
+    sealed: bytes = field(repr=False)
+    wrapped_key: bytes | None = field(repr=False)
+    email_tag: str | None = field(repr=False)
+    token_digest: str | None = field(repr=False)
+    participant_id: str | None  # who joined with its token (scrubbed too when it is erased)
+    created_at: float
+    updated_at: float
+    erased_at: float | None
+    confirm_digest: str | None = field(default=None, repr=False)
+    confirm_expires_at: float | None = None
+    confirm_attempts: int = 0
+    confirm_sends: int = 0
+    confirm_sent_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One row of `audit_log` (version 4): a host or operator action. Ids and flags only:
+    `detail` is a JSON object that never holds personal data."""
+
+    id: int  # increasing in the order the entries were appended
+    at: float
+    actor: str  # 'operator' | 'host' | 'system'
+    action: str  # 'meeting.create', 'participant.expel', 'registration.erase', ...
+    meeting_id: str | None  # not a foreign key: the audit outlives the meeting
+    target: str | None  # the id acted on (a participant, a registration), if any
+    detail: str  # JSON object
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingUpdate:
+    """One row of `routing_log`: a numbered routing update as the workers received it."""
+
+    seq: int
+    created_at: float
+    body: str  # JSON

@@ -1,0 +1,40 @@
+"""`Store`: the one store class, the storage the rest of the control plane types against.
+
+Its operations are written once, over an executor (control/store/executor.py), in the modules
+by entity it is made of: meetings (control/store/meetings.py), participants
+(participants.py), registrations (registrations.py) and their email confirmation
+(confirmation.py), and the append-only records: usage, audit and routing (records.py). A
+backend gives it its executor: `SqliteStore.open(path)` (one file, one node) or
+`PostgresStore.open(url)` (many nodes on one database), so SQLite and PostgreSQL accept,
+refuse and return exactly the same things.
+
+Every method is a coroutine and never blocks the event loop; every write is one transaction,
+which lands whole or not at all. Errors (control/store/errors.py): `InvalidValue` for a value
+the schema refuses (before any SQL runs), `ForeignKeyViolation` for a row referring to a
+missing one, `DuplicateKey` for a key used twice, `StoreClosed` after `close()`, `StoreError`
+for anything else the database reports. Not found is None (or an empty list), never an
+exception: the services turn it into a 404. Update methods take keyword arguments that
+default to None, meaning "leave as it is". A store is also an async context manager that
+closes itself.
+"""
+
+from __future__ import annotations
+
+from control.store.confirmation import ConfirmationOperations
+from control.store.meetings import MeetingOperations
+from control.store.participants import ParticipantOperations
+from control.store.records import RecordOperations
+from control.store.registrations import RegistrationOperations
+
+__all__ = ["Store"]
+
+
+class Store(
+    MeetingOperations,
+    ParticipantOperations,
+    RegistrationOperations,
+    ConfirmationOperations,
+    RecordOperations,
+):
+    """The control plane's storage over one database's executor (see the module's docstring);
+    open one with a backend's `open()`, or `control.store.open_store(url)`."""
