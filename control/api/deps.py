@@ -13,9 +13,10 @@ thread pool.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, cast
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from control import auth
 from control.answers import Actor
@@ -102,10 +103,32 @@ def registrations(plane: ControlPlane) -> RegistrationService:
     return plane.registrations
 
 
-def link_next_page(
-    request: Request, response: Response, count: int, limit: int, offset: int
-) -> None:
-    """A full page links to the next one (RFC 8288 `Link`, rel="next")."""
-    if count == limit:
-        following = request.url.include_query_params(limit=limit, offset=offset + limit)
-        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+@dataclass(frozen=True)
+class Paging:
+    """A page of a long list: `limit` rows from `offset`. `link` gives a full page a `Link`
+    to the next one (RFC 8288, rel="next"); a shorter page is the last."""
+
+    limit: int
+    offset: int
+    request: Request
+    response: Response
+
+    def link(self, count: int) -> None:
+        if count == self.limit:
+            following = self.request.url.include_query_params(
+                limit=self.limit, offset=self.offset + self.limit
+            )
+            self.response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+
+
+def paging(
+    request: Request,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_MAX,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> Paging:
+    return Paging(limit, offset, request, response)
+
+
+# The `limit` (at most 1,000) and `offset` query parameters of a list answered page by page.
+Page = Annotated[Paging, Depends(paging)]

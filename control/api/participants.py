@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request
 
 from control.answers import JoinAnswer, Participant, ParticipantUpdate
 from control.api.deps import (
-    MAX_OFFSET,
-    PAGE_MAX,
+    Page,
     Plane,
     Who,
     client_address,
     host_or_operator,
-    link_next_page,
     operator_calling,
 )
 from control.api.errors import ErrorOut, ProofOfWorkOut
@@ -82,17 +78,14 @@ async def join(meeting_id: str, body: JoinIn, plane: Plane, request: Request) ->
 async def list_participants(
     meeting_id: str,
     plane: Plane,
-    request: Request,
-    response: Response,
-    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_MAX,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    page: Page,
 ) -> list[Participant]:
     """The participants in the order they joined, a page at a time (`limit`, at most
     1,000, and `offset`); a full page carries a `Link` to the next one (RFC 8288)."""
     people = await plane.service.participants.list(
-        meeting_id, media=plane.media_of, limit=limit, offset=offset
+        meeting_id, media=plane.media_of, limit=page.limit, offset=page.offset
     )
-    link_next_page(request, response, len(people), limit, offset)
+    page.link(len(people))
     return people
 
 

@@ -8,9 +8,9 @@ the API's vocabulary (control/answers.py), which the route declares as its respo
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from control.answers import (
     Erased,
@@ -20,13 +20,11 @@ from control.answers import (
     RegistrationSettings,
 )
 from control.api.deps import (
-    MAX_OFFSET,
-    PAGE_MAX,
+    Page,
     Plane,
     Who,
     client_address,
     host_or_operator,
-    link_next_page,
     operator,
     registrations,
 )
@@ -107,11 +105,8 @@ async def list_registrations(
     meeting_id: str,
     plane: Plane,
     who: Who,
-    request: Request,
-    response: Response,
+    page: Page,
     format: Literal["json", "csv"] = "json",
-    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_MAX,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Any:
     """The registrants with their fields (JSON, or CSV to export); erased ones without.
     JSON comes a page at a time (`limit`, at most 1,000, and `offset`; a full page
@@ -128,9 +123,9 @@ async def list_registrations(
             },
         )
     views = await service.registrants(
-        meeting_id, by=who, now=plane.clock(), limit=limit, offset=offset
+        meeting_id, by=who, now=plane.clock(), limit=page.limit, offset=page.offset
     )
-    link_next_page(request, response, len(views), limit, offset)
+    page.link(len(views))
     return views
 
 
