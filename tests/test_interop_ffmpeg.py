@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.libsrtp import session as libsrtp_session
 from tests.test_serve import Serve, free_ports, start_serve, stop_serve
 
 pylibsrtp = pytest.importorskip("pylibsrtp")
@@ -38,12 +39,6 @@ pylibsrtp = pytest.importorskip("pylibsrtp")
 pytestmark = pytest.mark.interop
 
 FFMPEG, FFPROBE = shutil.which("ffmpeg"), shutil.which("ffprobe")
-PROFILES = {
-    "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
-    "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
-    "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
-    "AEAD_AES_256_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
-}
 SECONDS = 3
 OPUS: dict[str, Any] = {
     "ssrc": 0x81234567,
@@ -142,12 +137,8 @@ class LibsrtpListener:
 
     def start(self, answer: dict[str, Any]) -> None:
         srtp = answer["srtp"]
-        policy = pylibsrtp.Policy(
-            key=base64.b64decode(srtp["downlink"]),
-            ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
-            srtp_profile=PROFILES[srtp["suite"]],
-        )
-        self.session = pylibsrtp.Session(policy=policy)
+        key = base64.b64decode(srtp["downlink"])
+        self.session = libsrtp_session(srtp["suite"], key, outbound=False)
         self.thread.start()
 
     def _run(self) -> None:

@@ -10,25 +10,17 @@ import pytest
 
 pylibsrtp = pytest.importorskip("pylibsrtp")
 
+from bench.libsrtp import session as libsrtp_session  # noqa: E402
 from relay.srtp import AuthError, Session  # noqa: E402
 from tests.conftest import key_for, rtcp_sr, rtp  # noqa: E402
 
 pytestmark = pytest.mark.interop
 
-PROFILES = {
-    "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
-    "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
-    "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
-    "AEAD_AES_256_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
-}
 SIZES = [0, 1, 160, 1000, 1356 - 12 - 16]  # payload bytes; pylibsrtp stops at 1,356 in all
 
 
 def libsrtp(suite: str, outbound: bool) -> pylibsrtp.Session:
-    kind = pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND
-    return pylibsrtp.Session(
-        pylibsrtp.Policy(key=key_for(suite), ssrc_type=kind, srtp_profile=PROFILES[suite])
-    )
+    return libsrtp_session(suite, key_for(suite), outbound=outbound)
 
 
 def stream(start: int, count: int) -> list[bytes]:

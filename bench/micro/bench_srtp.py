@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.libsrtp import session as libsrtp_session
 from relay import _core
 from relay.srtp import SUITES, Session
 
@@ -42,12 +43,6 @@ BATCH_PACKETS = 1024  # packets per timed round, batch benchmarks
 ROUNDS = 60
 SIZES = [200, 1200]
 OPS = ["protect", "unprotect"]
-PROFILES = {
-    "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
-    "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
-    "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
-    "AEAD_AES_256_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
-}
 
 
 def key(suite: str) -> bytes:
@@ -64,10 +59,7 @@ def packets(size: int, count: int) -> list[bytes]:
 
 
 def libsrtp(suite: str, outbound: bool) -> Any:
-    kind = pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND
-    return pylibsrtp.Session(
-        pylibsrtp.Policy(key=key(suite), ssrc_type=kind, srtp_profile=PROFILES[suite])
-    )
+    return libsrtp_session(suite, key(suite), outbound=outbound)
 
 
 def session(impl: str, suite: str, outbound: bool) -> Any:
