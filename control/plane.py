@@ -42,7 +42,6 @@ from control.registration import RegistrationService
 from control.routing import RoutingServer
 from control.stats import StatsAggregator
 from control.store import Store, StoreError
-from relay import wire
 
 log = logging.getLogger("control.plane")
 
@@ -111,28 +110,29 @@ class ControlPlane:
         key derived from `box_key` does. `mailer` sends registrations' confirmation codes
         (None: approvals that need one are refused); `signup` throttles sign-ups (default:
         control/ratelimit.py's rates). The plane closes the mailer when it closes."""
-        routing: RoutingServer | None = None
-
-        async def publish(update: wire.Update) -> int:
-            assert routing is not None
-            return await routing.publish(update)
 
         async def journal(seq: int, body: str) -> None:
             await store.append_routing_update(body, seq=seq, created_at=clock())
 
+        routing = RoutingServer(
+            endpoints.routing, endpoints.snapshot, context=context, journal=journal
+        )
         service = MeetingService(
             store,
-            publish,
+            routing.publish,
             relay_host=relay_host,
             media_port=media_port,
             workers=workers,
             key_box=KeyBox(box_key),
             limits=limits,
         )
-        state = await service.routing_snapshot_state()
-        routing = RoutingServer(
-            endpoints.routing, endpoints.snapshot, state, context=context, journal=journal
-        )
+        try:
+            # What a restarted control plane serves, rebuilt from the store before the first
+            # snapshot request is answered (routing.start below).
+            state = routing.state = await service.routing_snapshot_state()
+        except BaseException:
+            await routing.close()
+            raise
         pii = PiiBox(derived_pii_key(box_key) if pii_key is None else pii_key)
         plane = cls(
             store,
