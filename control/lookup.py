@@ -8,9 +8,10 @@ from control.errors import Ended, NotFound
 from control.store import MeetingRow, Store
 
 
-async def find_meeting(store: Store, meeting_id: object) -> MeetingRow:
-    """The meeting, or NotFound (also for an id no meeting could have)."""
-    if not isinstance(meeting_id, str) or not meeting_id or len(meeting_id) > 64:
+async def find_meeting(store: Store, meeting_id: str) -> MeetingRow:
+    """The meeting, or NotFound (also for an id no meeting could have: ids are at most 64
+    characters, and a path may hold anything)."""
+    if not meeting_id or len(meeting_id) > 64:
         raise NotFound("no such meeting")
     meeting = await store.get_meeting(meeting_id)
     if meeting is None:
@@ -18,7 +19,7 @@ async def find_meeting(store: Store, meeting_id: object) -> MeetingRow:
     return meeting
 
 
-async def find_open_meeting(store: Store, meeting_id: object) -> MeetingRow:
+async def find_open_meeting(store: Store, meeting_id: str) -> MeetingRow:
     """The meeting, NotFound, or Ended once it has ended."""
     meeting = await find_meeting(store, meeting_id)
     if meeting.state == "ended":
