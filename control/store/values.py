@@ -6,8 +6,9 @@ refuse exactly the same things, and a refusal is an `InvalidValue` that names th
 (never a driver error, never the refused value itself). The checks return the value as
 stored: a float for a time, bytes for a memoryview.
 
-Also here: new ids (`new_id`), and the JSON list of feature names that `meetings.features`
-and `usage_records.features` hold.
+Also here: new ids (`new_id`), the JSON list of feature names that `meetings.features`
+and `usage_records.features` hold, and the text of a participant's typed columns: its
+streams a JSON array, its listening address "ip:port".
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from control.store.errors import InvalidValue
+from relay.vocabulary import Address
+from relay.wire import Stream
 
 __all__ = [
     "FEATURE_NAME",
@@ -33,8 +36,12 @@ __all__ = [
     "check_page",
     "check_text",
     "check_time",
+    "decode_address",
     "decode_features",
+    "decode_streams",
+    "encode_address",
     "encode_features",
+    "encode_streams",
     "merge_features",
     "new_id",
 ]
@@ -173,3 +180,29 @@ def check_digest(name: str, value: object) -> str:
     if len(text) > 128 or not text.isascii() or not text.isalnum():
         raise InvalidValue(f"{name} must be a digest: letters and digits")
     return text
+
+
+NO_STREAMS = "[]"
+
+
+def encode_streams(streams: Iterable[Stream]) -> str:
+    """A participant's streams as `participants.streams` holds them: a JSON array of
+    {ssrc, kind, pt, codec}."""
+    return json.dumps(
+        [{"ssrc": s.ssrc, "kind": s.kind, "pt": s.pt, "codec": s.codec} for s in streams]
+    )
+
+
+def decode_streams(text: str) -> tuple[Stream, ...]:
+    if text == NO_STREAMS:  # most participants (a webinar's audience) send nothing
+        return ()
+    return tuple(Stream(**item) for item in json.loads(text))
+
+
+def encode_address(address: Address | None) -> str | None:
+    """A listener's address as `participants.receive_at` holds it: "ip:port" ("[v6]:port")."""
+    return None if address is None else str(address)
+
+
+def decode_address(text: str | None) -> Address | None:
+    return None if text is None else Address.parse(text)
