@@ -37,7 +37,6 @@ from control.store import (
     DuplicateKey,
     ForeignKeyViolation,
     IntegrityViolation,
-    InvalidValue,
     MeetingRow,
     ParticipantRow,
     PostgresStore,
@@ -550,7 +549,9 @@ def test_usage_records_append_only_and_per_meeting(db: Db) -> None:
         usage_api = {n for n in dir(type(store)) if "usage" in n and not n.startswith("_")}
         assert usage_api == {"append_usage", "list_usage"}
         assert {n for n in dir(Store) if "usage" in n and not n.startswith("_")} == usage_api
-        with pytest.raises(InvalidValue, match="before"):
+        # The schema's rules (control/store/schema.sql): no end before the start, no
+        # negative count.
+        with pytest.raises(IntegrityViolation, match="usage record"):
             await store.append_usage(
                 meeting_id=a.id,
                 started_at=10.0,
@@ -559,7 +560,7 @@ def test_usage_records_append_only_and_per_meeting(db: Db) -> None:
                 peak_participants=0,
                 participant_minutes=0.0,
             )
-        with pytest.raises(InvalidValue, match="packets_in"):
+        with pytest.raises(IntegrityViolation, match="usage record"):
             await store.append_usage(
                 meeting_id=a.id,
                 started_at=1.0,
@@ -597,8 +598,6 @@ def test_routing_log_numbers_and_reads(db: Db) -> None:
             await store.append_routing_update("{}", seq=9)
         with pytest.raises(DuplicateKey):
             await store.append_routing_update("{}", seq=3)
-        with pytest.raises(InvalidValue, match="JSON"):
-            await store.append_routing_update("not json")
         assert await store.last_routing_seq() == 9
 
     async def second(store: Store) -> None:
@@ -665,14 +664,8 @@ def test_registration_round_trip_and_updates(db: Db) -> None:
         )
         assert again is not None and again.token_digest == "d2"
         assert await store.update_registration("nope", status="approved") is None
-        with pytest.raises(InvalidValue, match="status"):
-            await store.update_registration("r1", status="maybe")
-        with pytest.raises(InvalidValue, match="not both"):
+        with pytest.raises(ValueError, match="not both"):
             await store.update_registration("r1", token_digest="x", clear_token=True)
-        with pytest.raises(InvalidValue, match="sealed"):
-            await a_registration(store, m.id, sealed=b"")
-        with pytest.raises(InvalidValue, match="status"):
-            await a_registration(store, m.id, status="maybe")
         with pytest.raises(ForeignKeyViolation, match="no such meeting"):
             await a_registration(store, "nope")
         # one registration per email tag and meeting; another meeting may have it
@@ -806,17 +799,11 @@ def test_unconfirmed_registrations_confirm_once_with_their_code(db: Db) -> None:
         assert await store.get_registration_by_token(m.id, "tok") == done.row
         assert (await confirm("c0de")).outcome == NOT_UNCONFIRMED
         assert await store.count_registrations(m.id) == 1
-        for bad, word in (
-            ({"status": "unconfirmed"}, "status"),
-            ({"status": "pending"}, "token_digest"),  # a pending one has no token
-            ({"code_digest": "not hex!"}, "digest"),
-            ({"max_attempts": 0}, "max_attempts"),
-        ):
-            with pytest.raises(InvalidValue, match=word):
-                await confirm("c0de", **bad)
-        with pytest.raises(InvalidValue, match="unconfirmed"):
+        with pytest.raises(ValueError, match="token_digest"):
+            await confirm("c0de", status="pending")  # a pending one has no token
+        with pytest.raises(ValueError, match="unconfirmed"):
             await a_registration(store, m.id, confirm_digest="x", confirm_expires_at=1.0)
-        with pytest.raises(InvalidValue, match="unconfirmed"):
+        with pytest.raises(ValueError, match="unconfirmed"):
             await a_registration(store, m.id, status="unconfirmed", token_digest=None)
 
     db.run(body)
@@ -1016,8 +1003,6 @@ def test_erase_registrations_overwrites_and_scrubs_the_participant(db: Db) -> No
         await a_registration(store, m1.id, email_tag="same")
         by_id = await store.erase_registrations(registration_ids=[r3.id])
         assert [r.id for r in by_id] == [r3.id]
-        with pytest.raises(InvalidValue, match="list"):
-            await store.erase_registrations(registration_ids="abc")
 
     db.run(body)
 
@@ -1076,15 +1061,7 @@ def test_audit_log_appends_in_order(db: Db) -> None:
         assert [e.id for e in await store.list_audit(limit=2, offset=3)] == [4, 5]
         system = await store.append_audit(actor="system", action="meeting.end")
         assert system.meeting_id is None and system.detail == "{}"
-        for bad, word in (
-            ({"actor": "guest", "action": "x.y"}, "actor"),
-            ({"actor": "host", "action": "Lock Meeting"}, "action"),
-            ({"actor": "host", "action": "x.y", "detail": "[]"}, "JSON object"),
-            ({"actor": "host", "action": "x.y", "detail": "{"}, "JSON"),
-        ):
-            with pytest.raises(InvalidValue, match=word):
-                await store.append_audit(**bad)
-        assert len(await store.list_audit()) == 12  # nothing written by a refused call
+        assert len(await store.list_audit()) == 12
 
     db.run(body)
 

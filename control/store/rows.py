@@ -18,15 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from control.answers import State
+from control.answers import Actor, RegistrationStatus, State
 from relay.vocabulary import Address, Mode, Role, Suite
 from relay.wire import Stream
 
 __all__ = [
-    "ACTORS",
     "DEFAULT_PAGE",
     "MAX_WIRE_ID",
-    "REGISTRATION_STATUSES",
     "AuditRow",
     "MeetingRow",
     "ParticipantRow",
@@ -34,11 +32,6 @@ __all__ = [
     "RoutingUpdate",
     "UsageRecord",
 ]
-
-# What the schema's CHECK constraints allow (control/store/schema.sql); the store refuses
-# anything else before SQL runs (control/store/values.py).
-REGISTRATION_STATUSES = ("unconfirmed", "pending", "approved", "rejected")
-ACTORS = ("operator", "host", "system")
 
 DEFAULT_PAGE = 50
 """How many meetings `list_meetings` returns when no limit is given."""
@@ -133,7 +126,7 @@ class RegistrationRow:
 
     id: str
     meeting_id: str
-    status: str  # 'unconfirmed' | 'pending' | 'approved' | 'rejected'
+    status: RegistrationStatus
     sealed: bytes = field(repr=False)
     wrapped_key: bytes | None = field(repr=False)
     email_tag: str | None = field(repr=False)
@@ -156,7 +149,7 @@ class AuditRow:
 
     id: int  # increasing in the order the entries were appended
     at: float
-    actor: str  # 'operator' | 'host' | 'system'
+    actor: Actor
     action: str  # 'meeting.create', 'participant.expel', 'registration.erase', ...
     meeting_id: str | None  # not a foreign key: the audit outlives the meeting
     target: str | None  # the id acted on (a participant, a registration), if any
