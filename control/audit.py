@@ -28,7 +28,6 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from typing import cast
 
 from control.answers import Actor, AuditEntry
 from control.store.base import AuditRow, Store, StoreError
@@ -80,7 +79,7 @@ def audit_json(row: AuditRow) -> AuditEntry:
     return {
         "id": row.id,
         "at": row.at,
-        "actor": cast(Actor, row.actor),
+        "actor": row.actor,
         "action": row.action,
         "meeting_id": row.meeting_id,
         "target": row.target,

@@ -1,5 +1,5 @@
-"""A participant's media as each side is told it: the streams it sends (as the store keeps
-them), the routing update the workers get, and the SDP and join answer it gets.
+"""A participant's media as each side is told it: the routing update the workers get, and
+the SDP and join answer it gets.
 
 Shared by joining, role changes and the restart path (control/meetings.py), so that a
 participant is described the same way whichever of them describes it.
@@ -19,7 +19,6 @@ participant is described the same way whichever of them describes it.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 
 from control import ffmpeg
@@ -28,42 +27,18 @@ from control.errors import Invalid
 from control.sdp import listener_sdp, sender_sdp
 from control.store import MeetingRow, ParticipantRow
 from relay import wire
-from relay.vocabulary import Address, Mode, Role, Suite
+from relay.vocabulary import Address, Mode, Role
 
-__all__ = [
-    "Describer",
-    "address_of",
-    "described",
-    "load_streams",
-    "may_send",
-    "routing_update",
-    "streams_json",
-]
+__all__ = ["Describer", "described", "may_send", "routing_update"]
 
 
-def may_send(mode: str, role: str) -> bool:
+def may_send(mode: Mode, role: Role) -> bool:
     return role != Role.ATTENDEE or mode == Mode.MEETING
-
-
-def streams_json(streams: Sequence[wire.Stream]) -> str:
-    """The streams as the store keeps them."""
-    return json.dumps(
-        [{"ssrc": s.ssrc, "kind": s.kind, "pt": s.pt, "codec": s.codec} for s in streams]
-    )
-
-
-def load_streams(text: str) -> tuple[wire.Stream, ...]:
-    return tuple(wire.Stream(**item) for item in json.loads(text))
-
-
-def address_of(row: ParticipantRow) -> Address | None:
-    """Where a listener asked for media (None: it sends to the relay and gets media back)."""
-    return None if row.receive_at is None else Address.parse(row.receive_at)
 
 
 def sending_streams(meeting: MeetingRow, senders: Sequence[ParticipantRow]) -> list[wire.Stream]:
     """The streams of those among `senders` that may send, in their order."""
-    return [s for p in senders if may_send(meeting.mode, p.role) for s in load_streams(p.streams)]
+    return [s for p in senders if may_send(meeting.mode, p.role) for s in p.streams]
 
 
 def described(
@@ -87,7 +62,7 @@ def routing_update(
     row: ParticipantRow,
     uplink: bytes,
     downlink: bytes,
-    role: str | None = None,
+    role: Role | None = None,
     meeting_streams: Sequence[wire.Stream] = (),
     *,
     address_confirmed: bool = False,
@@ -95,18 +70,18 @@ def routing_update(
 ) -> wire.ParticipantJoined:
     """The routing update for a participant as stored (its role may be changing). A listener
     gets stream k of `meeting_streams` (what its SDP described) on port + 2k."""
-    address = address_of(row)
+    address = row.receive_at
     ports: tuple[tuple[int, int], ...] = ()
     if address is not None:
         ports = tuple((s.ssrc, address.port + 2 * k) for k, s in enumerate(meeting_streams))
     return wire.ParticipantJoined(
         row.wire_id,
         meeting.wire_id,
-        Role(role or row.role),
-        Suite(meeting.suite),
+        role or row.role,
+        meeting.suite,
         uplink,
         downlink,
-        load_streams(row.streams),
+        row.streams,
         address,
         row.worker,
         ports,
@@ -168,17 +143,17 @@ class Describer:
         meeting_streams: Sequence[wire.Stream],
     ) -> JoinAnswer:
         """The join answer: where to send, the keys, the SDP, ffmpeg's arguments."""
-        receive_at = address_of(row)
+        receive_at = row.receive_at
         sdp = self.sdp(
             meeting, row.worker, receive_at, downlink, declared, meeting_streams, row.wire_id
         )
         port = self.port(row.worker)
         return {
             "participant_id": row.id,
-            "role": Role(row.role),
+            "role": row.role,
             "relay": {"host": self.relay_host, "port": port},
             "srtp": {
-                "suite": Suite(meeting.suite),
+                "suite": meeting.suite,
                 "uplink": _b64(uplink),
                 "downlink": _b64(downlink),
             },

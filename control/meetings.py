@@ -35,14 +35,14 @@ from dataclasses import dataclass
 
 from control import auth
 from control.admission import Admission, own_key
-from control.answers import Actor, Controls, JoinAnswer
+from control.answers import Actor, Controls, JoinAnswer, State
 from control.audit import Audit
 from control.errors import Conflict, Forbidden, Locked, NotFound
 from control.keybox import KeyBox
 from control.keys import new_master_key
 from control.limits import JoinLimits
 from control.lookup import find_meeting, find_open_meeting
-from control.media import Describer, may_send, routing_update, sending_streams, streams_json
+from control.media import Describer, may_send, routing_update, sending_streams
 from control.participants import ParticipantService
 from control.proof_of_work import JoinPuzzles, Proof
 from control.rooms import Publish, Rooms
@@ -166,13 +166,13 @@ class MeetingService:
             host_key_digest=auth.secret_digest(host_key),
             created_at=now,
         )
-        await self.publish(wire.MeetingOpened(meeting.wire_id, Mode(meeting.mode)))
+        await self.publish(wire.MeetingOpened(meeting.wire_id, meeting.mode))
         log.info("meeting %s opened (%s)", meeting.id, meeting.mode)
         await self.audit.append(by, "meeting.create", meeting.id, None, {"mode": mode}, now=now)
         return Created(meeting, host_key, generated)
 
     async def list_meetings(
-        self, *, limit: int = 50, offset: int = 0, state: str | None = None
+        self, *, limit: int = 50, offset: int = 0, state: State | None = None
     ) -> list[MeetingRow]:
         return await self.store.list_meetings(limit=limit, offset=offset, state=state)
 
@@ -202,7 +202,7 @@ class MeetingService:
         the store with the switch: billed at the end even if switched off again, and even
         across a restart (control/usage.py)."""
         meeting = await find_open_meeting(self.store, meeting_id)
-        used = [name for name, on in (("locked", locked), ("recording", recording)) if on]
+        used = tuple(name for name, on in (("locked", locked), ("recording", recording)) if on)
         row = await self.store.update_meeting(
             meeting.id, locked=locked, recording=recording, add_features=used
         )
@@ -303,7 +303,7 @@ class MeetingService:
         service joining for its users): the per-client join rate does not count it, and the
         addresses it gives are taken as consented, as the operator's own."""
         meeting = await find_open_meeting(self.store, meeting_id)
-        own_uplink = own_key(Suite(meeting.suite), uplink)
+        own_uplink = own_key(meeting.suite, uplink)
         role = role or (Role.ATTENDEE if meeting.mode == Mode.WEBINAR else Role.PANELIST)
         is_host = self.admission.is_host(meeting, role, host_key)
         if meeting.locked and not is_host:
@@ -365,8 +365,8 @@ class MeetingService:
                     uplink_sealed=self.key_box.seal(uplink_key, participant_id),
                     downlink_sealed=self.key_box.seal(downlink, participant_id),
                     worker=worker,
-                    streams=streams_json(streams),
-                    receive_at=None if receive_at is None else str(receive_at),
+                    streams=tuple(streams),
+                    receive_at=receive_at,
                     joined_at=now,
                     participant_id=participant_id,
                 )

@@ -15,14 +15,7 @@ from control.audit import Audit
 from control.errors import Conflict, NotFound
 from control.keys import new_master_key
 from control.lookup import find_meeting, find_open_meeting
-from control.media import (
-    Describer,
-    described,
-    load_streams,
-    may_send,
-    routing_update,
-    sending_streams,
-)
+from control.media import Describer, described, may_send, routing_update, sending_streams
 from control.rooms import Rooms
 from control.store import MeetingRow, ParticipantRow
 from relay import wire
@@ -58,7 +51,7 @@ class ParticipantService:
             {
                 "id": p.id,
                 "name": p.name,
-                "role": Role(p.role),
+                "role": p.role,
                 "worker": p.worker,
                 "muted": p.muted,
                 "expelled": p.expelled,
@@ -66,7 +59,7 @@ class ParticipantService:
                 "left_at": p.left_at,
                 "streams": [
                     {"ssrc": s.ssrc, "kind": Kind(s.kind), "pt": s.pt, "codec": s.codec}
-                    for s in load_streams(p.streams)
+                    for s in p.streams
                 ],
                 "recording": meeting.recording and p.left_at is None,  # being recorded now
                 "media": media(p.wire_id),
@@ -124,7 +117,7 @@ class ParticipantService:
             action = "participant.mute" if muted else "participant.unmute"
             await self.audit.append(by, action, meeting.id, row.id, now=now)
         answer.update(
-            {"id": row.id, "role": Role(row.role), "muted": row.muted, "expelled": row.expelled}
+            {"id": row.id, "role": row.role, "muted": row.muted, "expelled": row.expelled}
         )
         return answer
 
@@ -134,7 +127,7 @@ class ParticipantService:
         """The role changes: ParticipantLeft, then ParticipantJoined under the same wire id.
         A role that may send, given to one that may not, gets new keys (the keys an attendee
         held never become send keys): returned as in a join answer."""
-        declared = list(load_streams(row.streams))
+        declared = list(row.streams)
         if declared and not may_send(meeting.mode, role):
             raise Conflict("a participant that declared streams cannot become an attendee")
         fresh = not may_send(meeting.mode, row.role) and may_send(meeting.mode, role)

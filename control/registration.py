@@ -80,10 +80,10 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from control import answers, auth
-from control.answers import Actor, RegistrationStatus
+from control.answers import Actor
 from control.audit import Audit
 from control.errors import (
     Conflict,
@@ -284,7 +284,7 @@ class RegistrationService:
         answer: answers.Registered = {
             "id": row.id,
             "meeting_id": meeting.id,
-            "status": _status(row),
+            "status": row.status,
         }
         if code is not None:
             try:
@@ -392,7 +392,7 @@ class RegistrationService:
         return {
             "id": row.id,
             "meeting_id": meeting.id,
-            "status": _status(step.row),
+            "status": step.row.status,
             "code_expires_at": step.row.confirm_expires_at,
         }
 
@@ -420,7 +420,7 @@ class RegistrationService:
         return {
             "id": row.id,
             "meeting_id": row.meeting_id,
-            "status": _status(row),
+            "status": row.status,
             "created_at": row.created_at,
             "updated_at": row.updated_at,
             "erased": row.erased_at is not None,
@@ -553,7 +553,7 @@ class RegistrationService:
         row = await self._registration(meeting, registration_id)
         if row.erased_at is not None:
             raise Gone("this registration was erased already")
-        erased = await self.store.erase_registrations(registration_ids=[row.id], erased_at=now)
+        erased = await self.store.erase_registrations(registration_ids=(row.id,), erased_at=now)
         if not erased:
             raise Gone("this registration was erased already")
         log.info("registration %s of meeting %s erased", row.id, meeting.id)
@@ -580,8 +580,3 @@ class RegistrationService:
             "erased": len(erased),
             "registrations": [{"id": r.id, "meeting_id": r.meeting_id} for r in erased],
         }
-
-
-def _status(row: RegistrationRow) -> RegistrationStatus:
-    """A row's status (the store keeps one of RegistrationStatus's, as this service wrote)."""
-    return cast(RegistrationStatus, row.status)

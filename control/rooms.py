@@ -23,12 +23,11 @@ from typing import Any
 from control.errors import NotFound
 from control.keybox import KeyBox
 from control.limits import JoinLimits
-from control.media import address_of, described, routing_update
+from control.media import described, routing_update
 from control.roster import Roster
 from control.routing import RoutingState
 from control.store import MeetingRow, ParticipantRow, Store
 from relay import wire
-from relay.vocabulary import Mode
 
 __all__ = ["Publish", "Rooms"]
 
@@ -82,9 +81,8 @@ class Rooms:
 
     def gone(self, row: ParticipantRow) -> None:
         """A participant stops being present: its receive_at no longer counts."""
-        address = address_of(row)
-        if row.left_at is None and address is not None:
-            self.limits.remove_listener(address.host)
+        if row.left_at is None and row.receive_at is not None:
+            self.limits.remove_listener(row.receive_at.host)
 
     def keys(self, row: ParticipantRow) -> tuple[bytes, bytes]:
         """Its master keys (uplink, downlink), unsealed."""
@@ -116,9 +114,7 @@ class Rooms:
         while True:
             page = await self.store.list_meetings(limit=500, offset=offset, state="open")
             for meeting in page:
-                state.meetings[meeting.wire_id] = wire.MeetingOpened(
-                    meeting.wire_id, Mode(meeting.mode)
-                )
+                state.meetings[meeting.wire_id] = wire.MeetingOpened(meeting.wire_id, meeting.mode)
                 if meeting.recording:
                     state.recording.add(meeting.wire_id)
                 everyone = await self.store.list_participants(meeting.id)
@@ -126,7 +122,7 @@ class Rooms:
                 for p in everyone:
                     if p.left_at is not None and not p.expelled:
                         continue
-                    address = address_of(p)
+                    address = p.receive_at
                     if p.left_at is None and address is not None:
                         self.limits.add_listener(address.host)
                     streams = described(meeting, p, everyone) if address else []

@@ -21,7 +21,6 @@ need the store's own counts instead; one control plane per store holds for now.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -29,11 +28,9 @@ from control.store.base import ParticipantRow
 
 __all__ = ["Roster"]
 
-NO_STREAMS = "[]"
-
 
 def _declares_streams(row: ParticipantRow) -> bool:
-    return row.streams != NO_STREAMS
+    return bool(row.streams)
 
 
 @dataclass
@@ -88,4 +85,4 @@ class Roster:
         return list(self.senders.values())
 
     def taken_ssrcs(self) -> set[int]:
-        return {int(s["ssrc"]) for r in self.present_senders() for s in json.loads(r.streams)}
+        return {s.ssrc for r in self.present_senders() for s in r.streams}

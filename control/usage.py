@@ -77,6 +77,6 @@ async def record_usage(
         total_participants=total,
         peak_participants=peak,
         participant_minutes=minutes,
-        features=features_used(meeting),
+        features=tuple(features_used(meeting)),
         **totals,
     )

@@ -35,7 +35,7 @@ from control.store.base import SCHEMA_VERSION
 from control.usage import usage_figures
 from relay import wire
 from relay.srtp import Session
-from relay.vocabulary import Address, Mode, Role
+from relay.vocabulary import Address, Mode, Role, Suite
 from relay.wire import Stream
 
 BOX = KeyBox(b"k" * 32)
@@ -624,8 +624,8 @@ def test_schema_v1_database_migrates(tmp_path: Path) -> None:
             muted BOOLEAN NOT NULL DEFAULT FALSE, expelled BOOLEAN NOT NULL DEFAULT FALSE,
             joined_at DOUBLE PRECISION NOT NULL, left_at DOUBLE PRECISION);
         INSERT INTO meetings (id, title, mode, suite, password_hash, host_key_digest, created_at)
-            VALUES ('m1', 't', 'meeting', 's', 'h', 'd', 1.0), ('m2', 't', 'meeting', 's', 'h',
-            'd', 2.0);
+            VALUES ('m1', 't', 'meeting', 'AEAD_AES_128_GCM', 'h', 'd', 1.0),
+            ('m2', 't', 'meeting', 'AEAD_AES_128_GCM', 'h', 'd', 2.0);
         INSERT INTO participants (id, meeting_id, name, role, uplink_sealed, downlink_sealed,
             worker, joined_at) VALUES ('p1', 'm2', 'n', 'host', x'01', x'02', 0, 3.0);
         """
@@ -642,7 +642,11 @@ def test_schema_v1_database_migrates(tmp_path: Path) -> None:
             assert m1.features == m2.features == ()
             assert m1.registration is None and await store.list_registrations("m1") == []
             m3 = await store.create_meeting(
-                title="t", mode="meeting", suite="s", password_hash="h", host_key_digest="d"
+                title="t",
+                mode=Mode.MEETING,
+                suite=Suite.AEAD_AES_128_GCM,
+                password_hash="h",
+                host_key_digest="d",
             )
             assert m3.wire_id == 3
 

@@ -37,7 +37,6 @@ from control.store import (
     DuplicateKey,
     ForeignKeyViolation,
     IntegrityViolation,
-    InvalidValue,
     MeetingRow,
     ParticipantRow,
     PostgresStore,
@@ -74,6 +73,8 @@ from control.store.base import (
 from control.store.executor import POSTGRESQL
 from control.store.postgres import numbered, redact_url
 from control.store.schema import schema_statements, schema_text
+from relay.vocabulary import Address, Mode, Role, Suite
+from relay.wire import Stream
 from tests.pg_server import PostgresServer, postgres_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +85,7 @@ STATEMENTS = {
     if name.isupper() and isinstance(value, str)
 }
 """Every constant statement of the store, by name (the modules by entity hold their own)."""
-SUITE = "AES_CM_128_HMAC_SHA1_80"
+SUITE = Suite.AES_CM_128_HMAC_SHA1_80
 T = TypeVar("T")
 
 
@@ -188,7 +189,7 @@ def pg(request: pytest.FixtureRequest) -> Db:
 async def a_meeting(store: Store, **kw: Any) -> MeetingRow:
     args: dict[str, Any] = {
         "title": "weekly",
-        "mode": "meeting",
+        "mode": Mode.MEETING,
         "suite": SUITE,
         "password_hash": "$scrypt$n=16384$salt$hash",
         "host_key_digest": "ab" * 32,
@@ -201,7 +202,7 @@ async def a_participant(store: Store, meeting_id: str, **kw: Any) -> Participant
     args: dict[str, Any] = {
         "meeting_id": meeting_id,
         "name": "Ada",
-        "role": "panelist",
+        "role": Role.PANELIST,
         "uplink_sealed": b"\x01sealed-up",
         "downlink_sealed": b"\x02sealed-down",
         "worker": 0,
@@ -235,24 +236,6 @@ def test_meeting_round_trip(db: Db) -> None:
         assert chosen.id == "room-1" and await store.get_meeting("room-1") == chosen
         with pytest.raises(DuplicateKey, match="room-1"):
             await a_meeting(store, meeting_id="room-1")
-
-    db.run(body)
-
-
-def test_meeting_values_checked_before_sql(db: Db) -> None:
-    async def body(store: Store) -> None:
-        with pytest.raises(InvalidValue, match="mode"):
-            await a_meeting(store, mode="party")
-        with pytest.raises(InvalidValue, match="password_hash"):
-            await a_meeting(store, password_hash="")
-        made = await a_meeting(store)
-        with pytest.raises(InvalidValue, match="state"):
-            await store.update_meeting(made.id, state="paused")
-        with pytest.raises(InvalidValue, match="locked"):
-            await store.update_meeting(made.id, locked=1)  # type: ignore[arg-type]
-        with pytest.raises(InvalidValue, match="limit"):
-            await store.list_meetings(limit=-1)
-        assert await store.list_meetings() == [made]  # nothing half-written
 
     db.run(body)
 
@@ -339,38 +322,6 @@ def test_meeting_features_added_and_unioned(db: Db) -> None:
     assert stored == [('["breakout_rooms", "locked", "recording"]',)]
 
 
-def test_meeting_feature_names_checked(db: Db) -> None:
-    async def body(store: Store) -> None:
-        made = await a_meeting(store)
-        bad: list[object] = [
-            "recording",  # a string, not a list of names
-            b"recording",
-            [""],
-            ["Recording"],
-            ["rec-ording"],
-            ["recording "],
-            ["recording\n"],
-            ["a" * 33],
-            ["ok", "not ok"],
-            [1],
-            [None],
-            {"recording": True},
-            42,
-        ]
-        for value in bad:
-            with pytest.raises(InvalidValue, match="add_features"):
-                await store.update_meeting(
-                    made.id,
-                    locked=True,
-                    add_features=value,  # type: ignore[arg-type]
-                )
-        assert await store.get_meeting(made.id) == made  # nothing half-written
-        longest = await store.update_meeting(made.id, add_features=["a" * 32, "_"])
-        assert longest is not None and longest.features == ("_", "a" * 32)
-
-    db.run(body)
-
-
 def test_delete_meeting_removes_participants_keeps_usage(db: Db) -> None:
     async def body(store: Store) -> None:
         gone, kept = await a_meeting(store), await a_meeting(store)
@@ -399,16 +350,16 @@ def test_delete_meeting_removes_participants_keeps_usage(db: Db) -> None:
 
 
 def test_participant_round_trip(db: Db) -> None:
-    async def body(store: Store) -> None:
-        meeting = await a_meeting(store, mode="webinar")
-        streams = json.dumps([{"ssrc": 1234, "kind": "audio", "pt": 111, "codec": "opus/48000/2"}])
+    async def body(store: Store) -> str:
+        meeting = await a_meeting(store, mode=Mode.WEBINAR)
+        streams = (Stream(1234), Stream(5678, "video", 96, "VP8/90000"))
         made = await a_participant(
             store,
             meeting.id,
             name="Grace Hopper",
-            role="attendee",
+            role=Role.ATTENDEE,
             streams=streams,
-            receive_at="192.0.2.7:40000",
+            receive_at=Address("192.0.2.7", 40000),
             uplink_sealed=bytes(range(256)),  # every byte value survives
             downlink_sealed=b"\x00" * 46,
             worker=3,
@@ -417,43 +368,42 @@ def test_participant_round_trip(db: Db) -> None:
         got = await store.get_participant(made.id)
         assert got == made
         assert got.uplink_sealed == bytes(range(256)) and isinstance(got.uplink_sealed, bytes)
-        assert json.loads(got.streams) == json.loads(streams)
+        assert got.streams == streams
         assert (got.role, got.worker, got.receive_at, got.joined_at) == (
-            "attendee",
+            Role.ATTENDEE,
             3,
-            "192.0.2.7:40000",
+            Address("192.0.2.7", 40000),
             1234.5,
         )
+        assert type(got.role) is Role and type(got.receive_at) is Address
         assert not got.muted and not got.expelled and got.left_at is None
         assert await store.get_participant(made.id, meeting_id=meeting.id) == made
         assert await store.get_participant("nobody") is None
         plain = await a_participant(store, meeting.id)
-        assert plain.streams == "[]" and plain.receive_at is None
-        assert await store.list_participants(meeting.id) == [made, plain]
+        assert plain.streams == () and plain.receive_at is None
+        v6 = await a_participant(
+            store, meeting.id, receive_at=Address("2001:db8::1", 5004), joined_at=9e9
+        )
+        assert await store.list_participants(meeting.id) == [made, plain, v6]
         # Logged rows carry no personal data and no key material.
         text = repr(got)
         assert "Grace" not in text and "192.0.2.7" not in text and "sealed" not in text
         assert "scrypt" not in repr(meeting)
+        return meeting.id
 
-    db.run(body)
-
-
-def test_participant_values_checked(db: Db) -> None:
-    async def body(store: Store) -> None:
-        meeting = await a_meeting(store)
-        with pytest.raises(InvalidValue, match="role"):
-            await a_participant(store, meeting.id, role="owner")
-        with pytest.raises(InvalidValue, match="streams"):
-            await a_participant(store, meeting.id, streams="{not json")
-        with pytest.raises(InvalidValue, match="streams"):
-            await a_participant(store, meeting.id, streams='{"ssrc": 1}')
-        with pytest.raises(InvalidValue, match="uplink_sealed"):
-            await a_participant(store, meeting.id, uplink_sealed="key")
-        with pytest.raises(InvalidValue, match="worker"):
-            await a_participant(store, meeting.id, worker=-1)
-        assert await store.list_participants(meeting.id) == []
-
-    db.run(body)
+    meeting_id = db.run(body)
+    # Stored as text: the streams a JSON array, the address "ip:port" ("[v6]:port").
+    query = "SELECT role, streams, receive_at FROM participants WHERE meeting_id = ?"
+    assert set(db.raw((query, (meeting_id,)))) == {
+        (
+            "attendee",
+            '[{"ssrc": 1234, "kind": "audio", "pt": 111, "codec": "opus/48000/2"}, '
+            '{"ssrc": 5678, "kind": "video", "pt": 96, "codec": "VP8/90000"}]',
+            "192.0.2.7:40000",
+        ),
+        ("panelist", "[]", None),
+        ("panelist", "[]", "[2001:db8::1]:5004"),
+    }
 
 
 def test_update_participant(db: Db) -> None:
@@ -486,8 +436,6 @@ def test_update_participant(db: Db) -> None:
         )
         assert await store.update_participant(made.id) == unmuted
         assert await store.update_participant("nobody", muted=True) is None
-        with pytest.raises(InvalidValue, match="role"):
-            await store.update_participant(made.id, role="owner")
 
     db.run(body)
 
@@ -601,7 +549,9 @@ def test_usage_records_append_only_and_per_meeting(db: Db) -> None:
         usage_api = {n for n in dir(type(store)) if "usage" in n and not n.startswith("_")}
         assert usage_api == {"append_usage", "list_usage"}
         assert {n for n in dir(Store) if "usage" in n and not n.startswith("_")} == usage_api
-        with pytest.raises(InvalidValue, match="before"):
+        # The schema's rules (control/store/schema.sql): no end before the start, no
+        # negative count.
+        with pytest.raises(IntegrityViolation, match="usage record"):
             await store.append_usage(
                 meeting_id=a.id,
                 started_at=10.0,
@@ -610,7 +560,7 @@ def test_usage_records_append_only_and_per_meeting(db: Db) -> None:
                 peak_participants=0,
                 participant_minutes=0.0,
             )
-        with pytest.raises(InvalidValue, match="packets_in"):
+        with pytest.raises(IntegrityViolation, match="usage record"):
             await store.append_usage(
                 meeting_id=a.id,
                 started_at=1.0,
@@ -648,8 +598,6 @@ def test_routing_log_numbers_and_reads(db: Db) -> None:
             await store.append_routing_update("{}", seq=9)
         with pytest.raises(DuplicateKey):
             await store.append_routing_update("{}", seq=3)
-        with pytest.raises(InvalidValue, match="JSON"):
-            await store.append_routing_update("not json")
         assert await store.last_routing_seq() == 9
 
     async def second(store: Store) -> None:
@@ -716,14 +664,8 @@ def test_registration_round_trip_and_updates(db: Db) -> None:
         )
         assert again is not None and again.token_digest == "d2"
         assert await store.update_registration("nope", status="approved") is None
-        with pytest.raises(InvalidValue, match="status"):
-            await store.update_registration("r1", status="maybe")
-        with pytest.raises(InvalidValue, match="not both"):
+        with pytest.raises(ValueError, match="not both"):
             await store.update_registration("r1", token_digest="x", clear_token=True)
-        with pytest.raises(InvalidValue, match="sealed"):
-            await a_registration(store, m.id, sealed=b"")
-        with pytest.raises(InvalidValue, match="status"):
-            await a_registration(store, m.id, status="maybe")
         with pytest.raises(ForeignKeyViolation, match="no such meeting"):
             await a_registration(store, "nope")
         # one registration per email tag and meeting; another meeting may have it
@@ -857,17 +799,11 @@ def test_unconfirmed_registrations_confirm_once_with_their_code(db: Db) -> None:
         assert await store.get_registration_by_token(m.id, "tok") == done.row
         assert (await confirm("c0de")).outcome == NOT_UNCONFIRMED
         assert await store.count_registrations(m.id) == 1
-        for bad, word in (
-            ({"status": "unconfirmed"}, "status"),
-            ({"status": "pending"}, "token_digest"),  # a pending one has no token
-            ({"code_digest": "not hex!"}, "digest"),
-            ({"max_attempts": 0}, "max_attempts"),
-        ):
-            with pytest.raises(InvalidValue, match=word):
-                await confirm("c0de", **bad)
-        with pytest.raises(InvalidValue, match="unconfirmed"):
+        with pytest.raises(ValueError, match="token_digest"):
+            await confirm("c0de", status="pending")  # a pending one has no token
+        with pytest.raises(ValueError, match="unconfirmed"):
             await a_registration(store, m.id, confirm_digest="x", confirm_expires_at=1.0)
-        with pytest.raises(InvalidValue, match="unconfirmed"):
+        with pytest.raises(ValueError, match="unconfirmed"):
             await a_registration(store, m.id, status="unconfirmed", token_digest=None)
 
     db.run(body)
@@ -1018,9 +954,13 @@ def test_sqlite_purged_registrations_leave_nothing_on_disk(tmp_path: Path) -> No
 def test_erase_registrations_overwrites_and_scrubs_the_participant(db: Db) -> None:
     async def body(store: Store) -> None:
         m1, m2 = await a_meeting(store), await a_meeting(store, title="two")
-        p = await a_participant(store, m1.id, name="Grace Hopper", receive_at="192.0.2.1:5004")
+        p = await a_participant(
+            store, m1.id, name="Grace Hopper", receive_at=Address("192.0.2.1", 5004)
+        )
         await store.update_participant(p.id, left_at=5.0)
-        here = await a_participant(store, m1.id, name="Still Here", receive_at="192.0.2.2:5004")
+        here = await a_participant(
+            store, m1.id, name="Still Here", receive_at=Address("192.0.2.2", 5004)
+        )
         r0 = await a_registration(store, m1.id, token_digest="d0")
         await store.use_registration_token(
             meeting_id=m1.id, token_digest="d0", participant_id=here.id, used_at=3.0
@@ -1050,7 +990,7 @@ def test_erase_registrations_overwrites_and_scrubs_the_participant(db: Db) -> No
         present = await store.get_participant(here.id)
         # present: the name goes, the address the workers send to stays until it leaves
         assert present is not None and present.name == ""
-        assert present.receive_at == "192.0.2.2:5004"
+        assert present.receive_at == Address("192.0.2.2", 5004)
         assert (await store.get_participant(keep.id)).name == "Alan Turing"  # type: ignore[union-attr]
         assert await store.get_registration(r3.id) == r3
         # erased once: nothing more to erase, and an erased registration never changes
@@ -1063,8 +1003,6 @@ def test_erase_registrations_overwrites_and_scrubs_the_participant(db: Db) -> No
         await a_registration(store, m1.id, email_tag="same")
         by_id = await store.erase_registrations(registration_ids=[r3.id])
         assert [r.id for r in by_id] == [r3.id]
-        with pytest.raises(InvalidValue, match="list"):
-            await store.erase_registrations(registration_ids="abc")
 
     db.run(body)
 
@@ -1087,10 +1025,6 @@ def test_meeting_registration_settings(db: Db) -> None:
         changed = await store.update_meeting(m.id, registration=settings)
         assert changed is not None and changed.registration == settings
         assert (await store.get_meeting(m.id)) == changed
-        with pytest.raises(InvalidValue, match="JSON object"):
-            await store.update_meeting(m.id, registration="[1]")
-        with pytest.raises(InvalidValue, match="JSON"):
-            await store.update_meeting(m.id, registration="{")
 
     db.run(body)
 
@@ -1127,15 +1061,7 @@ def test_audit_log_appends_in_order(db: Db) -> None:
         assert [e.id for e in await store.list_audit(limit=2, offset=3)] == [4, 5]
         system = await store.append_audit(actor="system", action="meeting.end")
         assert system.meeting_id is None and system.detail == "{}"
-        for bad, word in (
-            ({"actor": "guest", "action": "x.y"}, "actor"),
-            ({"actor": "host", "action": "Lock Meeting"}, "action"),
-            ({"actor": "host", "action": "x.y", "detail": "[]"}, "JSON object"),
-            ({"actor": "host", "action": "x.y", "detail": "{"}, "JSON"),
-        ):
-            with pytest.raises(InvalidValue, match=word):
-                await store.append_audit(**bad)
-        assert len(await store.list_audit()) == 12  # nothing written by a refused call
+        assert len(await store.list_audit()) == 12
 
     db.run(body)
 
@@ -1652,7 +1578,8 @@ from control.store import SqliteStore
 
 async def main():
     store = await SqliteStore.open({str(path)!r})
-    m = await store.create_meeting(title="t", mode="meeting", suite="s", password_hash="h",
+    m = await store.create_meeting(title="t", mode="meeting", suite="AEAD_AES_128_GCM",
+                                   password_hash="h",
                                    host_key_digest="d", meeting_id="killed")
     await asyncio.gather(*(store.add_participant(meeting_id=m.id, name=str(i), role="host",
                             uplink_sealed=b"u", downlink_sealed=b"d", worker=0)

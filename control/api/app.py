@@ -24,7 +24,7 @@ from control.api.errors import BodyLimit, error_response, validation_message
 from control.errors import ApiError, ProofOfWorkRequired, Throttled, Unauthorized
 from control.plane import ControlPlane
 from control.proxies import TrustedProxies
-from control.store import InvalidValue, StoreError
+from control.store import StoreError
 
 log = logging.getLogger("control.api")
 
@@ -94,8 +94,6 @@ def create_app(
 
     @app.exception_handler(StoreError)
     async def store_error(_request: Request, exc: StoreError) -> Any:
-        if isinstance(exc, InvalidValue):  # a value the store refuses: the caller's input
-            return error_response(422, "invalid", str(exc))
         log.error("storage failed: %s", exc)
         return error_response(503, "unavailable", "storage is unavailable; try again")
 

@@ -10,16 +10,15 @@ import json
 
 from control import answers
 from control.store import MeetingRow, UsageRecord
-from relay.vocabulary import Mode, Suite
 
 
 def meeting_json(m: MeetingRow) -> answers.Meeting:
     return {
         "id": m.id,
         "title": m.title,
-        "mode": Mode(m.mode),
-        "suite": Suite(m.suite),
-        "state": "ended" if m.state == "ended" else "open",
+        "mode": m.mode,
+        "suite": m.suite,
+        "state": m.state,
         "locked": m.locked,
         "recording": m.recording,
         "created_at": m.created_at,

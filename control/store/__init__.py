@@ -9,11 +9,12 @@ its operations are written once over an executor (control/store/executor.py) tha
 backend implements, so they accept, refuse and return alike.
 
 The modules: `store` (the class), `meetings`, `participants`, `registrations`,
-`confirmation` and `records` (the operations by entity: statements, rows' encoding, checks of
-arguments), `core` (how an operation runs), `executor` (the executor and the SQL dialects),
-`numbering` (the numbers the store assigns), `schema` (with schema.sql: the schema and its
-migrations), `rows`, `errors`, `values` (the checks), `sqlite` and `postgres` (the
-backends), and `base` (the names the services import).
+`confirmation` and `records` (the operations by entity: statements, rows' encoding), `core`
+(how an operation runs), `executor` (the executor and the SQL dialects), `numbering` (the
+numbers the store assigns), `schema` (with schema.sql: the schema and its migrations), `rows`
+(typed in the vocabulary: relay/vocabulary.py), `errors`, `values` (the encodings of a few
+columns), `sqlite` and `postgres` (the backends), and `base` (the names the services
+import).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from control.store.base import (
     DuplicateKey,
     ForeignKeyViolation,
     IntegrityViolation,
-    InvalidValue,
     MeetingRow,
     ParticipantRow,
     RegistrationErased,
@@ -49,7 +49,6 @@ __all__ = [
     "DuplicateKey",
     "ForeignKeyViolation",
     "IntegrityViolation",
-    "InvalidValue",
     "MeetingRow",
     "ParticipantRow",
     "PostgresStore",

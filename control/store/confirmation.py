@@ -18,10 +18,9 @@ import functools
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from control.store.core import StoreCore, read_one
-from control.store.errors import InvalidValue
 from control.store.executor import Database, update
 from control.store.registrations import (
     SELECT_REGISTRATION,
@@ -31,14 +30,6 @@ from control.store.registrations import (
     registration_row,
 )
 from control.store.rows import RegistrationRow
-from control.store.values import (
-    check_choice,
-    check_digest,
-    check_int,
-    check_number,
-    check_text,
-    check_time,
-)
 
 __all__ = [
     "CODE_EXPIRED",
@@ -81,6 +72,10 @@ TOO_SOON = "too_soon"  # the last code went out less than the minimum interval a
 NO_MORE_CODES = "no_more_codes"  # as many codes were sent as one registration gets
 
 
+Confirmed = Literal["pending", "approved"]
+"""What a confirmed registration becomes."""
+
+
 @dataclass(frozen=True, slots=True)
 class RegistrationStep:
     """What a confirmation or a new code did: the outcome (above) and the row after it."""
@@ -95,7 +90,7 @@ def confirmation_step(
     code_digest: str,
     now: float,
     max_attempts: int,
-    status: str,
+    status: Confirmed,
     token_digest: str | None,
 ) -> tuple[str, dict[str, object]]:
     """The outcome of trying the code whose digest is `code_digest` on `row`, and the columns
@@ -112,7 +107,9 @@ def confirmation_step(
         or row.confirm_attempts >= max_attempts
     ):
         return CODE_EXPIRED, {}
-    if not hmac.compare_digest(row.confirm_digest, code_digest):
+    # Compared as bytes: `hmac.compare_digest` takes str only when it is ASCII, and bytes
+    # compare in constant time whatever they hold.
+    if not hmac.compare_digest(row.confirm_digest.encode(), code_digest.encode()):
         attempts = row.confirm_attempts + 1
         changes: dict[str, object] = {"confirm_attempts": attempts, "updated_at": now}
         if attempts >= max_attempts:
@@ -213,7 +210,7 @@ class ConfirmationOperations(StoreCore):
         code_digest: str,
         now: float,
         max_attempts: int,
-        status: str,
+        status: Confirmed,
         token_digest: str | None = None,
         capacity: int | None = None,
     ) -> RegistrationStep | None:
@@ -222,22 +219,14 @@ class ConfirmationOperations(StoreCore):
         (`confirmation_step`): on a match it gets `status` (pending or approved, with
         `token_digest`), unless `capacity` registrations count already (FULL, nothing
         changed). None when the meeting has no such registration."""
-        check_text("registration id", registration_id)
-        check_text("meeting id", meeting_id)
-        check_digest("code_digest", code_digest)
-        when = check_time("now", now)
-        check_int("max_attempts", max_attempts, minimum=1)
-        check_choice("status", status, ("pending", "approved"))  # what a confirmation gives
+        # Not a type's re-check: the types do not tie the token to the status, and an approved
+        # registration without one could never join. A caller's mistake: ValueError.
         if (status == "approved") != (token_digest is not None):
-            raise InvalidValue("an approved registration, and only one, takes a token_digest")
-        if token_digest is not None:
-            check_digest("token_digest", token_digest)
-        if capacity is not None:
-            check_int("capacity", capacity)
+            raise ValueError("an approved registration, and only one, takes a token_digest")
         decide: Decide = functools.partial(
             confirmation_step,
             code_digest=code_digest,
-            now=when,
+            now=now,
             max_attempts=max_attempts,
             status=status,
             token_digest=token_digest,
@@ -257,27 +246,23 @@ class ConfirmationOperations(StoreCore):
     ) -> RegistrationStep | None:
         """Replace an unconfirmed registration's code with a new one, in one transaction
         (`renewal_step`); None when the meeting has no such registration."""
-        check_text("registration id", registration_id)
-        check_text("meeting id", meeting_id)
         decide: Decide = functools.partial(
             renewal_step,
-            code_digest=check_digest("code_digest", code_digest),
-            expires_at=check_time("expires_at", expires_at),
-            now=check_time("now", now),
-            min_interval=check_number("min_interval", min_interval),
-            max_sends=check_int("max_sends", max_sends, minimum=1),
+            code_digest=code_digest,
+            expires_at=expires_at,
+            now=now,
+            min_interval=min_interval,
+            max_sends=max_sends,
         )
         return await self._run(registration_step, registration_id, meeting_id, decide, None)
 
     async def discard_unconfirmed(self, registration_id: str) -> bool:
         """Delete a registration if it is still unconfirmed (its code could not be mailed);
         whether one was deleted. On SQLite nothing of it stays in the file or the WAL."""
-        check_text("registration id", registration_id)
         return await self._run(delete_unconfirmed, DISCARD_UNCONFIRMED, (registration_id,)) > 0
 
     async def purge_unconfirmed(self, created_before: float) -> int:
         """Delete every unconfirmed registration made before `created_before` (nobody
         confirmed it: its personal data goes); how many. On SQLite nothing of them stays in
         the file or the WAL."""
-        when = check_time("created_before", created_before)
-        return await self._run(delete_unconfirmed, PURGE_UNCONFIRMED, (when,))
+        return await self._run(delete_unconfirmed, PURGE_UNCONFIRMED, (created_before,))

@@ -1,12 +1,12 @@
 """What every store operation runs through: `StoreCore`, and the operations several entities
 share (a read decoded into a row, an update of the given columns).
 
-A public method of the store (control/store/store.py) checks its arguments first
-(control/store/values.py: nothing invalid reaches SQL), then runs its operation with
-`StoreCore._run`: a coroutine over the database's executor (control/store/executor.py),
-written once for SQLite and PostgreSQL. The executor decides where it runs: SQLite runs it
-whole on the store's one thread, PostgreSQL as a task on a pooled connection; on both,
-`close()` waits for the calls made before it, and a call after it raises StoreClosed.
+A public method of the store (control/store/store.py) builds its row or its statement's
+parameters from its typed arguments, then runs its operation with `StoreCore._run`: a
+coroutine over the database's executor (control/store/executor.py), written once for SQLite
+and PostgreSQL. The executor decides where it runs: SQLite runs it whole on the store's one
+thread, PostgreSQL as a task on a pooled connection; on both, `close()` waits for the calls
+made before it, and a call after it raises StoreClosed.
 
 A change that depends on what a row holds (a meeting's features: names are added to the
 stored set; a registration that must not be erased) reads the row inside the updating

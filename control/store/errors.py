@@ -2,9 +2,9 @@
 
 Each backend's executor (control/store/sqlite.py, control/store/postgres.py) turns its driver's
 exceptions into these, so the services never import sqlite3 or asyncpg and never see a driver
-message where a store error is expected: `InvalidValue` before any SQL runs,
-`ForeignKeyViolation`, `DuplicateKey` or `IntegrityViolation` for a constraint of the
-database, `StoreClosed` after `close()`, `StoreError` for anything else the database reports.
+message where a store error is expected: `ForeignKeyViolation`, `DuplicateKey` or
+`IntegrityViolation` for a constraint of the database, `StoreClosed` after `close()`,
+`StoreError` for anything else the database reports.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ __all__ = [
     "DuplicateKey",
     "ForeignKeyViolation",
     "IntegrityViolation",
-    "InvalidValue",
     "RegistrationErased",
     "SchemaMismatch",
     "StoreClosed",
@@ -43,11 +42,6 @@ class StoreClosed(StoreError):
 
 class SchemaMismatch(StoreError):
     """The database was written by a newer relay (a schema version this code does not know)."""
-
-
-class InvalidValue(StoreError, ValueError):
-    """A value the schema does not allow (an unknown role or mode, a negative count, ...),
-    refused before it reaches the database."""
 
 
 class IntegrityViolation(StoreError):

@@ -1,5 +1,5 @@
-"""Meetings: their statements, their rows, the checks of what a caller gives, and the store's
-meeting operations (create, read, list, update, delete), written once over the executor.
+"""Meetings: their statements, their rows, and the store's meeting operations (create, read,
+list, update, delete), written once over the executor.
 
 A meeting's wire id is assigned in the inserting transaction (control/store/numbering.py).
 Its features (version 3) are only ever added to: an update that adds names reads the stored
@@ -13,27 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
-from typing import Any
 
+from control.answers import State
 from control.store.core import Derive, StoreCore, Updatable, update_row
 from control.store.errors import IntegrityViolation, restated
 from control.store.executor import Database, Row, marks
 from control.store.numbering import take_wire_id
-from control.store.rows import DEFAULT_PAGE, MODES, STATES, MeetingRow
-from control.store.values import (
-    check_bool,
-    check_choice,
-    check_feature_names,
-    check_int,
-    check_json_object,
-    check_text,
-    check_time,
-    decode_features,
-    encode_features,
-    merge_features,
-    new_id,
-)
+from control.store.rows import DEFAULT_PAGE, MeetingRow
+from control.store.values import decode_features, encode_features, merge_features, new_id
+from relay.vocabulary import Mode, Suite
 
 __all__ = ["MeetingOperations"]
 
@@ -72,8 +60,8 @@ def meeting_row(r: Row) -> MeetingRow:
     return MeetingRow(
         id=r[0],
         title=r[1],
-        mode=r[2],
-        suite=r[3],
+        mode=Mode(r[2]),
+        suite=Suite(r[3]),
         password_hash=r[4],
         panelist_password_hash=r[5],
         host_key_digest=r[6],
@@ -91,7 +79,7 @@ def meeting_row(r: Row) -> MeetingRow:
 MEETINGS = Updatable("meetings", MEETING_UPDATABLE, SELECT_MEETING, meeting_row)
 
 
-def meeting_params(m: MeetingRow) -> tuple[Any, ...]:
+def meeting_params(m: MeetingRow) -> tuple[object, ...]:
     return (
         m.id,
         m.title,
@@ -150,8 +138,8 @@ class MeetingOperations(StoreCore):
         self,
         *,
         title: str,
-        mode: str,
-        suite: str,
+        mode: Mode,
+        suite: Suite,
         password_hash: str,
         host_key_digest: str,
         panelist_password_hash: str | None = None,
@@ -161,21 +149,17 @@ class MeetingOperations(StoreCore):
         """A new open, unlocked, not recording meeting with no features. `meeting_id` defaults
         to `new_id()`, `created_at` to now; DuplicateKey if the id is taken."""
         row = MeetingRow(
-            id=new_id() if meeting_id is None else check_text("meeting id", meeting_id),
-            title=check_text("title", title, empty=True),
-            mode=check_choice("mode", mode, MODES),
-            suite=check_text("suite", suite),
-            password_hash=check_text("password_hash", password_hash),
-            panelist_password_hash=(
-                None
-                if panelist_password_hash is None
-                else check_text("panelist_password_hash", panelist_password_hash)
-            ),
-            host_key_digest=check_text("host_key_digest", host_key_digest),
+            id=new_id() if meeting_id is None else meeting_id,
+            title=title,
+            mode=mode,
+            suite=suite,
+            password_hash=password_hash,
+            panelist_password_hash=panelist_password_hash,
+            host_key_digest=host_key_digest,
             state="open",
             locked=False,
             recording=False,
-            created_at=time.time() if created_at is None else check_time("created_at", created_at),
+            created_at=time.time() if created_at is None else float(created_at),
             ended_at=None,
             features=(),
             registration=None,
@@ -186,14 +170,12 @@ class MeetingOperations(StoreCore):
         return await self._one(SELECT_MEETING, (meeting_id,), meeting_row)
 
     async def list_meetings(
-        self, *, limit: int = DEFAULT_PAGE, offset: int = 0, state: str | None = None
+        self, *, limit: int = DEFAULT_PAGE, offset: int = 0, state: State | None = None
     ) -> list[MeetingRow]:
         """A page of meetings, newest first (by created_at, then id); only `state` if given."""
-        check_int("limit", limit)
-        check_int("offset", offset)
         if state is None:
             return await self._all(LIST_MEETINGS, (limit, offset), meeting_row)
-        params = (check_choice("state", state, STATES), limit, offset)
+        params = (state, limit, offset)
         return await self._all(LIST_MEETINGS_IN_STATE, params, meeting_row)
 
     async def update_meeting(
@@ -203,33 +185,27 @@ class MeetingOperations(StoreCore):
         title: str | None = None,
         locked: bool | None = None,
         recording: bool | None = None,
-        state: str | None = None,
+        state: State | None = None,
         ended_at: float | None = None,
-        add_features: Sequence[str] | None = None,
+        add_features: tuple[str, ...] | None = None,
         registration: str | None = None,
     ) -> MeetingRow | None:
         """Change the given fields; the row after the change, or None if there is no such
         meeting. With no field given, the row as it is. `add_features` joins feature names
-        (1 to 32 of a-z and _ each) to the meeting's `features`, in the same transaction as
-        the other changes: names are only ever added, never removed. `registration` is the
-        registration settings, a JSON object."""
-        changes: dict[str, object] = {}
-        if title is not None:
-            changes["title"] = check_text("title", title, empty=True)
-        if locked is not None:
-            changes["locked"] = check_bool("locked", locked)
-        if recording is not None:
-            changes["recording"] = check_bool("recording", recording)
-        if state is not None:
-            changes["state"] = check_choice("state", state, STATES)
-        if ended_at is not None:
-            changes["ended_at"] = check_time("ended_at", ended_at)
-        if registration is not None:
-            changes["registration"] = check_json_object("registration", registration)
-        derive = None
-        if add_features is not None:  # joined to the stored names inside the transaction
-            added = check_feature_names("add_features", add_features)
-            derive = features_added(added) if added else None
+        to the meeting's `features`, in the same transaction as the other changes: names are
+        only ever added, never removed. `registration` is the registration settings, a JSON
+        object."""
+        given = {
+            "title": title,
+            "locked": locked,
+            "recording": recording,
+            "state": state,
+            "ended_at": ended_at,
+            "registration": registration,
+        }
+        changes: dict[str, object] = {k: v for k, v in given.items() if v is not None}
+        # joined to the stored names inside the transaction
+        derive = features_added(add_features) if add_features else None
         return await self._run(update_row, MEETINGS, meeting_id, changes, derive)
 
     async def delete_meeting(self, meeting_id: str) -> bool:

@@ -1,5 +1,5 @@
-"""Participants: their statements, their rows, the checks of what a caller gives, and the
-store's participant operations (add, read, list, update), written once over the executor.
+"""Participants: their statements, their rows, and the store's participant operations (add,
+read, list, update), written once over the executor.
 
 A participant's SRTP master keys arrive sealed by the caller (control/meetings.py `KeyBox`):
 the store never holds one in clear. Its wire id is assigned in the inserting transaction
@@ -17,18 +17,16 @@ from control.store.core import StoreCore, Updatable, update_row
 from control.store.errors import ForeignKeyViolation, IntegrityViolation, restated
 from control.store.executor import Database, Row, marks, paged
 from control.store.numbering import take_wire_id
-from control.store.rows import ROLES, ParticipantRow
+from control.store.rows import ParticipantRow
 from control.store.values import (
-    check_bool,
-    check_bytes,
-    check_choice,
-    check_int,
-    check_json,
-    check_page,
-    check_text,
-    check_time,
+    decode_address,
+    decode_streams,
+    encode_address,
+    encode_streams,
     new_id,
 )
+from relay.vocabulary import Address, Role
+from relay.wire import Stream
 
 __all__ = ["ParticipantOperations"]
 
@@ -69,9 +67,9 @@ def participant_row(r: Row) -> ParticipantRow:
         id=r[0],
         meeting_id=r[1],
         name=r[2],
-        role=r[3],
-        streams=r[4],
-        receive_at=r[5],
+        role=Role(r[3]),
+        streams=decode_streams(r[4]),
+        receive_at=decode_address(r[5]),
         uplink_sealed=bytes(r[6]),
         downlink_sealed=bytes(r[7]),
         worker=int(r[8]),
@@ -92,8 +90,8 @@ def participant_params(p: ParticipantRow) -> tuple[Any, ...]:
         p.meeting_id,
         p.name,
         p.role,
-        p.streams,
-        p.receive_at,
+        encode_streams(p.streams),
+        encode_address(p.receive_at),
         p.uplink_sealed,
         p.downlink_sealed,
         p.worker,
@@ -133,30 +131,30 @@ class ParticipantOperations(StoreCore):
         *,
         meeting_id: str,
         name: str,
-        role: str,
+        role: Role,
         uplink_sealed: bytes,
         downlink_sealed: bytes,
         worker: int,
-        streams: str = "[]",
-        receive_at: str | None = None,
+        streams: tuple[Stream, ...] = (),
+        receive_at: Address | None = None,
         joined_at: float | None = None,
         participant_id: str | None = None,
     ) -> ParticipantRow:
         """A new participant of `meeting_id` (ForeignKeyViolation if there is no such
         meeting). `participant_id` defaults to `new_id()`, `joined_at` to now."""
         row = ParticipantRow(
-            id=new_id() if participant_id is None else check_text("participant id", participant_id),
-            meeting_id=check_text("meeting id", meeting_id),
-            name=check_text("name", name, empty=True),
-            role=check_choice("role", role, ROLES),
-            streams=check_json("streams", streams, array=True),
-            receive_at=None if receive_at is None else check_text("receive_at", receive_at),
-            uplink_sealed=check_bytes("uplink_sealed", uplink_sealed),
-            downlink_sealed=check_bytes("downlink_sealed", downlink_sealed),
-            worker=check_int("worker", worker),
+            id=new_id() if participant_id is None else participant_id,
+            meeting_id=meeting_id,
+            name=name,
+            role=role,
+            streams=streams,
+            receive_at=receive_at,
+            uplink_sealed=uplink_sealed,
+            downlink_sealed=downlink_sealed,
+            worker=worker,
             muted=False,
             expelled=False,
-            joined_at=time.time() if joined_at is None else check_time("joined_at", joined_at),
+            joined_at=time.time() if joined_at is None else float(joined_at),
             left_at=None,
         )  # its wire id still 0: insert_participant assigns it
         return await self._run(insert_participant, row)
@@ -181,7 +179,6 @@ class ParticipantOperations(StoreCore):
     ) -> list[ParticipantRow]:
         """The participants of one meeting in the order they joined; `present_only` leaves out
         those who left. Empty for an unknown meeting."""
-        check_page(limit, offset)
         query, params = list_participants(meeting_id, present_only, limit, offset)
         return await self._all(query, params, participant_row)
 
@@ -191,23 +188,19 @@ class ParticipantOperations(StoreCore):
         *,
         muted: bool | None = None,
         expelled: bool | None = None,
-        role: str | None = None,
+        role: Role | None = None,
         uplink_sealed: bytes | None = None,
         downlink_sealed: bytes | None = None,
         left_at: float | None = None,
     ) -> ParticipantRow | None:
         """Change the given fields; the row after the change, or None if unknown."""
-        changes: dict[str, object] = {}
-        if muted is not None:
-            changes["muted"] = check_bool("muted", muted)
-        if expelled is not None:
-            changes["expelled"] = check_bool("expelled", expelled)
-        if role is not None:
-            changes["role"] = check_choice("role", role, ROLES)
-        if uplink_sealed is not None:
-            changes["uplink_sealed"] = check_bytes("uplink_sealed", uplink_sealed)
-        if downlink_sealed is not None:
-            changes["downlink_sealed"] = check_bytes("downlink_sealed", downlink_sealed)
-        if left_at is not None:
-            changes["left_at"] = check_time("left_at", left_at)
+        given = {
+            "muted": muted,
+            "expelled": expelled,
+            "role": role,
+            "uplink_sealed": uplink_sealed,
+            "downlink_sealed": downlink_sealed,
+            "left_at": left_at,
+        }
+        changes: dict[str, object] = {k: v for k, v in given.items() if v is not None}
         return await self._run(update_row, PARTICIPANTS, participant_id, changes)

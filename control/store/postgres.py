@@ -59,14 +59,12 @@ from control.store.errors import (
     OTHER_CONSTRAINT,
     UNIQUE,
     IntegrityViolation,
-    InvalidValue,
     StoreError,
     constraint_error,
 )
 from control.store.executor import POSTGRESQL, Dialect, Executor, Operation, Row
 from control.store.schema import open_schema
 from control.store.store import Store
-from control.store.values import check_int
 
 __all__ = ["PostgresExecutor", "PostgresStore", "numbered", "redact_url"]
 
@@ -323,12 +321,7 @@ class PostgresStore(Store):
             StoreError: the server cannot be reached or refuses the connection, or the schema
                 cannot be created.
             SchemaMismatch: the database was written by a newer relay.
-            InvalidValue: pool sizes that make no sense.
         """
-        check_int("min_size", min_size)
-        check_int("max_size", max_size, minimum=1)
-        if min_size > max_size:
-            raise InvalidValue(f"min_size ({min_size}) is above max_size ({max_size})")
         safe, secrets = redact_url(url)
         errors = _Errors(safe, secrets)
         try:

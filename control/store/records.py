@@ -1,6 +1,5 @@
 """The append-only records: usage records, the audit log and the routing log, with their
-statements, rows and checks, and the store's operations on them, written once over the
-executor.
+statements and rows, and the store's operations on them, written once over the executor.
 
 None of them is ever updated or deleted: the store has no statement that would. A usage record
 (what one meeting used, written once when it ends) and an audit entry (a host or operator
@@ -15,28 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import time
-from collections.abc import Sequence
 from typing import Any
 
+from control.answers import Actor
 from control.store.core import StoreCore
-from control.store.errors import DuplicateKey, IntegrityViolation, InvalidValue, restated
+from control.store.errors import DuplicateKey, IntegrityViolation, restated
 from control.store.executor import Database, Row, marks, paged
 from control.store.numbering import locked_number
-from control.store.rows import ACTORS, AuditRow, RoutingUpdate, UsageRecord
-from control.store.values import (
-    check_choice,
-    check_int,
-    check_json,
-    check_json_object,
-    check_number,
-    check_page,
-    check_text,
-    check_time,
-    decode_features,
-    encode_features,
-)
+from control.store.rows import AuditRow, RoutingUpdate, UsageRecord
+from control.store.values import decode_features, encode_features
 
 __all__ = ["RecordOperations"]
 
@@ -69,12 +56,6 @@ def listing(
 
 list_usage = functools.partial(listing, USAGE_COLUMNS, "usage_records")
 list_audit = functools.partial(listing, AUDIT_COLUMNS, "audit_log")
-
-
-def check_listing(meeting_id: str | None, limit: int | None, offset: int) -> None:
-    check_page(limit, offset)
-    if meeting_id is not None:
-        check_text("meeting id", meeting_id)
 
 
 def routing_after(seq: int, limit: int | None) -> tuple[str, list[Any]]:
@@ -138,10 +119,6 @@ def routing_update(r: Row) -> RoutingUpdate:
     return RoutingUpdate(seq=int(r[0]), created_at=float(r[1]), body=r[2])
 
 
-AUDIT_ACTION = re.compile(r"[a-z_]{1,32}(\.[a-z_]{1,32})?")
-"""What an audit action may be: 'meeting.create', 'registration.erase', ..."""
-
-
 def check_routing_seq(seq: int | None, last: int) -> int:
     """The number a routing update gets when `last` is the highest stored one: `seq` if it is
     above `last` (else DuplicateKey), one more than `last` if `seq` is None."""
@@ -197,67 +174,59 @@ class RecordOperations(StoreCore):
         total_participants: int,
         peak_participants: int,
         participant_minutes: float,
-        features: Sequence[str] = (),
+        features: tuple[str, ...] = (),
         packets_in: int = 0,
         packets_out: int = 0,
         bytes_in: int = 0,
         bytes_out: int = 0,
         duration_s: float | None = None,
     ) -> UsageRecord:
-        """Append a usage record; `duration_s` defaults to ended_at - started_at."""
-        started = check_time("started_at", started_at)
-        ended = check_time("ended_at", ended_at)
-        if ended < started:
-            raise InvalidValue("ended_at is before started_at")
-        features_json = encode_features(features)
+        """Append a usage record; `duration_s` defaults to ended_at - started_at. (The schema
+        refuses an `ended_at` before `started_at`, and negative counts: IntegrityViolation.)"""
         record = UsageRecord(
             id=0,  # append_usage assigns it
-            meeting_id=check_text("meeting id", meeting_id),
-            started_at=started,
-            ended_at=ended,
-            duration_s=ended - started
-            if duration_s is None
-            else check_number("duration_s", duration_s),
-            total_participants=check_int("total_participants", total_participants),
-            peak_participants=check_int("peak_participants", peak_participants),
-            participant_minutes=check_number("participant_minutes", participant_minutes),
-            features=decode_features(features_json),
-            packets_in=check_int("packets_in", packets_in),
-            packets_out=check_int("packets_out", packets_out),
-            bytes_in=check_int("bytes_in", bytes_in),
-            bytes_out=check_int("bytes_out", bytes_out),
+            meeting_id=meeting_id,
+            started_at=float(started_at),
+            ended_at=float(ended_at),
+            duration_s=float(ended_at - started_at if duration_s is None else duration_s),
+            total_participants=total_participants,
+            peak_participants=peak_participants,
+            participant_minutes=float(participant_minutes),
+            features=tuple(features),
+            packets_in=packets_in,
+            packets_out=packets_out,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
         )
-        return await self._run(append_usage, record, features_json)
+        return await self._run(append_usage, record, encode_features(features))
 
     async def list_usage(
         self, *, meeting_id: str | None = None, limit: int | None = None, offset: int = 0
     ) -> list[UsageRecord]:
         """Usage records in the order they were appended; all of them, or one meeting's."""
-        check_listing(meeting_id, limit, offset)
         query, params = list_usage(meeting_id, limit, offset)
         return await self._all(query, params, usage_record)
 
     async def append_audit(
         self,
         *,
-        actor: str,
+        actor: Actor,
         action: str,
         meeting_id: str | None = None,
         target: str | None = None,
         detail: str = "{}",
         at: float | None = None,
     ) -> AuditRow:
-        """Append an entry under the next id; `detail` a JSON object, `at` default now."""
-        if not isinstance(action, str) or not AUDIT_ACTION.fullmatch(action):
-            raise InvalidValue("an audit action is a name like 'meeting.create'")
+        """Append an entry under the next id; `action` a name like 'meeting.create', `detail` a
+        JSON object (control/audit.py makes it), `at` default now."""
         row = AuditRow(
             id=0,  # append_audit assigns it
-            at=time.time() if at is None else check_time("at", at),
-            actor=check_choice("actor", actor, ACTORS),
+            at=time.time() if at is None else float(at),
+            actor=actor,
             action=action,
-            meeting_id=None if meeting_id is None else check_text("meeting id", meeting_id),
-            target=None if target is None else check_text("target", target),
-            detail=check_json_object("detail", detail),
+            meeting_id=meeting_id,
+            target=target,
+            detail=detail,
         )
         return await self._run(append_audit, row)
 
@@ -265,7 +234,6 @@ class RecordOperations(StoreCore):
         self, *, meeting_id: str | None = None, limit: int | None = None, offset: int = 0
     ) -> list[AuditRow]:
         """Audit entries in the order they were appended; all of them, or one meeting's."""
-        check_listing(meeting_id, limit, offset)
         query, params = list_audit(meeting_id, limit, offset)
         return await self._all(query, params, audit_row)
 
@@ -274,18 +242,13 @@ class RecordOperations(StoreCore):
     ) -> int:
         """Store a routing update (a JSON text) and return its number: `seq` if given (it must
         be above every stored one, else DuplicateKey), else one more than the last."""
-        body = check_json("routing update body", body)
-        if seq is not None:
-            check_int("seq", seq, minimum=1)
-        when = time.time() if created_at is None else check_time("created_at", created_at)
+        when = time.time() if created_at is None else created_at
         return await self._run(append_routing, body, seq, when)
 
     async def routing_updates_after(
         self, seq: int, *, limit: int | None = None
     ) -> list[RoutingUpdate]:
         """The updates numbered above `seq`, in order."""
-        check_int("seq", seq)
-        check_page(limit, 0)
         query, params = routing_after(seq, limit)
         return await self._all(query, params, routing_update)
 

@@ -1,7 +1,6 @@
-"""Registrations (version 4): their statements, their rows, the checks of what a caller gives,
-and the store's operations on them (register, read, list, count, correct, use a join token,
-erase), written once over the executor. Confirming a registration's email (version 5) is in
-control/store/confirmation.py.
+"""Registrations (version 4): their statements, their rows, and the store's operations on
+them (register, read, list, count, correct, use a join token, erase), written once over the
+executor. Confirming a registration's email (version 5) is in control/store/confirmation.py.
 
 Personal data never reaches the store in clear (control/pii.py, README.md "Attendee data
 (privacy)"): `sealed` is the fields' ciphertext under the registrant's own data key,
@@ -26,28 +25,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from control.answers import RegistrationStatus
 from control.store.core import Derive, StoreCore, Updatable, read_one, update_row
 from control.store.errors import (
     CapacityReached,
     ForeignKeyViolation,
     IntegrityViolation,
-    InvalidValue,
     RegistrationErased,
     restated,
 )
 from control.store.executor import Database, Executor, Row, marks, paged
-from control.store.rows import REGISTRATION_STATUSES, RegistrationRow
-from control.store.values import (
-    check_bool,
-    check_bytes,
-    check_choice,
-    check_digest,
-    check_int,
-    check_page,
-    check_text,
-    check_time,
-    new_id,
-)
+from control.store.rows import RegistrationRow
+from control.store.values import new_id
 
 __all__ = ["RegistrationOperations"]
 
@@ -280,7 +269,7 @@ class RegistrationOperations(StoreCore):
         self,
         *,
         meeting_id: str,
-        status: str,
+        status: RegistrationStatus,
         sealed: bytes,
         wrapped_key: bytes,
         email_tag: str,
@@ -299,44 +288,36 @@ class RegistrationOperations(StoreCore):
         first: whoever registers an address again gets a new code, and an address nobody
         confirmed cannot be kept from its owner. DuplicateKey when the meeting has another
         registration with this email tag, ForeignKeyViolation when there is no such meeting."""
-        when = time.time() if created_at is None else check_time("created_at", created_at)
-        status = check_choice("status", status, REGISTRATION_STATUSES)
+        when = time.time() if created_at is None else float(created_at)
         unconfirmed = status == "unconfirmed"
+        # Not a type's re-check: the types do not tie these three arguments together, and a
+        # caller that got them wrong would store a registration that waits for a code it
+        # cannot be confirmed with (or a code nothing asks for). A caller's mistake: ValueError.
         if unconfirmed != (confirm_digest is not None) or unconfirmed != (
             confirm_expires_at is not None
         ):
-            raise InvalidValue(
+            raise ValueError(
                 "an unconfirmed registration needs confirm_digest and confirm_expires_at, and "
                 "only an unconfirmed one takes them"
             )
         row = RegistrationRow(
-            id=new_id()
-            if registration_id is None
-            else check_text("registration id", registration_id),
-            meeting_id=check_text("meeting id", meeting_id),
+            id=new_id() if registration_id is None else registration_id,
+            meeting_id=meeting_id,
             status=status,
-            sealed=check_bytes("sealed", sealed),
-            wrapped_key=check_bytes("wrapped_key", wrapped_key),
-            email_tag=check_text("email_tag", email_tag),
-            token_digest=None if token_digest is None else check_text("token_digest", token_digest),
+            sealed=sealed,
+            wrapped_key=wrapped_key,
+            email_tag=email_tag,
+            token_digest=token_digest,
             participant_id=None,
             created_at=when,
             updated_at=when,
             erased_at=None,
-            confirm_digest=None
-            if confirm_digest is None
-            else check_digest("confirm_digest", confirm_digest),
-            confirm_expires_at=(
-                None
-                if confirm_expires_at is None
-                else check_time("confirm_expires_at", confirm_expires_at)
-            ),
+            confirm_digest=confirm_digest,
+            confirm_expires_at=None if confirm_expires_at is None else float(confirm_expires_at),
             # an unconfirmed one's first code counts as sent, when it registers
             confirm_sends=1 if unconfirmed else 0,
             confirm_sent_at=when if unconfirmed else None,
         )
-        if capacity is not None:
-            check_int("capacity", capacity)
         return await self._run(insert_registration, row, capacity)
 
     async def get_registration(
@@ -354,7 +335,6 @@ class RegistrationOperations(StoreCore):
     ) -> RegistrationRow | None:
         """The approved, not erased registration of `meeting_id` whose unused join token has
         this digest, or None."""
-        check_text("token_digest", token_digest)
         params = (meeting_id, token_digest)
         return await self._one(SELECT_REGISTRATION_BY_TOKEN, params, registration_row)
 
@@ -362,7 +342,6 @@ class RegistrationOperations(StoreCore):
         self, meeting_id: str, *, limit: int | None = None, offset: int = 0
     ) -> list[RegistrationRow]:
         """The registrations of one meeting in the order they came (erased ones too)."""
-        check_page(limit, offset)
         query, params = list_registrations(meeting_id, limit, offset)
         return await self._all(query, params, registration_row)
 
@@ -376,7 +355,7 @@ class RegistrationOperations(StoreCore):
         self,
         registration_id: str,
         *,
-        status: str | None = None,
+        status: RegistrationStatus | None = None,
         sealed: bytes | None = None,
         email_tag: str | None = None,
         token_digest: str | None = None,
@@ -387,22 +366,17 @@ class RegistrationOperations(StoreCore):
         `updated_at` (default now); the row after, None if unknown, RegistrationErased (and
         nothing changed) if it was erased, DuplicateKey if the meeting has another
         registration with `email_tag`."""
-        changes: dict[str, object] = {}
-        if status is not None:
-            changes["status"] = check_choice("status", status, REGISTRATION_STATUSES)
-        if sealed is not None:
-            changes["sealed"] = check_bytes("sealed", sealed)
-        if email_tag is not None:
-            changes["email_tag"] = check_text("email_tag", email_tag)
-        if check_bool("clear_token", clear_token):
+        given = {"status": status, "sealed": sealed, "email_tag": email_tag}
+        changes: dict[str, object] = {k: v for k, v in given.items() if v is not None}
+        if clear_token:
+            # Not a type's re-check: the types cannot say "one of the two", and one of them
+            # would be dropped without a word. A caller's mistake: ValueError.
             if token_digest is not None:
-                raise InvalidValue("give token_digest or clear_token, not both")
+                raise ValueError("give token_digest or clear_token, not both")
             changes["token_digest"] = None
         elif token_digest is not None:
-            changes["token_digest"] = check_text("token_digest", token_digest)
-        changes["updated_at"] = (
-            time.time() if updated_at is None else check_time("updated_at", updated_at)
-        )
+            changes["token_digest"] = token_digest
+        changes["updated_at"] = time.time() if updated_at is None else updated_at
         return await self._run(update_row, REGISTRATIONS, registration_id, changes, UNLESS_ERASED)
 
     async def use_registration_token(
@@ -411,16 +385,12 @@ class RegistrationOperations(StoreCore):
         """Use a join token once: the registration `get_registration_by_token` finds gets its
         token digest cleared and `participant_id` recorded, in one transaction (two joins
         with one token: one gets the row, the other None)."""
-        check_text("meeting id", meeting_id)
-        check_text("token_digest", token_digest)
-        check_text("participant id", participant_id)
-        when = check_time("used_at", used_at)
-        return await self._run(use_token, meeting_id, token_digest, participant_id, when)
+        return await self._run(use_token, meeting_id, token_digest, participant_id, used_at)
 
     async def erase_registrations(
         self,
         *,
-        registration_ids: Sequence[str] = (),
+        registration_ids: tuple[str, ...] = (),
         email_tag: str | None = None,
         erased_at: float | None = None,
     ) -> list[RegistrationRow]:
@@ -430,12 +400,7 @@ class RegistrationOperations(StoreCore):
         empty. The rows erased by this call, after the change (those erased before are left
         as they are and not returned). On SQLite nothing erased survives in the file or the
         WAL afterwards."""
-        if isinstance(registration_ids, str):
-            raise InvalidValue("registration_ids must be a list of ids, not a string")
-        ids = [check_text("registration id", i) for i in registration_ids]
-        if email_tag is not None:
-            check_text("email_tag", email_tag)
-        when = time.time() if erased_at is None else check_time("erased_at", erased_at)
-        if not ids and email_tag is None:
+        when = time.time() if erased_at is None else erased_at
+        if not registration_ids and email_tag is None:
             return []
-        return await self._run(erase_registrations, ids, email_tag, when)
+        return await self._run(erase_registrations, registration_ids, email_tag, when)

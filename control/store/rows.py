@@ -1,9 +1,10 @@
-"""The rows the store returns, and the words its columns take.
+"""The rows the store returns.
 
 One frozen dataclass per table (`MeetingRow`, `ParticipantRow`, `UsageRecord`,
 `RegistrationRow`, `AuditRow`, `RoutingUpdate`): what every read and write of the store hands
-back, on SQLite and PostgreSQL alike. Conventions (README.md, "Serve it" and "Attendee data
-(privacy)"):
+back, on SQLite and PostgreSQL alike, in the vocabulary the services speak (relay/vocabulary.py,
+control/answers.py): a role is a `Role`, a listener's address an `Address`, a stream a
+`wire.Stream`. Conventions (README.md, "Serve it" and "Attendee data (privacy)"):
 
     - Times are float seconds since the epoch (DOUBLE PRECISION); None means "not yet".
     - Secrets never reach the store in clear: passwords and host keys arrive as hashes or
@@ -17,14 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from control.answers import Actor, RegistrationStatus, State
+from relay.vocabulary import Address, Mode, Role, Suite
+from relay.wire import Stream
+
 __all__ = [
-    "ACTORS",
     "DEFAULT_PAGE",
     "MAX_WIRE_ID",
-    "MODES",
-    "REGISTRATION_STATUSES",
-    "ROLES",
-    "STATES",
     "AuditRow",
     "MeetingRow",
     "ParticipantRow",
@@ -32,14 +32,6 @@ __all__ = [
     "RoutingUpdate",
     "UsageRecord",
 ]
-
-# What the schema's CHECK constraints allow (control/store/schema.sql); the store refuses
-# anything else before SQL runs (control/store/values.py).
-MODES = ("meeting", "webinar")
-STATES = ("open", "ended")
-ROLES = ("host", "panelist", "attendee")
-REGISTRATION_STATUSES = ("unconfirmed", "pending", "approved", "rejected")
-ACTORS = ("operator", "host", "system")
 
 DEFAULT_PAGE = 50
 """How many meetings `list_meetings` returns when no limit is given."""
@@ -54,13 +46,13 @@ class MeetingRow:
 
     id: str
     title: str
-    mode: str  # 'meeting' | 'webinar'
-    suite: str  # the SRTP suite of every participant's keys
+    mode: Mode
+    suite: Suite  # the SRTP suite of every participant's keys
     # Digests, not secrets in clear, but nothing gains from printing them: not in repr().
     password_hash: str = field(repr=False)
     panelist_password_hash: str | None = field(repr=False)
     host_key_digest: str = field(repr=False)
-    state: str  # 'open' | 'ended'
+    state: State
     locked: bool
     recording: bool
     created_at: float
@@ -83,9 +75,9 @@ class ParticipantRow:
     # The name and address are personal data and the keys are sealed secrets: not in repr(),
     # so that logging a row leaks none of them (README.md: "logs without personal data").
     name: str = field(repr=False)
-    role: str  # 'host' | 'panelist' | 'attendee'
-    streams: str  # JSON array of what it sends, as the API took it
-    receive_at: str | None = field(repr=False)  # 'ip:port' for clients that only listen
+    role: Role
+    streams: tuple[Stream, ...]  # what it sends (stored as a JSON array)
+    receive_at: Address | None = field(repr=False)  # for clients that only listen
     uplink_sealed: bytes = field(repr=False)
     downlink_sealed: bytes = field(repr=False)
     worker: int  # the worker it is homed on
@@ -134,7 +126,7 @@ class RegistrationRow:
 
     id: str
     meeting_id: str
-    status: str  # 'unconfirmed' | 'pending' | 'approved' | 'rejected'
+    status: RegistrationStatus
     sealed: bytes = field(repr=False)
     wrapped_key: bytes | None = field(repr=False)
     email_tag: str | None = field(repr=False)
@@ -157,7 +149,7 @@ class AuditRow:
 
     id: int  # increasing in the order the entries were appended
     at: float
-    actor: str  # 'operator' | 'host' | 'system'
+    actor: Actor
     action: str  # 'meeting.create', 'participant.expel', 'registration.erase', ...
     meeting_id: str | None  # not a foreign key: the audit outlives the meeting
     target: str | None  # the id acted on (a participant, a registration), if any

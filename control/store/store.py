@@ -9,13 +9,15 @@ backend gives it its executor: `SqliteStore.open(path)` (one file, one node) or
 refuse and return exactly the same things.
 
 Every method is a coroutine and never blocks the event loop; every write is one transaction,
-which lands whole or not at all. Errors (control/store/errors.py): `InvalidValue` for a value
-the schema refuses (before any SQL runs), `ForeignKeyViolation` for a row referring to a
-missing one, `DuplicateKey` for a key used twice, `StoreClosed` after `close()`, `StoreError`
-for anything else the database reports. Not found is None (or an empty list), never an
-exception: the services turn it into a 404. Update methods take keyword arguments that
-default to None, meaning "leave as it is". A store is also an async context manager that
-closes itself.
+which lands whole or not at all. It takes and returns typed values (control/store/rows.py) and
+does not check them again: input is checked once, by the HTTP API's request models
+(docs/ARCHITECTURE.md, "Validation once, at the edge"). Errors (control/store/errors.py):
+`ForeignKeyViolation` for a row referring to a missing one, `DuplicateKey` for a key used
+twice, `IntegrityViolation` for another constraint of the schema, `StoreClosed` after
+`close()`, `StoreError` for anything else the database reports. Not found is None (or an
+empty list), never an exception: the services turn it into a 404. Update methods take keyword
+arguments that default to None, meaning "leave as it is". A store is also an async context
+manager that closes itself.
 """
 
 from __future__ import annotations
