@@ -243,9 +243,8 @@ class MeetingService:
         self.rooms.closed(meeting.id)
         participants = await self.store.list_participants(meeting.id)
         for p in participants:
-            if p.left_at is None:
-                self.rooms.gone(p)
-                await self.store.update_participant(p.id, left_at=now)
+            self.rooms.gone(p)  # a listener still present no longer counts
+        await self.store.mark_gone(meeting.id, left_at=now)
         counts = totals([p.wire_id for p in participants]) if totals else {}
         record = await record_usage(self.store, meeting, participants, now, counts)
         log.info("meeting %s ended", meeting.id)

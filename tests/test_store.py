@@ -477,6 +477,21 @@ def test_two_meetings_participants_kept_apart(db: Db) -> None:
     db.run(body)
 
 
+def test_mark_gone_ends_only_those_present_in_that_meeting(db: Db) -> None:
+    async def body(store: Store) -> None:
+        a, b = await a_meeting(store, title="a"), await a_meeting(store, title="b")
+        in_a = [await a_participant(store, a.id, joined_at=float(i)) for i in range(4)]
+        other = await a_participant(store, b.id, joined_at=1.0)
+        await store.update_participant(in_a[1].id, left_at=10.0)
+        assert await store.mark_gone(a.id, left_at=50.0) == 3
+        left = {p.id: p.left_at for p in await store.list_participants(a.id)}
+        assert left == {in_a[0].id: 50.0, in_a[1].id: 10.0, in_a[2].id: 50.0, in_a[3].id: 50.0}
+        assert (await store.list_participants(b.id)) == [other]  # another meeting: untouched
+        assert await store.mark_gone(a.id, left_at=60.0) == 0
+
+    db.run(body)
+
+
 def test_foreign_key_violation_is_a_clear_error(db: Db) -> None:
     async def body(store: Store) -> None:
         with pytest.raises(ForeignKeyViolation, match=r"meeting 'no-such-meeting'.*no such"):

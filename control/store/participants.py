@@ -43,6 +43,7 @@ SELECT_PARTICIPANT_OF = (
 )
 _LIST_PARTICIPANTS = f"SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE meeting_id = ?"
 _PARTICIPANT_ORDER = " ORDER BY joined_at, id"
+MARK_GONE = "UPDATE participants SET left_at = ? WHERE meeting_id = ? AND left_at IS NULL"
 PARTICIPANT_UPDATABLE = (
     "muted",
     "expelled",
@@ -204,3 +205,12 @@ class ParticipantOperations(StoreCore):
         }
         changes: dict[str, object] = {k: v for k, v in given.items() if v is not None}
         return await self._run(update_row, PARTICIPANTS, participant_id, changes)
+
+    async def mark_gone(self, meeting_id: str, *, left_at: float) -> int:
+        """Every participant of the meeting still present leaves at `left_at`, in one
+        statement (a meeting's end: a webinar's whole audience at once); how many."""
+        return await self._run(_mark_gone, meeting_id, left_at)
+
+
+async def _mark_gone(db: Database, meeting_id: str, left_at: float) -> int:
+    return await db.execute(MARK_GONE, (left_at, meeting_id))
