@@ -30,7 +30,7 @@ import re
 from collections.abc import Mapping
 
 from control.answers import Actor, AuditEntry
-from control.store.base import AuditRow, Store, StoreError
+from control.store import AuditRow, Store, StoreError
 
 __all__ = ["Audit", "audit_json", "check_detail"]
 

@@ -123,7 +123,7 @@ from control.registration_settings import (
     registration_enabled,
     settings_of,
 )
-from control.store.base import (
+from control.store import (
     CapacityReached,
     DuplicateKey,
     ForeignKeyViolation,

@@ -1,6 +1,6 @@
 """The confirmation codes that prove a registrant reads the email they gave (the rules:
 control/registration.py, "Confirming the email"): how they are made, how long and how often
-they work, and the refusal for each outcome the store reports (control/store/base.py,
+they work, and the refusal for each outcome the store reports (control/store/confirmation.py,
 `confirmation_step`)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 import secrets
 
 from control.errors import CodeExpired, Conflict, Forbidden, Full, Gone, Throttled
-from control.store.base import (
+from control.store.confirmation import (
     CODE_EXPIRED,
     CONFIRMED,
     ERASED,

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from control.store.base import ParticipantRow
+from control.store import ParticipantRow
 
 __all__ = ["Roster"]
 

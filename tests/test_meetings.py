@@ -31,7 +31,7 @@ from control.errors import (
 from control.meetings import KeyBox, MeetingService
 from control.routing import RoutingState
 from control.store import SqliteStore
-from control.store.base import SCHEMA_VERSION
+from control.store.schema import SCHEMA_VERSION
 from control.usage import usage_figures
 from relay import wire
 from relay.srtp import Session

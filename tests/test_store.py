@@ -57,7 +57,7 @@ from control.store import (
     registrations,
     schema,
 )
-from control.store.base import (
+from control.store.confirmation import (
     CODE_EXPIRED,
     CONFIRMED,
     ERASED,
@@ -65,14 +65,13 @@ from control.store.base import (
     NO_MORE_CODES,
     NOT_UNCONFIRMED,
     RENEWED,
-    SCHEMA_VERSION,
     TOO_SOON,
     WRONG_CODE,
-    new_id,
 )
 from control.store.executor import POSTGRESQL
 from control.store.postgres import numbered, redact_url
-from control.store.schema import schema_statements, schema_text
+from control.store.schema import SCHEMA_VERSION, schema_statements, schema_text
+from control.store.values import new_id
 from relay.vocabulary import Address, Mode, Role, Suite
 from relay.wire import Stream
 from tests.pg_server import PostgresServer, postgres_server  # noqa: F401
@@ -2144,7 +2143,7 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
 
 
 def test_new_ids_never_start_like_an_option() -> None:
-    from control.store.base import new_id
+    from control.store.values import new_id
 
     ids = {new_id() for _ in range(5000)}
     assert len(ids) == 5000

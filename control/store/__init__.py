@@ -13,8 +13,8 @@ The modules: `store` (the class), `meetings`, `participants`, `registrations`,
 (how an operation runs), `executor` (the executor and the SQL dialects), `numbering` (the
 numbers the store assigns), `schema` (with schema.sql: the schema and its migrations), `rows`
 (typed in the vocabulary: relay/vocabulary.py), `errors`, `values` (the encodings of a few
-columns), `sqlite` and `postgres` (the backends), and `base` (the names the services
-import).
+columns), `sqlite` and `postgres` (the backends). The services import the class, its rows and
+its errors from here; a registration's confirmation outcomes from `confirmation`.
 """
 
 from __future__ import annotations
@@ -22,26 +22,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from control.store.base import (
-    AuditRow,
+from control.store.errors import (
     CapacityReached,
     DuplicateKey,
     ForeignKeyViolation,
     IntegrityViolation,
-    MeetingRow,
-    ParticipantRow,
     RegistrationErased,
-    RegistrationRow,
-    RoutingUpdate,
     SchemaMismatch,
-    Store,
     StoreClosed,
     StoreError,
-    UsageRecord,
-    new_id,
 )
 from control.store.postgres import PostgresStore
+from control.store.rows import (
+    AuditRow,
+    MeetingRow,
+    ParticipantRow,
+    RegistrationRow,
+    RoutingUpdate,
+    UsageRecord,
+)
 from control.store.sqlite import SqliteStore
+from control.store.store import Store
+from control.store.values import new_id
 
 __all__ = [
     "AuditRow",
