@@ -1,5 +1,5 @@
-# Fan-out across workers (docs/ARCHITECTURE.md, "The processes"; docs/wire.md): the records one worker passes
-# to the others.
+# Fan-out across workers (docs/ARCHITECTURE.md, "The processes"; docs/wire.md): the records
+# one worker passes to the others.
 #
 # A participant is homed on one worker, which alone receives from it and sends to it. When a
 # packet arrives for a meeting that also has members homed on other workers (Meeting.nremote),
