@@ -124,7 +124,7 @@ def test_recording_only_on_request_end_to_end(tmp_path: Path) -> None:
     """Through `relay serve`: with recording off, no media anywhere in the data directory;
     switched on by the host, participants are told, and the recording (encrypted on disk)
     holds exactly what was sent while it was on."""
-    from tests.test_serve import join, settle, start_serve, stop_serve
+    from tests.test_serve import await_media, join, settle, start_serve, stop_serve
 
     data = tmp_path / "data"
     serve = start_serve(data, 1)
@@ -135,6 +135,10 @@ def test_recording_only_on_request_end_to_end(tmp_path: Path) -> None:
             path = f"/v1/meetings/{meeting}"
             sender = join(api, meeting, "s", 0x7E57)
             listener = join(api, meeting, "l", None)
+            # A join's answer comes back once its routing update is published, not applied:
+            # wait until the worker forwards to the listener (slow under the sanitizers).
+            await_media(sender, listener)
+            listener.received.clear()
 
             def burst(tag: bytes) -> list[bytes]:
                 payloads = [
