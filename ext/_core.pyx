@@ -7,6 +7,7 @@
 #   session.pxi   relay.srtp.Session: the per-packet Python API and its batch calls
 #   table.pxi     RouteTable: meetings, participants, keys, addresses (changed between batches)
 #   batch.pxi     RecvBatch/SendBatch: recvmmsg and sendmmsg, the only system calls
+#   demux.pxi     Aside: STUN and DTLS set aside for the worker's Python side (RFC 7983)
 #   fanout.pxi    Exports: the packets one worker passes to the others, and their format
 #   forward.pxi   Forwarder: a packet from recvmmsg to sendmmsg, without the GIL
 # The debug build (RELAY_DEBUG=1, see setup.py) overrides the directives that setup.py passes.
@@ -26,6 +27,7 @@ include "keys.pxi"
 include "session.pxi"
 include "table.pxi"
 include "batch.pxi"
+include "demux.pxi"
 include "fanout.pxi"
 include "forward.pxi"
 

@@ -56,6 +56,8 @@ cdef class Forwarder:
     cdef RecvBatch rx
     cdef SendBatch tx
     cdef Exports exports        # this batch's packets for members homed on other workers
+    cdef Aside aside            # this batch's STUN and DTLS, for the worker's Python side
+    cdef public bint set_aside  # whether to keep them (the worker serves WebRTC peers)
     cdef uint8_t* scratch       # a copy of the packet while several candidates are tried
     cdef uint8_t* parked_plain  # PARK_PACKETS plaintexts whose copies wait for reservations
     cdef uint32_t parked_lens[PARK_PACKETS]
@@ -70,6 +72,7 @@ cdef class Forwarder:
         self.rx = RecvBatch()
         self.tx = SendBatch(send_slots)
         self.exports = Exports()
+        self.aside = Aside()
         self.scratch = <uint8_t*>malloc(SLOT_SIZE)
         self.parked_plain = <uint8_t*>malloc(<size_t>PARK_PACKETS * SLOT_SIZE)
         if self.scratch == NULL or self.parked_plain == NULL:
@@ -112,6 +115,11 @@ cdef class Forwarder:
                 self._forward_batch(self.rx, self.tx, fd, now)
                 self.tx.flush(fd, self.table)
         return n
+
+    def take_aside(self):
+        """The STUN and DTLS datagrams of the batches since the last call, with their sources:
+        [(datagram, (ip, port))] (demux.pxi). Only while set_aside is on."""
+        return self.aside.take()
 
     def take_exports(self):
         """What the last batches passed on: [(meeting id, records)], one item per meeting run
@@ -158,7 +166,10 @@ cdef class Forwarder:
             if rx.truncated[i] or n > SLOT_SIZE - RELAY_OVERHEAD:
                 c.dropped[DROP_TOO_LARGE] += 1
             elif n < 12 or (pkt[0] >> 6) != 2:
-                c.dropped[DROP_MALFORMED] += 1
+                # Not RTP: a WebRTC peer's STUN or DTLS, if this worker serves them (demux.pxi)
+                if not (self.set_aside and n >= SIGNALLING_MIN and is_signalling(pkt)
+                        and self.aside.put(pkt, n, &rx.names[i], rx.namelens[i])):
+                    c.dropped[DROP_MALFORMED] += 1
             elif is_rtcp(pkt):
                 self._forward_rtcp(tx, fd, pkt, n, &rx.names[i], rx.namelens[i], now)
             else:

@@ -2,11 +2,11 @@
 
 One input drives, in turn: SRTP and SRTCP unprotect (the suite from its first byte), the
 forwarding loop (up to four datagrams from one input, through a routing table with a webinar
-in it, from a known and an unknown address, then its reservations committed and what waited
-for them released), a record message from another worker, the saved ledger and stream state,
-and SDES key parsing. Exceptions the API documents (SrtpError, ValueError) are
-expected; anything else, a crash, a sanitizer report or a packet that does not survive
-protect then unprotect, is a finding.
+in it, from a known and an unknown address, STUN and DTLS set aside or not, then its
+reservations committed and what waited for them released), a record message from another
+worker, the saved ledger and stream state, and SDES key parsing. Exceptions the API documents
+(SrtpError, ValueError) are expected; anything else, a crash, a sanitizer report or a packet
+that does not survive protect then unprotect, is a finding.
 
     python fuzz/fuzz_core.py -runs=10000000 fuzz/corpus        # new inputs go to the corpus
     RELAY_CORE_DIR=build/debug-lib LD_PRELOAD="$(cc -print-file-name=libasan.so)" \
@@ -96,7 +96,11 @@ def one_input(data: bytes) -> None:
     for i, part in enumerate(parts):
         if len(part) <= 2048:
             rx.push(part, KNOWN if i % 2 == 0 else STRANGER)
+    FORWARDER.set_aside = bool(data[0] & 1)  # STUN and DTLS kept for a WebRTC worker, or not
     FORWARDER.process(rx, TX, 1000.0 + data[0])
+    for datagram, _source in FORWARDER.take_aside():
+        if len(datagram) < 13 or not (datagram[0] <= 3 or 20 <= datagram[0] <= 63):
+            raise AssertionError("set aside a datagram that is neither STUN nor DTLS")
     TABLE.ledger_pending()  # as relay/worker.py does after each batch, the file aside
     TABLE.ledger_commit()
     FORWARDER.process_release(TX)

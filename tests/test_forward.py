@@ -403,6 +403,35 @@ def test_malformed() -> None:
     assert len(relay.send(host, genuine)) == 1  # the stream is unharmed
 
 
+def test_stun_and_dtls_are_set_aside_only_when_asked_and_never_forwarded() -> None:
+    """RFC 7983 section 7: the first byte tells STUN (0..3) and DTLS (20..63) from RTP. A
+    worker that serves WebRTC peers gets them aside with their source, in order; one that
+    does not counts them malformed, as before. Neither is ever forwarded."""
+    relay, host, (attendee,) = webinar(AES, attendees=1)
+    stun = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12)  # a Binding request header
+    dtls = b"\x16\xfe\xfd" + bytes(10)  # a handshake record header, DTLS 1.2
+    other = [bytes([first]) + bytes(20) for first in (4, 19, 64, 127, 192, 255)]
+    other += [b"", stun[:12], dtls[:12]]  # shorter than any STUN or DTLS header
+    stranger = ("192.0.2.7", 5000)
+    with DropWatch(relay) as w:
+        assert relay.feed([(stun, stranger), (dtls, host.address)]) == []
+    assert w.delta == {"malformed": 2}
+    assert relay.forwarder.take_aside() == []
+
+    relay.forwarder.set_aside = True
+    _, genuine = host.media(1)
+    with DropWatch(relay) as w:
+        out = relay.feed([(stun, stranger), (genuine, host.address), (dtls, host.address)])
+        out += relay.feed((p, stranger) for p in other)
+    assert [address for _, address in out] == [attendee.address]
+    assert w.delta == {"malformed": len(other)}
+    assert relay.forwarder.take_aside() == [(stun, stranger), (dtls, host.address)]
+    assert relay.forwarder.take_aside() == []
+    v6 = ("2001:db8::7", 6000)
+    relay.feed([(stun, v6)])
+    assert relay.forwarder.take_aside() == [(stun, v6)]
+
+
 @pytest.mark.parametrize("suite", SUITES)
 def test_too_large(suite: str) -> None:
     relay, host, (attendee,) = webinar(suite, attendees=1)
