@@ -287,7 +287,7 @@ cdef class Forwarder:
         cdef uint64_t o
         cdef int rc
         if out.route == ROUTE_UNKNOWN:
-            out.route = table_route(rp, load_be32(plain + 8), &out.port)
+            out.route = table_route(rp, load_be32(plain + 8), &out.port, &out.pt)
         if out.route == ROUTE_SKIP:
             return 0                    # its SDP does not describe this stream
         if not out_bound_to(out, &self.table.parts[sender]):
@@ -311,6 +311,8 @@ cdef class Forwarder:
             return 0
         memcpy(slot, plain, plain_len)
         store_be16(slot + 2, <uint16_t>(o & 0xFFFF))  # the receiver's sequence number
+        if out.pt != PT_KEEP:   # the receiver's number for the codec, the marker bit kept
+            slot[1] = (slot[1] & 0x80) | out.pt
         rc = srtp_protect_at(rp.down, &out.tx, slot, plain_len, SLOT_SIZE, o, &out_len)
         if rc != SRTP_OK:
             self.stats.dropped[drop_for(rc)] += 1
@@ -526,6 +528,7 @@ cdef class Forwarder:
         cdef const Meeting* m = &self.table.meetings[self.table.parts[sender].meeting]
         cdef uint32_t j, r
         cdef uint16_t port = 0
+        cdef uint8_t pt          # unused: RTCP keeps its packet type
         cdef uint8_t route
         for j in range(m.nmembers):
             r = m.members[j]
@@ -539,7 +542,7 @@ cdef class Forwarder:
                                    else DROP_NO_ADDRESS] += 1
             else:
                 # A receiver with a port per stream takes a report on that stream's port + 1.
-                route = table_route(&self.table.parts[r], load_be32(plain + 4), &port)
+                route = table_route(&self.table.parts[r], load_be32(plain + 4), &port, &pt)
                 if route == ROUTE_SKIP:
                     continue
                 if route == ROUTE_PORT:

@@ -95,6 +95,7 @@ ctypedef struct SenderStream:
 
 ctypedef struct OutStream:
     uint8_t route           # ROUTE_*: where this stream goes (resolved at its first packet)
+    uint8_t pt              # the payload type the receiver knows it by, or PT_KEEP (with route)
     bint bound              # delta maps `source`'s indexes
     uint16_t port           # network order, with ROUTE_PORT
     uint32_t source         # participant id whose packets delta maps,
@@ -108,7 +109,8 @@ ctypedef struct OutStream:
 
 ctypedef struct RecvPort:
     uint32_t ssrc
-    uint16_t port           # host order
+    uint16_t port           # host order; 0: the receiver's address (a WebRTC peer's, bundled)
+    uint8_t pt              # the payload type its SDP gave the stream's codec, or PT_KEEP
 
 
 cdef enum:
@@ -117,6 +119,7 @@ cdef enum:
     ROUTE_PORT = 2          # to its host, on the port its SDP gave this stream
     ROUTE_SKIP = 3          # a stream its SDP does not describe: it could not play it
     MAX_RECV_PORTS = 16
+    PT_KEEP = 0xFF          # send a stream with the payload type its sender used
 
 
 ctypedef struct Participant:
@@ -338,7 +341,7 @@ cdef class RouteTable:
 
     def join(self, uint32_t participant_id, uint32_t meeting_id, role, suite,
              uplink, downlink, ssrcs=(), address=None, bint local=True, receive_ports=(),
-             bint address_confirmed=True, source_hint=None):
+             bint address_confirmed=True, source_hint=None, payload_types=()):
         """Add a participant.
 
         Args:
@@ -355,6 +358,11 @@ cdef class RouteTable:
                 port of its own (ffmpeg reads one stream per m= line): stream `ssrc` goes to
                 that port of its address, its RTCP to port + 1, and streams not listed (it
                 could not play them) are not sent to it at all.
+            payload_types: [(ssrc, pt)] for a receiver whose SDP answer placed each stream it
+                can play under a payload type of its own (a WebRTC viewer: RFC 3264 section
+                6.1, the answerer sends with the offerer's numbers): stream `ssrc` goes to its
+                address with that payload type, and streams not listed not at all. Not with
+                receive_ports.
             local: whether it is homed on this worker. Another worker sends to a participant
                 that is not; this one only knows its keys and SSRCs (its packets may still
                 arrive here) and passes its meeting's media on (fanout.pxi).
@@ -378,9 +386,15 @@ cdef class RouteTable:
             raise ValueError(f"role must be one of {ROLE_NAMES}, got {role!r}")
         if <size_t>up.shape[0] != need or <size_t>down.shape[0] != need:
             raise ValueError(f"{suite} keys are {need} bytes (master key || salt)")
-        cdef list ports = [(int(x), int(y)) for x, y in receive_ports]
-        if len(ports) > MAX_RECV_PORTS or any(not 0 < y < 65536 for _, y in ports):
+        cdef list ports = [(int(x), int(y), PT_KEEP) for x, y in receive_ports]
+        if len(ports) > MAX_RECV_PORTS or any(not 0 < y < 65536 for _, y, _ in ports):
             raise ValueError(f"at most {MAX_RECV_PORTS} receive ports, each 1..65535")
+        cdef list types = [(int(x), 0, int(y)) for x, y in payload_types]
+        if len(types) > MAX_RECV_PORTS or any(not 0 <= y <= 127 for _, _, y in types):
+            raise ValueError(f"at most {MAX_RECV_PORTS} payload types, each 0..127")
+        if ports and types:
+            raise ValueError("receive_ports or payload_types, not both")
+        ports = ports or types
         if len(ssrc_list) > MAX_STREAMS or len(set(ssrc_list)) != len(ssrc_list):
             raise ValueError(f"at most {MAX_STREAMS} distinct SSRCs per participant")
         for s in ssrc_list:
@@ -422,6 +436,7 @@ cdef class RouteTable:
             for i in range(len(ports)):
                 p.recv_ports[i].ssrc = ports[i][0]
                 p.recv_ports[i].port = ports[i][1]
+                p.recv_ports[i].pt = ports[i][2]
             p.nrecv_ports = len(ports)
         if ssrc_list:
             p.streams = <SenderStream*>calloc(len(ssrc_list), sizeof(SenderStream))
@@ -493,6 +508,26 @@ cdef class RouteTable:
         del self.participant_slots[participant_id]
         if sender:
             self._rebuild_ssrcs()
+
+    def select_address(self, uint32_t participant_id, address):
+        """Where a WebRTC peer receives: the address ICE selected for it (an authenticated
+        connectivity check that nominated it, RFC 8445 section 7.3.1.5, relay/ice.py). Media
+        goes there from now on, as to an address latched from an authenticated packet."""
+        cdef uint32_t slot = self._participant_slot(participant_id)
+        cdef bytes sockaddr = _sockaddr_bytes(address)
+        table_latch(self, slot, <const char*>sockaddr, <socklen_t>len(sockaddr))
+
+    def forget_address(self, uint32_t participant_id):
+        """Send nothing more to a participant until it shows an address again: a WebRTC
+        peer's consent expired (RFC 7675 section 5.1). Its own packets still authenticate,
+        and ICE or its next authenticated packet gives it an address back."""
+        cdef uint32_t slot = self._participant_slot(participant_id)
+        cdef Participant* p = &self.parts[slot]
+        if p.flags & (PF_HAS_ADDRESS | PF_ADDRESS_PENDING):
+            table_addr_delete(self, slot)
+        p.flags &= ~(PF_HAS_ADDRESS | PF_ADDRESS_PENDING | PF_GIVEN)
+        memset(&p.addr, 0, sizeof(sockaddr_in6))
+        p.addr_len = 0
 
     def eject(self, uint32_t participant_id):
         """Stop media to and from a participant at once. Its packets count as 'ejected'."""
@@ -1020,14 +1055,18 @@ cdef int table_find_senders(RouteTable t, uint32_t ssrc, const SsrcEntry** found
 
 
 cdef inline uint8_t table_route(const Participant* p, uint32_t ssrc,
-                                uint16_t* port_be) noexcept nogil:
+                                uint16_t* port_be, uint8_t* pt) noexcept nogil:
     """Where stream `ssrc` goes to receiver p: ROUTE_ADDRESS, ROUTE_PORT (port_be set) or
-    ROUTE_SKIP."""
+    ROUTE_SKIP; and under which payload type (pt: PT_KEEP, or the receiver's own)."""
     cdef uint8_t i
+    pt[0] = PT_KEEP
     if p.nrecv_ports == 0:
         return ROUTE_ADDRESS
     for i in range(p.nrecv_ports):
         if p.recv_ports[i].ssrc == ssrc:
+            pt[0] = p.recv_ports[i].pt
+            if p.recv_ports[i].port == 0:
+                return ROUTE_ADDRESS
             port_be[0] = htons(p.recv_ports[i].port)
             return ROUTE_PORT
     return ROUTE_SKIP

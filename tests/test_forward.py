@@ -433,6 +433,91 @@ def test_stun_and_dtls_are_set_aside_only_when_asked_and_never_forwarded() -> No
 
 
 @pytest.mark.parametrize("suite", SUITES)
+def test_a_viewer_gets_the_streams_its_answer_placed_under_its_own_payload_types(
+    suite: str,
+) -> None:
+    """A WebRTC viewer's SDP answer places a stream under the payload type its offer gave the
+    codec (RFC 3264 section 6.1): the relay rewrites it, keeps the marker bit, and does not
+    send a stream the answer did not place. Other receivers get the sender's numbers."""
+    relay, host, (plain_listener,) = webinar(suite, attendees=1)
+    viewer = relay.join(20, "attendee", address=("10.0.0.20", 4444))
+    relay.table.leave(20)  # again, with its payload types
+    relay.table.join(
+        20,
+        MID,
+        "attendee",
+        suite,
+        viewer.uplink,
+        viewer.downlink,
+        address=viewer.address,
+        payload_types=[(HOST_SSRC, 120)],
+    )
+    second = 0x0B0B0B0B
+    panelist = relay.join(30, "panelist", [second])
+    sent = [
+        rtp(1, HOST_SSRC, pt=96, marker=True),
+        rtp(2, HOST_SSRC, pt=96),
+    ]
+    out = by_address(relay.send(host, *(host.out.protect(p) for p in sent)))
+    out |= {
+        k: v + out.get(k, [])
+        for k, v in by_address(
+            relay.send(panelist, panelist.out.protect(rtp(1, second, pt=97)))
+        ).items()
+    }
+    got = decrypt_all(viewer.fresh_receiver(), out[viewer.address])
+    assert [(p[1], p[2:4]) for p in got] == [(0x80 | 120, b"\x00\x01"), (120, b"\x00\x02")]
+    assert [p[12:] for p in got] == [p[12:] for p in sent]
+    kept = decrypt_all(plain_listener.fresh_receiver(), out[plain_listener.address])
+    assert sorted(p[1] for p in kept) == [96, 97, 0x80 | 96]
+    with pytest.raises(ValueError, match="0..127"):
+        relay.table.join(
+            21,
+            MID,
+            "attendee",
+            suite,
+            viewer.uplink,
+            viewer.downlink,
+            payload_types=[(HOST_SSRC, 128)],
+        )
+    with pytest.raises(ValueError, match="not both"):
+        relay.table.join(
+            21,
+            MID,
+            "attendee",
+            suite,
+            viewer.uplink,
+            viewer.downlink,
+            receive_ports=[(HOST_SSRC, 5000)],
+            payload_types=[(HOST_SSRC, 1)],
+        )
+
+
+def test_an_address_selected_by_ice_gets_media_until_consent_is_forgotten() -> None:
+    """A WebRTC peer's address comes from ICE (select_address) and goes when its consent
+    expires (forget_address, RFC 7675): nothing is sent to it in between."""
+    relay, host, _ = webinar(AES, attendees=0)
+    viewer = relay.join(20, "attendee", given=False)
+    _, first = host.media(1)
+    with DropWatch(relay) as w:
+        assert relay.send(host, first) == []
+    assert w.delta == {"no_address": 1}
+    relay.table.select_address(20, ("198.51.100.9", 50000))
+    assert relay.table.address_of(20) == ("198.51.100.9", 50000)
+    out = relay.send(host, host.media(2)[1])
+    assert [a for _, a in out] == [("198.51.100.9", 50000)]
+    relay.table.forget_address(20)
+    assert relay.table.address_of(20) is None
+    with DropWatch(relay) as w:
+        assert relay.send(host, host.media(3)[1]) == []
+    assert w.delta == {"no_address": 1}
+    relay.table.select_address(20, ("198.51.100.9", 50001))
+    out = relay.send(host, host.media(4)[1])
+    assert [a for _, a in out] == [("198.51.100.9", 50001)]
+    assert len(decrypt_all(viewer.fresh_receiver(), [p for p, _ in out])) == 1
+
+
+@pytest.mark.parametrize("suite", SUITES)
 def test_too_large(suite: str) -> None:
     relay, host, (attendee,) = webinar(suite, attendees=1)
     tag = _core.SUITES[suite][2]
