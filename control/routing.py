@@ -115,7 +115,7 @@ Journal = Callable[[int, str], Awaitable[object]]
 # participant receives, where its join came from) personal data, and the journal only has to
 # carry the numbering (and a trace of what happened) over a restart; the state itself is
 # rebuilt from the store.
-_NOT_JOURNALED = ("uplink", "downlink", "address", "source_hint")
+_NOT_JOURNALED = ("uplink", "downlink", "address", "source_hint", "webrtc")
 
 
 def journal_body(update: wire.Update) -> str:

@@ -509,6 +509,41 @@ cdef class RouteTable:
         if sender:
             self._rebuild_ssrcs()
 
+    def rekey(self, uint32_t participant_id, uplink, downlink):
+        """Give a participant new SRTP keys, everything else kept (meeting, role, streams,
+        address, mute, eject): a WebRTC peer's, once its DTLS handshake derived them (RFC
+        5764 section 4.2; the keys it joined with were placeholders nobody knows). It is a
+        leave and a join again, so the invariant holds as for a role change: what went out
+        under the old keys stays in the ledger, and streams under the new ones start afresh
+        or, for keys it had before (a snapshot applied again), where they left off."""
+        cdef uint32_t slot = self._participant_slot(participant_id)
+        cdef Participant* p = &self.parts[slot]
+        cdef size_t need = p.spec.key_len + p.spec.salt_len
+        cdef uint32_t i
+        if len(uplink) != need or len(downlink) != need:
+            raise ValueError(f"{p.spec.name.decode()} keys are {need} bytes (master key || salt)")
+        import ipaddress
+        suite = p.spec.name.decode()
+        ssrcs = [p.streams[i].ssrc for i in range(p.nstreams)]
+        address = None
+        if p.flags & PF_HAS_ADDRESS:
+            address = _sockaddr_tuple(&p.addr, p.addr_len)
+        by_port = [(p.recv_ports[i].ssrc, p.recv_ports[i].port)
+                   for i in range(p.nrecv_ports) if p.recv_ports[i].port]
+        by_type = [(p.recv_ports[i].ssrc, p.recv_ports[i].pt)
+                   for i in range(p.nrecv_ports) if not p.recv_ports[i].port]
+        hint = None
+        if p.has_hint:
+            ip = ipaddress.IPv6Address(bytes(p.hint[:16]))
+            hint = str(ip.ipv4_mapped or ip)
+        kept = p.flags & (PF_MUTED | PF_EJECTED)
+        args = (self.meetings[p.meeting].id, ROLE_NAMES[p.role], suite)
+        local = not p.flags & PF_REMOTE
+        self.leave(participant_id)
+        self.join(participant_id, *args, uplink, downlink, ssrcs, address, local,
+                  by_port, True, hint, by_type)
+        self.parts[self.participant_slots[participant_id]].flags |= kept
+
     def select_address(self, uint32_t participant_id, address):
         """Where a WebRTC peer receives: the address ICE selected for it (an authenticated
         connectivity check that nominated it, RFC 8445 section 7.3.1.5, relay/ice.py). Media

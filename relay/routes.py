@@ -115,6 +115,7 @@ class RouteReplica:
                 receive_ports=update.receive_ports,
                 address_confirmed=update.address_confirmed,
                 source_hint=update.source_hint,
+                payload_types=update.payload_types,
             )
             self.homes[update.participant] = (update.meeting, local)
             if local:

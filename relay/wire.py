@@ -63,6 +63,23 @@ class Stream:
 
 
 @dataclass(frozen=True)
+class WebRtcPeer:
+    """What the home worker of a WebRTC peer (WHIP or WHEP) needs to connect it: the ICE
+    credentials of the relay's SDP answer and of the peer's offer (RFC 8445 section 7.3:
+    a check's USERNAME is "relay's ufrag:peer's ufrag", its MESSAGE-INTEGRITY keyed with the
+    relay's password), the peer's certificate fingerprint from its offer (RFC 8122: the
+    DTLS handshake must present that certificate) and the relay's DTLS role (RFC 8842:
+    "server" when it answered a=setup:passive). The SRTP keys come from the handshake
+    (RFC 5764 section 4.2), on the worker: the join's keys are placeholders nobody knows."""
+
+    ice_ufrag: str
+    ice_pwd: str
+    remote_ufrag: str
+    fingerprint: str  # "sha-256 AB:CD:..." as the offer's a=fingerprint gave it
+    dtls_role: str = "server"
+
+
+@dataclass(frozen=True)
 class MeetingOpened:
     kind: ClassVar[str] = "meeting_opened"
     meeting: int
@@ -98,6 +115,11 @@ class ParticipantJoined:
     # The IP the join came from (kept in memory only, never stored): the first packets of a
     # sender likely come from there, which helps pick it among holders of a shared SSRC.
     source_hint: str | None = None
+    # For a receiver whose SDP answer placed each stream it can play under a payload type of
+    # its own (a WebRTC viewer): (ssrc, pt) per stream; streams not listed are not sent to it.
+    payload_types: tuple[tuple[int, int], ...] = ()
+    # A WebRTC peer (WHIP or WHEP): connected by its home worker (relay/webrtc.py).
+    webrtc: WebRtcPeer | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +202,36 @@ _KINDS: dict[str, type[Any]] = {
 }
 
 
+_DTLS_ROLES = ("server", "client")
+
+
+def _webrtc_peer(body: Any) -> WebRtcPeer:
+    if not isinstance(body, dict):
+        raise WireError("webrtc must be an object")
+    try:
+        peer = WebRtcPeer(**body)
+    except TypeError:
+        raise WireError("webrtc must have ice_ufrag, ice_pwd, remote_ufrag, fingerprint") from None
+    texts = (peer.ice_ufrag, peer.ice_pwd, peer.remote_ufrag, peer.fingerprint)
+    if not all(isinstance(t, str) and 0 < len(t) <= 256 for t in texts):
+        raise WireError("webrtc's credentials and fingerprint must be short non-empty strings")
+    if peer.dtls_role not in _DTLS_ROLES:
+        raise WireError(f"dtls_role must be one of {', '.join(_DTLS_ROLES)}")
+    return peer
+
+
+def _payload_type(pair: Any) -> tuple[int, int]:
+    if (
+        not isinstance(pair, list | tuple)
+        or len(pair) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair)
+        or not 0 <= pair[0] <= 0xFFFFFFFF
+        or not 0 <= pair[1] <= 127
+    ):
+        raise WireError(f"a payload type must be [ssrc, 0..127], got {pair!r}")
+    return int(pair[0]), int(pair[1])
+
+
 def _receive_port(pair: Any) -> tuple[int, int]:
     if (
         not isinstance(pair, list | tuple)
@@ -211,6 +263,7 @@ def to_json(msg: Message) -> dict[str, Any]:
         body["address"] = None if msg.address is None else str(Address(*msg.address))
         body["streams"] = [asdict(s) for s in msg.streams]
         body["receive_ports"] = [list(pair) for pair in msg.receive_ports]
+        body["payload_types"] = [list(pair) for pair in msg.payload_types]
     return body
 
 
@@ -254,6 +307,12 @@ def from_json(body: Any) -> Message:
             if not isinstance(ports, list) or len(ports) > 16:
                 raise WireError("receive_ports must be a list of at most 16 [ssrc, port] pairs")
             args["receive_ports"] = tuple(_receive_port(pair) for pair in ports)
+            types = body.get("payload_types") or []
+            if not isinstance(types, list) or len(types) > 16:
+                raise WireError("payload_types must be a list of at most 16 [ssrc, pt] pairs")
+            args["payload_types"] = tuple(_payload_type(pair) for pair in types)
+            if body.get("webrtc") is not None:
+                args["webrtc"] = _webrtc_peer(body["webrtc"])
             worker = body.get("worker")
             if worker is not None and (
                 isinstance(worker, bool) or not isinstance(worker, int) or not 0 <= worker < 4096
@@ -330,6 +389,7 @@ __all__ = [
     "MODES",
     "WireError",
     "Stream",
+    "WebRtcPeer",
     "MeetingOpened",
     "MeetingEnded",
     "ParticipantJoined",

@@ -493,6 +493,50 @@ def test_a_viewer_gets_the_streams_its_answer_placed_under_its_own_payload_types
         )
 
 
+@pytest.mark.parametrize("suite", SUITES)
+def test_rekey_keeps_everything_but_the_keys_and_never_reuses_an_index(suite: str) -> None:
+    """A WebRTC peer joins with placeholder keys and gets its DTLS keys later (rekey). As a
+    sender, only the new uplink key authenticates; as a receiver, what comes after is under
+    the new downlink key, its streams and payload types kept, and the receiver's indexes
+    under each key never repeat."""
+    relay, host, (listener,) = webinar(suite, attendees=1)
+    relay.table.join(
+        20, MID, "attendee", suite, key_material(suite), key_material(suite),
+        address=("10.0.0.20", 4444), payload_types=[(HOST_SSRC, 120)],
+    )  # fmt: skip
+    before = relay.send(host, *(host.media(n)[1] for n in (1, 2)))
+    new_up, new_down = key_material(suite), key_material(suite)
+    relay.table.rekey(20, new_up, new_down)
+    relay.table.rekey(1, *(new_host := (key_material(suite), key_material(suite))))
+    assert relay.table.address_of(20) == ("10.0.0.20", 4444)
+    with DropWatch(relay) as w:
+        assert relay.send(host, host.media(3)[1]) == []  # the host's old uplink key
+    assert w.delta == {"auth": 1}
+    sender = Session(suite, new_host[0])
+    after = relay.send(host, *(sender.protect(rtp(n, HOST_SSRC, pt=96)) for n in (4, 5)))
+    to_viewer = [p for p, a in after if a == ("10.0.0.20", 4444)]
+    got = decrypt_all(Session(suite, new_down), to_viewer)
+    assert [p[1] for p in got] == [120, 120]
+    old_to_viewer = [p for p, a in before if a == ("10.0.0.20", 4444)]
+    assert len(old_to_viewer) == 2
+    with pytest.raises(AuthError):
+        Session(suite, new_down).unprotect(old_to_viewer[0])
+    # The listener, whose keys did not change, sees one stream whose indexes only grow.
+    heard = decrypt_all(
+        listener.fresh_receiver(), [p for p, a in before + after if a == listener.address]
+    )
+    assert [int.from_bytes(p[2:4], "big") for p in heard] == [1, 2, 3, 4]
+    # A mute outlives a rekey (the same keys again: its streams continue from the ledger).
+    relay.table.mute(1)
+    relay.table.rekey(1, *new_host)
+    with DropWatch(relay) as w:
+        assert relay.send(host, sender.protect(rtp(6, HOST_SSRC, pt=96))) == []
+    assert w.delta == {"muted": 1}
+    assert len(relay.table) == 3
+    with pytest.raises(ValueError, match="bytes"):
+        relay.table.rekey(20, b"short", new_down)
+
+
 def test_an_address_selected_by_ice_gets_media_until_consent_is_forgotten() -> None:
     """A WebRTC peer's address comes from ICE (select_address) and goes when its consent
     expires (forget_address, RFC 7675): nothing is sent to it in between."""

@@ -45,6 +45,16 @@ def sample_snapshot(seq: int = 5) -> wire.Snapshot:
         wire.ParticipantJoined(
             4, 3, "panelist", "AEAD_AES_256_GCM", bytes(44), bytes(44), (), ("::1", 9000)
         ),
+        wire.ParticipantJoined(
+            5,
+            3,
+            "attendee",
+            "AEAD_AES_128_GCM",
+            bytes(28),
+            bytes(28),
+            payload_types=((0x1234, 120), (0x5678, 109)),
+            webrtc=wire.WebRtcPeer("rlay", "p" * 24, "peer", "sha-256 " + "AB:" * 31 + "CD"),
+        ),
     ],
 )
 def test_round_trip(message: wire.Message) -> None:
@@ -108,6 +118,23 @@ def test_round_trip(message: wire.Message) -> None:
 def test_bad_messages_raise_wire_error(frames: list[bytes], error: str) -> None:
     with pytest.raises(wire.WireError, match=error):
         wire.decode(frames)
+
+
+def test_bad_webrtc_fields_raise_wire_error() -> None:
+    base = wire.to_json(
+        wire.ParticipantJoined(5, 3, "attendee", "AEAD_AES_128_GCM", bytes(28), bytes(28))
+    )
+    peer = {"ice_ufrag": "u", "ice_pwd": "p", "remote_ufrag": "r", "fingerprint": "sha-256 AB"}
+    for change, error in (
+        ({"payload_types": [[1, 128]]}, "payload type"),
+        ({"payload_types": [[1, 2, 3]]}, "payload type"),
+        ({"webrtc": "yes"}, "object"),
+        ({"webrtc": {"ice_ufrag": "u"}}, "ice_pwd"),
+        ({"webrtc": {**peer, "ice_pwd": ""}}, "non-empty"),
+        ({"webrtc": {**peer, "dtls_role": "both"}}, "dtls_role"),
+    ):
+        with pytest.raises(wire.WireError, match=error):
+            wire.from_json({**base, **change})
 
 
 def test_parse_address() -> None:
