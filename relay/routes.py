@@ -9,9 +9,12 @@ on the worker's one thread.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relay import wire
+
+if TYPE_CHECKING:
+    from relay.webrtc import WebRtcPeers
 
 
 class RouteReplica:
@@ -28,8 +31,10 @@ class RouteReplica:
         index: int | None = None,
         on_local: Callable[[int, bool], None] | None = None,
         on_recording: Callable[[int, bool], None] | None = None,
+        webrtc: WebRtcPeers | None = None,
     ) -> None:
         self.table = table
+        self.webrtc = webrtc  # the WebRTC peers homed here, connected by this worker
         self.index = index
         self.on_local = on_local
         self.on_recording = on_recording  # the worker opens and closes recording files
@@ -74,6 +79,8 @@ class RouteReplica:
             self._apply(wire.ParticipantEjected(participant))
         for meeting in snapshot.recording:
             self._apply(wire.MeetingRecording(meeting, True))
+        if self.webrtc is not None:  # their keys and addresses again, or gone
+            self.webrtc.resync(p for p, (_, local) in self.homes.items() if local)
         # What the ledger held for meetings the snapshot no longer has: they are over.
         self.table.ledger_prune()
         self.seq = snapshot.seq
@@ -120,11 +127,15 @@ class RouteReplica:
             self.homes[update.participant] = (update.meeting, local)
             if local:
                 self._count(update.meeting, 1)
+                if self.webrtc is not None:
+                    self.webrtc.joined(update)
         elif isinstance(update, wire.ParticipantLeft):
             t.leave(update.participant)
             meeting, local = self.homes.pop(update.participant, (0, False))
             if local:
                 self._count(meeting, -1)
+                if self.webrtc is not None:
+                    self.webrtc.left(update.participant)
         elif isinstance(update, wire.ParticipantEjected):
             t.eject(update.participant)
         elif isinstance(update, wire.ParticipantMuted):

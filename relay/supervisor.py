@@ -52,6 +52,7 @@ class SupervisorConfig:
     fanout: tuple[str, ...] = ()  # every worker's endpoint for packets between workers
     recordings: Path | None = None  # where recorded meetings go, and the key that seals them
     recording_key: Path | None = None
+    certificate: Path | None = None  # the node's DTLS certificate: workers connect WebRTC peers
     python: str = field(default=sys.executable)
 
 
@@ -114,6 +115,8 @@ class Supervisor:
             cmd += ["--fanout", ",".join(c.fanout)]
         if c.recordings is not None and c.recording_key is not None:
             cmd += ["--recordings", str(c.recordings), "--recording-key", str(c.recording_key)]
+        if c.certificate is not None:
+            cmd += ["--certificate", str(c.certificate)]
         return cmd
 
     def start(self) -> None:

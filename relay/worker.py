@@ -36,7 +36,9 @@ import zmq
 
 from relay import _core, ledger, lifecycle, recording, wire
 from relay.logs import log_setup
+from relay.certificate import Certificate
 from relay.routes import RouteReplica
+from relay.webrtc import WebRtcPeers
 
 log = logging.getLogger("relay.worker")
 
@@ -71,6 +73,9 @@ class WorkerConfig:
     recording_key: Path | None = None
     ready_file: Path | None = None
     duration: float | None = None
+    # The node's DTLS certificate (PEM, relay/certificate.py): with it the worker connects
+    # WebRTC peers (relay/webrtc.py) on its media port; without it STUN and DTLS are dropped.
+    certificate: Path | None = None
 
 
 def bind_udp(host: str, port: int) -> socket.socket:
@@ -112,6 +117,12 @@ class Worker:
         self.peers_in: zmq.Socket[Any] | None = None  # SUB: theirs for our members
         self.fanout_dropped = 0  # messages the PUB refused (a subscriber far behind)
         self.recorders: dict[int, recording.Recorder] = {}  # meeting -> its recording here
+        self.webrtc: WebRtcPeers | None = None
+        if config.certificate is not None:
+            self.webrtc = WebRtcPeers(
+                self.table, Certificate.from_pem(config.certificate.read_bytes())
+            )
+            self.forwarder.set_aside = True  # STUN and DTLS come to self.webrtc
         if len(config.fanout) > 1:
             if not 0 <= config.index < len(config.fanout):
                 raise ValueError(f"worker {config.index} has no endpoint in --fanout")
@@ -124,9 +135,13 @@ class Worker:
             for i, endpoint in enumerate(config.fanout):
                 if i != config.index:
                     self.peers_in.connect(endpoint)
-            self.replica = RouteReplica(self.table, config.index, self._subscribe, self._recording)
+            self.replica = RouteReplica(
+                self.table, config.index, self._subscribe, self._recording, self.webrtc
+            )
         else:
-            self.replica = RouteReplica(self.table, on_recording=self._recording)
+            self.replica = RouteReplica(
+                self.table, on_recording=self._recording, webrtc=self.webrtc
+            )
         self.sockets = [
             bind_udp(config.media_host, config.media_port),
             bind_udp(config.media_host, config.media_port + 1),
@@ -248,6 +263,8 @@ class Worker:
                         if self._control_waiting():
                             self._drain_control()
                         n = forward(fd, now)
+                        if self.webrtc is not None:
+                            self._signalling(now)
                         if self.table.reservations_waiting() or self.forwarder.waiting:
                             self._reserve()  # before anything else can change the table
                         if self.peers_out is not None or self.recorders:
@@ -258,6 +275,9 @@ class Worker:
                             break
             if self._control_waiting():
                 self._drain_control()
+            if self.webrtc is not None:
+                self.webrtc.tick(now)  # DTLS retransmissions, consent
+                self._send_signalling()
             if self.peers_in is not None and self.peers_in in ready:
                 self._take_imports(now)
             if self.snapshot_sock is not None and self.snapshot_sock in ready:
@@ -278,6 +298,27 @@ class Worker:
         with open("/proc/self/statm") as statm:  # resident now, after the peaks of start-up
             counters["rss_bytes"] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         return counters
+
+    def _signalling(self, now: float) -> None:
+        """The batch's STUN and DTLS (ext/demux.pxi), to the WebRTC peers; their answers out.
+        Before the table's reservations: a handshake that completes here rekeys a peer."""
+        assert self.webrtc is not None
+        for datagram, source in self.forwarder.take_aside():
+            self.webrtc.receive(datagram, source, now)
+        self._send_signalling()
+
+    def _send_signalling(self) -> None:
+        assert self.webrtc is not None
+        outbox = self.webrtc.outbox
+        if not outbox:
+            return
+        sock = self.sockets[0]
+        for datagram, address in outbox:
+            try:
+                sock.sendto(datagram, address)
+            except OSError as exc:  # a peer gone unreachable: its handshake retries or ends
+                log.debug("signalling to a WebRTC peer not sent: %s", exc)
+        outbox.clear()
 
     def _control_waiting(self) -> bool:
         if self.control is None:
@@ -409,7 +450,11 @@ class Worker:
         body = {
             "worker": self.config.index,
             "time": now,
-            "counters": {**self.table.counters(), "fanout_dropped": self.fanout_dropped},
+            "counters": {
+                **self.table.counters(),
+                "fanout_dropped": self.fanout_dropped,
+                **self._webrtc_counters(),
+            },
             "events": events,
         }
         # Per participant: one binary frame, whose cost per participant does not depend on
@@ -419,6 +464,17 @@ class Worker:
             self.stats.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             pass  # nobody is reading: the next second's totals replace these
+
+    def _webrtc_counters(self) -> dict[str, Any]:
+        """The WebRTC peers' signalling, for the metrics: ICE outcomes, DTLS drops, peers."""
+        if self.webrtc is None:
+            return {}
+        return {
+            "webrtc_peers": len(self.webrtc),
+            "webrtc_connected": self.webrtc.connected,
+            "ice": dict(self.webrtc.ice.counters),
+            "webrtc_dropped": dict(self.webrtc.drops),
+        }
 
     def close(self) -> None:
         if self.ledger is not None:
@@ -484,6 +540,11 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
     parser.add_argument(
+        "--certificate",
+        type=Path,
+        help="the node's DTLS certificate and key (PEM): connect WebRTC peers (WHIP, WHEP)",
+    )
+    parser.add_argument(
         "--index", type=int, default=0, help="this worker's number among W (default 0)"
     )
     parser.add_argument(
@@ -512,6 +573,7 @@ def command(argv: Sequence[str]) -> int:
             recordings=args.recordings,
             recording_key=args.recording_key,
             duration=args.duration,
+            certificate=args.certificate,
         )
     )
 
