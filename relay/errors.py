@@ -16,3 +16,7 @@ class AuthError(SrtpError):
 class ReplayError(SrtpError):
     """The packet index was seen before, lies behind the replay window, or (when sending)
     was already used, which would reuse keystream."""
+
+
+class StunError(RelayError, ValueError):
+    """A STUN message (RFC 8489) was refused: malformed header, attribute or value."""
