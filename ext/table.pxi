@@ -148,6 +148,7 @@ ctypedef struct Participant:
     uint32_t out_init       # slots of out[] set up (_init_out) so far
     RecvPort* recv_ports    # per stream, for receivers whose SDP puts each on its own port
     uint8_t nrecv_ports
+    bint filtered           # it gets only the streams recv_ports lists (maybe none)
     uint64_t packets_in, bytes_in, packets_out, bytes_out
 
 
@@ -341,7 +342,7 @@ cdef class RouteTable:
 
     def join(self, uint32_t participant_id, uint32_t meeting_id, role, suite,
              uplink, downlink, ssrcs=(), address=None, bint local=True, receive_ports=(),
-             bint address_confirmed=True, source_hint=None, payload_types=()):
+             bint address_confirmed=True, source_hint=None, payload_types=None):
         """Add a participant.
 
         Args:
@@ -361,8 +362,9 @@ cdef class RouteTable:
             payload_types: [(ssrc, pt)] for a receiver whose SDP answer placed each stream it
                 can play under a payload type of its own (a WebRTC viewer: RFC 3264 section
                 6.1, the answerer sends with the offerer's numbers): stream `ssrc` goes to its
-                address with that payload type, and streams not listed not at all. Not with
-                receive_ports.
+                address with that payload type, and streams not listed not at all (an empty
+                list: nothing at all, as for a WHIP publisher). None: every stream, as sent.
+                Not with receive_ports.
             local: whether it is homed on this worker. Another worker sends to a participant
                 that is not; this one only knows its keys and SSRCs (its packets may still
                 arrive here) and passes its meeting's media on (fanout.pxi).
@@ -389,10 +391,10 @@ cdef class RouteTable:
         cdef list ports = [(int(x), int(y), PT_KEEP) for x, y in receive_ports]
         if len(ports) > MAX_RECV_PORTS or any(not 0 < y < 65536 for _, y, _ in ports):
             raise ValueError(f"at most {MAX_RECV_PORTS} receive ports, each 1..65535")
-        cdef list types = [(int(x), 0, int(y)) for x, y in payload_types]
+        cdef list types = [(int(x), 0, int(y)) for x, y in (payload_types or ())]
         if len(types) > MAX_RECV_PORTS or any(not 0 <= y <= 127 for _, _, y in types):
             raise ValueError(f"at most {MAX_RECV_PORTS} payload types, each 0..127")
-        if ports and types:
+        if ports and payload_types is not None:
             raise ValueError("receive_ports or payload_types, not both")
         ports = ports or types
         if len(ssrc_list) > MAX_STREAMS or len(set(ssrc_list)) != len(ssrc_list):
@@ -417,6 +419,7 @@ cdef class RouteTable:
         if not local:
             p.flags |= PF_REMOTE
         p.spec = spec
+        p.filtered = bool(ports) or payload_types is not None
         p.down_fp = key_fingerprint(downlink)
         p.up_fp = key_fingerprint(uplink)
         if hint is not None:
@@ -509,13 +512,14 @@ cdef class RouteTable:
         if sender:
             self._rebuild_ssrcs()
 
-    def rekey(self, uint32_t participant_id, uplink, downlink):
+    def rekey(self, uint32_t participant_id, uplink, downlink, payload_types=None):
         """Give a participant new SRTP keys, everything else kept (meeting, role, streams,
         address, mute, eject): a WebRTC peer's, once its DTLS handshake derived them (RFC
         5764 section 4.2; the keys it joined with were placeholders nobody knows). It is a
         leave and a join again, so the invariant holds as for a role change: what went out
         under the old keys stays in the ledger, and streams under the new ones start afresh
-        or, for keys it had before (a snapshot applied again), where they left off."""
+        or, for keys it had before (a snapshot applied again), where they left off.
+        payload_types, if given, replace the receiver's (join's payload_types)."""
         cdef uint32_t slot = self._participant_slot(participant_id)
         cdef Participant* p = &self.parts[slot]
         cdef size_t need = p.spec.key_len + p.spec.salt_len
@@ -532,6 +536,8 @@ cdef class RouteTable:
                    for i in range(p.nrecv_ports) if p.recv_ports[i].port]
         by_type = [(p.recv_ports[i].ssrc, p.recv_ports[i].pt)
                    for i in range(p.nrecv_ports) if not p.recv_ports[i].port]
+        if payload_types is None and p.filtered and not by_port:
+            payload_types = by_type
         hint = None
         if p.has_hint:
             ip = ipaddress.IPv6Address(bytes(p.hint[:16]))
@@ -541,7 +547,7 @@ cdef class RouteTable:
         local = not p.flags & PF_REMOTE
         self.leave(participant_id)
         self.join(participant_id, *args, uplink, downlink, ssrcs, address, local,
-                  by_port, True, hint, by_type)
+                  by_port, True, hint, payload_types)
         self.parts[self.participant_slots[participant_id]].flags |= kept
 
     def select_address(self, uint32_t participant_id, address):
@@ -1095,7 +1101,7 @@ cdef inline uint8_t table_route(const Participant* p, uint32_t ssrc,
     ROUTE_SKIP; and under which payload type (pt: PT_KEEP, or the receiver's own)."""
     cdef uint8_t i
     pt[0] = PT_KEEP
-    if p.nrecv_ports == 0:
+    if not p.filtered:
         return ROUTE_ADDRESS
     for i in range(p.nrecv_ports):
         if p.recv_ports[i].ssrc == ssrc:

@@ -56,6 +56,9 @@ class _Peer:
     participant: int
     params: wire.WebRtcPeer
     dtls: DtlsEndpoint
+    # A viewer's streams under its own payload types, as its join gave them: a snapshot
+    # rebuilt from the store (after the control plane restarted) no longer has them.
+    payload_types: tuple[tuple[int, int], ...] | None
     keys: SrtpKeys | None = None  # once the handshake is done
     checked: set[Address] = field(default_factory=set)  # addresses with a valid check
     selected: Address | None = None  # ICE's selected address (RFC 8445 section 7.3.2)
@@ -101,7 +104,9 @@ class WebRtcPeers:
             # that disagrees leaves the peer unconnected rather than stop for it.
             log.warning("WebRTC peer %d not set up: %s", update.participant, exc)
             return
-        self.peers[update.participant] = _Peer(update.participant, params, endpoint)
+        self.peers[update.participant] = _Peer(
+            update.participant, params, endpoint, update.payload_types
+        )
         self.handshaking.add(update.participant)
 
     def left(self, participant: int) -> None:
@@ -216,6 +221,8 @@ class WebRtcPeers:
         if rekey:
             # The peer's write key unprotects what it sends (the table's uplink); the relay's
             # own write key protects what it receives (downlink).
-            self.table.rekey(peer.participant, peer.keys.remote, peer.keys.local)
+            self.table.rekey(
+                peer.participant, peer.keys.remote, peer.keys.local, peer.payload_types
+            )
         if peer.selected is not None:
             self.table.select_address(peer.participant, peer.selected)

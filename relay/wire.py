@@ -116,8 +116,9 @@ class ParticipantJoined:
     # sender likely come from there, which helps pick it among holders of a shared SSRC.
     source_hint: str | None = None
     # For a receiver whose SDP answer placed each stream it can play under a payload type of
-    # its own (a WebRTC viewer): (ssrc, pt) per stream; streams not listed are not sent to it.
-    payload_types: tuple[tuple[int, int], ...] = ()
+    # its own (a WebRTC viewer): (ssrc, pt) per stream; streams not listed are not sent to it,
+    # and with none listed nothing is (a WHIP publisher). None: every stream, as sent.
+    payload_types: tuple[tuple[int, int], ...] | None = None
     # A WebRTC peer (WHIP or WHEP): connected by its home worker (relay/webrtc.py).
     webrtc: WebRtcPeer | None = None
 
@@ -263,7 +264,8 @@ def to_json(msg: Message) -> dict[str, Any]:
         body["address"] = None if msg.address is None else str(Address(*msg.address))
         body["streams"] = [asdict(s) for s in msg.streams]
         body["receive_ports"] = [list(pair) for pair in msg.receive_ports]
-        body["payload_types"] = [list(pair) for pair in msg.payload_types]
+        if msg.payload_types is not None:
+            body["payload_types"] = [list(pair) for pair in msg.payload_types]
     return body
 
 
@@ -307,10 +309,11 @@ def from_json(body: Any) -> Message:
             if not isinstance(ports, list) or len(ports) > 16:
                 raise WireError("receive_ports must be a list of at most 16 [ssrc, port] pairs")
             args["receive_ports"] = tuple(_receive_port(pair) for pair in ports)
-            types = body.get("payload_types") or []
-            if not isinstance(types, list) or len(types) > 16:
-                raise WireError("payload_types must be a list of at most 16 [ssrc, pt] pairs")
-            args["payload_types"] = tuple(_payload_type(pair) for pair in types)
+            types = body.get("payload_types")
+            if types is not None:
+                if not isinstance(types, list) or len(types) > 16:
+                    raise WireError("payload_types must be a list of at most 16 [ssrc, pt] pairs")
+                args["payload_types"] = tuple(_payload_type(pair) for pair in types)
             if body.get("webrtc") is not None:
                 args["webrtc"] = _webrtc_peer(body["webrtc"])
             worker = body.get("worker")

@@ -470,6 +470,14 @@ def test_a_viewer_gets_the_streams_its_answer_placed_under_its_own_payload_types
     assert [p[12:] for p in got] == [p[12:] for p in sent]
     kept = decrypt_all(plain_listener.fresh_receiver(), out[plain_listener.address])
     assert sorted(p[1] for p in kept) == [96, 97, 0x80 | 96]
+    # A WHIP publisher's answer places nothing for it to receive: it gets nothing.
+    relay.table.join(
+        40, MID, "panelist", suite, viewer.uplink, viewer.downlink,
+        address=("10.0.0.40", 4444), payload_types=[],
+    )  # fmt: skip
+    assert ("10.0.0.40", 4444) not in by_address(
+        relay.send(host, host.out.protect(rtp(3, HOST_SSRC)))
+    )
     with pytest.raises(ValueError, match="0..127"):
         relay.table.join(
             21,

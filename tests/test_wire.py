@@ -127,6 +127,7 @@ def test_bad_webrtc_fields_raise_wire_error() -> None:
     peer = {"ice_ufrag": "u", "ice_pwd": "p", "remote_ufrag": "r", "fingerprint": "sha-256 AB"}
     for change, error in (
         ({"payload_types": [[1, 128]]}, "payload type"),
+        ({"payload_types": {"1": 2}}, "list"),
         ({"payload_types": [[1, 2, 3]]}, "payload type"),
         ({"webrtc": "yes"}, "object"),
         ({"webrtc": {"ice_ufrag": "u"}}, "ice_pwd"),
