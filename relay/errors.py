@@ -16,3 +16,8 @@ class AuthError(SrtpError):
 class ReplayError(SrtpError):
     """The packet index was seen before, lies behind the replay window, or (when sending)
     was already used, which would reuse keystream."""
+
+
+class DtlsError(RelayError, ValueError):
+    """A DTLS-SRTP parameter was refused: a fingerprint, setup role or suite from signalling,
+    or the node's certificate file. Hostile datagrams never raise it: they are dropped."""
