@@ -20,3 +20,8 @@ class ReplayError(SrtpError):
 
 class StunError(RelayError, ValueError):
     """A STUN message (RFC 8489) was refused: malformed header, attribute or value."""
+
+
+class DtlsError(RelayError, ValueError):
+    """A DTLS-SRTP parameter was refused: a fingerprint, setup role or suite from signalling,
+    or the node's certificate file. Hostile datagrams never raise it: they are dropped."""
