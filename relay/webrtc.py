@@ -38,7 +38,8 @@ from typing import Any
 
 from relay import wire
 from relay.certificate import Certificate
-from relay.dtls import DtlsEndpoint, DtlsError, DtlsRole, DtlsState, SrtpKeys
+from relay.dtls import DtlsEndpoint, DtlsRole, DtlsState, SrtpKeys
+from relay.errors import DtlsError
 from relay.ice import IceLite
 
 log = logging.getLogger("relay.webrtc")

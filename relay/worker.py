@@ -35,8 +35,8 @@ from typing import Any
 import zmq
 
 from relay import _core, ledger, lifecycle, recording, wire
-from relay.logs import log_setup
 from relay.certificate import Certificate
+from relay.logs import log_setup
 from relay.routes import RouteReplica
 from relay.webrtc import WebRtcPeers
 
