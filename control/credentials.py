@@ -28,6 +28,8 @@ from pathlib import Path
 
 from control import auth
 from control.settings import SettingsError
+from relay.certificate import Certificate
+from relay.errors import DtlsError
 
 TOKEN_FILE = "token"
 BOX_KEY_FILE = "box.key"
@@ -136,3 +138,17 @@ def recording_key_file(data_dir: Path) -> Path:
     if len(_read_private(path)) != 32:
         raise SettingsError(f"{path} is not a 32-byte key")
     return path
+
+
+DTLS_CERTIFICATE_FILE = "dtls.pem"
+
+
+def dtls_certificate(data_dir: Path) -> tuple[Path, Certificate]:
+    """DATA_DIR/dtls.pem, the node's DTLS certificate and key (relay/certificate.py: made on
+    first use, mode 0600, renewed before it expires): the workers connect WebRTC peers with
+    it, and its fingerprint is in every WHIP and WHEP answer."""
+    path = data_dir / DTLS_CERTIFICATE_FILE
+    try:
+        return path, Certificate.load_or_create(path)
+    except (DtlsError, OSError) as exc:
+        raise SettingsError(f"DTLS certificate {path}: {exc}") from None

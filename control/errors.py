@@ -126,3 +126,26 @@ class EmailUnavailable(ApiError):
 
     status = 503
     code = "email_unavailable"
+
+
+class PreconditionFailed(ApiError):
+    """412: an If-Match that names another state of the resource (RFC 9110 section 13.1.1),
+    such as a WHIP session's ETag after its ICE session changed."""
+
+    status = 412
+    code = "precondition_failed"
+
+
+class UnsupportedMediaType(ApiError):
+    """415: a body of a type the call does not take (a WHIP offer that is not SDP)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class Unavailable(ApiError):
+    """503: a part of the server that this call needs is not set up here (WebRTC without the
+    node's DTLS certificate)."""
+
+    status = 503
+    code = "unavailable"

@@ -67,6 +67,8 @@ def routing_update(
     *,
     address_confirmed: bool = False,
     source_hint: str | None = None,
+    payload_types: tuple[tuple[int, int], ...] | None = None,
+    webrtc: wire.WebRtcPeer | None = None,
 ) -> wire.ParticipantJoined:
     """The routing update for a participant as stored (its role may be changing). A listener
     gets stream k of `meeting_streams` (what its SDP described) on port + 2k."""
@@ -87,6 +89,8 @@ def routing_update(
         ports,
         address_confirmed,
         source_hint,
+        payload_types,
+        webrtc,
     )
 
 

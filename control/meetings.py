@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,7 +38,7 @@ from control import auth
 from control.admission import Admission, own_key
 from control.answers import Actor, Controls, JoinAnswer, State
 from control.audit import Audit
-from control.errors import Conflict, Forbidden, Locked, NotFound
+from control.errors import Conflict, Forbidden, Invalid, Locked, NotFound
 from control.keybox import KeyBox
 from control.keys import new_master_key
 from control.limits import JoinLimits
@@ -50,6 +51,7 @@ from control.routing import RoutingState
 from control.store import MeetingRow, Store, UsageRecord, new_id
 from control.throttle import FailureThrottle
 from control.usage import record_usage
+from control.webrtc import OfferError, WebRtcJoin
 from relay import wire
 from relay.vocabulary import DEFAULT_SUITE, Address, Mode, Role, Suite
 
@@ -285,6 +287,7 @@ class MeetingService:
         registration_token: str | None = None,
         proof_of_work: Proof | None = None,
         operator: bool = False,
+        webrtc: WebRtcJoin | None = None,
     ) -> JoinAnswer:
         """Admit a participant; its join answer. In this order: unknown meeting 404; ended
         409; locked 423 unless the joiner is the host with its host key (so the host can
@@ -300,7 +303,9 @@ class MeetingService:
         `client_address` is the caller's IP: the throttles count it, and a `receive_at` at
         that IP is its own (consent). `operator`: the caller showed the operator token (a
         service joining for its users): the per-client join rate does not count it, and the
-        addresses it gives are taken as consented, as the operator's own."""
+        addresses it gives are taken as consented, as the operator's own. `webrtc`: a WHIP or
+        WHEP peer's offer (control/webrtc.py); the answer's `sdp` is then the SDP answer for
+        it, and its keys are placeholders its DTLS handshake replaces."""
         meeting = await find_open_meeting(self.store, meeting_id)
         own_uplink = own_key(meeting.suite, uplink)
         role = role or (Role.ATTENDEE if meeting.mode == Mode.WEBINAR else Role.PANELIST)
@@ -342,8 +347,24 @@ class MeetingService:
             uplink_key = own_uplink or new_master_key(meeting.suite)
             downlink = new_master_key(meeting.suite)
             # The answer's SDP can still refuse the input (a receive_at port too high for the
-            # streams): find out before anything is stored or published.
-            self.describer.sdp(meeting, worker, receive_at, downlink, streams, meeting_streams, 1)
+            # streams, an offer for a codec the meeting does not send): find out before
+            # anything is stored or published.
+            payload_types: tuple[tuple[int, int], ...] | None = None
+            peer: wire.WebRtcPeer | None = None
+            if webrtc is not None:
+                try:
+                    webrtc_sdp, payload_types, peer = webrtc.answer(
+                        self.describer.relay_host,
+                        self.describer.port(worker),
+                        meeting_streams,
+                        secrets.randbits(62),
+                    )
+                except OfferError as exc:
+                    raise Invalid(str(exc)) from None
+            else:
+                self.describer.sdp(
+                    meeting, worker, receive_at, downlink, streams, meeting_streams, 1
+                )
             used = None
             if token_digest is not None:
                 # One token, one join: used (cleared) in one store transaction, so of two
@@ -391,10 +412,15 @@ class MeetingService:
                     address_confirmed=receive_at is not None
                     and (operator or _same_host(client_address, receive_at.host)),
                     source_hint=_ip_or_none(client_address),
+                    payload_types=payload_types,
+                    webrtc=peer,
                 )
             )
         log.info("participant %s joined meeting %s as %s", row.id, meeting.id, role)
-        return self.describer.answer(meeting, row, uplink_key, downlink, streams, meeting_streams)
+        answer = self.describer.answer(meeting, row, uplink_key, downlink, streams, meeting_streams)
+        if webrtc is not None:
+            answer["sdp"] = webrtc_sdp
+        return answer
 
     # -- restart --
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from control.registration import RegistrationService
 from control.routing import RoutingServer
 from control.stats import StatsAggregator
 from control.store import Store, StoreError
+from control.webrtc import SessionKeys
 
 log = logging.getLogger("control.plane")
 
@@ -83,6 +85,11 @@ class ControlPlane:
         self.stats = StatsAggregator()
         self.counters = ControlCounters()
         self.bad_stats = 0  # worker reports that did not decode
+        # WebRTC peers (WHIP, WHEP; control/webrtc.py): the node's DTLS certificate
+        # fingerprint, None when it has none (those calls answer 503), and the keys of the
+        # session URLs.
+        self.webrtc_fingerprint: str | None = None
+        self.webrtc_sessions = SessionKeys(secrets.token_bytes(32))
         self._stats_socket: zmq.asyncio.Socket | None = None
         self._stats_task: asyncio.Task[None] | None = None
 
@@ -104,12 +111,15 @@ class ControlPlane:
         limits: JoinLimits | None = None,
         mailer: Mailer | None = None,
         signup: SignupThrottle | None = None,
+        dtls_fingerprint: str | None = None,
     ) -> ControlPlane:
         """Rebuild the routing state from the store, bind the sockets, start serving.
         `pii_key` seals registrants' data (control/pii.py); without one (tests, embedding) a
         key derived from `box_key` does. `mailer` sends registrations' confirmation codes
         (None: approvals that need one are refused); `signup` throttles sign-ups (default:
-        control/ratelimit.py's rates). The plane closes the mailer when it closes."""
+        control/ratelimit.py's rates). The plane closes the mailer when it closes.
+        `dtls_fingerprint`: the node's DTLS certificate's (relay/certificate.py), which the
+        workers connect WebRTC peers with; None: no WHIP or WHEP."""
 
         async def journal(seq: int, body: str) -> None:
             await store.append_routing_update(body, seq=seq, created_at=clock())
@@ -143,6 +153,8 @@ class ControlPlane:
             recordings,
             RegistrationService(store, pii, mailer=mailer, throttle=signup),
         )
+        plane.webrtc_fingerprint = dtls_fingerprint
+        plane.webrtc_sessions = SessionKeys(box_key)  # the same URLs after a restart
         routing.start()
         plane._stats_socket = routing.context.socket(zmq.PULL)
         plane._stats_socket.setsockopt(zmq.RCVHWM, 1000)

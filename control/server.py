@@ -104,6 +104,7 @@ async def run(
     token, _ = credentials.operator_token(settings.data_dir)
     box_key = credentials.box_key(settings.data_dir)
     pii_key = credentials.pii_key(settings.data_dir)
+    _, certificate = credentials.dtls_certificate(settings.data_dir)
     store = await open_store(settings.db, data_dir=settings.data_dir)
 
     async def start() -> ControlPlane:
@@ -131,6 +132,7 @@ async def run(
                 client_per_minute=settings.signup_client_per_minute,
                 meeting_per_minute=settings.signup_meeting_per_minute,
             ),
+            dtls_fingerprint=certificate.fingerprint,
         )
 
     app = create_app(start, trusted_proxies=settings.trusted_proxies)

@@ -46,8 +46,6 @@ position ("m= section 2, video"), codecs only by well-known names.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,6 +53,8 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple
 
 from control.sdp import _CODEC, _address, _port, _session_id, check_streams
+from relay.certificate import Fingerprint
+from relay.dtls import DtlsRole
 from relay.errors import RelayError
 from relay.vocabulary import Kind
 from relay.wire import Stream
@@ -92,22 +92,15 @@ PROTO = "UDP/TLS/RTP/SAVPF"  # RFC 5764 section 8, with RFC 4585 feedback: what 
 
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 Setup = Literal["actpass", "active", "passive"]
-DtlsRole = Literal["server", "client"]  # the relay's DTLS role: passive is server, active client
 
 _DIRECTIONS: tuple[Direction, ...] = ("sendrecv", "sendonly", "recvonly", "inactive")
 _SETUPS: tuple[Setup, ...] = ("actpass", "active", "passive")
 
-# RFC 8122 section 5 hash function names, the hashlib name and the digest length, in the
-# relay's order of preference when an offer carries several (section 5: check against the
+# RFC 8122 section 5 hash function names (relay/certificate.py checks digests with them), in
+# the relay's order of preference when an offer carries several (section 5: check against the
 # fingerprints of one hash function the endpoint prefers). MD2 and MD5, which section 5 forbids,
 # and names the relay does not know are skipped.
-_HASHES: dict[str, tuple[str, int]] = {
-    "sha-512": ("sha512", 64),
-    "sha-384": ("sha384", 48),
-    "sha-256": ("sha256", 32),
-    "sha-224": ("sha224", 28),
-    "sha-1": ("sha1", 20),
-}
+_HASHES: tuple[str, ...] = ("sha-512", "sha-384", "sha-256", "sha-224", "sha-1")
 
 # RFC 8866 section 9 grammar. token-char: %x21 / %x23-27 / %x2A-2B / %x2D-2E / %x30-39 /
 # %x41-5A / %x5E-7E.
@@ -121,7 +114,6 @@ _NUMBER = re.compile(r"[0-9]{1,10}")  # ASCII digits only: int() would take othe
 # RFC 8839 section 5.4: ice-char = ALPHA / DIGIT / "+" / "/".
 _ICE_UFRAG = re.compile(r"[A-Za-z0-9+/]{4,256}")
 _ICE_PWD = re.compile(r"[A-Za-z0-9+/]{22,256}")
-_HEX_PAIRS = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})*")
 # fmtp parameters are written back into the answer: printable ASCII only.
 _FMTP = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,1022}[\x21-\x7e])?")
 _MAX_MID = 64
@@ -149,47 +141,6 @@ _HOST_PRIORITY = (1 << 24) * 126 + (1 << 8) * 65535 + (256 - 1)
 class OfferError(RelayError, ValueError):
     """An offer the relay cannot answer. The message says which rule it breaks and never
     repeats a value from the offer; the API sends it as a 422."""
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """A certificate fingerprint (RFC 8122 section 5): what the peer's DTLS certificate must
-    hash to."""
-
-    algorithm: str  # an RFC 8122 hash function name in lower case: "sha-256"
-    digest: bytes
-
-    def __post_init__(self) -> None:
-        known = _HASHES.get(self.algorithm)
-        if known is None:
-            raise ValueError(f"fingerprint hash function must be one of {', '.join(_HASHES)}")
-        if not isinstance(self.digest, bytes) or len(self.digest) != known[1]:
-            raise ValueError(f"a {self.algorithm} fingerprint has {known[1]} bytes")
-
-    def __str__(self) -> str:
-        """As `a=fingerprint` writes it: `sha-256 AB:CD:...` (upper-case hex, RFC 8122)."""
-        return f"{self.algorithm} {self.digest.hex(':').upper()}"
-
-    @classmethod
-    def parse(cls, text: str) -> Fingerprint:
-        """`sha-256 AB:CD:...` -> Fingerprint.
-
-        Raises:
-            ValueError: not `<hash function> <hex pairs>`, an unknown hash function, or a
-                digest of the wrong length.
-        """
-        algorithm, _, digest = text.strip().partition(" ")
-        if _HEX_PAIRS.fullmatch(digest) is None:
-            raise ValueError(
-                "fingerprint must be '<hash function> <hex pairs separated by colons>' "
-                "(RFC 8122 section 5)"
-            )
-        return cls(algorithm.lower(), bytes.fromhex(digest.replace(":", "")))
-
-    def matches(self, certificate: bytes) -> bool:
-        """Whether a DER-encoded certificate has this fingerprint (RFC 8122 section 5)."""
-        hashed = hashlib.new(_HASHES[self.algorithm][0], certificate).digest()
-        return hmac.compare_digest(hashed, self.digest)
 
 
 @dataclass(frozen=True)
@@ -866,9 +817,9 @@ def _local(
 
 
 def _answer_setup(offer: WebRtcOffer) -> tuple[Setup, DtlsRole]:
-    # RFC 8842 section 5.3: actpass or active -> passive (the relay is the DTLS server);
-    # passive -> active (the relay is the client).
-    return ("active", "client") if offer.setup == "passive" else ("passive", "server")
+    """The answer's a=setup and the relay's DTLS role (relay/dtls.py, DtlsRole.for_offer)."""
+    role = DtlsRole.for_offer(offer.setup)
+    return ("passive" if role is DtlsRole.SERVER else "active"), role
 
 
 @dataclass(frozen=True)

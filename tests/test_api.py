@@ -1320,6 +1320,9 @@ def test_openapi_lists_every_v1_path(tmp_path: Path) -> None:
             "/v1/registrations/erase": {"post"},
             "/v1/audit": {"get"},
             "/v1/meetings/{meeting_id}/audit": {"get"},
+            "/v1/meetings/{meeting_id}/whip": {"post"},
+            "/v1/meetings/{meeting_id}/whep": {"post"},
+            "/v1/meetings/{meeting_id}/webrtc/{participant_id}/{token}": {"patch", "delete"},
         }
         assert {p: set(ops) for p, ops in paths.items() if p.startswith("/v1")} == expected
         join = paths["/v1/meetings/{meeting_id}/join"]["post"]

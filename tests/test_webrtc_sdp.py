@@ -633,9 +633,9 @@ def test_fingerprint_choice_and_check() -> None:
     assert offer.fingerprint.algorithm == "sha-512"
     assert offer.fingerprint.matches(der) and not offer.fingerprint.matches(der + b"x")
     assert Fingerprint.parse(f"SHA-256 {sha256}").matches(der)
-    with pytest.raises(ValueError, match="hash function must be one of"):
+    with pytest.raises(ValueError, match="not supported"):
         Fingerprint.parse("md5 00:11")
-    with pytest.raises(ValueError, match="32 bytes"):
+    with pytest.raises(ValueError, match="wrong length"):
         Fingerprint.parse("sha-256 00:11")
 
 
@@ -888,8 +888,8 @@ def test_errors_do_not_repeat_the_offer() -> None:
         ({"session_id": -1}, "session id"),
         ({"ice_ufrag": "a:b"}, "ice_ufrag must be"),
         ({"ice_pwd": "short"}, "ice_pwd must be"),
-        ({"fingerprint": "sha-256 zz"}, "fingerprint must be"),
-        ({"fingerprint": "md5 00:11"}, "hash function must be one of"),
+        ({"fingerprint": "sha-256 zz"}, "hex pairs separated by colons"),
+        ({"fingerprint": "md5 00:11"}, "not supported"),
     ],
 )
 def test_relay_parameters_are_checked(change: dict[str, Any], message: str) -> None:

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from control.api import meetings, participants, registrations, reports
+from control.api import meetings, participants, registrations, reports, webrtc
 from control.api.deps import client_address
 from control.api.errors import BodyLimit, error_response, validation_message
 from control.errors import ApiError, ProofOfWorkRequired, Throttled, Unauthorized
@@ -121,6 +121,6 @@ def create_app(
         return response
 
     app.add_middleware(BodyLimit)
-    for routes in (meetings, participants, registrations, reports):
+    for routes in (meetings, participants, registrations, reports, webrtc):
         app.include_router(routes.router)
     return app

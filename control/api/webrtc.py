@@ -1,0 +1,187 @@
+"""Routes: WHIP (RFC 9725) and WHEP, WebRTC peers publishing and playing (the rules:
+control/webrtc.py; the media: relay/webrtc.py).
+
+    POST   /v1/meetings/{id}/whip   an offer (application/sdp) -> 201, the answer, Location
+    POST   /v1/meetings/{id}/whep   the same, for a viewer
+    PATCH  {Location}               trickled candidates (RFC 8840 sdpfrag): 204
+    DELETE {Location}               leave: 204
+
+The credential is `Authorization: Bearer CREDENTIAL` (a host key, the panelist or meeting
+password, a registration's join token); `?name=` is the display name. Refusals are the API's
+JSON errors: 401 without a credential, 403 a wrong one, 409 an ended meeting, 415 a body that
+is not SDP, 422 an offer the relay cannot answer, saying why, 423 a locked meeting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from control.api.deps import Plane, bearer, client_address
+from control.api.errors import ErrorOut
+from control.errors import (
+    ApiError,
+    Invalid,
+    NotFound,
+    PreconditionFailed,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from control.lookup import find_open_meeting
+from control.webrtc import OfferError, WebRtcJoin, join_arguments, parse_offer
+
+router = APIRouter()
+
+SDP = "application/sdp"
+SDPFRAG = "application/trickle-ice-sdpfrag"  # RFC 8840 section 9
+NAME_LIMIT = 200
+
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "no credential: send Authorization: Bearer ..."},
+    403: {"model": ErrorOut, "description": "a wrong host key, password or token"},
+    409: {"model": ErrorOut, "description": "the meeting has ended"},
+    415: {"model": ErrorOut, "description": "the body is not application/sdp"},
+    422: {"model": ErrorOut, "description": "an offer the relay cannot answer, and why"},
+    423: {"model": ErrorOut, "description": "the meeting is locked"},
+}
+_ANSWERED: dict[int | str, dict[str, Any]] = {
+    201: {"content": {SDP: {}}, "description": "the SDP answer; Location: the session"}
+}
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+async def _text(request: Request, media_type: str, what: str) -> str:
+    if _media_type(request) != media_type:
+        raise UnsupportedMediaType(f"{what} must be sent as {media_type}")
+    try:
+        return (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Invalid(f"{what} is not UTF-8 text") from None
+
+
+async def _join(
+    meeting_id: str, request: Request, plane: Plane, name: str | None, publishes: bool
+) -> Response:
+    if plane.webrtc_fingerprint is None:
+        raise Unavailable("this relay serves no WebRTC peers: it has no DTLS certificate")
+    credential = bearer(request)
+    if credential is None:
+        raise Unauthorized(
+            "send Authorization: Bearer CREDENTIAL (a host key, password or join token)"
+        )
+    text = await _text(request, SDP, "the offer")
+    shown = (name or ("WHIP publisher" if publishes else "WHEP viewer")).strip()
+    if not shown or len(shown) > NAME_LIMIT or not shown.isprintable():
+        raise Invalid(f"name: visible text of at most {NAME_LIMIT} characters")
+    try:
+        join = WebRtcJoin(parse_offer(text), publishes, plane.webrtc_fingerprint)
+        streams = join.declared(plane.service.describer.relay_host)
+    except OfferError as exc:
+        raise Invalid(str(exc)) from None
+    meeting = await find_open_meeting(plane.store, meeting_id)
+    who = join_arguments(meeting, publishes, credential)
+    try:
+        answer = await plane.service.join(
+            meeting.id,
+            name=shown,
+            password=who.password,
+            client_address=client_address(request),
+            now=plane.clock(),
+            role=who.role,
+            host_key=who.host_key,
+            streams=streams,
+            registration_token=who.registration_token,
+            webrtc=join,
+        )
+    except ApiError as exc:
+        plane.counters.join_failed(exc.code)
+        raise
+    plane.counters.joins += 1
+    participant = answer["participant_id"]
+    token = plane.webrtc_sessions.token(participant)
+    headers = {
+        "Location": f"/v1/meetings/{meeting.id}/webrtc/{participant}/{token}",
+        "ETag": _etag(participant),
+        # The recording notice a join answer carries, where a WHIP client can see it.
+        "Relay-Recording": "on" if answer["recording"] else "off",
+    }
+    return Response(answer["sdp"], status_code=201, headers=headers, media_type=SDP)
+
+
+@router.post(
+    "/v1/meetings/{meeting_id}/whip",
+    status_code=201,
+    response_class=Response,
+    responses={**_ANSWERED, **_REFUSALS},
+)
+async def whip(
+    meeting_id: str, request: Request, plane: Plane, name: str | None = None
+) -> Response:
+    """Publish from a WebRTC peer (OBS, GStreamer, a browser): its SDP offer in, the relay's
+    answer out (ICE-lite, DTLS-SRTP; Opus, VP8 or H.264 as offered)."""
+    return await _join(meeting_id, request, plane, name, publishes=True)
+
+
+@router.post(
+    "/v1/meetings/{meeting_id}/whep",
+    status_code=201,
+    response_class=Response,
+    responses={**_ANSWERED, **_REFUSALS},
+)
+async def whep(
+    meeting_id: str, request: Request, plane: Plane, name: str | None = None
+) -> Response:
+    """Play the meeting's streams in a WebRTC peer (a browser): its recvonly offer in, the
+    relay's answer out, each stream under the payload type the offer gave its codec."""
+    return await _join(meeting_id, request, plane, name, publishes=False)
+
+
+def _etag(participant_id: str) -> str:
+    """The ETag of a session's ICE session (RFC 9725 section 4.3.1): the relay makes one per
+    session and never restarts it, so it never changes."""
+    return f'"{participant_id}.ice-1"'
+
+
+def _session(plane: Plane, participant_id: str, token: str) -> None:
+    if not plane.webrtc_sessions.matches(participant_id, token):
+        raise NotFound("no such WebRTC session")
+
+
+@router.patch(
+    "/v1/meetings/{meeting_id}/webrtc/{participant_id}/{token}",
+    status_code=204,
+    response_class=Response,
+)
+async def trickle(
+    meeting_id: str, participant_id: str, token: str, request: Request, plane: Plane
+) -> Response:
+    """Trickled ICE candidates (RFC 9725 section 4.3, RFC 8840): taken and not needed. The
+    relay is ICE-lite (RFC 8445 section 2.5): it learns a peer's address from its checks, not
+    from its candidates. An ICE restart (new credentials in the fragment) is refused: send
+    DELETE and a new offer."""
+    _session(plane, participant_id, token)
+    await find_open_meeting(plane.store, meeting_id)
+    fragment = await _text(request, SDPFRAG, "trickled candidates")
+    if_match = request.headers.get("if-match", "*").strip()
+    if if_match not in ("*", _etag(participant_id)):
+        raise PreconditionFailed("If-Match names another ICE session than this one's ETag")
+    if "a=ice-pwd:" in fragment:
+        raise Invalid("ICE restarts are not supported: DELETE the session and send a new offer")
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/v1/meetings/{meeting_id}/webrtc/{participant_id}/{token}",
+    status_code=204,
+    response_class=Response,
+)
+async def leave(meeting_id: str, participant_id: str, token: str, plane: Plane) -> Response:
+    """End a WHIP or WHEP session: the participant leaves, its DTLS association closes."""
+    _session(plane, participant_id, token)
+    await plane.service.participants.leave(meeting_id, participant_id, now=plane.clock())
+    return Response(status_code=204)

@@ -1,0 +1,220 @@
+"""WHIP and WHEP through `relay serve`, with aiortc (an independent WebRTC implementation: its
+own ICE, DTLS-SRTP and SDP) as the browser: a WebRTC presenter heard by an SDES listener, a
+WebRTC viewer playing it, one meeting with mixed transports; and each refusal the API names.
+Real processes, real UDP, real DTLS handshakes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import aioice.ice
+import httpx
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+
+from tests.test_serve import Serve, join, settle, start_serve, stop_serve
+
+PASSWORD = "pw"
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    s = start_serve(tmp_path_factory.mktemp("whip") / "data", 1)
+    try:
+        yield s
+    finally:
+        stop_serve(s)
+
+
+@pytest.fixture(autouse=True)
+def loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    # aioice gathers every interface's address but loopback's; the relay here is on loopback.
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+def webinar(serve: Serve) -> tuple[str, str]:
+    with serve.api() as api:
+        r = api.post(
+            "/v1/meetings", json={"title": "webrtc", "password": PASSWORD, "mode": "webinar"}
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["id"], r.json()["host_key"]
+
+
+async def offer(pc: RTCPeerConnection) -> str:
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc.localDescription.sdp
+
+
+async def post(serve: Serve, path: str, sdp: str, credential: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=serve.url, timeout=10) as client:
+        return await client.post(
+            path,
+            content=sdp,
+            headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {credential}"},
+        )
+
+
+async def connected(pc: RTCPeerConnection, limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while pc.connectionState != "connected":
+        assert pc.connectionState not in ("failed", "closed"), pc.connectionState
+        assert time.monotonic() < deadline, f"not connected: {pc.connectionState}"
+        await asyncio.sleep(0.05)
+
+
+def test_a_webrtc_presenter_is_heard_by_an_sdes_listener_and_a_webrtc_viewer(serve: Serve) -> None:
+    meeting, host_key = webinar(serve)
+    with serve.api() as api:
+        listener = join(api, meeting, "sdes listener", None)
+
+    async def scenario() -> tuple[int, int, dict[str, str]]:
+        presenter = RTCPeerConnection()
+        presenter.addTrack(AudioStreamTrack())
+        presenter.addTrack(VideoStreamTrack())
+        r = await post(serve, f"/v1/meetings/{meeting}/whip", await offer(presenter), host_key)
+        assert r.status_code == 201, r.text
+        assert r.headers["content-type"].startswith("application/sdp")
+        assert "a=ice-lite" in r.text and "a=setup:passive" in r.text
+        await presenter.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        await connected(presenter)
+
+        viewer = RTCPeerConnection()
+        viewer.addTransceiver("audio", direction="recvonly")
+        viewer.addTransceiver("video", direction="recvonly")
+        w = await post(serve, f"/v1/meetings/{meeting}/whep", await offer(viewer), PASSWORD)
+        assert w.status_code == 201, w.text
+        await viewer.setRemoteDescription(RTCSessionDescription(w.text, "answer"))
+        await connected(viewer)
+        frames = {"audio": 0, "video": 0}
+        for receiver in viewer.getReceivers():
+            track = receiver.track
+            for _ in range(3):  # decoded frames: the presenter's media, under DTLS keys
+                try:
+                    await asyncio.wait_for(track.recv(), 5)
+                except MediaStreamError:
+                    break
+                frames[track.kind] += 1
+        headers = dict(w.headers)
+        await viewer.close()
+        await presenter.close()
+        return frames["audio"], frames["video"], headers
+
+    audio, video, headers = asyncio.run(scenario())
+    assert audio == 3 and video == 3
+    assert headers["location"].startswith(f"/v1/meetings/{meeting}/webrtc/")
+    assert headers["etag"] and headers["relay-recording"] == "off"
+    settle([listener], 0.5)
+    assert listener.received, "the SDES listener heard nothing of the WebRTC presenter"
+    listener.close()
+
+
+def test_whep_session_ends_with_delete_and_its_url_cannot_be_guessed(serve: Serve) -> None:
+    meeting, _ = webinar(serve)
+
+    async def scenario() -> tuple[str, int]:
+        viewer = RTCPeerConnection()
+        viewer.addTransceiver("audio", direction="recvonly")
+        w = await post(serve, f"/v1/meetings/{meeting}/whep", await offer(viewer), PASSWORD)
+        assert w.status_code == 201, w.text
+        await viewer.close()
+        return w.headers["location"], 0
+
+    location, _ = asyncio.run(scenario())
+    with serve.api() as api:
+        assert len(api.get(f"/v1/meetings/{meeting}/participants").json()) == 1
+        forged = location.rsplit("/", 1)[0] + "/" + "0" * 36
+        assert httpx.delete(serve.url + forged).status_code == 404
+        patch = httpx.patch(
+            serve.url + location,
+            content="a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n",
+            headers={"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*"},
+        )
+        assert patch.status_code == 204
+        stale = httpx.patch(
+            serve.url + location,
+            content="a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n",
+            headers={"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": '"x"'},
+        )
+        assert stale.status_code == 412
+        assert httpx.delete(serve.url + location).status_code == 204
+        (gone,) = api.get(f"/v1/meetings/{meeting}/participants").json()
+        assert gone["left_at"] is not None
+        assert httpx.delete(serve.url + location).status_code in (404, 409)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "credential", "status", "says"),
+    [
+        ("whep", "v=0\r\n", "text/plain", "pw", 415, "sdp"),
+        ("whep", "v=0\r\n", "application/sdp", None, 401, "Bearer"),
+        ("whep", "nonsense", "application/sdp", "pw", 422, ""),
+        ("whip", "OFFER", "application/sdp", "pw", 403, "panelist"),  # webinar: not the password
+        ("whep", "OFFER", "application/sdp", "nope", 403, "wrong"),
+    ],
+)
+def test_refusals(
+    serve: Serve,
+    path: str,
+    body: str,
+    content_type: str,
+    credential: str | None,
+    status: int,
+    says: str,
+) -> None:
+    meeting, _ = webinar(serve)
+    headers = {"Content-Type": content_type}
+    if credential is not None:
+        headers["Authorization"] = f"Bearer {credential}"
+
+    async def real_offer() -> str:
+        pc = RTCPeerConnection()
+        pc.addTrack(AudioStreamTrack())
+        text = await offer(pc)
+        await pc.close()
+        return text
+
+    if body == "OFFER":
+        body = asyncio.run(real_offer())
+    r = httpx.post(f"{serve.url}/v1/meetings/{meeting}/{path}", content=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert says.lower() in r.json()["error"]["message"].lower()
+
+
+def test_a_viewer_that_cannot_play_the_presenters_codec_is_told_which(serve: Serve) -> None:
+    meeting, host_key = webinar(serve)
+
+    async def scenario() -> httpx.Response:
+        presenter = RTCPeerConnection()
+        presenter.addTrack(VideoStreamTrack())
+        for t in presenter.getTransceivers():
+            t.setCodecPreferences([c for c in _codecs("video") if c.mimeType == "video/VP8"])
+        r = await post(serve, f"/v1/meetings/{meeting}/whip", await offer(presenter), host_key)
+        assert r.status_code == 201, r.text
+        viewer = RTCPeerConnection()
+        t = viewer.addTransceiver("video", direction="recvonly")
+        t.setCodecPreferences([c for c in _codecs("video") if c.mimeType == "video/H264"])
+        refused = await post(serve, f"/v1/meetings/{meeting}/whep", await offer(viewer), PASSWORD)
+        await viewer.close()
+        await presenter.close()
+        return refused
+
+    refused = asyncio.run(scenario())
+    assert refused.status_code == 422, refused.text
+    message = refused.json()["error"]["message"]
+    assert "VP8" in message and "H264" in message
+
+
+def _codecs(kind: str):  # type: ignore[no-untyped-def]
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    return RTCRtpSender.getCapabilities(kind).codecs
+
+
+def test_the_api_documents_whip_and_whep(serve: Serve) -> None:
+    spec = httpx.get(serve.url + "/openapi.json").json()
+    assert "/v1/meetings/{meeting_id}/whip" in spec["paths"]
+    assert "/v1/meetings/{meeting_id}/whep" in spec["paths"]
