@@ -55,6 +55,25 @@ class RelayCollector(Collector):
         for reason, count in s.drops().items():
             dropped.add_metric([reason], count)
         yield dropped
+        # WebRTC peers (relay/webrtc.py): their ICE checks, signalling refused, handshakes.
+        for name, family, label, text in (
+            ("relay_ice_checks", "ice", "outcome", "STUN checks on the media ports, by outcome."),
+            (
+                "relay_webrtc_dropped",
+                "webrtc_dropped",
+                "reason",
+                "DTLS datagrams of WebRTC peers refused, by reason.",
+            ),
+        ):
+            family_metric = CounterMetricFamily(name, text, labels=[label])
+            for value, count in s.labelled(family).items():
+                family_metric.add_metric([value], count)
+            yield family_metric
+        yield CounterMetricFamily(
+            "relay_dtls_handshakes",
+            "DTLS-SRTP handshakes WebRTC peers completed.",
+            value=s.total("webrtc_connected"),
+        )
         meetings, participants = self.gauges()
         yield GaugeMetricFamily("relay_meetings", "Meetings open now.", value=meetings)
         yield GaugeMetricFamily(

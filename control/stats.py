@@ -30,10 +30,17 @@ Ids = npt.NDArray[np.uint32]
 Counts = npt.NDArray[np.uint64]
 
 
+# Counters by label that a worker serving WebRTC peers adds (relay/worker.py): ICE checks by
+# outcome (relay/ice.py), signalling refused by reason (relay/webrtc.py). All only grow, as
+# everything here must: a count that goes down means the worker started again.
+LABELLED = ("dropped", "ice", "webrtc_dropped")
+
+
 def _flatten(counters: dict[str, Any]) -> dict[str, int]:
-    flat = {name: int(counters.get(name, 0)) for name in TOTALS}
-    for reason, count in counters.get("dropped", {}).items():
-        flat[f"dropped:{reason}"] = int(count)
+    flat = {name: int(counters.get(name, 0)) for name in (*TOTALS, "webrtc_connected")}
+    for family in LABELLED:
+        for label, count in counters.get(family, {}).items():
+            flat[f"{family}:{label}"] = int(count)
     return flat
 
 
@@ -133,10 +140,15 @@ class StatsAggregator:
         return sum(w.total(name) for w in self.workers.values())
 
     def drops(self) -> dict[str, int]:
-        reasons: set[str] = set()
+        return self.labelled("dropped")
+
+    def labelled(self, family: str) -> dict[str, int]:
+        """One of LABELLED's counters, label by label, over every worker."""
+        prefix = f"{family}:"
+        labels: set[str] = set()
         for w in self.workers.values():
-            reasons |= {n for n in (*w.base, *w.current) if n.startswith("dropped:")}
-        return {r.split(":", 1)[1]: self.total(r) for r in sorted(reasons)}
+            labels |= {n for n in (*w.base, *w.current) if n.startswith(prefix)}
+        return {n.split(":", 1)[1]: self.total(n) for n in sorted(labels)}
 
     def restarts(self) -> int:
         return sum(w.restarts for w in self.workers.values())

@@ -138,6 +138,8 @@ class RouteReplica:
                     self.webrtc.left(update.participant)
         elif isinstance(update, wire.ParticipantEjected):
             t.eject(update.participant)
+            if self.webrtc is not None:  # a close_notify ends a WebRTC peer's session at once
+                self.webrtc.left(update.participant)
         elif isinstance(update, wire.ParticipantMuted):
             t.mute(update.participant, update.muted)
         elif isinstance(update, wire.MeetingRecording):

@@ -105,6 +105,12 @@ def test_a_webrtc_presenter_is_heard_by_an_sdes_listener_and_a_webrtc_viewer(ser
 
     audio, video, headers = asyncio.run(scenario())
     assert audio == 3 and video == 3
+    with serve.api() as api:  # the workers' next report counts both handshakes
+        deadline = time.monotonic() + 5
+        while "relay_dtls_handshakes_total 2.0" not in (text := api.get("/metrics").text):
+            assert time.monotonic() < deadline, "no DTLS handshakes counted"
+            time.sleep(0.2)
+        assert 'relay_ice_checks_total{outcome="valid"}' in text
     assert headers["location"].startswith(f"/v1/meetings/{meeting}/webrtc/")
     assert headers["etag"] and headers["relay-recording"] == "off"
     settle([listener], 0.5)
@@ -144,6 +150,40 @@ def test_whep_session_ends_with_delete_and_its_url_cannot_be_guessed(serve: Serv
         (gone,) = api.get(f"/v1/meetings/{meeting}/participants").json()
         assert gone["left_at"] is not None
         assert httpx.delete(serve.url + location).status_code in (404, 409)
+
+
+def test_expel_ends_a_webrtc_viewers_session_within_a_second(serve: Serve) -> None:
+    meeting, host_key = webinar(serve)
+
+    async def scenario() -> float:
+        presenter = RTCPeerConnection()
+        presenter.addTrack(AudioStreamTrack())
+        r = await post(serve, f"/v1/meetings/{meeting}/whip", await offer(presenter), host_key)
+        await presenter.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        viewer = RTCPeerConnection()
+        viewer.addTransceiver("audio", direction="recvonly")
+        w = await post(serve, f"/v1/meetings/{meeting}/whep", await offer(viewer), PASSWORD)
+        await viewer.setRemoteDescription(RTCSessionDescription(w.text, "answer"))
+        await connected(viewer)
+        await asyncio.wait_for(viewer.getReceivers()[0].track.recv(), 5)
+        participant = w.headers["location"].split("/")[-2]
+        async with httpx.AsyncClient(base_url=serve.url, timeout=10) as client:
+            expelled = await client.patch(
+                f"/v1/meetings/{meeting}/participants/{participant}",
+                json={"expel": True},
+                headers={"Authorization": f"Bearer {host_key}"},
+            )
+        assert expelled.status_code == 200, expelled.text
+        started = time.monotonic()
+        while viewer.connectionState not in ("closed", "failed"):
+            assert time.monotonic() - started < 5, viewer.connectionState
+            await asyncio.sleep(0.02)
+        took = time.monotonic() - started
+        await viewer.close()
+        await presenter.close()
+        return took
+
+    assert asyncio.run(scenario()) < 1.0
 
 
 @pytest.mark.parametrize(
