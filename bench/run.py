@@ -46,6 +46,7 @@ from relay.srtp import SUITES, Session, SrtpError
 LOSS_LIMIT = 0.001  # 0.1 %
 LATENCY_LOAD = 0.8  # latency is measured at this fraction of capacity
 PAYLOAD_MAGIC = b"relaybench"
+VIEWER_PT = 120  # a WebRTC viewer's number for the presenter's codec (the sender uses 111)
 TARGETS = ("relay", "ceiling", "io_ceiling", "python", "python_uvloop")
 # Targets that run one process per worker with --workers W (the others run one process).
 PER_WORKER_TARGETS = ("relay", "ceiling", "io_ceiling")
@@ -60,6 +61,10 @@ class Scenario:
     workers: int = 1
     duration: float = 2.0  # seconds per measurement step
     rate: float | None = None  # fixed input packets per second per sender; None: find capacity
+    # The receivers as WebRTC viewers (a webinar's): each gets the presenter's stream under a
+    # payload type of its own, as a WHEP answer places it (what the core does differently
+    # for them: relay/webrtc.py connects them, then they are receivers like any other).
+    webrtc: bool = False
 
     @property
     def senders(self) -> int:
@@ -152,6 +157,7 @@ class Cast:
                     streams=(wire.Stream(self.ssrcs[i]),) if sends else (),
                     address=self.address(i),
                     worker=s.home(i) if s.workers > 1 else None,
+                    payload_types=((self.ssrcs[0], VIEWER_PT),) if s.webrtc and not sends else None,
                 )
             )
         return wire.Snapshot(0, (wire.MeetingOpened(1, s.name),), tuple(people))
@@ -431,6 +437,8 @@ class Bench:
             try:
                 plain = session.unprotect_at(data, index >> 16)
                 number = check_payload(plain, self.scenario.size)
+                if self.scenario.webrtc and plain[1] & 0x7F != VIEWER_PT:
+                    raise ValueError("a WebRTC viewer got the sender's payload type")
             except (SrtpError, ValueError) as exc:
                 raise RuntimeError(f"{self.target}: a receiver got a bad packet: {exc}") from None
             if first <= number < first + len(sent_ns):
@@ -511,6 +519,10 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
     targets: list[tuple[str, str, Scenario]] = [
         (t, t, scenario) for t in (TARGETS if compare else ("relay",))
     ]
+    if compare and scenario.name == "webinar":
+        # WebRTC viewers against SDES receivers, the same relay in the same run.
+        webrtc = dataclasses.replace(scenario, webrtc=True)
+        targets.insert(1, ("relay_webrtc_viewers", "relay", webrtc))
     if compare and scenario.workers > 1:
         # What the workers gain is measured against the relay on one worker, in this run.
         targets.insert(1, ("relay_1_worker", "relay", dataclasses.replace(scenario, workers=1)))
