@@ -81,9 +81,11 @@ cdef enum:   # DropReason
     DROP_CRYPTO = 14        # OpenSSL or memory failure (not expected)
     DROP_UNRESERVED = 15    # its index could not be reserved durably (the ledger failed)
     DROP_NO_CONSENT = 16    # the receiver's address has not shown that it wants media
-    DROP_COUNT = 17
+    DROP_SIGNALLING_LIMIT = 17  # STUN or DTLS past the worker's budget for them (demux.pxi)
+    DROP_COUNT = 18
 
 DROP_NAMES = ("malformed", "too_large", "unknown_source", "auth", "replay", "not_allowed",
               "muted", "ejected", "ended", "late", "no_address", "rate_limited",
-              "send_error", "overflow", "crypto", "unreserved", "no_consent")
+              "send_error", "overflow", "crypto", "unreserved", "no_consent",
+              "signalling_limit")
 assert len(DROP_NAMES) == DROP_COUNT, "a drop reason without its name (or the other way)"

@@ -10,6 +10,14 @@
 # batches (relay/webrtc.py). The buffer holds a whole batch and the worker takes it after each
 # one, so nothing set aside is lost here; the Python side counts what it refuses.
 #
+# Python costs microseconds a datagram where this loop costs nanoseconds, so what reaches it is
+# bounded twice: only what looks like STUN (the magic cookie and a length that fits, RFC 8489
+# section 5) or a DTLS 1.x record (RFC 6347 section 4.1) is set aside, which random bytes
+# almost never do (counted malformed here, as they cost); and at most `budget` datagrams until
+# the worker gives it more (relay/worker.py: SIGNALLING_PER_SECOND each second), the rest
+# counted as `signalling_limit`. A flood of well-formed checks with wrong passwords then costs
+# the worker a bounded share of a core, and media goes on.
+#
 # Set-aside is off until the worker turns it on (it does when it serves WebRTC peers): a relay
 # without them counts STUN and DTLS as malformed, as it did before.
 
@@ -61,6 +69,11 @@ cdef class Aside:
         return taken
 
 
-cdef inline bint is_signalling(const uint8_t* pkt) noexcept nogil:
-    """STUN (0..3) or DTLS (20..63) by the first byte (RFC 7983 section 7)."""
-    return pkt[0] <= 3 or 20 <= pkt[0] <= 63
+cdef inline bint is_signalling(const uint8_t* pkt, uint32_t n) noexcept nogil:
+    """STUN (first byte 0..3, RFC 7983 section 7) with the magic cookie and a length that is
+    what the datagram holds past the header; or a DTLS record (20..63) of DTLS 1.0 or 1.2
+    (version 0xFEFF or 0xFEFD, RFC 6347 section 4.1). n is at least SIGNALLING_MIN."""
+    if pkt[0] <= 3:
+        return (n >= 20 and load_be32(pkt + 4) == 0x2112A442
+                and <uint32_t>load_be16(pkt + 2) + 20 == n)
+    return 20 <= pkt[0] <= 63 and pkt[1] == 0xFE and (pkt[2] == 0xFD or pkt[2] == 0xFF)

@@ -58,6 +58,7 @@ cdef class Forwarder:
     cdef Exports exports        # this batch's packets for members homed on other workers
     cdef Aside aside            # this batch's STUN and DTLS, for the worker's Python side
     cdef public bint set_aside  # whether to keep them (the worker serves WebRTC peers)
+    cdef public uint32_t budget  # how many more to keep (demux.pxi): the worker refills it
     cdef uint8_t* scratch       # a copy of the packet while several candidates are tried
     cdef uint8_t* parked_plain  # PARK_PACKETS plaintexts whose copies wait for reservations
     cdef uint32_t parked_lens[PARK_PACKETS]
@@ -167,8 +168,13 @@ cdef class Forwarder:
                 c.dropped[DROP_TOO_LARGE] += 1
             elif n < 12 or (pkt[0] >> 6) != 2:
                 # Not RTP: a WebRTC peer's STUN or DTLS, if this worker serves them (demux.pxi)
-                if not (self.set_aside and n >= SIGNALLING_MIN and is_signalling(pkt)
-                        and self.aside.put(pkt, n, &rx.names[i], rx.namelens[i])):
+                if not (self.set_aside and n >= SIGNALLING_MIN and is_signalling(pkt, n)):
+                    c.dropped[DROP_MALFORMED] += 1
+                elif self.budget == 0:
+                    c.dropped[DROP_SIGNALLING_LIMIT] += 1
+                elif self.aside.put(pkt, n, &rx.names[i], rx.namelens[i]):
+                    self.budget -= 1
+                else:
                     c.dropped[DROP_MALFORMED] += 1
             elif is_rtcp(pkt):
                 self._forward_rtcp(tx, fd, pkt, n, &rx.names[i], rx.namelens[i], now)

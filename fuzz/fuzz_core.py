@@ -97,6 +97,7 @@ def one_input(data: bytes) -> None:
         if len(part) <= 2048:
             rx.push(part, KNOWN if i % 2 == 0 else STRANGER)
     FORWARDER.set_aside = bool(data[0] & 1)  # STUN and DTLS kept for a WebRTC worker, or not
+    FORWARDER.budget = data[0] >> 5  # and within a budget, or past it
     FORWARDER.process(rx, TX, 1000.0 + data[0])
     for datagram, _source in FORWARDER.take_aside():
         if len(datagram) < 13 or not (datagram[0] <= 3 or 20 <= datagram[0] <= 63):

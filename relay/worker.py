@@ -48,6 +48,10 @@ STATS_INTERVAL = 1.0  # seconds
 SNAPSHOT_TIMEOUT = 1.0  # seconds to wait for a snapshot reply
 SNAPSHOT_RETRY = 1.0  # seconds between snapshot requests while one is needed
 FANOUT_HWM = 10_000  # messages (batches) queued per peer before the PUB drops
+# STUN and DTLS datagrams the core passes to the WebRTC peers each second (ext/demux.pxi):
+# 10,000 peers' consent checks (one each 5 s) and 200 handshakes a second (some 20 datagrams
+# each) take a fifth of it; the rest is counted as `signalling_limit`.
+SIGNALLING_PER_SECOND = 20_000
 
 
 @dataclass
@@ -123,6 +127,7 @@ class Worker:
                 self.table, Certificate.from_pem(config.certificate.read_bytes())
             )
             self.forwarder.set_aside = True  # STUN and DTLS come to self.webrtc
+            self.forwarder.budget = SIGNALLING_PER_SECOND
         if len(config.fanout) > 1:
             if not 0 <= config.index < len(config.fanout):
                 raise ValueError(f"worker {config.index} has no endpoint in --fanout")
@@ -286,6 +291,8 @@ class Worker:
                 self._ask_snapshot(now)
             if now >= next_stats:
                 self._push_stats(now)
+                if self.webrtc is not None:
+                    self.forwarder.budget = SIGNALLING_PER_SECOND
                 self._save_state()
                 self._compact_ledger()
                 self.table.maintain()

@@ -47,7 +47,7 @@ from tests.conftest import rtcp_sr, rtp
 SERVER_CERT = Certificate.generate()
 CLIENT_CERT = Certificate.generate()
 OPENSSL = shutil.which("openssl")
-TWO = [Suite.AES_CM_128_HMAC_SHA1_80, Suite.AEAD_AES_128_GCM]  # the two suites
+TWO = [Suite.AES_CM_128_HMAC_SHA1_80, Suite.AEAD_AES_128_GCM]  # what browsers offer
 
 
 def endpoints(

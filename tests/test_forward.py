@@ -412,6 +412,11 @@ def test_stun_and_dtls_are_set_aside_only_when_asked_and_never_forwarded() -> No
     dtls = b"\x16\xfe\xfd" + bytes(10)  # a handshake record header, DTLS 1.2
     other = [bytes([first]) + bytes(20) for first in (4, 19, 64, 127, 192, 255)]
     other += [b"", stun[:12], dtls[:12]]  # shorter than any STUN or DTLS header
+    other += [
+        b"\x00\x01\x00\x00\x21\x12\xa4\x43" + bytes(12),  # not STUN's magic cookie
+        b"\x00\x01\x00\x04\x21\x12\xa4\x42" + bytes(12),  # a length past the datagram
+        b"\x16\x03\x03" + bytes(10),  # TLS's version, not DTLS's
+    ]
     stranger = ("192.0.2.7", 5000)
     with DropWatch(relay) as w:
         assert relay.feed([(stun, stranger), (dtls, host.address)]) == []
@@ -419,6 +424,7 @@ def test_stun_and_dtls_are_set_aside_only_when_asked_and_never_forwarded() -> No
     assert relay.forwarder.take_aside() == []
 
     relay.forwarder.set_aside = True
+    relay.forwarder.budget = 4
     _, genuine = host.media(1)
     with DropWatch(relay) as w:
         out = relay.feed([(stun, stranger), (genuine, host.address), (dtls, host.address)])
@@ -430,6 +436,11 @@ def test_stun_and_dtls_are_set_aside_only_when_asked_and_never_forwarded() -> No
     v6 = ("2001:db8::7", 6000)
     relay.feed([(stun, v6)])
     assert relay.forwarder.take_aside() == [(stun, v6)]
+    # The budget the worker gives each second: one left, then counted past it.
+    with DropWatch(relay) as w:
+        relay.feed([(stun, stranger), (dtls, stranger), (stun, v6)])
+    assert w.delta == {"signalling_limit": 2}
+    assert relay.forwarder.take_aside() == [(stun, stranger)]
 
 
 @pytest.mark.parametrize("suite", SUITES)

@@ -88,6 +88,7 @@ def setup(suite: str, *, payload_types: tuple[tuple[int, int], ...] | None = Non
     table.open_meeting(MEETING, "webinar")
     forwarder = _core.Forwarder(table)
     forwarder.set_aside = True
+    forwarder.budget = 1000
     peers = WebRtcPeers(table, CERTIFICATE)
     host_up = key(suite)
     table.join(HOST, MEETING, "host", suite, host_up, key(suite), ssrcs=[HOST_SSRC])

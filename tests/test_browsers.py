@@ -1,0 +1,180 @@
+"""Real browsers as WebRTC peers of `relay serve`: Debian's Chromium, driven by Playwright with
+fake camera and microphone, publishes over WHIP; two more pages play over WHEP and their
+getStats() must show packets, audio energy and decoded frames; an expelled viewer stops
+receiving within a second; a browser plays an ffmpeg presenter (mixed transports).
+
+The pages run at the API's own origin (a page of it is opened first), so their fetch() calls
+are same-origin, as the web pages the relay will serve will be. Chromium leaves loopback out of
+its ICE candidates unless told (`--allow-loopback-in-peer-connection`): the relay here listens
+on 127.0.0.1.
+
+Skipped where Chromium or Playwright is missing, unless RELAY_REQUIRE_BROWSERS=1 (CI as root
+installs them: scripts/setup)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.test_serve import Serve, start_serve, stop_serve
+
+CHROMIUM = shutil.which("chromium")
+try:
+    from playwright.sync_api import Browser, Page, sync_playwright
+except ImportError:  # pragma: no cover - the test extra installs it
+    sync_playwright = None  # type: ignore[assignment]
+
+if CHROMIUM is None or sync_playwright is None:
+    if os.environ.get("RELAY_REQUIRE_BROWSERS"):
+        raise RuntimeError("RELAY_REQUIRE_BROWSERS is set but chromium or playwright is missing")
+    pytest.skip("chromium or playwright is not installed", allow_module_level=True)
+
+PASSWORD = "pw"
+FLAGS = [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+# The browser side: what a web page would do with WHIP and WHEP (RFC 9725): an offer with its
+# candidates (no trickle), the answer, the session URL.
+CONNECT = """
+async ({path, credential, publish}) => {
+  const pc = new RTCPeerConnection();
+  if (publish) {
+    const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: true});
+    for (const track of stream.getTracks()) pc.addTransceiver(track, {direction: "sendonly"});
+  } else {
+    pc.addTransceiver("audio", {direction: "recvonly"});
+    pc.addTransceiver("video", {direction: "recvonly"});
+  }
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((done) => {
+    if (pc.iceGatheringState === "complete") return done();
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") done();
+    });
+    setTimeout(done, 3000);
+  });
+  const response = await fetch(path, {
+    method: "POST",
+    headers: {"Content-Type": "application/sdp", "Authorization": `Bearer ${credential}`},
+    body: pc.localDescription.sdp,
+  });
+  const text = await response.text();
+  if (response.status !== 201) return {status: response.status, error: text};
+  await pc.setRemoteDescription({type: "answer", sdp: text});
+  window.pc = pc;
+  return {status: 201, location: response.headers.get("Location")};
+}
+"""
+
+STATS = """
+async () => {
+  const out = {state: window.pc.connectionState, audio: null, video: null};
+  (await window.pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp") {
+      out[s.kind] = {packets: s.packetsReceived, energy: s.totalAudioEnergy || 0,
+                     frames: s.framesDecoded || 0};
+    }
+    if (s.type === "outbound-rtp") {
+      out["sent_" + s.kind] = s.packetsSent;
+    }
+  });
+  return out;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    s = start_serve(tmp_path_factory.mktemp("browsers") / "data", 1)
+    try:
+        yield s
+    finally:
+        stop_serve(s)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert sync_playwright is not None and CHROMIUM is not None
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def page_at(browser: Browser, serve: Serve) -> Page:
+    page = browser.new_page()
+    page.goto(serve.url + "/healthz")  # the API's origin: fetch() to /v1 is same-origin
+    return page
+
+
+def connect(page: Page, path: str, credential: str, publish: bool) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate(
+        CONNECT, {"path": path, "credential": credential, "publish": publish}
+    )
+    assert result["status"] == 201, result
+    return result
+
+
+def stats_until(page: Page, ok: Any, limit: float = 15.0) -> dict[str, Any]:
+    deadline = time.monotonic() + limit
+    while True:
+        stats: dict[str, Any] = page.evaluate(STATS)
+        if ok(stats):
+            return stats
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.25)
+
+
+def playing(stats: dict[str, Any]) -> bool:
+    audio, video = stats.get("audio"), stats.get("video")
+    return bool(
+        audio and video and audio["packets"] > 20 and audio["energy"] > 0 and video["frames"] > 5
+    )
+
+
+def webinar(serve: Serve) -> tuple[str, str]:
+    with serve.api() as api:
+        r = api.post(
+            "/v1/meetings", json={"title": "browsers", "password": PASSWORD, "mode": "webinar"}
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["id"], r.json()["host_key"]
+
+
+def test_a_browser_publishes_and_two_browsers_play_it(browser: Browser, serve: Serve) -> None:
+    meeting, host_key = webinar(serve)
+    presenter = page_at(browser, serve)
+    connect(presenter, f"/v1/meetings/{meeting}/whip", host_key, publish=True)
+    sent = stats_until(presenter, lambda s: s["state"] == "connected" and s.get("sent_video"))
+    assert sent["sent_audio"] > 0
+    viewers = [page_at(browser, serve) for _ in range(2)]
+    sessions = [connect(v, f"/v1/meetings/{meeting}/whep", PASSWORD, False) for v in viewers]
+    for viewer in viewers:
+        stats = stats_until(viewer, playing)
+        assert stats["state"] == "connected"
+
+    # Expel the first viewer: within a second it receives nothing more.
+    participant = sessions[0]["location"].split("/")[-2]
+    with serve.api() as api:
+        r = api.patch(f"/v1/meetings/{meeting}/participants/{participant}", json={"expel": True})
+        assert r.status_code == 200, r.text
+    time.sleep(1.0)
+    after_a_second = viewers[0].evaluate(STATS)["audio"]["packets"]
+    time.sleep(1.0)
+    assert viewers[0].evaluate(STATS)["audio"]["packets"] == after_a_second
+    # The other one plays on.
+    before = viewers[1].evaluate(STATS)["audio"]["packets"]
+    stats_until(viewers[1], lambda s: s["audio"]["packets"] > before + 20)
+    for page in (presenter, *viewers):
+        page.close()
