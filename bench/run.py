@@ -47,6 +47,7 @@ LOSS_LIMIT = 0.001  # 0.1 %
 LATENCY_LOAD = 0.8  # latency is measured at this fraction of capacity
 PAYLOAD_MAGIC = b"relaybench"
 VIEWER_PT = 120  # a WebRTC viewer's number for the presenter's codec (the sender uses 111)
+WEBRTC_VARIANT = "webrtc_viewers"  # the relay with WebRTC receivers: report["variants"]
 TARGETS = ("relay", "ceiling", "io_ceiling", "python", "python_uvloop")
 # Targets that run one process per worker with --workers W (the others run one process).
 PER_WORKER_TARGETS = ("relay", "ceiling", "io_ceiling")
@@ -522,7 +523,7 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
     if compare and scenario.name == "webinar":
         # WebRTC viewers against SDES receivers, the same relay in the same run.
         webrtc = dataclasses.replace(scenario, webrtc=True)
-        targets.insert(1, ("relay_webrtc_viewers", "relay", webrtc))
+        targets.insert(1, (WEBRTC_VARIANT, "relay", webrtc))
     if compare and scenario.workers > 1:
         # What the workers gain is measured against the relay on one worker, in this run.
         targets.insert(1, ("relay_1_worker", "relay", dataclasses.replace(scenario, workers=1)))
@@ -561,17 +562,24 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
         **{k: v for k, v in results["relay"].items()},
     }
     if compare:
-        baselines = [name for name, _, _ in targets[1:]]
+        baselines = [name for name, _, _ in targets[1:] if name != WEBRTC_VARIANT]
         report["baselines"] = {name: results[name] for name in baselines}
         report["ratios"] = {
             f"out_pps_vs_{name}": round(results["relay"]["out_pps"] / results[name]["out_pps"], 3)
             for name in baselines
         }
+        if WEBRTC_VARIANT in results:
+            # Not a baseline: the relay itself, its receivers WebRTC viewers, against itself.
+            viewers = results[WEBRTC_VARIANT]
+            report["variants"] = {WEBRTC_VARIANT: viewers}
+            report["ratios"]["webrtc_viewers_out_pps_per_core_vs_sdes"] = round(
+                viewers["out_pps_per_relay_core"] / results["relay"]["out_pps_per_relay_core"], 3
+            )
     return report
 
 
 def print_report(r: dict[str, Any]) -> None:
-    rows = [("relay", r)] + list(r.get("baselines", {}).items())
+    rows = [("relay", r), *r.get("variants", {}).items(), *r.get("baselines", {}).items()]
     shape = (
         f"webinar 1 -> {r['receivers']}"
         if r["scenario"] == "webinar"

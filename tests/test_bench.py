@@ -114,7 +114,11 @@ def test_bench_compare_fixed_rate_writes_json(tmp_path: Path) -> None:
         assert key in report, key
     assert report["receivers"] == 20 and report["scenario"] == "webinar"
     assert set(report["baselines"]) == {"ceiling", "io_ceiling", "python", "python_uvloop"}
-    for figures in [report, *report["baselines"].values()]:
+    # And the same relay with its receivers as WebRTC viewers (each packet they got was checked
+    # for the viewer's own payload type: bench/run.py), with its ratio.
+    assert set(report["variants"]) == {"webrtc_viewers"}
+    assert report["ratios"]["webrtc_viewers_out_pps_per_core_vs_sdes"] > 0
+    for figures in [report, *report["baselines"].values(), *report["variants"].values()]:
         assert figures["loss_ratio"] < 0.01
         assert figures["verified_packets"] > 0
         assert figures["out_pps"] == pytest.approx(2000, rel=0.05)
