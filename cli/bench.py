@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from bench import run
+from bench.report import print_report
 from relay import lifecycle
 
 _phase = ["starting"]  # what the last progress line said the bench was doing
@@ -80,7 +81,7 @@ def _main(args: argparse.Namespace) -> int:
         except RuntimeError as exc:
             print(f"relay bench: {exc}", file=sys.stderr)
             return 1
-        run.print_report(reports[-1])
+        print_report(reports[-1])
     result: dict[str, Any] = reports[0] if len(reports) == 1 else {"runs": reports}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
