@@ -83,7 +83,9 @@ class WebRtcPeers:
         self.drops: Counter[str] = Counter()
         self.connected = 0  # handshakes completed, ever
         self.outbox: list[tuple[bytes, Address]] = []  # to send: the worker takes them
-        self.handshaking: set[int] = set()  # peers whose DTLS timers `tick` must watch
+        # Peers whose handshake has begun and not ended: the DTLS timers `tick` must watch.
+        # (One that never speaks DTLS costs nothing here; it stays a participant, unconnected.)
+        self.handshaking: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.peers)
@@ -108,7 +110,6 @@ class WebRtcPeers:
         self.peers[update.participant] = _Peer(
             update.participant, params, endpoint, update.payload_types
         )
-        self.handshaking.add(update.participant)
 
     def left(self, participant: int) -> None:
         """It left (or was expelled): close its DTLS (a close_notify tells the browser at
@@ -161,6 +162,7 @@ class WebRtcPeers:
             peer.dtls_address = source
             if peer.dtls.role is DtlsRole.CLIENT:  # it speaks first (RFC 8842 section 5.3)
                 self.outbox += [(d, source) for d in peer.dtls.start(now)]
+                self.handshaking.add(peer.participant)
         if result.selected is not None:
             peer.selected = result.selected.address
             self._apply(peer, rekey=False)
@@ -174,6 +176,8 @@ class WebRtcPeers:
         was = peer.dtls.state
         before = sum(peer.dtls.drops.values())
         self.outbox += [(d, address) for d in peer.dtls.receive(datagram, now)]
+        if peer.dtls.state is DtlsState.HANDSHAKING:
+            self.handshaking.add(peer.participant)
         if sum(peer.dtls.drops.values()) > before:
             self.drops[DROP_DTLS] += 1
         self._after_handshake_step(peer, was)

@@ -1,23 +1,30 @@
 """Real browsers as WebRTC peers of `relay serve`: Debian's Chromium, driven by Playwright with
 fake camera and microphone, publishes over WHIP; two more pages play over WHEP and their
 getStats() must show packets, audio energy and decoded frames; an expelled viewer stops
-receiving within a second; a browser plays an ffmpeg presenter (mixed transports).
+receiving within a second; a browser plays an ffmpeg presenter (mixed transports). Firefox
+ESR (driven over WebDriver BiDi by tests/browsers/firefox.mjs, puppeteer-core) plays a Chromium
+presenter, and Chromium plays a Firefox one. Every page runs tests/browsers/webrtc.js.
 
 The pages run at the API's own origin (a page of it is opened first), so their fetch() calls
 are same-origin, as the web pages the relay will serve will be. Chromium leaves loopback out of
 its ICE candidates unless told (`--allow-loopback-in-peer-connection`): the relay here listens
 on 127.0.0.1.
 
-Skipped where Chromium or Playwright is missing, unless RELAY_REQUIRE_BROWSERS=1 (CI as root
-installs them: scripts/setup)."""
+Skipped where Chromium or Playwright (or, for its test, Firefox, node and the driver's
+node_modules) is missing, unless RELAY_REQUIRE_BROWSERS=1 (CI as root installs them all:
+scripts/setup)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,63 +50,12 @@ FLAGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 
-# The browser side: what a web page would do with WHIP and WHEP (RFC 9725): an offer with its
-# candidates (no trickle), the answer, the session URL.
-CONNECT = """
-async ({path, credential, publish}) => {
-  const pc = new RTCPeerConnection();
-  if (publish) {
-    const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: true});
-    for (const track of stream.getTracks()) pc.addTransceiver(track, {direction: "sendonly"});
-  } else {
-    pc.addTransceiver("audio", {direction: "recvonly"});
-    pc.addTransceiver("video", {direction: "recvonly"});
-    // Played out, as a page would: a browser measures audio energy only of what it plays.
-    pc.addEventListener("track", (event) => {
-      const element = document.createElement(event.track.kind);
-      element.srcObject = new MediaStream([event.track]);
-      element.autoplay = true;
-      element.muted = false;
-      document.body.appendChild(element);
-      element.play().catch(() => {});
-    });
-  }
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((done) => {
-    if (pc.iceGatheringState === "complete") return done();
-    pc.addEventListener("icegatheringstatechange", () => {
-      if (pc.iceGatheringState === "complete") done();
-    });
-    setTimeout(done, 3000);
-  });
-  const response = await fetch(path, {
-    method: "POST",
-    headers: {"Content-Type": "application/sdp", "Authorization": `Bearer ${credential}`},
-    body: pc.localDescription.sdp,
-  });
-  const text = await response.text();
-  if (response.status !== 201) return {status: response.status, error: text};
-  await pc.setRemoteDescription({type: "answer", sdp: text});
-  window.pc = pc;
-  return {status: 201, location: response.headers.get("Location")};
-}
-"""
-
-STATS = """
-async () => {
-  const out = {state: window.pc.connectionState, audio: null, video: null};
-  (await window.pc.getStats()).forEach((s) => {
-    if (s.type === "inbound-rtp") {
-      out[s.kind] = {packets: s.packetsReceived, energy: s.totalAudioEnergy || 0,
-                     frames: s.framesDecoded || 0};
-    }
-    if (s.type === "outbound-rtp") {
-      out["sent_" + s.kind] = s.packetsSent;
-    }
-  });
-  return out;
-}
-"""
+# What the pages run (shared with firefox.mjs): window.relayConnect and window.relayStats.
+STATS = "() => window.relayStats()"
+PAGE_SCRIPT = (Path(__file__).parent / "browsers" / "webrtc.js").read_text()
+FIREFOX = shutil.which("firefox-esr")
+NODE = shutil.which("node")
+FIREFOX_DRIVER = Path(__file__).parent / "browsers" / "firefox.mjs"
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +96,14 @@ def browser() -> Iterator[Browser]:
 def page_at(browser: Browser, serve: Serve) -> Page:
     page = browser.new_page()
     page.goto(serve.url + "/healthz")  # the API's origin: fetch() to /v1 is same-origin
+    page.add_script_tag(content=PAGE_SCRIPT)
     return page
 
 
 def connect(page: Page, path: str, credential: str, publish: bool) -> dict[str, Any]:
     result: dict[str, Any] = page.evaluate(
-        CONNECT, {"path": path, "credential": credential, "publish": publish}
+        "(args) => window.relayConnect(args)",
+        {"path": path, "credential": credential, "publish": publish},
     )
     assert result["status"] == 201, result
     return result
@@ -245,3 +203,87 @@ def test_a_browser_plays_an_ffmpeg_presenter(browser: Browser, serve: Serve) -> 
         sender.wait()
     assert stats["state"] == "connected"
     viewer.close()
+
+
+def firefox(serve: Serve, path: str, credential: str, mode: str, seconds: int) -> Any:
+    """Firefox ESR, driven by tests/browsers/firefox.mjs over WebDriver BiDi: what it saw."""
+    assert NODE is not None and FIREFOX is not None
+    done = subprocess.run(
+        [NODE, str(FIREFOX_DRIVER), serve.url, path, credential, mode, str(seconds)],
+        env={**{k: v for k, v in os.environ.items() if k not in SANITIZER}, "FIREFOX": FIREFOX},
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def host_address() -> str:
+    """This host's own address on its default route. Firefox gathers no loopback candidates
+    (its loopback preference is not honoured in this build), and checks from its interface
+    addresses reach the relay only on one of them."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("203.0.113.1", 9))  # no packet is sent: only the route is looked up
+        return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        probe.close()
+
+
+@pytest.fixture(scope="module")
+def routable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    """`relay serve` with its media on every address and the host's own in its answers."""
+    if FIREFOX is None or NODE is None or not (FIREFOX_DRIVER.parent / "node_modules").is_dir():
+        if os.environ.get("RELAY_REQUIRE_BROWSERS"):
+            raise RuntimeError("RELAY_REQUIRE_BROWSERS is set but Firefox or its driver is missing")
+        pytest.skip("firefox-esr, node or tests/browsers/node_modules (npm ci) is missing")
+    address = host_address()
+    if address.startswith("127."):
+        pytest.skip("this host has no address but loopback, which Firefox will not use")
+    data = tmp_path_factory.mktemp("firefox") / "data"
+    s = start_serve(data, 1, "--media-host", "0.0.0.0", "--public-host", address)
+    try:
+        yield s
+    finally:
+        stop_serve(s)
+
+
+def test_firefox_plays_a_chromium_presenter_and_chromium_plays_a_firefox_one(
+    browser: Browser, routable: Serve
+) -> None:
+    serve = routable
+    meeting, host_key = webinar(serve)
+    presenter = page_at(browser, serve)
+    connect(presenter, f"/v1/meetings/{meeting}/whip", host_key, publish=True)
+    stats_until(presenter, lambda s: s["state"] == "connected" and s.get("sent_video"))
+    seen = firefox(serve, f"/v1/meetings/{meeting}/whep", PASSWORD, "play", 20)
+    assert seen["stats"]["state"] == "connected" and playing(seen["stats"]), seen
+    presenter.close()
+
+    # The other way round: Firefox publishes (for 12 s, in the background), Chromium plays.
+    other, other_key = webinar(serve)
+    published: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: published.append(
+            firefox(serve, f"/v1/meetings/{other}/whip", other_key, "publish", 12)
+        )
+    )
+    thread.start()
+    try:
+        viewer = page_at(browser, serve)
+        deadline = time.monotonic() + 15
+        while True:  # until Firefox's publisher has joined: its streams go in the answer
+            with serve.api() as api:
+                if api.get(f"/v1/meetings/{other}/participants").json():
+                    break
+            assert time.monotonic() < deadline, "Firefox never joined"
+            time.sleep(0.2)
+        connect(viewer, f"/v1/meetings/{other}/whep", PASSWORD, False)
+        stats_until(viewer, playing)
+        viewer.close()
+    finally:
+        thread.join()
+    assert published and published[0]["stats"]["sent_audio"] > 0, published

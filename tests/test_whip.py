@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import aioice.ice
 import httpx
@@ -258,3 +259,46 @@ def test_the_api_documents_whip_and_whep(serve: Serve) -> None:
     spec = httpx.get(serve.url + "/openapi.json").json()
     assert "/v1/meetings/{meeting_id}/whip" in spec["paths"]
     assert "/v1/meetings/{meeting_id}/whep" in spec["paths"]
+
+
+def test_viewers_on_both_workers_play_a_presenter_homed_on_one(tmp_path: Path) -> None:
+    """Two workers: each viewer is connected by the worker it is homed on (its answer's
+    candidate is that worker's port), and the presenter's packets reach the other worker's
+    viewer through the fan-out, under that viewer's own payload types and keys."""
+    two = start_serve(tmp_path / "data", 2)
+    try:
+        meeting, host_key = webinar(two)
+
+        async def scenario() -> tuple[set[str], list[int]]:
+            presenter = RTCPeerConnection()
+            presenter.addTrack(AudioStreamTrack())
+            r = await post(two, f"/v1/meetings/{meeting}/whip", await offer(presenter), host_key)
+            assert r.status_code == 201, r.text
+            await presenter.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+            await connected(presenter)
+            ports: set[str] = set()
+            decoded: list[int] = []
+            viewers = []
+            for _ in range(2):
+                viewer = RTCPeerConnection()
+                viewer.addTransceiver("audio", direction="recvonly")
+                w = await post(two, f"/v1/meetings/{meeting}/whep", await offer(viewer), PASSWORD)
+                assert w.status_code == 201, w.text
+                ports |= {line.split()[5] for line in w.text.splitlines() if "typ host" in line}
+                await viewer.setRemoteDescription(RTCSessionDescription(w.text, "answer"))
+                viewers.append(viewer)
+            for viewer in viewers:
+                await connected(viewer)
+                track = viewer.getReceivers()[0].track
+                for _ in range(3):
+                    await asyncio.wait_for(track.recv(), 5)
+                decoded.append(3)
+                await viewer.close()
+            await presenter.close()
+            return ports, decoded
+
+        ports, decoded = asyncio.run(scenario())
+        assert ports == {str(two.media_port), str(two.media_port + 2)}  # one on each worker
+        assert decoded == [3, 3]
+    finally:
+        stop_serve(two)
