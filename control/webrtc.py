@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from control import auth
 from control.registration_settings import registration_enabled
@@ -98,14 +98,7 @@ class WebRtcJoin:
             role = published.dtls_role
         else:
             viewed = answer_viewer(
-                self.offer,
-                ice_ufrag=self.ice_ufrag,
-                ice_pwd=self.ice_pwd,
-                fingerprint=self.fingerprint,
-                host=host,
-                port=port,
-                session_id=session_id,
-                streams=meeting_streams,
+                self.offer, streams=meeting_streams, **self._relay_side(host, port, session_id)
             )
             sdp = viewed.sdp
             types = tuple((p.ssrc, p.pt) for p in viewed.placed)
@@ -115,15 +108,18 @@ class WebRtcJoin:
         return sdp, types, peer
 
     def _publisher(self, host: str, port: int, session_id: int) -> PublisherAnswer:
-        return answer_publisher(
-            self.offer,
-            ice_ufrag=self.ice_ufrag,
-            ice_pwd=self.ice_pwd,
-            fingerprint=self.fingerprint,
-            host=host,
-            port=port,
-            session_id=session_id,
-        )
+        return answer_publisher(self.offer, **self._relay_side(host, port, session_id))
+
+    def _relay_side(self, host: str, port: int, session_id: int) -> dict[str, Any]:
+        """The relay's side of either answer: its ICE credentials, fingerprint and address."""
+        return {
+            "ice_ufrag": self.ice_ufrag,
+            "ice_pwd": self.ice_pwd,
+            "fingerprint": self.fingerprint,
+            "host": host,
+            "port": port,
+            "session_id": session_id,
+        }
 
 
 class JoinCredential(NamedTuple):
