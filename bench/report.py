@@ -28,7 +28,8 @@ def print_report(r: dict[str, Any]) -> None:
     if r["workers"] > 1:
         print_per_worker(rows)
     for name, ratio in r.get("ratios", {}).items():
-        print(f"  relay {name.replace('_', ' ')}: {ratio:.2f}")
+        shown = "too little CPU to measure" if ratio is None else f"{ratio:.2f}"
+        print(f"  relay {name.replace('_', ' ')}: {shown}")
 
 
 def print_per_worker(rows: list[tuple[str, dict[str, Any]]]) -> None:

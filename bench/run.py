@@ -48,6 +48,7 @@ LATENCY_LOAD = 0.8  # latency is measured at this fraction of capacity
 PAYLOAD_MAGIC = b"relaybench"
 VIEWER_PT = 120  # a WebRTC viewer's number for the presenter's codec (the sender uses 111)
 WEBRTC_VARIANT = "webrtc_viewers"  # the relay with WebRTC receivers: report["variants"]
+MEASURABLE_CPU = 0.05  # cores: below it, a ratio of figures per core is noise
 TARGETS = ("relay", "ceiling", "io_ceiling", "python", "python_uvloop")
 # Targets that run one process per worker with --workers W (the others run one process).
 PER_WORKER_TARGETS = ("relay", "ceiling", "io_ceiling")
@@ -570,9 +571,13 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
         }
         if WEBRTC_VARIANT in results:
             # Not a baseline: the relay itself, its receivers WebRTC viewers, against itself.
-            viewers = results[WEBRTC_VARIANT]
+            viewers, sdes = results[WEBRTC_VARIANT], results["relay"]
             report["variants"] = {WEBRTC_VARIANT: viewers}
-            report["ratios"]["webrtc_viewers_out_pps_per_core_vs_sdes"] = round(
-                viewers["out_pps_per_relay_core"] / results["relay"]["out_pps_per_relay_core"], 3
+            # Per core: None where either used too little CPU to measure (a low --rate).
+            measurable = min(viewers["relay_cpu"], sdes["relay_cpu"]) >= MEASURABLE_CPU
+            report["ratios"]["webrtc_viewers_out_pps_per_core_vs_sdes"] = (
+                round(viewers["out_pps_per_relay_core"] / sdes["out_pps_per_relay_core"], 3)
+                if measurable
+                else None
             )
     return report

@@ -117,7 +117,12 @@ def test_bench_compare_fixed_rate_writes_json(tmp_path: Path) -> None:
     # And the same relay with its receivers as WebRTC viewers (each packet they got was checked
     # for the viewer's own payload type: bench/run.py), with its ratio.
     assert set(report["variants"]) == {"webrtc_viewers"}
-    assert report["ratios"]["webrtc_viewers_out_pps_per_core_vs_sdes"] > 0
+    # At this low rate the relay uses too little CPU for a per-core ratio: none is made up.
+    ratio = report["ratios"]["webrtc_viewers_out_pps_per_core_vs_sdes"]
+    if min(report["relay_cpu"], report["variants"]["webrtc_viewers"]["relay_cpu"]) < 0.05:
+        assert ratio is None
+    else:
+        assert ratio > 0
     for figures in [report, *report["baselines"].values(), *report["variants"].values()]:
         assert figures["loss_ratio"] < 0.01
         assert figures["verified_packets"] > 0
