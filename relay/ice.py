@@ -63,8 +63,10 @@ __all__ = [
     "DROP_REMOTE_UFRAG",
     "DROP_UNKNOWN_UFRAG",
     "OUTCOMES",
+    "PASSWORD",
     "REFUSED_ROLE_CONFLICT",
     "REFUSED_UNKNOWN_ATTRIBUTE",
+    "UFRAG",
     "AddressSelected",
     "CheckSucceeded",
     "ConsentExpired",
@@ -104,8 +106,8 @@ OUTCOMES = (
 
 # ice-char = ALPHA / DIGIT / "+" / "/"; a ufrag has 4 to 256, a password 22 to 256 (RFC 8839
 # section 5.4). No ':' can occur, so the USERNAME splits at its first one.
-_UFRAG = re.compile(r"[A-Za-z0-9+/]{4,256}")
-_PASSWORD = re.compile(r"[A-Za-z0-9+/]{22,256}")
+UFRAG = re.compile(r"[A-Za-z0-9+/]{4,256}")
+PASSWORD = re.compile(r"[A-Za-z0-9+/]{22,256}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +196,11 @@ class IceLite:
             ValueError: a ufrag or password that is not ice-chars of the allowed length (RFC
                 8839 section 5.4), or a local ufrag that another participant has.
         """
-        if not _UFRAG.fullmatch(local_ufrag):
+        if not UFRAG.fullmatch(local_ufrag):
             raise ValueError("a local ufrag is 4 to 256 ice-chars (RFC 8839 section 5.4)")
-        if not _PASSWORD.fullmatch(local_pwd):
+        if not PASSWORD.fullmatch(local_pwd):
             raise ValueError("a local password is 22 to 256 ice-chars (RFC 8839 section 5.4)")
-        if remote_ufrag is not None and not _UFRAG.fullmatch(remote_ufrag):
+        if remote_ufrag is not None and not UFRAG.fullmatch(remote_ufrag):
             raise ValueError("a remote ufrag is 4 to 256 ice-chars (RFC 8839 section 5.4)")
         owner = self._by_ufrag.get(local_ufrag)
         if owner is not None and owner.participant != participant:

@@ -15,7 +15,7 @@ import base64
 import binascii
 import ipaddress
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
@@ -73,7 +73,7 @@ class WebRtcPeer:
     (RFC 5764 section 4.2), on the worker: the join's keys are placeholders nobody knows."""
 
     ice_ufrag: str
-    ice_pwd: str
+    ice_pwd: str = field(repr=False)  # a credential: never in a log line made of a message
     remote_ufrag: str
     fingerprint: str  # "sha-256 AB:CD:..." as the offer's a=fingerprint gave it
     dtls_role: str = "server"

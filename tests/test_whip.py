@@ -312,3 +312,18 @@ def test_viewers_on_both_workers_play_a_presenter_homed_on_one(tmp_path: Path) -
             listener.close()
     finally:
         stop_serve(two)
+
+
+def test_a_display_name_follows_the_joins_rules(serve: Serve) -> None:
+    """?name= is checked as a join's name is (control/text.py): no hidden characters, no
+    blanks, at most 100 characters; refused before anything else is looked at."""
+    meeting, _ = webinar(serve)
+    for name in ("\u202eevil", "   ", "x" * 101):
+        r = httpx.post(
+            f"{serve.url}/v1/meetings/{meeting}/whep",
+            params={"name": name},
+            content="v=0\r\n",
+            headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {PASSWORD}"},
+        )
+        assert r.status_code == 422, (name, r.text)
+        assert "name" in r.json()["error"]["message"]

@@ -14,12 +14,13 @@ is not SDP, 422 an offer the relay cannot answer, saying why, 423 a locked meeti
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from control.api.deps import Plane, bearer, client_address
 from control.api.errors import ErrorOut
+from control.api.requests import Named
 from control.errors import (
     ApiError,
     Invalid,
@@ -30,13 +31,13 @@ from control.errors import (
     UnsupportedMediaType,
 )
 from control.lookup import find_open_meeting
+from control.meetings import NAME_MAX
 from control.webrtc import OfferError, WebRtcJoin, join_arguments, parse_offer
 
 router = APIRouter()
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"  # RFC 8840 section 9
-NAME_LIMIT = 200
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "no credential: send Authorization: Bearer ..."},
@@ -64,6 +65,10 @@ async def _text(request: Request, media_type: str, what: str) -> str:
         raise Invalid(f"{what} is not UTF-8 text") from None
 
 
+# The display name: what a join's `name` may be (control/api/requests.py, control/text.py).
+Name = Annotated[Named | None, Query(min_length=1, max_length=NAME_MAX)]
+
+
 async def _join(
     meeting_id: str, request: Request, plane: Plane, name: str | None, publishes: bool
 ) -> Response:
@@ -75,9 +80,7 @@ async def _join(
             "send Authorization: Bearer CREDENTIAL (a host key, password or join token)"
         )
     text = await _text(request, SDP, "the offer")
-    shown = (name or ("WHIP publisher" if publishes else "WHEP viewer")).strip()
-    if not shown or len(shown) > NAME_LIMIT or not shown.isprintable():
-        raise Invalid(f"name: visible text of at most {NAME_LIMIT} characters")
+    shown = name or ("WHIP publisher" if publishes else "WHEP viewer")
     try:
         join = WebRtcJoin(parse_offer(text), publishes, plane.webrtc_fingerprint)
         streams = join.declared(plane.service.describer.relay_host)
@@ -119,9 +122,7 @@ async def _join(
     response_class=Response,
     responses={**_ANSWERED, **_REFUSALS},
 )
-async def whip(
-    meeting_id: str, request: Request, plane: Plane, name: str | None = None
-) -> Response:
+async def whip(meeting_id: str, request: Request, plane: Plane, name: Name = None) -> Response:
     """Publish from a WebRTC peer (OBS, GStreamer, a browser): its SDP offer in, the relay's
     answer out (ICE-lite, DTLS-SRTP; Opus, VP8 or H.264 as offered)."""
     return await _join(meeting_id, request, plane, name, publishes=True)
@@ -133,9 +134,7 @@ async def whip(
     response_class=Response,
     responses={**_ANSWERED, **_REFUSALS},
 )
-async def whep(
-    meeting_id: str, request: Request, plane: Plane, name: str | None = None
-) -> Response:
+async def whep(meeting_id: str, request: Request, plane: Plane, name: Name = None) -> Response:
     """Play the meeting's streams in a WebRTC peer (a browser): its recvonly offer in, the
     relay's answer out, each stream under the payload type the offer gave its codec."""
     return await _join(meeting_id, request, plane, name, publishes=False)

@@ -12,8 +12,6 @@ from control.sdp import _CODEC, _address, _port, _session_id, check_streams
 from control.webrtc_sdp.model import (
     _FEEDBACK,
     _HOST_PRIORITY,
-    _ICE_PWD,
-    _ICE_UFRAG,
     _KNOWN_CODECS,
     _OPUS,
     _REPAIR,
@@ -33,6 +31,8 @@ from control.webrtc_sdp.model import (
 )
 from relay.certificate import Fingerprint
 from relay.dtls import DtlsRole
+from relay.ice import PASSWORD as ICE_PASSWORD  # RFC 8839 section 5.4's ice-chars
+from relay.ice import UFRAG as ICE_UFRAG
 from relay.vocabulary import Kind
 from relay.wire import Stream
 
@@ -53,11 +53,11 @@ class _Local:
 def _local(
     ice_ufrag: str, ice_pwd: str, fingerprint: str, host: str, port: int, session_id: int
 ) -> _Local:
-    if not isinstance(ice_ufrag, str) or _ICE_UFRAG.fullmatch(ice_ufrag) is None:
+    if not isinstance(ice_ufrag, str) or ICE_UFRAG.fullmatch(ice_ufrag) is None:
         raise ValueError(
             "ice_ufrag must be 4 to 256 letters, digits, '+' or '/' (RFC 8839 section 5.4)"
         )
-    if not isinstance(ice_pwd, str) or _ICE_PWD.fullmatch(ice_pwd) is None:
+    if not isinstance(ice_pwd, str) or ICE_PASSWORD.fullmatch(ice_pwd) is None:
         raise ValueError(
             "ice_pwd must be 22 to 256 letters, digits, '+' or '/' (RFC 8839 section 5.4)"
         )

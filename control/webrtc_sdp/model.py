@@ -41,9 +41,6 @@ _LINE = re.compile(r"([a-z])=(.*)")
 _ATTRIBUTE = re.compile(rf"({_TOKEN})(?::(.*))?")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # TAB is allowed in free text
 _NUMBER = re.compile(r"[0-9]{1,10}")  # ASCII digits only: int() would take other scripts'
-# RFC 8839 section 5.4: ice-char = ALPHA / DIGIT / "+" / "/".
-_ICE_UFRAG = re.compile(r"[A-Za-z0-9+/]{4,256}")
-_ICE_PWD = re.compile(r"[A-Za-z0-9+/]{22,256}")
 # fmtp parameters are written back into the answer: printable ASCII only.
 _FMTP = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,1022}[\x21-\x7e])?")
 _MAX_MID = 64

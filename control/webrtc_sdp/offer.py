@@ -13,8 +13,6 @@ from control.webrtc_sdp.model import (
     _DIRECTIONS,
     _FMTP,
     _HASHES,
-    _ICE_PWD,
-    _ICE_UFRAG,
     _LINE,
     _MAX_MID,
     _NUMBER,
@@ -36,6 +34,8 @@ from control.webrtc_sdp.model import (
     _section_name,
 )
 from relay.certificate import Fingerprint
+from relay.ice import PASSWORD as ICE_PASSWORD  # RFC 8839 section 5.4's ice-chars
+from relay.ice import UFRAG as ICE_UFRAG
 
 
 @dataclass
@@ -128,12 +128,12 @@ def _number(text: str, limit: int) -> int | None:
 def _ice(block: _Block) -> tuple[str | None, str | None]:
     ufrag = _one(block, "ice-ufrag")
     pwd = _one(block, "ice-pwd")
-    if ufrag is not None and _ICE_UFRAG.fullmatch(ufrag[1]) is None:
+    if ufrag is not None and ICE_UFRAG.fullmatch(ufrag[1]) is None:
         raise OfferError(
             f"line {ufrag[0]}: a=ice-ufrag must be 4 to 256 letters, digits, '+' or '/' "
             "(RFC 8839 section 5.4)"
         )
-    if pwd is not None and _ICE_PWD.fullmatch(pwd[1]) is None:
+    if pwd is not None and ICE_PASSWORD.fullmatch(pwd[1]) is None:
         raise OfferError(
             f"line {pwd[0]}: a=ice-pwd must be 22 to 256 letters, digits, '+' or '/' "
             "(RFC 8839 section 5.4)"
