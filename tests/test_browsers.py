@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_serve import Serve, start_serve, stop_serve
+from tests.test_serve import Serve, create_webinar, start_serve, stop_serve
 
 CHROMIUM = shutil.which("chromium")
 try:
@@ -127,12 +127,7 @@ def playing(stats: dict[str, Any]) -> bool:
 
 
 def webinar(serve: Serve) -> tuple[str, str]:
-    with serve.api() as api:
-        r = api.post(
-            "/v1/meetings", json={"title": "browsers", "password": PASSWORD, "mode": "webinar"}
-        )
-        assert r.status_code == 201, r.text
-        return r.json()["id"], r.json()["host_key"]
+    return create_webinar(serve, PASSWORD)
 
 
 def test_a_browser_publishes_and_two_browsers_play_it(browser: Browser, serve: Serve) -> None:

@@ -195,6 +195,16 @@ def join(api: httpx.Client, meeting: str, name: str, ssrc: int | None, **body: A
     return Participant(r.json(), ssrc, sock)
 
 
+def create_webinar(serve: Serve, password: str = "pw") -> tuple[str, str]:
+    """A webinar on `serve`, created with the operator token: its id and host key."""
+    with serve.api() as api:
+        r = api.post(
+            "/v1/meetings", json={"title": "webinar", "password": password, "mode": "webinar"}
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["id"], r.json()["host_key"]
+
+
 def settle(people: list[Participant], seconds: float = 0.3) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -17,7 +17,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 
-from tests.test_serve import Serve, join, settle, start_serve, stop_serve
+from tests.test_serve import Serve, create_webinar, join, settle, start_serve, stop_serve
 
 PASSWORD = "pw"
 
@@ -38,12 +38,7 @@ def loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def webinar(serve: Serve) -> tuple[str, str]:
-    with serve.api() as api:
-        r = api.post(
-            "/v1/meetings", json={"title": "webrtc", "password": PASSWORD, "mode": "webinar"}
-        )
-        assert r.status_code == 201, r.text
-        return r.json()["id"], r.json()["host_key"]
+    return create_webinar(serve, PASSWORD)
 
 
 async def offer(pc: RTCPeerConnection) -> str:

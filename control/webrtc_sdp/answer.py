@@ -7,6 +7,7 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from control.sdp import _CODEC, _address, _port, _session_id, check_streams
 from control.webrtc_sdp.model import (
@@ -89,7 +90,7 @@ def _local(
 def _answer_setup(offer: WebRtcOffer) -> tuple[Setup, DtlsRole]:
     """The answer's a=setup and the relay's DTLS role (relay/dtls.py, DtlsRole.for_offer)."""
     role = DtlsRole.for_offer(offer.setup)
-    return ("passive" if role is DtlsRole.SERVER else "active"), role
+    return cast(Setup, role.setup), role
 
 
 @dataclass(frozen=True)
