@@ -14,6 +14,10 @@ With `--state-file`, the worker keeps its SRTP state on disk beside it (relay/le
 ledger of index reservations, made durable before the fast path uses them, and the senders'
 stream state every second. Both are read back before the first routing snapshot, so a
 restarted worker (or server) never sends a receiver an index it may have had.
+
+With `--certificate` (the node's DTLS certificate), it also connects WebRTC peers on its media
+port: the core sets their STUN and DTLS aside (ext/demux.pxi, at most SIGNALLING_PER_SECOND),
+and after each batch relay/webrtc.py answers them and its replies go out from this port.
 """
 
 from __future__ import annotations
