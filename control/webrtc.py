@@ -10,7 +10,7 @@ and differ in three things:
   is a panelist (the panelist password) and a WHEP peer an attendee (the meeting password, or
   a registration's join token when the meeting requires registration); in a meeting, where
   everyone may send, both are panelists with the meeting password or a join token.
-- the answer is SDP (control/webrtc_sdp.py), written inside the join once its worker is
+- the answer is SDP (control/webrtc_sdp/), written inside the join once its worker is
   chosen, so that an offer the relay cannot answer (a viewer that cannot play the presenter's
   codec) is refused before anything is stored or published.
 - the SRTP keys come from the DTLS handshake on the peer's home worker (relay/webrtc.py): the

@@ -10,7 +10,8 @@ the offer broke out of its line.
     python fuzz/fuzz_sdp.py -runs=1000000 "$(mktemp -d)" fuzz/corpus-sdp
 
 The first directory receives new inputs, the second holds the seeds (the sample Chrome,
-Firefox and aiortc offers of tests/test_webrtc_sdp.py); keep new finds out of the seeds unless
+Firefox and aiortc offers of tests/test_webrtc_sdp.py, and GStreamer webrtcbin's as
+tests/gstreamer_webrtc.py makes them); keep new finds out of the seeds unless
 they are worth keeping. The parser is pure Python, so atheris follows its coverage as is.
 """
 

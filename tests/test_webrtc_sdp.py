@@ -585,11 +585,27 @@ def test_publisher_without_vp8_takes_h264_mode_1_then_vp9() -> None:
 
 
 def test_codec_names_are_matched_and_written_canonically() -> None:
-    # GStreamer's webrtcbin writes OPUS/48000/2 and VP8/90000; the Stream says opus/48000/2.
     upper = edit(FIREFOX_PUBLISH, swap=("a=rtpmap:109 opus/48000/2", "a=rtpmap:109 OPUS/48000/2"))
     answer = answer_publisher(parse_offer(upper), **LOCAL)
     assert answer.streams[0].codec == "opus/48000/2"
     assert "a=rtpmap:109 OPUS/48000/2" in answer.sdp  # the answer repeats the offer's spelling
+
+
+def test_opus_without_a_channel_count_is_opus() -> None:
+    """GStreamer's webrtcbin (1.22) offers Opus as OPUS/48000, without RFC 7587's /2: taken
+    from a publisher (the stream is then opus/48000/2, what SDES listeners are told) and from a
+    viewer, which plays any Opus stream. Opus with one channel is not RFC 7587's Opus."""
+    gstreamer = "a=rtpmap:109 OPUS/48000"
+    publisher = answer_publisher(
+        parse_offer(edit(FIREFOX_PUBLISH, swap=("a=rtpmap:109 opus/48000/2", gstreamer))), **LOCAL
+    )
+    assert publisher.streams[0].codec == "opus/48000/2"
+    assert gstreamer + "\r\n" in publisher.sdp
+    view = parse_offer(edit(FIREFOX_VIEW, swap=("a=rtpmap:109 opus/48000/2", gstreamer)))
+    assert answer_viewer(view, **LOCAL, streams=[OPUS]).placed == (Placement(OPUS.ssrc, 109),)
+    mono = edit(FIREFOX_VIEW, swap=("a=rtpmap:109 opus/48000/2", "a=rtpmap:109 opus/48000/1"))
+    with pytest.raises(OfferError, match="the presenter sends opus/48000"):
+        answer_viewer(parse_offer(mono), **LOCAL, streams=[OPUS])
 
 
 def test_dtls_roles() -> None:

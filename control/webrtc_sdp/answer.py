@@ -111,7 +111,7 @@ def _take(section: MediaSection) -> Codec | None:
     """The first offered codec the relay takes for this m= section, in the relay's order."""
     if section.kind == "audio":
         for codec in section.codecs:
-            if (codec.name.lower(), codec.clock, codec.channels) == _OPUS:
+            if codec.is_opus:
                 return codec
         return None
     for name, clock in _VIDEO:
@@ -127,7 +127,10 @@ def _take(section: MediaSection) -> Codec | None:
 
 
 def _canonical(codec: Codec) -> str:
-    """The codec as `relay.wire.Stream.codec` has it, with the registry's spelling."""
+    """The codec as `relay.wire.Stream.codec` has it, with the registry's spelling (Opus
+    always as RFC 7587 writes it, whatever the offer's spelling: SDES listeners are told it)."""
+    if codec.is_opus:
+        return "/".join(map(str, _OPUS))
     name = _KNOWN_CODECS.get(codec.name.lower(), codec.name)
     return Codec(codec.pt, name, codec.clock, codec.channels).rtpmap
 
@@ -173,6 +176,8 @@ def _plays(stream: Stream, sender_fmtp: str | None, codec: Codec) -> bool:
     name, clock, channels = match.group(1), int(match.group(2)), match.group(3)
     if codec.name.lower() != name.lower() or codec.clock != clock:
         return False
+    if codec.is_opus:
+        return True  # any Opus decoder plays any Opus stream, mono or stereo
     if stream.kind == "audio" and (codec.channels or 1) != int(channels or 1):
         return False
     offered = codec.parameters

@@ -92,6 +92,16 @@ class Codec:
         """The fmtp parameters (`key=value;...`), keys in lower case."""
         return _fmtp_parameters(self.fmtp)
 
+    @property
+    def is_opus(self) -> bool:
+        """Opus at 48 kHz. RFC 7587 section 7 spells it opus/48000/2 whatever the audio (every
+        Opus decoder plays mono and stereo streams); GStreamer's webrtcbin writes OPUS/48000,
+        with no channel count, and means the same: both are taken."""
+        name, clock, channels = _OPUS
+        return (
+            self.name.lower() == name and self.clock == clock and self.channels in (None, channels)
+        )
+
 
 @dataclass(frozen=True)
 class SsrcGroup:
