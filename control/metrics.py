@@ -64,6 +64,12 @@ class RelayCollector(Collector):
                 "reason",
                 "DTLS datagrams of WebRTC peers refused, by reason.",
             ),
+            (
+                "relay_webrtc_ended",
+                "webrtc_ended",
+                "reason",
+                "WebRTC peers gone without a DELETE (made to leave), by reason.",
+            ),
         ):
             family_metric = CounterMetricFamily(name, text, labels=[label])
             for value, count in s.labelled(family).items():

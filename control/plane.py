@@ -32,6 +32,7 @@ import zmq.asyncio
 from control import auth
 from control.answers import Health, Media
 from control.audit import Audit
+from control.errors import ApiError
 from control.limits import JoinLimits
 from control.mail import Mailer
 from control.meetings import KeyBox, MeetingService
@@ -48,6 +49,9 @@ from control.webrtc import SessionKeys
 log = logging.getLogger("control.plane")
 
 STATS_STALE_S = 3.0  # a worker that has not reported for this long counts as not reporting
+# A WebRTC peer made to leave is not looked up again for this long: its worker reports it
+# every second until the ParticipantLeft reaches it (_end_webrtc_peers).
+ENDING_HOLD_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class ControlPlane:
         self.webrtc_sessions = SessionKeys(secrets.token_bytes(32))
         self._stats_socket: zmq.asyncio.Socket | None = None
         self._stats_task: asyncio.Task[None] | None = None
+        self._ending: dict[int, float] = {}  # WebRTC peers made to leave: wire id -> when
 
     @classmethod
     async def start(
@@ -204,6 +209,39 @@ class ControlPlane:
             except ValueError as exc:
                 self.bad_stats += 1
                 log.debug("ignored a worker report: %s", exc)
+                continue
+            ended = self.stats.take_ended()
+            if ended:
+                await self._end_webrtc_peers(ended, time.monotonic())
+
+    async def _end_webrtc_peers(self, ended: dict[int, str], now: float) -> None:
+        """WebRTC peers their worker reports gone (relay/webrtc.py: never connected, DTLS
+        failed or closed, consent expired) leave, as a DELETE of their session would make
+        them. A worker reports each again every second until its ParticipantLeft arrives, so
+        one just handled is skipped for a while; a store error is left to the next report."""
+        for wire_id in [w for w, at in self._ending.items() if now - at > ENDING_HOLD_S]:
+            del self._ending[wire_id]
+        for wire_id, reason in ended.items():
+            if wire_id in self._ending:
+                continue
+            self._ending[wire_id] = now
+            try:
+                row = await self.store.get_participant_by_wire_id(wire_id)
+                if row is None or row.left_at is not None or row.expelled:
+                    continue
+                await self.service.participants.leave(row.meeting_id, row.id, now=self.clock())
+            except ApiError:
+                continue  # its meeting ended, or it left meanwhile: nothing to do
+            except StoreError as exc:
+                del self._ending[wire_id]
+                log.error("WebRTC peer %d not made to leave: %s", wire_id, type(exc).__name__)
+                continue
+            log.info(
+                "participant %s left meeting %s: its WebRTC peer ended (%s)",
+                row.id,
+                row.meeting_id,
+                reason,
+            )
 
     # -- what /metrics and /healthz read --
 

@@ -31,9 +31,9 @@ Counts = npt.NDArray[np.uint64]
 
 
 # Counters by label that a worker serving WebRTC peers adds (relay/worker.py): ICE checks by
-# outcome (relay/ice.py), signalling refused by reason (relay/webrtc.py). All only grow, as
-# everything here must: a count that goes down means the worker started again.
-LABELLED = ("dropped", "ice", "webrtc_dropped")
+# outcome (relay/ice.py), signalling refused and peers gone, by reason (relay/webrtc.py). All
+# only grow, as everything here must: a count that goes down means the worker started again.
+LABELLED = ("dropped", "ice", "webrtc_dropped", "webrtc_ended")
 
 
 def _flatten(counters: dict[str, Any]) -> dict[str, int]:
@@ -99,6 +99,9 @@ class StatsAggregator:
         self.workers: dict[int, WorkerTotals] = {}
         # participant (wire id) -> when its address became known (`wall` time of the report)
         self.latched_at: dict[str, float] = {}
+        # WebRTC peers a worker reports gone, not yet made to leave: wire id -> reason. The
+        # control plane takes them (`take_ended`); a worker reports each until it has left.
+        self.ended: dict[int, str] = {}
 
     def receive(
         self,
@@ -108,17 +111,19 @@ class StatsAggregator:
         participants: bytes | None = None,
     ) -> None:
         """Take one worker's report (`participants`: its binary frame, if any), with its
-        events (participants whose address became known, stamped with `wall`). Malformed
-        reports raise ValueError (and change nothing)."""
+        events (participants whose address became known, stamped with `wall`; WebRTC peers
+        gone). Malformed reports raise ValueError (and change nothing)."""
         try:
             index = int(message["worker"])
             flat = _flatten(message["counters"])
             ids, counts = _people(message, participants)
-            latched = [
-                str(int(e["participant"]))
-                for e in message.get("events", [])
-                if e.get("kind") == "latched"
-            ]
+            events = message.get("events", [])
+            latched = [str(int(e["participant"])) for e in events if e.get("kind") == "latched"]
+            ended = {
+                int(e["participant"]): str(e["reason"])
+                for e in events
+                if e.get("kind") == "webrtc_ended"
+            }
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad worker stats: {exc}") from None
         worker = self.workers.setdefault(index, WorkerTotals())
@@ -135,6 +140,12 @@ class StatsAggregator:
         worker.last_seen = now
         for pid in latched:
             self.latched_at.setdefault(pid, now if wall is None else wall)
+        self.ended.update(ended)
+
+    def take_ended(self) -> dict[int, str]:
+        """The WebRTC peers reported gone since the last call (wire id -> reason)."""
+        ended, self.ended = self.ended, {}
+        return ended
 
     def total(self, name: str) -> int:
         return sum(w.total(name) for w in self.workers.values())

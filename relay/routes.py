@@ -105,6 +105,10 @@ class RouteReplica:
             self.meetings.add(update.meeting)
         elif isinstance(update, wire.MeetingEnded):
             t.end_meeting(update.meeting)
+            if self.webrtc is not None:  # its WebRTC peers' sessions end: close their DTLS
+                for participant, (meeting, local) in self.homes.items():
+                    if meeting == update.meeting and local:
+                        self.webrtc.left(participant)
             if self.on_recording is not None:
                 self.on_recording(update.meeting, False)  # nothing more to record
         elif isinstance(update, wire.ParticipantJoined):

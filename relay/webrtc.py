@@ -17,6 +17,14 @@ this module (ext/demux.pxi, RFC 7983):
    under the placeholder keys could not be read). Consent (RFC 7675): 30 s without a check
    from the selected address and the table forgets it (RouteTable.forget_address).
 
+A peer that is gone ends its participation, as a DELETE of its session would: one that has
+not connected (ICE and DTLS) within 30 s of joining, whose handshake failed, that sent a DTLS
+close_notify (a browser closing its RTCPeerConnection or its tab), or whose consent expired.
+Browsers seldom send the DELETE, and a participant nobody removes would stay listed, counted
+against the meeting's limits and billed. The worker reports each such peer in its stats
+(`ended`, until the participant's ParticipantLeft comes back: a report lost while the control
+plane restarts is made again), and the control plane makes it leave (control/plane.py).
+
 State lives here, on the worker, not in the control plane: the keys exist only on this
 worker and in memory (no key the peer negotiated is ever stored). A snapshot applied again
 puts the placeholders back in the table; `resync` gives the table the peer's keys and address
@@ -31,7 +39,7 @@ which the worker empties after each call.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +59,15 @@ DROP_NO_CHECK = "dtls_before_check"  # DTLS from an address no peer has passed a
 DROP_DTLS = "dtls_refused"  # the peer's DTLS endpoint refused it (relay/dtls.py counts why)
 DROP_DTLS_FAILED = "dtls_failed"  # a handshake failed: fingerprint, profile, timeout
 
+# Why a peer ended (`ended`, and the metrics): it leaves the meeting.
+ENDED_NEVER_CONNECTED = "never_connected"  # no keys within CONNECT_WITHIN_S of joining
+ENDED_DTLS_FAILED = "dtls_failed"
+ENDED_CLOSED = "closed"  # its DTLS close_notify (RFC 5246 section 7.2.1)
+ENDED_CONSENT = "consent_expired"  # RFC 7675: 30 s without a check from its address
+# As long as a connected peer keeps consent without a check (RFC 7675 section 5.1): a browser
+# gives up on ICE well before (Chromium: about 30 s from its first check, Firefox likewise).
+CONNECT_WITHIN_S = 30.0
+
 
 @dataclass
 class _Peer:
@@ -64,6 +81,7 @@ class _Peer:
     checked: set[Address] = field(default_factory=set)  # addresses with a valid check
     selected: Address | None = None  # ICE's selected address (RFC 8445 section 7.3.2)
     dtls_address: Address | None = None  # where the handshake talks
+    ended: str | None = None  # why it is gone (ENDED_*), once it is
 
 
 class WebRtcPeers:
@@ -84,8 +102,14 @@ class WebRtcPeers:
         self.connected = 0  # handshakes completed, ever
         self.outbox: list[tuple[bytes, Address]] = []  # to send: the worker takes them
         # Peers whose handshake has begun and not ended: the DTLS timers `tick` must watch.
-        # (One that never speaks DTLS costs nothing here; it stays a participant, unconnected.)
         self.handshaking: set[int] = set()
+        # Joined and not yet stamped by `tick` (joins carry no time), then (deadline, peer) in
+        # joining order, so deadlines come in order: `tick` looks only at the due ones.
+        self.unstamped: list[int] = []
+        self.connect_by: deque[tuple[float, int]] = deque()
+        # Peers gone, and why: reported by the worker until their ParticipantLeft comes.
+        self.ended: dict[int, str] = {}
+        self.ended_total: Counter[str] = Counter()  # ever, by reason (the metrics)
 
     def __len__(self) -> int:
         return len(self.peers)
@@ -110,6 +134,7 @@ class WebRtcPeers:
         self.peers[update.participant] = _Peer(
             update.participant, params, endpoint, update.payload_types
         )
+        self.unstamped.append(update.participant)
 
     def left(self, participant: int) -> None:
         """It left (or was expelled): close its DTLS (a close_notify tells the browser at
@@ -119,6 +144,7 @@ class WebRtcPeers:
             return
         self.ice.remove(participant)
         self.handshaking.discard(participant)
+        self.ended.pop(participant, None)
         for address in peer.checked:
             if self.by_address.get(address) is peer:
                 del self.by_address[address]
@@ -201,7 +227,24 @@ class WebRtcPeers:
                 if peer_gone is not None and peer_gone.selected == gone.address:
                     peer_gone.selected = None
                     self.table.forget_address(gone.participant)
-                    log.info("WebRTC peer %d: consent expired", gone.participant)
+                    self._end(peer_gone, ENDED_CONSENT)
+        for participant in self.unstamped:
+            self.connect_by.append((now + CONNECT_WITHIN_S, participant))
+        self.unstamped.clear()
+        while self.connect_by and self.connect_by[0][0] <= now:
+            _, participant = self.connect_by.popleft()
+            unconnected = self.peers.get(participant)
+            if unconnected is not None and unconnected.keys is None:
+                self._end(unconnected, ENDED_NEVER_CONNECTED)
+
+    def _end(self, peer: _Peer, reason: str) -> None:
+        """The peer is gone: reported (`ended`) until the control plane makes it leave."""
+        if peer.ended is not None:
+            return
+        peer.ended = reason
+        self.ended[peer.participant] = reason
+        self.ended_total[reason] += 1
+        log.info("WebRTC peer %d ended: %s", peer.participant, reason)
 
     # -- the table ------------------------------------------------------------------------------
 
@@ -218,6 +261,9 @@ class WebRtcPeers:
         elif state is DtlsState.FAILED:
             self.drops[DROP_DTLS_FAILED] += 1
             log.info("WebRTC peer %d: DTLS failed (%s)", peer.participant, peer.dtls.failure)
+            self._end(peer, ENDED_DTLS_FAILED)
+        elif state is DtlsState.CLOSED:  # the peer's close_notify: our own close() is in left()
+            self._end(peer, ENDED_CLOSED)
 
     def _apply(self, peer: _Peer, *, rekey: bool) -> None:
         """Give the table what the peer has: its keys, then (only with them) its address."""

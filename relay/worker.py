@@ -458,6 +458,12 @@ class Worker:
         # Participants whose address became known since the last report (a packet that
         # authenticated, or receive_at): ids only, addresses are personal data.
         events = [{"kind": "latched", "participant": pid} for pid in self.table.take_latched()]
+        if self.webrtc is not None:
+            # WebRTC peers gone (relay/webrtc.py): again each second until they have left.
+            events += [
+                {"kind": "webrtc_ended", "participant": pid, "reason": reason}
+                for pid, reason in self.webrtc.ended.items()
+            ]
         body = {
             "worker": self.config.index,
             "time": now,
@@ -479,13 +485,14 @@ class Worker:
     def _webrtc_counters(self) -> dict[str, Any]:
         """The WebRTC peers' signalling, for the metrics (only counts that grow: a count that
         falls would look like a restart, control/stats.py): ICE outcomes, DTLS refusals,
-        handshakes completed."""
+        handshakes completed, peers gone by reason."""
         if self.webrtc is None:
             return {}
         return {
             "webrtc_connected": self.webrtc.connected,
             "ice": dict(self.webrtc.ice.counters),
             "webrtc_dropped": dict(self.webrtc.drops),
+            "webrtc_ended": dict(self.webrtc.ended_total),
         }
 
     def close(self) -> None:

@@ -53,6 +53,21 @@ def test_a_bad_report_changes_nothing() -> None:
     assert agg.total("packets_in") == 10
 
 
+def test_webrtc_peers_reported_gone_are_taken_once_per_report() -> None:
+    agg = StatsAggregator()
+    ended = [
+        {"kind": "webrtc_ended", "participant": 5, "reason": "closed"},
+        {"kind": "latched", "participant": 6},
+    ]
+    agg.receive({**report(0, 1), "events": ended}, now=1)
+    assert agg.take_ended() == {5: "closed"} and agg.take_ended() == {}
+    agg.receive({**report(0, 2), "events": ended[:1]}, now=2)  # reported again: taken again
+    assert agg.take_ended() == {5: "closed"}
+    with pytest.raises(ValueError):  # an event without its participant changes nothing
+        agg.receive({**report(0, 3), "events": [{"kind": "webrtc_ended", "reason": "x"}]}, now=3)
+    assert agg.take_ended() == {} and agg.total("packets_in") == 2
+
+
 def test_metrics_text() -> None:
     agg = StatsAggregator()
     agg.receive(report(0, 10, 3), now=1)

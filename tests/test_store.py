@@ -378,6 +378,8 @@ def test_participant_round_trip(db: Db) -> None:
         assert not got.muted and not got.expelled and got.left_at is None
         assert await store.get_participant(made.id, meeting_id=meeting.id) == made
         assert await store.get_participant("nobody") is None
+        assert made.wire_id > 0 and await store.get_participant_by_wire_id(made.wire_id) == made
+        assert await store.get_participant_by_wire_id(made.wire_id + 1000) is None
         plain = await a_participant(store, meeting.id)
         assert plain.streams == () and plain.receive_at is None
         v6 = await a_participant(

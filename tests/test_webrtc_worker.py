@@ -15,7 +15,15 @@ from relay import _core, stun, wire
 from relay.certificate import Certificate
 from relay.dtls import DtlsEndpoint, DtlsRole, DtlsState
 from relay.srtp import ReplayError, Session
-from relay.webrtc import DROP_NO_CHECK, WebRtcPeers
+from relay.webrtc import (
+    CONNECT_WITHIN_S,
+    DROP_NO_CHECK,
+    ENDED_CLOSED,
+    ENDED_CONSENT,
+    ENDED_DTLS_FAILED,
+    ENDED_NEVER_CONNECTED,
+    WebRtcPeers,
+)
 from tests.conftest import rtp
 
 SUITES = ["AES_CM_128_HMAC_SHA1_80", "AEAD_AES_128_GCM"]
@@ -190,12 +198,71 @@ def test_consent_expires_and_media_stops_then_a_new_nomination_restores_it() -> 
     assert s.table.address_of(VIEWER) == BROWSER
     s.peers.tick(T0 + 29.0)
     assert s.table.address_of(VIEWER) == BROWSER
+    assert s.peers.ended == {}
     s.peers.tick(T0 + 30.5)
     assert s.table.address_of(VIEWER) is None
+    assert s.peers.ended == {VIEWER: ENDED_CONSENT}  # reported: the control plane ends it
     assert s.feed([(host.protect(rtp(1, HOST_SSRC)), ("10.0.0.1", 5000))]) == []
+    # Until its ParticipantLeft comes, a check from a new address still selects it.
     moved = ("192.0.2.10", 50002)
     s.peers.receive(s.check(), moved, T0 + 31)
     assert s.table.address_of(VIEWER) == moved
+
+
+def test_a_peer_that_never_connects_ends_30_s_after_joining() -> None:
+    s = setup(SUITES[0])
+    s.peers.tick(T0)  # the first tick after its join starts its clock
+    s.peers.receive(s.check(), BROWSER, T0 + 5)  # ICE alone is not connected: no keys yet
+    s.peers.tick(T0 + CONNECT_WITHIN_S - 0.1)
+    assert s.peers.ended == {}
+    s.peers.tick(T0 + CONNECT_WITHIN_S)
+    assert s.peers.ended == {VIEWER: ENDED_NEVER_CONNECTED}
+    assert s.peers.ended_total == {ENDED_NEVER_CONNECTED: 1}
+    s.peers.tick(T0 + 2 * CONNECT_WITHIN_S)  # once
+    assert s.peers.ended_total == {ENDED_NEVER_CONNECTED: 1}
+    s.table.leave(VIEWER)
+    s.peers.left(VIEWER)  # its ParticipantLeft: no longer reported
+    assert s.peers.ended == {}
+
+
+def test_a_peer_connected_in_time_is_not_ended() -> None:
+    s = setup(SUITES[0])
+    s.peers.tick(T0)
+    s.feed([(s.check(), BROWSER)])
+    s.handshake()
+    s.peers.receive(s.check(), BROWSER, T0 + CONNECT_WITHIN_S - 1)  # consent kept
+    s.peers.tick(T0 + CONNECT_WITHIN_S + 1)
+    assert s.peers.ended == {}
+
+
+def test_the_peers_close_notify_ends_it() -> None:
+    """A browser closing its RTCPeerConnection (or its tab) sends close_notify, and seldom
+    the WHIP or WHEP DELETE."""
+    s = setup(SUITES[0])
+    s.feed([(s.check(), BROWSER)])
+    s.handshake()
+    s.take_outbox()
+    s.feed([(d, BROWSER) for d in s.browser_dtls.close()])
+    assert s.peers.ended == {VIEWER: ENDED_CLOSED}
+
+
+def test_a_failed_handshake_ends_the_peer() -> None:
+    s = setup(SUITES[0])
+    s.feed([(s.check(), BROWSER)])
+    s.take_outbox()
+    # A browser whose certificate is not the one its offer's fingerprint named.
+    s.browser_dtls = DtlsEndpoint(
+        Certificate.generate(), DtlsRole.CLIENT, [s.suite], CERTIFICATE.fingerprint
+    )
+    flight = s.browser_dtls.start(T0)
+    for _ in range(10):
+        if VIEWER in s.peers.ended:
+            break
+        s.feed([(d, BROWSER) for d in flight])
+        replies = [d for d, address in s.take_outbox() if address == BROWSER]
+        flight = [out for d in replies for out in s.browser_dtls.receive(d, T0)]
+    assert s.peers.ended == {VIEWER: ENDED_DTLS_FAILED}
+    assert s.peers.connected == 0
 
 
 def test_leaving_closes_the_dtls_association_and_forgets_the_checks() -> None:

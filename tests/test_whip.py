@@ -149,7 +149,55 @@ def test_whep_session_ends_with_delete_and_its_url_cannot_be_guessed(serve: Serv
         assert httpx.delete(serve.url + location).status_code in (404, 409)
 
 
-def test_expel_ends_a_webrtc_viewers_session_within_a_second(serve: Serve) -> None:
+def test_a_viewer_that_closes_without_delete_leaves(serve: Serve) -> None:
+    """A browser closing its RTCPeerConnection (or its tab) seldom sends the DELETE; its DTLS
+    close_notify reaches the worker, which reports it, and the participant leaves."""
+    meeting, host_key = webinar(serve)
+    with serve.api() as api:
+        before = closed_total(api)
+
+    async def scenario() -> None:
+        presenter = RTCPeerConnection()
+        presenter.addTrack(AudioStreamTrack())
+        r = await post(serve, f"/v1/meetings/{meeting}/whip", await offer(presenter), host_key)
+        assert r.status_code == 201, r.text
+        await presenter.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        viewer = RTCPeerConnection()
+        viewer.addTransceiver("audio", direction="recvonly")
+        w = await post(serve, f"/v1/meetings/{meeting}/whep", await offer(viewer), PASSWORD)
+        assert w.status_code == 201, w.text
+        await viewer.setRemoteDescription(RTCSessionDescription(w.text, "answer"))
+        await connected(viewer)
+        await connected(presenter)
+        await viewer.close()  # no DELETE
+        await asyncio.sleep(0.1)
+        await presenter.close()
+
+    asyncio.run(scenario())
+    with serve.api() as api:
+        deadline = time.monotonic() + 5
+        while True:
+            people = api.get(f"/v1/meetings/{meeting}/participants").json()
+            if all(p["left_at"] is not None for p in people):
+                break
+            assert time.monotonic() < deadline, people
+            time.sleep(0.1)
+        assert len(people) == 2
+        while closed_total(api) < before + 2:  # the worker's next report counts them
+            assert time.monotonic() < deadline + 3, "relay_webrtc_ended_total did not count"
+            time.sleep(0.2)
+
+
+def closed_total(api: httpx.Client) -> float:
+    prefix = 'relay_webrtc_ended_total{reason="closed"} '
+    lines = [line for line in api.get("/metrics").text.splitlines() if line.startswith(prefix)]
+    return float(lines[0].removeprefix(prefix)) if lines else 0.0
+
+
+@pytest.mark.parametrize("how", ["expel", "end the meeting"])
+def test_expel_ends_a_webrtc_viewers_session_within_a_second(serve: Serve, how: str) -> None:
+    """Expelled, or its meeting ended: the worker closes the viewer's DTLS (close_notify),
+    and the browser knows at once."""
     meeting, host_key = webinar(serve)
 
     async def scenario() -> float:
@@ -165,12 +213,16 @@ def test_expel_ends_a_webrtc_viewers_session_within_a_second(serve: Serve) -> No
         await asyncio.wait_for(viewer.getReceivers()[0].track.recv(), 5)
         participant = w.headers["location"].split("/")[-2]
         async with httpx.AsyncClient(base_url=serve.url, timeout=10) as client:
-            expelled = await client.patch(
-                f"/v1/meetings/{meeting}/participants/{participant}",
-                json={"expel": True},
-                headers={"Authorization": f"Bearer {host_key}"},
-            )
-        assert expelled.status_code == 200, expelled.text
+            auth = {"Authorization": f"Bearer {host_key}"}
+            if how == "expel":
+                done = await client.patch(
+                    f"/v1/meetings/{meeting}/participants/{participant}",
+                    json={"expel": True},
+                    headers=auth,
+                )
+            else:
+                done = await client.post(f"/v1/meetings/{meeting}/end", headers=auth)
+        assert done.status_code == 200, done.text
         started = time.monotonic()
         while viewer.connectionState not in ("closed", "failed"):
             assert time.monotonic() - started < 5, viewer.connectionState

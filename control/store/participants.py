@@ -41,6 +41,7 @@ SELECT_PARTICIPANT = f"SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE id =
 SELECT_PARTICIPANT_OF = (
     f"SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE id = ? AND meeting_id = ?"
 )
+SELECT_PARTICIPANT_BY_WIRE_ID = f"SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE wire_id = ?"
 _LIST_PARTICIPANTS = f"SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE meeting_id = ?"
 _PARTICIPANT_ORDER = " ORDER BY joined_at, id"
 MARK_GONE = "UPDATE participants SET left_at = ? WHERE meeting_id = ? AND left_at IS NULL"
@@ -169,6 +170,10 @@ class ParticipantOperations(StoreCore):
             return await self._one(SELECT_PARTICIPANT, (participant_id,), participant_row)
         params = (participant_id, meeting_id)
         return await self._one(SELECT_PARTICIPANT_OF, params, participant_row)
+
+    async def get_participant_by_wire_id(self, wire_id: int) -> ParticipantRow | None:
+        """The participant the workers know by `wire_id` (unique, never reused), or None."""
+        return await self._one(SELECT_PARTICIPANT_BY_WIRE_ID, (wire_id,), participant_row)
 
     async def list_participants(
         self,
