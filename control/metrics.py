@@ -55,6 +55,19 @@ class RelayCollector(Collector):
         for reason, count in s.drops().items():
             dropped.add_metric([reason], count)
         yield dropped
+        yield CounterMetricFamily(
+            "relay_nacks",
+            "Generic NACKs (RFC 4585) receivers sent.",
+            value=s.total("nacks"),
+        )
+        retransmissions = CounterMetricFamily(
+            "relay_retransmissions",
+            "Packets NACKs named, by outcome: served from the cache, asked of the sender, why not.",
+            labels=["outcome"],
+        )
+        for outcome, count in s.labelled("rtx").items():
+            retransmissions.add_metric([outcome], count)
+        yield retransmissions
         # WebRTC peers (relay/webrtc.py): their ICE checks, signalling refused, handshakes.
         for name, family, label, text in (
             ("relay_ice_checks", "ice", "outcome", "STUN checks on the media ports, by outcome."),

@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-TOTALS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "rtcp_terminated", "latched")
+TOTALS = (
+    "packets_in",
+    "bytes_in",
+    "packets_out",
+    "bytes_out",
+    "rtcp_terminated",
+    "latched",
+    "nacks",
+)
 
 # A participant's record in a worker's report: id, padding, packets in, bytes in, packets out,
 # bytes out (relay._core.RouteTable.participant_counters_blob).
@@ -30,10 +38,11 @@ Ids = npt.NDArray[np.uint32]
 Counts = npt.NDArray[np.uint64]
 
 
-# Counters by label that a worker serving WebRTC peers adds (relay/worker.py): ICE checks by
-# outcome (relay/ice.py), signalling refused and peers gone, by reason (relay/webrtc.py). All
-# only grow, as everything here must: a count that goes down means the worker started again.
-LABELLED = ("dropped", "ice", "webrtc_dropped", "webrtc_ended")
+# Counters by label: drops by reason, what became of each packet a NACK named (ext/rtx.pxi),
+# and what a worker serving WebRTC peers adds (relay/worker.py): ICE checks by outcome
+# (relay/ice.py), signalling refused and peers gone, by reason (relay/webrtc.py). All only
+# grow, as everything here must: a count that goes down means the worker started again.
+LABELLED = ("dropped", "rtx", "ice", "webrtc_dropped", "webrtc_ended")
 
 
 def _flatten(counters: dict[str, Any]) -> dict[str, int]:

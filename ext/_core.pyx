@@ -5,6 +5,7 @@
 #   srtp.pxi      SRTP/SRTCP transforms on raw buffers (nogil), packet index and replay window
 #   keys.pxi      suites and key derivation
 #   session.pxi   relay.srtp.Session: the per-packet Python API and its batch calls
+#   rtx.pxi       the retransmission cache a NACK is answered from, and the NACK's format
 #   table.pxi     RouteTable: meetings, participants, keys, addresses (changed between batches)
 #   batch.pxi     RecvBatch/SendBatch: recvmmsg and sendmmsg, the only system calls
 #   demux.pxi     Aside: STUN and DTLS set aside for the worker's Python side (RFC 7983)
@@ -25,6 +26,7 @@ include "consts.pxi"
 include "srtp.pxi"
 include "keys.pxi"
 include "session.pxi"
+include "rtx.pxi"
 include "table.pxi"
 include "batch.pxi"
 include "demux.pxi"

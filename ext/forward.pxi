@@ -66,6 +66,7 @@ cdef class Forwarder:
     cdef ParkedCopy* parked     # the copies waiting
     cdef uint32_t nparked
     cdef uint32_t parked_cap
+    cdef double now             # the clock of the batch being forwarded (rtx.pxi's ages)
 
     def __cinit__(self, RouteTable table not None, int send_slots=SEND_SLOTS):
         self.table = table
@@ -134,16 +135,19 @@ cdef class Forwarder:
         if records.shape[0] == 0:
             return 0
         with nogil:
+            self.now = now
             n = self._import(&records[0], <size_t>records.shape[0], self.tx, fd)
             self.tx.flush(fd, self.table)
         return n
 
-    def process_import(self, const uint8_t[::1] records not None, SendBatch tx not None):
+    def process_import(self, const uint8_t[::1] records not None, SendBatch tx not None,
+                       double now=0.0):
         """run_import without a socket, for tests: the copies land in tx."""
         cdef int n
         if records.shape[0] == 0:
             return 0
         with nogil:
+            self.now = now
             n = self._import(&records[0], <size_t>records.shape[0], tx, -1)
         return n
 
@@ -159,6 +163,7 @@ cdef class Forwarder:
         cdef uint8_t* pkt
         cdef uint32_t n
         cdef Counters* c = self.stats
+        self.now = now
         for i in range(rx.count):
             pkt = rx.slab + <size_t>i * SLOT_SIZE
             n = rx.lens[i]
@@ -228,6 +233,8 @@ cdef class Forwarder:
         if reason >= 0:
             self.stats.dropped[reason] += 1
             return
+        if st.cache != NULL:    # a receiver NACKed this stream: keep it for the next (rtx.pxi)
+            rtx_cache_put(st.cache, index, <uint32_t>p.up_fp, pkt, plain_len, self.now)
         self._fan_out_rtp(tx, fd, <uint32_t>slot, st.slot, pkt, plain_len, index)
         if self.table.meetings[p.meeting].nremote or self.table.meetings[p.meeting].recording:
             self._export(EXPORT_RTP, p, st.ssrc, index, pkt, plain_len)
@@ -415,9 +422,10 @@ cdef class Forwarder:
                             const sockaddr_in6* src, socklen_t srclen,
                             double now) noexcept nogil:
         """Sender reports go to the receivers; PLI/FIR to the sender of that stream, at most
-        once a second per stream; everything else (receiver reports, SDES, BYE, NACK) ends
-        here. The sender is found by a declared SSRC, or else by its address (or the port
-        below, for clients that send RTCP from RTP port + 1)."""
+        once a second per stream; a NACK is answered from the retransmission cache (rtx.pxi);
+        everything else (receiver reports, SDES, BYE) ends here. The sender is found by a
+        declared SSRC, or else by its address (or the port below, for clients that send RTCP
+        from RTP port + 1)."""
         cdef const SsrcEntry* found[MAX_HOLDERS]
         cdef const SsrcEntry* order[MAX_CANDIDATES]
         cdef Participant* p = NULL
@@ -484,6 +492,9 @@ cdef class Forwarder:
                     target = load_be32(pkt + off + 12) if sub_len >= 20 else 0
                 self._forward_feedback(tx, fd, pkt + off, sub_len, target, p.meeting, now)
                 handled = 1
+            elif pkt[off + 1] == 205 and sub_len >= 16 and (pkt[off] & 0x1F) == 1:
+                self._answer_nack(tx, fd, <uint32_t>slot, pkt + off, sub_len)
+                handled = 1
             off += sub_len
         if pkt[1] == 200:
             reason = self._may_send(p)
@@ -528,6 +539,101 @@ cdef class Forwarder:
                 self._send_rtcp_to(tx, fd, <uint32_t>found[i].slot, fb, fb_len)
             return
         self.stats.dropped[DROP_UNKNOWN_SOURCE] += 1
+
+    cdef void _answer_nack(self, SendBatch tx, int fd, uint32_t r, const uint8_t* fb,
+                           size_t fb_len) noexcept nogil:
+        """Receiver r's generic NACK (RFC 4585 section 6.2.1: the media SSRC, then entries of a
+        PID and a bitmask of the 16 packets after it): each packet it names is sent again from
+        the stream's cache, or asked of its sender (rtx.pxi), or counted as why not."""
+        cdef const SsrcEntry* found[MAX_HOLDERS]
+        cdef Participant* rp = &self.table.parts[r]
+        cdef Participant* sp = NULL
+        cdef SenderStream* st = NULL
+        cdef uint32_t media_ssrc = load_be32(fb + 8), sender = 0
+        cdef uint64_t ask[NACK_MAX_FCI]
+        cdef int nask = 0, k, i, bit, outcome
+        cdef size_t off, n
+        cdef uint16_t pid, blp
+        self.stats.nacks += 1
+        k = table_find_senders(self.table, media_ssrc, found, MAX_HOLDERS)
+        for i in range(k):
+            if self.table.parts[found[i].slot].meeting == rp.meeting:
+                sender = <uint32_t>found[i].slot
+                sp = &self.table.parts[sender]
+                st = &sp.streams[found[i].stream]
+                if st.cache == NULL:    # kept from now on, for the next NACKs
+                    st.cache = rtx_cache_new()
+                break
+        off = 12
+        while off + 4 <= fb_len:
+            pid = load_be16(fb + off)
+            blp = load_be16(fb + off + 2)
+            for bit in range(17):
+                if bit and not blp & (1 << (bit - 1)):
+                    continue
+                if st == NULL:
+                    outcome = RTX_UNKNOWN_STREAM
+                else:
+                    outcome = self._resend(tx, fd, r, sp, st, <uint16_t>(pid + bit), ask, &nask)
+                self.stats.rtx[outcome] += 1
+            off += 4
+        if nask:
+            n = nack_build(self.scratch, media_ssrc, ask, nask)
+            self._send_rtcp_to(tx, fd, sender, self.scratch, n)
+
+    cdef int _resend(self, SendBatch tx, int fd, uint32_t r, Participant* sp, SenderStream* st,
+                     uint16_t seq, uint64_t* ask, int* nask) noexcept nogil:
+        """One packet a NACK names, by the receiver's sequence number: sent again, or put in
+        `ask` for its sender. Returns the RTX_* outcome."""
+        cdef Participant* rp = &self.table.parts[r]
+        cdef OutStream* out
+        cdef uint64_t o, index
+        cdef const uint8_t* plain
+        cdef uint8_t* slot
+        cdef size_t plain_len = 0, out_len
+        cdef int rc
+        if st.slot >= rp.out_init or rp.flags & PF_REMOTE or not rp.flags & PF_HAS_ADDRESS:
+            return RTX_NOT_SENT         # (a receiver homed elsewhere is answered there)
+        out = &rp.out[st.slot]
+        if (out.next == 0 or not out_bound_to(out, sp) or out.route == ROUTE_SKIP
+                or out.route == ROUTE_UNKNOWN):
+            return RTX_NOT_SENT
+        o = nack_index(out.next, seq)
+        if o < out.resend_from or o >= out.next:
+            return RTX_NOT_SENT         # before the present mapping: other bytes went there
+        index = o - out.delta
+        if st.cache == NULL:            # out of memory when the first NACK came
+            return RTX_NOT_CACHED
+        plain = rtx_cache_get(st.cache, index, out.source_key, self.now, &plain_len)
+        if plain == NULL:
+            if (sp.flags & (PF_REMOTE | PF_EJECTED) or not sp.flags & PF_HAS_ADDRESS
+                    or nask[0] == NACK_MAX_FCI or not rtx_ask(st.cache, index, self.now)):
+                return RTX_NOT_CACHED
+            ask[nask[0]] = index
+            nask[0] += 1
+            return RTX_ASKED_SENDER
+        if self.now - rp.rtx_window_at >= 1.0:
+            rp.rtx_window_at = self.now
+            rp.rtx_window_out = rp.packets_out
+            rp.rtx_window_sent = 0
+        if rp.rtx_window_sent >= RTX_BURST + (rp.packets_out - rp.rtx_window_out) // RTX_SHARE:
+            return RTX_RATE_LIMITED
+        slot = self._slot(tx, fd)
+        if slot == NULL:                # no send slot (only without a socket: tests)
+            return RTX_RATE_LIMITED
+        # The packet as it first went out (_copy): the same rewrites, the same index.
+        memcpy(slot, plain, plain_len)
+        store_be16(slot + 2, <uint16_t>(o & 0xFFFF))
+        if out.pt != PT_KEEP:
+            slot[1] = (slot[1] & 0x80) | out.pt
+        rc = srtp_protect_again(rp.down, slot, plain_len, SLOT_SIZE, o, &out_len)
+        if rc != SRTP_OK:
+            self.stats.dropped[drop_for(rc)] += 1
+            return RTX_NOT_CACHED
+        rp.rtx_window_sent += 1
+        tx.commit_port(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r,
+                       out.port if out.route == ROUTE_PORT else 0)
+        return RTX_SERVED
 
     cdef void _fan_out_rtcp(self, SendBatch tx, int fd, uint32_t sender, const uint8_t* plain,
                             size_t plain_len) noexcept nogil:
@@ -617,6 +723,9 @@ cdef class Forwarder:
             self.stats.imported += 1
             used += 1
             if rec.kind == EXPORT_RTP:
+                if p.streams[stream].cache != NULL:
+                    rtx_cache_put(p.streams[stream].cache, rec.index, <uint32_t>p.up_fp,
+                                  rec.plain, rec.length, self.now)
                 self._fan_out_rtp(tx, fd, <uint32_t>slot, p.streams[stream].slot, rec.plain,
                                   rec.length, rec.index)
             else:

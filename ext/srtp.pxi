@@ -341,6 +341,32 @@ cdef int srtp_protect_at(SrtpContext* c, SrtpIndex* tx, uint8_t* pkt, size_t n, 
     The low 16 bits of index must be the packet's sequence number. An index tx has already
     used is refused (SRTP_ERR_REPLAY): a repeated index reuses keystream.
     """
+    cdef int rc
+    if index >> 48:
+        return SRTP_ERR_INDEX_LIMIT
+    rc = srtp_index_check(tx, index, c.window)
+    if rc != SRTP_OK:
+        return rc
+    rc = _srtp_seal_at(c, pkt, n, cap, index, out_len)
+    if rc == SRTP_OK:
+        srtp_index_accept(tx, index, c.window_words)
+    return rc
+
+
+cdef int srtp_protect_again(SrtpContext* c, uint8_t* pkt, size_t n, size_t cap,
+                            uint64_t index, size_t* out_len) noexcept nogil:
+    """srtp_protect_at for a retransmission (rtx.pxi): `pkt` must be, byte for byte, the RTP
+    packet already protected at `index` under this key (or one never sent at it). The index
+    is neither checked nor recorded: the output is the same SRTP packet as before, so no
+    keystream covers other bytes. Nothing else may call it."""
+    if index >> 48:
+        return SRTP_ERR_INDEX_LIMIT
+    return _srtp_seal_at(c, pkt, n, cap, index, out_len)
+
+
+cdef int _srtp_seal_at(SrtpContext* c, uint8_t* pkt, size_t n, size_t cap, uint64_t index,
+                       size_t* out_len) noexcept nogil:
+    """The transform itself: encrypt the payload and append the tag, at `index`."""
     cdef Py_ssize_t hlen = rtp_header_len(pkt, n)
     cdef uint32_t ssrc
     cdef int rc
@@ -351,11 +377,6 @@ cdef int srtp_protect_at(SrtpContext* c, SrtpIndex* tx, uint8_t* pkt, size_t n, 
         return SRTP_ERR_MALFORMED
     if n + c.rtp_tag_len > cap:
         return SRTP_ERR_NO_ROOM
-    if index >> 48:
-        return SRTP_ERR_INDEX_LIMIT
-    rc = srtp_index_check(tx, index, c.window)
-    if rc != SRTP_OK:
-        return rc
     rc = srtp_keys_ready(c, &c.rtp, False)
     if rc != SRTP_OK:
         return rc
@@ -375,7 +396,6 @@ cdef int srtp_protect_at(SrtpContext* c, SrtpIndex* tx, uint8_t* pkt, size_t n, 
         store_be32(roc_be, <uint32_t>(index >> 16))
         srtp_hmac_sha1(&c.rtp, pkt, n, roc_be, 4, mac)
         memcpy(pkt + n, mac, c.rtp_tag_len)
-    srtp_index_accept(tx, index, c.window_words)
     out_len[0] = n + c.rtp_tag_len
     return SRTP_OK
 

@@ -91,6 +91,7 @@ ctypedef struct SenderStream:
     SrtpIndex rtp_rx        # ROC and replay window of what the participant sends
     SrtpIndex rtcp_rx       # SRTCP sent from this SSRC
     double feedback_at      # when a PLI/FIR for this stream last went to the sender (now units)
+    RtxCache* cache         # what was forwarded, for NACKs (rtx.pxi); NULL until one names it
 
 
 ctypedef struct OutStream:
@@ -104,6 +105,7 @@ ctypedef struct OutStream:
     uint64_t next           # the lowest index not sent yet (0: a fresh stream)
     uint64_t limit          # indexes at or above it are not reserved durably
     uint64_t wanted         # the limit asked of the ledger, not yet durable
+    uint64_t resend_from    # the first index of the present mapping: retransmissions (rtx.pxi)
     SrtpIndex tx            # indexes sent to this receiver: a repeat is refused
 
 
@@ -150,6 +152,11 @@ ctypedef struct Participant:
     uint8_t nrecv_ports
     bint filtered           # it gets only the streams recv_ports lists (maybe none)
     uint64_t packets_in, bytes_in, packets_out, bytes_out
+    # Its retransmission budget (rtx.pxi): the second it counts from, what it was sent by
+    # then, what it was sent again since.
+    double rtx_window_at
+    uint64_t rtx_window_out
+    uint32_t rtx_window_sent
 
 
 ctypedef struct Meeting:
@@ -174,6 +181,8 @@ ctypedef struct Counters:
     uint64_t exported           # packets passed on to the other workers (fanout.pxi)
     uint64_t imported           # packets taken from the other workers for local receivers
     uint64_t parked             # copies held until their index reservation was durable
+    uint64_t nacks              # generic NACKs received (RFC 4585 section 6.2.1)
+    uint64_t rtx[RTX_OUTCOMES]  # what became of each packet they named (rtx.pxi)
     uint64_t dropped[DROP_COUNT]
 
 
@@ -597,6 +606,8 @@ cdef class RouteTable:
             "packets_out": c.packets_out, "bytes_out": c.bytes_out,
             "rtcp_terminated": c.rtcp_terminated, "latched": c.latched,
             "exported": c.exported, "imported": c.imported, "parked": c.parked,
+            "nacks": c.nacks,
+            "rtx": {RTX_NAMES[i]: c.rtx[i] for i in range(RTX_OUTCOMES)},
             "dropped": {DROP_NAMES[i]: c.dropped[i] for i in range(DROP_COUNT)},
         }
 
@@ -901,8 +912,12 @@ cdef class RouteTable:
         self.nfree_parts += 1
 
     cdef void _free_participant(self, Participant* p):
+        cdef uint32_t i
         srtp_context_free(p.up)
         srtp_context_free(p.down)
+        if p.streams != NULL:
+            for i in range(p.nstreams):
+                free(p.streams[i].cache)
         free(p.streams)
         free(p.out)
         free(p.recv_ports)
@@ -1129,6 +1144,7 @@ cdef inline void out_bind(OutStream* out, uint64_t index,
         out.delta = <uint64_t>0 - (index & ~(<uint64_t>0xFFFF))
     else:
         out.delta = out.next - index
+    out.resend_from = index + out.delta
     out.bound = True
     out.source = sender.id
     out.source_key = <uint32_t>sender.up_fp

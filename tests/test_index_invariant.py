@@ -3,12 +3,14 @@
 
 Hypothesis drives one meeting through random sequences of joins, leaves, expulsions, role
 changes (with the keys kept, and promotions with new ones), newcomers declaring an SSRC that
-someone had before, snapshots applied again, and crashes: a fresh durable table that knows
-only what the ledger made durable (and, or not, the stream state). Every packet the core
-emits is recorded: its index is recovered with the receiver's key alone (the ROC whose tag
-verifies), and no (receiver key, SSRC, index) may come twice. Every receiver also decrypts
-everything it is sent with a stateful session of its own, as its client would (relay.srtp,
-which estimates the ROC as libsrtp does): no replay refusal, no failed tag.
+someone had before, snapshots applied again, crashes (a fresh durable table that knows only
+what the ledger made durable, and, or not, the stream state) and NACKs, for packets sent and
+for any others. Every packet the core emits is recorded: its index is recovered with the
+receiver's key alone (the ROC whose tag verifies), and a (receiver key, SSRC, index) that
+comes again must come with the very same bytes: a retransmission (ext/rtx.pxi), never other
+bytes under that keystream. Every receiver also decrypts everything else it is sent with a
+stateful session of its own, as its client would (relay.srtp, which estimates the ROC as
+libsrtp does): no replay refusal, no failed tag.
 """
 
 from __future__ import annotations
@@ -115,7 +117,10 @@ class IndexInvariant(RuleBasedStateMachine):
         self.relay = Relay(self.suite, self.ledger)
         self.present: dict[int, Person] = {}
         self.next_pid = 1
-        self.used: set[tuple[bytes, int, int]] = set()  # (downlink key, SSRC, index) sent
+        # (downlink key, SSRC, index) sent -> the packet that went out
+        self.used: dict[tuple[bytes, int, int], bytes] = {}
+        self.seqs: dict[tuple[int, int], list[int]] = {}  # (receiver, SSRC) -> its last SEQs
+        self.resent = 0
         self.rocs: dict[tuple[bytes, int], int] = {}  # the last ROC seen per key and SSRC
         self.emitted = 0
 
@@ -194,10 +199,16 @@ class IndexInvariant(RuleBasedStateMachine):
     # -- media --
 
     @precondition(lambda self: any(p.ssrc is not None for p in self.present.values()))
-    @rule(data=st.data(), count=st.integers(1, 40), skip=st.sampled_from((0, 0, 0, 20000)))
-    def send(self, data: st.DataObject, count: int, skip: int) -> None:
+    @rule(
+        data=st.data(),
+        count=st.integers(1, 40),
+        skip=st.sampled_from((0, 0, 0, 20000)),
+        lost=st.lists(st.integers(0, 40), max_size=6),
+    )
+    def send(self, data: st.DataObject, count: int, skip: int, lost: list[int]) -> None:
         """A sender sends `count` packets, after skipping `skip` sequence numbers (packets
-        lost on the way in: the sender's ROC moves on)."""
+        lost on the way in: the sender's ROC moves on); then a receiver NACKs some of them
+        (`lost`, counted back from its latest)."""
         senders = sorted(pid for pid, p in self.present.items() if p.ssrc is not None)
         p = self.present[data.draw(st.sampled_from(senders))]
         assert p.sender is not None and p.ssrc is not None
@@ -209,6 +220,30 @@ class IndexInvariant(RuleBasedStateMachine):
             datagrams.append((p.sender.protect(plain), p.address))
         for packet, address in self.relay.feed(datagrams):
             self._check(packet, address)
+        if lost:
+            self.nack(data, lost)
+
+    @precondition(lambda self: self.present)
+    @rule(data=st.data(), back=st.lists(st.integers(0, 60), max_size=20))
+    def nack(self, data: st.DataObject, back: list[int]) -> None:
+        """A receiver names packets it says it lost: some it was sent (`back` from its
+        latest), and whatever else Hypothesis picks, of a stream it gets or any other."""
+        p = self.present[data.draw(st.sampled_from(sorted(self.present)))]
+        assert p.sender is not None
+        got = sorted(ssrc for pid, ssrc in self.seqs if pid == p.pid)
+        # Drawn the same way whatever the state (keys and first SEQs are random: Hypothesis
+        # must be able to replay the draws), then applied to it.
+        pick, any_stream = data.draw(st.integers(0, 7)), data.draw(st.booleans())
+        choices = SSRCS if any_stream or not got else got
+        ssrc = choices[pick % len(choices)]
+        recent = self.seqs.get((p.pid, ssrc), [])
+        named = {recent[-1 - b] for b in back if b < len(recent)}
+        named |= set(data.draw(st.lists(st.integers(0, 0xFFFF), max_size=3)))
+        fci = b"".join(struct.pack("!HH", seq, 0) for seq in sorted(named)) or b"\0\0\0\0"
+        packet = struct.pack("!BBHII", 0x81, 205, 2 + len(fci) // 4, 1, ssrc) + fci
+        for out, address in self.relay.feed([(p.sender.protect_rtcp(packet), p.address)]):
+            if not 192 <= out[1] <= 223:  # RTCP is the NACK passed on to a sender
+                self._check(out, address)
 
     def _check(self, packet: bytes, address: Address) -> None:
         receiver = next(p for p in self.present.values() if p.address == address)
@@ -217,8 +252,13 @@ class IndexInvariant(RuleBasedStateMachine):
         seq = struct.unpack("!H", packet[2:4])[0]
         index = self._index(receiver.downlink, ssrc, seq, packet)
         key = (receiver.downlink, ssrc, index)
-        assert key not in self.used, f"index {index} of SSRC {ssrc:#x} sent twice to one key"
-        self.used.add(key)
+        if key in self.used:  # only ever a retransmission: the same packet again
+            assert self.used[key] == packet, f"index {index} of SSRC {ssrc:#x}: other bytes"
+            self.resent += 1
+            return
+        self.used[key] = packet
+        self.seqs.setdefault((receiver.pid, ssrc), []).append(seq)
+        del self.seqs[(receiver.pid, ssrc)][:-64]
         self.emitted += 1
         assert receiver.receiver is not None
         try:
