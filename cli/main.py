@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete recordings older than this (default 30)",
     )
     serve.add_argument(
+        "--keyframe-interval",
+        metavar="SECONDS",
+        help="keyframe requests (PLI/FIR) passed to one stream's sender at most this often; "
+        "one merged meanwhile follows when it ends (0.5)",
+    )
+    serve.add_argument(
         "--max-participants", metavar="N", help="present participants per meeting (100000)"
     )
     serve.add_argument(

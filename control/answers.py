@@ -194,6 +194,15 @@ class JoinAnswer(TypedDict):
     ffmpeg: FfmpegArguments | None  # None: ffmpeg cannot speak the meeting's suite
 
 
+class Reception(TypedDict):
+    """What a receiver's latest RTCP receiver report said of a stream it gets (RFC 3550
+    section 6.4; ext/reports.pxi)."""
+
+    loss: float  # the fraction of packets lost since its previous report, 0..1
+    jitter_ms: float  # interarrival jitter
+    rtt_ms: float | None  # between the relay and it (None: not known yet)
+
+
 class Media(TypedDict):
     """What the workers last reported of one participant."""
 
@@ -202,6 +211,7 @@ class Media(TypedDict):
     bytes_in: int
     packets_out: int
     bytes_out: int
+    reception: Reception | None  # None: it has sent no receiver report
 
 
 class Participant(TypedDict):

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from control.stats import StatsAggregator
+from control.stats import HISTOGRAMS, StatsAggregator
+
+HISTOGRAM_HELP = {
+    "rr_loss": "Fraction lost, per receiver report block (RTCP RR, RFC 3550 section 6.4).",
+    "rr_jitter": "Interarrival jitter receivers report, per report block.",
+    "rr_rtt": "Round-trip time between the relay and a receiver, per report block.",
+}
 
 
 class ControlCounters:
@@ -38,7 +44,9 @@ class RelayCollector(Collector):
         self.control = control
         self.gauges = gauges
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         s = self.stats
         for name, key, text in (
             ("relay_packets_in", "packets_in", "Packets received by the workers."),
@@ -68,6 +76,21 @@ class RelayCollector(Collector):
         for outcome, count in s.labelled("rtx").items():
             retransmissions.add_metric([outcome], count)
         yield retransmissions
+        # What receivers' reports say (ext/reports.pxi), one observation per report block.
+        sums = s.labelled("rr_sums")
+        for family, (name, sum_key, unit) in HISTOGRAMS.items():
+            counts = s.labelled(family)
+            edges = sorted((k for k in counts if k != "+Inf"), key=float)
+            cumulative, buckets = 0, []
+            for edge in [*edges, "+Inf"]:
+                cumulative += counts.get(edge, 0)
+                buckets.append((edge, cumulative))
+            yield HistogramMetricFamily(
+                name,
+                HISTOGRAM_HELP[family],
+                buckets=buckets,
+                sum_value=sums.get(sum_key, 0) * unit,
+            )
         # WebRTC peers (relay/webrtc.py): their ICE checks, signalling refused, handshakes.
         for name, family, label, text in (
             ("relay_ice_checks", "ice", "outcome", "STUN checks on the media ports, by outcome."),

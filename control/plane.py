@@ -199,13 +199,14 @@ class ControlPlane:
         while True:
             frames = await self._stats_socket.recv_multipart()
             try:
-                if len(frames) not in (1, 2):
-                    raise ValueError("a report is one or two frames")
+                if not 1 <= len(frames) <= 3:
+                    raise ValueError("a report is one to three frames")
                 message = json.loads(frames[0])
                 if not isinstance(message, dict):
                     raise ValueError("not an object")
-                people = frames[1] if len(frames) == 2 else None
-                self.stats.receive(message, time.monotonic(), self.clock(), people)
+                people = frames[1] if len(frames) >= 2 else None
+                reception = frames[2] if len(frames) == 3 else None
+                self.stats.receive(message, time.monotonic(), self.clock(), people, reception)
             except ValueError as exc:
                 self.bad_stats += 1
                 log.debug("ignored a worker report: %s", exc)
@@ -266,6 +267,7 @@ class ControlPlane:
             "bytes_in": bin_,
             "packets_out": pout,
             "bytes_out": bout,
+            "reception": self.stats.reception.get(wire_id),
         }
 
     def meeting_totals(self, wire_ids: list[int]) -> dict[str, int]:

@@ -14,6 +14,7 @@ variable (`RELAY_` and the setting's name in capitals), the TOML file (`--config
     workers = 4
     db = "postgresql://relay@db.internal/relay"
     recording_retention_days = 30
+    keyframe_interval = 0.5       # seconds between keyframe requests passed to a stream's sender
     # plain_http = true                   # only behind a proxy that terminates TLS
     # trusted_proxies = ["10.0.0.0/24"]   # whose X-Forwarded-For is believed ("A,B" in flags)
     max_participants = 100000     # present participants per meeting
@@ -90,6 +91,7 @@ class Settings:
     workers: int = max(1, os.cpu_count() or 1)
     db: str = ""  # empty: SQLite file relay.db in data_dir
     recording_retention_days: float = 30.0  # recordings older than this are deleted
+    keyframe_interval: float = 0.5  # seconds between PLI/FIR passed to one stream's sender
     tls_cert: Path | None = None  # PEM certificate (chain) the API serves HTTPS with
     tls_key: Path | None = None  # PEM private key of tls_cert, unencrypted
     plain_http: bool = False  # plain HTTP off loopback: a proxy in front terminates TLS
@@ -138,6 +140,7 @@ NAMES = (
     "workers",
     "db",
     "recording_retention_days",
+    "keyframe_interval",
     "tls_cert",
     "tls_key",
     "plain_http",
@@ -264,6 +267,16 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
                 f" got {value!r}"
             )
         return {name: days}
+    if name == "keyframe_interval":
+        try:
+            seconds = float(value) if isinstance(value, str | int | float) else -1.0
+        except ValueError:
+            seconds = -1.0
+        if isinstance(value, bool) or not 0.05 <= seconds <= 10:
+            raise SettingsError(
+                f"keyframe_interval ({where}) must be seconds, 0.05..10, got {value!r}"
+            )
+        return {name: seconds}
     if name == "db":
         if not isinstance(value, str):
             raise SettingsError(f"db ({where}) must be a database URL or an SQLite file path")

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from control.answers import Reception
+
 TOTALS = (
     "packets_in",
     "bytes_in",
@@ -33,6 +35,19 @@ TOTALS = (
 # A participant's record in a worker's report: id, padding, packets in, bytes in, packets out,
 # bytes out (relay._core.RouteTable.participant_counters_blob).
 RECORD = np.dtype([("id", "<u4"), ("pad", "<u4"), ("counters", "<u8", (4,))])
+# A receiver's latest report (RouteTable.take_reception): id, jitter and round-trip time in
+# microseconds (RTT_UNKNOWN: none), fraction lost of 256.
+RECEPTION = np.dtype(
+    [("id", "<u4"), ("jitter_us", "<u4"), ("rtt_us", "<u4"), ("fraction", "u1"), ("pad", "V3")]
+)
+RTT_UNKNOWN = 0xFFFFFFFF
+# Histograms of what receiver reports say (ext/reports.pxi): family -> (metric, the sum's key
+# in rr_sums and what turns it into the metric's unit).
+HISTOGRAMS = {
+    "rr_loss": ("relay_receiver_loss_ratio", "loss_ppm", 1e-6),
+    "rr_jitter": ("relay_receiver_jitter_seconds", "jitter_us", 1e-6),
+    "rr_rtt": ("relay_receiver_rtt_seconds", "rtt_us", 1e-6),
+}
 
 Ids = npt.NDArray[np.uint32]
 Counts = npt.NDArray[np.uint64]
@@ -42,7 +57,15 @@ Counts = npt.NDArray[np.uint64]
 # and what a worker serving WebRTC peers adds (relay/worker.py): ICE checks by outcome
 # (relay/ice.py), signalling refused and peers gone, by reason (relay/webrtc.py). All only
 # grow, as everything here must: a count that goes down means the worker started again.
-LABELLED = ("dropped", "rtx", "ice", "webrtc_dropped", "webrtc_ended")
+LABELLED = (
+    "dropped",
+    "rtx",
+    "ice",
+    "webrtc_dropped",
+    "webrtc_ended",
+    *HISTOGRAMS,
+    "rr_sums",
+)
 
 
 def _flatten(counters: dict[str, Any]) -> dict[str, int]:
@@ -51,6 +74,21 @@ def _flatten(counters: dict[str, Any]) -> dict[str, int]:
         for label, count in counters.get(family, {}).items():
             flat[f"{family}:{label}"] = int(count)
     return flat
+
+
+def _reception(blob: bytes) -> dict[int, Reception]:
+    """A report's third frame: the receivers whose reports said something new."""
+    if len(blob) % RECEPTION.itemsize:
+        raise ValueError("the reception frame is not whole records")
+    out: dict[int, Reception] = {}
+    for record in np.frombuffer(blob, RECEPTION):
+        rtt = int(record["rtt_us"])
+        out[int(record["id"])] = {
+            "loss": round(int(record["fraction"]) / 256, 4),
+            "jitter_ms": round(int(record["jitter_us"]) / 1000, 3),
+            "rtt_ms": None if rtt == RTT_UNKNOWN else round(rtt / 1000, 3),
+        }
+    return out
 
 
 def _people(message: dict[str, Any], blob: bytes | None) -> tuple[Ids, Counts]:
@@ -111,6 +149,8 @@ class StatsAggregator:
         # WebRTC peers a worker reports gone, not yet made to leave: wire id -> reason. The
         # control plane takes them (`take_ended`); a worker reports each until it has left.
         self.ended: dict[int, str] = {}
+        # participant (wire id) -> what its latest receiver report said
+        self.reception: dict[int, Reception] = {}
 
     def receive(
         self,
@@ -118,6 +158,7 @@ class StatsAggregator:
         now: float,
         wall: float | None = None,
         participants: bytes | None = None,
+        reception: bytes | None = None,
     ) -> None:
         """Take one worker's report (`participants`: its binary frame, if any), with its
         events (participants whose address became known, stamped with `wall`; WebRTC peers
@@ -133,6 +174,7 @@ class StatsAggregator:
                 for e in events
                 if e.get("kind") == "webrtc_ended"
             }
+            reports = _reception(reception) if reception is not None else {}
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad worker stats: {exc}") from None
         worker = self.workers.setdefault(index, WorkerTotals())
@@ -144,12 +186,14 @@ class StatsAggregator:
             worker.restarts += 1
         for gone in np.setdiff1d(worker.ids, ids, assume_unique=True):
             self.latched_at.pop(str(int(gone)), None)  # it left this worker's table
+            self.reception.pop(int(gone), None)
         worker.current = flat
         worker.ids, worker.counts = ids, counts
         worker.last_seen = now
         for pid in latched:
             self.latched_at.setdefault(pid, now if wall is None else wall)
         self.ended.update(ended)
+        self.reception.update(reports)
 
     def take_ended(self) -> dict[int, str]:
         """The WebRTC peers reported gone since the last call (wire id -> reason)."""

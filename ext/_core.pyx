@@ -10,6 +10,7 @@
 #   batch.pxi     RecvBatch/SendBatch: recvmmsg and sendmmsg, the only system calls
 #   demux.pxi     Aside: STUN and DTLS set aside for the worker's Python side (RFC 7983)
 #   fanout.pxi    Exports: the packets one worker passes to the others, and their format
+#   reports.pxi   receiver reports: loss, jitter and round-trip time per receiver
 #   forward.pxi   Forwarder: a packet from recvmmsg to sendmmsg, without the GIL
 # The debug build (RELAY_DEBUG=1, see setup.py) overrides the directives that setup.py passes.
 
@@ -31,6 +32,7 @@ include "table.pxi"
 include "batch.pxi"
 include "demux.pxi"
 include "fanout.pxi"
+include "reports.pxi"
 include "forward.pxi"
 
 DEBUG_BUILD = bool(RELAY_DEBUG)

@@ -49,8 +49,19 @@ cdef enum:
     # for more RESERVE_RTP beyond the highest sent once half the margin is used.
     RESERVE_RTP = 4096
     RESERVE_RTCP = 1024
+    KEYFRAMES_PENDING = 256  # streams whose merged keyframe request waits (forward.pxi)
     PARK_PACKETS = 256      # packets held while their first reservation is made durable
     PARK_ENTRIES_MAX = 1 << 20  # copies waiting for one (a webinar's first packet, say)
+
+# Receiver reports (reports.pxi).
+cdef enum:
+    SR_KEPT = 4             # sender reports per stream remembered, for round-trip times
+    RR_BUCKETS = 8          # histogram buckets of what receiver reports say (and +Inf)
+    RTT_UNKNOWN = 0xFFFFFFFF
+
+# Seconds between keyframe requests passed to one stream's sender (forward.pxi); `relay serve
+# --keyframe-interval` sets it.
+cdef double KEYFRAME_INTERVAL = 0.5
 
 
 cdef enum Role:
@@ -75,7 +86,7 @@ cdef enum:   # DropReason
     DROP_ENDED = 8          # the meeting has ended
     DROP_LATE = 9           # sent under a ROC before this receiver's first packet of it
     DROP_NO_ADDRESS = 10    # the receiver's address is not known yet
-    DROP_RATE_LIMITED = 11  # a PLI/FIR within a second of the last one for that stream
+    DROP_RATE_LIMITED = 11  # a PLI/FIR merged: one went to that stream's sender lately
     DROP_SEND_ERROR = 12    # sendmmsg refused it
     DROP_OVERFLOW = 13      # no send slot (only without a socket, in tests)
     DROP_CRYPTO = 14        # OpenSSL or memory failure (not expected)

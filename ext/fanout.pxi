@@ -14,18 +14,24 @@
 # A record is a 24-byte header and the plaintext:
 #
 #   offset  size  field
-#   0       1     kind: EXPORT_RTP or EXPORT_RTCP (a sender report)
+#   0       1     kind: EXPORT_RTP, EXPORT_RTCP (a sender report) or EXPORT_FEEDBACK
 #   1       1     0
 #   2       2     plaintext length, little-endian (workers are processes on one host)
 #   4       4     meeting id
-#   8       4     sender's participant id
-#   12      4     SSRC the sender declared (RTP) or sent the report from (RTCP)
+#   8       4     sender's participant id (FEEDBACK: the sender it is for)
+#   12      4     SSRC the sender declared (RTP) or sent the report from (RTCP); FEEDBACK: the
+#                 stream it asks a keyframe of
 #   16      8     the packet's SRTP index, as the sender's home worker estimated it (RTP)
 #   24      len   plaintext RTP or RTCP
 #
 # The importing worker finds the sender by SSRC and checks its id, and applies its own view of
 # mute, eject and end, so a change that reaches the workers at slightly different moments never
 # lets media through where the local table says no.
+#
+# A FEEDBACK record is a keyframe request (PLI or FIR) from a receiver on one worker for a
+# sender homed on another: only the sender's home worker may protect RTCP for it (its SRTCP
+# index is that worker's), so it is passed there, and merged there with every other request
+# for that stream (forward.pxi, "Keyframe requests"). Recordings leave these records out.
 
 from libc.stdint cimport uint64_t
 from libc.string cimport memset
@@ -33,6 +39,7 @@ from libc.string cimport memset
 cdef enum:
     EXPORT_RTP = 0
     EXPORT_RTCP = 1
+    EXPORT_FEEDBACK = 2
     EXPORT_HEADER = 24
     EXPORT_CAPACITY = BATCH_MAX * (SLOT_SIZE + EXPORT_HEADER)
 
@@ -115,7 +122,7 @@ cdef inline size_t export_next(const uint8_t* data, size_t size, size_t off,
     if off + EXPORT_HEADER > size:
         return 0
     plain_len = <size_t>data[off + 2] | (<size_t>data[off + 3] << 8)
-    if off + EXPORT_HEADER + plain_len > size or data[off] > EXPORT_RTCP:
+    if off + EXPORT_HEADER + plain_len > size or data[off] > EXPORT_FEEDBACK:
         return 0
     rec.kind = data[off]
     rec.length = <uint16_t>plain_len
@@ -169,7 +176,8 @@ def records_to_pcap(const uint8_t[::1] records not None, double when):
         nxt = export_next(&records[0], size, off, &rec)
         if nxt == 0:
             break
-        total += PCAP_RECORD + PCAP_IP + PCAP_UDP + rec.length
+        if rec.kind != EXPORT_FEEDBACK:     # a receiver's request, not the meeting's media
+            total += PCAP_RECORD + PCAP_IP + PCAP_UDP + rec.length
         off = nxt
     out = bytearray(total)
     o = <uint8_t*><char*>out
@@ -177,6 +185,8 @@ def records_to_pcap(const uint8_t[::1] records not None, double when):
     while off < size and at < total:
         nxt = export_next(&records[0], size, off, &rec)
         off = nxt
+        if rec.kind == EXPORT_FEEDBACK:
+            continue
         length = PCAP_IP + PCAP_UDP + rec.length
         memcpy(o + at, &sec, 4)
         memcpy(o + at + 4, &usec, 4)

@@ -41,6 +41,19 @@ cdef inline int drop_for(int status) noexcept nogil:
     return DROP_CRYPTO
 
 
+cdef inline void keep_for_nacks(SenderStream* st, uint32_t key, uint64_t index,
+                                const uint8_t* plain, size_t n, double now) noexcept nogil:
+    """A packet about to be forwarded, into its stream's retransmission cache (rtx.pxi): a
+    video stream's is opened now, any other's by a NACK first."""
+    if st.cache == NULL:
+        if not st.video:
+            return
+        st.cache = rtx_cache_new()
+        if st.cache == NULL:
+            return
+    rtx_cache_put(st.cache, index, key, plain, n, now)
+
+
 cdef inline bint is_rtcp(const uint8_t* pkt) noexcept nogil:
     """RFC 5761 section 4: with rtcp-mux, RTCP packet types 192..223 occupy what would be RTP
     payload types 64..95, which RTP must therefore not use."""
@@ -67,10 +80,16 @@ cdef class Forwarder:
     cdef uint32_t nparked
     cdef uint32_t parked_cap
     cdef double now             # the clock of the batch being forwarded (rtx.pxi's ages)
+    cdef public double keyframe_interval  # seconds between keyframe requests to a stream
+    cdef uint32_t pending_slot[KEYFRAMES_PENDING]   # streams with a merged keyframe request
+    cdef uint32_t pending_id[KEYFRAMES_PENDING]
+    cdef uint32_t pending_stream[KEYFRAMES_PENDING]
+    cdef uint32_t npending
 
     def __cinit__(self, RouteTable table not None, int send_slots=SEND_SLOTS):
         self.table = table
         self.stats = &table.stats
+        self.keyframe_interval = KEYFRAME_INTERVAL
         self.rx = RecvBatch()
         self.tx = SendBatch(send_slots)
         self.exports = Exports()
@@ -149,6 +168,24 @@ cdef class Forwarder:
         with nogil:
             self.now = now
             n = self._import(&records[0], <size_t>records.shape[0], tx, -1)
+        return n
+
+    def keyframes_due(self, int fd, double now):
+        """Send the keyframe requests that follow merged ones whose interval has ended (the
+        worker calls it a few times a second); how many."""
+        cdef int n
+        with nogil:
+            self.now = now
+            n = self._keyframes_due(self.tx, fd, now)
+            self.tx.flush(fd, self.table)
+        return n
+
+    def process_keyframes_due(self, SendBatch tx not None, double now):
+        """keyframes_due() without a socket, for tests: the requests land in tx."""
+        cdef int n
+        with nogil:
+            self.now = now
+            n = self._keyframes_due(tx, -1, now)
         return n
 
     def process(self, RecvBatch rx not None, SendBatch tx not None, double now):
@@ -233,8 +270,7 @@ cdef class Forwarder:
         if reason >= 0:
             self.stats.dropped[reason] += 1
             return
-        if st.cache != NULL:    # a receiver NACKed this stream: keep it for the next (rtx.pxi)
-            rtx_cache_put(st.cache, index, <uint32_t>p.up_fp, pkt, plain_len, self.now)
+        keep_for_nacks(st, <uint32_t>p.up_fp, index, pkt, plain_len, self.now)
         self._fan_out_rtp(tx, fd, <uint32_t>slot, st.slot, pkt, plain_len, index)
         if self.table.meetings[p.meeting].nremote or self.table.meetings[p.meeting].recording:
             self._export(EXPORT_RTP, p, st.ssrc, index, pkt, plain_len)
@@ -305,6 +341,7 @@ cdef class Forwarder:
             return 0                    # its SDP does not describe this stream
         if not out_bound_to(out, &self.table.parts[sender]):
             out_bind(out, index, &self.table.parts[sender])
+            self._first_of_stream(tx, fd, sender, stream_slot)
         o = index + out.delta
         if <int64_t>o < 0:
             self.stats.dropped[DROP_LATE] += 1  # from before this mapping's first packet
@@ -495,12 +532,17 @@ cdef class Forwarder:
             elif pkt[off + 1] == 205 and sub_len >= 16 and (pkt[off] & 0x1F) == 1:
                 self._answer_nack(tx, fd, <uint32_t>slot, pkt + off, sub_len)
                 handled = 1
+            elif pkt[off + 1] == 201:   # RR: its report blocks after the reporter's SSRC
+                self._reception(p, pkt + off + 8, pkt[off] & 0x1F, sub_len - 8, now)
+            elif pkt[off + 1] == 200 and sub_len >= 28:     # SR: after the sender info
+                self._reception(p, pkt + off + 28, pkt[off] & 0x1F, sub_len - 28, now)
             off += sub_len
         if pkt[1] == 200:
             reason = self._may_send(p)
             if reason >= 0:
                 self.stats.dropped[reason] += 1
             else:
+                self._remember_sr(p, pkt, plain_len, now)
                 self._fan_out_rtcp(tx, fd, <uint32_t>slot, pkt, plain_len)
                 # Other workers find the sender by a declared SSRC: a sender that sends its
                 # reports from another one has its first stream's named in the record.
@@ -510,35 +552,142 @@ cdef class Forwarder:
         elif not handled:
             self.stats.rtcp_terminated += 1
 
+    # -- keyframe requests ---------------------------------------------------------------------
+    #
+    # A PLI or FIR (RFC 4585 section 6.3.1, RFC 5104 section 4.3.1) asks a sender for a
+    # keyframe, the costliest thing it makes, and a webinar's receivers ask together (a
+    # thousand joining at once, a lossy network's worth of decoders). So a stream's requests are
+    # merged: one goes to the sender per keyframe_interval at most, and one merged in between is
+    # not forgotten: when the interval ends a PLI follows (the retry: that receiver may have
+    # asked after the keyframe the first request brought). The sender's home worker alone
+    # protects RTCP for it, so a request for a sender homed elsewhere is passed there
+    # (EXPORT_FEEDBACK, fanout.pxi) and merged there with everyone else's, after the same
+    # merging here. A receiver's first packet of a video stream (or of a new source on it) asks
+    # one too: a newcomer need not wait for the sender's next keyframe.
+
     cdef void _forward_feedback(self, SendBatch tx, int fd, const uint8_t* fb, size_t fb_len,
                                 uint32_t target_ssrc, int32_t meeting,
                                 double now) noexcept nogil:
-        """Pass a PLI/FIR to the sender of target_ssrc in the same meeting, or count why not."""
+        """A receiver's PLI/FIR, for the sender of target_ssrc in the same meeting."""
         cdef const SsrcEntry* found[MAX_HOLDERS]
         cdef int k, i
-        cdef Participant* sp
-        cdef SenderStream* st
         k = table_find_senders(self.table, target_ssrc, found, MAX_HOLDERS)
         for i in range(k):
-            sp = &self.table.parts[found[i].slot]
-            if sp.meeting != meeting:
-                continue
-            st = &sp.streams[found[i].stream]
-            if sp.flags & PF_EJECTED:
-                self.stats.dropped[DROP_EJECTED] += 1
-            elif sp.flags & PF_REMOTE:
-                # Its home worker alone sends to it, with its own SRTCP index: protecting it
-                # here too would reuse that index (feedback is not passed across yet).
-                self.stats.dropped[DROP_NO_ADDRESS] += 1
-            elif not sp.flags & PF_HAS_ADDRESS:
-                self.stats.dropped[DROP_NO_ADDRESS] += 1
-            elif now - st.feedback_at < 1.0:
-                self.stats.dropped[DROP_RATE_LIMITED] += 1
-            else:
-                st.feedback_at = now
-                self._send_rtcp_to(tx, fd, <uint32_t>found[i].slot, fb, fb_len)
-            return
+            if self.table.parts[found[i].slot].meeting == meeting:
+                self._keyframe(tx, fd, <uint32_t>found[i].slot, found[i].stream, fb, fb_len, now)
+                return
         self.stats.dropped[DROP_UNKNOWN_SOURCE] += 1
+
+    cdef void _keyframe(self, SendBatch tx, int fd, uint32_t s, uint32_t stream,
+                        const uint8_t* fb, size_t fb_len, double now) noexcept nogil:
+        """Ask sender s for a keyframe of its stream (fb: the PLI or FIR to pass on), merged
+        as the section above says, or count why not."""
+        cdef Participant* sp = &self.table.parts[s]
+        cdef SenderStream* st = &sp.streams[stream]
+        if sp.flags & PF_EJECTED:
+            self.stats.dropped[DROP_EJECTED] += 1
+            return
+        if now - st.feedback_at < self.keyframe_interval:
+            self.stats.dropped[DROP_RATE_LIMITED] += 1
+            if not st.feedback_pending and self.npending < KEYFRAMES_PENDING:
+                st.feedback_pending = True
+                self.pending_slot[self.npending] = s
+                self.pending_id[self.npending] = sp.id
+                self.pending_stream[self.npending] = stream
+                self.npending += 1
+            return
+        if sp.flags & PF_REMOTE:
+            st.feedback_at = now
+            st.feedback_pending = False
+            self._export(EXPORT_FEEDBACK, sp, st.ssrc, 0, fb, fb_len)
+            return
+        if not sp.flags & PF_HAS_ADDRESS:
+            self.stats.dropped[DROP_NO_ADDRESS] += 1
+            return
+        st.feedback_at = now
+        st.feedback_pending = False
+        self._send_rtcp_to(tx, fd, s, fb, fb_len)
+
+    cdef void _ask_keyframe(self, SendBatch tx, int fd, uint32_t s, uint32_t stream,
+                            double now) noexcept nogil:
+        """The relay's own PLI for a stream: sender SSRC 0 (it sends no media of its own)."""
+        cdef uint8_t pli[12]
+        pli[0] = 0x81           # version 2, FMT 1: PLI
+        pli[1] = 206            # PSFB
+        store_be16(pli + 2, 2)
+        store_be32(pli + 4, 0)
+        store_be32(pli + 8, self.table.parts[s].streams[stream].ssrc)
+        self._keyframe(tx, fd, s, stream, pli, 12, now)
+
+    cdef void _first_of_stream(self, SendBatch tx, int fd, uint32_t sender,
+                               uint32_t stream_slot) noexcept nogil:
+        """A receiver gets its first packet of a stream (from this source): a video stream's
+        receiver needs a keyframe to start."""
+        cdef Participant* sp = &self.table.parts[sender]
+        cdef uint32_t i
+        for i in range(sp.nstreams):
+            if sp.streams[i].slot == stream_slot:
+                if sp.streams[i].video:
+                    self._ask_keyframe(tx, fd, sender, i, self.now)
+                return
+
+    cdef int _keyframes_due(self, SendBatch tx, int fd, double now) noexcept nogil:
+        """The PLIs that follow merged requests whose interval has ended."""
+        cdef uint32_t i = 0, s, stream
+        cdef int sent = 0
+        cdef Participant* sp
+        while i < self.npending:
+            s = self.pending_slot[i]
+            stream = self.pending_stream[i]
+            sp = &self.table.parts[s] if s < self.table.parts_cap else NULL
+            if (sp == NULL or sp.meeting < 0 or sp.id != self.pending_id[i]
+                    or stream >= sp.nstreams or not sp.streams[stream].feedback_pending):
+                pass                    # it left, or its request went out meanwhile
+            elif now - sp.streams[stream].feedback_at >= self.keyframe_interval:
+                sp.streams[stream].feedback_pending = False
+                self._ask_keyframe(tx, fd, s, stream, now)
+                sent += 1
+            else:
+                i += 1
+                continue
+            self.npending -= 1          # this entry is done: the last one takes its place
+            self.pending_slot[i] = self.pending_slot[self.npending]
+            self.pending_id[i] = self.pending_id[self.npending]
+            self.pending_stream[i] = self.pending_stream[self.npending]
+        return sent
+
+    # -- receiver reports (reports.pxi) ---------------------------------------------------------
+
+    cdef void _remember_sr(self, Participant* p, const uint8_t* sr, size_t n,
+                           double now) noexcept nogil:
+        """A sender report of p's about to be forwarded: its stream notes it (round-trip
+        times of the receivers' reports)."""
+        cdef uint32_t i, ssrc
+        if n < 28:
+            return
+        ssrc = load_be32(sr + 4)
+        for i in range(p.nstreams):
+            if p.streams[i].ssrc == ssrc:
+                sr_remember(&p.streams[i], sr, now)
+                return
+
+    cdef void _reception(self, Participant* receiver, const uint8_t* blocks, int count,
+                         size_t avail, double now) noexcept nogil:
+        """The report blocks (24 bytes each) of one RR or SR of `receiver`: those about a
+        stream of its meeting are put to use."""
+        cdef const SsrcEntry* found[MAX_HOLDERS]
+        cdef int b, k, i
+        cdef const Participant* sp
+        for b in range(count):
+            if <size_t>(b + 1) * 24 > avail:
+                return
+            k = table_find_senders(self.table, load_be32(blocks + b * 24), found, MAX_HOLDERS)
+            for i in range(k):
+                sp = &self.table.parts[found[i].slot]
+                if sp.meeting == receiver.meeting and sp != receiver:
+                    rr_block(self.stats, receiver, &sp.streams[found[i].stream],
+                             blocks + b * 24, now)
+                    break
 
     cdef void _answer_nack(self, SendBatch tx, int fd, uint32_t r, const uint8_t* fb,
                            size_t fb_len) noexcept nogil:
@@ -716,6 +865,12 @@ cdef class Forwarder:
                 self.stats.dropped[DROP_UNKNOWN_SOURCE] += 1
                 continue
             p = &self.table.parts[slot]
+            if rec.kind == EXPORT_FEEDBACK:     # for the sender's home worker: maybe this one
+                if not p.flags & PF_REMOTE:
+                    self._keyframe(tx, fd, <uint32_t>slot, stream, rec.plain, rec.length,
+                                   self.now)
+                    used += 1
+                continue
             reason = self._may_send(p)
             if reason >= 0:
                 self.stats.dropped[reason] += 1
@@ -723,12 +878,12 @@ cdef class Forwarder:
             self.stats.imported += 1
             used += 1
             if rec.kind == EXPORT_RTP:
-                if p.streams[stream].cache != NULL:
-                    rtx_cache_put(p.streams[stream].cache, rec.index, <uint32_t>p.up_fp,
-                                  rec.plain, rec.length, self.now)
+                keep_for_nacks(&p.streams[stream], <uint32_t>p.up_fp, rec.index, rec.plain,
+                               rec.length, self.now)
                 self._fan_out_rtp(tx, fd, <uint32_t>slot, p.streams[stream].slot, rec.plain,
                                   rec.length, rec.index)
             else:
+                self._remember_sr(p, rec.plain, rec.length, self.now)
                 self._fan_out_rtcp(tx, fd, <uint32_t>slot, rec.plain, rec.length)
         return used
 

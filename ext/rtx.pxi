@@ -4,11 +4,12 @@
 #
 # The cache. One per sent stream (SenderStream.cache) on each worker, shared by all that
 # stream's receivers there, whether the sender is homed here or its packets come from another
-# worker (fanout.pxi). It is opened by the first NACK that names the stream: browsers NACK video
-# only, so an audio stream costs nothing. CACHE_SLOTS plaintexts, indexed by the sender's SRTP
-# index; one older than CACHE_AGE is not served (the receiver's jitter buffer has given up on
-# it), nor one larger than CACHE_BYTES (it is not kept). Memory: sizeof(RtxCache), about 770 KB
-# per stream that was NACKed, and nothing per packet.
+# worker (fanout.pxi). A video stream's is opened at its first packet, so its first losses are
+# served too; any other stream's at the first NACK that names it (browsers NACK video only:
+# audio costs nothing). CACHE_SLOTS plaintexts, indexed by the sender's SRTP index; one older
+# than CACHE_AGE is not served (the receiver's jitter buffer has given up on it), nor one
+# larger than CACHE_BYTES (it is not kept). Memory: sizeof(RtxCache) (RTX_CACHE_BYTES, about
+# 770 KB) per cached stream on each worker that forwards it, and nothing per packet.
 #
 # Never the same index twice with other bytes (table.pxi, "Never the same index twice"). A
 # retransmission is the packet that went out at that receiver's index, protected again at the
@@ -64,6 +65,9 @@ ctypedef struct RtxCache:
     double asked_at[RTX_ASKED]
     uint32_t asked_next
     uint8_t data[CACHE_SLOTS * CACHE_BYTES]
+
+
+RTX_CACHE_BYTES = sizeof(RtxCache)  # one stream's cache (the documentation, the benchmarks)
 
 
 cdef inline RtxCache* rtx_cache_new() noexcept nogil:

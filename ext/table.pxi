@@ -91,6 +91,13 @@ ctypedef struct SenderStream:
     SrtpIndex rtp_rx        # ROC and replay window of what the participant sends
     SrtpIndex rtcp_rx       # SRTCP sent from this SSRC
     double feedback_at      # when a PLI/FIR for this stream last went to the sender (now units)
+    bint feedback_pending   # one was merged since: a keyframe request follows (forward.pxi)
+    bint video              # a video stream: a receiver's first packet of it asks a keyframe
+    # The sender reports of this stream lately forwarded: the middle 32 bits of each one's NTP
+    # timestamp (what a receiver's report block names as LSR) and when (reports.pxi).
+    uint32_t sr_ntp[SR_KEPT]
+    double sr_at[SR_KEPT]
+    uint8_t sr_next
     RtxCache* cache         # what was forwarded, for NACKs (rtx.pxi); NULL until one names it
 
 
@@ -157,6 +164,13 @@ ctypedef struct Participant:
     double rtx_window_at
     uint64_t rtx_window_out
     uint32_t rtx_window_sent
+    # What its latest receiver report said of a stream it gets (reports.pxi): fraction lost
+    # (of 256), interarrival jitter and round-trip time in microseconds (RTT_UNKNOWN: none);
+    # `rr_fresh` until the worker has reported it.
+    uint8_t rr_fraction
+    bint rr_fresh
+    uint32_t rr_jitter_us
+    uint32_t rr_rtt_us
 
 
 ctypedef struct Meeting:
@@ -183,6 +197,13 @@ ctypedef struct Counters:
     uint64_t parked             # copies held until their index reservation was durable
     uint64_t nacks              # generic NACKs received (RFC 4585 section 6.2.1)
     uint64_t rtx[RTX_OUTCOMES]  # what became of each packet they named (rtx.pxi)
+    # Receiver report blocks by what they say (reports.pxi): a histogram each of the fraction
+    # lost, the jitter and the round-trip time (cumulative at the edges RR_*_EDGES; the last
+    # bucket is +Inf), the sums in millionths and microseconds.
+    uint64_t rr_loss[RR_BUCKETS + 1]
+    uint64_t rr_jitter[RR_BUCKETS + 1]
+    uint64_t rr_rtt[RR_BUCKETS + 1]
+    uint64_t rr_loss_sum_ppm, rr_jitter_sum_us, rr_rtt_sum_us
     uint64_t dropped[DROP_COUNT]
 
 
@@ -351,7 +372,8 @@ cdef class RouteTable:
 
     def join(self, uint32_t participant_id, uint32_t meeting_id, role, suite,
              uplink, downlink, ssrcs=(), address=None, bint local=True, receive_ports=(),
-             bint address_confirmed=True, source_hint=None, payload_types=None):
+             bint address_confirmed=True, source_hint=None, payload_types=None,
+             video_ssrcs=()):
         """Add a participant.
 
         Args:
@@ -374,6 +396,8 @@ cdef class RouteTable:
                 address with that payload type, and streams not listed not at all (an empty
                 list: nothing at all, as for a WHIP publisher). None: every stream, as sent.
                 Not with receive_ports.
+            video_ssrcs: those of `ssrcs` that are video: a receiver's first packet of one
+                asks its sender for a keyframe, so it need not wait for the next (forward.pxi).
             local: whether it is homed on this worker. Another worker sends to a participant
                 that is not; this one only knows its keys and SSRCs (its packets may still
                 arrive here) and passes its meeting's media on (fanout.pxi).
@@ -423,6 +447,7 @@ cdef class RouteTable:
         p = &self.parts[slot]
         memset(p, 0, sizeof(Participant))
         p.id = participant_id
+        p.rr_rtt_us = RTT_UNKNOWN
         p.meeting = <int32_t>mslot
         p.role = ROLE_NAMES.index(role)
         if not local:
@@ -459,6 +484,7 @@ cdef class RouteTable:
             for i in range(len(ssrc_list)):
                 p.streams[i].ssrc = ssrc_list[i]
                 p.streams[i].feedback_at = -1e18
+                p.streams[i].video = ssrc_list[i] in video_ssrcs
                 held = self.ledger.pop((b"S", participant_id, p.up_fp, ssrc_list[i]), None)
                 if held is not None:    # it sent this stream before (a role change)
                     _index_restore(&p.streams[i].rtp_rx, held[0])
@@ -608,6 +634,7 @@ cdef class RouteTable:
             "exported": c.exported, "imported": c.imported, "parked": c.parked,
             "nacks": c.nacks,
             "rtx": {RTX_NAMES[i]: c.rtx[i] for i in range(RTX_OUTCOMES)},
+            **report_histograms(c),
             "dropped": {DROP_NAMES[i]: c.dropped[i] for i in range(DROP_COUNT)},
         }
 
@@ -816,6 +843,21 @@ cdef class RouteTable:
             memcpy(o + k * 40 + 8, values, 32)
             k += 1
         return bytes(out[:k * 40])
+
+    def take_reception(self):
+        """The receivers whose reports said something new since the last call, as one buffer
+        of 16-byte records, little-endian: u32 id, u32 jitter (us), u32 round-trip time (us,
+        0xFFFFFFFF: unknown), u8 fraction lost (of 256), three zero bytes (docs/wire.md)."""
+        cdef bytearray out = bytearray()
+        cdef uint32_t i
+        cdef Participant* p
+        for i in range(self.parts_cap):
+            p = &self.parts[i]
+            if p.meeting < 0 or not p.rr_fresh:
+                continue
+            p.rr_fresh = False
+            out += _struct.pack("<IIIB3x", p.id, p.rr_jitter_us, p.rr_rtt_us, p.rr_fraction)
+        return bytes(out)
 
     def take_latched(self):
         """The participants whose address became known (latched, or confirmed) since the

@@ -282,6 +282,7 @@ class Server:
                 recordings=self.data_dir / "recordings",
                 recording_key=credentials.recording_key_file(self.data_dir),
                 certificate=credentials.dtls_certificate(self.data_dir)[0],
+                keyframe_interval=settings.keyframe_interval,
             ),
             on_start=self._started,
         )

@@ -127,6 +127,7 @@ class RouteReplica:
                 address_confirmed=update.address_confirmed,
                 source_hint=update.source_hint,
                 payload_types=update.payload_types,
+                video_ssrcs=[s.ssrc for s in update.streams if s.kind == "video"],
             )
             self.homes[update.participant] = (update.meeting, local)
             if local:

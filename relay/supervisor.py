@@ -53,6 +53,7 @@ class SupervisorConfig:
     recordings: Path | None = None  # where recorded meetings go, and the key that seals them
     recording_key: Path | None = None
     certificate: Path | None = None  # the node's DTLS certificate: workers connect WebRTC peers
+    keyframe_interval: float | None = None  # seconds between keyframe requests to a stream
     python: str = field(default=sys.executable)
 
 
@@ -117,6 +118,8 @@ class Supervisor:
             cmd += ["--recordings", str(c.recordings), "--recording-key", str(c.recording_key)]
         if c.certificate is not None:
             cmd += ["--certificate", str(c.certificate)]
+        if c.keyframe_interval is not None:
+            cmd += ["--keyframe-interval", repr(c.keyframe_interval)]
         return cmd
 
     def start(self) -> None:

@@ -84,6 +84,8 @@ class WorkerConfig:
     # The node's DTLS certificate (PEM, relay/certificate.py): with it the worker connects
     # WebRTC peers (relay/webrtc.py) on its media port; without it STUN and DTLS are dropped.
     certificate: Path | None = None
+    # Seconds between keyframe requests passed to one stream's sender (ext/forward.pxi).
+    keyframe_interval: float = 0.5
 
 
 def bind_udp(host: str, port: int) -> socket.socket:
@@ -108,6 +110,7 @@ class Worker:
         self.config = config
         self.table = _core.RouteTable(durable=config.state_file is not None)
         self.forwarder = _core.Forwarder(self.table)
+        self.forwarder.keyframe_interval = config.keyframe_interval
         self.ledger: ledger.Ledger | None = None
         self.ledger_failing = False  # the last append failed: logged once until it works
         if config.state_file is not None:
@@ -289,6 +292,11 @@ class Worker:
                 self._send_signalling()
             if self.peers_in is not None and self.peers_in in ready:
                 self._take_imports(now)
+            # Keyframe requests merged earlier whose interval ended (ext/forward.pxi); those
+            # for senders homed elsewhere, and the imports' own, go out with the exports.
+            self.forwarder.keyframes_due(self.sockets[0].fileno(), now)
+            if self.peers_out is not None or self.recorders:
+                self._publish_exports()
             if self.snapshot_sock is not None and self.snapshot_sock in ready:
                 self._take_snapshot_reply()
             if self.replica.needs_snapshot and self.config.snapshot and now >= self.snapshot_due:
@@ -477,6 +485,9 @@ class Worker:
         # Per participant: one binary frame, whose cost per participant does not depend on
         # how many there are (docs/wire.md); JSON of 100,000 would cost a core.
         frames = [json.dumps(body).encode(), self.table.participant_counters_blob()]
+        reception = self.table.take_reception()  # what receivers' reports said, once changed
+        if reception:
+            frames.append(reception)
         try:
             self.stats.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
@@ -564,6 +575,12 @@ def parser() -> argparse.ArgumentParser:
         help="the node's DTLS certificate and key (PEM): connect WebRTC peers (WHIP, WHEP)",
     )
     parser.add_argument(
+        "--keyframe-interval",
+        type=float,
+        default=0.5,
+        help="seconds between keyframe requests (PLI/FIR) passed to one stream's sender",
+    )
+    parser.add_argument(
         "--index", type=int, default=0, help="this worker's number among W (default 0)"
     )
     parser.add_argument(
@@ -593,6 +610,7 @@ def command(argv: Sequence[str]) -> int:
             recording_key=args.recording_key,
             duration=args.duration,
             certificate=args.certificate,
+            keyframe_interval=args.keyframe_interval,
         )
     )
 

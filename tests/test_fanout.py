@@ -37,7 +37,7 @@ class Worker:
         return out
 
     def take_in(self, records: bytes) -> list[tuple[bytes, Address]]:
-        self.forwarder.process_import(records, self.tx)
+        self.forwarder.process_import(records, self.tx, 1000.0)
         out = self.tx.items()
         self.tx.clear()
         return out

@@ -761,7 +761,9 @@ def test_late_packet_from_before_a_receivers_first_roc_is_not_sent_to_it(suite: 
 
 
 @pytest.mark.parametrize("suite", SUITES)
-def test_feedback_rate_limited_per_stream(suite: str) -> None:
+def test_feedback_merged_per_stream_and_one_follows(suite: str) -> None:
+    """One keyframe request per stream per keyframe_interval (0.5 s) reaches the sender; those
+    merged meanwhile are followed by one PLI of the relay's when the interval ends."""
     relay = Relay(suite, "webinar")
     video = 0x0B0B0B0B
     host = relay.join(1, "host", [HOST_SSRC, video])
@@ -771,24 +773,34 @@ def test_feedback_rate_limited_per_stream(suite: str) -> None:
     def feedback(packet: bytes, now: float) -> list[Datagram]:
         return relay.feed([(attendee.out.protect_rtcp(packet), attendee.address)], now)
 
+    def due(now: float) -> list[Datagram]:
+        relay.forwarder.process_keyframes_due(relay.tx, now)
+        out = relay.tx.items()
+        relay.tx.clear()
+        return out
+
     host_rx = host.fresh_receiver()
     pli = rtcp_pli(0x5EED, HOST_SSRC)
     items = feedback(pli, t0)
     assert [a for _, a in items] == [host.address]
     assert host_rx.unprotect_rtcp(items[0][0]) == pli
     with DropWatch(relay) as w:
-        assert feedback(pli, t0 + 0.5) == []
-        assert feedback(rtcp_fir(0x5EED, HOST_SSRC), t0 + 0.9) == []  # FIR shares the limit
+        assert feedback(pli, t0 + 0.2) == []
+        assert feedback(rtcp_fir(0x5EED, HOST_SSRC), t0 + 0.3) == []  # FIR shares the limit
     assert w.delta == {"rate_limited": 2}
-    # Another stream of the same sender has its own limit.
+    # Another stream of the same sender has its own.
     fir = rtcp_fir(0x5EED, video, 3)
-    items = feedback(fir, t0 + 0.9)
+    items = feedback(fir, t0 + 0.3)
     assert [a for _, a in items] == [host.address]
     assert host_rx.unprotect_rtcp(items[0][0]) == fir
-    # After a second the first stream's feedback passes again.
+    # The merged two are followed by one PLI when the interval ends, and only then.
+    assert due(t0 + 0.45) == []
+    (follow,) = due(t0 + 0.5)
+    assert follow[1] == host.address
+    assert host_rx.unprotect_rtcp(follow[0]) == rtcp_pli(0, HOST_SSRC)
+    assert due(t0 + 2.0) == []  # once
     items = feedback(pli, t0 + 1.1)
     assert [a for _, a in items] == [host.address]
-    assert host_rx.unprotect_rtcp(items[0][0]) == pli
 
 
 def test_overflow_when_the_send_batch_is_full() -> None:

@@ -26,8 +26,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from node.serve import free_ports
-from tests.test_interop_ffmpeg import tool_env, wait_bound
+from tests.test_interop_ffmpeg import tool_env, udp_port_pair, wait_bound
 from tests.test_serve import Serve, start_serve, stop_serve
 
 pytestmark = pytest.mark.interop
@@ -65,15 +64,20 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
 
 
 class LossyPath(threading.Thread):
-    """A receiver's network path: what the relay sends to this proxy's address goes on to
-    `receiver` after ONE_WAY, unless dropped (LOSS, at random); what comes from anywhere else
-    (the receiver's RTCP) goes to the relay after ONE_WAY. Counts RTP by sequence number."""
+    """A receiver's network path, on two ports (RTP at an even port, RTCP above it, as the
+    receiver's join answer describes them): what the relay sends goes on to the receiver's
+    same port after ONE_WAY, RTP dropped at random (LOSS); what the receiver sends (its RTCP)
+    goes to the relay after ONE_WAY. Counts RTP by sequence number."""
 
     def __init__(self, relay: tuple[str, int], receiver: tuple[str, int]) -> None:
         super().__init__(daemon=True)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.address: tuple[str, int] = self.sock.getsockname()
+        base = udp_port_pair()
+        self.socks = []
+        for port in (base, base + 1):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", port))
+            self.socks.append(sock)
+        self.address: tuple[str, int] = ("127.0.0.1", base)
         self.relay, self.receiver = relay, receiver
         self.sent: set[int] = set()  # sequence numbers the relay sent, first time or again
         self.delivered: set[int] = set()  # those that got through at least once
@@ -81,42 +85,42 @@ class LossyPath(threading.Thread):
         self.dropped = 0
         self.upstream = 0  # the receiver's RTCP
         self.rng = random.Random(20261206)
-        self.queue: list[tuple[float, int, bytes, tuple[str, int]]] = []
+        self.queue: list[tuple[float, int, bytes, socket.socket, tuple[str, int]]] = []
         self.running = True
 
     def run(self) -> None:
         serial = 0
         while self.running:
             wait = max(0.0, self.queue[0][0] - time.monotonic()) if self.queue else 0.05
-            readable, _, _ = select.select([self.sock], [], [], wait)
+            readable, _, _ = select.select(self.socks, [], [], wait)
             now = time.monotonic()
             while self.queue and self.queue[0][0] <= now:
-                _, _, data, to = heapq.heappop(self.queue)
-                self.sock.sendto(data, to)
-            if not readable:
-                continue
-            data, source = self.sock.recvfrom(4096)
-            serial += 1
-            if source != self.relay:
-                self.upstream += 1
-                heapq.heappush(self.queue, (now + ONE_WAY, serial, data, self.relay))
-                continue
-            rtp = len(data) >= 12 and not 192 <= data[1] <= 223
-            seq = struct.unpack_from("!H", data, 2)[0] if rtp else -1
-            if rtp:
-                self.copies += 1
-                self.sent.add(seq)
-            if self.rng.random() < LOSS:
-                self.dropped += 1
-                continue
-            if rtp:
-                self.delivered.add(seq)
-            heapq.heappush(self.queue, (now + ONE_WAY, serial, data, self.receiver))
+                _, _, data, sock, to = heapq.heappop(self.queue)
+                sock.sendto(data, to)
+            for sock in readable:
+                data, source = sock.recvfrom(4096)
+                serial += 1
+                if source[1] not in (self.relay[1], self.relay[1] + 1):
+                    self.upstream += 1
+                    heapq.heappush(self.queue, (now + ONE_WAY, serial, data, sock, self.relay))
+                    continue
+                to = (self.receiver[0], self.receiver[1] + self.socks.index(sock))
+                rtp = len(data) >= 12 and not 192 <= data[1] <= 223
+                if rtp:
+                    seq = struct.unpack_from("!H", data, 2)[0]
+                    self.copies += 1
+                    self.sent.add(seq)
+                    if self.rng.random() < LOSS:
+                        self.dropped += 1
+                        continue
+                    self.delivered.add(seq)
+                heapq.heappush(self.queue, (now + ONE_WAY, serial, data, sock, to))
 
     def stop(self) -> None:
         self.running = False
         self.join(timeout=5)
-        self.sock.close()
+        for sock in self.socks:
+            sock.close()
 
 
 def metric(text: str, name: str) -> float:
@@ -146,7 +150,7 @@ def test_a_vp8_receiver_behind_5_percent_loss_recovers_all_but_half_a_percent(
             },
         ).json()
         relay = ("127.0.0.1", presenter["relay"]["port"])
-        receiver_port = free_ports(2)
+        receiver_port = udp_port_pair()
         lossy = LossyPath(relay, ("127.0.0.1", receiver_port))
         lossy.start()
         listener = api.post(
@@ -158,21 +162,28 @@ def test_a_vp8_receiver_behind_5_percent_loss_recovers_all_but_half_a_percent(
     up = base64.b64decode(listener["srtp"]["uplink"]).hex()
     crypto = [f"rtp-cipher={CIPHER}", f"rtp-auth={AUTH}", f"rtcp-cipher={CIPHER}"]
     crypto += [f"rtcp-auth={AUTH}"]
+    keys = (
+        f"ssrc=(uint){SSRC},srtp-key=(buffer){down},srtp-cipher=(string){CIPHER},"
+        f"srtp-auth=(string){AUTH},srtcp-cipher=(string){CIPHER},srtcp-auth=(string){AUTH}"
+    )
     caps = (
         "application/x-srtp,media=(string)video,clock-rate=(int)90000,"
-        f"encoding-name=(string)VP8,payload=(int)96,ssrc=(uint){SSRC},"
-        f"srtp-key=(buffer){down},srtp-cipher=(string){CIPHER},srtp-auth=(string){AUTH},"
-        f"srtcp-cipher=(string){CIPHER},srtcp-auth=(string){AUTH}"
+        f"encoding-name=(string)VP8,payload=(int)96,{keys}"
     )
-    # rtpbin's jitter buffer NACKs what is missing; its RTCP, protected with the receiver's
-    # uplink key, goes back through the proxy. AVPF allows one early feedback packet per
+    # The relay's RTCP comes on the port above the RTP one, as the join answer's SDP says.
+    # rtpbin's jitter buffer NACKs what is missing; its RTCP
+    # (receiver reports and NACKs), protected with the receiver's uplink key, goes back
+    # through the proxy. AVPF allows one early feedback packet per
     # regular RTCP interval (RFC 4585 section 3.5.2), so a NACK may wait for the next report:
     # a 1 s buffer (what the relay's cache holds) lets it, where 400 ms often gives up first.
     receiver = subprocess.Popen(
         [GST, "-q", "rtpbin", "name=rb", "latency=1000", "do-retransmission=true"]
-        + ["rtp-profile=avpf", "udpsrc", "address=127.0.0.1", f"port={receiver_port}"]
-        + [f"caps={caps}", "!", "srtpdec", "!", "rb.recv_rtp_sink_0", "rb.", "!"]
-        + ["rtpvp8depay", "!", "vp8dec", "!", "fakesink", "sync=false"]
+        + ["rtp-profile=avpf", "srtpdec", "name=dec"]
+        + ["udpsrc", "address=127.0.0.1", f"port={receiver_port}", f"caps={caps}"]
+        + ["!", "dec.rtp_sink", "udpsrc", "address=127.0.0.1", f"port={receiver_port + 1}"]
+        + [f"caps=application/x-srtcp,{keys}", "!", "dec.rtcp_sink"]
+        + ["dec.rtp_src", "!", "rb.recv_rtp_sink_0", "dec.rtcp_src", "!", "rb.recv_rtcp_sink_0"]
+        + ["rb.", "!", "rtpvp8depay", "!", "vp8dec", "!", "fakesink", "sync=false"]
         + ["rb.send_rtcp_src_0", "!", "srtpenc", f"key={up}", *crypto, "!", "udpsink"]
         + ["host=127.0.0.1", f"port={lossy.address[1]}", "sync=false", "async=false"],
         env=tool_env(),

@@ -115,6 +115,48 @@ def test_a_webrtc_presenter_is_heard_by_an_sdes_listener_and_a_webrtc_viewer(ser
     listener.close()
 
 
+def test_a_viewers_receiver_reports_reach_the_participants_list(serve: Serve) -> None:
+    """aiortc's viewer reports on what it receives (RTCP RR, RFC 3550 section 6.4) and its
+    presenter sends sender reports: the viewer's loss, jitter and round-trip time to the relay
+    (from the SR the relay forwarded it) show in the participants list."""
+    meeting, host_key = webinar(serve)
+
+    async def scenario() -> dict[str, Any]:
+        presenter = RTCPeerConnection()
+        presenter.addTrack(VideoStreamTrack())
+        r = await post(serve, f"/v1/meetings/{meeting}/whip", await offer(presenter), host_key)
+        await presenter.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        viewer = RTCPeerConnection()
+        viewer.addTransceiver("video", direction="recvonly")
+        w = await post(serve, f"/v1/meetings/{meeting}/whep", await offer(viewer), PASSWORD)
+        await viewer.setRemoteDescription(RTCSessionDescription(w.text, "answer"))
+        await connected(viewer)
+        track = viewer.getReceivers()[0].track
+        deadline = time.monotonic() + 8  # aiortc reports every second or so
+        async with httpx.AsyncClient(base_url=serve.url, timeout=10) as client:
+            while True:
+                await asyncio.wait_for(track.recv(), 5)  # keep decoding, as a player does
+                people = (
+                    await client.get(
+                        f"/v1/meetings/{meeting}/participants",
+                        headers={"Authorization": f"Bearer {host_key}"},
+                    )
+                ).json()
+                (seen,) = [p for p in people if p["role"] == "attendee"]
+                reception = seen["media"]["reception"]
+                if reception is not None and reception["rtt_ms"] is not None:
+                    break
+                assert time.monotonic() < deadline, seen["media"]
+        await viewer.close()
+        await presenter.close()
+        found: dict[str, Any] = reception
+        return found
+
+    reception = asyncio.run(scenario())
+    assert reception["loss"] == 0.0  # loopback
+    assert 0 <= reception["rtt_ms"] < 100 and reception["jitter_ms"] >= 0
+
+
 def test_whep_session_ends_with_delete_and_its_url_cannot_be_guessed(serve: Serve) -> None:
     meeting, _ = webinar(serve)
 
