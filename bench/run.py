@@ -48,6 +48,8 @@ LATENCY_LOAD = 0.8  # latency is measured at this fraction of capacity
 PAYLOAD_MAGIC = b"relaybench"
 VIEWER_PT = 120  # a WebRTC viewer's number for the presenter's codec (the sender uses 111)
 WEBRTC_VARIANT = "webrtc_viewers"  # the relay with WebRTC receivers: report["variants"]
+RTX_VARIANT = "rtx_cache"  # the relay keeping every packet for retransmission: a variant too
+VARIANTS = (WEBRTC_VARIANT, RTX_VARIANT)
 MEASURABLE_CPU = 0.05  # cores: below it, a ratio of figures per core is noise
 TARGETS = ("relay", "ceiling", "io_ceiling", "python", "python_uvloop")
 # Targets that run one process per worker with --workers W (the others run one process).
@@ -67,6 +69,10 @@ class Scenario:
     # payload type of its own, as a WHEP answer places it (what the core does differently
     # for them: relay/webrtc.py connects them, then they are receivers like any other).
     webrtc: bool = False
+    # The presenter's stream declared video: the relay keeps each of its packets in the
+    # stream's retransmission cache (ext/rtx.pxi) and a receiver's first packet asks a
+    # keyframe. Against the same stream declared audio: what the cache costs.
+    video: bool = False
 
     @property
     def senders(self) -> int:
@@ -156,7 +162,13 @@ class Cast:
                     suite=s.suite,
                     uplink=self.uplinks[i],
                     downlink=self.downlinks[i],
-                    streams=(wire.Stream(self.ssrcs[i]),) if sends else (),
+                    streams=(
+                        (wire.Stream(self.ssrcs[i], "video", 96, "VP8/90000"),)
+                        if s.video
+                        else (wire.Stream(self.ssrcs[i]),)
+                    )
+                    if sends
+                    else (),
                     address=self.address(i),
                     worker=s.home(i) if s.workers > 1 else None,
                     payload_types=((self.ssrcs[0], VIEWER_PT),) if s.webrtc and not sends else None,
@@ -421,6 +433,8 @@ class Bench:
         the ROC comes from the generator's own count (unprotect_at), not from an estimate."""
         for who, recv_ns, data in self.loadgen.samples():
             data = bytes(data)
+            if 192 <= data[1] <= 223:
+                continue  # RTCP: the relay asking the presenter for a keyframe (video)
             sender = int.from_bytes(data[8:12], "big") - self.cast.ssrcs[0]
             if not 0 <= sender < self.scenario.senders:
                 raise RuntimeError(f"{self.target}: a receiver got a packet of unknown SSRC")
@@ -525,6 +539,8 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
         # WebRTC viewers against SDES receivers, the same relay in the same run.
         webrtc = dataclasses.replace(scenario, webrtc=True)
         targets.insert(1, (WEBRTC_VARIANT, "relay", webrtc))
+        # The retransmission cache on (a video stream) against off, the same relay.
+        targets.insert(1, (RTX_VARIANT, "relay", dataclasses.replace(scenario, video=True)))
     if compare and scenario.workers > 1:
         # What the workers gain is measured against the relay on one worker, in this run.
         targets.insert(1, ("relay_1_worker", "relay", dataclasses.replace(scenario, workers=1)))
@@ -563,16 +579,23 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
         **{k: v for k, v in results["relay"].items()},
     }
     if compare:
-        baselines = [name for name, _, _ in targets[1:] if name != WEBRTC_VARIANT]
+        baselines = [name for name, _, _ in targets[1:] if name not in VARIANTS]
         report["baselines"] = {name: results[name] for name in baselines}
         report["ratios"] = {
             f"out_pps_vs_{name}": round(results["relay"]["out_pps"] / results[name]["out_pps"], 3)
             for name in baselines
         }
+        if RTX_VARIANT in results:
+            # Not a baseline either: the relay with its cache on, against itself with it off.
+            cached = results[RTX_VARIANT]
+            report.setdefault("variants", {})[RTX_VARIANT] = cached
+            report["ratios"]["rtx_cache_out_pps_vs_off"] = round(
+                cached["out_pps"] / results["relay"]["out_pps"], 3
+            )
         if WEBRTC_VARIANT in results:
             # Not a baseline: the relay itself, its receivers WebRTC viewers, against itself.
             viewers, sdes = results[WEBRTC_VARIANT], results["relay"]
-            report["variants"] = {WEBRTC_VARIANT: viewers}
+            report.setdefault("variants", {})[WEBRTC_VARIANT] = viewers
             # Per core: None where either used too little CPU to measure (a low --rate).
             measurable = min(viewers["relay_cpu"], sdes["relay_cpu"]) >= MEASURABLE_CPU
             report["ratios"]["webrtc_viewers_out_pps_per_core_vs_sdes"] = (

@@ -115,8 +115,10 @@ def test_bench_compare_fixed_rate_writes_json(tmp_path: Path) -> None:
     assert report["receivers"] == 20 and report["scenario"] == "webinar"
     assert set(report["baselines"]) == {"ceiling", "io_ceiling", "python", "python_uvloop"}
     # And the same relay with its receivers as WebRTC viewers (each packet they got was checked
-    # for the viewer's own payload type: bench/run.py), with its ratio.
-    assert set(report["variants"]) == {"webrtc_viewers"}
+    # for the viewer's own payload type: bench/run.py), and with its stream kept for
+    # retransmission (declared video), each with its ratio.
+    assert set(report["variants"]) == {"webrtc_viewers", "rtx_cache"}
+    assert report["ratios"]["rtx_cache_out_pps_vs_off"] == pytest.approx(1.0, rel=0.05)
     # At this low rate the relay uses too little CPU for a per-core ratio: none is made up.
     ratio = report["ratios"]["webrtc_viewers_out_pps_per_core_vs_sdes"]
     if min(report["relay_cpu"], report["variants"]["webrtc_viewers"]["relay_cpu"]) < 0.05:
