@@ -3,7 +3,9 @@
 One input drives, in turn: SRTP and SRTCP unprotect (the suite from its first byte), the
 forwarding loop (up to four datagrams from one input, through a routing table with a webinar
 in it, from a known and an unknown address, STUN and DTLS set aside or not, then its
-reservations committed and what waited for them released), a record message from another
+reservations committed and what waited for them released), the input as the RTCP compound of
+an attendee, authenticated (what only an authenticated packet reaches: NACKs answered from
+the retransmission cache, receiver reports, keyframe requests), a record message from another
 worker, the saved ledger and stream state, and SDES key parsing. Exceptions the API documents
 (SrtpError, ValueError) are expected; anything else, a crash, a sanitizer report or a packet
 that does not survive protect then unprotect, is a finding.
@@ -48,7 +50,10 @@ def _table() -> tuple[_core.RouteTable, _core.Forwarder, _core.SendBatch]:
     table = _core.RouteTable(durable=True)
     table.open_meeting(1, "webinar")
     suite = NAMES[0]
-    table.join(1, 1, "host", suite, KEYS[suite], KEYS[suite], ssrcs=[SENDER], address=KNOWN)
+    table.join(
+        1, 1, "host", suite, KEYS[suite], KEYS[suite], ssrcs=[SENDER], address=KNOWN,
+        video_ssrcs=[SENDER],
+    )  # fmt: skip
     for pid in range(2, 6):
         table.join(
             pid,
@@ -65,6 +70,12 @@ def _table() -> tuple[_core.RouteTable, _core.Forwarder, _core.SendBatch]:
 
 
 TABLE, FORWARDER, TX = _table()
+# The host's and attendee 2's clients (all keys are KEYS[suite] here): what they send
+# authenticates, so the input reaches what lies behind that.
+HOST = _core.Session(NAMES[0], KEYS[NAMES[0]])
+ATTENDEE = _core.Session(NAMES[0], KEYS[NAMES[0]])
+ATTENDEE_AT = ("10.0.1.2", 7000)
+SEQ = [0]
 
 
 def one_input(data: bytes) -> None:
@@ -106,6 +117,23 @@ def one_input(data: bytes) -> None:
     TABLE.ledger_commit()
     FORWARDER.process_release(TX)
     TX.clear()
+    # A packet of the host's (the video stream's cache keeps it), then the input as an
+    # attendee's RTCP: its first subpacket a version-2 RTCP header of types 200..206.
+    if len(body) >= 8:
+        SEQ[0] += 1
+        media = bytes([0x80, 96]) + (SEQ[0] & 0xFFFF).to_bytes(2, "big") + bytes(4)
+        media += SENDER.to_bytes(4, "big") + body[:64]
+        compound = bytes([0x80 | (body[0] & 0x3F), 200 + body[1] % 7]) + body[2:]
+        rx = _core.RecvBatch()
+        rx.push(HOST.protect(media), KNOWN)
+        rx.push(ATTENDEE.protect_rtcp(compound), ATTENDEE_AT)
+        FORWARDER.process(rx, TX, 1000.0 + data[0])
+        FORWARDER.process_keyframes_due(TX, 1001.0 + data[0])
+        TABLE.ledger_pending()
+        TABLE.ledger_commit()
+        FORWARDER.process_release(TX)
+        TX.clear()
+        TABLE.take_reception()
     FORWARDER.take_exports()
     FORWARDER.process_import(body, TX)
     TX.clear()
