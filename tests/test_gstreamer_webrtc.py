@@ -25,7 +25,14 @@ from typing import Any
 
 import pytest
 
-from tests.test_interop_ffmpeg import FFMPEG, FFPROBE, tool_env, udp_port_pair, wait_bound
+from tests.test_interop_ffmpeg import (
+    FFMPEG,
+    FFPROBE,
+    ffmpeg_listener,
+    tool_env,
+    udp_port_pair,
+    wait_bound,
+)
 from tests.test_serve import Serve, create_webinar, start_serve, stop_serve
 
 pytestmark = pytest.mark.interop
@@ -116,17 +123,8 @@ def test_webrtcbin_publishes_to_a_webrtcbin_viewer_and_an_ffmpeg_listener(
             json={"name": "ffmpeg", "password": PASSWORD, "receive_at": f"127.0.0.1:{port}"},
         ).json()
     assert listener["sdp"].count("m=") == 2, listener["sdp"]  # Opus and VP8, as published
-    (tmp_path / "join.sdp").write_text(listener["sdp"])
     recorded = tmp_path / "out.mkv"
-    ffmpeg = subprocess.Popen(
-        [FFMPEG, "-nostdin", "-hide_banner", *listener["ffmpeg"]["input"][:-2]]
-        + ["-i", "join.sdp", "-t", "5", "-c", "copy", "-y", str(recorded)],
-        cwd=tmp_path,
-        env=tool_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    ffmpeg = ffmpeg_listener(listener, tmp_path, recorded, after_input=("-t", "5"))
     wait_bound(port)
     viewer = result(peer(serve, "whep", meeting, PASSWORD, 6))
     try:

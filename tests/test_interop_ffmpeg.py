@@ -76,6 +76,29 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
         stop_serve(s)
 
 
+def ffmpeg_listener(
+    answer: dict[str, Any],
+    cwd: Path,
+    out: Path,
+    before_input: tuple[str, ...] = (),
+    after_input: tuple[str, ...] = (),
+) -> subprocess.Popen[str]:
+    """ffmpeg playing a listener's join answer as is (its SDP as cwd/join.sdp, its input
+    arguments), copying what it gets into `out`; its stderr is piped."""
+    assert FFMPEG is not None
+    assert answer["ffmpeg"]["input"][-1] == "join.sdp"
+    (cwd / "join.sdp").write_text(answer["sdp"])
+    return subprocess.Popen(
+        [FFMPEG, "-nostdin", "-hide_banner", *answer["ffmpeg"]["input"][:-2], *before_input]
+        + ["-i", "join.sdp", *after_input, "-c", "copy", "-y", str(out)],
+        cwd=cwd,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def udp_port_pair() -> int:
     """An even port P with P and P + 1 free (ffmpeg binds both for each m= line)."""
     return free_ports(4) & ~1
@@ -239,18 +262,8 @@ def webinar_with_ffmpeg(
         listener = api.post(
             path, json={"name": "ffmpeg", "password": "pw", "receive_at": f"127.0.0.1:{port}"}
         ).json()
-        assert listener["ffmpeg"]["input"][-1] == "join.sdp"
-        (tmp / "join.sdp").write_text(listener["sdp"])
         out = tmp / out_name
-        receiver = subprocess.Popen(
-            [FFMPEG, "-nostdin", "-hide_banner", *listener["ffmpeg"]["input"][:-2]]
-            + ["-listen_timeout", "3", "-i", "join.sdp", "-c", "copy", "-y", str(out)],
-            cwd=tmp,
-            env=tool_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        receiver = ffmpeg_listener(listener, tmp, out, before_input=("-listen_timeout", "3"))
         # (b) libsrtp
         libsrtp = LibsrtpListener()
         libsrtp.start(

@@ -55,6 +55,29 @@ async def post(serve: Serve, path: str, sdp: str, credential: str) -> httpx.Resp
         )
 
 
+async def publish(serve: Serve, meeting: str, host_key: str, *tracks: Any) -> RTCPeerConnection:
+    """An aiortc presenter of these tracks over WHIP, the relay's answer applied."""
+    pc = RTCPeerConnection()
+    for track in tracks:
+        pc.addTrack(track)
+    r = await post(serve, f"/v1/meetings/{meeting}/whip", await offer(pc), host_key)
+    assert r.status_code == 201, r.text
+    await pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+    return pc
+
+
+async def view(serve: Serve, meeting: str, *kinds: str) -> tuple[RTCPeerConnection, str]:
+    """An aiortc viewer of these kinds over WHEP, connected; and its session's Location."""
+    pc = RTCPeerConnection()
+    for kind in kinds:
+        pc.addTransceiver(kind, direction="recvonly")
+    w = await post(serve, f"/v1/meetings/{meeting}/whep", await offer(pc), PASSWORD)
+    assert w.status_code == 201, w.text
+    await pc.setRemoteDescription(RTCSessionDescription(w.text, "answer"))
+    await connected(pc)
+    return pc, w.headers["location"]
+
+
 async def connected(pc: RTCPeerConnection, limit: float = 10.0) -> None:
     deadline = time.monotonic() + limit
     while pc.connectionState != "connected":
@@ -122,15 +145,8 @@ def test_a_viewers_receiver_reports_reach_the_participants_list(serve: Serve) ->
     meeting, host_key = webinar(serve)
 
     async def scenario() -> dict[str, Any]:
-        presenter = RTCPeerConnection()
-        presenter.addTrack(VideoStreamTrack())
-        r = await post(serve, f"/v1/meetings/{meeting}/whip", await offer(presenter), host_key)
-        await presenter.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
-        viewer = RTCPeerConnection()
-        viewer.addTransceiver("video", direction="recvonly")
-        w = await post(serve, f"/v1/meetings/{meeting}/whep", await offer(viewer), PASSWORD)
-        await viewer.setRemoteDescription(RTCSessionDescription(w.text, "answer"))
-        await connected(viewer)
+        presenter = await publish(serve, meeting, host_key, VideoStreamTrack())
+        viewer, _ = await view(serve, meeting, "video")
         track = viewer.getReceivers()[0].track
         deadline = time.monotonic() + 8  # aiortc reports every second or so
         async with httpx.AsyncClient(base_url=serve.url, timeout=10) as client:
@@ -199,17 +215,8 @@ def test_a_viewer_that_closes_without_delete_leaves(serve: Serve) -> None:
         before = closed_total(api)
 
     async def scenario() -> None:
-        presenter = RTCPeerConnection()
-        presenter.addTrack(AudioStreamTrack())
-        r = await post(serve, f"/v1/meetings/{meeting}/whip", await offer(presenter), host_key)
-        assert r.status_code == 201, r.text
-        await presenter.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
-        viewer = RTCPeerConnection()
-        viewer.addTransceiver("audio", direction="recvonly")
-        w = await post(serve, f"/v1/meetings/{meeting}/whep", await offer(viewer), PASSWORD)
-        assert w.status_code == 201, w.text
-        await viewer.setRemoteDescription(RTCSessionDescription(w.text, "answer"))
-        await connected(viewer)
+        presenter = await publish(serve, meeting, host_key, AudioStreamTrack())
+        viewer, _ = await view(serve, meeting, "audio")
         await connected(presenter)
         await viewer.close()  # no DELETE
         await asyncio.sleep(0.1)
@@ -243,17 +250,10 @@ def test_expel_ends_a_webrtc_viewers_session_within_a_second(serve: Serve, how: 
     meeting, host_key = webinar(serve)
 
     async def scenario() -> float:
-        presenter = RTCPeerConnection()
-        presenter.addTrack(AudioStreamTrack())
-        r = await post(serve, f"/v1/meetings/{meeting}/whip", await offer(presenter), host_key)
-        await presenter.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
-        viewer = RTCPeerConnection()
-        viewer.addTransceiver("audio", direction="recvonly")
-        w = await post(serve, f"/v1/meetings/{meeting}/whep", await offer(viewer), PASSWORD)
-        await viewer.setRemoteDescription(RTCSessionDescription(w.text, "answer"))
-        await connected(viewer)
+        presenter = await publish(serve, meeting, host_key, AudioStreamTrack())
+        viewer, location = await view(serve, meeting, "audio")
         await asyncio.wait_for(viewer.getReceivers()[0].track.recv(), 5)
-        participant = w.headers["location"].split("/")[-2]
+        participant = location.split("/")[-2]
         async with httpx.AsyncClient(base_url=serve.url, timeout=10) as client:
             auth = {"Authorization": f"Bearer {host_key}"}
             if how == "expel":
