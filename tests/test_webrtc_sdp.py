@@ -398,7 +398,8 @@ def test_chrome_publisher_answer_line_by_line() -> None:
             "a=recvonly",
             *transport,
             "a=rtpmap:96 VP8/90000",
-            "a=rtcp-fb:96 nack pli",  # not nack alone, goog-remb nor transport-cc
+            "a=rtcp-fb:96 nack",  # retransmission from the relay's cache (ext/rtx.pxi)
+            "a=rtcp-fb:96 nack pli",  # not goog-remb nor transport-cc
             "a=rtcp-fb:96 ccm fir",
             CANDIDATE,
             "a=end-of-candidates",
@@ -433,6 +434,7 @@ def test_firefox_publisher_answer() -> None:
     assert video[0] == f"m=video {PORT} UDP/TLS/RTP/SAVPF 120"
     assert [line for line in video if line.startswith(("a=rtpmap", "a=rtcp-fb", "a=fmtp"))] == [
         "a=rtpmap:120 VP8/90000",
+        "a=rtcp-fb:120 nack",
         "a=rtcp-fb:120 nack pli",
         "a=rtcp-fb:120 ccm fir",
         "a=fmtp:120 max-fs=12288;max-fr=60",

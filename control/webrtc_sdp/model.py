@@ -51,7 +51,10 @@ _MAX_MID = 64
 _OPUS = ("opus", 48000, 2)  # RFC 7587 section 7: always opus/48000/2
 _VIDEO = (("VP8", 90000), ("H264", 90000), ("VP9", 90000))
 _REPAIR = ("rtx", "red", "ulpfec", "flexfec-03")  # retransmission, redundancy and FEC formats
-_FEEDBACK = ("nack pli", "ccm fir")  # what the relay passes on: keyframe requests
+# Feedback the answer keeps where offered: generic NACKs (answered from the relay's cache,
+# ext/rtx.pxi; the relay's own go to a publisher, which retransmits on the media SSRC, no RTX
+# being negotiated) and keyframe requests (merged per stream, ext/forward.pxi).
+_FEEDBACK = ("nack", "nack pli", "ccm fir")
 
 # Codec names an error message may repeat (IANA media subtypes WebRTC peers offer).
 _KNOWN_CODECS = {
