@@ -4,8 +4,11 @@
 // fetch() to /v1 is same-origin.
 
 // Offer (candidates included: the relay takes no trickle), POST, answer. Returns
-// {status, location} or {status, error}; the connection is window.relayPc.
-window.relayConnect = async ({path, credential, publish}) => {
+// {status, location} or {status, error}; the connection is window.relayPc. For a test of the
+// network in between: `via` ("host:port") reaches the relay through a proxy there instead
+// (its candidate rewritten), and `withoutNack` strikes the generic NACK from the offer, so
+// the browser asks for no retransmission.
+window.relayConnect = async ({path, credential, publish, via, withoutNack}) => {
   const pc = new RTCPeerConnection();
   if (publish) {
     const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: true});
@@ -22,7 +25,10 @@ window.relayConnect = async ({path, credential, publish}) => {
       element.play().catch(() => {});
     });
   }
-  await pc.setLocalDescription(await pc.createOffer());
+  const offer = await pc.createOffer();
+  // No generic NACK offered, so none answered: the browser asks for no retransmission.
+  if (withoutNack) offer.sdp = offer.sdp.replace(/^a=rtcp-fb:\d+ nack\r\n/gm, "");
+  await pc.setLocalDescription(offer);
   await new Promise((done) => {
     if (pc.iceGatheringState === "complete") return done();
     pc.addEventListener("icegatheringstatechange", () => {
@@ -38,7 +44,12 @@ window.relayConnect = async ({path, credential, publish}) => {
   });
   const text = await response.text();
   if (response.status !== 201) return {status: response.status, error: text};
-  await pc.setRemoteDescription({type: "answer", sdp: text});
+  let answer = text;
+  if (via) {
+    const [host, port] = via.split(":");
+    answer = answer.replace(/^(a=candidate:\S+ \d+ udp \d+ )\S+ \d+( typ host)/gm, `$1${host} ${port}$2`);
+  }
+  await pc.setRemoteDescription({type: "answer", sdp: answer});
   window.relayPc = pc;
   return {status: 201, location: response.headers.get("Location")};
 };
@@ -50,7 +61,9 @@ window.relayStats = async () => {
   (await window.relayPc.getStats()).forEach((s) => {
     if (s.type === "inbound-rtp") {
       out[s.kind] = {packets: s.packetsReceived, energy: s.totalAudioEnergy || 0,
-                     frames: s.framesDecoded || 0};
+                     frames: s.framesDecoded || 0, lost: s.packetsLost || 0,
+                     nacks: s.nackCount || 0, freezes: s.freezeCount || 0,
+                     frozen: s.totalFreezesDuration || 0};
     }
     if (s.type === "outbound-rtp") out["sent_" + s.kind] = s.packetsSent;
   });
