@@ -14,13 +14,13 @@
 # A record is a 24-byte header and the plaintext:
 #
 #   offset  size  field
-#   0       1     kind: EXPORT_RTP, EXPORT_RTCP (a sender report) or EXPORT_FEEDBACK
+#   0       1     kind: EXPORT_RTP, EXPORT_RTCP (a sender report), EXPORT_FEEDBACK or EXPORT_NACK
 #   1       1     0
 #   2       2     plaintext length, little-endian (workers are processes on one host)
 #   4       4     meeting id
-#   8       4     sender's participant id (FEEDBACK: the sender it is for)
-#   12      4     SSRC the sender declared (RTP) or sent the report from (RTCP); FEEDBACK: the
-#                 stream it asks a keyframe of
+#   8       4     sender's participant id (FEEDBACK, NACK: the sender it is for)
+#   12      4     SSRC the sender declared (RTP) or sent the report from (RTCP); FEEDBACK, NACK:
+#                 the stream it is about
 #   16      8     the packet's SRTP index, as the sender's home worker estimated it (RTP)
 #   24      len   plaintext RTP or RTCP
 #
@@ -31,7 +31,9 @@
 # A FEEDBACK record is a keyframe request (PLI or FIR) from a receiver on one worker for a
 # sender homed on another: only the sender's home worker may protect RTCP for it (its SRTCP
 # index is that worker's), so it is passed there, and merged there with every other request
-# for that stream (forward.pxi, "Keyframe requests"). Recordings leave these records out.
+# for that stream (forward.pxi, "Keyframe requests"). A NACK record is the relay's own NACK
+# (rtx.pxi) for packets no cache on the receiver's worker held, for the sender's home worker
+# to pass on. Recordings leave both out.
 
 from libc.stdint cimport uint64_t
 from libc.string cimport memset
@@ -40,6 +42,7 @@ cdef enum:
     EXPORT_RTP = 0
     EXPORT_RTCP = 1
     EXPORT_FEEDBACK = 2
+    EXPORT_NACK = 3
     EXPORT_HEADER = 24
     EXPORT_CAPACITY = BATCH_MAX * (SLOT_SIZE + EXPORT_HEADER)
 
@@ -122,7 +125,7 @@ cdef inline size_t export_next(const uint8_t* data, size_t size, size_t off,
     if off + EXPORT_HEADER > size:
         return 0
     plain_len = <size_t>data[off + 2] | (<size_t>data[off + 3] << 8)
-    if off + EXPORT_HEADER + plain_len > size or data[off] > EXPORT_FEEDBACK:
+    if off + EXPORT_HEADER + plain_len > size or data[off] > EXPORT_NACK:
         return 0
     rec.kind = data[off]
     rec.length = <uint16_t>plain_len
@@ -176,7 +179,7 @@ def records_to_pcap(const uint8_t[::1] records not None, double when):
         nxt = export_next(&records[0], size, off, &rec)
         if nxt == 0:
             break
-        if rec.kind != EXPORT_FEEDBACK:     # a receiver's request, not the meeting's media
+        if rec.kind < EXPORT_FEEDBACK:      # requests for a sender are not the meeting's media
             total += PCAP_RECORD + PCAP_IP + PCAP_UDP + rec.length
         off = nxt
     out = bytearray(total)
@@ -185,7 +188,7 @@ def records_to_pcap(const uint8_t[::1] records not None, double when):
     while off < size and at < total:
         nxt = export_next(&records[0], size, off, &rec)
         off = nxt
-        if rec.kind == EXPORT_FEEDBACK:
+        if rec.kind >= EXPORT_FEEDBACK:
             continue
         length = PCAP_IP + PCAP_UDP + rec.length
         memcpy(o + at, &sec, 4)

@@ -728,7 +728,10 @@ cdef class Forwarder:
             off += 4
         if nask:
             n = nack_build(self.scratch, media_ssrc, ask, nask)
-            self._send_rtcp_to(tx, fd, sender, self.scratch, n)
+            if sp.flags & PF_REMOTE:    # its home worker asks it (fanout.pxi)
+                self._export(EXPORT_NACK, sp, st.ssrc, 0, self.scratch, n)
+            else:
+                self._send_rtcp_to(tx, fd, sender, self.scratch, n)
 
     cdef int _resend(self, SendBatch tx, int fd, uint32_t r, Participant* sp, SenderStream* st,
                      uint16_t seq, uint64_t* ask, int* nask) noexcept nogil:
@@ -753,9 +756,11 @@ cdef class Forwarder:
         index = o - out.delta
         if st.cache == NULL:            # out of memory when the first NACK came
             return RTX_NOT_CACHED
-        plain = rtx_cache_get(st.cache, index, out.source_key, self.now, &plain_len)
+        plain = rtx_cache_get(st.cache, index, out.source_key, self.now,
+                              CACHE_AGE if st.video else CACHE_AGE_AUDIO, &plain_len)
         if plain == NULL:
-            if (sp.flags & (PF_REMOTE | PF_EJECTED) or not sp.flags & PF_HAS_ADDRESS
+            # A sender homed here needs an address; one homed elsewhere is asked from there.
+            if (sp.flags & PF_EJECTED or not sp.flags & (PF_HAS_ADDRESS | PF_REMOTE)
                     or nask[0] == NACK_MAX_FCI or not rtx_ask(st.cache, index, self.now)):
                 return RTX_NOT_CACHED
             ask[nask[0]] = index
@@ -865,11 +870,19 @@ cdef class Forwarder:
                 self.stats.dropped[DROP_UNKNOWN_SOURCE] += 1
                 continue
             p = &self.table.parts[slot]
-            if rec.kind == EXPORT_FEEDBACK:     # for the sender's home worker: maybe this one
-                if not p.flags & PF_REMOTE:
+            if rec.kind >= EXPORT_FEEDBACK:     # for the sender's home worker: maybe this one
+                if p.flags & PF_REMOTE:
+                    continue
+                used += 1
+                if rec.kind == EXPORT_FEEDBACK:
                     self._keyframe(tx, fd, <uint32_t>slot, stream, rec.plain, rec.length,
                                    self.now)
-                    used += 1
+                elif p.flags & PF_EJECTED:
+                    self.stats.dropped[DROP_EJECTED] += 1
+                elif not p.flags & PF_HAS_ADDRESS:
+                    self.stats.dropped[DROP_NO_ADDRESS] += 1
+                else:                           # a NACK the other worker merged already
+                    self._send_rtcp_to(tx, fd, <uint32_t>slot, rec.plain, rec.length)
                 continue
             reason = self._may_send(p)
             if reason >= 0:

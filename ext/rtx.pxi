@@ -7,8 +7,9 @@
 # worker (fanout.pxi). A video stream's is opened at its first packet, so its first losses are
 # served too; any other stream's at the first NACK that names it (browsers NACK video only:
 # audio costs nothing). CACHE_SLOTS plaintexts, indexed by the sender's SRTP index; one older
-# than CACHE_AGE is not served (the receiver's jitter buffer has given up on it), nor one
-# larger than CACHE_BYTES (it is not kept). Memory: sizeof(RtxCache) (RTX_CACHE_BYTES, about
+# than CACHE_AGE (video; CACHE_AGE_AUDIO for the rest, whose jitter buffers are shorter) is not
+# served (the receiver's jitter buffer has given up on it), nor one larger than CACHE_BYTES
+# (it is not kept). Memory: sizeof(RtxCache) (RTX_CACHE_BYTES, about
 # 770 KB) per cached stream on each worker that forwards it, and nothing per packet.
 #
 # Never the same index twice with other bytes (table.pxi, "Never the same index twice"). A
@@ -22,8 +23,10 @@
 # outside [resend_from, next), or a packet the cache does not hold under that sender's key, is
 # not sent.
 #
-# What the cache cannot serve is asked of the sender (when it is homed on this worker): one
-# NACK per receiver NACK at most, each index asked at most once per RTX_ASK_AGAIN whoever asks.
+# What the cache cannot serve is asked of the sender: one NACK per receiver NACK at most, each
+# index asked at most once per RTX_ASK_AGAIN whoever asks on this worker; a sender homed on
+# another worker is asked by that worker (EXPORT_NACK, fanout.pxi), which alone protects RTCP
+# for it.
 # Retransmissions to one receiver are bounded (RTX_BURST, then one per RTX_SHARE packets it was
 # sent within the second), so a NACK flood cannot multiply the traffic a receiver gets.
 
@@ -48,7 +51,8 @@ RTX_NAMES = ("served", "asked_sender", "not_cached", "rate_limited", "not_sent",
              "unknown_stream")
 assert len(RTX_NAMES) == RTX_OUTCOMES
 
-cdef double CACHE_AGE = 1.0         # seconds a cached packet may be served
+cdef double CACHE_AGE = 1.0         # seconds a cached packet of video may be served
+cdef double CACHE_AGE_AUDIO = 0.5   # and of any other stream
 cdef double RTX_ASK_AGAIN = 0.2     # seconds before the sender is asked the same index again
 
 
@@ -95,11 +99,13 @@ cdef inline void rtx_cache_put(RtxCache* c, uint64_t index, uint32_t key, const 
 
 
 cdef inline const uint8_t* rtx_cache_get(const RtxCache* c, uint64_t index, uint32_t key,
-                                         double now, size_t* n) noexcept nogil:
-    """The plaintext the sender sent at `index` under `key`, if kept and fresh; else NULL."""
+                                         double now, double max_age,
+                                         size_t* n) noexcept nogil:
+    """The plaintext the sender sent at `index` under `key`, if kept and at most max_age
+    seconds old; else NULL."""
     cdef uint32_t s = <uint32_t>(index & (CACHE_SLOTS - 1))
     cdef const CachedPacket* e = &c.meta[s]
-    if e.length == 0 or e.index != index or e.key != key or now - e.at > CACHE_AGE:
+    if e.length == 0 or e.index != index or e.key != key or now - e.at > max_age:
         return NULL
     n[0] = e.length
     return &c.data[<size_t>s * CACHE_BYTES]

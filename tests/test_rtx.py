@@ -11,7 +11,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from tests.test_forward import AES, GCM, Datagram, Peer, Relay
+from tests.test_fanout import Worker
+from tests.test_forward import AES, GCM, MID, Datagram, Peer, Relay, key_material
 
 pylibsrtp = pytest.importorskip("pylibsrtp")
 
@@ -53,7 +54,7 @@ def libsrtp_receiver(peer: Peer) -> pylibsrtp.Session:
     return pylibsrtp.Session(policy)
 
 
-def rtx(relay: Relay) -> dict[str, int]:
+def rtx(relay: Relay | Worker) -> dict[str, int]:
     return dict(relay.table.counters()["rtx"])
 
 
@@ -173,9 +174,13 @@ def test_a_nack_flood_is_bounded() -> None:
     # No socket here, so nothing counts as sent: the burst alone (ext/rtx.pxi, RTX_BURST).
     assert served == 64
     assert rtx(s.relay)["rate_limited"] == 10 * 200 - 64
-    # A second later the budget is back.
-    assert len(s.nack(s.viewers[0], seqs[-3:], s.relay.now + 0.5)) == 0
-    assert len(s.nack(s.viewers[0], seqs[-3:], s.relay.now + 1.0)) == 3
+    # A second later the budget is back (for packets still young enough: an audio stream's
+    # cache serves half a second).
+    assert len(s.nack(s.viewers[0], seqs[-3:], s.relay.now + 0.5)) == 0  # not yet
+    later = s.relay.now + 1.0
+    fresh = [d for d, a in s.send(3, later) if a == s.viewers[0].address]
+    seqs = [struct.unpack_from("!H", d, 2)[0] for d in fresh]
+    assert len(s.nack(s.viewers[0], seqs, later + 0.1)) == 3
 
 
 def test_a_nack_for_an_unknown_stream_is_counted_and_a_forged_one_changes_nothing() -> None:
@@ -188,3 +193,33 @@ def test_a_nack_for_an_unknown_stream_is_counted_and_a_forged_one_changes_nothin
     impostor = Peer(10, AES, bytes(30), bytes(30), viewer.address, ())  # not its key
     assert s.relay.feed([(impostor.out.protect_rtcp(nack(VIDEO, [101])), viewer.address)]) == []
     assert (rtx(s.relay), s.relay.counter("nacks")) == before
+
+
+def test_a_packet_no_worker_here_holds_is_asked_by_the_senders_home_worker() -> None:
+    """Worker 0 is the host's home, the viewer is worker 1's. A packet that never reached
+    worker 1 (its record lost) is not in worker 1's cache: its NACK goes to worker 0 as a
+    record, and worker 0 asks the host, which only it may send RTCP to."""
+    workers = [Worker(), Worker()]
+    host = Peer(1, AES, key_material(AES), key_material(AES), ("10.0.0.1", 5000), (VIDEO,))
+    viewer = Peer(10, AES, key_material(AES), key_material(AES), ("10.0.1.1", 6000), ())
+    for index, w in enumerate(workers):
+        for peer, role, home in ((host, "host", 0), (viewer, "attendee", 1)):
+            w.table.join(
+                peer.pid, MID, role, AES, peer.uplink, peer.downlink, ssrcs=peer.ssrcs,
+                address=peer.address, local=home == index, video_ssrcs=[VIDEO],
+            )  # fmt: skip
+    got = []
+    for seq in range(1, 6):
+        workers[0].feed([(host.media(seq, VIDEO)[1], host.address)])
+        ((_, records),) = workers[0].forwarder.take_exports()
+        if seq != 3:  # the third never reaches worker 1
+            got += workers[1].take_in(records)
+    assert len(got) == 4
+    assert workers[1].feed([(viewer.out.protect_rtcp(nack(VIDEO, [3])), viewer.address)]) == []
+    assert rtx(workers[1])["asked_sender"] == 1
+    ((_, records),) = workers[1].forwarder.take_exports()
+    # (With it, worker 1's keyframe request for its newcomer: a video stream's first packet.)
+    to_host = host.fresh_receiver()
+    sent = [to_host.unprotect_rtcp(d) for d, a in workers[0].take_in(records) if a == host.address]
+    assert [p[1] for p in sent] == [206, 205]
+    assert named(sent[1]) == (VIDEO, [3])
