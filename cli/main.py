@@ -17,6 +17,8 @@ httpx before it runs. `python -m cli` is the same command (the tests run it so).
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from cli import client, join
@@ -237,8 +239,28 @@ def main(argv: list[str] | None = None) -> int:
     return lifecycle.run_command("relay", lambda: _main(argv))
 
 
+# Options whose values are secrets or passwords. A random one (base64url: tokens, host keys,
+# generated passwords) begins with "-" one time in 64, and anyone's password may; argparse
+# reads "--token -Xy..." as two options and refuses it, so such a value is glued to its option
+# ("--token=-Xy...") before parsing.
+SECRET_OPTIONS = frozenset({"--token", "--password", "--panelist-password", "--host-key"})
+
+
+def glue_secrets(argv: Sequence[str]) -> list[str]:
+    """argv with each SECRET_OPTIONS option and the value after it made one argument."""
+    out: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--":  # everything after it is positional
+            out += [arg, *rest]
+            break
+        value = next(rest, None) if arg in SECRET_OPTIONS else None
+        out.append(arg if value is None else f"{arg}={value}")
+    return out
+
+
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(glue_secrets(sys.argv[1:] if argv is None else argv))
     status: int = args.run(args)
     return status
 

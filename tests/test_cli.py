@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from cli.main import build_parser, glue_secrets
+
 
 def relay(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -64,3 +66,27 @@ def test_the_parser_loads_none_of_what_the_commands_run() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_secret_that_begins_with_a_dash_is_still_the_options_value() -> None:
+    """Random tokens and host keys (base64url) begin with "-" one time in 64, and passwords
+    are anyone's: `--token -Xy` is glued into `--token=-Xy` before argparse sees it."""
+    argv = ["meetings", "list", "--token", "-Xy", "--password", "--", "--limit", "5"]
+    assert glue_secrets(argv) == [
+        "meetings",
+        "list",
+        "--token=-Xy",
+        "--password=--",
+        "--limit",
+        "5",
+    ]
+    assert glue_secrets(["join", "m", "--", "--token", "-x"]) == [
+        "join",
+        "m",
+        "--",
+        "--token",
+        "-x",
+    ]
+    assert glue_secrets(["usage", "--token"]) == ["usage", "--token"]  # argparse says what lacks
+    args = build_parser().parse_args(glue_secrets(["meetings", "list", "--token", "-abc"]))
+    assert args.token == "-abc"

@@ -27,6 +27,7 @@ import uvicorn
 
 from cli import client as client_cli
 from cli import join as join_cli
+from cli.main import glue_secrets
 from control import proof_of_work, settings
 from control.api import create_app
 from control.client import (
@@ -582,7 +583,7 @@ def relay(*argv: str) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     client_cli.register(commands)
     join_cli.register(commands)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(glue_secrets(argv))  # as cli/main.py parses them
     status: int = args.run(args)
     return status
 
@@ -785,6 +786,9 @@ def test_cli_credentials_and_connection_errors(
     assert "is empty" in capsys.readouterr().err
 
     assert relay("meetings", "list", "--url", url, "--token", "not-the-token") == 1
+    assert "(401 unauthorized)" in capsys.readouterr().err
+    # A token (host key, password) may begin with "-": still the option's value.
+    assert relay("meetings", "list", "--url", url, "--token", "-HhYp8vNotTheToken") == 1
     assert "(401 unauthorized)" in capsys.readouterr().err
     assert relay("meetings", "list", "--url", url, "--token", token, "--limit", "0") == 0
     assert capsys.readouterr().out == "no meetings\n"
