@@ -55,27 +55,11 @@ class RelayCollector(Collector):
             ("relay_bytes_out", "bytes_out", "Bytes sent by the workers."),
         ):
             yield CounterMetricFamily(name, text, value=s.total(key))
-        dropped = CounterMetricFamily(
-            "relay_packets_dropped",
-            "Packets (or copies) not forwarded, by reason.",
-            labels=["reason"],
-        )
-        for reason, count in s.drops().items():
-            dropped.add_metric([reason], count)
-        yield dropped
         yield CounterMetricFamily(
             "relay_nacks",
             "Generic NACKs (RFC 4585) receivers sent.",
             value=s.total("nacks"),
         )
-        retransmissions = CounterMetricFamily(
-            "relay_retransmissions",
-            "Packets NACKs named, by outcome: served from the cache, asked of the sender, why not.",
-            labels=["outcome"],
-        )
-        for outcome, count in s.labelled("rtx").items():
-            retransmissions.add_metric([outcome], count)
-        yield retransmissions
         # What receivers' reports say (ext/reports.pxi), one observation per report block.
         sums = s.labelled("rr_sums")
         for family, (name, sum_key, unit) in HISTOGRAMS.items():
@@ -91,8 +75,21 @@ class RelayCollector(Collector):
                 buckets=buckets,
                 sum_value=sums.get(sum_key, 0) * unit,
             )
-        # WebRTC peers (relay/webrtc.py): their ICE checks, signalling refused, handshakes.
+        # Counters by label: drops, retransmissions (ext/rtx.pxi), and the WebRTC peers'
+        # (relay/webrtc.py) ICE checks, signalling refused and sessions ended.
         for name, family, label, text in (
+            (
+                "relay_packets_dropped",
+                "dropped",
+                "reason",
+                "Packets (or copies) not forwarded, by reason.",
+            ),
+            (
+                "relay_retransmissions",
+                "rtx",
+                "outcome",
+                "Packets that NACKs named, by what became of each (ext/rtx.pxi).",
+            ),
             ("relay_ice_checks", "ice", "outcome", "STUN checks on the media ports, by outcome."),
             (
                 "relay_webrtc_dropped",

@@ -756,6 +756,13 @@ cdef class Forwarder:
         index = o - out.delta
         if st.cache == NULL:            # out of memory when the first NACK came
             return RTX_NOT_CACHED
+        # The receiver's budget, for what it gets again and what it has asked of the sender.
+        if self.now - rp.rtx_window_at >= 1.0:
+            rp.rtx_window_at = self.now
+            rp.rtx_window_out = rp.packets_out
+            rp.rtx_window_sent = 0
+        if rp.rtx_window_sent >= RTX_BURST + (rp.packets_out - rp.rtx_window_out) // RTX_SHARE:
+            return RTX_RATE_LIMITED
         plain = rtx_cache_get(st.cache, index, out.source_key, self.now,
                               CACHE_AGE if st.video else CACHE_AGE_AUDIO, &plain_len)
         if plain == NULL:
@@ -765,13 +772,8 @@ cdef class Forwarder:
                 return RTX_NOT_CACHED
             ask[nask[0]] = index
             nask[0] += 1
+            rp.rtx_window_sent += 1
             return RTX_ASKED_SENDER
-        if self.now - rp.rtx_window_at >= 1.0:
-            rp.rtx_window_at = self.now
-            rp.rtx_window_out = rp.packets_out
-            rp.rtx_window_sent = 0
-        if rp.rtx_window_sent >= RTX_BURST + (rp.packets_out - rp.rtx_window_out) // RTX_SHARE:
-            return RTX_RATE_LIMITED
         slot = self._slot(tx, fd)
         if slot == NULL:                # no send slot (only without a socket: tests)
             return RTX_RATE_LIMITED

@@ -27,8 +27,9 @@
 # index asked at most once per RTX_ASK_AGAIN whoever asks on this worker; a sender homed on
 # another worker is asked by that worker (EXPORT_NACK, fanout.pxi), which alone protects RTCP
 # for it.
-# Retransmissions to one receiver are bounded (RTX_BURST, then one per RTX_SHARE packets it was
-# sent within the second), so a NACK flood cannot multiply the traffic a receiver gets.
+# What one receiver gets again and asks of the sender is bounded (RTX_BURST, then one per
+# RTX_SHARE packets it was sent within the second), so a NACK flood cannot multiply the traffic
+# a receiver gets, nor the NACKs a sender does.
 
 cdef enum:
     CACHE_SLOTS = 512       # packets: a second of 4 Mbit/s video in 1,000-byte packets

@@ -183,6 +183,20 @@ def test_a_nack_flood_is_bounded() -> None:
     assert len(s.nack(s.viewers[0], seqs, later + 0.1)) == 3
 
 
+def test_a_nack_flood_for_packets_no_cache_holds_asks_the_sender_a_bounded_number() -> None:
+    s = Scene(AES)  # audio: its cache opens at the first NACK, after these were sent
+    to = [d for d, a in s.send(200) if a == s.viewers[0].address]
+    seqs = [struct.unpack_from("!H", d, 2)[0] for d in to]
+    t0 = s.relay.now
+    asked = 0
+    for k in range(4):  # each 0.25 s: past RTX_ASK_AGAIN, so each packet may be asked again
+        for start in range(0, 200, 32):
+            asked += len(s.nack(s.viewers[0], seqs[start : start + 32], t0 + 0.25 * k))
+    assert rtx(s.relay)["asked_sender"] == 64  # the receiver's budget for the second
+    assert asked == 2  # NACKs to the host, of 32 packets each
+    assert rtx(s.relay)["rate_limited"] == 4 * 200 - 64
+
+
 def test_a_nack_for_an_unknown_stream_is_counted_and_a_forged_one_changes_nothing() -> None:
     s = Scene(AES)
     viewer = s.viewers[0]

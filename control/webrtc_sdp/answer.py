@@ -7,7 +7,7 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from control.sdp import _CODEC, _address, _port, _session_id, check_streams
 from control.webrtc_sdp.model import (
@@ -264,6 +264,21 @@ def _nothing_accepted(plans: Sequence[_Accept | _Reject]) -> str:
     )
 
 
+def _peer_answer(
+    local: _Local, offer: WebRtcOffer, plans: Sequence[_Accept | _Reject], role: DtlsRole
+) -> dict[str, Any]:
+    """PeerAnswer's fields, as both answers fill them."""
+    return {
+        "sdp": _render(local, offer, plans),
+        "peer_ice_ufrag": offer.ice_ufrag,
+        "peer_ice_pwd": offer.ice_pwd,
+        "ice_username": f"{local.ice_ufrag}:{offer.ice_ufrag}",
+        "peer_fingerprint": offer.fingerprint,
+        "dtls_role": role,
+        "rejected": _rejected(plans),
+    }
+
+
 def answer_publisher(
     offer: WebRtcOffer,
     *,
@@ -340,15 +355,7 @@ def answer_publisher(
         )
     _, role = _answer_setup(offer)
     return PublisherAnswer(
-        sdp=_render(local, offer, plans),
-        streams=tuple(streams),
-        fmtp=fmtp,
-        peer_ice_ufrag=offer.ice_ufrag,
-        peer_ice_pwd=offer.ice_pwd,
-        ice_username=f"{local.ice_ufrag}:{offer.ice_ufrag}",
-        peer_fingerprint=offer.fingerprint,
-        dtls_role=role,
-        rejected=_rejected(plans),
+        **_peer_answer(local, offer, plans, role), streams=tuple(streams), fmtp=fmtp
     )
 
 
@@ -452,15 +459,7 @@ def answer_viewer(
         raise OfferError(f"no m= section of this offer can be answered: {_nothing_accepted(plans)}")
     _, role = _answer_setup(offer)
     return ViewerAnswer(
-        sdp=_render(local, offer, plans),
-        placed=tuple(placed),
-        unplaced=tuple(pending),
-        peer_ice_ufrag=offer.ice_ufrag,
-        peer_ice_pwd=offer.ice_pwd,
-        ice_username=f"{local.ice_ufrag}:{offer.ice_ufrag}",
-        peer_fingerprint=offer.fingerprint,
-        dtls_role=role,
-        rejected=_rejected(plans),
+        **_peer_answer(local, offer, plans, role), placed=tuple(placed), unplaced=tuple(pending)
     )
 
 

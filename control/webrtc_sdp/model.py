@@ -187,12 +187,10 @@ class Placement(NamedTuple):
 
 
 @dataclass(frozen=True)
-class PublisherAnswer:
-    """The answer to a WHIP offer and what the worker needs to serve the peer."""
+class PeerAnswer:
+    """What both answers carry: the SDP, and what the worker needs to connect the peer."""
 
     sdp: str
-    streams: tuple[Stream, ...]  # what the peer will send, in m= section order
-    fmtp: dict[int, str]  # by SSRC: the chosen codec's a=fmtp as offered (answer_viewer's fmtp)
     peer_ice_ufrag: str
     peer_ice_pwd: str = field(repr=False)
     # The USERNAME the peer's connectivity checks carry (RFC 8445 section 7.2.2): the relay's
@@ -204,20 +202,19 @@ class PublisherAnswer:
 
 
 @dataclass(frozen=True)
-class ViewerAnswer:
-    """The answer to a WHEP offer and what the worker needs to serve the peer."""
+class PublisherAnswer(PeerAnswer):
+    """The answer to a WHIP offer, and what the peer will send."""
 
-    sdp: str
+    streams: tuple[Stream, ...]  # in m= section order
+    fmtp: dict[int, str]  # by SSRC: the chosen codec's a=fmtp as offered (answer_viewer's fmtp)
+
+
+@dataclass(frozen=True)
+class ViewerAnswer(PeerAnswer):
+    """The answer to a WHEP offer, and where each stream goes."""
+
     placed: tuple[Placement, ...]  # (ssrc, viewer's payload type) per stream sent
     unplaced: tuple[Stream, ...]  # streams the offer had no free m= section of their kind for
-    peer_ice_ufrag: str
-    peer_ice_pwd: str = field(repr=False)
-    # The USERNAME the peer's connectivity checks carry (RFC 8445 section 7.2.2): the relay's
-    # ufrag, a colon, the peer's.
-    ice_username: str
-    peer_fingerprint: Fingerprint
-    dtls_role: DtlsRole
-    rejected: tuple[tuple[int, str], ...]  # (m= section index, why) for each one answered port 0
 
 
 # --- reading an offer -------------------------------------------------------------------------
