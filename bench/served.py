@@ -37,17 +37,21 @@ def open_webinar(
     tmp: Path,
     out: TextIO,
     phase: Callable[[str], None] = lambda _now: None,
+    first: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[str, run.Bench]:
     """Create a webinar over the API, join a presenter and `attendees` attendees (the load
     generator's sinks, at 127.x.y.z, joined with the operator token as a service joins
     listeners on their behalf, which consents for their addresses), and return (meeting id, a
     bench.run.Bench that plays them with the keys from their join answers). `phase` is told
-    what it does next, for a line that reports an interruption."""
+    what it does next, for a line that reports an interruption. `first` is given the created
+    meeting (its id, host key and password) before anyone joins."""
     created = check(
         api.post("/v1/meetings", json={"title": "relay demo webinar", "mode": "webinar"})
     )
     meeting = created["id"]
     print(f"webinar {meeting} created; its password was generated and shown once", file=out)
+    if first is not None:
+        first(created)
 
     sock = run.sink_socket()
     sink_port = sock.getsockname()[1]

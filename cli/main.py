@@ -210,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seconds", type=_positive, default=5, help="how long (default 5)")
     demo.add_argument(
+        "--listen",
+        type=int,
+        default=0,
+        metavar="S",
+        help="then play a chime for S seconds, to hear on the printed join page in a browser "
+        "(media then listens on every address; default 0)",
+    )
+    demo.add_argument(
         "--rate", type=float, default=50.0, help="presenter packets per second (default 50: audio)"
     )
     demo.add_argument(
@@ -293,4 +301,9 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     from cli import demo
 
-    return demo.main(attendees=args.attendees, seconds=args.seconds, rate=args.rate)
+    if not 0 <= args.listen <= 86_400:
+        print("relay demo: --listen must be between 0 and 86400 seconds")
+        return 2
+    return demo.main(
+        attendees=args.attendees, seconds=args.seconds, rate=args.rate, listen=args.listen
+    )

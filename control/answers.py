@@ -34,10 +34,12 @@ __all__ = [
     "Health",
     "JoinAnswer",
     "JoinThrottle",
+    "Lobby",
     "Media",
     "Meeting",
     "MeetingDetail",
     "Participant",
+    "ParticipantState",
     "ParticipantUpdate",
     "Question",
     "Recording",
@@ -48,8 +50,11 @@ __all__ = [
     "RegistrationSettings",
     "RelayAddress",
     "SrtpKeys",
+    "Status",
     "Stream",
     "UsageRecord",
+    "UsageSoFar",
+    "WorkerStatus",
 ]
 
 State = Literal["open", "ended"]
@@ -335,3 +340,76 @@ class Health(TypedDict):
     workers_reporting: int
     meetings: int
     participants: int
+
+
+# --- what the web console reads (control/api/live.py) -----------------------------------------
+
+
+class Lobby(TypedDict):
+    """What anyone with a meeting's link may know before joining (public): what the join
+    page shows and asks for."""
+
+    id: str
+    title: str
+    mode: Mode
+    state: State
+    locked: bool
+    recording: bool  # the notice a joiner must see
+    registration: bool  # joining takes a registration's join token, not the password
+
+
+class UsageSoFar(TypedDict):
+    """A meeting's usage: while it is open, the figures so far (what its usage record would
+    say if it ended now); once ended, its usage record's."""
+
+    meeting_id: str
+    final: bool  # the meeting has ended: these are its usage record's figures
+    started_at: float
+    duration_s: float
+    present: int  # participants present now (0 once ended)
+    total_participants: int
+    peak_participants: int
+    participant_minutes: float
+    features: list[str]
+    packets_in: int
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
+
+
+class ParticipantState(TypedDict):
+    """A WebRTC participant's own state, as its session's event stream tells it."""
+
+    state: Literal["present", "left", "expelled", "ended"]
+    role: Role
+    muted: bool
+    recording: bool  # its meeting is being recorded
+
+
+class WorkerStatus(TypedDict):
+    worker: int
+    up: bool  # reported within the last few seconds
+    packets_in: int
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
+    dropped: int
+    restarts: int
+
+
+class Status(TypedDict):
+    """The node at a glance, for the operator (totals since start: a client takes rates
+    from two of them and their `at`)."""
+
+    at: float  # seconds since the epoch
+    health: Health
+    workers: list[WorkerStatus]
+    packets_in: int
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
+    drops: dict[str, int]  # by reason (the fast path's vocabulary)
+    joins: int
+    join_failures: dict[str, int]  # by reason
+    meetings: list[Meeting]  # the open ones, newest first (at most 200)
+    present: dict[str, int]  # meeting id -> participants present

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from control.answers import Actor, AuditEntry
 from control.store import AuditRow, Store, StoreError
@@ -90,8 +90,9 @@ def audit_json(row: AuditRow) -> AuditEntry:
 class Audit:
     """Appends to and reads the store's audit log."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, appended: Callable[[], None] = lambda: None) -> None:
         self.store = store
+        self.appended = appended  # after each entry (the live pages: control/live.py)
 
     async def append(
         self,
@@ -106,7 +107,7 @@ class Audit:
         """Append an entry; None (and an error logged) if the store fails."""
         body = check_detail(detail)
         try:
-            return await self.store.append_audit(
+            row = await self.store.append_audit(
                 actor=actor,
                 action=action,
                 meeting_id=meeting_id,
@@ -114,6 +115,8 @@ class Audit:
                 detail=body,
                 at=now,
             )
+            self.appended()
+            return row
         except StoreError as exc:
             log.error(
                 "audit entry lost (%s %s, meeting %s, target %s): %s",

@@ -3,16 +3,25 @@
 Nothing here runs per packet: the workers count, push totals once a second, and this turns
 the latest totals into metric families (prometheus_client's "custom collector" pattern). No
 per-participant labels; drop reasons use the fast path's vocabulary (relay._core.DROP_NAMES).
+Besides the node's totals, the `relay_worker_*` families give each worker's own (label `worker`,
+its index): a dashboard shows how a node's load spreads over its cores, and an alert sees one
+worker stop.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from control.stats import HISTOGRAMS, StatsAggregator
+from control.stats import HISTOGRAMS, StatsAggregator, WorkerTotals
+
+# A worker that has not reported for this long counts as down: the one rule by which /healthz
+# counts `workers_reporting` (control/plane.py), the status the operator view reads
+# (control/api/live.py) and relay_worker_up.
+STATS_STALE_S = 3.0
 
 HISTOGRAM_HELP = {
     "rr_loss": "Fraction lost, per receiver report block (RTCP RR, RFC 3550 section 6.4).",
@@ -32,17 +41,31 @@ class ControlCounters:
         self.join_failures[reason] = self.join_failures.get(reason, 0) + 1
 
 
+def worker_up(worker: WorkerTotals, now: float) -> bool:
+    """Whether a worker reported within STATS_STALE_S of `now` (monotonic seconds)."""
+    return now - worker.last_seen < STATS_STALE_S
+
+
+def worker_dropped(worker: WorkerTotals) -> int:
+    """Everything one worker dropped, all reasons, across its restarts."""
+    names = {n for n in (*worker.base, *worker.current) if n.startswith("dropped:")}
+    return sum(worker.total(n) for n in names)
+
+
 class RelayCollector(Collector):
     def __init__(
         self,
         stats: StatsAggregator,
         control: ControlCounters,
         gauges: Callable[[], tuple[int, int]],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """gauges() -> (open meetings, participants present)."""
+        """gauges() -> (open meetings, participants present); clock() -> the monotonic time the
+        workers' reports are stamped with (StatsAggregator.receive's `now`)."""
         self.stats = stats
         self.control = control
         self.gauges = gauges
+        self.clock = clock
 
     def collect(
         self,
@@ -128,3 +151,35 @@ class RelayCollector(Collector):
         yield CounterMetricFamily(
             "relay_worker_restarts", "Worker processes restarted.", value=s.restarts()
         )
+        yield from self._per_worker()
+
+    def _per_worker(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Each worker's own totals, labelled by its index, and whether it reports."""
+        workers = sorted(self.stats.workers.items(), key=lambda item: item[0])
+        for name, key, text in (
+            ("relay_worker_packets_in", "packets_in", "Packets received, per worker."),
+            ("relay_worker_packets_out", "packets_out", "Packets sent, per worker."),
+            ("relay_worker_bytes_in", "bytes_in", "Bytes received, per worker."),
+            ("relay_worker_bytes_out", "bytes_out", "Bytes sent, per worker."),
+        ):
+            counter = CounterMetricFamily(name, text, labels=["worker"])
+            for index, worker in workers:
+                counter.add_metric([str(index)], worker.total(key))
+            yield counter
+        dropped = CounterMetricFamily(
+            "relay_worker_packets_dropped",
+            "Packets (or copies) not forwarded, all reasons, per worker.",
+            labels=["worker"],
+        )
+        for index, worker in workers:
+            dropped.add_metric([str(index)], worker_dropped(worker))
+        yield dropped
+        now = self.clock()
+        up = GaugeMetricFamily(
+            "relay_worker_up",
+            f"1 if the worker reported in the last {STATS_STALE_S:g} s, else 0.",
+            labels=["worker"],
+        )
+        for index, worker in workers:
+            up.add_metric([str(index)], 1 if worker_up(worker, now) else 0)
+        yield up

@@ -34,9 +34,10 @@ from control.answers import Health, Media
 from control.audit import Audit
 from control.errors import ApiError
 from control.limits import JoinLimits
+from control.live import Changes
 from control.mail import Mailer
 from control.meetings import KeyBox, MeetingService
-from control.metrics import ControlCounters
+from control.metrics import ControlCounters, worker_up
 from control.pii import PiiBox, derived_pii_key
 from control.ratelimit import SignupThrottle
 from control.recordings import SWEEP_INTERVAL_S, Recordings
@@ -48,7 +49,6 @@ from control.webrtc import SessionKeys
 
 log = logging.getLogger("control.plane")
 
-STATS_STALE_S = 3.0  # a worker that has not reported for this long counts as not reporting
 # A WebRTC peer made to leave is not looked up again for this long: its worker reports it
 # every second until the ParticipantLeft reaches it (_end_webrtc_peers).
 ENDING_HOLD_S = 10.0
@@ -97,6 +97,12 @@ class ControlPlane:
         self._stats_socket: zmq.asyncio.Socket | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self._ending: dict[int, float] = {}  # WebRTC peers made to leave: wire id -> when
+        # What the live pages' event streams wait on (control/live.py): every routing update
+        # and every audit entry bumps it.
+        self.changes = Changes()
+        routing.changed = self.changes.bump
+        for audit in (self.audit, service.audit, *([registrations.audit] if registrations else [])):
+            audit.appended = self.changes.bump
 
     @classmethod
     async def start(
@@ -255,7 +261,7 @@ class ControlPlane:
 
     def workers_reporting(self) -> int:
         now = time.monotonic()
-        return sum(1 for w in self.stats.workers.values() if now - w.last_seen < STATS_STALE_S)
+        return sum(1 for w in self.stats.workers.values() if worker_up(w, now))
 
     def media_of(self, wire_id: int) -> Media:
         """What the workers last reported of one participant: its address known since when,
@@ -289,6 +295,7 @@ class ControlPlane:
         }
 
     async def close(self) -> None:
+        self.changes.close()
         for task in (self._stats_task, self._sweeping, self._purging):
             if task is not None:
                 task.cancel()

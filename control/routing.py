@@ -151,6 +151,8 @@ class RoutingServer:
         self.router.bind(snapshot_endpoint)
         self._serving: asyncio.Task[None] | None = None
         self._beating: asyncio.Task[None] | None = None
+        # Called after each update goes out (the control plane's live pages: control/live.py).
+        self.changed: Callable[[], None] = lambda: None
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -172,6 +174,7 @@ class RoutingServer:
                 await self.journal(self.state.seq + 1, journal_body(update))
             seq = self.state.apply(update)
             await self.pub.send_multipart([str(seq).encode(), *wire.encode(update)[1:]])
+        self.changed()
         return seq
 
     async def _serve_snapshots(self) -> None:

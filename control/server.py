@@ -32,6 +32,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -61,12 +62,15 @@ class _Server(uvicorn.Server):
 
     managed = False
     parent = 0  # the pid of the `relay serve` that started this process
+    stopping: Callable[[], None] | None = None  # called when told to stop
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.managed and sig == signal.SIGINT:
             return
         if self.managed and os.getppid() != self.parent:
             self.force_exit = True  # orphaned: nobody waits for the requests in flight
+        if self.stopping is not None:
+            self.stopping()  # end the event streams, which would hold the stop up
         super().handle_exit(sig, frame)
 
 
@@ -150,6 +154,13 @@ async def run(
     )
     server = _Server(config)
     server.managed, server.parent = managed, os.getppid()
+
+    def end_streams() -> None:
+        # The live pages' event streams never end by themselves (control/live.py).
+        if app.state.plane is not None:
+            app.state.plane.changes.close()
+
+    server.stopping = end_streams
     watcher = asyncio.create_task(_watch_started(server, ready))
     try:
         await server.serve()

@@ -1323,6 +1323,12 @@ def test_openapi_lists_every_v1_path(tmp_path: Path) -> None:
             "/v1/meetings/{meeting_id}/whip": {"post"},
             "/v1/meetings/{meeting_id}/whep": {"post"},
             "/v1/meetings/{meeting_id}/webrtc/{participant_id}/{token}": {"patch", "delete"},
+            "/v1/meetings/{meeting_id}/webrtc/{participant_id}/{token}/events": {"get"},
+            "/v1/meetings/{meeting_id}/lobby": {"get"},
+            "/v1/meetings/{meeting_id}/usage": {"get"},
+            "/v1/meetings/{meeting_id}/events": {"get"},
+            "/v1/status": {"get"},
+            "/v1/events": {"get"},
         }
         assert {p: set(ops) for p, ops in paths.items() if p.startswith("/v1")} == expected
         join = paths["/v1/meetings/{meeting_id}/join"]["post"]

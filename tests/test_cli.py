@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -19,6 +20,9 @@ def test_demo_runs_a_server_and_a_webinar_and_prints_the_usage_record() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "1 presenter and 20 attendees joined over the API" in out
+    # The webinar's pages, for a newcomer to open (tests/test_web_browsers.py hears them).
+    assert re.search(r"join page: +http://127\.0\.0\.1:\d+/m/\S+ +\(password \S+;", out), out
+    assert re.search(r"host console: +http://127\.0\.0\.1:\d+/host/\S+ +\(host key \S+\)", out)
     table = out.split("p99 ms", 1)[1].split("\n\n", 1)[0]
     rows = [line.split() for line in table.strip().splitlines()]
     assert [row[:2] for row in rows[:2]] == [["1", "21"], ["2", "21"]]  # second, present

@@ -92,6 +92,53 @@ def test_metrics_text() -> None:
     assert "participant" not in text.replace("relay_participants", "")
 
 
+def test_metrics_per_worker_across_a_restart_and_a_silent_worker() -> None:
+    """The relay_worker_* families: each worker's own totals, drops of every reason added,
+    a restart's counts kept, and up only while its reports keep coming."""
+    agg = StatsAggregator()
+    agg.receive(report(0, 10, 3), now=100.0)
+    agg.receive(report(0, 2, 1), now=101.0)  # worker 0 restarted: 10 + 2 in, 3 + 1 dropped
+
+    def worker_1(packets_in: int) -> dict[str, object]:
+        """Worker 1's report, with drops of three reasons."""
+        message = report(1, packets_in)
+        counters = message["counters"]
+        assert isinstance(counters, dict)
+        counters["dropped"] = {"auth": 2, "replay": 5, "not_allowed": 1}
+        return message
+
+    agg.receive(worker_1(7), now=98.5)
+    registry = CollectorRegistry()
+    clock = [101.5]
+    registry.register(RelayCollector(agg, ControlCounters(), lambda: (0, 0), lambda: clock[0]))
+    text = generate_latest(registry).decode()
+    for line in (
+        'relay_worker_packets_in_total{worker="0"} 12.0',
+        'relay_worker_packets_in_total{worker="1"} 7.0',
+        'relay_worker_packets_out_total{worker="0"} 36.0',
+        'relay_worker_packets_out_total{worker="1"} 21.0',
+        'relay_worker_bytes_in_total{worker="0"} 1200.0',
+        'relay_worker_bytes_in_total{worker="1"} 700.0',
+        'relay_worker_bytes_out_total{worker="0"} 3600.0',
+        'relay_worker_bytes_out_total{worker="1"} 2100.0',
+        'relay_worker_packets_dropped_total{worker="0"} 4.0',
+        'relay_worker_packets_dropped_total{worker="1"} 8.0',
+        'relay_worker_up{worker="0"} 1.0',
+        'relay_worker_up{worker="1"} 0.0',  # its last report is 3 s old
+        # The node's totals are the workers' added up, as before.
+        "relay_packets_in_total 19.0",
+        'relay_packets_dropped_total{reason="auth"} 6.0',
+        "relay_worker_restarts_total 1.0",
+    ):
+        assert line in text, line
+    clock[0] = 104.0  # worker 0 silent for 3 s too
+    assert 'relay_worker_up{worker="0"} 0.0' in generate_latest(registry).decode()
+    agg.receive(worker_1(8), now=104.0)  # worker 1 reports again
+    text = generate_latest(registry).decode()
+    assert 'relay_worker_up{worker="1"} 1.0' in text
+    assert 'relay_worker_packets_in_total{worker="1"} 8.0' in text
+
+
 def test_participants_in_the_binary_frame_of_a_worker_table() -> None:
     """The per-participant counters as a worker sends them (docs/wire.md): a frame of the
     table's own records, added up across a restart like the JSON ones."""

@@ -18,13 +18,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from control.api import meetings, participants, registrations, reports, webrtc
+from control.api import live, meetings, participants, registrations, reports, webrtc
 from control.api.deps import client_address
 from control.api.errors import BodyLimit, error_response, validation_message
 from control.errors import ApiError, ProofOfWorkRequired, Throttled, Unauthorized
 from control.plane import ControlPlane
 from control.proxies import TrustedProxies
 from control.store import StoreError
+from control.web import pages
 
 log = logging.getLogger("control.api")
 
@@ -121,6 +122,7 @@ def create_app(
         return response
 
     app.add_middleware(BodyLimit)
-    for routes in (meetings, participants, registrations, reports, webrtc):
+    for routes in (meetings, participants, registrations, reports, webrtc, live):
         app.include_router(routes.router)
+    app.include_router(pages.router)
     return app

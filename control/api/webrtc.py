@@ -5,6 +5,8 @@ control/webrtc.py; the media: relay/webrtc.py).
     POST   /v1/meetings/{id}/whep   the same, for a viewer
     PATCH  {Location}               trickled candidates (RFC 8840 sdpfrag): 204
     DELETE {Location}               leave: 204
+    GET    {Location}/events        the session's state as server-sent events
+                                    (control/api/live.py; the answer's Link header names it)
 
 The credential is `Authorization: Bearer CREDENTIAL` (a host key, the panelist or meeting
 password, a registration's join token); `?name=` is the display name. Refusals are the API's
@@ -38,6 +40,7 @@ router = APIRouter()
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"  # RFC 8840 section 9
+EVENTS_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "no credential: send Authorization: Bearer ..."},
@@ -107,8 +110,12 @@ async def _join(
     plane.counters.joins += 1
     participant = answer["participant_id"]
     token = plane.webrtc_sessions.token(participant)
+    location = f"/v1/meetings/{meeting.id}/webrtc/{participant}/{token}"
     headers = {
-        "Location": f"/v1/meetings/{meeting.id}/webrtc/{participant}/{token}",
+        "Location": location,
+        # The session's own events (expelled, ended, muted: control/api/live.py), named as
+        # WHEP's server-sent events extension names its stream.
+        "Link": f'<{location}/events>; rel="{EVENTS_REL}"; events="state"',
         "ETag": _etag(participant),
         # The recording notice a join answer carries, where a WHIP client can see it.
         "Relay-Recording": "on" if answer["recording"] else "off",

@@ -1,0 +1,339 @@
+"""The web console in real browsers against `relay serve`: Debian's Chromium driven by
+Playwright, and Firefox ESR over WebDriver BiDi (tests/browsers/join_page.mjs, puppeteer-core).
+
+The story an operator and a host live: the operator view creates a webinar and shows its
+links; the host console opens with the host key; a presenter page publishes its (fake) camera
+and microphone; an attendee page joins with the password and plays it, its sound level meter
+showing energy (a WebAudio analyser); the host expels the attendee, whose page says so within
+a second; the host locks the webinar, and a new attendee is told it is locked; the operator
+view shows the packets moving. Registration in the page: a registrant signs up on the join
+page, the host approves in the console, and the join token it shows lets the registrant in.
+Each page's screenshot is saved (RELAY_ARTIFACTS, default build/artifacts/web).
+
+Skipped like tests/test_browsers.py where the browsers are missing, unless
+RELAY_REQUIRE_BROWSERS=1."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_browsers import CHROMIUM, FIREFOX_DRIVER, NODE, SANITIZER, browser, routable
+from tests.test_serve import Serve, start_serve, stop_serve
+
+if CHROMIUM is None:  # pragma: no cover - tests/test_browsers.py skips the module first
+    pytest.skip("chromium is not installed", allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, expect
+
+__all__ = ["browser", "routable"]  # module-scoped fixtures, shared
+
+PASSWORD = "town-hall-pw"
+ARTIFACTS = (
+    Path(os.environ.get("RELAY_ARTIFACTS", Path(__file__).parent.parent / "build" / "artifacts"))
+    / "web"
+)
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    s = start_serve(tmp_path_factory.mktemp("web-browsers") / "data", 1)
+    try:
+        yield s
+    finally:
+        stop_serve(s)
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def new_page(browser: Browser) -> Page:
+    # A context of its own per person: its own sessionStorage, as separate browsers would have.
+    page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # "End the meeting for everyone?"
+    return page
+
+
+def until(page: Page, predicate: str, limit: float = 10.0) -> None:
+    """Poll `predicate` (a JavaScript function) in the page until it is true. Not Playwright's
+    wait_for_function: that evaluates a string, which the pages' Content-Security-Policy
+    forbids (no 'unsafe-eval'), as it should."""
+    deadline = time.monotonic() + limit
+    while not page.evaluate(predicate):
+        assert time.monotonic() < deadline, f"not within {limit} s: {predicate}"
+        time.sleep(0.02)
+
+
+def operator_creates_a_webinar(browser: Browser, serve: Serve) -> tuple[Page, str, str]:
+    """The operator view: sign in, create a webinar; its join link and host key."""
+    admin = new_page(browser)
+    admin.goto(serve.url + "/admin")
+    admin.fill("#token", serve.token)
+    admin.click("#sign-in-form button")
+    expect(admin.locator("#console")).to_be_visible()
+    admin.fill("#c-title", "Town hall")
+    admin.select_option("#c-mode", "webinar")
+    admin.fill("#c-password", PASSWORD)
+    admin.click("#create-form button")
+    expect(admin.locator("#created")).to_be_visible()
+    join_link = admin.locator("#created-join").get_attribute("href")
+    host_key = admin.locator("#created-key").inner_text()
+    assert join_link and join_link.startswith("/m/") and len(host_key) > 20
+    assert host_key not in admin.url and serve.token not in admin.url
+    return admin, join_link, host_key
+
+
+def host_console(browser: Browser, serve: Serve, meeting: str, host_key: str) -> Page:
+    host = new_page(browser)
+    host.goto(f"{serve.url}/host/{meeting}")
+    host.fill("#key", host_key)
+    host.click("#sign-in-form button")
+    expect(host.locator("#console")).to_be_visible()
+    return host
+
+
+def attendee_joins(browser: Browser, serve: Serve, join_link: str, name: str) -> Page:
+    page = new_page(browser)
+    page.goto(serve.url + join_link)
+    expect(page.locator("#title")).to_have_text("Town hall")
+    page.fill("#name", name)
+    page.fill("#secret", PASSWORD)
+    page.click("#join-button")
+    return page
+
+
+def test_a_host_runs_a_webinar_an_attendee_hears_and_is_expelled(
+    browser: Browser, serve: Serve
+) -> None:
+    admin, join_link, host_key = operator_creates_a_webinar(browser, serve)
+    screenshot(admin, "operator-created")
+    meeting = join_link.removeprefix("/m/")
+    host = host_console(browser, serve, meeting, host_key)
+
+    # The presenter publishes from the join page with the host key.
+    presenter = new_page(browser)
+    presenter.goto(serve.url + join_link)
+    presenter.fill("#name", "Presenter")
+    presenter.fill("#publish-secret", host_key)
+    presenter.click("#publish-button")
+    expect(presenter.locator("#publish-notice")).to_have_text("You are presenting.")
+
+    # An attendee plays it: packets arrive and the analyser shows energy.
+    ada = attendee_joins(browser, serve, join_link, "Ada")
+    expect(ada.locator("#player")).to_be_visible()
+    until(ada, "() => Number(document.getElementById('level').dataset.level) > 0.001", 20)
+    assert ada.locator("#level").get_attribute("data-source") == "analyser"
+    until(ada, "() => Number(document.getElementById('health').dataset.packets) > 50")
+    screenshot(ada, "join-playing")
+
+    # The host sees both, with their roles, and expels the attendee.
+    row = host.locator('#people tr[data-name="Ada"]')
+    expect(row).to_have_attribute("data-state", "present")
+    expect(host.locator('#people tr[data-name="Presenter"] td').nth(1)).to_have_text("host")
+    screenshot(host, "host-console")
+    asked = time.monotonic()
+    row.locator('button[data-action="expel"]').click()
+    until(ada, "() => document.getElementById('notice').textContent.includes('removed')", 3)
+    told = time.monotonic() - asked
+    assert told < 1.0, f"the expelled attendee's page said so after {told:.2f} s"
+    expect(ada.locator("#player")).to_be_hidden()
+    screenshot(ada, "join-expelled")
+    expect(row).to_have_attribute("data-state", "expelled")
+
+    # Locked: a new attendee is told so.
+    host.click("#lock")
+    expect(host.locator("#lock")).to_have_text("Unlock")
+    bob = attendee_joins(browser, serve, join_link, "Bob")
+    expect(bob.locator("#notice")).to_contain_text("locked")
+    expect(bob.locator("#player")).to_be_hidden()
+    screenshot(bob, "join-locked")
+
+    # The operator view shows the packets moving, per worker, and the webinar with its people.
+    until(
+        admin,
+        "() => [...document.querySelectorAll('#workers tr[data-worker]')]"
+        ".some((r) => Number(r.dataset.ppsOut) > 0)",
+    )
+    expect(admin.locator(f'#meetings tr[data-meeting="{meeting}"] td').nth(2)).to_have_text("1")
+    screenshot(admin, "operator-live")
+
+    # The audit log in the console has the expulsion and the lock.
+    expect(host.locator("#audit")).to_contain_text("participant.expel")
+    expect(host.locator("#audit")).to_contain_text("meeting.lock")
+    host.click("#end")
+    expect(host.locator("#summary")).to_contain_text("ended")
+    expect(presenter.locator("#publish-notice")).to_have_text("This meeting has ended.")
+    screenshot(host, "host-ended")
+    for page in (admin, host, presenter, ada, bob):
+        page.context.close()
+
+
+def test_registration_in_the_page(browser: Browser, serve: Serve) -> None:
+    with serve.api() as api:
+        created = api.post(
+            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
+        ).json()
+    meeting, host_key = created["id"], created["host_key"]
+    host = host_console(browser, serve, meeting, host_key)
+    # The host requires registration, approved by hand.
+    host.check("#reg-enabled")
+    host.select_option("#reg-approval", "manual")
+    host.click("#registration-settings button")
+    expect(host.locator("#reg-notice")).to_contain_text("Registration is required")
+
+    page = new_page(browser)
+    page.goto(f"{serve.url}/m/{meeting}")
+    expect(page.locator("#register")).to_be_visible()
+    expect(page.locator("#secret-label")).to_have_text("Join token")
+    page.fill("#r-first_name", "Grace")
+    page.fill("#r-last_name", "Hopper")
+    page.fill("#r-email", "grace@example.org")
+    page.click("#register-button")
+    expect(page.locator("#register-notice")).to_contain_text("The host approves")
+    screenshot(page, "join-registered")
+
+    host.click("#reg-refresh")
+    row = host.locator('#registrants tr[data-status="pending"]')
+    expect(row).to_contain_text("Grace Hopper")
+    row.locator('button[data-action="approve"]').click()
+    notice = host.locator("#reg-notice")
+    expect(notice).to_contain_text("join token")
+    token = notice.get_attribute("data-token")
+    assert token
+    screenshot(host, "host-registrants")
+
+    page.fill("#name", "Grace")
+    page.fill("#secret", token)
+    page.click("#join-button")
+    expect(page.locator("#player")).to_be_visible()
+    host.click("#reg-refresh")
+    expect(host.locator('#registrants tr[data-status="approved"] td').nth(3)).to_have_text("yes")
+    # The password is not the way in once registration is on.
+    other = new_page(browser)
+    other.goto(f"{serve.url}/m/{meeting}")
+    other.fill("#name", "Mallory")
+    other.fill("#secret", PASSWORD)
+    other.click("#join-button")
+    expect(other.locator("#notice")).to_contain_text("Refused")
+    for p in (host, page, other):
+        p.context.close()
+
+
+def test_a_wrong_password_and_an_ended_meeting_are_told(browser: Browser, serve: Serve) -> None:
+    with serve.api() as api:
+        created = api.post(
+            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
+        ).json()
+    meeting = created["id"]
+    page = new_page(browser)
+    page.goto(f"{serve.url}/m/{meeting}")
+    page.fill("#name", "Eve")
+    page.fill("#secret", "not the password")
+    page.click("#join-button")
+    expect(page.locator("#notice")).to_contain_text("Refused")
+    expect(page.locator("#player")).to_be_hidden()
+    with serve.api() as api:
+        api.post(f"/v1/meetings/{meeting}/end")
+    page.reload()
+    expect(page.locator("#notice")).to_have_text("This meeting has ended.")
+    expect(page.locator("#join")).to_be_hidden()
+    page.goto(f"{serve.url}/m/no-such-meeting")
+    expect(page.locator("#notice")).to_contain_text("no such meeting")
+    page.context.close()
+
+
+def test_firefox_plays_the_join_page(browser: Browser, routable: Serve) -> None:
+    """Firefox uses no loopback candidate: the relay listens on every address and answers
+    with the host's own (tests/test_browsers.py's `routable`)."""
+    serve = routable
+    with serve.api() as api:
+        created = api.post(
+            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
+        ).json()
+    meeting, host_key = created["id"], created["host_key"]
+    presenter = new_page(browser)
+    presenter.goto(f"{serve.url}/m/{meeting}")
+    presenter.fill("#publish-secret", host_key)
+    presenter.click("#publish-button")
+    expect(presenter.locator("#publish-notice")).to_have_text("You are presenting.")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in SANITIZER}
+    run = subprocess.run(
+        [
+            str(NODE),
+            str(FIREFOX_DRIVER.parent / "join_page.mjs"),
+            f"{serve.url}/m/{meeting}",
+            "Firefox attendee",
+            PASSWORD,
+            "30",
+            str(ARTIFACTS / "join-firefox.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    print("firefox saw", seen)
+    assert seen["player"] and seen["level"] > 0.001 and seen["packets"] > 50, json.dumps(seen)
+    with httpx.Client(base_url=serve.url, headers={"Authorization": f"Bearer {host_key}"}) as api:
+        names = [p["name"] for p in api.get(f"/v1/meetings/{meeting}/participants").json()]
+    assert "Firefox attendee" in names
+    presenter.context.close()
+
+
+def test_a_newcomer_hears_relay_demo_in_a_browser(browser: Browser) -> None:
+    """`relay demo --listen` prints the join page of the webinar it runs; a browser that opens
+    it and joins with the printed password hears the chime (the analyser shows energy), and
+    the demo counts it among its listeners."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "cli", "demo", "--attendees", "5", "--seconds", "1"]
+        + ["--listen", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert demo.stdout is not None
+    lines: list[str] = []
+    try:
+        found = None
+        while found is None:
+            line = demo.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            found = re.search(r"join page:\s+(\S+)\s+\(password (\S+);", line)
+        url, password = found.group(1), found.group(2)
+        while "the chime plays now" not in lines[-1]:
+            lines.append(demo.stdout.readline())
+            assert lines[-1], "".join(lines)
+        page = new_page(browser)
+        page.goto(url)
+        page.fill("#name", "Newcomer")
+        page.fill("#secret", password)
+        page.click("#join-button")
+        expect(page.locator("#player")).to_be_visible()
+        until(page, "() => Number(document.getElementById('level').dataset.level) > 0.01", 15)
+        assert page.locator("#level").get_attribute("data-source") == "analyser"
+        screenshot(page, "demo-join")
+        rest, _ = demo.communicate(timeout=60)
+        lines.append(rest)
+        page.context.close()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    output = "".join(lines)
+    assert demo.returncode == 0, output
+    assert re.search(r"s: 1 listening in a browser", output), output
