@@ -11,11 +11,11 @@ own downlink keys, and the added latency. At the end the host ends the webinar, 
 record is printed as the billing report would show it.
 
 The webinar's join page and host console (control/web/) are printed with its password and host
-key as it starts. With `--listen S` a chime (cli/chime.py: real Opus) joins too, as a second presenter, so a
-browser that opens the join page is given its stream (the page offers a section per
-presenter); it is muted while the attendees' copies are counted, then the demo mutes the
-measured presenter and unmutes the chime for S seconds, so whoever opened the join page hears
-it, before the webinar ends.
+key as it starts. With `--listen S` a chime (cli/chime.py: real Opus) joins too, as a second
+presenter, so a browser that opens the join page is given its stream (the page offers a
+section per presenter); it is muted while the attendees' copies are counted, then the demo
+mutes the measured presenter and unmutes the chime for S seconds, so whoever opened the join
+page hears it, before the webinar ends.
 With `--listen` the media ports listen on every address and the answers name this host's own
 (a browser leaves loopback out of its ICE candidates); the API stays on loopback.
 
