@@ -41,6 +41,7 @@ __all__ = [
     "Participant",
     "ParticipantState",
     "ParticipantUpdate",
+    "SentStream",
     "Question",
     "Recording",
     "Registered",
@@ -377,6 +378,11 @@ class UsageSoFar(TypedDict):
     bytes_out: int
 
 
+class SentStream(TypedDict):
+    ssrc: int
+    kind: str  # audio or video ("application" for a stream SDP describes so)
+
+
 class ParticipantState(TypedDict):
     """A WebRTC participant's own state, as its session's event stream tells it."""
 
@@ -384,6 +390,7 @@ class ParticipantState(TypedDict):
     role: Role
     muted: bool
     recording: bool  # its meeting is being recorded
+    streams: list[SentStream]  # what the meeting's present senders send now, but its own
 
 
 class WorkerStatus(TypedDict):

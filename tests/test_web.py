@@ -286,8 +286,22 @@ def test_a_webrtc_sessions_stream_says_expelled_within_a_second(serve: Serve) ->
     events = streamed(f"{serve.url}{location}/events", None)
     events.wait_for(
         "state",
-        lambda s: s == {"state": "present", "role": "attendee", "muted": False, "recording": False},
+        lambda s: (
+            s
+            == {
+                "state": "present",
+                "role": "attendee",
+                "muted": False,
+                "recording": False,
+                "streams": [],
+            }
+        ),
     )
+    # A presenter starts: the viewer is told of its stream (its answer could not hold it).
+    with serve.api() as api:
+        presenter = join(api, meeting, "presenter", 0x5EED, role="host", host_key=host_key)
+    assert events.wait_for("state", lambda s: s["streams"] == [{"ssrc": 0x5EED, "kind": "audio"}])
+    assert presenter.id
     participant = location.split("/")[-2]
     asked = time.monotonic()
     r = httpx.patch(

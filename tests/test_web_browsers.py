@@ -137,6 +137,16 @@ def test_a_host_runs_a_webinar_an_attendee_hears_and_is_expelled(
     until(ada, "() => Number(document.getElementById('health').dataset.packets) > 50")
     screenshot(ada, "join-playing")
 
+    # The operator view shows the packets moving, per worker, while the attendee plays,
+    # and the webinar with its two people.
+    until(
+        admin,
+        "() => [...document.querySelectorAll('#workers tr[data-worker]')]"
+        ".some((r) => Number(r.dataset.ppsOut) > 0)",
+    )
+    expect(admin.locator(f'#meetings tr[data-meeting="{meeting}"] td').nth(2)).to_have_text("2")
+    screenshot(admin, "operator-live")
+
     # The host sees both, with their roles, and expels the attendee.
     row = host.locator('#people tr[data-name="Ada"]')
     expect(row).to_have_attribute("data-state", "present")
@@ -158,15 +168,6 @@ def test_a_host_runs_a_webinar_an_attendee_hears_and_is_expelled(
     expect(bob.locator("#notice")).to_contain_text("locked")
     expect(bob.locator("#player")).to_be_hidden()
     screenshot(bob, "join-locked")
-
-    # The operator view shows the packets moving, per worker, and the webinar with its people.
-    until(
-        admin,
-        "() => [...document.querySelectorAll('#workers tr[data-worker]')]"
-        ".some((r) => Number(r.dataset.ppsOut) > 0)",
-    )
-    expect(admin.locator(f'#meetings tr[data-meeting="{meeting}"] td').nth(2)).to_have_text("1")
-    screenshot(admin, "operator-live")
 
     # The audit log in the console has the expulsion and the lock.
     expect(host.locator("#audit")).to_contain_text("participant.expel")
@@ -337,3 +338,35 @@ def test_a_newcomer_hears_relay_demo_in_a_browser(browser: Browser) -> None:
     output = "".join(lines)
     assert demo.returncode == 0, output
     assert re.search(r"s: 1 listening in a browser", output), output
+
+
+def test_an_attendee_who_came_early_plays_the_presenter_once_they_start(
+    browser: Browser, serve: Serve
+) -> None:
+    """Attendees often wait before the presenter starts. The relay answers a viewer once; its
+    session's events name the presenter's streams when they start, and the page joins again
+    to take them, then leaves the old session."""
+    with serve.api() as api:
+        created = api.post(
+            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
+        ).json()
+    meeting, host_key = created["id"], created["host_key"]
+    early = attendee_joins(browser, serve, f"/m/{meeting}", "Early")
+    expect(early.locator("#player")).to_be_visible()
+    expect(early.locator("#waiting")).to_contain_text("Nobody is presenting yet")
+    presenter = new_page(browser)
+    presenter.goto(f"{serve.url}/m/{meeting}")
+    presenter.fill("#name", "Presenter")
+    presenter.fill("#publish-secret", host_key)
+    presenter.click("#publish-button")
+    expect(presenter.locator("#publish-notice")).to_have_text("You are presenting.")
+    until(early, "() => Number(document.getElementById('level').dataset.level) > 0.001", 20)
+    until(early, "() => document.querySelectorAll('#stage video:not([hidden])').length === 1")
+    expect(early.locator("#waiting")).to_be_hidden()
+    with serve.api() as api:
+        people = api.get(f"/v1/meetings/{meeting}/participants").json()
+    early_sessions = [p for p in people if p["name"] == "Early"]
+    # The first session left once the second played: one present, one gone.
+    assert sorted(p["left_at"] is None for p in early_sessions) == [False, True], early_sessions
+    for page in (early, presenter):
+        page.context.close()

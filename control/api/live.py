@@ -28,6 +28,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -37,6 +38,7 @@ from control.answers import (
     Lobby,
     Meeting,
     ParticipantState,
+    SentStream,
     Status,
     UsageSoFar,
     WorkerStatus,
@@ -45,10 +47,11 @@ from control.api.deps import Plane, host_or_operator, operator
 from control.api.shapes import meeting_json
 from control.errors import ApiError, NotFound
 from control.lookup import find_meeting
+from control.media import sending_streams
 from control.metrics import worker_dropped, worker_up
 from control.plane import ControlPlane
 from control.registration_settings import registration_enabled
-from control.store import StoreError
+from control.store import MeetingRow, ParticipantRow, StoreError
 from control.usage import features_used, usage_figures
 
 router = APIRouter()
@@ -283,6 +286,28 @@ async def meeting_events(meeting_id: str, plane: Plane) -> StreamingResponse:
 # -- a WebRTC session's own state --
 
 
+@dataclass(frozen=True)
+class _Room:
+    """One read of a meeting, shared by the event streams of all its WebRTC sessions."""
+
+    meeting: MeetingRow
+    people: dict[str, ParticipantRow]  # everyone who joined, by id
+    streams: list[SentStream]  # what its present senders send, in the order they joined
+
+
+async def _room(plane: ControlPlane, meeting_id: str) -> _Room:
+    async def read() -> _Room:
+        meeting = await find_meeting(plane.store, meeting_id)
+        rows = await plane.store.list_participants(meeting.id)
+        present = [p for p in rows if p.left_at is None and not p.expelled]
+        streams: list[SentStream] = [
+            {"ssrc": s.ssrc, "kind": s.kind} for s in sending_streams(meeting, present)
+        ]
+        return _Room(meeting, {p.id: p for p in rows}, streams)
+
+    return await plane.changes.read(f"room {meeting_id}", read)
+
+
 @router.get(
     "/v1/meetings/{meeting_id}/webrtc/{participant_id}/{token}/events",
     response_class=StreamingResponse,
@@ -292,29 +317,32 @@ async def session_events(
     meeting_id: str, participant_id: str, token: str, plane: Plane
 ) -> StreamingResponse:
     """Server-sent events of a WHIP or WHEP session: `state` (present, left, expelled or
-    ended; its role, whether muted, whether the meeting is being recorded) at once and on
-    every change, so a page says within a second that its participant was expelled or its
-    meeting ended. The stream ends after a state other than present."""
+    ended; its role, whether muted, whether the meeting is being recorded, and the streams
+    the meeting's present senders send, other than its own) at once and on every change, so
+    a page says within a second that its participant was expelled or its meeting ended, and a
+    viewer learns of a presenter its answer could not hold yet (it joined first) and can ask
+    again. The stream ends after a state other than present."""
     if not plane.webrtc_sessions.matches(participant_id, token):
         raise NotFound("no such WebRTC session")
-    row = await plane.store.get_participant(participant_id, meeting_id=meeting_id)
-    if row is None:
+    if (await _room(plane, meeting_id)).people.get(participant_id) is None:
         raise NotFound("no such WebRTC session")
 
     async def produce() -> Events:
-        person = await plane.store.get_participant(participant_id, meeting_id=meeting_id)
-        meeting = await find_meeting(plane.store, meeting_id)
+        room = await _room(plane, meeting_id)
+        person = room.people.get(participant_id)
         if person is None:
             raise NotFound("no such WebRTC session")
+        own = {s.ssrc for s in person.streams}
         state: ParticipantState = {
             "state": "present",
             "role": person.role,
             "muted": person.muted,
-            "recording": meeting.recording,
+            "recording": room.meeting.recording,
+            "streams": [s for s in room.streams if s["ssrc"] not in own],
         }
         if person.expelled:
             state["state"] = "expelled"
-        elif meeting.state == "ended":
+        elif room.meeting.state == "ended":
             state["state"] = "ended"
         elif person.left_at is not None:
             state["state"] = "left"

@@ -145,7 +145,7 @@ function meter(tracks, context) {
   // made in the Join press itself: browsers let audio start from a user's gesture, and the
   // handshake in between can outlast what counts as one. Where it cannot run at all (no
   // audio output device), health() shows the level the browser reports receiving instead.
-  analyser = context.createAnalyser();
+  const mine = analyser = context.createAnalyser();
   analyser.fftSize = 1024;
   // Every presenter's audio into one analyser: WebAudio mixes what is connected to a node.
   for (const track of tracks) {
@@ -157,9 +157,9 @@ function meter(tracks, context) {
   state();
   if (context.state === "suspended") context.resume().catch(() => {});
   const tick = () => {
-    if (!analyser) return;
+    if (analyser !== mine) return;  // stopped, or replaced by a new session's
     if (context.state === "running") {
-      analyser.getFloatTimeDomainData(samples);
+      mine.getFloatTimeDomainData(samples);
       let sum = 0;
       for (const x of samples) sum += x * x;
       show(Math.sqrt(sum / samples.length), "analyser");
@@ -237,17 +237,74 @@ function play(tracks) {
   }
 }
 
-function follow(session, onGone) {
-  // The session's own events: expelled, meeting ended, left; the recording notice.
+function follow(session, onGone, onStreams) {
+  // The session's own events: expelled, meeting ended, left; the recording notice; and, for a
+  // viewer, the streams the meeting's presenters send now.
   if (!session.events) return null;
   return relay.stream(session.events, null, {
     state: (s) => {
       relay.show("recording", s.recording);
+      if (onStreams && s.state === "present") onStreams(s.streams);
       if (s.state === "expelled") onGone("You were removed from this meeting by the host.");
       else if (s.state === "ended") onGone("This meeting has ended.");
       else if (s.state === "left") onGone("You have left the meeting.");
     },
     error: () => {},
+  });
+}
+
+// A presenter who started after this viewer joined is not in its answer (the relay answers
+// once, it does not renegotiate): the page joins again, and once the new session plays, the
+// old one leaves. At most once every 5 s, and only while a section of that kind is free.
+let refreshing = false;
+let refreshedAt = 0;
+
+function presenters(streams) {
+  if (!viewing) return;
+  relay.say("waiting", streams.length ? "" :
+    "Nobody is presenting yet: this page plays as soon as someone does.", "info");
+  const {ssrcs, kinds} = viewing.placed;
+  const missing = streams.some((s) => !ssrcs.has(s.ssrc) &&
+    (kinds[s.kind] || 0) < (PRESENTERS[s.kind] || 0));
+  if (!missing || refreshing) return;
+  refreshing = true;
+  const wait = Math.max(300, refreshedAt + 5000 - Date.now());
+  setTimeout(() => refresh().finally(() => { refreshing = false; refreshedAt = Date.now(); }), wait);
+}
+
+async function refresh() {
+  const old = viewing;
+  if (!old) return;
+  const tracks = [];
+  let fresh;
+  try {
+    fresh = await relay.connect({
+      path: `${base}/whep?name=${encodeURIComponent(old.name)}`,
+      credential: old.credential,
+      sections: PRESENTERS,
+      onTrack: (e) => tracks.push(e.track),
+    });
+  } catch (_) {
+    return;  // the old session plays on
+  }
+  if (viewing !== old) {  // left or expelled meanwhile
+    fresh.pc.close();
+    relay.call("DELETE", fresh.location).catch(() => {});
+    return;
+  }
+  if (old.follower) old.follower.stop();
+  old.pc.close();
+  relay.call("DELETE", old.location).catch(() => {});
+  Object.assign(fresh, {audioContext: old.audioContext, timer: old.timer,
+    credential: old.credential, name: old.name});
+  viewing = fresh;
+  play(tracks);
+  meter(tracks.filter((t) => t.kind === "audio"), fresh.audioContext);
+  fresh.follower = follow(fresh, (message) => stopViewing(message), presenters);
+  fresh.pc.addEventListener("connectionstatechange", () => {
+    if (viewing === fresh && fresh.pc.connectionState === "failed") {
+      stopViewing("The connection to the relay failed. Join again.");
+    }
   });
 }
 
@@ -297,9 +354,12 @@ document.getElementById("join-form").addEventListener("submit", async (event) =>
   play(tracks);
   viewing.audioContext = meter(tracks.filter((t) => t.kind === "audio"), audioContext);
   viewing.timer = setInterval(health, 1000);
-  viewing.follower = follow(viewing, (message) => stopViewing(message));
-  viewing.pc.addEventListener("connectionstatechange", () => {
-    if (viewing && viewing.pc.connectionState === "failed") {
+  viewing.credential = secret;
+  viewing.name = name;
+  viewing.follower = follow(viewing, (message) => stopViewing(message), presenters);
+  const first = viewing;
+  first.pc.addEventListener("connectionstatechange", () => {
+    if (viewing === first && first.pc.connectionState === "failed") {
       stopViewing("The connection to the relay failed. Join again.");
     }
   });

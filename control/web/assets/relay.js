@@ -161,16 +161,31 @@ relay.connect = async ({path, credential, stream, onTrack, sections = {audio: 1,
       throw new relay.ApiError(0, "network", "the relay cannot be reached", 0);
     }
     if (response.status !== 201) throw await refusal(response);
-    await pc.setRemoteDescription({type: "answer", sdp: await response.text()});
+    const answer = await response.text();
+    await pc.setRemoteDescription({type: "answer", sdp: answer});
     const location = response.headers.get("Location");
     const link = response.headers.get("Link") || "";
     const found = /<([^>]+)>;[^,]*rel="urn:ietf:params:whep:ext:core:server-sent-events"/.exec(link);
-    return {pc, location, events: found ? found[1] : null};
+    return {pc, location, events: found ? found[1] : null, placed: placed(answer)};
   } catch (error) {
     pc.close();
     throw error;
   }
 };
+
+// The streams an answer placed, by SSRC (`a=ssrc:N`, RFC 5576), and how many of each kind.
+function placed(answer) {
+  const ssrcs = new Set();
+  const kinds = {};
+  for (const section of answer.split(/\r?\nm=/).slice(1)) {
+    const kind = section.split(" ", 1)[0];
+    const found = /^a=ssrc:(\d+) /m.exec(section);
+    if (!found) continue;
+    ssrcs.add(Number(found[1]));
+    kinds[kind] = (kinds[kind] || 0) + 1;
+  }
+  return {ssrcs, kinds};
+}
 
 // What a person reads for a refused call: the API's words, with what to do about it.
 relay.explain = (error) => {
