@@ -20,6 +20,7 @@ import httpx
 import pytest
 from aiortc import RTCPeerConnection
 
+from control import puzzle
 from control.web.pages import ASSETS
 from tests.test_serve import Serve, create_webinar, join, start_serve, stop_serve
 from tests.test_whip import loopback, offer, post  # noqa: F401 (loopback: an autouse fixture)
@@ -48,7 +49,8 @@ def test_a_page_is_served_with_its_security_headers(serve: Serve, path: str) -> 
     policy = r.headers["content-security-policy"]
     assert "default-src 'none'" in policy
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
-    assert "frame-ancestors 'none'" in policy
+    assert "frame-ancestors 'none'" in policy and "worker-src 'self'" in policy
+    assert "unsafe-eval" not in policy
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["referrer-policy"] == "no-referrer"
     assert "set-cookie" not in r.headers  # nothing a cross-site request could ride on
@@ -333,3 +335,50 @@ def test_open_streams_do_not_hold_up_a_stop(tmp_path: Path) -> None:
     assert time.monotonic() - asked < 5.0
     for stream in streams:
         assert stream.ended.wait(2)
+
+
+def test_a_whep_join_under_attack_carries_its_proof_in_a_header(tmp_path: Path) -> None:
+    """A meeting that saw 10 wrong passwords asks every password join for a proof of work; a
+    WHEP POST gets the challenge in its 428 and sends the proof in Relay-Proof-Of-Work (the
+    join page does this in a Web Worker: tests/test_web_browsers.py)."""
+    s = start_serve(tmp_path / "data", 1, "--trusted-proxies", "127.0.0.1/32")
+    try:
+        meeting, _ = create_webinar(s, PASSWORD)
+        for i in range(10):  # guesses from ten other addresses, through the trusted proxy
+            r = httpx.post(
+                f"{s.url}/v1/meetings/{meeting}/join",
+                json={"name": "guesser", "password": f"guess {i}"},
+                headers={"X-Forwarded-For": f"198.51.100.{i + 1}"},
+            )
+            assert r.status_code == 403, r.text
+
+        async def whep(proof: str | None) -> httpx.Response:
+            pc = RTCPeerConnection()
+            pc.addTransceiver("audio", direction="recvonly")
+            headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {PASSWORD}"}
+            if proof is not None:
+                headers["Relay-Proof-Of-Work"] = proof
+            try:
+                async with httpx.AsyncClient(base_url=s.url, timeout=10) as client:
+                    return await client.post(
+                        f"/v1/meetings/{meeting}/whep", content=await offer(pc), headers=headers
+                    )
+            finally:
+                await pc.close()
+
+        asked = asyncio.run(whep(None))
+        assert asked.status_code == 428, asked.text
+        puzzle_ = asked.json()["error"]
+        assert puzzle_["code"] == "proof_of_work_required" and puzzle_["difficulty"] >= 12
+        for bad in ("no-nonces", f"{puzzle_['challenge']} 1,x", f"{puzzle_['challenge']} -1"):
+            r = asyncio.run(whep(bad))
+            assert r.status_code == 422 and "Relay-Proof-Of-Work" in r.json()["error"]["message"]
+        # A wrong proof is answered with a fresh challenge, as a JSON join's is.
+        r = asyncio.run(whep(f"{puzzle_['challenge']} 1,2,3"))
+        assert r.status_code == 428, r.text
+        fresh = r.json()["error"]
+        nonces = puzzle.solve(fresh["challenge"], fresh["difficulty"], fresh["solutions"])
+        r = asyncio.run(whep(f"{fresh['challenge']} {','.join(map(str, nonces))}"))
+        assert r.status_code == 201, r.text
+    finally:
+        stop_serve(s)

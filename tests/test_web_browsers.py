@@ -370,3 +370,128 @@ def test_an_attendee_who_came_early_plays_the_presenter_once_they_start(
     assert sorted(p["left_at"] is None for p in early_sessions) == [False, True], early_sessions
     for page in (early, presenter):
         page.context.close()
+
+
+AXE = FIREFOX_DRIVER.parent / "node_modules" / "axe-core" / "axe.min.js"
+SERIOUS = """async () => (await axe.run(document, {resultTypes: ["violations"]})).violations
+  .filter((v) => v.impact === "serious" || v.impact === "critical")
+  .map((v) => ({id: v.id, help: v.help, nodes: v.nodes.map((n) => n.target.join(" "))}))"""
+FITS = "() => document.documentElement.scrollWidth <= window.innerWidth"
+
+
+def accessibility_problems(page: Page) -> list[dict[str, object]]:
+    """axe-core's serious and critical violations of the page as it is now (WCAG 2 A and AA
+    rules and best practices). Evaluated through the browser's debugging protocol, which the
+    page's Content-Security-Policy does not govern, as an extension would be."""
+    page.evaluate(AXE.read_text() + "\n;0")
+    problems: list[dict[str, object]] = page.evaluate(SERIOUS)
+    return problems
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core is not installed (npm ci in tests/browsers)")
+def test_the_pages_are_accessible_keyboard_usable_and_fit_a_phone(
+    browser: Browser, serve: Serve
+) -> None:
+    with serve.api() as api:
+        created = api.post(
+            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
+        ).json()
+        registering = api.post(
+            "/v1/meetings", json={"title": "Sign-up", "mode": "webinar", "password": PASSWORD}
+        ).json()
+        r = api.put(
+            f"/v1/meetings/{registering['id']}/registration",
+            json={"enabled": True, "approval": "manual", "optional_fields": ["company"]},
+        )
+        assert r.status_code == 200, r.text
+    meeting, host_key = created["id"], created["host_key"]
+    seen: dict[str, list[dict[str, object]]] = {}
+    for width, height in ((1100, 900), (390, 844)):  # a laptop, a phone
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        for name, path, sign_in in (
+            ("operator", "/admin", ("#token", serve.token)),
+            ("host", f"/host/{meeting}", ("#key", host_key)),
+            ("join", f"/m/{meeting}", None),
+            ("register", f"/m/{registering['id']}", None),
+        ):
+            page.goto(serve.url + path)
+            expect(page.locator("h1")).not_to_have_text("")
+            seen[f"{name} {width}px"] = accessibility_problems(page)
+            assert page.evaluate(FITS), f"{name} scrolls sideways at {width} px"
+            if sign_in:
+                page.fill(*sign_in)
+                page.keyboard.press("Enter")  # a form submits from the keyboard
+                expect(page.locator("#console")).to_be_visible()
+                seen[f"{name} console {width}px"] = accessibility_problems(page)
+                assert page.evaluate(FITS), f"{name} console scrolls sideways at {width} px"
+            screenshot(page, f"{name}-{width}px")
+        context.close()
+    assert not any(seen.values()), seen
+
+    # Joining from the keyboard alone: Tab to the name, type, Tab, type, Enter.
+    page = new_page(browser)
+    page.goto(f"{serve.url}/m/{meeting}")
+    expect(page.locator("#join")).to_be_visible()
+    for _ in range(10):
+        if page.evaluate("() => document.activeElement.id") == "name":
+            break
+        page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.id") == "name"
+    page.keyboard.type("Keyboard user")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.id") == "secret"
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.locator("#player")).to_be_visible()
+    seen_playing = accessibility_problems(page)
+    assert not seen_playing, seen_playing
+    page.context.close()
+
+
+@pytest.fixture(scope="module")
+def behind_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    """`relay serve` that believes X-Forwarded-For from loopback, so that a test can guess
+    passwords from other addresses than the browser's."""
+    s = start_serve(tmp_path_factory.mktemp("pow") / "data", 1, "--trusted-proxies", "127.0.0.1/32")
+    try:
+        yield s
+    finally:
+        stop_serve(s)
+
+
+def test_a_browser_joins_a_meeting_under_attack(browser: Browser, behind_proxy: Serve) -> None:
+    """Ten wrong passwords from other addresses: every password join must now carry a proof of
+    work. The join page gets the challenge in its 428, solves it in a Web Worker with the
+    browser's own SHA-256, and joins."""
+    serve = behind_proxy
+    with serve.api() as api:
+        created = api.post(
+            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
+        ).json()
+    meeting = created["id"]
+    for i in range(10):
+        r = httpx.post(
+            f"{serve.url}/v1/meetings/{meeting}/join",
+            json={"name": "guesser", "password": f"guess {i}"},
+            headers={"X-Forwarded-For": f"198.51.100.{i + 1}"},
+        )
+        assert r.status_code == 403, r.text
+    with serve.api() as api:
+        assert api.get(f"/v1/meetings/{meeting}").json()["join_throttle"]["proof_of_work"]
+    page = new_page(browser)
+    page.goto(f"{serve.url}/m/{meeting}")
+    page.fill("#name", "Patient")
+    page.fill("#secret", PASSWORD)
+    started = time.monotonic()
+    page.click("#join-button")
+    expect(page.locator("#player")).to_be_visible(timeout=60_000)
+    took = time.monotonic() - started
+    with serve.api() as api:
+        names = [p["name"] for p in api.get(f"/v1/meetings/{meeting}/participants").json()]
+        metrics = api.get("/metrics").text
+    assert "Patient" in names
+    # It was asked (a 428 counted as a failed join), then it proved and joined.
+    assert 'relay_join_failures_total{reason="proof_of_work_required"} 1.0' in metrics, metrics
+    print(f"joined under attack in {took:.1f} s")
+    page.context.close()

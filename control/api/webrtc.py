@@ -9,9 +9,13 @@ control/webrtc.py; the media: relay/webrtc.py).
                                     (control/api/live.py; the answer's Link header names it)
 
 The credential is `Authorization: Bearer CREDENTIAL` (a host key, the panelist or meeting
-password, a registration's join token); `?name=` is the display name. Refusals are the API's
-JSON errors: 401 without a credential, 403 a wrong one, 409 an ended meeting, 415 a body that
-is not SDP, 422 an offer the relay cannot answer, saying why, 423 a locked meeting.
+password, a registration's join token); `?name=` is the display name. While the meeting is
+under attack a password join is answered 428 with a challenge, as a JSON join is (README.md,
+"Proof of work"): the same POST again with `Relay-Proof-Of-Work: CHALLENGE N1,N2,...` (the
+challenge as given, a space, the nonces in increasing order) carries the proof. Refusals are
+the API's JSON errors: 401 without a credential, 403 a wrong one, 409 an ended meeting, 415 a
+body that is not SDP, 422 an offer the relay cannot answer, saying why, 423 a locked meeting,
+428 a proof of work needed.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import ValidationError
 
+from control import puzzle
 from control.api.deps import Plane, bearer, client_address
 from control.api.errors import ErrorOut
-from control.api.requests import Named
+from control.api.requests import Named, ProofOfWorkIn
 from control.errors import (
     ApiError,
     Invalid,
@@ -34,6 +40,7 @@ from control.errors import (
 )
 from control.lookup import find_open_meeting
 from control.meetings import NAME_MAX
+from control.proof_of_work import Proof
 from control.webrtc import OfferError, WebRtcJoin, join_arguments, parse_offer
 
 router = APIRouter()
@@ -49,10 +56,37 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorOut, "description": "the body is not application/sdp"},
     422: {"model": ErrorOut, "description": "an offer the relay cannot answer, and why"},
     423: {"model": ErrorOut, "description": "the meeting is locked"},
+    428: {
+        "model": ErrorOut,
+        "description": "a password join on a meeting under attack needs a proof of work: the "
+        "error object carries the challenge; send the POST again with Relay-Proof-Of-Work",
+    },
 }
 _ANSWERED: dict[int | str, dict[str, Any]] = {
     201: {"content": {SDP: {}}, "description": "the SDP answer; Location: the session"}
 }
+
+
+PROOF_HEADER = "relay-proof-of-work"
+
+
+def _proof(request: Request) -> Proof | None:
+    """The proof of work a WHIP or WHEP POST carries in its header, checked as the JSON join's
+    `proof_of_work` is (control/api/requests.py, ProofOfWorkIn); None without one."""
+    header = request.headers.get(PROOF_HEADER)
+    if header is None:
+        return None
+    challenge, _, listed = header.strip().partition(" ")
+    try:
+        proof = ProofOfWorkIn(
+            challenge=challenge, nonces=[int(n) for n in listed.split(",") if n.strip()]
+        )
+    except (ValueError, ValidationError):
+        raise Invalid(
+            "Relay-Proof-Of-Work must be the challenge, a space, and its nonces separated by "
+            f"commas (at most {puzzle.MAX_SOLUTIONS}, each below 2^53)"
+        ) from None
+    return Proof(proof.challenge, tuple(proof.nonces))
 
 
 def _media_type(request: Request) -> str:
@@ -103,6 +137,7 @@ async def _join(
             streams=streams,
             registration_token=who.registration_token,
             webrtc=join,
+            proof_of_work=_proof(request),
         )
     except ApiError as exc:
         plane.counters.join_failed(exc.code)

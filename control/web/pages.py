@@ -44,6 +44,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "img-src 'self' data:",
         "media-src 'self' blob: mediastream:",
         "connect-src 'self'",
+        "worker-src 'self'",  # the proof of work's solver (assets/pow.js)
         "form-action 'self'",
         "frame-ancestors 'none'",
         "base-uri 'none'",

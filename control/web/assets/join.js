@@ -121,6 +121,13 @@ document.getElementById("confirm-form").addEventListener("submit", async (event)
   }
 });
 
+// While the meeting is under attack a password join must carry a proof of work: the page
+// says what it is doing while its worker solves it.
+function proving(found, needed) {
+  notice(`This meeting is seeing many wrong passwords, so joining takes a little work from ` +
+    `your browser: ${Math.round(100 * found / needed)} % done…`, "info");
+}
+
 // -- playing --
 
 const level = document.getElementById("level");
@@ -278,7 +285,7 @@ async function refresh() {
   const tracks = [];
   let fresh;
   try {
-    fresh = await relay.connect({
+    fresh = await relay.connectWithProof({
       path: `${base}/whep?name=${encodeURIComponent(old.name)}`,
       credential: old.credential,
       sections: PRESENTERS,
@@ -333,12 +340,12 @@ document.getElementById("join-form").addEventListener("submit", async (event) =>
   const audioContext = new AudioContext();
   const tracks = [];
   try {
-    viewing = await relay.connect({
+    viewing = await relay.connectWithProof({
       path: `${base}/whep?name=${encodeURIComponent(name)}`,
       credential: secret,
       sections: PRESENTERS,
       onTrack: (e) => tracks.push(e.track),
-    });
+    }, proving);
   } catch (error) {
     viewing = null;
     audioContext.close().catch(() => {});
@@ -395,8 +402,9 @@ document.getElementById("publish-form").addEventListener("submit", async (event)
     return;
   }
   try {
-    presenting = await relay.connect({
-      path: `${base}/whip?name=${encodeURIComponent(name)}`, credential: secret, stream});
+    presenting = await relay.connectWithProof({
+      path: `${base}/whip?name=${encodeURIComponent(name)}`, credential: secret, stream},
+    proving);
   } catch (error) {
     stream.getTracks().forEach((t) => t.stop());
     relay.say("publish-notice", relay.explain(error), "error");

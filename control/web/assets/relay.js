@@ -8,23 +8,25 @@ const relay = {};
 
 // An API refusal: the status, the API's error code and message, and Retry-After when given.
 relay.ApiError = class extends Error {
-  constructor(status, code, message, retryAfter) {
+  constructor(status, code, message, retryAfter, detail = {}) {
     super(message);
     this.status = status;
     this.code = code;
     this.retryAfter = retryAfter;
+    this.detail = detail;  // the whole error object (a 428 carries its challenge in it)
   }
 };
 
 async function refusal(response) {
   let code = "error";
   let message = `the server answered ${response.status}`;
+  let detail = {};
   try {
     const body = await response.json();
-    if (body && body.error) ({code, message} = body.error);
+    if (body && body.error) ({code, message} = detail = body.error);
   } catch (_) { /* not JSON: keep the status */ }
   const retry = Number(response.headers.get("Retry-After") || 0);
-  return new relay.ApiError(response.status, code, message, retry);
+  return new relay.ApiError(response.status, code, message, retry, detail);
 }
 
 // fetch() of an API path; `body` is sent as JSON; answers the parsed JSON (null for 204),
@@ -131,7 +133,8 @@ relay.stream = (path, token, handlers) => {
 // `sections` receiving sections of each kind (default one audio, one video): the relay places
 // one presenter's stream in each, in the order they joined, and answers the rest inactive,
 // so a panel of presenters is heard together.
-relay.connect = async ({path, credential, stream, onTrack, sections = {audio: 1, video: 1}}) => {
+relay.connect = async ({path, credential, stream, onTrack, sections = {audio: 1, video: 1},
+  proof}) => {
   const pc = new RTCPeerConnection();
   if (stream) {
     for (const track of stream.getTracks()) pc.addTransceiver(track, {direction: "sendonly"});
@@ -150,11 +153,12 @@ relay.connect = async ({path, credential, stream, onTrack, sections = {audio: 1,
       });
       setTimeout(done, 3000);
     });
+    const headers = {"Content-Type": "application/sdp", Authorization: `Bearer ${credential}`};
+    if (proof) headers["Relay-Proof-Of-Work"] = `${proof.challenge} ${proof.nonces.join(",")}`;
     let response;
     try {
       response = await fetch(path, {
-        method: "POST", cache: "no-store", credentials: "omit",
-        headers: {"Content-Type": "application/sdp", Authorization: `Bearer ${credential}`},
+        method: "POST", cache: "no-store", credentials: "omit", headers,
         body: pc.localDescription.sdp,
       });
     } catch (_) {
@@ -187,6 +191,38 @@ function placed(answer) {
   return {ssrcs, kinds};
 }
 
+// relay.connect, and while the meeting is under attack (428: a password join must carry a proof
+// of work) the proof solved in a Web Worker (pow.js) and the join sent again, at most 3 times
+// (a challenge can expire or the meeting ask for more meanwhile). `onProof(found, needed)`
+// shows the progress.
+relay.connectWithProof = async (options, onProof) => {
+  let proof;
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await relay.connect({...options, proof});
+    } catch (error) {
+      if (!(error instanceof relay.ApiError) || error.status !== 428 || attempt === 3) throw error;
+      const {challenge, difficulty, solutions} = error.detail;
+      proof = {challenge, nonces: await relay.solve(challenge, difficulty, solutions, onProof)};
+    }
+  }
+};
+
+relay.solve = (challenge, difficulty, solutions, onProgress = () => {}) =>
+  new Promise((resolve, reject) => {
+    const worker = new Worker("/assets/pow.js");
+    worker.onmessage = ({data}) => {
+      if (data.nonces) {
+        worker.terminate();
+        resolve(data.nonces);
+      } else {
+        onProgress(data.found, data.solutions);
+      }
+    };
+    worker.onerror = (event) => { worker.terminate(); reject(new Error(event.message)); };
+    worker.postMessage({challenge, difficulty, solutions});
+  });
+
 // What a person reads for a refused call: the API's words, with what to do about it.
 relay.explain = (error) => {
   if (!(error instanceof relay.ApiError)) return `Something went wrong: ${error.message}`;
@@ -199,6 +235,7 @@ relay.explain = (error) => {
     case 404: return "There is no such meeting. Check the link you were given.";
     case 409: return "This meeting has ended.";
     case 423: return "This meeting is locked: nobody new may join.";
+    case 428: return "This meeting is seeing many wrong passwords: try again in a minute.";
     case 429: return `Too many attempts. Try again in ${Math.max(1, error.retryAfter)} s.`;
     case 503: return `The relay cannot do this now: ${error.message}.`;
     default: return `Refused: ${error.message}.`;
