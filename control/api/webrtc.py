@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import ValidationError
 
 from control import puzzle
@@ -67,13 +67,22 @@ _ANSWERED: dict[int | str, dict[str, Any]] = {
 }
 
 
-PROOF_HEADER = "relay-proof-of-work"
+# The proof of work a WHIP or WHEP POST carries (declared, so that the OpenAPI description
+# shows it and schemathesis sends it anything): the challenge, a space, the nonces.
+ProofHeader = Annotated[
+    str | None,
+    Header(
+        alias="Relay-Proof-Of-Work",
+        max_length=puzzle.MAX_CHALLENGE_CHARS + 1 + 17 * puzzle.MAX_SOLUTIONS,
+        description="while the meeting asks for a proof of work (428): the challenge of the "
+        "428, a space, and its nonces in increasing order separated by commas",
+    ),
+]
 
 
-def _proof(request: Request) -> Proof | None:
+def _proof(header: str | None) -> Proof | None:
     """The proof of work a WHIP or WHEP POST carries in its header, checked as the JSON join's
     `proof_of_work` is (control/api/requests.py, ProofOfWorkIn); None without one."""
-    header = request.headers.get(PROOF_HEADER)
     if header is None:
         return None
     challenge, _, listed = header.strip().partition(" ")
@@ -107,7 +116,12 @@ Name = Annotated[Named | None, Query(min_length=1, max_length=NAME_MAX)]
 
 
 async def _join(
-    meeting_id: str, request: Request, plane: Plane, name: str | None, publishes: bool
+    meeting_id: str,
+    request: Request,
+    plane: Plane,
+    name: str | None,
+    publishes: bool,
+    proof: str | None,
 ) -> Response:
     if plane.webrtc_fingerprint is None:
         raise Unavailable("this relay serves no WebRTC peers: it has no DTLS certificate")
@@ -137,7 +151,7 @@ async def _join(
             streams=streams,
             registration_token=who.registration_token,
             webrtc=join,
-            proof_of_work=_proof(request),
+            proof_of_work=_proof(proof),
         )
     except ApiError as exc:
         plane.counters.join_failed(exc.code)
@@ -164,10 +178,12 @@ async def _join(
     response_class=Response,
     responses={**_ANSWERED, **_REFUSALS},
 )
-async def whip(meeting_id: str, request: Request, plane: Plane, name: Name = None) -> Response:
+async def whip(
+    meeting_id: str, request: Request, plane: Plane, name: Name = None, proof: ProofHeader = None
+) -> Response:
     """Publish from a WebRTC peer (OBS, GStreamer, a browser): its SDP offer in, the relay's
     answer out (ICE-lite, DTLS-SRTP; Opus, VP8 or H.264 as offered)."""
-    return await _join(meeting_id, request, plane, name, publishes=True)
+    return await _join(meeting_id, request, plane, name, publishes=True, proof=proof)
 
 
 @router.post(
@@ -176,10 +192,12 @@ async def whip(meeting_id: str, request: Request, plane: Plane, name: Name = Non
     response_class=Response,
     responses={**_ANSWERED, **_REFUSALS},
 )
-async def whep(meeting_id: str, request: Request, plane: Plane, name: Name = None) -> Response:
+async def whep(
+    meeting_id: str, request: Request, plane: Plane, name: Name = None, proof: ProofHeader = None
+) -> Response:
     """Play the meeting's streams in a WebRTC peer (a browser): its recvonly offer in, the
     relay's answer out, each stream under the payload type the offer gave its codec."""
-    return await _join(meeting_id, request, plane, name, publishes=False)
+    return await _join(meeting_id, request, plane, name, publishes=False, proof=proof)
 
 
 def _etag(participant_id: str) -> str:
