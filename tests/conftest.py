@@ -23,6 +23,20 @@ from tests.reference import srtp_ref  # noqa: E402
 ALL_SUITES = list(_core.SUITES)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the debug build, tests marked `release_only` are skipped: the web console's, which
+    drive the control plane and browsers through paths of the core the debug pass already
+    runs with other tests (tests/test_browsers.py's WebRTC media, tests/test_serve.py's
+    joins), so running them under AddressSanitizer again finds nothing new and costs CI the
+    minutes it must keep under 20."""
+    if not _core.DEBUG_BUILD:
+        return
+    skip = pytest.mark.skip(reason="release_only: the release pass runs it (tests/conftest.py)")
+    for item in items:
+        if item.get_closest_marker("release_only") is not None:
+            item.add_marker(skip)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     build = "debug (RELAY_DEBUG=1)" if _core.DEBUG_BUILD else "release"
     return f"relay._core: {build} build, {_core.OPENSSL_VERSION}"

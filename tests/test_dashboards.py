@@ -36,6 +36,8 @@ from tests.test_serve import (
     stop_serve,
 )
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "relay.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"

@@ -25,6 +25,8 @@ from control.web.pages import ASSETS
 from tests.test_serve import Serve, create_webinar, join, start_serve, stop_serve
 from tests.test_whip import loopback, offer, post  # noqa: F401 (loopback: an autouse fixture)
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 PASSWORD = "pw"
 PAGES = ["/m/some-meeting", "/host/some-meeting", "/admin"]
 

@@ -35,6 +35,8 @@ if CHROMIUM is None:  # pragma: no cover - tests/test_browsers.py skips the modu
 
 from playwright.sync_api import Browser, Page, expect
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 __all__ = ["browser", "routable"]  # module-scoped fixtures, shared
 
 PASSWORD = "town-hall-pw"
