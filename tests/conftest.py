@@ -24,11 +24,13 @@ ALL_SUITES = list(_core.SUITES)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On the debug build, tests marked `release_only` are skipped: the web console's, which
-    drive the control plane and browsers through paths of the core the debug pass already
-    runs with other tests (tests/test_browsers.py's WebRTC media, tests/test_serve.py's
-    joins), so running them under AddressSanitizer again finds nothing new and costs CI the
-    minutes it must keep under 20."""
+    """On the debug build, tests marked `release_only` are skipped. The debug pass is for the
+    core's memory safety (AddressSanitizer, UBSan): it runs every test that sends packets
+    through the core or calls it. Tests of the control plane alone (HTTP, storage, settings,
+    TLS, SDP, the client, process lifecycles), the web console and the dashboards, and a second
+    browser on a path a first one already takes through the core, run once, on the release
+    build: again under the sanitizers they find nothing new, and cost CI minutes it must keep
+    under 20."""
     if not _core.DEBUG_BUILD:
         return
     skip = pytest.mark.skip(reason="release_only: the release pass runs it (tests/conftest.py)")

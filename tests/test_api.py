@@ -41,6 +41,8 @@ from control.store import SqliteStore
 from control.throttle import FailureThrottle
 from relay.srtp import SUITES, Session
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 TOKEN = "operator-token-of-the-api-tests-0123456789"
 OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {"content-type": "application/json"}

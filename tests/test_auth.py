@@ -26,6 +26,8 @@ from control.errors import Invalid, ProofOfWorkRequired, Throttled
 from control.proof_of_work import JoinPuzzles, Proof
 from control.throttle import FailureThrottle, client_key
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 # --- passwords (each Argon2id hash costs tens of ms: keep these few) -------------------------
 
 

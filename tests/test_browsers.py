@@ -336,6 +336,7 @@ def routable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
         stop_serve(s)
 
 
+@pytest.mark.release_only  # Chromium's tests take the same path through the core under ASan
 def test_firefox_plays_a_chromium_presenter_and_chromium_plays_a_firefox_one(
     browser: Browser, routable: Serve
 ) -> None:

@@ -51,6 +51,8 @@ from control.proof_of_work import Proof
 from control.store import SqliteStore
 from relay.srtp import SUITES
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 Api = tuple[str, str]  # (base URL, operator token)
 PLANES: list[ControlPlane] = []  # the served control plane, for tests that stage an attack
 DATABASE: list[Path] = []  # the module's control plane's SQLite file, while it runs

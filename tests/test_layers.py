@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = ("relay", "control", "node", "bench", "cli")  # bottom first

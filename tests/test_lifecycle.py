@@ -25,6 +25,8 @@ import pytest
 from node.serve import free_ports
 from relay import lifecycle
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED = int(os.environ.get("RELAY_TEST_SEED", time.time_ns() % 100_000))
 

@@ -38,6 +38,8 @@ from relay.srtp import Session
 from relay.vocabulary import Address, Mode, Role, Suite
 from relay.wire import Stream
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 BOX = KeyBox(b"k" * 32)
 RTP = bytes([0x80, 111, 0, 1, 0, 0, 0, 1, 0, 0, 0x30, 0x39]) + b"payload!" * 4
 

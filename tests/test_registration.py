@@ -39,6 +39,8 @@ from tests import test_api
 from tests.smtp_server import SmtpServer, smtp_server  # noqa: F401 (a fixture)
 from tests.test_api import OPERATOR, TOKEN, Api, bearer, error
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 PW = "Meeting-Pw-Sesame-42"
 SENDER = "relay@relay-example.org"
 SMTP: list[SmtpServer] = []  # the session's server, while a test runs

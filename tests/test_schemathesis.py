@@ -14,6 +14,8 @@ import pytest
 
 from tests.test_serve import start_serve, stop_serve
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 
 def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
     st = shutil.which("schemathesis", path=str(Path(sys.executable).parent))

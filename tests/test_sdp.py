@@ -24,6 +24,8 @@ from control.sdp import listener_sdp, sender_sdp
 from relay.srtp import SUITES, Session, parse_sdes_key
 from relay.wire import Stream
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 CM80 = "AES_CM_128_HMAC_SHA1_80"
 K1 = bytes(range(1, 31))  # the interop notes' K1: 01..1e
 K1_B64 = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e"

@@ -31,6 +31,8 @@ import pytest
 from node.serve import free_ports
 from tests.test_serve import Serve, bound_socket, start_serve, stop_serve
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 pylibsrtp = pytest.importorskip("pylibsrtp")
 
 SUITE = "AES_CM_128_HMAC_SHA1_80"

@@ -18,6 +18,8 @@ from control import credentials
 from control.settings import DEFAULT_DATA_DIR, Settings, SettingsError, resolve
 from tests.pki import Authority, ServerFiles, key_body, key_pem, server_files, weak_rsa_pair
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 ALL_SETTINGS = (
     "data_dir",
     "api",

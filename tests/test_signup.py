@@ -28,6 +28,8 @@ from tests.smtp_server import SmtpServer as MailSink
 from tests.smtp_server import smtp_server  # noqa: F401 (a fixture)
 from tests.test_api import OPERATOR, Api, bearer, error, run
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 SENDER = "relay@relay-example.org"
 PW = "Meeting-Pw-Sesame-42"
 # What README ("Attendee data (privacy)") promises registrants and operators.

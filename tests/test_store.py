@@ -76,6 +76,8 @@ from relay.vocabulary import Address, Mode, Role, Suite
 from relay.wire import Stream
 from tests.pg_server import PostgresServer, postgres_server  # noqa: F401
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 ROOT = Path(__file__).resolve().parent.parent
 STATEMENTS = {
     name: value

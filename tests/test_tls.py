@@ -37,6 +37,8 @@ from tests.pki import Authority, ServerFiles, key_body, server_files
 from tests.test_api import Api, relay
 from tests.test_api import cheap_argon2 as cheap_argon2  # the fixture, for the in-process tests
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 # Settings and client variables that must not leak in from the environment the tests run in.
 OUTSIDE = (
     "RELAY_TOKEN",

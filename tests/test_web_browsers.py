@@ -67,6 +67,17 @@ def new_page(browser: Browser) -> Page:
     return page
 
 
+def town_hall(serve: Serve) -> dict[str, str]:
+    """A webinar made over the API: its id, host key and the rest of the creation's answer."""
+    with serve.api() as api:
+        r = api.post(
+            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
+        )
+    assert r.status_code == 201, r.text
+    created: dict[str, str] = r.json()
+    return created
+
+
 def until(page: Page, predicate: str, limit: float = 10.0) -> None:
     """Poll `predicate` (a JavaScript function) in the page until it is true. Not Playwright's
     wait_for_function: that evaluates a string, which the pages' Content-Security-Policy
@@ -183,10 +194,7 @@ def test_a_host_runs_a_webinar_an_attendee_hears_and_is_expelled(
 
 
 def test_registration_in_the_page(browser: Browser, serve: Serve) -> None:
-    with serve.api() as api:
-        created = api.post(
-            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
-        ).json()
+    created = town_hall(serve)
     meeting, host_key = created["id"], created["host_key"]
     host = host_console(browser, serve, meeting, host_key)
     # The host requires registration, approved by hand.
@@ -234,10 +242,7 @@ def test_registration_in_the_page(browser: Browser, serve: Serve) -> None:
 
 
 def test_a_wrong_password_and_an_ended_meeting_are_told(browser: Browser, serve: Serve) -> None:
-    with serve.api() as api:
-        created = api.post(
-            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
-        ).json()
+    created = town_hall(serve)
     meeting = created["id"]
     page = new_page(browser)
     page.goto(f"{serve.url}/m/{meeting}")
@@ -260,10 +265,7 @@ def test_firefox_plays_the_join_page(browser: Browser, routable: Serve) -> None:
     """Firefox uses no loopback candidate: the relay listens on every address and answers
     with the host's own (tests/test_browsers.py's `routable`)."""
     serve = routable
-    with serve.api() as api:
-        created = api.post(
-            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
-        ).json()
+    created = town_hall(serve)
     meeting, host_key = created["id"], created["host_key"]
     presenter = new_page(browser)
     presenter.goto(f"{serve.url}/m/{meeting}")
@@ -303,7 +305,7 @@ def test_a_newcomer_hears_relay_demo_in_a_browser(browser: Browser) -> None:
     the demo counts it among its listeners."""
     demo = subprocess.Popen(
         [sys.executable, "-m", "cli", "demo", "--attendees", "5", "--seconds", "1"]
-        + ["--listen", "20"],
+        + ["--listen", "10"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -348,10 +350,7 @@ def test_an_attendee_who_came_early_plays_the_presenter_once_they_start(
     """Attendees often wait before the presenter starts. The relay answers a viewer once; its
     session's events name the presenter's streams when they start, and the page joins again
     to take them, then leaves the old session."""
-    with serve.api() as api:
-        created = api.post(
-            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
-        ).json()
+    created = town_hall(serve)
     meeting, host_key = created["id"], created["host_key"]
     early = attendee_joins(browser, serve, f"/m/{meeting}", "Early")
     expect(early.locator("#player")).to_be_visible()
@@ -394,13 +393,8 @@ def accessibility_problems(page: Page) -> list[dict[str, object]]:
 def test_the_pages_are_accessible_keyboard_usable_and_fit_a_phone(
     browser: Browser, serve: Serve
 ) -> None:
+    created, registering = town_hall(serve), town_hall(serve)
     with serve.api() as api:
-        created = api.post(
-            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
-        ).json()
-        registering = api.post(
-            "/v1/meetings", json={"title": "Sign-up", "mode": "webinar", "password": PASSWORD}
-        ).json()
         r = api.put(
             f"/v1/meetings/{registering['id']}/registration",
             json={"enabled": True, "approval": "manual", "optional_fields": ["company"]},
@@ -467,10 +461,7 @@ def test_a_browser_joins_a_meeting_under_attack(browser: Browser, behind_proxy: 
     work. The join page gets the challenge in its 428, solves it in a Web Worker with the
     browser's own SHA-256, and joins."""
     serve = behind_proxy
-    with serve.api() as api:
-        created = api.post(
-            "/v1/meetings", json={"title": "Town hall", "mode": "webinar", "password": PASSWORD}
-        ).json()
+    created = town_hall(serve)
     meeting = created["id"]
     for i in range(10):
         r = httpx.post(

@@ -36,6 +36,8 @@ from control.webrtc_sdp import (
 )
 from relay.wire import Stream
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug build
+
 HOST = "203.0.113.7"
 PORT = 40000
 UFRAG = "RelayUfrag1"

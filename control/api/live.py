@@ -29,7 +29,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
@@ -44,7 +44,7 @@ from control.answers import (
     WorkerStatus,
 )
 from control.api.deps import Plane, host_or_operator, operator
-from control.api.shapes import meeting_json
+from control.api.shapes import meeting_json, usage_json
 from control.errors import ApiError, NotFound
 from control.lookup import find_meeting
 from control.media import sending_streams
@@ -145,22 +145,9 @@ async def usage_so_far(plane: ControlPlane, meeting_id: str) -> UsageSoFar:
     if meeting.state == "ended":
         records = await plane.service.list_usage(meeting.id)
         if records:
-            u = records[-1]
-            return {
-                "meeting_id": meeting.id,
-                "final": True,
-                "started_at": u.started_at,
-                "duration_s": u.duration_s,
-                "present": 0,
-                "total_participants": u.total_participants,
-                "peak_participants": u.peak_participants,
-                "participant_minutes": u.participant_minutes,
-                "features": list(u.features),
-                "packets_in": u.packets_in,
-                "packets_out": u.packets_out,
-                "bytes_in": u.bytes_in,
-                "bytes_out": u.bytes_out,
-            }
+            record = usage_json(records[-1])
+            final = {k: v for k, v in record.items() if k not in ("id", "ended_at")}
+            return cast(UsageSoFar, {**final, "final": True, "present": 0})
     rows = await plane.store.list_participants(meeting.id)
     now = plane.clock() if meeting.ended_at is None else meeting.ended_at
     total, peak, minutes = usage_figures(
