@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -76,7 +77,7 @@ class Viewer:
 
 
 async def _joins(
-    api: httpx.AsyncClient, meeting: str, password: str, n: int, pid: int, idle: float
+    api: httpx.AsyncClient, meeting: str, password: str, n: int, pid: int, idle: float, net: int
 ) -> float:
     """The control plane's CPU seconds per join, over `n` JSON joins one after another, less
     what it spends meanwhile anyway (`idle`: CPU seconds a second)."""
@@ -84,11 +85,19 @@ async def _joins(
     for i in range(n):
         r = await api.post(
             f"/v1/meetings/{meeting}/join",
-            json={"name": f"attendee {i}", "password": password, "receive_at": "127.0.0.1:9999"},
+            # An address each: at most 64 listeners may share one (--listeners-per-address).
+            json={
+                "name": f"attendee {i}",
+                "password": password,
+                "receive_at": f"127.{net}.{i // 200}.{i % 200 + 1}:9999",
+            },
         )
         r.raise_for_status()
     await asyncio.sleep(1.0)  # the streams' reads after the last join
-    return (_cpu_seconds(pid) - before - (time.monotonic() - started) * idle) / n
+    spent = _cpu_seconds(pid) - before
+    elapsed = time.monotonic() - started
+    print(f"  {n} joins: {spent:.2f} CPU s in {elapsed:.2f} s (idle {idle:.3f}/s)", file=sys.stderr)
+    return (spent - elapsed * idle) / n
 
 
 async def measure(server: Server, viewers: int, joins: int) -> dict[str, Any]:
@@ -105,7 +114,7 @@ async def measure(server: Server, viewers: int, joins: int) -> dict[str, Any]:
         start = _cpu_seconds(pid)
         await asyncio.sleep(3.0)
         idle = (_cpu_seconds(pid) - start) / 3.0  # its own ticks: stats, heartbeats
-        quiet = await _joins(api, meeting, password, joins, pid, idle)
+        quiet = await _joins(api, meeting, password, joins, pid, idle, 1)
 
         sdp = await _offer()
         posted = time.monotonic()
@@ -146,7 +155,7 @@ async def measure(server: Server, viewers: int, joins: int) -> dict[str, Any]:
             await asyncio.sleep(0.01)
         waits = sorted((v.heard - started) * 1000 for v in people if v.heard is not None)
         told_cpu = _cpu_seconds(pid) - before - (time.monotonic() - started) * idle
-        loud = await _joins(api, meeting, password, joins, pid, idle)
+        loud = await _joins(api, meeting, password, joins, pid, idle, 2)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -173,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--joins", type=int, default=20)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    os.environ.setdefault("RELAY_LOG_LEVEL", "WARNING")  # the server's own logs
     with tempfile.TemporaryDirectory(prefix="relay-bench-live-") as tmp:
         base = free_ports(2)
         settings = Settings(

@@ -169,6 +169,7 @@ def test_a_host_runs_a_webinar_an_attendee_hears_and_is_expelled(
     row.locator('button[data-action="expel"]').click()
     until(ada, "() => document.getElementById('notice').textContent.includes('removed')", 3)
     told = time.monotonic() - asked
+    print(f"the expelled attendee's page said so after {told:.2f} s")
     assert told < 1.0, f"the expelled attendee's page said so after {told:.2f} s"
     expect(ada.locator("#player")).to_be_hidden()
     screenshot(ada, "join-expelled")
@@ -361,7 +362,9 @@ def test_an_attendee_who_came_early_plays_the_presenter_once_they_start(
     presenter.fill("#publish-secret", host_key)
     presenter.click("#publish-button")
     expect(presenter.locator("#publish-notice")).to_have_text("You are presenting.")
+    started = time.monotonic()
     until(early, "() => Number(document.getElementById('level').dataset.level) > 0.001", 20)
+    print(f"the early attendee heard the presenter {time.monotonic() - started:.1f} s after")
     until(early, "() => document.querySelectorAll('#stage video:not([hidden])').length === 1")
     expect(early.locator("#waiting")).to_be_hidden()
     with serve.api() as api:
