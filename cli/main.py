@@ -17,6 +17,8 @@ httpx before it runs. `python -m cli` is the same command (the tests run it so).
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -244,7 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # From the first line a signal ends the command cleanly (relay/lifecycle.py); commands
     # that start processes catch it themselves to stop them and say so.
-    return lifecycle.run_command("relay", lambda: _main(argv))
+    try:
+        try:
+            return lifecycle.run_command("relay", lambda: _main(argv))
+        finally:
+            sys.stdout.flush()  # here, where a reader gone away can still be answered
+    except BrokenPipeError:
+        # Its output went to a reader that stopped reading (`relay meetings list | head`): as
+        # Unix tools do, end quietly with 128 + SIGPIPE. Python would flush stdout again at
+        # exit and fail again, so stdout is pointed at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 # Options whose values are secrets or passwords. A random one (base64url: tokens, host keys,

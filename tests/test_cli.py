@@ -94,3 +94,20 @@ def test_a_secret_that_begins_with_a_dash_is_still_the_options_value() -> None:
     assert glue_secrets(["usage", "--token"]) == ["usage", "--token"]  # argparse says what lacks
     args = build_parser().parse_args(glue_secrets(["meetings", "list", "--token", "-abc"]))
     assert args.token == "-abc"
+
+
+def test_output_cut_short_by_its_reader_ends_quietly() -> None:
+    """`relay ... | head`: the reader is gone before the command writes; it ends with 128 +
+    SIGPIPE and says nothing (no traceback, no "Exception ignored")."""
+    done = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"{sys.executable} -m cli demo --crypto --receivers 1 --packets 100 | true; "
+            "echo ${PIPESTATUS[0]} >&2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stderr.strip() == "141", done.stderr
