@@ -12,7 +12,10 @@ for this) and each opens its session's event stream, as the join page does. Then
   and the last, and the control plane's CPU seconds for it;
 - `--joins` more attendees join one after another, each over the JSON API: the control
   plane's CPU per join with every stream open, against the same joins with no stream open
-  (measured first, before the viewers), so the streams' share is the difference.
+  (measured first, before the viewers), so the streams' share is the difference;
+- `--joins` attendees join another webinar while the streams stay open: a change wakes the
+  streams of its own meeting alone (control/live.py), so these cost what joins cost with no
+  stream open.
 
 Every stream is read by one asyncio client in this process; the control plane's CPU comes from
 /proc (user + system) of its process. The viewers must be measured within 30 s of their POST:
@@ -156,6 +159,10 @@ async def measure(server: Server, viewers: int, joins: int) -> dict[str, Any]:
         waits = sorted((v.heard - started) * 1000 for v in people if v.heard is not None)
         told_cpu = _cpu_seconds(pid) - before - (time.monotonic() - started) * idle
         loud = await _joins(api, meeting, password, joins, pid, idle, 2)
+        other = (
+            await api.post("/v1/meetings", json={"title": "another", "mode": "webinar"})
+        ).json()
+        elsewhere = await _joins(api, other["id"], other["password"], joins, pid, idle, 3)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -172,6 +179,7 @@ async def measure(server: Server, viewers: int, joins: int) -> dict[str, Any]:
         "control_cpu_per_join_ms": {
             "no_streams": round(quiet * 1000, 2),
             "with_streams": round(loud * 1000, 2),
+            "another_meeting_with_streams": round(elsewhere * 1000, 2),
         },
     }
 

@@ -90,9 +90,12 @@ def audit_json(row: AuditRow) -> AuditEntry:
 class Audit:
     """Appends to and reads the store's audit log."""
 
-    def __init__(self, store: Store, appended: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, store: Store, appended: Callable[[str | None], None] = lambda _meeting: None
+    ) -> None:
         self.store = store
-        self.appended = appended  # after each entry (the live pages: control/live.py)
+        # After each entry, with its meeting's id (the live pages: control/live.py).
+        self.appended = appended
 
     async def append(
         self,
@@ -115,7 +118,7 @@ class Audit:
                 detail=body,
                 at=now,
             )
-            self.appended()
+            self.appended(meeting_id)
             return row
         except StoreError as exc:
             log.error(

@@ -98,11 +98,11 @@ class ControlPlane:
         self._stats_task: asyncio.Task[None] | None = None
         self._ending: dict[int, float] = {}  # WebRTC peers made to leave: wire id -> when
         # What the live pages' event streams wait on (control/live.py): every routing update
-        # and every audit entry bumps it.
+        # and every audit entry bumps it, and the version of the meeting it concerns.
         self.changes = Changes()
-        routing.changed = self.changes.bump
+        routing.changed = self.changes.wire_changed
         for audit in (self.audit, service.audit, *([registrations.audit] if registrations else [])):
-            audit.appended = self.changes.bump
+            audit.appended = self.changes.meeting_changed
 
     @classmethod
     async def start(

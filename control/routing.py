@@ -96,6 +96,16 @@ class RoutingState:
         self.seq += 1
         return self.seq
 
+    def meeting_of(self, update: wire.Update) -> int | None:
+        """The wire id of the meeting an update concerns (asked before it is applied: a
+        participant that leaves is forgotten then), or None."""
+        meeting = getattr(update, "meeting", None)
+        if isinstance(meeting, int):
+            return meeting
+        participant = getattr(update, "participant", None)
+        joined = self.participants.get(participant) if isinstance(participant, int) else None
+        return None if joined is None else joined.meeting
+
     def snapshot(self) -> wire.Snapshot:
         """The whole state at self.seq."""
         return wire.Snapshot(
@@ -151,8 +161,9 @@ class RoutingServer:
         self.router.bind(snapshot_endpoint)
         self._serving: asyncio.Task[None] | None = None
         self._beating: asyncio.Task[None] | None = None
-        # Called after each update goes out (the control plane's live pages: control/live.py).
-        self.changed: Callable[[], None] = lambda: None
+        # Called after each update goes out, with the wire id of the meeting it concerns (the
+        # control plane's live pages: control/live.py).
+        self.changed: Callable[[int | None], None] = lambda _meeting: None
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -172,9 +183,10 @@ class RoutingServer:
         async with self._publishing:
             if self.journal is not None:
                 await self.journal(self.state.seq + 1, journal_body(update))
+            meeting = self.state.meeting_of(update)
             seq = self.state.apply(update)
             await self.pub.send_multipart([str(seq).encode(), *wire.encode(update)[1:]])
-        self.changed()
+        self.changed(meeting)
         return seq
 
     async def _serve_snapshots(self) -> None:

@@ -384,3 +384,48 @@ def test_a_whep_join_under_attack_carries_its_proof_in_a_header(tmp_path: Path) 
         assert r.status_code == 201, r.text
     finally:
         stop_serve(s)
+
+
+def test_a_change_wakes_the_streams_of_its_meeting_alone() -> None:
+    """A join in one webinar wakes that webinar's streams (and the operator's), not every
+    viewer on the node; streams woken by one change share one read."""
+    from control.live import NODE, Changes, meeting_subjects
+
+    async def scenario() -> None:
+        changes = Changes()
+        a, b = meeting_subjects("A", 1), meeting_subjects("B", 2)
+
+        async def woken(subjects: tuple[object, ...], timeout: float = 0.5) -> float:
+            started = time.monotonic()
+            await changes.wait(subjects, changes.version_of(subjects), timeout)
+            return time.monotonic() - started
+
+        waiting = [asyncio.create_task(woken(s)) for s in (a, b, (NODE,))]
+        await asyncio.sleep(0.05)
+        changes.wire_changed(1)  # a routing update of meeting A (wire id 1)
+        took_a, took_b, took_node = await asyncio.gather(*waiting)
+        assert took_a < 0.1 and took_node < 0.1
+        assert took_b >= 0.45  # B's viewers slept to their tick
+        waiting = [asyncio.create_task(woken(s)) for s in (a, b)]
+        await asyncio.sleep(0.05)
+        changes.meeting_changed("B")  # an audit entry of meeting B (locked, say)
+        took_a, took_b = await asyncio.gather(*waiting)
+        assert took_b < 0.1 and took_a >= 0.45
+
+        reads = 0
+
+        async def read() -> int:
+            nonlocal reads
+            reads += 1
+            await asyncio.sleep(0.01)
+            return reads
+
+        version = changes.version_of(a)
+        shared = await asyncio.gather(*(changes.read("room A", version, read) for _ in range(50)))
+        assert shared == [1] * 50 and reads == 1
+        changes.wire_changed(2)  # B changed: A's read stands
+        assert await changes.read("room A", changes.version_of(a), read) == 1
+        changes.wire_changed(1)
+        assert await changes.read("room A", changes.version_of(a), read) == 2
+
+    asyncio.run(scenario())

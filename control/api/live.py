@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -46,6 +46,7 @@ from control.answers import (
 from control.api.deps import Plane, host_or_operator, operator
 from control.api.shapes import meeting_json, usage_json
 from control.errors import ApiError, NotFound
+from control.live import NODE, meeting_subjects
 from control.lookup import find_meeting
 from control.media import sending_streams
 from control.metrics import worker_dropped, worker_up
@@ -76,13 +77,16 @@ def _frame(event: str, data: object) -> bytes:
 
 
 async def _events(
-    plane: ControlPlane, produce: Callable[[], Awaitable[Events]]
+    plane: ControlPlane,
+    subjects: Sequence[Hashable],
+    produce: Callable[[], Awaitable[Events]],
+    tick: float,
 ) -> AsyncIterator[bytes]:
     sent: dict[str, str] = {}
     quiet_since = time.monotonic()
     yield b"retry: 2000\n\n"  # how long a client waits before it reconnects
     while not plane.changes.closed:
-        version = plane.changes.version
+        version = plane.changes.version_of(subjects)
         try:
             events = await produce()
         except ApiError as exc:
@@ -105,12 +109,19 @@ async def _events(
             quiet_since = time.monotonic()
             yield b": keepalive\n\n"
         await asyncio.sleep(GAP_S)
-        await plane.changes.wait(version, TICK_S - GAP_S)
+        await plane.changes.wait(subjects, version, tick - GAP_S)
 
 
-def _stream(plane: ControlPlane, produce: Callable[[], Awaitable[Events]]) -> StreamingResponse:
+def _stream(
+    plane: ControlPlane,
+    subjects: Sequence[Hashable],
+    produce: Callable[[], Awaitable[Events]],
+    tick: float = TICK_S,
+) -> StreamingResponse:
+    """An event stream of `produce()`'s events, read again when one of `subjects` changes
+    (control/live.py) and every `tick` seconds."""
     return StreamingResponse(
-        _events(plane, produce),
+        _events(plane, subjects, produce, tick),
         media_type=EVENT_STREAM,
         # Not stored, and not held back by a buffering proxy (nginx reads the last one).
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
@@ -236,7 +247,7 @@ async def status_events(plane: Plane) -> StreamingResponse:
     async def produce() -> Events:
         return [("status", await status_of(plane))]
 
-    return _stream(plane, produce)
+    return _stream(plane, (NODE,), produce)
 
 
 # -- a meeting, live --
@@ -253,7 +264,8 @@ async def meeting_events(meeting_id: str, plane: Plane) -> StreamingResponse:
     throttle), `usage` (as GET .../usage) and `participants` ({"count", "items"}: the first
     1,000 in the order they joined, as GET .../participants lists them), each when it
     changes; packets and reception at most every second."""
-    meeting_id = (await find_meeting(plane.store, meeting_id)).id
+    found = await find_meeting(plane.store, meeting_id)
+    meeting_id = found.id
 
     async def produce() -> Events:
         meeting: Meeting = meeting_json(await find_meeting(plane.store, meeting_id))
@@ -267,7 +279,7 @@ async def meeting_events(meeting_id: str, plane: Plane) -> StreamingResponse:
             ("participants", {"count": count, "items": people}),
         ]
 
-    return _stream(plane, produce)
+    return _stream(plane, meeting_subjects(found.id, found.wire_id), produce)
 
 
 # -- a WebRTC session's own state --
@@ -282,7 +294,9 @@ class _Room:
     streams: list[SentStream]  # what its present senders send, in the order they joined
 
 
-async def _room(plane: ControlPlane, meeting_id: str) -> _Room:
+async def _room(plane: ControlPlane, meeting_id: str, subjects: Sequence[Hashable]) -> _Room:
+    """The meeting as it is at its subjects' version: read once, whoever asks."""
+
     async def read() -> _Room:
         meeting = await find_meeting(plane.store, meeting_id)
         rows = await plane.store.list_participants(meeting.id)
@@ -292,7 +306,8 @@ async def _room(plane: ControlPlane, meeting_id: str) -> _Room:
         ]
         return _Room(meeting, {p.id: p for p in rows}, streams)
 
-    return await plane.changes.read(f"room {meeting_id}", read)
+    version = plane.changes.version_of(subjects)
+    return await plane.changes.read(f"room {meeting_id}", version, read)
 
 
 @router.get(
@@ -311,11 +326,13 @@ async def session_events(
     again. The stream ends after a state other than present."""
     if not plane.webrtc_sessions.matches(participant_id, token):
         raise NotFound("no such WebRTC session")
-    if (await _room(plane, meeting_id)).people.get(participant_id) is None:
+    found = await find_meeting(plane.store, meeting_id)
+    subjects = meeting_subjects(found.id, found.wire_id)
+    if (await _room(plane, found.id, subjects)).people.get(participant_id) is None:
         raise NotFound("no such WebRTC session")
 
     async def produce() -> Events:
-        room = await _room(plane, meeting_id)
+        room = await _room(plane, found.id, subjects)
         person = room.people.get(participant_id)
         if person is None:
             raise NotFound("no such WebRTC session")
@@ -338,4 +355,6 @@ async def session_events(
             events.append(("end", {}))
         return events
 
-    return _stream(plane, produce)
+    # Nothing in a session's state moves by itself: it is read again on its meeting's changes,
+    # and otherwise only as often as the keepalive goes out.
+    return _stream(plane, subjects, produce, tick=KEEPALIVE_S)
