@@ -262,9 +262,13 @@ def test_a_wrong_password_and_an_ended_meeting_are_told(browser: Browser, serve:
     page.context.close()
 
 
-def test_firefox_plays_the_join_page(browser: Browser, routable: Serve) -> None:
+def test_firefox_plays_the_join_page_is_expelled_and_told_locked(
+    browser: Browser, routable: Serve
+) -> None:
     """Firefox uses no loopback candidate: the relay listens on every address and answers
-    with the host's own (tests/test_browsers.py's `routable`)."""
+    with the host's own (tests/test_browsers.py's `routable`). Its join page plays a Chromium
+    presenter; the host expels it, and the page says so within a second; the host locks, and
+    joining again is told the meeting is locked."""
     serve = routable
     created = town_hall(serve)
     meeting, host_key = created["id"], created["host_key"]
@@ -275,7 +279,7 @@ def test_firefox_plays_the_join_page(browser: Browser, routable: Serve) -> None:
     expect(presenter.locator("#publish-notice")).to_have_text("You are presenting.")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in SANITIZER}
-    run = subprocess.run(
+    firefox = subprocess.Popen(
         [
             str(NODE),
             str(FIREFOX_DRIVER.parent / "join_page.mjs"),
@@ -284,19 +288,40 @@ def test_firefox_plays_the_join_page(browser: Browser, routable: Serve) -> None:
             PASSWORD,
             "30",
             str(ARTIFACTS / "join-firefox.png"),
+            "then-removed",
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=90,
         env=env,
     )
-    assert run.returncode == 0, run.stdout + run.stderr
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
-    print("firefox saw", seen)
-    assert seen["player"] and seen["level"] > 0.001 and seen["packets"] > 50, json.dumps(seen)
-    with httpx.Client(base_url=serve.url, headers={"Authorization": f"Bearer {host_key}"}) as api:
-        names = [p["name"] for p in api.get(f"/v1/meetings/{meeting}/participants").json()]
-    assert "Firefox attendee" in names
+    assert firefox.stdout is not None
+    try:
+        seen = json.loads(firefox.stdout.readline() or "{}")
+        print("firefox saw", seen)
+        assert seen.get("player") and seen["level"] > 0.001 and seen["packets"] > 50, seen
+        with httpx.Client(
+            base_url=serve.url, headers={"Authorization": f"Bearer {host_key}"}
+        ) as api:
+            people = api.get(f"/v1/meetings/{meeting}/participants").json()
+            attendee = next(p["id"] for p in people if p["name"] == "Firefox attendee")
+            asked = time.monotonic()
+            r = api.patch(f"/v1/meetings/{meeting}/participants/{attendee}", json={"expel": True})
+            assert r.status_code == 200, r.text
+            r = api.put(f"/v1/meetings/{meeting}/controls", json={"locked": True})
+            assert r.status_code == 200, r.text
+        removed = json.loads(firefox.stdout.readline() or "{}")
+        told = time.monotonic() - asked
+        print(f"Firefox's page said so after {told:.2f} s")
+        assert "removed from this meeting" in removed.get("removed", ""), removed
+        assert told < 1.0, f"Firefox's page said it was expelled after {told:.2f} s"
+        again = json.loads(firefox.stdout.readline() or "{}")
+        assert "locked" in again.get("again", ""), again
+        assert firefox.wait(30) == 0, firefox.stderr.read() if firefox.stderr else ""
+    finally:
+        if firefox.poll() is None:
+            firefox.kill()
+            firefox.wait()
     presenter.context.close()
 
 
