@@ -420,3 +420,4 @@ class Status(TypedDict):
     join_failures: dict[str, int]  # by reason
     meetings: list[Meeting]  # the open ones, newest first (at most 200)
     present: dict[str, int]  # meeting id -> participants present
+    ended: list[Meeting]  # ended ones, the newest first (at most 20)

@@ -188,6 +188,7 @@ def test_a_host_runs_a_webinar_an_attendee_hears_and_is_expelled(
     expect(host.locator("#audit")).to_contain_text("meeting.lock")
     host.click("#end")
     expect(host.locator("#summary")).to_contain_text("ended")
+    expect(admin.locator(f'#ended tr[data-meeting="{meeting}"]')).to_contain_text("Town hall")
     expect(presenter.locator("#publish-notice")).to_have_text("This meeting has ended.")
     screenshot(host, "host-ended")
     for page in (admin, host, presenter, ada, bob):

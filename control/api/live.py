@@ -62,6 +62,7 @@ GAP_S = 0.2  # at most this often a stream reads again, however fast changes com
 KEEPALIVE_S = 15.0  # a comment line when nothing was sent for this long (proxies, NATs)
 PAGE = 1000  # participants a meeting's stream lists at most (its `participants.count` says all)
 MEETINGS_SHOWN = 200  # open meetings the status lists at most
+ENDED_SHOWN = 20  # ended meetings it lists at most
 
 EVENT_STREAM = "text/event-stream"
 _STREAMED: dict[int | str, dict[str, Any]] = {
@@ -210,6 +211,7 @@ async def status_of(plane: ControlPlane) -> Status:
             }
         )
     meetings = await plane.service.list_meetings(limit=MEETINGS_SHOWN, state="open")
+    ended = await plane.service.list_meetings(limit=ENDED_SHOWN, state="ended")
     present = plane.routing.state.present
     return {
         "at": plane.clock(),
@@ -224,6 +226,7 @@ async def status_of(plane: ControlPlane) -> Status:
         "join_failures": dict(sorted(plane.counters.join_failures.items())),
         "meetings": [meeting_json(m) for m in meetings],
         "present": {m.id: present.get(m.wire_id, 0) for m in meetings},
+        "ended": [meeting_json(m) for m in ended],
     }
 
 
@@ -231,7 +234,8 @@ async def status_of(plane: ControlPlane) -> Status:
 async def status(plane: Plane) -> Status:
     """The node at a glance: health, each worker's packets and bytes in and out and drops
     (totals since the node started: take rates from two readings and their `at`), drops by
-    reason, joins and failed joins by reason, the open meetings and who is present."""
+    reason, joins and failed joins by reason, the open meetings and who is present, and the
+    newest ended ones."""
     return await status_of(plane)
 
 

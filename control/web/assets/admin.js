@@ -134,6 +134,12 @@ function showStatus(s) {
       relay.el("td", {}, relay.time(m.created_at)),
       relay.el("td", {}, relay.el("a", {href: `/m/${encodeURIComponent(m.id)}`}, "join"), " ",
         relay.el("a", {href: `/host/${encodeURIComponent(m.id)}`}, "host console")))));
+  document.querySelector("#ended tbody").replaceChildren(...s.ended.map((m) =>
+    relay.el("tr", {"data-meeting": m.id},
+      relay.el("td", {}, m.title), relay.el("td", {}, m.mode),
+      relay.el("td", {}, relay.time(m.created_at)),
+      relay.el("td", {}, m.ended_at ? relay.time(m.ended_at) : ""),
+      relay.el("td", {}, relay.el("a", {href: `/host/${encodeURIComponent(m.id)}`}, "host console")))));
   previous = s;
 }
 
