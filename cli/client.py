@@ -419,6 +419,47 @@ def _usage(client: RelayClient, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- nodes ------------------------------------------------------------------------------------
+
+
+def _nodes(client: RelayClient, args: argparse.Namespace) -> int:
+    found = client.nodes()
+    if args.json:
+        print_json(found)
+        return 0
+    _table(
+        ["NODE", "STATE", "LOAD", "CAPACITY", "WORKERS", "API", "MEDIA", "HEARTBEAT"],
+        [
+            [
+                n["name"],
+                n["state"],
+                n["load"],
+                n["capacity"],
+                n["workers"],
+                n["api_url"],
+                f"{n['media']['host']}:{n['media']['port']}",
+                _when(n["heartbeat_at"]),
+            ]
+            for n in found
+        ],
+    )
+    return 0
+
+
+def _drain(client: RelayClient, args: argparse.Namespace) -> int:
+    node = client.drain(args.name, draining=not args.undo)
+    if args.json:
+        print_json(node)
+    elif args.undo:
+        say(f"node {node['name']} takes new participants again")
+    else:
+        say(
+            f"node {node['name']} is draining: it takes no new participants; "
+            f"{node['load']} present stay until their meetings end"
+        )
+    return 0
+
+
 # --- registration -----------------------------------------------------------------------------
 
 
@@ -515,3 +556,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     usage.add_argument("--meeting", metavar="ID", help="only this meeting's")
     usage.add_argument("--csv", action="store_true", help="print CSV, as the API gives it")
     usage.set_defaults(run=_run(_usage), command_name="usage")
+
+    nodes = commands.add_parser(
+        "nodes",
+        parents=[common],
+        help="the nodes sharing the server's database, their state and load (operator)",
+        description="the nodes sharing the server's database, their state and load (operator)",
+    )
+    nodes.set_defaults(run=_run(_nodes), command_name="nodes")
+    drain = commands.add_parser(
+        "drain",
+        parents=[common],
+        help="place no new participants on a node; those present stay (operator)",
+        description="place no new participants on a node; those present stay until their "
+        "meetings end (operator); --undo takes it back",
+    )
+    drain.add_argument("name", metavar="NODE")
+    drain.add_argument("--undo", action="store_true", help="take new participants there again")
+    drain.set_defaults(run=_run(_drain), command_name="drain")

@@ -196,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="sign-ups per meeting from all clients, a burst of N then N a minute (default 120)",
     )
+    serve.add_argument(
+        "--node-name",
+        metavar="NAME",
+        help="this node among those sharing one database (default: the host's name)",
+    )
+    serve.add_argument(
+        "--node-capacity",
+        metavar="N",
+        help="participants this node takes; placement weighs its load against it "
+        "(default: 5000 per worker)",
+    )
     serve.add_argument("--config", metavar="FILE", help="a TOML file of the same settings")
     serve.set_defaults(run=_serve)
 

@@ -38,6 +38,7 @@ __all__ = [
     "Media",
     "Meeting",
     "MeetingDetail",
+    "Node",
     "Participant",
     "ParticipantState",
     "ParticipantUpdate",
@@ -421,3 +422,18 @@ class Status(TypedDict):
     meetings: list[Meeting]  # the open ones, newest first (at most 200)
     present: dict[str, int]  # meeting id -> participants present
     ended: list[Meeting]  # ended ones, the newest first (at most 20)
+    nodes: list[Node]  # the nodes sharing the database (control/nodes.py)
+
+
+class Node(TypedDict):
+    """A node sharing the database (control/nodes.py)."""
+
+    name: str
+    state: Literal["up", "draining", "gone"]
+    api_url: str
+    media: RelayAddress  # worker 0's, as participants are told
+    workers: int
+    capacity: int  # participants it takes
+    load: int  # participants present on it at its last heartbeat
+    started_at: float
+    heartbeat_at: float

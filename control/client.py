@@ -66,6 +66,7 @@ from control.answers import (
     JoinThrottle,
     Meeting,
     MeetingDetail,
+    Node,
     Participant,
     ParticipantUpdate,
     RelayAddress,
@@ -528,6 +529,15 @@ class RelayClient:
     def metrics(self) -> str:
         """The Prometheus exposition text of /metrics."""
         return self._send("GET", "/metrics").text
+
+    def nodes(self) -> list[Node]:
+        """The nodes sharing the server's database (operator): up, draining or gone."""
+        return cast(list[Node], self._list(self._send("GET", "/v1/nodes")))
+
+    def drain(self, name: str, draining: bool = True) -> Node:
+        """Place no new participants on a node (operator), or take it back."""
+        path = f"/v1/nodes/{quote(name, safe='')}/drain"
+        return cast(Node, self._object(self._send("POST" if draining else "DELETE", path)))
 
     def health(self) -> Health:
         return cast(Health, self._object(self._send("GET", "/healthz")))

@@ -93,6 +93,23 @@ def operator_token(data_dir: Path, environ: Mapping[str, str] | None = None) -> 
     return token, created
 
 
+NODE_ID_FILE = "node.id"
+
+
+def node_instance(data_dir: Path) -> str:
+    """This data directory's node identity (control/nodes.py): made on first start, kept in
+    DATA_DIR/node.id. `relay serve` on the same directory (one at a time: its lock) is the
+    same node when it starts again; another directory under the same node name is not."""
+    path = data_dir / NODE_ID_FILE
+    made = secrets.token_hex(8)
+    if _write_private(path, (made + "\n").encode()):
+        return made
+    kept = _read_private(path).decode("ascii", "replace").strip()
+    if len(kept) != 16 or any(c not in "0123456789abcdef" for c in kept):
+        raise SettingsError(f"{path} holds no node identity; delete it to make a new one")
+    return kept
+
+
 def _key(data_dir: Path, environ: Mapping[str, str] | None, variable: str, file: str) -> bytes:
     """A 32-byte key from `variable` (base64) or `DATA_DIR/file`, made on first use."""
     env = os.environ if environ is None else environ

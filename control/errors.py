@@ -143,6 +143,14 @@ class UnsupportedMediaType(ApiError):
     code = "unsupported_media_type"
 
 
+class Draining(ApiError):
+    """503: this node is draining (`relay drain`: control/nodes.py): it takes no new
+    participants, and those present stay."""
+
+    status = 503
+    code = "draining"
+
+
 class Unavailable(ApiError):
     """503: a part of the server that this call needs is not set up here (WebRTC without the
     node's DTLS certificate)."""

@@ -38,6 +38,7 @@ from control.live import Changes
 from control.mail import Mailer
 from control.meetings import KeyBox, MeetingService
 from control.metrics import ControlCounters, worker_up
+from control.nodes import NodeRegistry
 from control.pii import PiiBox, derived_pii_key
 from control.ratelimit import SignupThrottle
 from control.recordings import SWEEP_INTERVAL_S, Recordings
@@ -45,6 +46,7 @@ from control.registration import RegistrationService
 from control.routing import RoutingServer
 from control.stats import StatsAggregator
 from control.store import Store, StoreError
+from control.store.rows import NodeRow
 from control.webrtc import SessionKeys
 
 log = logging.getLogger("control.plane")
@@ -97,6 +99,7 @@ class ControlPlane:
         self._stats_socket: zmq.asyncio.Socket | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self._ending: dict[int, float] = {}  # WebRTC peers made to leave: wire id -> when
+        self.nodes: NodeRegistry | None = None  # this node among those on the database
         # What the live pages' event streams wait on (control/live.py): every routing update
         # and every audit entry bumps it, and the version of the meeting it concerns.
         self.changes = Changes()
@@ -123,6 +126,7 @@ class ControlPlane:
         mailer: Mailer | None = None,
         signup: SignupThrottle | None = None,
         dtls_fingerprint: str | None = None,
+        node: NodeRow | None = None,
     ) -> ControlPlane:
         """Rebuild the routing state from the store, bind the sockets, start serving.
         `pii_key` seals registrants' data (control/pii.py); without one (tests, embedding) a
@@ -130,7 +134,9 @@ class ControlPlane:
         (None: approvals that need one are refused); `signup` throttles sign-ups (default:
         control/ratelimit.py's rates). The plane closes the mailer when it closes.
         `dtls_fingerprint`: the node's DTLS certificate's (relay/certificate.py), which the
-        workers connect WebRTC peers with; None: no WHIP or WHEP."""
+        workers connect WebRTC peers with; None: no WHIP or WHEP. `node`: this node's row
+        among those sharing the database (control/nodes.py): registered, then kept fresh;
+        None: none (an embedded plane). NodeNameTaken if a running node has its name."""
 
         async def journal(seq: int, body: str) -> None:
             await store.append_routing_update(body, seq=seq, created_at=clock())
@@ -166,6 +172,14 @@ class ControlPlane:
         )
         plane.webrtc_fingerprint = dtls_fingerprint
         plane.webrtc_sessions = SessionKeys(box_key)  # the same URLs after a restart
+        if node is not None:
+            registry = NodeRegistry(store, node, lambda: plane.gauges()[1], clock)
+            try:
+                await registry.start()
+            except BaseException:
+                await routing.close()
+                raise
+            plane.nodes = registry
         routing.start()
         plane._stats_socket = routing.context.socket(zmq.PULL)
         plane._stats_socket.setsockopt(zmq.RCVHWM, 1000)
@@ -294,8 +308,15 @@ class ControlPlane:
             "participants": participants,
         }
 
+    @property
+    def draining(self) -> bool:
+        """Whether this node takes no new participants (`relay drain`: control/nodes.py)."""
+        return self.nodes is not None and self.nodes.draining
+
     async def close(self) -> None:
         self.changes.close()
+        if self.nodes is not None:
+            await self.nodes.close()
         for task in (self._stats_task, self._sweeping, self._purging):
             if task is not None:
                 task.cancel()

@@ -32,6 +32,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -44,6 +45,7 @@ from control import credentials, tls
 from control.api import create_app
 from control.limits import JoinLimits
 from control.mail import Mailer, parse_smtp_url
+from control.nodes import this_node
 from control.plane import ControlPlane, Endpoints
 from control.ratelimit import SignupThrottle
 from control.recordings import Recordings
@@ -137,6 +139,7 @@ async def run(
                 meeting_per_minute=settings.signup_meeting_per_minute,
             ),
             dtls_fingerprint=certificate.fingerprint,
+            node=this_node(settings, credentials.node_instance(settings.data_dir), time.time()),
         )
 
     app = create_app(start, trusted_proxies=settings.trusted_proxies)

@@ -24,6 +24,8 @@ variable (`RELAY_` and the setting's name in capitals), the TOML file (`--config
     smtp_from = "relay@example.org"
     signup_client_per_minute = 5
     signup_meeting_per_minute = 120
+    node_name = "relay-1"         # this node among those on one database (default: host name)
+    node_capacity = 20000         # participants it takes (default: 5,000 per worker)
 
 The API carries tokens, host keys, passwords and participants' SRTP keys, so it is served over
 HTTPS (`tls_cert` and `tls_key`, both or neither; control/tls.py checks them) or on a loopback
@@ -55,6 +57,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -103,6 +107,17 @@ class Settings:
     smtp_from: str = ""  # the From address of confirmation codes
     signup_client_per_minute: int = 5  # sign-ups per client address (IPv6: per /64)
     signup_meeting_per_minute: int = 120  # sign-ups per meeting, from everyone
+    node_name: str = ""  # this node on a shared database (control/nodes.py); "": the host name
+    node_capacity: int = 0  # participants this node takes; 0: NODE_CAPACITY_PER_WORKER each
+
+    @property
+    def node(self) -> str:
+        """This node's name: `node_name`, or the host's name made a valid one."""
+        return self.node_name or host_node_name()
+
+    @property
+    def capacity(self) -> int:
+        return self.node_capacity or NODE_CAPACITY_PER_WORKER * self.workers
 
     @property
     def advertised_host(self) -> str:
@@ -152,6 +167,8 @@ NAMES = (
     "smtp_from",
     "signup_client_per_minute",
     "signup_meeting_per_minute",
+    "node_name",
+    "node_capacity",
 )
 SIGNUP_RATE_MAX = 100_000  # a minute: above this, a throttle is no throttle
 
@@ -161,6 +178,20 @@ LIMITS = {
     "listeners_per_address": 1_000_000,
     "joins_per_minute": 1_000_000,
 }
+
+NODE_CAPACITY_PER_WORKER = 5_000  # participants a worker takes unless node_capacity says
+NODE_CAPACITY_MAX = 10_000_000
+# A node's name: what `relay nodes` lists and `relay drain NAME` takes (DNS-label-like).
+NODE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+
+
+def host_node_name() -> str:
+    """The host's name as a node name: its first label, characters a name may not hold
+    dropped ("relay" if nothing is left)."""
+    label = socket.gethostname().split(".", 1)[0]
+    name = re.sub(r"[^A-Za-z0-9_-]", "", label)[:63].strip("_-")
+    return name or "relay"
+
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -312,6 +343,18 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
                 f"1..{SIGNUP_RATE_MAX}, got {value!r}"
             )
         return {name: rate}
+    if name == "node_name":
+        if not isinstance(value, str) or not NODE_NAME.fullmatch(value):
+            raise SettingsError(
+                f"node_name ({where}) must be 1..63 letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit"
+            )
+        return {name: value}
+    if name == "node_capacity":
+        count = _integer(value) or 0
+        if not 1 <= count <= NODE_CAPACITY_MAX:
+            raise SettingsError(f"node_capacity ({where}) must be 1..{NODE_CAPACITY_MAX}")
+        return {name: count}
     raise SettingsError(f"unknown setting {name!r} ({where}); known: {', '.join(NAMES)}")
 
 

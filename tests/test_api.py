@@ -1331,6 +1331,8 @@ def test_openapi_lists_every_v1_path(tmp_path: Path) -> None:
             "/v1/meetings/{meeting_id}/events": {"get"},
             "/v1/status": {"get"},
             "/v1/events": {"get"},
+            "/v1/nodes": {"get"},
+            "/v1/nodes/{name}/drain": {"post", "delete"},
         }
         assert {p: set(ops) for p, ops in paths.items() if p.startswith("/v1")} == expected
         join = paths["/v1/meetings/{meeting_id}/join"]["post"]

@@ -1206,7 +1206,7 @@ def test_migration_from_version_4(db: Db) -> None:
     db.run(body)
     kept = f"SELECT {v4_columns} FROM registrations WHERE id IN ('r0', 'r1', 'r2') ORDER BY id"
     assert db.raw((kept, ())) == before
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(5,)]
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
     with pytest.raises(db.integrity_error):  # the token index came back
         db.raw(("UPDATE registrations SET token_digest = 'tok0' WHERE id = 'r1'", ()))
     # Reopening migrates nothing again.
@@ -1383,7 +1383,7 @@ def test_opening_statements_migrate_step_by_step() -> None:
     def migrations(version: int | None) -> list[str]:
         return [s for s, _ in schema.opening_statements("sqlite", version) if s.startswith("ALTER")]
 
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     v1 = migrations(1)
     # 1 -> 2 (two columns), then 2 -> 3, then 3 -> 4; 4 -> 5 changes the registrations table,
     # which a database older than 4 does not have yet (the schema creates it as it is now)
@@ -1392,7 +1392,7 @@ def test_opening_statements_migrate_step_by_step() -> None:
     assert "ADD COLUMN wire_id" in v1[0]
     assert migrations(2) == list(schema.MIGRATE_2_TO_3["sqlite"] + schema.MIGRATE_3_TO_4["sqlite"])
     assert migrations(3) == list(schema.MIGRATE_3_TO_4["sqlite"])
-    assert migrations(5) == migrations(None) == []
+    assert migrations(5) == migrations(6) == migrations(None) == []  # 5 -> 6: a new table
     for dialect in ("sqlite", "postgresql"):
         steps = schema.opening_statements(dialect, 2)
         assert steps[0] == (
@@ -1400,16 +1400,16 @@ def test_opening_statements_migrate_step_by_step() -> None:
             (),
         )
         assert steps[1] == ("ALTER TABLE meetings ADD COLUMN registration TEXT", ())
-        assert steps[2] == (schema.UPDATE_SCHEMA_VERSION, (5,))
+        assert steps[2] == (schema.UPDATE_SCHEMA_VERSION, (6,))
         steps = schema.opening_statements(dialect, 3)
         assert steps[0] == ("ALTER TABLE meetings ADD COLUMN registration TEXT", ())
-        assert steps[1] == (schema.UPDATE_SCHEMA_VERSION, (5,))
+        assert steps[1] == (schema.UPDATE_SCHEMA_VERSION, (6,))
         steps = schema.opening_statements(dialect, 4)
         migration = schema.MIGRATE_4_TO_5[dialect]
         assert steps[: len(migration)] == [(statement, ()) for statement in migration]
-        assert steps[len(migration)] == (schema.UPDATE_SCHEMA_VERSION, (5,))
+        assert steps[len(migration)] == (schema.UPDATE_SCHEMA_VERSION, (6,))
     with pytest.raises(SchemaMismatch, match="newer"):
-        schema.opening_statements("sqlite", 6)
+        schema.opening_statements("sqlite", 7)
     with pytest.raises(SchemaMismatch, match="no relay wrote"):
         schema.opening_statements("postgresql", 0)
 
@@ -1453,7 +1453,8 @@ def test_migration_from_version_1(db: Db) -> None:
         assert (await a_participant(store, new.id)).wire_id == 5
 
     db.run(body)
-    assert db.raw(("SELECT version FROM schema_version", ())) == [(5,)]  # 1 -> 2 -> 3 -> 4 -> 5
+    # 1 -> 2 -> 3 -> 4 -> 5 -> 6
+    assert db.raw(("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
     assert db.raw(("SELECT DISTINCT features FROM meetings", ())) == [("[]",)]
     assert db.raw(("SELECT DISTINCT registration FROM meetings", ())) == [(None,)]
     # Reopening migrates nothing again: the numbers stay.

@@ -189,6 +189,13 @@ def test_a_host_runs_a_webinar_an_attendee_hears_and_is_expelled(
     host.click("#end")
     expect(host.locator("#summary")).to_contain_text("ended")
     expect(admin.locator(f'#ended tr[data-meeting="{meeting}"]')).to_contain_text("Town hall")
+    # The node, drained from the operator view and taken back (control/nodes.py).
+    node = admin.locator("#nodes tr[data-node]")
+    expect(node).to_have_attribute("data-state", "up")
+    node.locator('button[data-action="drain"]').click()
+    expect(node).to_have_attribute("data-state", "draining")
+    node.locator('button[data-action="undrain"]').click()
+    expect(node).to_have_attribute("data-state", "up")
     expect(presenter.locator("#publish-notice")).to_have_text("This meeting has ended.")
     screenshot(host, "host-ended")
     for page in (admin, host, presenter, ada, bob):

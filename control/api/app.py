@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from control.api import live, meetings, participants, registrations, reports, webrtc
+from control.api import live, meetings, nodes, participants, registrations, reports, webrtc
 from control.api.deps import client_address
 from control.api.errors import BodyLimit, error_response, validation_message
 from control.errors import ApiError, ProofOfWorkRequired, Throttled, Unauthorized
@@ -122,7 +122,7 @@ def create_app(
         return response
 
     app.add_middleware(BodyLimit)
-    for routes in (meetings, participants, registrations, reports, webrtc, live):
+    for routes in (meetings, participants, registrations, reports, webrtc, live, nodes):
         app.include_router(routes.router)
     app.include_router(pages.router)
     return app

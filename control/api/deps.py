@@ -20,7 +20,7 @@ from fastapi import Depends, Query, Request, Response
 
 from control import auth
 from control.answers import Actor
-from control.errors import Forbidden, NotFound, Unauthorized
+from control.errors import Draining, Forbidden, NotFound, Unauthorized
 from control.plane import ControlPlane
 from control.proxies import TrustedProxies
 from control.registration import RegistrationService
@@ -95,6 +95,12 @@ async def operator_only(meeting_id: str, plane: Plane, token: Token, request: Re
 # 'operator' or 'host': who the caller is, for the audit log (FastAPI runs a dependency once
 # per request, so naming it in `dependencies` too costs nothing).
 Who = Annotated[Actor, Depends(host_or_operator)]
+
+
+def taking_joins(plane: ControlPlane) -> None:
+    """Draining (control/nodes.py): a join here is refused with 503, before anything."""
+    if plane.draining:
+        raise Draining("this node is draining: it takes no new participants; join another node")
 
 
 def registrations(plane: ControlPlane) -> RegistrationService:

@@ -50,6 +50,7 @@ from control.live import NODE, meeting_subjects
 from control.lookup import find_meeting
 from control.media import sending_streams
 from control.metrics import worker_dropped, worker_up
+from control.nodes import node_json
 from control.plane import ControlPlane
 from control.registration_settings import registration_enabled
 from control.store import MeetingRow, ParticipantRow, StoreError
@@ -227,6 +228,7 @@ async def status_of(plane: ControlPlane) -> Status:
         "meetings": [meeting_json(m) for m in meetings],
         "present": {m.id: present.get(m.wire_id, 0) for m in meetings},
         "ended": [meeting_json(m) for m in ended],
+        "nodes": [node_json(n, plane.clock()) for n in await plane.store.list_nodes()],
     }
 
 
@@ -234,8 +236,8 @@ async def status_of(plane: ControlPlane) -> Status:
 async def status(plane: Plane) -> Status:
     """The node at a glance: health, each worker's packets and bytes in and out and drops
     (totals since the node started: take rates from two readings and their `at`), drops by
-    reason, joins and failed joins by reason, the open meetings and who is present, and the
-    newest ended ones."""
+    reason, joins and failed joins by reason, the open meetings and who is present, the
+    newest ended ones, and the nodes sharing the database."""
     return await status_of(plane)
 
 

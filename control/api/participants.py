@@ -12,6 +12,7 @@ from control.api.deps import (
     client_address,
     host_or_operator,
     operator_calling,
+    taking_joins,
 )
 from control.api.errors import ErrorOut, ProofOfWorkOut
 from control.api.requests import JoinIn, ParticipantPatch
@@ -52,6 +53,7 @@ async def join(meeting_id: str, body: JoinIn, plane: Plane, request: Request) ->
     after `expires_in` seconds."""
     proof = body.proof_of_work
     try:
+        taking_joins(plane)
         answer = await plane.service.join(
             meeting_id,
             name=body.name,

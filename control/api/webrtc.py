@@ -26,7 +26,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import ValidationError
 
 from control import puzzle
-from control.api.deps import Plane, bearer, client_address
+from control.api.deps import Plane, bearer, client_address, taking_joins
 from control.api.errors import ErrorOut
 from control.api.requests import Named, ProofOfWorkIn
 from control.errors import (
@@ -140,6 +140,7 @@ async def _join(
     meeting = await find_open_meeting(plane.store, meeting_id)
     who = join_arguments(meeting, publishes, credential)
     try:
+        taking_joins(plane)
         answer = await plane.service.join(
             meeting.id,
             name=shown,

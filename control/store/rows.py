@@ -163,3 +163,20 @@ class RoutingUpdate:
     seq: int
     created_at: float
     body: str  # JSON
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """One row of `nodes` (version 6): a node sharing the database (control/nodes.py)."""
+
+    name: str
+    instance: str  # the registering process's random token
+    api_url: str
+    media_host: str  # what participants are told (its public host)
+    media_port: int  # worker 0's
+    workers: int
+    capacity: int  # participants it takes
+    load: int  # participants present on it at its last heartbeat
+    started_at: float
+    heartbeat_at: float
+    draining: bool  # no new participants are placed there

@@ -32,11 +32,12 @@ __all__ = [
     "schema_text",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The version `schema.sql` creates; stored in the `schema_version` table. Version 2 added the
 wire ids, version 3 the features a meeting has used (`meetings.features`), version 4 the
 registrations, the audit log and a meeting's registration settings (`meetings.registration`),
-version 5 the 'unconfirmed' registrations and their confirmation codes' digests."""
+version 5 the 'unconfirmed' registrations and their confirmation codes' digests, version 6 the
+nodes sharing the database."""
 
 BINARY_TYPES = {dialect.name: dialect.binary_type for dialect in (SQLITE, POSTGRESQL)}
 """The binary column type per dialect: the one place the schema differs between backends."""
@@ -153,11 +154,15 @@ MIGRATE_4_TO_5: dict[str, tuple[str, ...]] = {
 REGISTRATIONS_SINCE = 4
 """The schema version that created the registrations table."""
 
+# Version 5 -> 6 adds the nodes table, which the schema creates: nothing to change.
+MIGRATE_5_TO_6: dict[str, tuple[str, ...]] = {"sqlite": (), "postgresql": ()}
+
 MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
     1: MIGRATE_1_TO_2,
     2: MIGRATE_2_TO_3,
     3: MIGRATE_3_TO_4,
     4: MIGRATE_4_TO_5,
+    5: MIGRATE_5_TO_6,
 }
 """Per stored version, the statements per dialect that take a database to the next one."""
 

@@ -165,3 +165,21 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 
 CREATE INDEX IF NOT EXISTS audit_by_meeting ON audit_log (meeting_id, id);
+
+-- The nodes sharing this database (version 6; control/nodes.py): each registers at its start
+-- and writes its heartbeat and load every 2 s; one silent for 5 s is gone. `instance` is the
+-- registering process's random token, so that a second process under a running node's name is
+-- refused rather than taking its row. `draining`: no new participants are placed there.
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    api_url TEXT NOT NULL,
+    media_host TEXT NOT NULL,
+    media_port INTEGER NOT NULL CHECK (media_port BETWEEN 1 AND 65535),
+    workers INTEGER NOT NULL CHECK (workers >= 1),
+    capacity INTEGER NOT NULL CHECK (capacity >= 1),
+    load INTEGER NOT NULL DEFAULT 0 CHECK (load >= 0),
+    started_at DOUBLE PRECISION NOT NULL,
+    heartbeat_at DOUBLE PRECISION NOT NULL,
+    draining INTEGER NOT NULL DEFAULT 0 CHECK (draining IN (0, 1))
+);

@@ -3,7 +3,8 @@
 Its operations are written once, over an executor (control/store/executor.py), in the modules
 by entity it is made of: meetings (control/store/meetings.py), participants
 (participants.py), registrations (registrations.py) and their email confirmation
-(confirmation.py), and the append-only records: usage, audit and routing (records.py). A
+(confirmation.py), the append-only records: usage, audit and routing (records.py), and the
+nodes sharing the database (nodes.py). A
 backend gives it its executor: `SqliteStore.open(path)` (one file, one node) or
 `PostgresStore.open(url)` (many nodes on one database), so SQLite and PostgreSQL accept,
 refuse and return exactly the same things.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from control.store.confirmation import ConfirmationOperations
 from control.store.meetings import MeetingOperations
+from control.store.nodes import NodeOperations
 from control.store.participants import ParticipantOperations
 from control.store.records import RecordOperations
 from control.store.registrations import RegistrationOperations
@@ -37,6 +39,7 @@ class Store(
     RegistrationOperations,
     ConfirmationOperations,
     RecordOperations,
+    NodeOperations,
 ):
     """The control plane's storage over one database's executor (see the module's docstring);
     open one with a backend's `open()`, or `control.store.open_store(url)`."""

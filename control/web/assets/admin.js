@@ -134,6 +134,17 @@ function showStatus(s) {
       relay.el("td", {}, relay.time(m.created_at)),
       relay.el("td", {}, relay.el("a", {href: `/m/${encodeURIComponent(m.id)}`}, "join"), " ",
         relay.el("a", {href: `/host/${encodeURIComponent(m.id)}`}, "host console")))));
+  document.querySelector("#nodes tbody").replaceChildren(...s.nodes.map((n) =>
+    relay.el("tr", {"data-node": n.name, "data-state": n.state},
+      relay.el("th", {scope: "row"}, n.name), relay.el("td", {}, n.state),
+      relay.el("td", {class: "n"}, relay.number(n.load)),
+      relay.el("td", {class: "n"}, relay.number(n.capacity)),
+      relay.el("td", {class: "n"}, n.workers),
+      relay.el("td", {}, `${n.media.host}:${n.media.port}`),
+      relay.el("td", {}, n.state === "gone" ? "" : relay.el("button", {type: "button",
+        "data-action": n.state === "draining" ? "undrain" : "drain",
+        on: {click: () => drain(n.name, n.state !== "draining")}},
+      n.state === "draining" ? "Take back" : "Drain")))));
   document.querySelector("#ended tbody").replaceChildren(...s.ended.map((m) =>
     relay.el("tr", {"data-meeting": m.id},
       relay.el("td", {}, m.title), relay.el("td", {}, m.mode),
@@ -141,6 +152,17 @@ function showStatus(s) {
       relay.el("td", {}, m.ended_at ? relay.time(m.ended_at) : ""),
       relay.el("td", {}, relay.el("a", {href: `/host/${encodeURIComponent(m.id)}`}, "host console")))));
   previous = s;
+}
+
+async function drain(name, draining) {
+  // Draining a node places no new participants there; those present stay (control/nodes.py).
+  try {
+    await relay.call(draining ? "POST" : "DELETE", `/v1/nodes/${encodeURIComponent(name)}/drain`,
+      {token});
+    notice("");
+  } catch (error) {
+    notice(`Drain: ${relay.explain(error)}`);
+  }
 }
 
 document.getElementById("usage-csv").addEventListener("click", () =>
