@@ -45,7 +45,7 @@ from control import credentials, tls
 from control.api import create_app
 from control.limits import JoinLimits
 from control.mail import Mailer, parse_smtp_url
-from control.nodes import this_node
+from control.nodes import GONE_AFTER_S, this_node
 from control.plane import ControlPlane, Endpoints
 from control.ratelimit import SignupThrottle
 from control.recordings import Recordings
@@ -112,6 +112,14 @@ async def run(
     pii_key = credentials.pii_key(settings.data_dir)
     _, certificate = credentials.dtls_certificate(settings.data_dir)
     store = await open_store(settings.db, data_dir=settings.data_dir)
+    node = this_node(settings, credentials.node_instance(settings.data_dir), time.time())
+    try:
+        # Before anything listens: a running node's name is refused here, with its reason as
+        # the one line `relay serve` shows (NodeNameTaken is a StoreError: main() says it).
+        await store.register_node(node, gone_after=GONE_AFTER_S)
+    except BaseException:
+        await store.close()
+        raise
 
     async def start() -> ControlPlane:
         return await ControlPlane.start(
@@ -139,7 +147,7 @@ async def run(
                 meeting_per_minute=settings.signup_meeting_per_minute,
             ),
             dtls_fingerprint=certificate.fingerprint,
-            node=this_node(settings, credentials.node_instance(settings.data_dir), time.time()),
+            node=node,
         )
 
     app = create_app(start, trusted_proxies=settings.trusted_proxies)
