@@ -86,7 +86,8 @@ def this_node(settings: Settings, instance: str, now: float) -> NodeRow:
 
 
 class NodeRegistry:
-    """This node's row kept fresh: registered by `start`, heartbeat every HEARTBEAT_S with the
+    """This node's row, registered already (`Store.register_node`: control/server.py does it
+    before anything listens), kept fresh: a heartbeat every HEARTBEAT_S from `start` with the
     load `load()` gives, removed by `close`. `draining` is what its row said last."""
 
     def __init__(
@@ -96,13 +97,11 @@ class NodeRegistry:
         self.row = row
         self.load = load
         self.clock = clock
-        self.draining = False
+        self.draining = row.draining
         self._beating: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Register (NodeNameTaken if another process runs under this name), then beat."""
-        self.row = await self.store.register_node(self.row, gone_after=GONE_AFTER_S)
-        self.draining = self.row.draining
+    def start(self) -> None:
+        """Beat from now on."""
         self._beating = asyncio.get_running_loop().create_task(self._beat())
         log.info("node %s registered%s", self.row.name, " (draining)" if self.draining else "")
 

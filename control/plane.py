@@ -135,8 +135,8 @@ class ControlPlane:
         control/ratelimit.py's rates). The plane closes the mailer when it closes.
         `dtls_fingerprint`: the node's DTLS certificate's (relay/certificate.py), which the
         workers connect WebRTC peers with; None: no WHIP or WHEP. `node`: this node's row
-        among those sharing the database (control/nodes.py): registered, then kept fresh;
-        None: none (an embedded plane). NodeNameTaken if a running node has its name."""
+        among those sharing the database (control/nodes.py), as `Store.register_node` stored
+        it; the plane keeps it fresh. None: none (an embedded plane)."""
 
         async def journal(seq: int, body: str) -> None:
             await store.append_routing_update(body, seq=seq, created_at=clock())
@@ -173,13 +173,8 @@ class ControlPlane:
         plane.webrtc_fingerprint = dtls_fingerprint
         plane.webrtc_sessions = SessionKeys(box_key)  # the same URLs after a restart
         if node is not None:
-            registry = NodeRegistry(store, node, lambda: plane.gauges()[1], clock)
-            try:
-                await registry.start()
-            except BaseException:
-                await routing.close()
-                raise
-            plane.nodes = registry
+            plane.nodes = NodeRegistry(store, node, lambda: plane.gauges()[1], clock)
+            plane.nodes.start()
         routing.start()
         plane._stats_socket = routing.context.socket(zmq.PULL)
         plane._stats_socket.setsockopt(zmq.RCVHWM, 1000)

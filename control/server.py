@@ -114,9 +114,10 @@ async def run(
     store = await open_store(settings.db, data_dir=settings.data_dir)
     node = this_node(settings, credentials.node_instance(settings.data_dir), time.time())
     try:
-        # Before anything listens: a running node's name is refused here, with its reason as
-        # the one line `relay serve` shows (NodeNameTaken is a StoreError: main() says it).
-        await store.register_node(node, gone_after=GONE_AFTER_S)
+        # Registered once, before anything listens: a running node's name is refused here,
+        # with its reason as the one line `relay serve` shows (NodeNameTaken is a StoreError:
+        # main() says it). The control plane then keeps the row fresh (control/nodes.py).
+        node = await store.register_node(node, gone_after=GONE_AFTER_S)
     except BaseException:
         await store.close()
         raise
