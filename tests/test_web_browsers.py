@@ -116,6 +116,18 @@ def host_console(browser: Browser, serve: Serve, meeting: str, host_key: str) ->
     return host
 
 
+def presents(browser: Browser, serve: Serve, meeting: str, host_key: str) -> Page:
+    """A presenter page: the join page's "Start presenting" with the host key (fake camera
+    and microphone), once it says so."""
+    page = new_page(browser)
+    page.goto(f"{serve.url}/m/{meeting}")
+    page.fill("#name", "Presenter")
+    page.fill("#publish-secret", host_key)
+    page.click("#publish-button")
+    expect(page.locator("#publish-notice")).to_have_text("You are presenting.")
+    return page
+
+
 def attendee_joins(browser: Browser, serve: Serve, join_link: str, name: str) -> Page:
     page = new_page(browser)
     page.goto(serve.url + join_link)
@@ -135,12 +147,7 @@ def test_a_host_runs_a_webinar_an_attendee_hears_and_is_expelled(
     host = host_console(browser, serve, meeting, host_key)
 
     # The presenter publishes from the join page with the host key.
-    presenter = new_page(browser)
-    presenter.goto(serve.url + join_link)
-    presenter.fill("#name", "Presenter")
-    presenter.fill("#publish-secret", host_key)
-    presenter.click("#publish-button")
-    expect(presenter.locator("#publish-notice")).to_have_text("You are presenting.")
+    presenter = presents(browser, serve, meeting, host_key)
 
     # An attendee plays it: packets arrive and the analyser shows energy.
     ada = attendee_joins(browser, serve, join_link, "Ada")
@@ -280,11 +287,7 @@ def test_firefox_plays_the_join_page_is_expelled_and_told_locked(
     serve = routable
     created = town_hall(serve)
     meeting, host_key = created["id"], created["host_key"]
-    presenter = new_page(browser)
-    presenter.goto(f"{serve.url}/m/{meeting}")
-    presenter.fill("#publish-secret", host_key)
-    presenter.click("#publish-button")
-    expect(presenter.locator("#publish-notice")).to_have_text("You are presenting.")
+    presenter = presents(browser, serve, meeting, host_key)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in SANITIZER}
     firefox = subprocess.Popen(
@@ -389,12 +392,7 @@ def test_an_attendee_who_came_early_plays_the_presenter_once_they_start(
     early = attendee_joins(browser, serve, f"/m/{meeting}", "Early")
     expect(early.locator("#player")).to_be_visible()
     expect(early.locator("#waiting")).to_contain_text("Nobody is presenting yet")
-    presenter = new_page(browser)
-    presenter.goto(f"{serve.url}/m/{meeting}")
-    presenter.fill("#name", "Presenter")
-    presenter.fill("#publish-secret", host_key)
-    presenter.click("#publish-button")
-    expect(presenter.locator("#publish-notice")).to_have_text("You are presenting.")
+    presenter = presents(browser, serve, meeting, host_key)
     started = time.monotonic()
     until(early, "() => Number(document.getElementById('level').dataset.level) > 0.001", 20)
     print(f"the early attendee heard the presenter {time.monotonic() - started:.1f} s after")
