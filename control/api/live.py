@@ -73,9 +73,14 @@ _STREAMED: dict[int | str, dict[str, Any]] = {
 Events = list[tuple[str, object]]
 
 
-def _frame(event: str, data: object) -> bytes:
-    # json.dumps escapes line breaks inside strings: one data line per event.
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+def _json(data: object) -> str:
+    # Keys sorted, so that the text compares equal when the data does. json.dumps escapes
+    # line breaks inside strings: one data line per event.
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def _frame(event: str, text: str) -> bytes:
+    return f"event: {event}\ndata: {text}\n\n".encode()
 
 
 async def _events(
@@ -92,19 +97,18 @@ async def _events(
         try:
             events = await produce()
         except ApiError as exc:
-            yield _frame("error", {"code": exc.code, "message": exc.message})
+            yield _frame("error", _json({"code": exc.code, "message": exc.message}))
             return
         except StoreError:
-            yield _frame(
-                "error", {"code": "unavailable", "message": "storage is unavailable; try again"}
-            )
+            unavailable = {"code": "unavailable", "message": "storage is unavailable; try again"}
+            yield _frame("error", _json(unavailable))
             return
         for name, data in events:
-            body = json.dumps(data, separators=(",", ":"), sort_keys=True)
-            if sent.get(name) != body:
-                sent[name] = body
+            text = _json(data)  # once: compared with the last sent, and sent if it differs
+            if sent.get(name) != text:
+                sent[name] = text
                 quiet_since = time.monotonic()
-                yield _frame(name, data)
+                yield _frame(name, text)
         if any(name == "end" for name, _ in events):
             return
         if time.monotonic() - quiet_since > KEEPALIVE_S:
