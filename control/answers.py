@@ -199,6 +199,7 @@ class JoinAnswer(TypedDict):
     sdp: str
     recording: bool  # participants are told when the meeting is recorded
     ffmpeg: FfmpegArguments | None  # None: ffmpeg cannot speak the meeting's suite
+    node: str  # the node it is homed on (control/placement.py); "" for a server on its own
 
 
 class Reception(TypedDict):

@@ -171,4 +171,5 @@ class Describer:
                 declared,
                 listener=receive_at is not None,
             ),
+            "node": row.node or "",
         }

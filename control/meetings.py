@@ -38,17 +38,20 @@ from control import auth
 from control.admission import Admission, own_key
 from control.answers import Actor, Controls, JoinAnswer, State
 from control.audit import Audit
-from control.errors import Conflict, Forbidden, Invalid, Locked, NotFound
+from control.errors import Conflict, Draining, Forbidden, Invalid, Locked, NotFound
 from control.keybox import KeyBox
 from control.keys import new_master_key
 from control.limits import JoinLimits
 from control.lookup import find_meeting, find_open_meeting
 from control.media import Describer, may_send, routing_update, sending_streams
 from control.participants import ParticipantService
+from control.placement import choose_node
 from control.proof_of_work import JoinPuzzles, Proof
 from control.rooms import Publish, Rooms
+from control.roster import Roster
 from control.routing import RoutingState
 from control.store import MeetingRow, Store, UsageRecord, new_id
+from control.store.rows import NodeRow
 from control.throttle import FailureThrottle
 from control.usage import record_usage
 from control.webrtc import OfferError, WebRtcJoin
@@ -341,7 +344,12 @@ class MeetingService:
                 self.rooms.limits.check_listener(receive_at.host)  # again: joins may have raced
             if roster.taken_ssrcs() & {s.ssrc for s in streams}:
                 raise Conflict("an ssrc given is already used by another participant")
-            worker = self.rooms.home(meeting, roster)
+            # A WebRTC peer is connected by this node's workers (its ICE and DTLS state lives
+            # in memory here), so it is homed here; anyone else where placement says.
+            node, describer, workers = await self._place(
+                meeting, roster, role, now, here_only=webrtc is not None
+            )
+            worker = self.rooms.home(meeting, roster, node, workers)
             meeting_streams = sending_streams(meeting, roster.present_senders())
             participant_id = new_id()
             uplink_key = own_uplink or new_master_key(meeting.suite)
@@ -354,17 +362,15 @@ class MeetingService:
             if webrtc is not None:
                 try:
                     webrtc_sdp, payload_types, peer = webrtc.answer(
-                        self.describer.relay_host,
-                        self.describer.port(worker),
+                        describer.relay_host,
+                        describer.port(worker),
                         meeting_streams,
                         secrets.randbits(62),
                     )
                 except OfferError as exc:
                     raise Invalid(str(exc)) from None
             else:
-                self.describer.sdp(
-                    meeting, worker, receive_at, downlink, streams, meeting_streams, 1
-                )
+                describer.sdp(meeting, worker, receive_at, downlink, streams, meeting_streams, 1)
             used = None
             if token_digest is not None:
                 # One token, one join: used (cleared) in one store transaction, so of two
@@ -389,6 +395,7 @@ class MeetingService:
                     receive_at=receive_at,
                     joined_at=now,
                     participant_id=participant_id,
+                    node=node or None,
                 )
             except BaseException:
                 if used is not None:  # not joined after all: the token stays usable
@@ -398,29 +405,58 @@ class MeetingService:
             roster.joined(row)
             if receive_at is not None:
                 self.rooms.limits.add_listener(receive_at.host)
-            await self.publish(
-                routing_update(
-                    meeting,
-                    row,
-                    uplink_key,
-                    downlink,
-                    None,
-                    meeting_streams,
-                    # Consent: the caller is at that address, or is the operator's own
-                    # service vouching for its listeners (docs/SECURITY.md, "No reflection:
-                    # consent before media").
-                    address_confirmed=receive_at is not None
-                    and (operator or _same_host(client_address, receive_at.host)),
-                    source_hint=_ip_or_none(client_address),
-                    payload_types=payload_types,
-                    webrtc=peer,
-                )
+            # Consent: the caller is at that address, or is the operator's own service
+            # vouching for its listeners (docs/SECURITY.md, "No reflection: consent before
+            # media").
+            confirmed = receive_at is not None and (
+                operator or _same_host(client_address, receive_at.host)
             )
-        log.info("participant %s joined meeting %s as %s", row.id, meeting.id, role)
-        answer = self.describer.answer(meeting, row, uplink_key, downlink, streams, meeting_streams)
+            if self.rooms.local(row):
+                await self.publish(
+                    routing_update(
+                        meeting,
+                        row,
+                        uplink_key,
+                        downlink,
+                        None,
+                        meeting_streams,
+                        address_confirmed=confirmed,
+                        source_hint=_ip_or_none(client_address),
+                        payload_types=payload_types,
+                        webrtc=peer,
+                    )
+                )
+            else:  # its node's control plane publishes it (control/cluster.py)
+                await self.rooms.tell_home(row, confirmed)
+        log.info("participant %s joined meeting %s as %s on %s", row.id, meeting.id, role, node)
+        answer = describer.answer(meeting, row, uplink_key, downlink, streams, meeting_streams)
         if webrtc is not None:
             answer["sdp"] = webrtc_sdp
         return answer
+
+    async def _place(
+        self, meeting: MeetingRow, roster: Roster, role: Role, now: float, *, here_only: bool
+    ) -> tuple[str, Describer, int]:
+        """The node a newcomer is homed on (control/placement.py), with what describes its
+        media address and its number of workers. A plane alone on its store (SQLite, or no
+        node name) homes everyone here; Draining when no node takes newcomers."""
+        here = self.rooms.node
+        if not self.store.shared or not here or here_only:
+            return here, self.describer, self.workers
+        chosen: dict[str, NodeRow] = {}
+
+        def choose(rows: list[NodeRow]) -> str | None:
+            name = choose_node(rows, meeting, roster, role, here=here, now=now)
+            chosen.update((r.name, r) for r in rows if r.name == name)
+            return name
+
+        name = await self.store.place_on_node(choose)
+        if name is None:
+            raise Draining("no node takes new participants now (each is draining, full or silent)")
+        if name == here:
+            return here, self.describer, self.workers
+        node = chosen[name]
+        return name, Describer(node.media_host, node.media_port), node.workers
 
     # -- restart --
 

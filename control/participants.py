@@ -152,10 +152,13 @@ class ParticipantService:
             others = [p for p in roster.present_senders() if p.id != row.id]
             meeting_streams = sending_streams(meeting, others)
         publish = self.rooms.publish
-        await publish(wire.ParticipantLeft(row.wire_id))
-        await publish(routing_update(meeting, row, uplink, downlink, role, meeting_streams))
-        if row.muted:  # ParticipantLeft cleared the flag in the workers' table
-            await publish(wire.ParticipantMuted(row.wire_id, True))
+        if self.rooms.local(row):
+            await publish(wire.ParticipantLeft(row.wire_id))
+            await publish(routing_update(meeting, row, uplink, downlink, role, meeting_streams))
+            if row.muted:  # ParticipantLeft cleared the flag in the workers' table
+                await publish(wire.ParticipantMuted(row.wire_id, True))
+        else:  # its node's control plane publishes the change (control/cluster.py)
+            await self.rooms.tell_home(await self.rooms.participant(row.id), False)
         if not fresh:
             return {"id": row.id, "expelled": False}
         changed = await self.rooms.participant(row.id)

@@ -32,6 +32,7 @@ import zmq.asyncio
 from control import auth
 from control.answers import Health, Media
 from control.audit import Audit
+from control.cluster import Cluster
 from control.errors import ApiError
 from control.limits import JoinLimits
 from control.live import Changes
@@ -48,6 +49,7 @@ from control.stats import StatsAggregator
 from control.store import Store, StoreError
 from control.store.rows import NodeRow
 from control.webrtc import SessionKeys
+from relay import wire
 
 log = logging.getLogger("control.plane")
 
@@ -100,6 +102,7 @@ class ControlPlane:
         self._stats_task: asyncio.Task[None] | None = None
         self._ending: dict[int, float] = {}  # WebRTC peers made to leave: wire id -> when
         self.nodes: NodeRegistry | None = None  # this node among those on the database
+        self.cluster: Cluster | None = None  # keeping in step with them (control/cluster.py)
         # What the live pages' event streams wait on (control/live.py): every routing update
         # and every audit entry bumps it, and the version of the meeting it concerns.
         self.changes = Changes()
@@ -138,26 +141,40 @@ class ControlPlane:
         among those sharing the database (control/nodes.py), as `Store.register_node` stored
         it; the plane keeps it fresh. None: none (an embedded plane)."""
 
+        here = "" if node is None else node.name
+
         async def journal(seq: int, body: str) -> None:
-            await store.append_routing_update(body, seq=seq, created_at=clock())
+            if here:  # nodes sharing a store number their updates each (control/cluster.py)
+                await store.append_node_routing_update(here, seq, body, created_at=clock())
+            else:
+                await store.append_routing_update(body, seq=seq, created_at=clock())
+
+        async def publish(update: wire.Update) -> int:
+            return await cluster.publish(update)
 
         routing = RoutingServer(
             endpoints.routing, endpoints.snapshot, context=context, journal=journal
         )
         service = MeetingService(
             store,
-            routing.publish,
+            publish,
             relay_host=relay_host,
             media_port=media_port,
             workers=workers,
             key_box=KeyBox(box_key),
             limits=limits,
         )
+        key_box = service.key_box
+        cluster = Cluster(store, service.rooms, routing, key_box, here, clock)
         try:
             # What a restarted control plane serves, rebuilt from the store before the first
-            # snapshot request is answered (routing.start below).
-            state = routing.state = await service.routing_snapshot_state()
+            # snapshot request is answered (routing.start below): what is homed here, and this
+            # node's ends of trunks.
+            seq = await store.last_node_routing_seq(here) if here else None
+            state = routing.state = await service.routing_snapshot_state(seq)
+            await cluster.start(state)
         except BaseException:
+            await cluster.close()
             await routing.close()
             raise
         pii = PiiBox(derived_pii_key(box_key) if pii_key is None else pii_key)
@@ -170,6 +187,7 @@ class ControlPlane:
             recordings,
             RegistrationService(store, pii, mailer=mailer, throttle=signup),
         )
+        plane.cluster = cluster
         plane.webrtc_fingerprint = dtls_fingerprint
         plane.webrtc_sessions = SessionKeys(box_key)  # the same URLs after a restart
         if node is not None:
@@ -308,8 +326,15 @@ class ControlPlane:
         """Whether this node takes no new participants (`relay drain`: control/nodes.py)."""
         return self.nodes is not None and self.nodes.draining
 
+    @property
+    def places_elsewhere(self) -> bool:
+        """Whether a join here may be homed on another node (control/placement.py)."""
+        return self.cluster is not None and self.cluster.shared
+
     async def close(self) -> None:
         self.changes.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         if self.nodes is not None:
             await self.nodes.close()
         for task in (self._stats_task, self._sweeping, self._purging):

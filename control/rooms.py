@@ -8,16 +8,17 @@ limits and the key box (control/meetings.py, control/participants.py).
 - A roster (control/roster.py) keeps what joins need of each open meeting's participants, so
   a join never reads everyone; the store stays the truth, and `snapshot_state` rebuilds every
   roster from it when the control plane starts.
-- Homing: a participant is homed on one worker, which alone receives from it and sends to it
-  (worker i listens on media_port + 2i); the workers pass a meeting's packets among
-  themselves.
+- Homing: a participant is homed on one node (control/placement.py) and one of its workers,
+  which alone receives from it and sends to it (worker i listens on media_port + 2i); the
+  workers pass a meeting's packets among themselves, and nodes over trunks
+  (control/trunks.py). This node's routing state holds only what is homed here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from control.errors import NotFound
@@ -27,12 +28,17 @@ from control.media import described, routing_update
 from control.roster import Roster
 from control.routing import RoutingState
 from control.store import MeetingRow, ParticipantRow, Store
+from control.store.rows import NodeRow
 from relay import wire
 
 __all__ = ["Publish", "Rooms"]
 
 Publish = Callable[[wire.Update], Awaitable[int]]
 SMALL_MEETING = 8  # members: up to this many share one worker
+
+
+async def _nobody(_row: ParticipantRow, _confirmed: bool) -> None:
+    """A plane of its own: nobody else to tell."""
 
 
 class Rooms:
@@ -44,6 +50,13 @@ class Rooms:
         self.workers = workers
         self.limits = limits
         self.key_box = key_box
+        # This node's name among those sharing the store (control/nodes.py; "" for a plane of
+        # its own), the other nodes as last read, and how a participant's home node, when it
+        # is another, hears that it joined or changed (with whether its receive_at address is
+        # confirmed): control/cluster.py sets them.
+        self.node = ""
+        self.nodes: Callable[[], Mapping[str, NodeRow]] = dict
+        self.tell_home: Callable[[ParticipantRow, bool], Awaitable[None]] = _nobody
         self._rosters: dict[str, Roster] = {}
         # One lock per meeting, held while a join, an end or a deletion changes who is in it,
         # so that their reads and writes do not interleave at an await.
@@ -60,24 +73,39 @@ class Rooms:
         roster = self._rosters.get(meeting.id)
         if roster is None:
             everyone = await self.store.list_participants(meeting.id)
-            roster = self._rosters.setdefault(meeting.id, Roster.of(self.workers, everyone))
+            roster = self._rosters.setdefault(
+                meeting.id, Roster.of(self.workers, everyone, self.node)
+            )
         return roster
+
+    def rosters(self) -> dict[str, Roster]:
+        """The rosters kept now, by meeting id."""
+        return dict(self._rosters)
+
+    def local(self, row: ParticipantRow) -> bool:
+        """Whether `row` is homed on this node (one joined before nodes were is)."""
+        return row.node is None or row.node == self.node
 
     def closed(self, meeting_id: str) -> None:
         """The meeting ended: nobody joins it any more."""
         self._rosters.pop(meeting_id, None)
 
-    def home(self, meeting: MeetingRow, roster: Roster) -> int:
-        """The worker a newcomer is homed on. Each member costs its worker the same output (a
-        copy of every stream of the meeting), so a meeting's members are spread evenly, each
-        to the worker with the fewest (ties: the lowest index); the first SMALL_MEETING share
-        the meeting's worker, (wire id - 1) mod W, which spreads meetings over the workers and
-        keeps a small meeting where passing packets between workers would cost more than it
-        spreads."""
-        pinned = (meeting.wire_id - 1) % self.workers
-        if roster.present < SMALL_MEETING:
+    def home(
+        self, meeting: MeetingRow, roster: Roster, node: str | None = None, workers: int = 0
+    ) -> int:
+        """The worker of `node` (this one by default; `workers`: how many it has) a newcomer
+        is homed on. Each member costs its worker the same output (a copy of every stream of
+        the meeting), so a meeting's members are spread evenly, each to the worker with the
+        fewest (ties: the lowest index); the first SMALL_MEETING on a node share the meeting's
+        worker, (wire id - 1) mod W, which spreads meetings over the workers and keeps a small
+        meeting where passing packets between workers would cost more than it spreads."""
+        node = self.node if node is None else node
+        workers = workers or self.workers
+        pinned = (meeting.wire_id - 1) % workers
+        load = roster.load_on(node, workers)
+        if sum(load) < SMALL_MEETING:
             return pinned
-        return roster.per_worker.index(min(roster.per_worker))
+        return load.index(min(load))
 
     def gone(self, row: ParticipantRow) -> None:
         """A participant stops being present: its receive_at no longer counts."""
@@ -118,9 +146,9 @@ class Rooms:
                 if meeting.recording:
                     state.recording.add(meeting.wire_id)
                 everyone = await self.store.list_participants(meeting.id)
-                self._rosters[meeting.id] = Roster.of(self.workers, everyone)
+                self._rosters[meeting.id] = Roster.of(self.workers, everyone, self.node)
                 for p in everyone:
-                    if p.left_at is not None and not p.expelled:
+                    if (p.left_at is not None and not p.expelled) or not self.local(p):
                         continue
                     address = p.receive_at
                     if p.left_at is None and address is not None:

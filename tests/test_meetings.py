@@ -189,7 +189,9 @@ def test_join_answer_keys_decrypt_and_sdp(tmp_path: Path) -> None:
             "sdp",
             "recording",
             "ffmpeg",
+            "node",
         }
+        assert answer["node"] == ""  # a plane of its own: no node names
         assert answer["role"] == "panelist"  # the default in a meeting
         assert answer["relay"] == {"host": "127.0.0.1", "port": 40000}
         srtp = answer["srtp"]

@@ -131,20 +131,30 @@ def test_a_drained_node_takes_no_new_participant_and_keeps_those_present(
             timeout=10,
         )
 
-    assert join_b().status_code == 201
-    # Drained through another node's API: node-b reads it with its next heartbeat.
+    first = join_b()
+    assert first.status_code == 201
+    # Drained through another node's API: node-b reads it with its next heartbeat, and
+    # placement reads it at once (control/placement.py).
     drained = relay(a, "drain", "node-b")
     assert drained.returncode == 0 and "is draining" in drained.stdout, drained
     assert nodes_of(a)["node-b"]["state"] == "draining"
-    until(lambda: join_b().status_code == 503, 5)
-    refused = join_b().json()["error"]
-    assert refused["code"] == "draining"
+    # A join through node-b's API is homed on node-a: the answer names node-a's media port.
+    placed = join_b()
+    assert placed.status_code == 201, placed.text
+    assert placed.json()["node"] == "node-a"
+    assert placed.json()["relay"]["port"] == nodes_of(a)["node-a"]["media"]["port"]
+    # With every node draining, nobody new is taken.
+    assert relay(a, "drain", "node-a").returncode == 0
+    refused = join_b()
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining"
     with b.api() as api:
         present = api.get(f"/v1/meetings/{meeting}/participants").json()
-    # Those present stay (the first, and any joined before the drain reached node-b).
-    assert present and all(p["left_at"] is None and not p["expelled"] for p in present)
+    # Those present stay.
+    assert len(present) == 2
+    assert all(p["left_at"] is None and not p["expelled"] for p in present)
     assert relay(a, "drain", "--undo", "node-b").returncode == 0
-    until(lambda: join_b().status_code == 201, 5)
+    again = join_b()
+    assert again.status_code == 201 and again.json()["node"] == "node-b"
     with a.api() as api:
         actions = [(e["action"], e["target"]) for e in api.get("/v1/audit").json()]
     assert ("node.drain", "node-b") in actions and ("node.undrain", "node-b") in actions

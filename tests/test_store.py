@@ -50,12 +50,14 @@ from control.store import (
     confirmation,
     executor,
     meetings,
+    nodes,
     numbering,
     open_store,
     participants,
     records,
     registrations,
     schema,
+    trunks,
 )
 from control.store.confirmation import (
     CODE_EXPIRED,
@@ -81,7 +83,17 @@ pytestmark = pytest.mark.release_only  # tests/conftest.py: not on the debug bui
 ROOT = Path(__file__).resolve().parent.parent
 STATEMENTS = {
     name: value
-    for module in (confirmation, meetings, numbering, participants, records, registrations, schema)
+    for module in (
+        confirmation,
+        meetings,
+        nodes,
+        numbering,
+        participants,
+        records,
+        registrations,
+        schema,
+        trunks,
+    )
     for name, value in vars(module).items()
     if name.isupper() and isinstance(value, str)
 }
@@ -1088,7 +1100,7 @@ def test_migration_from_version_3(db: Db) -> None:
     """A version 3 database gets meetings.registration (NULL everywhere) and the registrations
     and audit_log tables; every row stays as it was, and the store goes on from there."""
     v3 = _version_3_schema(db.kind)
-    assert len(v3) == len(schema_statements(db.kind)) - 7
+    assert len(v3) == len(_version_6_schema(db.kind)) - 7
     assert V3_MEETING_COLUMNS.endswith("features")
     db.raw(
         *[(s, ()) for s in v3],
@@ -1134,12 +1146,28 @@ V4_REGISTRATIONS = """CREATE TABLE IF NOT EXISTS registrations (
 )"""
 
 
+V6_PARTICIPANT_COLUMNS = participants.PARTICIPANT_COLUMNS.removesuffix(", node")
+
+
+def _version_6_schema(dialect: str) -> list[str]:
+    """The schema as version 6 had it: no participants.node, no routing_log.node and
+    node_seq (nor their index), no trunks table."""
+    statements = []
+    for statement in schema_statements(dialect):
+        if " trunks " in statement or "routing_log_by_node" in statement:
+            continue
+        statement = re.sub(r",\n\s*node_seq BIGINT[^\n]*", "", statement)
+        statement = re.sub(r",\n\s*node TEXT[^\n]*", "", statement)
+        statements.append(statement)
+    return statements
+
+
 def _version_4_schema(dialect: str) -> list[str]:
     """The schema as version 4 had it: version 5's with the registrations table of V4."""
     binary = {"sqlite": "BLOB", "postgresql": "BYTEA"}[dialect]
     old = V4_REGISTRATIONS.replace("${binary}", binary)
     statements = []
-    for statement in schema_statements(dialect):
+    for statement in _version_6_schema(dialect):
         if statement.startswith("CREATE TABLE IF NOT EXISTS registrations ("):
             statement = old
         statements.append(statement)
@@ -1347,7 +1375,7 @@ def _version_3_schema(dialect: str) -> list[str]:
     """The schema as version 3 had it: no meetings.registration column, no registrations
     and audit_log tables (nor their indexes)."""
     statements = []
-    for statement in schema_statements(dialect):
+    for statement in _version_6_schema(dialect):
         if any(f" {table} " in statement for table in V4_TABLES):
             continue
         if statement.startswith("CREATE TABLE IF NOT EXISTS meetings "):
@@ -1383,33 +1411,37 @@ def test_opening_statements_migrate_step_by_step() -> None:
     def migrations(version: int | None) -> list[str]:
         return [s for s, _ in schema.opening_statements("sqlite", version) if s.startswith("ALTER")]
 
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
+    v7 = list(schema.MIGRATE_6_TO_7["sqlite"])
     v1 = migrations(1)
     # 1 -> 2 (two columns), then 2 -> 3, then 3 -> 4; 4 -> 5 changes the registrations table,
-    # which a database older than 4 does not have yet (the schema creates it as it is now)
-    assert len(v1) == 4 and v1[-2] == schema.MIGRATE_2_TO_3["sqlite"][0]
-    assert v1[-1] == schema.MIGRATE_3_TO_4["sqlite"][0]
+    # which a database older than 4 does not have yet (the schema creates it as it is now);
+    # 5 -> 6 is a new table; 6 -> 7 three columns (and a new table)
+    assert len(v1) == 4 + len(v7) and v1[2] == schema.MIGRATE_2_TO_3["sqlite"][0]
+    assert v1[3] == schema.MIGRATE_3_TO_4["sqlite"][0] and v1[4:] == v7
     assert "ADD COLUMN wire_id" in v1[0]
-    assert migrations(2) == list(schema.MIGRATE_2_TO_3["sqlite"] + schema.MIGRATE_3_TO_4["sqlite"])
-    assert migrations(3) == list(schema.MIGRATE_3_TO_4["sqlite"])
-    assert migrations(5) == migrations(6) == migrations(None) == []  # 5 -> 6: a new table
+    assert migrations(2) == [*schema.MIGRATE_2_TO_3["sqlite"], *schema.MIGRATE_3_TO_4["sqlite"], *v7]
+    assert migrations(3) == [*schema.MIGRATE_3_TO_4["sqlite"], *v7]
+    assert migrations(5) == migrations(6) == v7 and migrations(7) == migrations(None) == []
     for dialect in ("sqlite", "postgresql"):
+        tail = [(statement, ()) for statement in schema.MIGRATE_6_TO_7[dialect]]
         steps = schema.opening_statements(dialect, 2)
         assert steps[0] == (
             "ALTER TABLE meetings ADD COLUMN features TEXT NOT NULL DEFAULT '[]'",
             (),
         )
         assert steps[1] == ("ALTER TABLE meetings ADD COLUMN registration TEXT", ())
-        assert steps[2] == (schema.UPDATE_SCHEMA_VERSION, (6,))
+        assert steps[2:5] == tail and steps[5] == (schema.UPDATE_SCHEMA_VERSION, (7,))
         steps = schema.opening_statements(dialect, 3)
         assert steps[0] == ("ALTER TABLE meetings ADD COLUMN registration TEXT", ())
-        assert steps[1] == (schema.UPDATE_SCHEMA_VERSION, (6,))
+        assert steps[1:4] == tail and steps[4] == (schema.UPDATE_SCHEMA_VERSION, (7,))
         steps = schema.opening_statements(dialect, 4)
         migration = schema.MIGRATE_4_TO_5[dialect]
         assert steps[: len(migration)] == [(statement, ()) for statement in migration]
-        assert steps[len(migration)] == (schema.UPDATE_SCHEMA_VERSION, (6,))
+        n = len(migration)
+        assert steps[n : n + 3] == tail and steps[n + 3] == (schema.UPDATE_SCHEMA_VERSION, (7,))
     with pytest.raises(SchemaMismatch, match="newer"):
-        schema.opening_statements("sqlite", 7)
+        schema.opening_statements("sqlite", 8)
     with pytest.raises(SchemaMismatch, match="no relay wrote"):
         schema.opening_statements("postgresql", 0)
 
@@ -1497,7 +1529,7 @@ def test_migration_from_version_2(db: Db) -> None:
     ]
     people = [
         (
-            f"INSERT INTO participants ({participants.PARTICIPANT_COLUMNS}) "
+            f"INSERT INTO participants ({V6_PARTICIPANT_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (f"p{i}", f"m{i % 3}", "n", "host", "[]", None, b"u", b"d", i, i == 0, False)
             + (30.0 + i, None, i + 1),
@@ -1520,7 +1552,7 @@ def test_migration_from_version_2(db: Db) -> None:
     )
     tables = {
         "meetings": f"SELECT {V2_MEETING_COLUMNS} FROM meetings ORDER BY id",
-        "participants": f"SELECT {participants.PARTICIPANT_COLUMNS} FROM participants ORDER BY id",
+        "participants": f"SELECT {V6_PARTICIPANT_COLUMNS} FROM participants ORDER BY id",
         "usage_records": f"SELECT {records.USAGE_COLUMNS} FROM usage_records ORDER BY id",
         "routing_log": f"SELECT {records.ROUTING_COLUMNS} FROM routing_log ORDER BY seq",
         "wire_ids": "SELECT name, last_id FROM wire_ids ORDER BY name",
@@ -2056,6 +2088,7 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
                 2.0,
                 None,
                 1,
+                "node-a",
             )
             await execute("UPDATE_M", "x", True, False, "ended", 3.0, '["locked"]', "{}", "m")
             await execute("UPDATE_P", True, False, "panelist", b"\x02", b"\x03", 4.0, "p")
@@ -2087,6 +2120,7 @@ def test_schema_and_statements_valid_on_postgresql(pg: Db) -> None:
                     1.0,
                     None,
                     2,
+                    None,
                 )
             with pytest.raises(asyncpg.CheckViolationError, match="meetings_mode_check"):
                 await execute(

@@ -97,9 +97,11 @@ async def operator_only(meeting_id: str, plane: Plane, token: Token, request: Re
 Who = Annotated[Actor, Depends(host_or_operator)]
 
 
-def taking_joins(plane: ControlPlane) -> None:
-    """Draining (control/nodes.py): a join here is refused with 503, before anything."""
-    if plane.draining:
+def taking_joins(plane: ControlPlane, *, here_only: bool = False) -> None:
+    """Draining (control/nodes.py): a join that would be homed here (`here_only`: a WebRTC
+    peer; anyone, on a node alone on its store) is refused with 503, before anything. On a
+    node sharing its store with others, placement homes it elsewhere (control/placement.py)."""
+    if plane.draining and (here_only or not plane.places_elsewhere):
         raise Draining("this node is draining: it takes no new participants; join another node")
 
 

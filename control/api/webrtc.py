@@ -140,7 +140,7 @@ async def _join(
     meeting = await find_open_meeting(plane.store, meeting_id)
     who = join_arguments(meeting, publishes, credential)
     try:
-        taking_joins(plane)
+        taking_joins(plane, here_only=True)
         answer = await plane.service.join(
             meeting.id,
             name=shown,

@@ -104,6 +104,7 @@ LOCK_KEYS = {
     "usage_records": 4,  # usage record ids
     "routing_log": 5,  # routing update numbers
     "audit_log": 6,  # audit entry ids
+    "placement": 7,  # placing a participant on a node (control/placement.py)
 }
 
 

@@ -31,6 +31,7 @@ MEETING_COLUMNS = (
 )
 INSERT_MEETING = f"INSERT INTO meetings ({MEETING_COLUMNS}) VALUES ({marks(MEETING_COLUMNS)})"
 SELECT_MEETING = f"SELECT {MEETING_COLUMNS} FROM meetings WHERE id = ?"
+SELECT_MEETING_BY_WIRE_ID = f"SELECT {MEETING_COLUMNS} FROM meetings WHERE wire_id = ?"
 LIST_MEETINGS = (
     f"SELECT {MEETING_COLUMNS} FROM meetings ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
 )
@@ -168,6 +169,10 @@ class MeetingOperations(StoreCore):
 
     async def get_meeting(self, meeting_id: str) -> MeetingRow | None:
         return await self._one(SELECT_MEETING, (meeting_id,), meeting_row)
+
+    async def get_meeting_by_wire_id(self, wire_id: int) -> MeetingRow | None:
+        """The meeting the workers know by `wire_id` (unique, never reused), or None."""
+        return await self._one(SELECT_MEETING_BY_WIRE_ID, (wire_id,), meeting_row)
 
     async def list_meetings(
         self, *, limit: int = DEFAULT_PAGE, offset: int = 0, state: State | None = None

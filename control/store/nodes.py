@@ -11,11 +11,12 @@ followed by an INSERT.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from control.store.core import StoreCore
 from control.store.errors import StoreError
-from control.store.executor import Database, Row
+from control.store.executor import Database, Row, lock_counter
 from control.store.rows import NodeRow
 
 __all__ = ["NodeNameTaken", "NodeOperations"]
@@ -34,6 +35,10 @@ INSERT_NODE = f"INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 
 HEARTBEAT = "UPDATE nodes SET load = ?, heartbeat_at = ? WHERE name = ? AND instance = ?"
 SET_DRAINING = "UPDATE nodes SET draining = ? WHERE name = ?"
 FORGET_NODE = "DELETE FROM nodes WHERE name = ? AND instance = ?"
+CLAIM_PLACE = "UPDATE nodes SET load = load + 1 WHERE name = ?"
+
+Choose = Callable[[list[NodeRow]], "str | None"]
+"""Picks a node among every registered one (control/placement.py), or None."""
 
 
 class NodeNameTaken(StoreError):
@@ -90,6 +95,18 @@ async def register(db: Database, node: NodeRow, gone_after: float) -> NodeRow:
         return kept
 
 
+async def place(db: Database, choose: Choose) -> str | None:
+    """One transaction under the placement lock: read the nodes, let `choose` pick one, and
+    count the newcomer in its load at once, so that joins placed on other nodes meanwhile see
+    it before that node's next heartbeat writes its own count."""
+    async with db.transaction() as tx:
+        await lock_counter(tx, "placement")
+        name = choose([node_row(r) for r in await tx.fetch_all(SELECT_NODES)])
+        if name is not None:
+            await tx.execute(CLAIM_PLACE, (name,))
+        return name
+
+
 class NodeOperations(StoreCore):
     """The store's operations on the nodes sharing its database."""
 
@@ -113,6 +130,11 @@ class NodeOperations(StoreCore):
     async def set_node_draining(self, name: str, draining: bool) -> bool:
         """Drain a node or take it back; False if there is no such node."""
         return bool(await self._run(_execute, SET_DRAINING, (int(draining), name)))
+
+    async def place_on_node(self, choose: Choose) -> str | None:
+        """The node `choose` picks among every registered one (None: none), its load counted
+        one more; picks on all nodes are serialised (an advisory lock on PostgreSQL)."""
+        return await self._run(place, choose)
 
     async def forget_node(self, name: str, instance: str) -> bool:
         """Remove the node's row (a node that stops), if it is still this instance's."""

@@ -32,7 +32,7 @@ __all__ = ["ParticipantOperations"]
 
 PARTICIPANT_COLUMNS = (
     "id, meeting_id, name, role, streams, receive_at, uplink_sealed, downlink_sealed, "
-    "worker, muted, expelled, joined_at, left_at, wire_id"
+    "worker, muted, expelled, joined_at, left_at, wire_id, node"
 )
 INSERT_PARTICIPANT = (
     f"INSERT INTO participants ({PARTICIPANT_COLUMNS}) VALUES ({marks(PARTICIPANT_COLUMNS)})"
@@ -45,6 +45,7 @@ SELECT_PARTICIPANT_BY_WIRE_ID = f"SELECT {PARTICIPANT_COLUMNS} FROM participants
 _LIST_PARTICIPANTS = f"SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE meeting_id = ?"
 _PARTICIPANT_ORDER = " ORDER BY joined_at, id"
 MARK_GONE = "UPDATE participants SET left_at = ? WHERE meeting_id = ? AND left_at IS NULL"
+MARK_NODE_GONE = "UPDATE participants SET left_at = ? WHERE node = ? AND left_at IS NULL"
 PARTICIPANT_UPDATABLE = (
     "muted",
     "expelled",
@@ -80,6 +81,7 @@ def participant_row(r: Row) -> ParticipantRow:
         joined_at=float(r[11]),
         left_at=None if r[12] is None else float(r[12]),
         wire_id=int(r[13]),
+        node=r[14],
     )
 
 
@@ -102,6 +104,7 @@ def participant_params(p: ParticipantRow) -> tuple[Any, ...]:
         p.joined_at,
         p.left_at,
         p.wire_id,
+        p.node,
     )
 
 
@@ -141,9 +144,11 @@ class ParticipantOperations(StoreCore):
         receive_at: Address | None = None,
         joined_at: float | None = None,
         participant_id: str | None = None,
+        node: str | None = None,
     ) -> ParticipantRow:
         """A new participant of `meeting_id` (ForeignKeyViolation if there is no such
-        meeting). `participant_id` defaults to `new_id()`, `joined_at` to now."""
+        meeting), homed on `node`. `participant_id` defaults to `new_id()`, `joined_at` to
+        now."""
         row = ParticipantRow(
             id=new_id() if participant_id is None else participant_id,
             meeting_id=meeting_id,
@@ -158,6 +163,7 @@ class ParticipantOperations(StoreCore):
             expelled=False,
             joined_at=time.time() if joined_at is None else float(joined_at),
             left_at=None,
+            node=node,
         )  # its wire id still 0: insert_participant assigns it
         return await self._run(insert_participant, row)
 
@@ -216,6 +222,15 @@ class ParticipantOperations(StoreCore):
         statement (a meeting's end: a webinar's whole audience at once); how many."""
         return await self._run(_mark_gone, meeting_id, left_at)
 
+    async def mark_node_gone(self, node: str, *, left_at: float) -> int:
+        """Every participant homed on `node` still present leaves at `left_at`, in one
+        statement (the node is gone: control/cluster.py); how many. Idempotent."""
+        return await self._run(_execute, MARK_NODE_GONE, (left_at, node))
+
 
 async def _mark_gone(db: Database, meeting_id: str, left_at: float) -> int:
     return await db.execute(MARK_GONE, (left_at, meeting_id))
+
+
+async def _execute(db: Database, query: str, params: tuple[Any, ...]) -> int:
+    return await db.execute(query, params)

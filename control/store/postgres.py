@@ -62,9 +62,9 @@ from control.store.errors import (
     StoreError,
     constraint_error,
 )
-from control.store.executor import POSTGRESQL, Dialect, Executor, Operation, Row
+from control.store.executor import POSTGRESQL, Database, Dialect, Executor, Operation, Row
 from control.store.schema import open_schema
-from control.store.store import Store
+from control.store.store import Closer, Store
 
 __all__ = ["PostgresExecutor", "PostgresStore", "numbered", "redact_url"]
 
@@ -264,6 +264,26 @@ class PostgresExecutor:
         except DRIVER_ERRORS as exc:  # BEGIN, COMMIT, acquiring (the statements' are the store's)
             raise self._errors.translated(exc) from self._errors.cause(exc)
 
+    async def listen(self, channel: str, heard: Callable[[str], None]) -> Closer:
+        """Hold a connection that LISTENs on `channel`; the closer gives it back."""
+
+        def callback(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            heard(payload)
+
+        try:
+            conn = await self._pool.acquire()
+            await conn.add_listener(channel, callback)
+        except DRIVER_ERRORS as exc:
+            raise self._errors.translated(exc) from self._errors.cause(exc)
+
+        async def close() -> None:
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await conn.remove_listener(channel, callback)
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await self._pool.release(conn)
+
+        return close
+
     async def scrub_journal(self) -> None:
         """Nothing to do: an old row version goes at VACUUM (see the module's docstring)."""
 
@@ -295,6 +315,10 @@ class PostgresExecutor:
             raise
 
 
+async def _notify(db: Database, channel: str, payload: str) -> None:
+    await db.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+
 # --- the store --------------------------------------------------------------------------------
 
 
@@ -308,8 +332,23 @@ class PostgresStore(Store):
         super().__init__(executor)
         self.url = url
 
+    shared = True
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """NOTIFY, to every session listening on `channel` (one node's notifications reach
+        it too): https://www.postgresql.org/docs/current/sql-notify.html."""
+        await self._run(_notify, channel, payload)
+
+    async def listen(self, channel: str, heard: Callable[[str], None]) -> Closer | None:
+        """LISTEN on a connection of the pool held for it (asyncpg's `add_listener`) until
+        the closer is awaited. A lost connection hears nothing more: whoever listens must
+        also look for itself now and then."""
+        executor = self._executor
+        assert isinstance(executor, PostgresExecutor)
+        return await executor.listen(channel, heard)
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PostgresStore:

@@ -41,6 +41,12 @@ INSERT_AUDIT = f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ({marks(AUDIT_CO
 ROUTING_COLUMNS = "seq, created_at, body"
 LAST_ROUTING_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM routing_log"
 INSERT_ROUTING = f"INSERT INTO routing_log ({ROUTING_COLUMNS}) VALUES (?, ?, ?)"
+# Version 7: each node's own numbering, and the rows from before it (the one node's).
+LAST_NODE_SEQ = "SELECT COALESCE(MAX(node_seq), 0) FROM routing_log WHERE node = ?"
+LAST_UNNAMED_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM routing_log WHERE node IS NULL"
+INSERT_NODE_ROUTING = (
+    f"INSERT INTO routing_log ({ROUTING_COLUMNS}, node, node_seq) VALUES (?, ?, ?, ?, ?)"
+)
 
 
 def listing(
@@ -161,6 +167,24 @@ async def append_routing(db: Database, body: str, seq: int | None, created_at: f
     return seq
 
 
+async def append_node_routing(
+    db: Database, node: str, node_seq: int, body: str, created_at: float
+) -> int:
+    """Insert a node's update numbered `node_seq` by that node, under the log's next number,
+    in one transaction; that number."""
+    async with db.transaction() as tx:
+        seq = await locked_number(tx, "routing_log", LAST_ROUTING_SEQ) + 1
+        await tx.execute(INSERT_NODE_ROUTING, (seq, created_at, body, node, node_seq))
+    return seq
+
+
+async def last_node_seq(db: Database, node: str) -> int:
+    mine = await db.fetch_one(LAST_NODE_SEQ, (node,))
+    before = await db.fetch_one(LAST_UNNAMED_SEQ)
+    assert mine is not None and before is not None  # aggregates always have a row
+    return max(int(mine[0]), int(before[0]))
+
+
 class RecordOperations(StoreCore):
     """The store's operations on usage records, the audit log and the routing log (append and
     read: there is no update or delete)."""
@@ -257,3 +281,16 @@ class RecordOperations(StoreCore):
         last = await self._one(LAST_ROUTING_SEQ, (), lambda r: int(r[0]))
         assert last is not None  # an aggregate always has a row
         return last
+
+    async def append_node_routing_update(
+        self, node: str, node_seq: int, body: str, *, created_at: float | None = None
+    ) -> int:
+        """Store node `node`'s routing update that it numbered `node_seq` (the numbers its
+        workers follow; several nodes share the log, version 7); the log's own number."""
+        when = time.time() if created_at is None else created_at
+        return await self._run(append_node_routing, node, node_seq, body, when)
+
+    async def last_node_routing_seq(self, node: str) -> int:
+        """The number node `node` gave its last stored update, or the last number of the
+        updates from before version 7 if higher (they were the one node's); 0: none."""
+        return await self._run(last_node_seq, node)

@@ -86,6 +86,7 @@ class ParticipantRow:
     joined_at: float
     left_at: float | None
     wire_id: int = 0  # the routing table's u32 id; 0 until the backend assigns it
+    node: str | None = None  # the node it is homed on (version 7); None: before nodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,3 +181,22 @@ class NodeRow:
     started_at: float
     heartbeat_at: float
     draining: bool  # no new participants are placed there
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkRow:
+    """One row of `trunks` (version 7): a sender's streams carried from its node to another
+    (control/trunks.py). Its two master keys are sealed, and never in repr()."""
+
+    id: str
+    meeting_id: str
+    sender_id: str
+    origin: str  # the node the sender is homed on
+    edge: str  # the node its receivers there get it from
+    origin_worker: int
+    edge_worker: int
+    out_wire_id: int  # the origin's end: a receiver
+    in_wire_id: int  # the edge's end: a sender of the same SSRCs
+    media_sealed: bytes = field(repr=False)  # origin -> edge
+    feedback_sealed: bytes = field(repr=False)  # edge -> origin (RTCP)
+    created_at: float = 0.0

@@ -32,12 +32,13 @@ __all__ = [
     "schema_text",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """The version `schema.sql` creates; stored in the `schema_version` table. Version 2 added the
 wire ids, version 3 the features a meeting has used (`meetings.features`), version 4 the
 registrations, the audit log and a meeting's registration settings (`meetings.registration`),
 version 5 the 'unconfirmed' registrations and their confirmation codes' digests, version 6 the
-nodes sharing the database."""
+nodes sharing the database, version 7 the node each participant is homed on, each node's own
+numbering in the routing log, and the trunks between nodes."""
 
 BINARY_TYPES = {dialect.name: dialect.binary_type for dialect in (SQLITE, POSTGRESQL)}
 """The binary column type per dialect: the one place the schema differs between backends."""
@@ -157,25 +158,44 @@ REGISTRATIONS_SINCE = 4
 # Version 5 -> 6 adds the nodes table, which the schema creates: nothing to change.
 MIGRATE_5_TO_6: dict[str, tuple[str, ...]] = {"sqlite": (), "postgresql": ()}
 
+# Version 6 -> 7 adds the node a participant is homed on and each node's numbering in the
+# routing log (NULL in the rows before: the one node there was); the trunks table is new, so
+# the schema creates it.
+_V7_COLUMNS = (
+    "ALTER TABLE participants ADD COLUMN node TEXT",
+    "ALTER TABLE routing_log ADD COLUMN node TEXT",
+    "ALTER TABLE routing_log ADD COLUMN node_seq BIGINT",
+)
+MIGRATE_6_TO_7: dict[str, tuple[str, ...]] = {"sqlite": _V7_COLUMNS, "postgresql": _V7_COLUMNS}
+
 MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
     1: MIGRATE_1_TO_2,
     2: MIGRATE_2_TO_3,
     3: MIGRATE_3_TO_4,
     4: MIGRATE_4_TO_5,
     5: MIGRATE_5_TO_6,
+    6: MIGRATE_6_TO_7,
 }
 """Per stored version, the statements per dialect that take a database to the next one."""
+
+MIGRATED_LATE = ("routing_log",)
+"""Tables a migration changes that a database of version 1 may not have."""
 
 SELECT_SCHEMA_VERSION = "SELECT MAX(version) FROM schema_version"
 INSERT_SCHEMA_VERSION = "INSERT INTO schema_version (version) VALUES (?)"
 UPDATE_SCHEMA_VERSION = "UPDATE schema_version SET version = ?"
 
 
-def opening_statements(dialect: str, version: int | None) -> list[tuple[str, tuple[Any, ...]]]:
+def opening_statements(
+    dialect: str, version: int | None, missing: frozenset[str] = frozenset()
+) -> list[tuple[str, tuple[Any, ...]]]:
     """What opening a database runs, in one transaction, once it has read the stored schema
     version (None: no schema yet): the migrations from an older version, one step after the
-    other (1 -> 2 -> 3 -> 4 -> 5), the schema (idempotent: on an existing database it creates
+    other (1 -> 2 -> ... -> 7), the schema (idempotent: on an existing database it creates
     nothing new), and the version of a new database.
+
+    `missing`: tables an older database does not have (the routing log came after version 1):
+    the schema creates them as they are now, so no migration changes them.
 
     Raises:
         SchemaMismatch: the database was written by a newer relay, or holds a version no
@@ -198,7 +218,11 @@ def opening_statements(dialect: str, version: int | None) -> list[tuple[str, tup
         for old in range(version, SCHEMA_VERSION):
             if old == REGISTRATIONS_SINCE and version < REGISTRATIONS_SINCE:
                 continue  # no registrations table to change: the schema creates it as it is now
-            statements += [(statement, ()) for statement in MIGRATIONS[old][dialect]]
+            statements += [
+                (statement, ())
+                for statement in MIGRATIONS[old][dialect]
+                if not any(statement.startswith(f"ALTER TABLE {t} ") for t in missing)
+            ]
         statements.append((UPDATE_SCHEMA_VERSION, (SCHEMA_VERSION,)))
     statements += [(statement, ()) for statement in schema_statements(dialect)]
     if version is None:
@@ -215,5 +239,10 @@ async def open_schema(db: Database) -> None:
         if await tx.fetch_one(tx.dialect.schema_exists) is not None:
             stored = await tx.fetch_one(SELECT_SCHEMA_VERSION)
             version = None if stored is None else stored[0]
-        for statement, params in opening_statements(tx.dialect.name, version):
+        missing = set()
+        for table in MIGRATED_LATE:
+            exists = tx.dialect.schema_exists.replace("schema_version", table)
+            if await tx.fetch_one(exists) is None:
+                missing.add(table)
+        for statement, params in opening_statements(tx.dialect.name, version, frozenset(missing)):
             await tx.execute(statement, params)

@@ -1,4 +1,4 @@
--- The control plane's schema, version 5 (control.store.schema.SCHEMA_VERSION).
+-- The control plane's schema, version 7 (control.store.schema.SCHEMA_VERSION).
 --
 -- Portable SQL: the same text runs on SQLite (3.23 or later) and PostgreSQL (9.5 or later).
 -- The one difference is the binary type, written ${binary} here: BLOB in SQLite, BYTEA in
@@ -62,7 +62,10 @@ CREATE TABLE IF NOT EXISTS participants (
     joined_at DOUBLE PRECISION NOT NULL,
     left_at DOUBLE PRECISION,
     -- The unsigned 32-bit id the routing table uses (version 2), assigned by the store.
-    wire_id BIGINT NOT NULL CHECK (wire_id > 0 AND wire_id < 4294967296)
+    wire_id BIGINT NOT NULL CHECK (wire_id > 0 AND wire_id < 4294967296),
+    -- The node it is homed on (version 7; control/placement.py): that node alone receives
+    -- from it and sends to it. NULL: joined before version 7, on the one node there was.
+    node TEXT
 );
 
 CREATE UNIQUE INDEX IF NOT EXISTS participants_by_wire_id ON participants (wire_id);
@@ -93,11 +96,18 @@ CREATE INDEX IF NOT EXISTS usage_by_meeting ON usage_records (meeting_id, id);
 
 -- The numbered routing updates (the clone pattern's sequence), so that a restarted control
 -- plane continues the numbers the workers follow. The primary key serves "after seq N".
+-- Version 7: several nodes share the log, each numbering its own updates (`node`,
+-- `node_seq`: the numbers its workers follow) while `seq` orders the rows of all of them.
+-- Rows from before version 7 have neither.
 CREATE TABLE IF NOT EXISTS routing_log (
     seq BIGINT PRIMARY KEY CHECK (seq > 0),
     created_at DOUBLE PRECISION NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    node TEXT,
+    node_seq BIGINT
 );
+
+CREATE INDEX IF NOT EXISTS routing_log_by_node ON routing_log (node, node_seq);
 
 -- The last wire id handed out per table (version 2). A wire id is MAX + 1 over the table and
 -- this counter, inside the inserting transaction, so an id is never reused after a delete: a
@@ -183,3 +193,29 @@ CREATE TABLE IF NOT EXISTS nodes (
     heartbeat_at DOUBLE PRECISION NOT NULL,
     draining INTEGER NOT NULL DEFAULT 0 CHECK (draining IN (0, 1))
 );
+
+-- Trunks (version 7; control/trunks.py): one sender's streams carried from the node it is
+-- homed on (`origin`) to another node with receivers in its meeting (`edge`), once, over
+-- SRTP. Each end is a participant of its node's routing table: on the origin a receiver
+-- (`out_wire_id`, homed on `origin_worker`, sending to the edge's `edge_worker`), on the edge
+-- a sender (`in_wire_id`) of the same SSRCs. `media_sealed` is the master key of the media
+-- the origin sends, `feedback_sealed` that of the RTCP feedback the edge sends back, each
+-- used to protect by one node only, sealed as participants' keys are. One trunk per sender
+-- and edge; it goes with its sender.
+CREATE TABLE IF NOT EXISTS trunks (
+    id TEXT PRIMARY KEY,
+    meeting_id TEXT NOT NULL REFERENCES meetings (id) ON DELETE CASCADE,
+    sender_id TEXT NOT NULL REFERENCES participants (id) ON DELETE CASCADE,
+    origin TEXT NOT NULL,
+    edge TEXT NOT NULL,
+    origin_worker INTEGER NOT NULL CHECK (origin_worker >= 0),
+    edge_worker INTEGER NOT NULL CHECK (edge_worker >= 0),
+    out_wire_id BIGINT NOT NULL CHECK (out_wire_id > 0 AND out_wire_id < 4294967296),
+    in_wire_id BIGINT NOT NULL CHECK (in_wire_id > 0 AND in_wire_id < 4294967296),
+    media_sealed ${binary} NOT NULL,
+    feedback_sealed ${binary} NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+
+CREATE UNIQUE INDEX IF NOT EXISTS trunks_by_sender ON trunks (sender_id, edge);
+CREATE INDEX IF NOT EXISTS trunks_by_meeting ON trunks (meeting_id);

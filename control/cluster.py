@@ -1,0 +1,341 @@
+"""This node among others on one database: keeping each node's routing state in step with
+what any node's API changed (README.md, "Several nodes").
+
+Every node's API takes every call. A change is written to the store first; the node that made
+it publishes to its own workers what concerns them (the services do, through `publish` here)
+and tells the others over PostgreSQL's LISTEN/NOTIFY, on CHANNEL, one notification per
+routing update, in a few bytes:
+
+- `p <participant wire id> <from node> <c>`: a participant joined, left, was expelled, muted
+  or changed role (`c`: 1 when its receive_at address is confirmed). Each node reads its row
+  and keeps its roster in step; its home node, if the change came from another, publishes it
+  to its workers.
+- `m <meeting wire id>`: a meeting opened, ended or changed recording. Each node reads the
+  meeting and publishes what differs.
+- `t <meeting wire id>`: a trunk was made. Each node reads the meeting's trunks.
+
+After each, the node makes the trunks its senders need and publishes its ends of the
+meeting's trunks (control/trunks.py). The store stays the truth and a notification only
+says where to look, so hearing one twice, or one's own, changes nothing; one missed (a lost
+connection) is made up by the look every RESYNC_S at every open meeting a node keeps.
+
+Every HEARTBEAT_S the node reads the nodes' rows (control/nodes.py). A node silent for
+GONE_AFTER_S is gone (killed, or cut off): whichever node sees it first marks the
+participants homed there as having left then (`Store.mark_node_gone`, idempotent), each
+node forgets them and drops its trunk ends towards it. Its attendees join again, through any
+node's API, and are placed among the nodes that are up (control/placement.py).
+
+A node alone on its store (SQLite) has nobody to tell: `publish` is the routing server's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+from control.keybox import KeyBox
+from control.media import described, routing_update
+from control.nodes import HEARTBEAT_S
+from control.rooms import Rooms
+from control.roster import Roster
+from control.routing import RoutingServer, RoutingState
+from control.store import (
+    DuplicateKey,
+    ForeignKeyViolation,
+    MeetingRow,
+    ParticipantRow,
+    Store,
+    StoreError,
+)
+from control.store.rows import NodeRow, TrunkRow
+from control.store.store import Closer
+from control.trunks import new_trunk, trunk_ends, up, wanted_trunks
+from relay import wire
+
+__all__ = ["CHANNEL", "Cluster"]
+
+log = logging.getLogger("control.cluster")
+
+CHANNEL = "relay_changes"
+RESYNC_S = 10.0
+
+_PARTICIPANT_UPDATES = (wire.ParticipantLeft, wire.ParticipantEjected, wire.ParticipantMuted)
+
+
+class Cluster:
+    def __init__(
+        self,
+        store: Store,
+        rooms: Rooms,
+        routing: RoutingServer,
+        box: KeyBox,
+        here: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.rooms = rooms
+        self.routing = routing
+        self.box = box
+        self.here = here
+        self.clock = clock
+        self.nodes: dict[str, NodeRow] = {}
+        self.gone: set[str] = set()  # nodes whose participants were let go
+        # This node's trunk ends in its routing state, per meeting wire id.
+        self.ends: dict[int, dict[int, wire.ParticipantJoined]] = {}
+        self.heard = 0  # notifications handled
+        self.trunks_made = 0
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._unlisten: Closer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        rooms.node = here
+        rooms.nodes = lambda: self.nodes
+        rooms.tell_home = self.tell_home
+
+    @property
+    def shared(self) -> bool:
+        return self.store.shared and bool(self.here)
+
+    # -- starting: the trunk ends of the state rebuilt from the store --
+
+    async def start(self, state: RoutingState) -> None:
+        """Before the routing server answers its first snapshot: read the nodes, add this
+        node's trunk ends to the state rebuilt from the store, then listen and watch."""
+        if not self.shared:
+            return
+        self.nodes = {n.name: n for n in await self.store.list_nodes()}
+        for meeting_id, roster in self.rooms.rosters().items():
+            meeting = await self.store.get_meeting(meeting_id)
+            if meeting is None or meeting.state != "open":
+                continue
+            trunks = await self.store.list_trunks(meeting.id)
+            now = self.clock()
+            ends = trunk_ends(meeting, trunks, roster, self.nodes, self.here, self.box, now)
+            self.ends[meeting.wire_id] = ends
+            for wire_id, update in ends.items():
+                state.participants[wire_id] = update
+                state.present[meeting.wire_id] = state.present.get(meeting.wire_id, 0) + 1
+        self._unlisten = await self.store.listen(CHANNEL, self._queue.put_nowait)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._consume()), loop.create_task(self._watch())]
+
+    # -- what the services publish, and tell the others --
+
+    async def publish(self, update: wire.Update) -> int:
+        """The services' `publish`: to this node's workers what concerns them (a change of a
+        participant homed elsewhere does not), then a notification to every node."""
+        if isinstance(update, _PARTICIPANT_UPDATES) and (
+            update.participant not in self.routing.state.participants
+        ):
+            seq = self.routing.state.seq
+        else:
+            seq = await self.routing.publish(update)
+        if self.shared:
+            if isinstance(update, (*_PARTICIPANT_UPDATES, wire.ParticipantJoined)):
+                await self._notify(f"p {update.participant} {self.here} 0")
+            elif isinstance(update, wire.MeetingOpened | wire.MeetingEnded | wire.MeetingRecording):
+                await self._notify(f"m {update.meeting}")
+        return seq
+
+    async def tell_home(self, row: ParticipantRow, confirmed: bool) -> None:
+        """A participant homed on another node joined or changed here: its node publishes it."""
+        await self._notify(f"p {row.wire_id} {self.here} {int(confirmed)}")
+
+    async def _notify(self, payload: str) -> None:
+        try:
+            await self.store.notify(CHANNEL, payload)
+        except StoreError as exc:  # the others catch up at their next look (RESYNC_S)
+            log.error("nodes not told of a change: %s", type(exc).__name__)
+
+    # -- hearing --
+
+    async def _consume(self) -> None:
+        while True:
+            payload = await self._queue.get()
+            try:
+                await self.apply(payload)
+            except (StoreError, ValueError) as exc:
+                log.error("a change from another node not applied: %s", exc)
+            self.heard += 1
+
+    async def apply(self, payload: str) -> None:
+        kind, *rest = payload.split()
+        if kind == "p" and len(rest) == 3:
+            await self.participant_changed(int(rest[0]), rest[1], rest[2] == "1")
+        elif kind in ("m", "t") and len(rest) == 1:
+            await self.meeting_changed(int(rest[0]))
+        else:
+            raise ValueError(f"unknown notification {kind!r}")
+
+    async def participant_changed(self, wire_id: int, source: str, confirmed: bool) -> None:
+        row = await self.store.get_participant_by_wire_id(wire_id)
+        if row is None:
+            return
+        meeting = await self.store.get_meeting(row.meeting_id)
+        if meeting is None or meeting.state != "open":
+            return
+        roster = await self.rooms.roster(meeting)
+        roster.sync(row)
+        if self.rooms.local(row) and source != self.here:
+            await self._follow(meeting, row, roster, confirmed)
+        await self.sync_trunks(meeting, roster)
+
+    async def _follow(
+        self, meeting: MeetingRow, row: ParticipantRow, roster: Roster, confirmed: bool
+    ) -> None:
+        """Publish to this node's workers what another node changed of a participant homed
+        here: its join, its leaving or expulsion, its role (and keys), its mute."""
+        state = self.routing.state
+        publish = self.routing.publish
+        current = state.participants.get(row.wire_id)
+        if row.expelled:
+            if current is not None and row.wire_id not in state.ejected:
+                self.rooms.gone(row)
+                await publish(wire.ParticipantEjected(row.wire_id))
+            return
+        if row.left_at is not None:
+            if current is not None:
+                self.rooms.gone(row)
+                await publish(wire.ParticipantLeft(row.wire_id))
+            return
+        uplink, downlink = self.rooms.keys(row)
+        if current is None:
+            streams = described(meeting, row, roster.all_senders()) if row.receive_at else []
+            if row.receive_at is not None:
+                self.rooms.limits.add_listener(row.receive_at.host)
+            await publish(
+                routing_update(
+                    meeting, row, uplink, downlink, None, streams, address_confirmed=confirmed
+                )
+            )
+        elif (current.role, current.uplink, current.downlink) != (row.role, uplink, downlink):
+            await publish(wire.ParticipantLeft(row.wire_id))
+            await publish(
+                dataclasses.replace(current, role=row.role, uplink=uplink, downlink=downlink)
+            )
+            if row.muted:
+                await publish(wire.ParticipantMuted(row.wire_id, True))
+            return
+        if (row.wire_id in state.muted) != row.muted:
+            await publish(wire.ParticipantMuted(row.wire_id, row.muted))
+
+    async def meeting_changed(self, wire_id: int) -> None:
+        meeting = await self.store.get_meeting_by_wire_id(wire_id)
+        state = self.routing.state
+        if meeting is None or meeting.state != "open":
+            if wire_id in state.meetings and wire_id not in state.ended:
+                await self.routing.publish(wire.MeetingEnded(wire_id))
+            if meeting is not None:
+                self.rooms.closed(meeting.id)
+            self.ends.pop(wire_id, None)
+            return
+        if wire_id not in state.meetings:
+            await self.routing.publish(wire.MeetingOpened(wire_id, meeting.mode))
+        if (wire_id in state.recording) != meeting.recording:
+            await self.routing.publish(wire.MeetingRecording(wire_id, meeting.recording))
+        await self.sync_trunks(meeting, await self.rooms.roster(meeting))
+
+    # -- trunks --
+
+    async def sync_trunks(self, meeting: MeetingRow, roster: Roster) -> None:
+        """Make the trunks this node's senders need, then publish this node's ends of the
+        meeting's trunks that should be there and take back those that should not."""
+        if not self.shared:
+            return
+        now = self.clock()
+        trunks = await self.store.list_trunks(meeting.id)
+        have = {(t.sender_id, t.edge) for t in trunks}
+        made = False
+        for sender, edge in wanted_trunks(roster, self.nodes, self.here, now):
+            if (sender.id, edge) in have:
+                continue
+            try:
+                row = new_trunk(meeting, sender, self.nodes[edge], self.here, self.box, now)
+                trunks.append(await self.store.add_trunk(row))
+                self.trunks_made += 1
+                log.info("trunk for %s from %s to %s", sender.id, self.here, edge)
+            except DuplicateKey:
+                trunks = await self.store.list_trunks(meeting.id)  # made meanwhile
+            except ForeignKeyViolation:
+                continue  # the sender or its meeting went meanwhile
+            made = True
+        if made:
+            await self._notify(f"t {meeting.wire_id}")
+        await self._publish_ends(meeting, trunks, roster, now)
+
+    async def _publish_ends(
+        self, meeting: MeetingRow, trunks: list[TrunkRow], roster: Roster, now: float
+    ) -> None:
+        wanted = trunk_ends(meeting, trunks, roster, self.nodes, self.here, self.box, now)
+        mine = self.ends.setdefault(meeting.wire_id, {})
+        for wire_id in [w for w in mine if w not in wanted]:
+            del mine[wire_id]
+            await self.routing.publish(wire.ParticipantLeft(wire_id))
+        for wire_id, update in wanted.items():
+            if wire_id not in mine:
+                mine[wire_id] = update
+                await self.routing.publish(update)
+
+    # -- watching the nodes --
+
+    async def _watch(self) -> None:
+        last_resync = time.monotonic()
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self.look()
+                if time.monotonic() - last_resync >= RESYNC_S:
+                    last_resync = time.monotonic()
+                    await self.resync()
+            except StoreError as exc:
+                log.error("nodes not read: %s", type(exc).__name__)
+
+    async def look(self) -> None:
+        """Read the nodes; let go of the participants of those gone."""
+        self.nodes = {n.name: n for n in await self.store.list_nodes()}
+        now = self.clock()
+        homes = {home for r in self.rooms.rosters().values() for home in r.nodes()}
+        gone = {
+            n for n in homes | set(self.nodes) if n != self.here and not up(self.nodes.get(n), now)
+        }
+        self.gone &= gone  # one back up is watched again
+        for node in sorted(gone - self.gone):
+            left = await self.store.mark_node_gone(node, left_at=now)
+            self.gone.add(node)
+            log.warning("node %s is gone: %d of its participants let go", node, left)
+            for roster in self.rooms.rosters().values():
+                roster.lost_node(node)
+            await self._trunks_everywhere()
+
+    async def _trunks_everywhere(self) -> None:
+        for meeting_id, roster in self.rooms.rosters().items():
+            meeting = await self.store.get_meeting(meeting_id)
+            if meeting is not None and meeting.state == "open":
+                await self.sync_trunks(meeting, roster)
+
+    async def resync(self) -> None:
+        """Every open meeting kept here read again from the store: rosters, the
+        participants homed here that another node's notification did not bring, trunks."""
+        for meeting_id, roster in self.rooms.rosters().items():
+            meeting = await self.store.get_meeting(meeting_id)
+            if meeting is None or meeting.state != "open":
+                continue
+            async with self.rooms.lock(meeting.id):
+                for row in await self.store.list_participants(meeting.id):
+                    roster.sync(row)
+                    if self.rooms.local(row) and (
+                        (row.left_at is None) != (row.wire_id in self.routing.state.participants)
+                    ):
+                        await self._follow(meeting, row, roster, False)
+            await self.sync_trunks(meeting, roster)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._unlisten is not None:
+            await self._unlisten()
