@@ -91,7 +91,8 @@ def join(url: str, meeting: str, name: str, **body: Any) -> tuple[Participant, d
     sock = bound()
     payload: dict[str, Any] = {"name": name, "password": "pw", **body}
     if "ssrcs" not in payload:
-        payload["receive_at"] = "%s:%d" % sock.getsockname()
+        host, port = sock.getsockname()
+        payload["receive_at"] = f"{host}:{port}"
     r = httpx.post(f"{url}/v1/meetings/{meeting}/join", json=payload, timeout=10)
     assert r.status_code == 201, r.text
     answer = r.json()
