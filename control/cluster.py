@@ -86,6 +86,11 @@ class Cluster:
         self.gone: set[str] = set()  # nodes whose participants were let go
         # This node's trunk ends in its routing state, per meeting wire id.
         self.ends: dict[int, dict[int, wire.ParticipantJoined]] = {}
+        # What each meeting's trunks were last worked out from (its present senders, the
+        # nodes with members, the nodes up), by meeting wire id: an attendee joining a node
+        # that has members already changes none of it, and costs no look at the trunks.
+        self._trunks_from: dict[int, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {}
+        self._meetings: dict[str, MeetingRow] = {}  # open meetings as last read, by id
         self.heard = 0  # notifications handled
         self.trunks_made = 0
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -166,16 +171,26 @@ class Cluster:
         if kind == "p" and len(rest) == 3:
             await self.participant_changed(int(rest[0]), rest[1], rest[2] == "1")
         elif kind in ("m", "t") and len(rest) == 1:
-            await self.meeting_changed(int(rest[0]))
+            await self.meeting_changed(int(rest[0]), trunks=kind == "t")
         else:
             raise ValueError(f"unknown notification {kind!r}")
+
+    async def _meeting(self, meeting_id: str) -> MeetingRow | None:
+        """The meeting if it is open: as last read (an `m` notification reads it again)."""
+        meeting = self._meetings.get(meeting_id)
+        if meeting is None:
+            meeting = await self.store.get_meeting(meeting_id)
+            if meeting is None or meeting.state != "open":
+                return None
+            self._meetings[meeting_id] = meeting
+        return meeting
 
     async def participant_changed(self, wire_id: int, source: str, confirmed: bool) -> None:
         row = await self.store.get_participant_by_wire_id(wire_id)
         if row is None:
             return
-        meeting = await self.store.get_meeting(row.meeting_id)
-        if meeting is None or meeting.state != "open":
+        meeting = await self._meeting(row.meeting_id)
+        if meeting is None:
             return
         roster = await self.rooms.roster(meeting)
         roster.sync(row)
@@ -222,9 +237,13 @@ class Cluster:
         if (row.wire_id in state.muted) != row.muted:
             await publish(wire.ParticipantMuted(row.wire_id, row.muted))
 
-    async def meeting_changed(self, wire_id: int) -> None:
+    async def meeting_changed(self, wire_id: int, *, trunks: bool = False) -> None:
         meeting = await self.store.get_meeting_by_wire_id(wire_id)
         state = self.routing.state
+        if meeting is not None:
+            self._meetings.pop(meeting.id, None)
+        if trunks:
+            self._trunks_from.pop(wire_id, None)  # a trunk was made: look at them again
         if meeting is None or meeting.state != "open":
             if wire_id in state.meetings and wire_id not in state.ended:
                 await self.routing.publish(wire.MeetingEnded(wire_id))
@@ -246,6 +265,14 @@ class Cluster:
         if not self.shared:
             return
         now = self.clock()
+        basis = (
+            frozenset(p.id for p in roster.present_senders()),
+            frozenset(roster.nodes()),
+            frozenset(n for n, row in self.nodes.items() if up(row, now)),
+        )
+        if self._trunks_from.get(meeting.wire_id) == basis:
+            return
+        self._trunks_from[meeting.wire_id] = basis
         trunks = await self.store.list_trunks(meeting.id)
         have = {(t.sender_id, t.edge) for t in trunks}
         made = False
@@ -320,9 +347,11 @@ class Cluster:
         """Every open meeting kept here read again from the store: rosters, the
         participants homed here that another node's notification did not bring, trunks."""
         for meeting_id, roster in self.rooms.rosters().items():
-            meeting = await self.store.get_meeting(meeting_id)
-            if meeting is None or meeting.state != "open":
+            self._meetings.pop(meeting_id, None)
+            meeting = await self._meeting(meeting_id)
+            if meeting is None:
                 continue
+            self._trunks_from.pop(meeting.wire_id, None)
             async with self.rooms.lock(meeting.id):
                 for row in await self.store.list_participants(meeting.id):
                     roster.sync(row)

@@ -115,6 +115,20 @@ def until(check: Any, limit: float, what: str) -> float:
     return time.monotonic() - started
 
 
+def keyframe_asked(presenter: Participant) -> bool:
+    """Whether the presenter got a PLI for its stream (from its node, with its keys)."""
+    while True:
+        try:
+            data = presenter.sock.recv(2048)
+        except BlockingIOError:
+            return False
+        if len(data) < 2 or data[1] != 206:
+            continue
+        plain = presenter.rx.unprotect_rtcp(data)
+        if plain[0] & 0x1F == 1 and int.from_bytes(plain[8:12], "big") == PRESENTER_SSRC:
+            return True
+
+
 def gone_from(serve: Serve, meeting: str) -> int:
     """How many of the meeting's participants have left."""
     with serve.api() as api:
@@ -218,6 +232,16 @@ def test_a_webinar_over_three_nodes_survives_losing_an_edge_and_the_presenters_n
     for p in audience.everyone():
         assert heard(p) - before[p.id] == 100, (audience.people[p.id][1], heard(p) - before[p.id])
         assert p.bad == 0
+
+    # --- feedback flows back over the trunk: an edge attendee's keyframe request (PLI,
+    # RFC 4585 section 6.3.1) reaches the presenter, protected with the presenter's keys ---
+    asking = audience.on("n3")[0]
+    # From the SSRC its receiver report came from (tests/test_serve.py `hello`): SRTCP
+    # indexes count per SSRC.
+    reporter = 0x7000_0000 + (hash(asking.id) & 0xFFFF)
+    pli = struct.pack("!BBHII", 0x81, 206, 2, reporter, PRESENTER_SSRC)
+    asking.sock.sendto(asking.tx.protect_rtcp(pli), asking.relay)
+    until(lambda: keyframe_asked(presenter), 5, "the PLI reaches the presenter")
 
     # --- a trunk's edge end takes packets from its origin only ---
     trunk_target = (NODES["n3"], n3.media_port)
