@@ -41,7 +41,7 @@ def _stream(text: str) -> dict[str, Any]:
 def _join(args: argparse.Namespace) -> int:
     """Join with the password (no token), write the SDP, print what a client needs. While the
     meeting is under attack the client solves its proof of work by itself."""
-    from control.client import ApiError, ProofOfWorkRequired, RelayClient, RelayClientError
+    from control.client import ApiError, ProofOfWorkRequired, RelayClientError, join_first
 
     def solving(required: ProofOfWorkRequired) -> None:
         # One line, on a terminal only: stdout may be going into $(...), and scripts want
@@ -53,18 +53,22 @@ def _join(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
+    # Several URLs, comma-separated: the APIs of nodes sharing one database, tried in turn
+    # (one that cannot be reached, or is draining, is passed over: README.md, "Several nodes").
+    urls = [u.strip() for u in api_url(args).split(",") if u.strip()]
     try:
-        with RelayClient(api_url(args), ca=args.ca) as client:
-            answer = client.join(
-                args.meeting,
-                name=args.name,
-                password=args.password,
-                role=args.role,
-                host_key=args.host_key,
-                streams=args.stream or None,
-                receive_at=args.receive_at,
-                on_proof_of_work=solving,
-            )
+        answer = join_first(
+            urls,
+            args.meeting,
+            ca=args.ca,
+            name=args.name,
+            password=args.password,
+            role=args.role,
+            host_key=args.host_key,
+            streams=args.stream or None,
+            receive_at=args.receive_at,
+            on_proof_of_work=solving,
+        )
     except ApiError as exc:
         say_error(f"{exc.message} ({exc.status} {exc.code})")
         return 1
@@ -143,7 +147,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="print only ffmpeg's arguments (the first stream's output, or the input), for $(...)",
     )
-    join.add_argument("--url", help=f"the relay's API (default: $RELAY_URL, else {DEFAULT_URL})")
+    join.add_argument(
+        "--url",
+        help=f"the relay's API (default: $RELAY_URL, else {DEFAULT_URL}); several, "
+        "comma-separated, for nodes sharing one database: the first that takes the join",
+    )
     join.add_argument("--ca", metavar="FILE", help=CA_HELP)
     join.add_argument("--json", action="store_true", help="print the whole answer as JSON")
     join.set_defaults(run=_join, command_name="join")

@@ -200,6 +200,9 @@ class JoinAnswer(TypedDict):
     recording: bool  # participants are told when the meeting is recorded
     ffmpeg: FfmpegArguments | None  # None: ffmpeg cannot speak the meeting's suite
     node: str  # the node it is homed on (control/placement.py); "" for a server on its own
+    # The APIs of the nodes that take newcomers now, its own node's first: where to join again
+    # should that node stop answering (control/client.py `join_again`). Empty on its own.
+    apis: list[str]
 
 
 class Reception(TypedDict):

@@ -126,6 +126,7 @@ __all__ = [
     "Unauthorized",
     "UntrustedCertificate",
     "UsageRecord",
+    "join_first",
 ]
 
 PAGE = 1000  # rows a list call asks for at once (the API answers at most that)
@@ -220,6 +221,8 @@ class RelayClient:
             raise ValueError("the token must be printable ASCII without spaces")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._ca = ca
+        self._transport = transport
         self.__token = token
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -461,6 +464,25 @@ class RelayClient:
             return cast(JoinAnswer, self._object(response))
         raise AssertionError("unreachable: the last try returns or raises")
 
+    def join_again(
+        self, meeting_id: str, answer: JoinAnswer | None = None, **join: Any
+    ) -> JoinAnswer:
+        """Join `meeting_id` again, as a new participant, after the node it was homed on
+        stopped answering (killed, or cut off: README.md, "Several nodes"): through this
+        client's API, then each that an earlier join's `answer` listed (`apis`), the first
+        that takes it. `join` holds `join`'s keyword arguments. An API that cannot be reached,
+        or answers 503 (draining, or no node takes newcomers just now), is passed over; the
+        last failure is raised when none takes it."""
+        urls = [self.base_url, *(answer["apis"] if answer is not None else [])]
+        return join_first(
+            list(dict.fromkeys(u.rstrip("/") for u in urls)),
+            meeting_id,
+            ca=self._ca,
+            transport=self._transport,
+            timeout=self.timeout,
+            **join,
+        )
+
     def _solve(self, required: ProofOfWorkRequired) -> list[int]:
         try:
             return puzzle.solve(required.challenge, required.difficulty, required.solutions)
@@ -541,3 +563,34 @@ class RelayClient:
 
     def health(self) -> Health:
         return cast(Health, self._object(self._send("GET", "/healthz")))
+
+
+def join_first(
+    urls: Sequence[str],
+    meeting_id: str,
+    *,
+    ca: str | os.PathLike[str] | None = None,
+    transport: httpx.BaseTransport | None = None,
+    timeout: float = 10.0,
+    **join: Any,
+) -> JoinAnswer:
+    """Join through the first of `urls` (the APIs of nodes sharing one database) that takes
+    the join: one that cannot be reached, or answers 503 (draining, or no node takes
+    newcomers just now), is passed over. The last failure is raised when none takes it."""
+    if not urls:
+        raise ValueError("no relay API URL to join through")
+    failure: RelayClientError | None = None
+    for url in urls:
+        with RelayClient(url, ca=ca, transport=transport, timeout=timeout) as client:
+            try:
+                return client.join(meeting_id, **join)
+            except ApiError as exc:
+                if exc.status != 503:
+                    raise
+                failure = exc
+            except RelayClientError as exc:
+                if isinstance(exc, ApiError | UntrustedCertificate):
+                    raise
+                failure = exc
+    assert failure is not None
+    raise failure

@@ -172,4 +172,5 @@ class Describer:
                 listener=receive_at is not None,
             ),
             "node": row.node or "",
+            "apis": [],
         }

@@ -45,7 +45,7 @@ from control.limits import JoinLimits
 from control.lookup import find_meeting, find_open_meeting
 from control.media import Describer, may_send, routing_update, sending_streams
 from control.participants import ParticipantService
-from control.placement import choose_node
+from control.placement import choose_node, takes_newcomers
 from control.proof_of_work import JoinPuzzles, Proof
 from control.rooms import Publish, Rooms
 from control.roster import Roster
@@ -346,7 +346,7 @@ class MeetingService:
                 raise Conflict("an ssrc given is already used by another participant")
             # A WebRTC peer is connected by this node's workers (its ICE and DTLS state lives
             # in memory here), so it is homed here; anyone else where placement says.
-            node, describer, workers = await self._place(
+            node, describer, workers, apis = await self._place(
                 meeting, roster, role, now, here_only=webrtc is not None
             )
             worker = self.rooms.home(meeting, roster, node, workers)
@@ -430,33 +430,41 @@ class MeetingService:
                 await self.rooms.tell_home(row, confirmed)
         log.info("participant %s joined meeting %s as %s on %s", row.id, meeting.id, role, node)
         answer = describer.answer(meeting, row, uplink_key, downlink, streams, meeting_streams)
+        answer["apis"] = apis
         if webrtc is not None:
             answer["sdp"] = webrtc_sdp
         return answer
 
     async def _place(
         self, meeting: MeetingRow, roster: Roster, role: Role, now: float, *, here_only: bool
-    ) -> tuple[str, Describer, int]:
-        """The node a newcomer is homed on (control/placement.py), with what describes its
-        media address and its number of workers. A plane alone on its store (SQLite, or no
-        node name) homes everyone here; Draining when no node takes newcomers."""
+    ) -> tuple[str, Describer, int, list[str]]:
+        """The node a newcomer is homed on (control/placement.py; `here_only`: this one),
+        with what describes its media address, its number of workers, and the APIs of the
+        nodes that take newcomers (that node's first). A plane alone on its store (SQLite, or
+        no node name) homes everyone here; Draining when no node takes newcomers."""
         here = self.rooms.node
-        if not self.store.shared or not here or here_only:
-            return here, self.describer, self.workers
-        chosen: dict[str, NodeRow] = {}
+        if not self.store.shared or not here:
+            return here, self.describer, self.workers, []
+        seen: list[NodeRow] = []
 
         def choose(rows: list[NodeRow]) -> str | None:
-            name = choose_node(rows, meeting, roster, role, here=here, now=now)
-            chosen.update((r.name, r) for r in rows if r.name == name)
-            return name
+            seen.extend(rows)
+            if here_only:
+                return here
+            return choose_node(rows, meeting, roster, role, here=here, now=now)
 
         name = await self.store.place_on_node(choose)
         if name is None:
             raise Draining("no node takes new participants now (each is draining, full or silent)")
+        open_ = sorted(
+            (r for r in seen if r.name == name or takes_newcomers(r, now)),
+            key=lambda r: (r.name != name, r.name),
+        )
+        apis = [r.api_url for r in open_]
         if name == here:
-            return here, self.describer, self.workers
-        node = chosen[name]
-        return name, Describer(node.media_host, node.media_port), node.workers
+            return here, self.describer, self.workers, apis
+        node = next(r for r in seen if r.name == name)
+        return name, Describer(node.media_host, node.media_port), node.workers, apis
 
     # -- restart --
 

@@ -644,6 +644,7 @@ def test_join_answer_carries_keys_and_sdp(tmp_path: Path, suite: str) -> None:
             "recording",
             "ffmpeg",
             "node",
+            "apis",
         }
         wire_id = await api.wire_id(answer["participant_id"])
         worker = (await api.meeting_wire_id(m["id"]) - 1) % 2

@@ -190,8 +190,9 @@ def test_join_answer_keys_decrypt_and_sdp(tmp_path: Path) -> None:
             "recording",
             "ffmpeg",
             "node",
+            "apis",
         }
-        assert answer["node"] == ""  # a plane of its own: no node names
+        assert answer["node"] == "" and answer["apis"] == []  # a plane of its own
         assert answer["role"] == "panelist"  # the default in a meeting
         assert answer["relay"] == {"host": "127.0.0.1", "port": 40000}
         srtp = answer["srtp"]
