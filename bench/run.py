@@ -113,6 +113,7 @@ class Step:
     received: int
     sender_late_us_p99: float  # how far behind its schedule the generator sent
     latencies_us: list[float] = field(default_factory=list, repr=False)
+    latency_receivers: list[int] = field(default_factory=list, repr=False)  # who, per latency
     verified: int = 0
     # Per relay process (worker): out pps of the receivers it serves, and its cores.
     worker_out_pps: list[float] = field(default_factory=list)
@@ -461,6 +462,7 @@ class Bench:
                 step.verified += 1
                 if keep:
                     step.latencies_us.append((recv_ns - int(sent_ns[number - first])) / 1e3)
+                    step.latency_receivers.append(who)
 
     def capacity(self) -> tuple[Step, Step]:
         """(the best step within the loss limit, the latency step at 80 % of it)."""

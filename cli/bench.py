@@ -61,6 +61,29 @@ def _main(args: argparse.Namespace) -> int:
         if args.plot:
             joins.plot(report, args.plot)
         return 0
+    if args.nodes > 1:
+        if args.scenario != "webinar":
+            print("relay bench: --nodes is for the webinar scenario", file=sys.stderr)
+            return 2
+        from bench import nodes
+
+        try:
+            report = nodes.run_nodes(
+                args.receivers[0],
+                args.nodes,
+                args.workers,
+                args.rate or 50.0,
+                args.duration,
+                args.db,
+                progress=progress,
+            )
+        except (RuntimeError, ValueError) as exc:
+            print(f"relay bench: {exc}", file=sys.stderr)
+            return 1
+        nodes.print_report(report)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        return 0
     if args.scenario == "flood":
         from bench import flood
 

@@ -89,7 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare", action="store_true", help="measure the baselines in the same run"
     )
     bench.add_argument(
-        "--db", default="", metavar="URL", help="joins: postgresql://... (default: SQLite)"
+        "--db",
+        default="",
+        metavar="URL",
+        help="joins: postgresql://... (default: SQLite); webinar --nodes: the database the "
+        "nodes share (default: a throwaway PostgreSQL server)",
+    )
+    bench.add_argument(
+        "--nodes",
+        type=_positive,
+        default=1,
+        help="webinar: N nodes sharing one PostgreSQL, against one node in the same run "
+        "(bench/nodes.py; --rate default 50, the presenter's packets a second)",
     )
     bench.add_argument("--json", type=Path, help="write the results here")
     bench.add_argument("--plot", type=Path, help="write a PNG: out pps against N, latency")

@@ -56,7 +56,7 @@ from control.store.store import Closer
 from control.trunks import new_trunk, trunk_ends, up, wanted_trunks
 from relay import wire
 
-__all__ = ["CHANNEL", "Cluster"]
+__all__ = ["CHANNEL", "Cluster", "parse_notification"]
 
 log = logging.getLogger("control.cluster")
 
@@ -64,6 +64,27 @@ CHANNEL = "relay_changes"
 RESYNC_S = 10.0
 
 _PARTICIPANT_UPDATES = (wire.ParticipantLeft, wire.ParticipantEjected, wire.ParticipantMuted)
+
+
+MAX_WIRE_ID = 0xFFFFFFFF
+
+
+def parse_notification(payload: str) -> tuple[str, int, str, bool]:
+    """(kind, wire id, the node it came from, confirmed) of a notification (the table
+    above); ValueError for anything else. Only nodes sharing the database can NOTIFY, but a
+    payload is still read as untrusted text: a wire id outside 1..2**32-1 or a node name of
+    the wrong shape is refused."""
+    parts = payload.split(" ")
+    kind = parts[0]
+    if kind == "p" and len(parts) == 4 and parts[3] in ("0", "1") and 0 < len(parts[2]) <= 63:
+        wire_id, source, confirmed = parts[1], parts[2], parts[3] == "1"
+    elif kind in ("m", "t") and len(parts) == 2:
+        wire_id, source, confirmed = parts[1], "", False
+    else:
+        raise ValueError("not a notification of control/cluster.py")
+    if not wire_id.isascii() or not wire_id.isdigit() or not 0 < int(wire_id) <= MAX_WIRE_ID:
+        raise ValueError("a notification's wire id is not a u32 above 0")
+    return kind, int(wire_id), source, confirmed
 
 
 class Cluster:
@@ -167,13 +188,12 @@ class Cluster:
             self.heard += 1
 
     async def apply(self, payload: str) -> None:
-        kind, *rest = payload.split()
-        if kind == "p" and len(rest) == 3:
-            await self.participant_changed(int(rest[0]), rest[1], rest[2] == "1")
-        elif kind in ("m", "t") and len(rest) == 1:
-            await self.meeting_changed(int(rest[0]), trunks=kind == "t")
+        """Act on one notification (ValueError: not one of those above)."""
+        kind, wire_id, source, confirmed = parse_notification(payload)
+        if kind == "p":
+            await self.participant_changed(wire_id, source, confirmed)
         else:
-            raise ValueError(f"unknown notification {kind!r}")
+            await self.meeting_changed(wire_id, trunks=kind == "t")
 
     async def _meeting(self, meeting_id: str) -> MeetingRow | None:
         """The meeting if it is open: as last read (an `m` notification reads it again)."""
