@@ -114,7 +114,8 @@ class Cluster:
         self._meetings: dict[str, MeetingRow] = {}  # open meetings as last read, by id
         self.heard = 0  # notifications handled
         self.trunks_made = 0
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queue: asyncio.Queue[str] = asyncio.Queue()  # heard, to apply
+        self._outbox: asyncio.Queue[str] = asyncio.Queue()  # to send
         self._unlisten: Closer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         rooms.node = here
@@ -146,7 +147,11 @@ class Cluster:
                 state.present[meeting.wire_id] = state.present.get(meeting.wire_id, 0) + 1
         self._unlisten = await self.store.listen(CHANNEL, self._queue.put_nowait)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._consume()), loop.create_task(self._watch())]
+        self._tasks = [
+            loop.create_task(self._consume()),
+            loop.create_task(self._watch()),
+            loop.create_task(self._send()),
+        ]
 
     # -- what the services publish, and tell the others --
 
@@ -171,10 +176,17 @@ class Cluster:
         await self._notify(f"p {row.wire_id} {self.here} {int(confirmed)}")
 
     async def _notify(self, payload: str) -> None:
-        try:
-            await self.store.notify(CHANNEL, payload)
-        except StoreError as exc:  # the others catch up at their next look (RESYNC_S)
-            log.error("nodes not told of a change: %s", type(exc).__name__)
+        """Queue a notification: one task sends them, in order, so that a join does not wait
+        for it."""
+        self._outbox.put_nowait(payload)
+
+    async def _send(self) -> None:
+        while True:
+            payload = await self._outbox.get()
+            try:
+                await self.store.notify(CHANNEL, payload)
+            except StoreError as exc:  # the others catch up at their next look (RESYNC_S)
+                log.error("nodes not told of a change: %s", type(exc).__name__)
 
     # -- hearing --
 
@@ -215,7 +227,10 @@ class Cluster:
         roster = await self.rooms.roster(meeting)
         roster.sync(row)
         if self.rooms.local(row) and source != self.here:
-            await self._follow(meeting, row, roster, confirmed)
+            # Under the meeting's lock, as joins and `resync` publish: one of them may be
+            # about to publish this participant too.
+            async with self.rooms.lock(meeting.id):
+                await self._follow(meeting, row, roster, confirmed)
         await self.sync_trunks(meeting, roster)
 
     async def _follow(
@@ -226,15 +241,12 @@ class Cluster:
         state = self.routing.state
         publish = self.routing.publish
         current = state.participants.get(row.wire_id)
-        if row.expelled:
+        if row.left_at is not None:  # expelled, or left
             if current is not None and row.wire_id not in state.ejected:
-                self.rooms.gone(row)
-                await publish(wire.ParticipantEjected(row.wire_id))
-            return
-        if row.left_at is not None:
-            if current is not None:
-                self.rooms.gone(row)
-                await publish(wire.ParticipantLeft(row.wire_id))
+                if row.receive_at is not None:  # no longer counts (control/limits.py)
+                    self.rooms.limits.remove_listener(row.receive_at.host)
+                gone = wire.ParticipantEjected if row.expelled else wire.ParticipantLeft
+                await publish(gone(row.wire_id))
             return
         uplink, downlink = self.rooms.keys(row)
         if current is None:
@@ -373,11 +385,16 @@ class Cluster:
                 continue
             self._trunks_from.pop(meeting.wire_id, None)
             async with self.rooms.lock(meeting.id):
+                now = self.clock()
                 for row in await self.store.list_participants(meeting.id):
                     roster.sync(row)
-                    if self.rooms.local(row) and (
-                        (row.left_at is None) != (row.wire_id in self.routing.state.participants)
-                    ):
+                    missed = (row.left_at is None) != (
+                        row.wire_id in self.routing.state.participants
+                    )
+                    # One that joined lately is left to its notification, which says whether
+                    # its address is confirmed (this look cannot: it would publish it
+                    # unconfirmed, and its listener would get nothing until it sends).
+                    if missed and self.rooms.local(row) and now - row.joined_at >= RESYNC_S:
                         await self._follow(meeting, row, roster, False)
             await self.sync_trunks(meeting, roster)
 

@@ -31,7 +31,7 @@ import contextlib
 import ipaddress
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from control import auth
@@ -44,8 +44,9 @@ from control.keys import new_master_key
 from control.limits import JoinLimits
 from control.lookup import find_meeting, find_open_meeting
 from control.media import Describer, may_send, routing_update, sending_streams
+from control.nodes import GONE_AFTER_S, HEARTBEAT_S
 from control.participants import ParticipantService
-from control.placement import choose_node, takes_newcomers
+from control.placement import FRESH_S, choose_node
 from control.proof_of_work import JoinPuzzles, Proof
 from control.rooms import Publish, Rooms
 from control.roster import Roster
@@ -98,6 +99,21 @@ def _ip_or_none(client_address: str) -> str | None:
         return str(ipaddress.ip_address(client_address))
     except ValueError:
         return None
+
+
+CACHED_UP_S = GONE_AFTER_S + HEARTBEAT_S
+
+
+def apis_of(nodes: Iterable[NodeRow], home: str, now: float, fresh: float = FRESH_S) -> list[str]:
+    """The APIs of the nodes that take newcomers (a heartbeat within `fresh`), the home
+    node's first (a join answer's `apis`)."""
+    open_ = [
+        n
+        for n in nodes
+        if n.name == home
+        or (now - n.heartbeat_at < fresh and not n.draining and n.load < n.capacity)
+    ]
+    return [n.api_url for n in sorted(open_, key=lambda n: (n.name != home, n.name))]
 
 
 class MeetingService:
@@ -332,6 +348,13 @@ class MeetingService:
             self.rooms.limits.check_listener(receive_at.host)
         if not operator:
             self.rooms.limits.take_join(client_address, now)
+        # The node it is homed on, before the meeting's lock: placing is a transaction of its
+        # own, which joins of one meeting need not wait for each other's. A WebRTC peer is
+        # connected by this node's workers (its ICE and DTLS state lives in memory here), so
+        # it is homed here; anyone else where placement says.
+        node, describer, workers, apis = await self._place(
+            meeting, await self.rooms.roster(meeting), role, now, here_only=webrtc is not None
+        )
         async with self.rooms.lock(meeting.id):
             # Again, under the meeting's lock: it may have ended, gone or been locked while the
             # password was checked, and no other join may take these SSRCs meanwhile.
@@ -344,11 +367,6 @@ class MeetingService:
                 self.rooms.limits.check_listener(receive_at.host)  # again: joins may have raced
             if roster.taken_ssrcs() & {s.ssrc for s in streams}:
                 raise Conflict("an ssrc given is already used by another participant")
-            # A WebRTC peer is connected by this node's workers (its ICE and DTLS state lives
-            # in memory here), so it is homed here; anyone else where placement says.
-            node, describer, workers, apis = await self._place(
-                meeting, roster, role, now, here_only=webrtc is not None
-            )
             worker = self.rooms.home(meeting, roster, node, workers)
             meeting_streams = sending_streams(meeting, roster.present_senders())
             participant_id = new_id()
@@ -403,7 +421,8 @@ class MeetingService:
                         await self.store.update_registration(used.id, token_digest=token_digest)
                 raise
             roster.joined(row)
-            if receive_at is not None:
+            if receive_at is not None and self.rooms.local(row):
+                # (Its own node counts one homed elsewhere: control/cluster.py.)
                 self.rooms.limits.add_listener(receive_at.host)
             # Consent: the caller is at that address, or is the operator's own service
             # vouching for its listeners (docs/SECURITY.md, "No reflection: consent before
@@ -445,22 +464,22 @@ class MeetingService:
         here = self.rooms.node
         if not self.store.shared or not here:
             return here, self.describer, self.workers, []
+        # The nodes as last read (every HEARTBEAT_S: a row there may be that much older than
+        # the database's, so a node counts here until GONE_AFTER_S past that).
+        known = [n for n in self.rooms.nodes().values() if now - n.heartbeat_at < CACHED_UP_S]
+        if here_only or all(n.name == here for n in known):
+            # Homed here, or alone on the database: no placement to make, and no transaction.
+            return here, self.describer, self.workers, apis_of(known, here, now, CACHED_UP_S)
         seen: list[NodeRow] = []
 
         def choose(rows: list[NodeRow]) -> str | None:
             seen.extend(rows)
-            if here_only:
-                return here
             return choose_node(rows, meeting, roster, role, here=here, now=now)
 
         name = await self.store.place_on_node(choose)
         if name is None:
             raise Draining("no node takes new participants now (each is draining, full or silent)")
-        open_ = sorted(
-            (r for r in seen if r.name == name or takes_newcomers(r, now)),
-            key=lambda r: (r.name != name, r.name),
-        )
-        apis = [r.api_url for r in open_]
+        apis = apis_of(seen, name, now)
         if name == here:
             return here, self.describer, self.workers, apis
         node = next(r for r in seen if r.name == name)

@@ -95,6 +95,21 @@ class ParticipantService:
         a new participant unless the host locks the meeting). A role change that lets an
         attendee send issues new keys, returned under "srtp" and "sdp" as in a join answer."""
         meeting = await find_open_meeting(self.store, meeting_id)
+        # Under the meeting's lock, as joins: what the store says and what the workers were
+        # told change together (control/cluster.py reads the one to mend the other).
+        async with self.rooms.lock(meeting.id):
+            return await self._update(meeting, participant_id, now, by, muted, role, expel)
+
+    async def _update(
+        self,
+        meeting: MeetingRow,
+        participant_id: str,
+        now: float,
+        by: Actor,
+        muted: bool | None,
+        role: Role | None,
+        expel: bool | None,
+    ) -> ParticipantUpdate:
         row = await self._present(meeting, participant_id)
         if expel:
             roster = await self.rooms.roster(meeting)  # before the store changes: it counts
@@ -175,8 +190,9 @@ class ParticipantService:
     async def leave(self, meeting_id: str, participant_id: str, *, now: float) -> None:
         """The participant is gone (hung up): ParticipantLeft, and its time is counted."""
         meeting = await find_open_meeting(self.store, meeting_id)
-        row = await self._present(meeting, participant_id)
-        roster = await self.rooms.roster(meeting)  # before the store changes: it counts them
-        self.rooms.gone(row)
-        roster.left(await self.rooms.update(row.id, left_at=now))
-        await self.rooms.publish(wire.ParticipantLeft(row.wire_id))
+        async with self.rooms.lock(meeting.id):  # as `update`
+            row = await self._present(meeting, participant_id)
+            roster = await self.rooms.roster(meeting)  # before the store changes: it counts
+            self.rooms.gone(row)
+            roster.left(await self.rooms.update(row.id, left_at=now))
+            await self.rooms.publish(wire.ParticipantLeft(row.wire_id))

@@ -29,13 +29,18 @@ from control.store import MeetingRow
 from control.store.rows import NodeRow
 from relay.vocabulary import Role
 
-__all__ = ["FRESH_S", "choose_node", "takes_newcomers"]
+__all__ = ["FRESH_S", "alive", "choose_node", "takes_newcomers"]
 
 FRESH_S = 3.0  # seconds since its heartbeat within which a node takes newcomers
 
 
+def alive(node: NodeRow, now: float) -> bool:
+    """Whether `node` beat within FRESH_S."""
+    return now - node.heartbeat_at < FRESH_S
+
+
 def takes_newcomers(node: NodeRow, now: float) -> bool:
-    return now - node.heartbeat_at < FRESH_S and not node.draining and node.load < node.capacity
+    return alive(node, now) and not node.draining and node.load < node.capacity
 
 
 def choose_node(

@@ -108,8 +108,9 @@ class Rooms:
         return load.index(min(load))
 
     def gone(self, row: ParticipantRow) -> None:
-        """A participant stops being present: its receive_at no longer counts."""
-        if row.left_at is None and row.receive_at is not None:
+        """A participant stops being present: its receive_at no longer counts (on its own
+        node, which counted it)."""
+        if row.left_at is None and row.receive_at is not None and self.local(row):
             self.limits.remove_listener(row.receive_at.host)
 
     def keys(self, row: ParticipantRow) -> tuple[bytes, bytes]:

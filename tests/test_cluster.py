@@ -8,6 +8,7 @@ with their own keys.
   node sends each edge the stream once, over a trunk.
 - Packets sent to a trunk's edge end that did not come from its origin (a stranger's, a
   tampered copy, a replay of a real trunk packet) are dropped and counted.
+- A webinar of 3,000 attendees over the three nodes (bench/nodes.py, without its baseline).
 - kill -9 of an edge node: the others let its participants go, its attendees join again
   through another node's API and hear the presenter again within 10 s, and the attendees of
   the other nodes lose nothing meanwhile. kill -9 of the presenter's node: the presenter
@@ -32,6 +33,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from bench import nodes as nodes_bench
 from control.client import JoinAnswer, RelayClient
 from node.serve import free_ports
 from tests.pg_server import PostgresServer, postgres_server  # noqa: F401 (the fixture)
@@ -381,3 +383,34 @@ def test_a_webinar_over_three_nodes_survives_losing_an_edge_and_the_presenters_n
     for p in audience.everyone():
         p.close()
     presenter.close()
+
+
+def test_a_webinar_of_three_thousand_attendees_over_three_nodes(
+    postgres_server: PostgresServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1 presenter and 3,000 attendees, joined through the three nodes' APIs in turn: each node
+    gets about a third, every attendee gets every packet (the presenter's node sends each other
+    node the stream once), and samples decrypt with each attendee's own keys on both hops."""
+    monkeypatch.setenv("RELAY_BOX_KEY", BOX_KEY)
+    lines: list[str] = []
+    report = nodes_bench.run_nodes(
+        3000,
+        3,
+        rate=50.0,
+        duration=1.0,
+        db=postgres_server.new_database("relay_cluster_3000"),
+        progress=lines.append,
+        kill=False,
+        baseline=False,
+    )
+    many = report["many_nodes"]
+    assert sum(many["placed"].values()) == 3000
+    assert all(900 <= n <= 1100 for n in many["placed"].values()), many["placed"]
+    assert many["out_pps"] == 150_000 and many["loss_ratio"] == 0.0, lines
+    assert many["latency"]["origin"]["samples"] > 0 and many["latency"]["other"]["samples"] > 0
+    print(
+        f"3,000 over 3 nodes: joined at {many['placement']['joins_per_s']:.0f}/s; latency p50 "
+        f"origin {many['latency']['origin']['p50_us']:.0f} µs, "
+        f"other {many['latency']['other']['p50_us']:.0f} µs"
+    )
