@@ -54,6 +54,7 @@ import numpy as np
 from bench import _loadgen, run
 from bench.postgres import PostgresServer
 from bench.relays import process_cpu_seconds
+from control.nodes import HEARTBEAT_S
 from control.settings import Settings
 from node.serve import Server, free_ports
 
@@ -87,13 +88,50 @@ def run_nodes(
     progress: Progress = print,
     kill: bool = True,
     baseline: bool = True,
+    runs: int = RUNS,
 ) -> dict[str, Any]:
-    """The report: one node's run (unless not `baseline`), then `nodes` nodes' run."""
+    """The report: one node's run (unless not `baseline`), then `nodes` nodes' run, each
+    measured `runs` times (the medians)."""
     if nodes < 2:
         raise ValueError("--nodes: at least 2 (the baseline is one node)")
-    os.environ.setdefault("RELAY_LOG_LEVEL", "WARNING")
-    # Nodes sharing a database share the key that seals its SRTP keys (README.md).
-    os.environ.setdefault("RELAY_BOX_KEY", base64.b64encode(os.urandom(32)).decode())
+    # The nodes' processes inherit these (and only while the bench runs: a caller's own
+    # environment is put back). Nodes sharing a database share the key that seals its SRTP
+    # keys (README.md).
+    with environment(
+        RELAY_LOG_LEVEL=os.environ.get("RELAY_LOG_LEVEL", "WARNING"),
+        RELAY_BOX_KEY=os.environ.get("RELAY_BOX_KEY") or base64.b64encode(os.urandom(32)).decode(),
+    ):
+        return _run_nodes(
+            attendees, nodes, workers, rate, duration, db, progress, kill, baseline, runs
+        )
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run_nodes(
+    attendees: int,
+    nodes: int,
+    workers: int,
+    rate: float,
+    duration: float,
+    db: str,
+    progress: Progress,
+    kill: bool,
+    baseline: bool,
+    runs: int,
+) -> dict[str, Any]:
     report: dict[str, Any] = {
         "scenario": "webinar-nodes",
         "attendees": attendees,
@@ -107,11 +145,11 @@ def run_nodes(
             progress(f"relay bench webinar --nodes: 1 node, {attendees:,} attendees")
             report["one_node"] = Configuration(
                 1, workers, next_db(), Path(tmp) / "one", progress
-            ).measure(attendees, rate, duration, kill=False)
+            ).measure(attendees, rate, duration, runs, kill=False)
         progress(f"relay bench webinar --nodes: {nodes} nodes, {attendees:,} attendees")
         report["many_nodes"] = Configuration(
             nodes, workers, next_db(), Path(tmp) / "many", progress
-        ).measure(attendees, rate, duration, kill=kill)
+        ).measure(attendees, rate, duration, runs, kill=kill)
     if baseline:
         one, many = report["one_node"], report["many_nodes"]
         report["ratios"] = {
@@ -146,6 +184,8 @@ class Configuration:
             server = Server(settings)
             self.servers.append(server)
             server.start()
+        if nodes > 1:
+            time.sleep(HEARTBEAT_S + 0.5)  # each has read the others (control/cluster.py)
 
     def pids(self, k: int) -> dict[str, int]:
         server = self.servers[k]
@@ -160,15 +200,17 @@ class Configuration:
         ]
 
     def measure(
-        self, attendees: int, rate: float, duration: float, *, kill: bool
+        self, attendees: int, rate: float, duration: float, runs: int, *, kill: bool
     ) -> dict[str, Any]:
         try:
-            return self._measure(attendees, rate, duration, kill)
+            return self._measure(attendees, rate, duration, runs, kill)
         finally:
             for server in self.servers:
                 server.stop()
 
-    def _measure(self, attendees: int, rate: float, duration: float, kill: bool) -> dict[str, Any]:
+    def _measure(
+        self, attendees: int, rate: float, duration: float, runs: int, kill: bool
+    ) -> dict[str, Any]:
         origin = self.servers[0]
         with httpx.Client(
             base_url=origin.api_url, headers={"Authorization": f"Bearer {origin.token}"}
@@ -216,7 +258,7 @@ class Configuration:
         try:
             self._until_everyone_hears(bench, rate)
             steps = []
-            for i in range(RUNS):
+            for i in range(runs):
                 cpu0, t0 = self.cpu(), time.monotonic()
                 step = bench.step(rate, duration, keep_latency=True)
                 cpu1, elapsed = self.cpu(), time.monotonic() - t0

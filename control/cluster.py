@@ -17,7 +17,12 @@ routing update, in a few bytes:
 After each, the node makes the trunks its senders need and publishes its ends of the
 meeting's trunks (control/trunks.py). The store stays the truth and a notification only
 says where to look, so hearing one twice, or one's own, changes nothing; one missed (a lost
-connection) is made up by the look every RESYNC_S at every open meeting a node keeps.
+connection) is made up by the look every RESYNC_S at every open meeting a node keeps (at
+participants that joined before the last RESYNC_S: a newer one's notification is on its way,
+and only it says whether its address is confirmed). Whatever publishes a participant's change
+holds its meeting's lock (control/rooms.py), so a notification and that look never publish one
+change twice. Notifications go out from a task of their own, in order: a join does not wait
+for them.
 
 Every HEARTBEAT_S the node reads the nodes' rows (control/nodes.py). A node silent for
 GONE_AFTER_S is gone (killed, or cut off): whichever node sees it first marks the
@@ -25,7 +30,7 @@ participants homed there as having left then (`Store.mark_node_gone`, idempotent
 node forgets them and drops its trunk ends towards it. Its attendees join again, through any
 node's API, and are placed among the nodes that are up (control/placement.py).
 
-A node alone on its store (SQLite) has nobody to tell: `publish` is the routing server's.
+A node alone on its store (SQLite) has nobody to tell: `publish` only publishes.
 """
 
 from __future__ import annotations

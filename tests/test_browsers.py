@@ -31,7 +31,6 @@ from typing import Any
 
 import pytest
 
-from relay._core import DEBUG_BUILD
 from tests.test_serve import Serve, create_webinar, start_serve, stop_serve
 
 CHROMIUM = shutil.which("chromium")
@@ -209,6 +208,10 @@ class LossyProxy(threading.Thread):
         self.sock.close()
 
 
+# The core's path here (NACKs answered from the cache, keyframe requests merged) runs under
+# ASan in tests/test_video_loss.py, with ffmpeg and a lossy proxy; this browser's twenty
+# seconds of video add nothing there but CI minutes.
+@pytest.mark.release_only
 def test_retransmission_spares_a_viewer_behind_loss(browser: Browser, serve: Serve) -> None:
     """A Chromium viewer behind a path that loses 5 % of its video, watching a Chromium
     presenter for ten seconds, twice: asking the relay for what it lost (the generic NACK
@@ -244,12 +247,8 @@ def test_retransmission_spares_a_viewer_behind_loss(browser: Browser, serve: Ser
     assert kept["nacks"] > 0 and lost["nacks"] == 0, seen
     assert kept["lost"] < 0.5 * lost["lost"], seen
     assert kept["frames"] > 2 * lost["frames"], seen
-    # Freezes counted are noisy (a short one more or less); the time spent frozen less so, but
-    # on the debug build (AddressSanitizer) the relay's own pauses add to both runs' freezes:
-    # CI saw 3.3 s frozen with retransmission against 3.0 s without, with 148 frames decoded
-    # against 34 and 1 packet lost for good against 25. There the frames and losses decide.
-    if not DEBUG_BUILD:
-        assert kept["frozen"] < lost["frozen"], seen
+    # Freezes counted are noisy (a short one more or less); the time spent frozen less so.
+    assert kept["frozen"] < lost["frozen"], seen
     print(f"\nChromium behind 5 % loss, 10 s: {seen}")
     presenter.close()
 
