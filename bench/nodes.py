@@ -23,9 +23,10 @@ with each attendee's own keys. Reported, the median of the three:
 
 With N > 1 it then kills one of the other nodes (SIGKILL to its control plane and workers, as
 `kill -9` of its `relay serve` does: relay/lifecycle.py ends the children with it) and its
-attendees join again as a client whose media stopped would (control/client.py `join_again`):
-after `SILENCE_S` without a packet, through the origin's API, again a moment later if the
-answer names the dead node. Reported: when each heard the presenter again, after the kill.
+attendees join again as clients whose media stopped would (control/client.py `join_again`):
+after `SILENCE_S` without a packet, all at once, through the other nodes' APIs, naming the
+dead node as one not to be placed on, while the presenter goes on. Reported: when they had
+all joined again, and when each heard the presenter again, after the kill.
 
     relay bench webinar --nodes 3 --receivers 3000
     python -m bench.nodes --nodes 3 --attendees 3000 --json nodes.json
@@ -42,6 +43,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -328,7 +330,8 @@ class Configuration:
         self, bench: run.Bench, meeting: str, node_of: list[str], rate: float
     ) -> dict[str, Any]:
         """SIGKILL the last node's processes; after SILENCE_S its attendees join again, all at
-        once, through the other nodes' APIs in turn; when each heard the presenter again."""
+        once, through the other nodes' APIs in turn, while the presenter goes on; when each
+        heard the presenter again, after the kill (to the next 0.2 s)."""
         k = len(self.servers) - 1
         dead = self.names[k]
         lost = [i for i, n in enumerate(node_of) if n == dead and i > 0]
@@ -336,36 +339,57 @@ class Configuration:
             os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
         self.progress(f"  killed {dead} ({len(lost):,} attendees homed there)")
+        bench.unverified.update(lost)
+        answers: dict[int, dict[str, Any]] = {}  # filled by the rejoining thread
+        rejoined_at: list[float] = []
+
+        def rejoin() -> None:
+            time.sleep(SILENCE_S)  # what their players notice
+            asyncio.run(self._rejoin(meeting, lost, dead, bench.cast.sink_port, answers))
+            rejoined_at.append(time.monotonic() - killed)
+
+        joiner = threading.Thread(target=rejoin, daemon=True)
+        joiner.start()
+        keyed: set[int] = set()
         heard: dict[int, float] = {}
-        time.sleep(SILENCE_S)  # what their players notice
-        answers = asyncio.run(self._rejoin(meeting, lost, dead, bench.cast.sink_port))
-        rejoined = time.monotonic() - killed
-        for i, answer in answers.items():
-            bench.cast.downlinks[i] = base64.b64decode(answer["srtp"]["downlink"])
-            node_of[i] = answer["node"]
-        bench.receiver_sessions.clear()
-        while len(heard) < len(answers) and time.monotonic() - killed < 60:
-            bench.step(rate, 0.2)
-            now = time.monotonic()
+        while len(heard) < len(lost) and time.monotonic() - killed < 60:
+            # The keys of those that joined again since the last step, between steps.
+            for i in [i for i in list(answers) if i not in keyed]:
+                bench.cast.downlinks[i] = base64.b64decode(answers[i]["srtp"]["downlink"])
+                node_of[i] = answers[i]["node"]
+                bench.receiver_sessions = {
+                    key: v for key, v in bench.receiver_sessions.items() if key[0] != i
+                }
+                bench.unverified.discard(i)
+                keyed.add(i)
+            bench.step(rate, 0.2, settle=False)
+            now = time.monotonic() - killed
             counts = bench.loadgen.counts()
-            for i in answers:
+            for i in keyed:
                 if counts[i] > 0 and i not in heard:
-                    heard[i] = now - killed
+                    heard[i] = now
+        joiner.join(60)
         times = sorted(heard.values())
         return {
             "node": dead,
             "attendees": len(lost),
-            "joined_again_s": rejoined,
+            "joined_again_s": rejoined_at[0] if rejoined_at else None,
             "heard_again": len(times),
             "heard_again_s_p50": statistics.median(times) if times else None,
             "heard_again_s_max": times[-1] if times else None,
         }
 
     async def _rejoin(
-        self, meeting: str, lost: list[int], dead: str, sink_port: int
-    ) -> dict[int, dict[str, Any]]:
-        """Attendee i joins again through a surviving node's API; placed on the dead node
-        (before it was found silent), again a moment later."""
+        self,
+        meeting: str,
+        lost: list[int],
+        dead: str,
+        sink_port: int,
+        answers: dict[int, dict[str, Any]],
+    ) -> None:
+        """Attendee i joins again through a surviving node's API, naming the dead node as
+        one not to be placed on (`avoid_nodes`: it may not be found silent yet); its answer
+        goes into `answers`."""
         alive = [s for s, n in zip(self.servers, self.names, strict=True) if n != dead]
         clients = [
             httpx.AsyncClient(
@@ -373,7 +397,6 @@ class Configuration:
             )
             for s in alive
         ]
-        answers: dict[int, dict[str, Any]] = {}
         cursor = iter(lost)
 
         async def one_client() -> None:
@@ -382,22 +405,16 @@ class Configuration:
                     "name": f"attendee {i} again",
                     "password": self.password,
                     "receive_at": f"{_loadgen.participant_address(i)}:{sink_port}",
+                    "avoid_nodes": [dead],
                 }
-                while True:
-                    r = await clients[i % len(clients)].post(
-                        f"/v1/meetings/{meeting}/join", json=body
-                    )
-                    if r.status_code == 201 and r.json()["node"] != dead:
-                        answers[i] = r.json()
-                        break
-                    await asyncio.sleep(0.5)
+                r = await clients[i % len(clients)].post(f"/v1/meetings/{meeting}/join", json=body)
+                answers[i] = check(r)
 
         try:
             await asyncio.gather(*(one_client() for _ in range(CONCURRENCY)))
         finally:
             for c in clients:
                 await c.aclose()
-        return answers
 
 
 def check(r: httpx.Response) -> dict[str, Any]:

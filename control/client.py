@@ -427,11 +427,13 @@ class RelayClient:
         uplink: str | None = None,
         solve_proof_of_work: bool = True,
         on_proof_of_work: Callable[[ProofOfWorkRequired], None] | None = None,
+        avoid_nodes: Sequence[str] | None = None,
     ) -> JoinAnswer:
         """Join a meeting. No token is sent: `password` (or `host_key` with `role="host"`)
         is the credential. `ssrcs` or `streams`: what the participant will send;
         `receive_at`: "ip:port" for a client that only listens; `uplink`: the base64 key
-        this client sends with, when it chooses its own (SDES).
+        this client sends with, when it chooses its own (SDES); `avoid_nodes`: nodes not to be
+        placed on (`join_again` names the one an earlier answer homed it on).
 
         While the meeting is under attack the relay answers a password join with a challenge
         (428): this solves it and sends the join again (three requests at most in all),
@@ -446,6 +448,7 @@ class RelayClient:
             streams=None if streams is None else [dict(s) for s in streams],
             receive_at=receive_at,
             uplink=uplink,
+            avoid_nodes=None if avoid_nodes is None else list(avoid_nodes),
         )
         path = self._meeting_path(meeting_id, "join")
         for attempt in range(1, _PROOF_TRIES + 1):
@@ -474,6 +477,9 @@ class RelayClient:
         or answers 503 (draining, or no node takes newcomers just now), is passed over; the
         last failure is raised when none takes it."""
         urls = [self.base_url, *(answer["apis"] if answer is not None else [])]
+        if answer is not None and answer["node"] and "avoid_nodes" not in join:
+            # Its node may not be found silent yet (5 s): not there again.
+            join["avoid_nodes"] = [answer["node"]]
         return join_first(
             list(dict.fromkeys(u.rstrip("/") for u in urls)),
             meeting_id,

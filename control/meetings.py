@@ -307,6 +307,7 @@ class MeetingService:
         proof_of_work: Proof | None = None,
         operator: bool = False,
         webrtc: WebRtcJoin | None = None,
+        avoid_nodes: frozenset[str] = frozenset(),
     ) -> JoinAnswer:
         """Admit a participant; its join answer. In this order: unknown meeting 404; ended
         409; locked 423 unless the joiner is the host with its host key (so the host can
@@ -324,7 +325,8 @@ class MeetingService:
         service joining for its users): the per-client join rate does not count it, and the
         addresses it gives are taken as consented, as the operator's own. `webrtc`: a WHIP or
         WHEP peer's offer (control/webrtc.py); the answer's `sdp` is then the SDP answer for
-        it, and its keys are placeholders its DTLS handshake replaces."""
+        it, and its keys are placeholders its DTLS handshake replaces. `avoid_nodes`: nodes
+        placement passes over (control/placement.py)."""
         meeting = await find_open_meeting(self.store, meeting_id)
         own_uplink = own_key(meeting.suite, uplink)
         role = role or (Role.ATTENDEE if meeting.mode == Mode.WEBINAR else Role.PANELIST)
@@ -353,7 +355,12 @@ class MeetingService:
         # connected by this node's workers (its ICE and DTLS state lives in memory here), so
         # it is homed here; anyone else where placement says.
         node, describer, workers, apis = await self._place(
-            meeting, await self.rooms.roster(meeting), role, now, here_only=webrtc is not None
+            meeting,
+            await self.rooms.roster(meeting),
+            role,
+            now,
+            here_only=webrtc is not None,
+            avoid=avoid_nodes,
         )
         async with self.rooms.lock(meeting.id):
             # Again, under the meeting's lock: it may have ended, gone or been locked while the
@@ -455,7 +462,14 @@ class MeetingService:
         return answer
 
     async def _place(
-        self, meeting: MeetingRow, roster: Roster, role: Role, now: float, *, here_only: bool
+        self,
+        meeting: MeetingRow,
+        roster: Roster,
+        role: Role,
+        now: float,
+        *,
+        here_only: bool,
+        avoid: frozenset[str] = frozenset(),
     ) -> tuple[str, Describer, int, list[str]]:
         """The node a newcomer is homed on (control/placement.py; `here_only`: this one),
         with what describes its media address, its number of workers, and the APIs of the
@@ -467,19 +481,20 @@ class MeetingService:
         # The nodes as last read (every HEARTBEAT_S: a row there may be that much older than
         # the database's, so a node counts here until GONE_AFTER_S past that).
         known = [n for n in self.rooms.nodes().values() if now - n.heartbeat_at < CACHED_UP_S]
-        if here_only or all(n.name == here for n in known):
+        if here_only or (here not in avoid and all(n.name == here for n in known)):
             # Homed here, or alone on the database: no placement to make, and no transaction.
             return here, self.describer, self.workers, apis_of(known, here, now, CACHED_UP_S)
         seen: list[NodeRow] = []
 
         def choose(rows: list[NodeRow]) -> str | None:
             seen.extend(rows)
-            return choose_node(rows, meeting, roster, role, here=here, now=now)
+            candidates = [r for r in rows if r.name not in avoid]
+            return choose_node(candidates, meeting, roster, role, here=here, now=now)
 
         name = await self.store.place_on_node(choose)
         if name is None:
             raise Draining("no node takes new participants now (each is draining, full or silent)")
-        apis = apis_of(seen, name, now)
+        apis = apis_of([r for r in seen if r.name not in avoid], name, now)
         if name == here:
             return here, self.describer, self.workers, apis
         node = next(r for r in seen if r.name == name)

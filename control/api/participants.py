@@ -68,6 +68,7 @@ async def join(meeting_id: str, body: JoinIn, plane: Plane, request: Request) ->
             registration_token=body.registration_token,
             proof_of_work=None if proof is None else Proof(proof.challenge, tuple(proof.nonces)),
             operator=operator_calling(plane, request),
+            avoid_nodes=frozenset(body.avoid_nodes or ()),
         )
     except ApiError as exc:
         plane.counters.join_failed(exc.code)

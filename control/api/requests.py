@@ -48,6 +48,7 @@ from control.registration_settings import (
     RegistrationSettings,
 )
 from control.sdp import check_streams
+from control.settings import NODE_NAME
 from control.text import HIDDEN_MESSAGE, has_hidden_characters
 from relay.vocabulary import Address, Kind, Mode, Role, Suite
 from relay.wire import Stream
@@ -191,6 +192,9 @@ class ProofOfWorkIn(Body):
     )
 
 
+NodeName = Annotated[str, Field(min_length=1, max_length=63, pattern=f"^{NODE_NAME.pattern}$")]
+
+
 class JoinIn(Body):
     password: str | None = Field(None, max_length=PASSWORD_MAX)
     name: Named = Field(min_length=1, max_length=NAME_MAX)
@@ -218,6 +222,13 @@ class JoinIn(Body):
         None,
         description="a solved challenge, needed with a password while the meeting is under "
         "attack (the join answers 428 proof_of_work_required with the challenge to solve)",
+    )
+    avoid_nodes: list[NodeName] | None = Field(
+        None,
+        max_length=8,
+        description="nodes not to be placed on: a client joining again after the node it was "
+        "on stopped answering names that node, which may not be found silent yet (README.md, "
+        '"Several nodes")',
     )
 
     @model_validator(mode="after")
