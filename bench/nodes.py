@@ -1,7 +1,7 @@
 """`relay bench webinar --nodes N`: one webinar over N nodes, against one node, in one run.
 
 Each configuration (one node, then N) is `relay serve`'s processes per node (node/serve.py
-`Server`: a control plane and W workers), all on 127.0.0.1 with ports of their own, sharing
+`Server`: a control plane and W workers), each on a loopback address of its own, sharing
 one PostgreSQL database (`--db`; without it, a throwaway server this bench starts and stops:
 PostgreSQL's programs must be installed, bench/postgres.py). A webinar is created through the
 first node's API and its presenter joins there, so it is homed there (the origin). The
@@ -56,6 +56,7 @@ import numpy as np
 from bench import _loadgen, run
 from bench.postgres import PostgresServer
 from bench.relays import process_cpu_seconds
+from bench.served import check, join_presenter
 from control.nodes import HEARTBEAT_S
 from control.settings import Settings
 from node.serve import Server, free_ports
@@ -172,10 +173,16 @@ class Configuration:
         self.password = ""
         self.servers: list[Server] = []
         self.names = [f"node-{k + 1}" for k in range(nodes)]
-        for name in self.names:
+        for k, name in enumerate(self.names):
             base = free_ports(2 * workers + 1)
+            # Each node on a loopback address of its own (the load generator sends the
+            # presenter's packets to 127.0.0.1: the origin's); the attendees' sinks are at
+            # 127.1.0.0 and above.
+            host = f"127.0.0.{k + 1}"
             settings = Settings(
                 data_dir=workdir / name,
+                api_host=host,
+                media_host=host,
                 api_port=base + 2 * workers,
                 media_port=base,
                 workers=workers,
@@ -219,17 +226,7 @@ class Configuration:
         ) as api:
             created = check(api.post("/v1/meetings", json={"title": "bench", "mode": "webinar"}))
             meeting, self.password = created["id"], created["password"]
-            presenter = check(
-                api.post(
-                    f"/v1/meetings/{meeting}/join",
-                    json={
-                        "name": "presenter",
-                        "role": "host",
-                        "host_key": created["host_key"],
-                        "streams": [{"ssrc": PRESENTER_SSRC, "kind": "audio", "pt": 111}],
-                    },
-                )
-            )
+            presenter = join_presenter(api, meeting, created["host_key"], PRESENTER_SSRC)
         assert presenter["node"] == self.names[0], presenter["node"]
         sock = run.sink_socket()
         sink_port = sock.getsockname()[1]
@@ -285,35 +282,18 @@ class Configuration:
     async def _arrive(
         self, meeting: str, password: str, attendees: int, sink_port: int
     ) -> tuple[list[dict[str, Any]], list[float]]:
-        """Attendee i joins through node i mod N's API."""
-        clients = [
-            httpx.AsyncClient(
-                base_url=s.api_url, headers={"Authorization": f"Bearer {s.token}"}, timeout=120
-            )
-            for s in self.servers
-        ]
-        answers: list[dict[str, Any] | None] = [None] * attendees
-        latencies: list[float] = []
-        cursor = iter(range(attendees))
-
-        async def one_client() -> None:
-            for i in cursor:
-                body = {
-                    "name": f"attendee {i + 1}",
-                    "password": password,
-                    "receive_at": f"{_loadgen.participant_address(i + 1)}:{sink_port}",
-                }
-                started = time.monotonic()
-                r = await clients[i % len(clients)].post(f"/v1/meetings/{meeting}/join", json=body)
-                latencies.append(time.monotonic() - started)
-                answers[i] = check(r)
-
-        try:
-            await asyncio.gather(*(one_client() for _ in range(CONCURRENCY)))
-        finally:
-            for c in clients:
-                await c.aclose()
-        return [a for a in answers if a is not None], latencies
+        """Attendee i (1..N) joins through node i mod N's API."""
+        bodies = {
+            i: {
+                "name": f"attendee {i}",
+                "password": password,
+                "receive_at": f"{_loadgen.participant_address(i)}:{sink_port}",
+            }
+            for i in range(1, attendees + 1)
+        }
+        answers: dict[int, dict[str, Any]] = {}
+        latencies = await join_all(self.servers, meeting, bodies, answers)
+        return [answers[i] for i in sorted(answers)], latencies
 
     def _until_everyone_hears(self, bench: run.Bench, rate: float, limit: float = 60.0) -> None:
         """Until a step loses nothing: every node has published its attendees, and the
@@ -390,38 +370,49 @@ class Configuration:
         """Attendee i joins again through a surviving node's API, naming the dead node as
         one not to be placed on (`avoid_nodes`: it may not be found silent yet); its answer
         goes into `answers`."""
+        bodies = {
+            i: {
+                "name": f"attendee {i} again",
+                "password": self.password,
+                "receive_at": f"{_loadgen.participant_address(i)}:{sink_port}",
+                "avoid_nodes": [dead],
+            }
+            for i in lost
+        }
         alive = [s for s, n in zip(self.servers, self.names, strict=True) if n != dead]
-        clients = [
-            httpx.AsyncClient(
-                base_url=s.api_url, headers={"Authorization": f"Bearer {s.token}"}, timeout=60
-            )
-            for s in alive
-        ]
-        cursor = iter(lost)
-
-        async def one_client() -> None:
-            for i in cursor:
-                body = {
-                    "name": f"attendee {i} again",
-                    "password": self.password,
-                    "receive_at": f"{_loadgen.participant_address(i)}:{sink_port}",
-                    "avoid_nodes": [dead],
-                }
-                r = await clients[i % len(clients)].post(f"/v1/meetings/{meeting}/join", json=body)
-                answers[i] = check(r)
-
-        try:
-            await asyncio.gather(*(one_client() for _ in range(CONCURRENCY)))
-        finally:
-            for c in clients:
-                await c.aclose()
+        await join_all(alive, meeting, bodies, answers)
 
 
-def check(r: httpx.Response) -> dict[str, Any]:
-    if r.status_code >= 400:
-        raise RuntimeError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text}")
-    body: dict[str, Any] = r.json()
-    return body
+async def join_all(
+    servers: list[Server],
+    meeting: str,
+    bodies: dict[int, dict[str, Any]],
+    answers: dict[int, dict[str, Any]],
+) -> list[float]:
+    """Join body i through server i mod N's API (with its operator token), CONCURRENCY at
+    once; each answer into `answers` as it comes; the latency of each join."""
+    clients = [
+        httpx.AsyncClient(
+            base_url=s.api_url, headers={"Authorization": f"Bearer {s.token}"}, timeout=120
+        )
+        for s in servers
+    ]
+    latencies: list[float] = []
+    cursor = iter(bodies.items())
+
+    async def one_client() -> None:
+        for i, body in cursor:
+            started = time.monotonic()
+            r = await clients[i % len(clients)].post(f"/v1/meetings/{meeting}/join", json=body)
+            latencies.append(time.monotonic() - started)
+            answers[i] = check(r)
+
+    try:
+        await asyncio.gather(*(one_client() for _ in range(CONCURRENCY)))
+    finally:
+        for c in clients:
+            await c.aclose()
+    return latencies
 
 
 def per_node_cpu(

@@ -29,6 +29,21 @@ def check(r: httpx.Response) -> dict[str, Any]:
     return body
 
 
+def join_presenter(api: httpx.Client, meeting: str, host_key: str, ssrc: int) -> dict[str, Any]:
+    """The presenter joins as host, with one Opus stream; its join answer."""
+    return check(
+        api.post(
+            f"/v1/meetings/{meeting}/join",
+            json={
+                "name": "presenter",
+                "role": "host",
+                "host_key": host_key,
+                "streams": [{"ssrc": ssrc, "kind": "audio", "pt": 111}],
+            },
+        )
+    )
+
+
 def open_webinar(
     server: Server,
     api: httpx.Client,
@@ -57,17 +72,7 @@ def open_webinar(
     sink_port = sock.getsockname()[1]
     started = time.monotonic()
     phase("joining the attendees")
-    presenter = check(
-        api.post(
-            f"/v1/meetings/{meeting}/join",
-            json={
-                "name": "presenter",
-                "role": "host",
-                "host_key": created["host_key"],
-                "streams": [{"ssrc": PRESENTER_SSRC, "kind": "audio", "pt": 111}],
-            },
-        )
-    )
+    presenter = join_presenter(api, meeting, created["host_key"], PRESENTER_SSRC)
     answers = [presenter]
     for i in range(1, attendees + 1):
         answers.append(
