@@ -284,11 +284,11 @@ class IndexInvariant(RuleBasedStateMachine):
         assert self.relay.forwarder.waiting == 0
 
 
-# 300 examples on the release build, which explores; 100 under the sanitizers, where each costs
+# 300 examples on the release build, which explores; 50 under the sanitizers, where each costs
 # three times as much and the pass checks the memory safety of the same paths (tests/conftest.py).
 IndexInvariant.TestCase.settings = settings(
     max_examples=int(
-        os.environ.get("RELAY_PROPERTY_EXAMPLES", "100" if _core.DEBUG_BUILD else "300")
+        os.environ.get("RELAY_PROPERTY_EXAMPLES", "50" if _core.DEBUG_BUILD else "300")
     ),
     stateful_step_count=40,
     deadline=None,
