@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from bench import run
+from bench import run, sendonly
 from bench.report import print_report
 from relay import lifecycle
 
@@ -45,6 +45,14 @@ def _main(args: argparse.Namespace) -> int:
     if args.rate is not None and args.rate <= 0:
         print("relay bench: --rate must be positive", file=sys.stderr)
         return 2
+    if args.frame > 1 and args.scenario != "webinar":
+        print("relay bench: --frame is for the webinar scenario", file=sys.stderr)
+        return 2
+    if args.path == "send-only":
+        problem = _send_only_refusal(args)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
     if args.scenario == "joins":
         from bench import joins
 
@@ -99,8 +107,13 @@ def _main(args: argparse.Namespace) -> int:
         scenario = run.Scenario(
             args.scenario, receivers, args.size, args.suite, args.workers, args.duration, args.rate
         )
+        scenario.path = args.path
+        scenario.frame = args.frame
         try:
             reports.append(run.run(scenario, args.compare, progress))
+        except sendonly.Refused as exc:
+            print(exc, file=sys.stderr)
+            return 2
         except RuntimeError as exc:
             print(f"relay bench: {exc}", file=sys.stderr)
             return 1
@@ -113,3 +126,20 @@ def _main(args: argparse.Namespace) -> int:
 
         plot.write(reports, args.plot)
     return 0
+
+
+def _send_only_refusal(args: argparse.Namespace) -> str | None:
+    """Why `--path send-only` cannot run with these flags or on this host, or None. It is a
+    webinar's path (one sender reaching the relay over loopback, its receivers on the
+    device), on one worker (one device counts every copy: it cannot tell workers apart)."""
+    if args.scenario != "webinar" or args.nodes > 1:
+        return (
+            "relay bench: --path send-only measures the webinar scenario only (one presenter "
+            "on loopback, its attendees on the device)"
+        )
+    if args.workers != 1:
+        return "relay bench: --path send-only runs one worker (--workers 1)"
+    if any(n > sendonly.MAX_RECEIVERS for n in args.receivers):
+        return f"relay bench: --path send-only has room for {sendonly.MAX_RECEIVERS} receivers"
+    refusal: str | None = sendonly.refusal()  # bench/ is not type-checked: say what it is
+    return refusal

@@ -89,6 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare", action="store_true", help="measure the baselines in the same run"
     )
     bench.add_argument(
+        "--frame",
+        type=int,
+        default=1,
+        choices=range(1, 65),
+        metavar="N",
+        help="webinar: the presenter sends N packets at once, as a video frame's, at the same "
+        "average rate (default 1: evenly spaced); the relay sends each attendee's copies of "
+        "them as one message where it can (UDP GSO)",
+    )
+    bench.add_argument(
+        "--path",
+        choices=["loopback", "send-only"],
+        default="loopback",
+        help="loopback (default): sinks receive and check every copy on the same cores; "
+        "send-only (webinar, root): the relays run in a network namespace of the bench's own "
+        "and send to an ifb device that frees each copy, so only the send half of a copy is "
+        "paid, as with a NIC; no latency there (bench/sendonly.py)",
+    )
+    bench.add_argument(
         "--db",
         default="",
         metavar="URL",
@@ -217,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="participants this node takes; placement weighs its load against it "
         "(default: 5000 per worker)",
+    )
+    serve.add_argument(
+        "--connected-sockets",
+        metavar="N",
+        help="receivers per worker sent to from a socket connected to each, which skips the "
+        "kernel's route lookup per copy; past N, from the media socket (default 0: none)",
     )
     serve.add_argument("--config", metavar="FILE", help="a TOML file of the same settings")
     serve.set_defaults(run=_serve)

@@ -113,6 +113,20 @@ class RelayCollector(Collector):
                 "outcome",
                 "Packets that NACKs named, by what became of each (ext/rtx.pxi).",
             ),
+            (
+                "relay_gso",
+                "gso",
+                "outcome",
+                "Copies sent as segments of one message (segments), and such messages the "
+                "kernel refused, which turns grouping off (refused): UDP GSO, ext/batch.pxi.",
+            ),
+            (
+                "relay_connected_sockets",
+                "connect",
+                "outcome",
+                "Sockets connected to a receiver (made), refused by the kernel (failed), and "
+                "receivers left without one at the limit (over_limit): ext/connected.pxi.",
+            ),
             ("relay_ice_checks", "ice", "outcome", "STUN checks on the media ports, by outcome."),
             (
                 "relay_webrtc_dropped",

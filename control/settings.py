@@ -26,6 +26,7 @@ variable (`RELAY_` and the setting's name in capitals), the TOML file (`--config
     signup_meeting_per_minute = 120
     node_name = "relay-1"         # this node among those on one database (default: host name)
     node_capacity = 20000         # participants it takes (default: 5,000 per worker)
+    connected_sockets = 0         # receivers per worker sent to from a socket connected to each
 
 The API carries tokens, host keys, passwords and participants' SRTP keys, so it is served over
 HTTPS (`tls_cert` and `tls_key`, both or neither; control/tls.py checks them) or on a loopback
@@ -68,6 +69,7 @@ from typing import Any
 from control import proxies
 from control.mail import check_sender, parse_smtp_url
 from relay.errors import RelayError
+from relay.worker import CONNECTED_SOCKETS, CONNECTED_SOCKETS_MAX
 
 __all__ = ["DEFAULT_DATA_DIR", "Settings", "SettingsError", "check_api", "resolve"]
 
@@ -109,6 +111,9 @@ class Settings:
     signup_meeting_per_minute: int = 120  # sign-ups per meeting, from everyone
     node_name: str = ""  # this node on a shared database (control/nodes.py); "": the host name
     node_capacity: int = 0  # participants this node takes; 0: NODE_CAPACITY_PER_WORKER each
+    # Receivers per worker sent to from a socket connected to each (ext/connected.pxi); 0: all
+    # from the media socket.
+    connected_sockets: int = CONNECTED_SOCKETS
 
     @property
     def node(self) -> str:
@@ -169,6 +174,7 @@ NAMES = (
     "signup_meeting_per_minute",
     "node_name",
     "node_capacity",
+    "connected_sockets",
 )
 SIGNUP_RATE_MAX = 100_000  # a minute: above this, a throttle is no throttle
 
@@ -350,6 +356,14 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
                 "starting and ending with a letter or digit"
             )
         return {name: value}
+    if name == "connected_sockets":
+        sockets = _integer(value)
+        if sockets is None or not 0 <= sockets <= CONNECTED_SOCKETS_MAX:
+            raise SettingsError(
+                f"connected_sockets ({where}) must be 0..{CONNECTED_SOCKETS_MAX} (0: none), "
+                f"got {value!r}"
+            )
+        return {name: sockets}
     if name == "node_capacity":
         count = _integer(value) or 0
         if not 1 <= count <= NODE_CAPACITY_MAX:

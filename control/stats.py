@@ -54,12 +54,16 @@ Counts = npt.NDArray[np.uint64]
 
 
 # Counters by label: drops by reason, what became of each packet a NACK named (ext/rtx.pxi),
-# and what a worker serving WebRTC peers adds (relay/worker.py): ICE checks by outcome
+# copies sent grouped and groups refused (UDP GSO, ext/batch.pxi), connected sockets made,
+# refused and not made for the limit (ext/connected.pxi), and what a worker serving WebRTC
+# peers adds (relay/worker.py): ICE checks by outcome
 # (relay/ice.py), signalling refused and peers gone, by reason (relay/webrtc.py). All only
 # grow, as everything here must: a count that goes down means the worker started again.
 LABELLED = (
     "dropped",
     "rtx",
+    "gso",
+    "connect",
     "ice",
     "webrtc_dropped",
     "webrtc_ended",

@@ -6,6 +6,7 @@
 #   keys.pxi      suites and key derivation
 #   session.pxi   relay.srtp.Session: the per-packet Python API and its batch calls
 #   rtx.pxi       the retransmission cache a NACK is answered from, and the NACK's format
+#   connected.pxi connected per-receiver sockets: made, closed, and read through one epoll set
 #   table.pxi     RouteTable: meetings, participants, keys, addresses (changed between batches)
 #   batch.pxi     RecvBatch/SendBatch: recvmmsg and sendmmsg, the only system calls
 #   demux.pxi     Aside: STUN and DTLS set aside for the worker's Python side (RFC 7983)
@@ -28,6 +29,7 @@ include "srtp.pxi"
 include "keys.pxi"
 include "session.pxi"
 include "rtx.pxi"
+include "connected.pxi"
 include "table.pxi"
 include "batch.pxi"
 include "demux.pxi"

@@ -38,6 +38,14 @@ cdef enum:
     SEND_SLOTS = 1024       # datagrams a SendBatch holds (tests without a socket fill it)
     SEND_FLUSH = 256        # datagrams per sendmmsg in the loop
     SLOT_SIZE = 2048        # bytes per datagram slot
+    # A receiver's copies of a burst as one message of several segments (batch.pxi, UDP GSO):
+    # at most this many, of at most GSO_SEGMENT_MAX bytes each (what a 1,500-byte MTU carries
+    # under IPv6 and UDP headers: a larger segment would be refused), GSO_BYTES_MAX in all
+    # (an IPv4 datagram's most); GSO_CONTROL: room for the UDP_SEGMENT control message.
+    GSO_SEGMENTS_MAX = 64
+    GSO_SEGMENT_MAX = 1452
+    GSO_BYTES_MAX = 65507
+    GSO_CONTROL = 32
     # The most a packet can grow: GCM tag and SRTCP trailer for a receiver, from a sender
     # whose tag is 4 bytes.
     RELAY_OVERHEAD = 36

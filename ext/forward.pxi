@@ -14,6 +14,11 @@
 # a copy whose index is not reserved durably yet (a stream's first packet to a receiver, or
 # its first after a restart) is parked with its plaintext; the worker makes the reservation
 # durable and then release() sends what waited, so nothing is lost for it.
+#
+# Packets of one stream that arrive one after another in a batch (a video frame's, mostly) are
+# a burst: their copies go out receiver by receiver, so that each receiver's copies of it are
+# consecutive in the SendBatch and leave as one message of several segments (batch.pxi, UDP
+# GSO). A burst is only what one batch already holds: no packet waits for another.
 
 from libc.string cimport memcmp
 
@@ -85,6 +90,14 @@ cdef class Forwarder:
     cdef uint32_t pending_id[KEYFRAMES_PENDING]
     cdef uint32_t pending_stream[KEYFRAMES_PENDING]
     cdef uint32_t npending
+    # The burst being gathered: consecutive packets of one sender's stream, decrypted (in the
+    # receive batch, or the records being imported), fanned out together by _burst_send().
+    cdef uint32_t burst_sender
+    cdef uint32_t burst_stream
+    cdef uint32_t nburst
+    cdef const uint8_t* burst_plain[BATCH_MAX]
+    cdef uint32_t burst_len[BATCH_MAX]
+    cdef uint64_t burst_index[BATCH_MAX]
 
     def __cinit__(self, RouteTable table not None, int send_slots=SEND_SLOTS):
         self.table = table
@@ -103,6 +116,16 @@ cdef class Forwarder:
         free(self.scratch)
         free(self.parked_plain)
         free(self.parked)
+
+    @property
+    def gso(self):
+        """Whether a receiver's copies of a burst leave as one message (batch.pxi); off after
+        the kernel refused such a message once."""
+        return self.tx.gso
+
+    @gso.setter
+    def gso(self, bint on):
+        self.tx.gso = on
 
     @property
     def waiting(self):
@@ -136,6 +159,26 @@ cdef class Forwarder:
                 self._forward_batch(self.rx, self.tx, fd, now)
                 self.tx.flush(fd, self.table)
         return n
+
+    def run_connected(self, int fd, double now):
+        """Receive what the receivers' connected sockets hold (connected.pxi: their reports,
+        a WebRTC peer's STUN and DTLS), a batch from each that is ready, forward it, send
+        (fd: the media socket, for what goes out unconnected). Returns datagrams received."""
+        cdef epoll_event ready[BATCH_MAX]
+        cdef int i, n, k, total = 0
+        if self.table.conns.epoll_fd < 0:
+            return 0
+        with nogil:
+            n = epoll_wait(self.table.conns.epoll_fd, ready, BATCH_MAX, 0)
+            for i in range(n):
+                # An error the socket holds (an ICMP port unreachable from the receiver's
+                # host) comes back as one failed receive: it consumes the error, nothing more.
+                k = self.rx.recv(ready[i].data.fd)
+                if k > 0:
+                    total += k
+                    self._forward_batch(self.rx, self.tx, fd, now)
+            self.tx.flush(fd, self.table)
+        return total
 
     def take_aside(self):
         """The STUN and DTLS datagrams of the batches since the last call, with their sources:
@@ -219,9 +262,11 @@ cdef class Forwarder:
                 else:
                     c.dropped[DROP_MALFORMED] += 1
             elif is_rtcp(pkt):
+                self._burst_send(tx, fd)    # what came before it goes out before it
                 self._forward_rtcp(tx, fd, pkt, n, &rx.names[i], rx.namelens[i], now)
             else:
                 self._forward_rtp(tx, fd, pkt, n, &rx.names[i], rx.namelens[i])
+        self._burst_send(tx, fd)
 
     # -- RTP -----------------------------------------------------------------------------------
 
@@ -271,7 +316,7 @@ cdef class Forwarder:
             self.stats.dropped[reason] += 1
             return
         keep_for_nacks(st, <uint32_t>p.up_fp, index, pkt, plain_len, self.now)
-        self._fan_out_rtp(tx, fd, <uint32_t>slot, st.slot, pkt, plain_len, index)
+        self._burst_add(tx, fd, <uint32_t>slot, st.slot, pkt, plain_len, index)
         if self.table.meetings[p.meeting].nremote or self.table.meetings[p.meeting].recording:
             self._export(EXPORT_RTP, p, st.ssrc, index, pkt, plain_len)
 
@@ -296,31 +341,60 @@ cdef class Forwarder:
             return DROP_MUTED
         return -1
 
+    cdef void _burst_add(self, SendBatch tx, int fd, uint32_t sender, uint32_t stream_slot,
+                         const uint8_t* plain, size_t plain_len,
+                         uint64_t index) noexcept nogil:
+        """Add a packet to the burst, after sending the one gathered if it is another
+        stream's (or full)."""
+        if self.nburst and (self.burst_sender != sender or self.burst_stream != stream_slot
+                            or self.nburst == BATCH_MAX):
+            self._burst_send(tx, fd)
+        self.burst_sender = sender
+        self.burst_stream = stream_slot
+        self.burst_plain[self.nburst] = plain
+        self.burst_len[self.nburst] = <uint32_t>plain_len
+        self.burst_index[self.nburst] = index
+        self.nburst += 1
+
+    cdef void _burst_send(self, SendBatch tx, int fd) noexcept nogil:
+        """Fan out the burst gathered, if any."""
+        cdef uint32_t n = self.nburst
+        if n:
+            self.nburst = 0
+            self._fan_out_rtp(tx, fd, self.burst_sender, self.burst_stream, n,
+                              self.burst_plain, self.burst_len, self.burst_index)
+
     cdef void _fan_out_rtp(self, SendBatch tx, int fd, uint32_t sender, uint32_t stream_slot,
-                           const uint8_t* plain, size_t plain_len,
-                           uint64_t index) noexcept nogil:
+                           uint32_t n, const uint8_t** plain, const uint32_t* plain_len,
+                           const uint64_t* index) noexcept nogil:
+        """Copies of n packets of one stream for every receiver, receiver by receiver: each
+        one's copies are consecutive, for the SendBatch to group."""
         cdef const Meeting* m = &self.table.meetings[self.table.parts[sender].meeting]
-        cdef uint32_t j, r
-        cdef uint32_t parked = PARK_PACKETS     # this packet's plaintext, once parked
+        cdef uint32_t j, r, k
+        cdef uint32_t parked[BATCH_MAX]     # each packet's plaintext, once parked
         cdef Participant* rp
+        for k in range(n):
+            parked[k] = PARK_PACKETS
         for j in range(m.nmembers):
             r = m.members[j]
             if r == sender:
                 continue
             rp = &self.table.parts[r]
             if rp.flags & PF_REMOTE:
-                continue                # its home worker sends it this packet
+                continue                # its home worker sends it these packets
             if rp.flags & PF_EJECTED:
-                self.stats.dropped[DROP_EJECTED] += 1
+                self.stats.dropped[DROP_EJECTED] += n
                 continue
             if not rp.flags & PF_HAS_ADDRESS:
                 self.stats.dropped[DROP_NO_CONSENT if rp.flags & PF_ADDRESS_PENDING
-                                   else DROP_NO_ADDRESS] += 1
+                                   else DROP_NO_ADDRESS] += n
                 continue
             if stream_slot >= rp.out_init:  # only if out of memory at a join
-                self.stats.dropped[DROP_CRYPTO] += 1
+                self.stats.dropped[DROP_CRYPTO] += n
                 continue
-            self._copy(tx, fd, r, stream_slot, sender, plain, plain_len, index, &parked)
+            for k in range(n):
+                self._copy(tx, fd, r, stream_slot, sender, plain[k], plain_len[k], index[k],
+                           &parked[k])
 
     cdef int _copy(self, SendBatch tx, int fd, uint32_t r, uint32_t stream_slot,
                    uint32_t sender, const uint8_t* plain, size_t plain_len,
@@ -369,8 +443,7 @@ cdef class Forwarder:
             return 0
         if o >= out.next:
             out.next = o + 1
-        tx.commit_port(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r,
-                       out.port if out.route == ROUTE_PORT else 0)
+        self._queue(tx, <uint32_t>out_len, r, out.port if out.route == ROUTE_PORT else 0)
         return 1
 
     cdef void _park(self, uint32_t r, uint32_t stream_slot, uint32_t sender,
@@ -440,6 +513,14 @@ cdef class Forwarder:
         self.nparked = 0
         self.nparked_plain = 0
         return sent
+
+    cdef inline void _queue(self, SendBatch tx, uint32_t n, uint32_t r,
+                            uint16_t port_be) noexcept nogil:
+        """Queue the slot _slot() gave, now n bytes for receiver r: to its address, or to
+        another port of its host (port_be), from its connected socket where it has one."""
+        cdef Participant* rp = &self.table.parts[r]
+        tx.commit_port(n, &rp.addr, rp.addr_len, <int32_t>r, port_be,
+                       -1 if port_be else table_receiver_socket(self.table, rp))
 
     cdef uint8_t* _slot(self, SendBatch tx, int fd) noexcept nogil:
         """A free send slot. With a socket, what is queued goes out every SEND_FLUSH packets,
@@ -787,8 +868,7 @@ cdef class Forwarder:
             self.stats.dropped[drop_for(rc)] += 1
             return RTX_NOT_CACHED
         rp.rtx_window_sent += 1
-        tx.commit_port(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r,
-                       out.port if out.route == ROUTE_PORT else 0)
+        self._queue(tx, <uint32_t>out_len, r, out.port if out.route == ROUTE_PORT else 0)
         return RTX_SERVED
 
     cdef void _fan_out_rtcp(self, SendBatch tx, int fd, uint32_t sender, const uint8_t* plain,
@@ -842,7 +922,7 @@ cdef class Forwarder:
         if rc != SRTP_OK:
             self.stats.dropped[drop_for(rc)] += 1
             return 0
-        tx.commit_port(<uint32_t>out_len, &rp.addr, rp.addr_len, <int32_t>r, port_be)
+        self._queue(tx, <uint32_t>out_len, r, port_be)
         return 1
 
     # -- from the other workers ----------------------------------------------------------------
@@ -860,6 +940,7 @@ cdef class Forwarder:
             nxt = export_next(data, size, off, &rec)
             if nxt == 0:
                 self.stats.dropped[DROP_MALFORMED] += 1
+                self._burst_send(tx, fd)    # its plaintexts are in `data`: not after return
                 return -1
             off = nxt
             # Records come from this host's own workers, but are read as untrusted all the
@@ -872,6 +953,8 @@ cdef class Forwarder:
                 self.stats.dropped[DROP_UNKNOWN_SOURCE] += 1
                 continue
             p = &self.table.parts[slot]
+            if rec.kind != EXPORT_RTP:
+                self._burst_send(tx, fd)        # what came before it goes out before it
             if rec.kind >= EXPORT_FEEDBACK:     # for the sender's home worker: maybe this one
                 if p.flags & PF_REMOTE:
                     continue
@@ -895,11 +978,12 @@ cdef class Forwarder:
             if rec.kind == EXPORT_RTP:
                 keep_for_nacks(&p.streams[stream], <uint32_t>p.up_fp, rec.index, rec.plain,
                                rec.length, self.now)
-                self._fan_out_rtp(tx, fd, <uint32_t>slot, p.streams[stream].slot, rec.plain,
-                                  rec.length, rec.index)
+                self._burst_add(tx, fd, <uint32_t>slot, p.streams[stream].slot, rec.plain,
+                                rec.length, rec.index)
             else:
                 self._remember_sr(p, rec.plain, rec.length, self.now)
                 self._fan_out_rtcp(tx, fd, <uint32_t>slot, rec.plain, rec.length)
+        self._burst_send(tx, fd)
         return used
 
     cdef int32_t _imported_sender(self, const ExportRecord* rec,

@@ -1,10 +1,12 @@
-# Batched UDP system calls (Linux): recvmmsg and sendmmsg, and what they take.
+# The system calls of the media path (Linux): recvmmsg and sendmmsg, and what they take; and
+# for connected per-receiver sockets (connected.pxi) socket, bind, connect, send and epoll.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
 
 cdef extern from "<sys/types.h>" nogil:
     ctypedef unsigned int socklen_t
+    ctypedef long ssize_t
 
 
 cdef extern from "<sys/uio.h>" nogil:
@@ -83,6 +85,44 @@ cdef extern from "<sys/socket.h>" nogil:
     size_t CMSG_LEN(size_t n)
     int recvmmsg(int fd, mmsghdr* vec, unsigned int vlen, int flags, timespec* timeout)
     int sendmmsg(int fd, mmsghdr* vec, unsigned int vlen, int flags)
+    enum:
+        SOCK_DGRAM
+        SOCK_CLOEXEC
+        SOL_SOCKET
+        SO_REUSEPORT
+    int socket(int domain, int type, int protocol)
+    int setsockopt(int fd, int level, int name, const void* value, socklen_t length)
+    int bind(int fd, const sockaddr* address, socklen_t length)
+    int connect(int fd, const sockaddr* address, socklen_t length)
+    ssize_t send(int fd, const void* buf, size_t n, int flags)
+    ssize_t sendmsg(int fd, const msghdr* msg, int flags)
+
+
+cdef extern from "<netinet/udp.h>" nogil:
+    enum:
+        SOL_UDP
+        UDP_SEGMENT             # UDP GSO: the size of each segment (Linux 4.18)
+
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+
+
+cdef extern from "<sys/epoll.h>" nogil:
+    enum:
+        EPOLLIN
+        EPOLL_CLOEXEC
+        EPOLL_CTL_ADD
+    ctypedef union epoll_data_t:
+        void* ptr
+        int fd
+        uint32_t u32
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event* event)
+    int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout)
 
 
 cdef extern from "<errno.h>" nogil:
@@ -91,3 +131,5 @@ cdef extern from "<errno.h>" nogil:
         EAGAIN
         EWOULDBLOCK
         EINTR
+        EIO
+        EINVAL

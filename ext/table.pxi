@@ -152,6 +152,8 @@ ctypedef struct Participant:
     uint8_t hint[16]        # the IP it joined from, IPv4-mapped (table_candidates)
     sockaddr_in6 addr       # where it receives (sockaddr_in in the first bytes for IPv4)
     socklen_t addr_len
+    int conn_fd             # a socket connected to addr (connected.pxi); -1: none
+    bint conn_tried         # one was tried for this addr: none is tried again until it moves
     OutStream* out          # per stream slot of the meeting
     uint32_t out_cap
     uint32_t out_init       # slots of out[] set up (_init_out) so far
@@ -195,6 +197,8 @@ ctypedef struct Counters:
     uint64_t exported           # packets passed on to the other workers (fanout.pxi)
     uint64_t imported           # packets taken from the other workers for local receivers
     uint64_t parked             # copies held until their index reservation was durable
+    uint64_t gso_segments       # copies sent as segments of a message of several (batch.pxi)
+    uint64_t gso_refused        # such messages the kernel refused: grouping was turned off
     uint64_t nacks              # generic NACKs received (RFC 4585 section 6.2.1)
     uint64_t rtx[RTX_OUTCOMES]  # what became of each packet they named (rtx.pxi)
     # Receiver report blocks by what they say (reports.pxi): a histogram each of the fraction
@@ -279,6 +283,7 @@ cdef class RouteTable:
     cdef uint32_t addrs_cap     # power of two, at least twice the participants
     cdef uint32_t addrs_deleted
     cdef Counters stats
+    cdef Connections conns          # the receivers' connected sockets (connected.pxi)
     cdef dict participant_slots     # participant id -> slot
     cdef dict meeting_slots         # meeting id -> slot
     cdef readonly bint durable
@@ -295,6 +300,7 @@ cdef class RouteTable:
 
     def __cinit__(self, bint durable=False):
         memset(&self.stats, 0, sizeof(Counters))
+        conn_init(&self.conns)
         self.participant_slots = {}
         self.meeting_slots = {}
         self.durable = durable
@@ -315,6 +321,7 @@ cdef class RouteTable:
         free(self.addrs)
         free(self.queue)
         free(self.newly_latched)
+        conn_stop(&self.conns)
 
     def __len__(self):
         return len(self.participant_slots)
@@ -446,6 +453,7 @@ cdef class RouteTable:
         slot = self._take_participant_slot()
         p = &self.parts[slot]
         memset(p, 0, sizeof(Participant))
+        p.conn_fd = -1
         p.id = participant_id
         p.rr_rtt_us = RTT_UNKNOWN
         p.meeting = <int32_t>mslot
@@ -604,6 +612,8 @@ cdef class RouteTable:
         p.flags &= ~(PF_HAS_ADDRESS | PF_ADDRESS_PENDING | PF_GIVEN)
         memset(&p.addr, 0, sizeof(sockaddr_in6))
         p.addr_len = 0
+        conn_close(&self.conns, &p.conn_fd)
+        p.conn_tried = False
 
     def eject(self, uint32_t participant_id):
         """Stop media to and from a participant at once. Its packets count as 'ejected'."""
@@ -636,7 +646,27 @@ cdef class RouteTable:
             "rtx": {RTX_NAMES[i]: c.rtx[i] for i in range(RTX_OUTCOMES)},
             **report_histograms(c),
             "dropped": {DROP_NAMES[i]: c.dropped[i] for i in range(DROP_COUNT)},
+            "gso": {"segments": c.gso_segments, "refused": c.gso_refused},
+            "connected_sockets": self.conns.open,
+            "connect": {"made": self.conns.made, "failed": self.conns.failed,
+                        "over_limit": self.conns.over_limit},
         }
+
+    # -- connected sockets (connected.pxi) ---------------------------------------------------
+
+    def connect_receivers(self, local, uint32_t limit):
+        """Send each receiver's copies from a socket connected to it, bound to `local` (the
+        media socket's (ip, port), bound with SO_REUSEPORT), at most `limit` at once. The
+        epoll set of those sockets, to poll beside the media socket, is connected_fd."""
+        cdef bytes sockaddr = _sockaddr_bytes(local)
+        if conn_start(&self.conns, <const sockaddr_in6*><const char*>sockaddr,
+                      <socklen_t>len(sockaddr), limit) != 0:
+            raise OSError(errno, "epoll_create1 failed")
+
+    @property
+    def connected_fd(self):
+        """The epoll set of the receivers' connected sockets; -1 while they are off."""
+        return self.conns.epoll_fd
 
     # -- the ledger: reservations and what outlives the table ------------------------------
 
@@ -957,6 +987,7 @@ cdef class RouteTable:
         cdef uint32_t i
         srtp_context_free(p.up)
         srtp_context_free(p.down)
+        conn_close(&self.conns, &p.conn_fd)
         if p.streams != NULL:
             for i in range(p.nstreams):
                 free(p.streams[i].cache)
@@ -1324,8 +1355,20 @@ cdef void table_latch(RouteTable t, uint32_t slot, const void* sa, socklen_t n) 
     memcpy(&p.addr, sa, n)
     p.addr_len = n
     p.flags |= PF_HAS_ADDRESS
+    conn_close(&t.conns, &p.conn_fd)    # connected to where it was
+    p.conn_tried = False
     table_addr_insert(t, slot)
     table_note_latched(t, p.id)
+
+
+cdef inline int table_receiver_socket(RouteTable t, Participant* p) noexcept nogil:
+    """The socket connected to p's address, made at its first copy there (connected.pxi);
+    -1: none, its copies go out from the media socket."""
+    if p.conn_fd >= 0 or p.conn_tried or t.conns.epoll_fd < 0:
+        return p.conn_fd
+    p.conn_tried = True
+    p.conn_fd = conn_open(&t.conns, &p.addr, p.addr_len)
+    return p.conn_fd
 
 
 cdef SrtpContext* table_uplink(Participant* p) noexcept nogil:

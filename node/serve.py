@@ -283,6 +283,7 @@ class Server:
                 recording_key=credentials.recording_key_file(self.data_dir),
                 certificate=credentials.dtls_certificate(self.data_dir)[0],
                 keyframe_interval=settings.keyframe_interval,
+                connected_sockets=settings.connected_sockets,
             ),
             on_start=self._started,
         )

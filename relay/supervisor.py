@@ -54,6 +54,7 @@ class SupervisorConfig:
     recording_key: Path | None = None
     certificate: Path | None = None  # the node's DTLS certificate: workers connect WebRTC peers
     keyframe_interval: float | None = None  # seconds between keyframe requests to a stream
+    connected_sockets: int | None = None  # receivers per worker with a connected socket
     python: str = field(default=sys.executable)
 
 
@@ -120,6 +121,8 @@ class Supervisor:
             cmd += ["--certificate", str(c.certificate)]
         if c.keyframe_interval is not None:
             cmd += ["--keyframe-interval", repr(c.keyframe_interval)]
+        if c.connected_sockets is not None:
+            cmd += ["--connected-sockets", str(c.connected_sockets)]
         return cmd
 
     def start(self) -> None:

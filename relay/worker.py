@@ -18,6 +18,14 @@ restarted worker (or server) never sends a receiver an index it may have had.
 With `--certificate` (the node's DTLS certificate), it also connects WebRTC peers on its media
 port: the core sets their STUN and DTLS aside (ext/demux.pxi, at most SIGNALLING_PER_SECOND),
 and after each batch relay/webrtc.py answers them and its replies go out from this port.
+
+Copies go out from the media socket, one sendmmsg per batch, and a receiver's copies of a burst
+(a video frame's packets, arriving in one batch) as one message the kernel splits (UDP GSO,
+ext/batch.pxi) unless `--no-gso`. With `--connected-sockets N`, each of up to N receivers gets a
+socket of its own connected to it, bound to the media port too (ext/connected.pxi), so its
+copies skip the kernel's route lookup; the worker raises its descriptor limit for them at
+start. It is off by default: measured on the send-only path it cost more than it saved
+(bench/RESULTS.md, "Connected sockets and GSO").
 """
 
 from __future__ import annotations
@@ -56,6 +64,13 @@ FANOUT_HWM = 10_000  # messages (batches) queued per peer before the PUB drops
 # 10,000 peers' consent checks (one each 5 s) and 200 handshakes a second (some 20 datagrams
 # each) take a fifth of it; the rest is counted as `signalling_limit`.
 SIGNALLING_PER_SECOND = 20_000
+# Receivers one worker sends to from sockets connected to them (ext/connected.pxi); past it,
+# from the media socket. Each is a file descriptor: the worker raises its limit to fit them.
+# None by default: a send() per copy on its own socket costs more here than the route lookup
+# it saves (bench/RESULTS.md, "Connected sockets and GSO").
+CONNECTED_SOCKETS = 0
+CONNECTED_SOCKETS_MAX = 1_000_000
+DESCRIPTORS_SPARE = 256  # for everything else: ZeroMQ, the ledger, recordings, logs
 
 
 @dataclass
@@ -86,13 +101,25 @@ class WorkerConfig:
     certificate: Path | None = None
     # Seconds between keyframe requests passed to one stream's sender (ext/forward.pxi).
     keyframe_interval: float = 0.5
+    # Receivers sent to from sockets connected to them (ext/connected.pxi); 0: none.
+    connected_sockets: int = CONNECTED_SOCKETS
+    # A receiver's copies of a burst as one message of several segments (ext/batch.pxi).
+    gso: bool = True
 
 
-def bind_udp(host: str, port: int) -> socket.socket:
+def bind_udp(host: str, port: int, share: bool = False) -> socket.socket:
     """A UDP socket for the media path: large buffers; sends block when the buffer is full
-    (back-pressure), receives never wait (the core passes MSG_DONTWAIT)."""
+    (back-pressure), receives never wait (the core passes MSG_DONTWAIT). `share`: with
+    SO_REUSEPORT, so that the receivers' connected sockets can bind the same port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if share:
+        # SO_REUSEPORT would let a second relay of the same user bind this port beside us
+        # and take half its traffic. A plain bind first fails if anyone holds it.
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, port))
     sock = socket.socket(family, socket.SOCK_DGRAM)
+    if share:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     for force, plain in (
         (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
         (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF),
@@ -111,6 +138,7 @@ class Worker:
         self.table = _core.RouteTable(durable=config.state_file is not None)
         self.forwarder = _core.Forwarder(self.table)
         self.forwarder.keyframe_interval = config.keyframe_interval
+        self.forwarder.gso = config.gso
         self.ledger: ledger.Ledger | None = None
         self.ledger_failing = False  # the last append failed: logged once until it works
         if config.state_file is not None:
@@ -154,10 +182,13 @@ class Worker:
             self.replica = RouteReplica(
                 self.table, on_recording=self._recording, webrtc=self.webrtc
             )
+        connected = descriptors_for(config.connected_sockets)
         self.sockets = [
-            bind_udp(config.media_host, config.media_port),
+            bind_udp(config.media_host, config.media_port, share=connected > 0),
             bind_udp(config.media_host, config.media_port + 1),
         ]
+        if connected:
+            self.table.connect_receivers(self.sockets[0].getsockname()[:2], connected)
         self.control: zmq.Socket[Any] | None = None
         self.stats: zmq.Socket[Any] | None = None
         if config.table is not None:
@@ -246,6 +277,9 @@ class Worker:
         poller = self.poller
         for sock in self.sockets:
             poller.register(sock.fileno(), zmq.POLLIN)
+        connected_fd = self.table.connected_fd  # the receivers' connected sockets, or -1
+        if connected_fd >= 0:
+            poller.register(connected_fd, zmq.POLLIN)
         if self.control is not None:
             poller.register(self.control, zmq.POLLIN)
         if self.peers_in is not None:
@@ -285,6 +319,18 @@ class Worker:
                             if n < 0:
                                 log.warning("recvmmsg failed: %s", os.strerror(-n))
                             break
+            if connected_fd in ready:
+                # What receivers send back (reports, consent checks) reaches their own
+                # sockets: rare beside the media, a batch from each ready one per wakeup.
+                if self._control_waiting():
+                    self._drain_control()
+                self.forwarder.run_connected(self.sockets[0].fileno(), now)
+                if self.webrtc is not None:
+                    self._signalling(now)
+                if self.table.reservations_waiting() or self.forwarder.waiting:
+                    self._reserve()
+                if self.peers_out is not None or self.recorders:
+                    self._publish_exports()
             if self._control_waiting():
                 self._drain_control()
             if self.webrtc is not None:
@@ -520,6 +566,34 @@ class Worker:
                 zsock.close(0)
 
 
+def descriptors_for(connected: int) -> int:
+    """Raise this process's descriptor limit to fit `connected` sockets and the spare, as far
+    as the hard limit allows; how many connected sockets fit (logged if fewer)."""
+    if connected <= 0:
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connected + DESCRIPTORS_SPARE
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    fits = connected
+    if soft != resource.RLIM_INFINITY:
+        fits = max(0, min(connected, soft - DESCRIPTORS_SPARE))
+    if fits < connected:
+        log.warning(
+            "descriptor limit %d: %d receivers get connected sockets, not %d "
+            "(the rest are sent to from the media socket)",
+            soft,
+            fits,
+            connected,
+        )
+    return fits
+
+
 def main(config: WorkerConfig) -> int:
     managed = lifecycle.bind_to_parent()  # before the ports: never outlive the supervisor
     log_setup()
@@ -581,6 +655,22 @@ def parser() -> argparse.ArgumentParser:
         help="seconds between keyframe requests (PLI/FIR) passed to one stream's sender",
     )
     parser.add_argument(
+        "--connected-sockets",
+        type=_connected_sockets,
+        default=os.environ.get("RELAY_CONNECTED_SOCKETS", str(CONNECTED_SOCKETS)),
+        metavar="N",
+        help="receivers sent to from a socket connected to each, bound to the media port "
+        f"(default: RELAY_CONNECTED_SOCKETS or {CONNECTED_SOCKETS}; 0: every copy from the "
+        "media socket by sendmmsg)",
+    )
+    parser.add_argument(
+        "--no-gso",
+        action="store_true",
+        default=os.environ.get("RELAY_GSO", "1") == "0",
+        help="send every copy as a datagram of its own, not a receiver's copies of a burst "
+        "as one message the kernel splits (UDP GSO); default: RELAY_GSO=0 says so",
+    )
+    parser.add_argument(
         "--index", type=int, default=0, help="this worker's number among W (default 0)"
     )
     parser.add_argument(
@@ -589,6 +679,16 @@ def parser() -> argparse.ArgumentParser:
         help="every worker's ZeroMQ endpoint for packets passed between workers, in order",
     )
     return parser
+
+
+def _connected_sockets(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if not 0 <= count <= CONNECTED_SOCKETS_MAX:
+        raise argparse.ArgumentTypeError(f"must be 0..{CONNECTED_SOCKETS_MAX}, got {text!r}")
+    return count
 
 
 def command(argv: Sequence[str]) -> int:
@@ -611,6 +711,8 @@ def command(argv: Sequence[str]) -> int:
             duration=args.duration,
             certificate=args.certificate,
             keyframe_interval=args.keyframe_interval,
+            connected_sockets=args.connected_sockets,
+            gso=not args.no_gso,
         )
     )
 

@@ -21,6 +21,8 @@ def report(
             "packets_out": packets_in * 3,
             "bytes_out": packets_in * 300,
             "dropped": {"auth": dropped_auth, "replay": 0},
+            "gso": {"segments": packets_in * 2, "refused": 0},
+            "connect": {"made": 1, "failed": 0, "over_limit": 0},
         },
         "participants": people or {},
     }
@@ -87,6 +89,9 @@ def test_metrics_text() -> None:
         "relay_joins_total 4.0",
         'relay_join_failures_total{reason="wrong_password"} 1.0',
         "relay_worker_restarts_total 0.0",
+        'relay_gso_total{outcome="segments"} 20.0',
+        'relay_gso_total{outcome="refused"} 0.0',
+        'relay_connected_sockets_total{outcome="made"} 1.0',
     ):
         assert line in text, line
     assert "participant" not in text.replace("relay_participants", "")
