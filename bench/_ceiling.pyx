@@ -64,6 +64,7 @@ cdef extern from "ceiling_relay.h" nogil:
                                    ceiling* protect, size_t tag_len)
     int ceiling_relay_add_sender(ceiling_relay* r, uint32_t ssrc, ceiling* unprotect,
                                  size_t tag_len, const uint32_t* receivers, size_t n)
+    int ceiling_relay_connect(ceiling_relay* r, size_t index)
     # The header's stop is volatile; a plain pointer converts to it implicitly.
     int ceiling_relay_run(ceiling_relay* r, sig_atomic_t* stop, double duration_s,
                           uint64_t* counters)
@@ -140,6 +141,18 @@ cdef class CeilingRelay:
                                       targets.shape[0])
         if rc != 0:
             raise ValueError(f"cannot add sender {ssrc:#x} (duplicate SSRC or bad receiver)")
+
+    def connect(self, receivers):
+        """Gives each receiver listed (by index) a socket of its own, bound (SO_REUSEPORT)
+        to the relay socket's address and port and connected to it: its copies then leave
+        by send() on it, not in the sendmmsg batch. The relay socket must have had
+        SO_REUSEPORT set before it was bound; what a connected receiver sends goes to its
+        socket, which the relay never reads (list only receivers that do not send)."""
+        cdef size_t index
+        for index in receivers:
+            if ceiling_relay_connect(self.r, index) != 0:
+                raise OSError(errno, "cannot connect a receiver's socket: "
+                              f"{strerror(errno).decode()}")
 
     def stop(self):
         """Makes run() return within 100 ms (callable from another thread)."""

@@ -1,6 +1,8 @@
 /* The C ceiling for the whole relay: recvmmsg -> SRTP unprotect -> for each receiver: copy,
  * protect with its key -> sendmmsg, on one UDP socket, without the GIL. `relay bench --compare`
- * runs it with crypto ("ceiling") and without ("io_ceiling") next to the real relay.
+ * runs it with crypto ("ceiling") and without ("io_ceiling") next to the real relay; on the
+ * send-only path (bench/sendonly.py) connected as well: one send() per copy on a socket of
+ * each receiver's (ceiling_relay_connect), and the sendmmsg form as "ceiling_sendmmsg".
  *
  * Deliberately minimal: no replay window, no ROC tracking (index = sequence number), no
  * address latching, no RTCP, no sequence rewriting, IPv4 only. Packets from SSRCs that were
@@ -38,6 +40,16 @@ void ceiling_relay_free(ceiling_relay *r);
  * tag_len is what protect adds. Returns the receiver's index, or -1 (bad address, no memory). */
 int ceiling_relay_add_receiver(ceiling_relay *r, const char *ip, uint16_t port,
                                ceiling *protect, size_t tag_len);
+
+/* Gives receiver `index` a UDP socket of its own, bound with SO_REUSEPORT to the relay
+ * socket's address and port (which must have SO_REUSEPORT set before it was bound) and
+ * connected to the receiver; each copy to it then leaves with send() on that socket instead
+ * of in the sendmmsg batch (the form of the relay's own connected sockets, ext/connected.pxi).
+ * The kernel delivers what that receiver sends to its connected socket, which the relay never
+ * reads: connect only receivers that send nothing (a webinar's attendees). Closed by
+ * ceiling_relay_free. Returns 0, or -1 with errno set (bad index; descriptors run out: raise
+ * RLIMIT_NOFILE). */
+int ceiling_relay_connect(ceiling_relay *r, size_t index);
 
 /* A sender's stream: packets with this SSRC are unprotected with `unprotect` (owned by the
  * relay from here on, even on failure; NULL without crypto, whose tag is tag_len bytes) and

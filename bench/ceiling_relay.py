@@ -1,7 +1,7 @@
 """The C relay ceilings as a process, for `relay bench --compare`.
 
     python -m bench.ceiling_relay --table FILE --port PORT [--host 127.0.0.1] [--no-crypto]
-                                  [--worker K] [--duration S] [--ready-file PATH]
+                                  [--connected] [--worker K] [--duration S] [--ready-file PATH]
 
 Loads a routing table (relay.wire snapshot), derives the SRTP session keys, binds one UDP
 socket and runs bench/ceiling_relay.c without the GIL: recvmmsg -> unprotect with the sender's
@@ -10,7 +10,11 @@ with its downlink key -> sendmmsg. With --no-crypto (the io ceiling) packets are
 unchanged. With --worker K it serves only the receivers the table homes on worker K (those
 whose `worker` is K or None), as worker K of the real relay would: W such processes, each sent
 a copy of every packet, split the receivers at no cost between processes (the ideal
-multi-worker split, for `relay bench --workers W --compare`). The ready file gets this
+multi-worker split, for `relay bench --workers W --compare`). With --connected each receiver
+gets a UDP socket of its own, bound with SO_REUSEPORT to the same address and port and
+connected to it, and each copy leaves by send() on that socket instead of in the sendmmsg
+batch: the way the relay's own connected sockets send (ext/connected.pxi), which `relay bench
+--path send-only` measures it against (bench/sendonly.py). The ready file gets this
 process's pid once the socket is bound. SIGTERM or SIGINT (or the duration) stops it; it then
 prints one JSON line with the counters.
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -59,10 +64,15 @@ def session_keys(suite: str, material: bytes) -> SessionKeys:
 
 
 def build(
-    relay: _ceiling.CeilingRelay, table: Snapshot, worker: int | None = None
+    relay: _ceiling.CeilingRelay,
+    table: Snapshot,
+    worker: int | None = None,
+    connected: bool = False,
 ) -> dict[str, int]:
     """Adds the table's receivers (with worker: those homed on it) and senders to relay;
-    returns how many of each."""
+    returns how many of each. `connected`: each receiver that sends nothing relayed gets a
+    connected socket of its own (a sender's would take its packets, which only the relay
+    socket reads)."""
     modes = {m.meeting: m.mode for m in table.meetings}
     members: dict[int, list[ParticipantJoined]] = defaultdict(list)
     index: dict[int, int] = {}
@@ -72,6 +82,7 @@ def build(
             keys = session_keys(p.suite, p.downlink) if relay.crypto else None
             index[p.participant] = relay.add_receiver(p.address[0], p.address[1], keys)
     senders = 0
+    sending: set[int] = set()
     for p in table.participants:
         if modes.get(p.meeting, "meeting") == "webinar" and p.role == "attendee":
             continue
@@ -84,11 +95,20 @@ def build(
             keys = session_keys(p.suite, p.uplink) if relay.crypto else None
             relay.add_sender(stream.ssrc, receivers, keys)
             senders += 1
-    return {"receivers": len(index), "senders": senders}
+            sending.add(p.participant)
+    listening = [i for p, i in index.items() if p not in sending]
+    if connected:
+        relay.connect(listening)
+    sizes = {"receivers": len(index), "senders": senders}
+    return sizes | ({"connected": len(listening)} if connected else {})
 
 
-def open_socket(host: str, port: int) -> socket.socket:
+def open_socket(host: str, port: int, reuseport: bool = False) -> socket.socket:
+    """The relay socket; `reuseport`: with SO_REUSEPORT, so that receivers' connected
+    sockets can bind its address and port too."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     for forced, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
         try:  # as root the FORCE variants pass net.core.[rw]mem_max
             sock.setsockopt(socket.SOL_SOCKET, forced, SOCKET_BUFFER)
@@ -111,15 +131,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", required=True, type=int)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--no-crypto", action="store_true", help="the io ceiling: no SRTP")
+    parser.add_argument(
+        "--connected",
+        action="store_true",
+        help="a connected socket per receiver, one send() per copy (not sendmmsg)",
+    )
     parser.add_argument("--worker", type=int, help="serve only the receivers homed on this worker")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds (0: until signal)")
     parser.add_argument("--ready-file", type=Path, help="gets the pid once the socket is bound")
     args = parser.parse_args(argv)
     lifecycle.bind_to_parent()  # never outlive the bench that started it
 
-    sock = open_socket(args.host, args.port)
+    sock = open_socket(args.host, args.port, reuseport=args.connected)
     relay = _ceiling.CeilingRelay(sock.fileno(), not args.no_crypto)
-    sizes = build(relay, load_snapshot(args.table), args.worker)
+    if args.connected:
+        # A descriptor per receiver: as many as the hard limit allows.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        sizes = build(relay, load_snapshot(args.table), args.worker, args.connected)
+    except OSError as exc:
+        print(f"bench.ceiling_relay: {exc}", file=sys.stderr)
+        return 1
     # A signal between the ready file and run() (which catches them in C) still stops cleanly.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: relay.stop())

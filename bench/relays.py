@@ -1,6 +1,8 @@
 """The relays under test as processes, for `relay bench` (bench/run.py): the relay itself
 (W workers over a routing table file), the C ceilings and the Python baseline, each started on
-loopback with the same table; free ports for them; their counters combined.
+loopback with the same table (on the send-only path inside the bench's network namespace,
+bound to the ifb device's address: bench/sendonly.py); free ports for them; their counters
+combined.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,32 @@ def free_udp_ports(count: int) -> int:
     raise RuntimeError(f"no {count} free consecutive UDP ports")
 
 
+# Targets that are another target in another way of sending (the send-only path compares
+# them, bench/sendonly.py): the relay as it sent before UDP GSO (a datagram per copy, one
+# sendmmsg per batch), with connected per-receiver sockets (ext/connected.pxi) with and
+# without GSO, and the C ceiling as it sends by default, by sendmmsg.
+FORMS = {
+    "relay_sendmmsg": "relay",
+    "relay_connected": "relay",
+    "relay_connected_only": "relay",
+    "ceiling_sendmmsg": "ceiling",
+}
+# The relay worker's flags of each form (relay/worker.py), whatever RELAY_CONNECTED_SOCKETS
+# and RELAY_GSO say; the relay itself runs as configured (its defaults, or those variables).
+CONNECTED = ["--connected-sockets", "100000"]
+RELAY_FORM_FLAGS = {
+    "relay_sendmmsg": ["--connected-sockets", "0", "--no-gso"],
+    "relay_connected": CONNECTED,
+    "relay_connected_only": [*CONNECTED, "--no-gso"],
+}
+LOOPBACK = "127.0.0.1"
+
+
+def base_target(target: str) -> str:
+    """The program target runs: relay, ceiling, io_ceiling, python or python_uvloop."""
+    return FORMS.get(target, target)
+
+
 def relay_command(
     target: str,
     table: Path,
@@ -65,14 +94,19 @@ def relay_command(
     worker: int | None = None,
     fanout: list[str] | None = None,
     state: Path | None = None,
+    host: str = LOOPBACK,
+    connected: bool = False,
 ) -> list[str]:
-    """The command line of one process of target, listening on port. With worker (one
+    """The command line of one process of target, listening on host:port. With worker (one
     process of W): the relay's worker `worker`, passing packets to the others over the
     ZeroMQ endpoints `fanout`, or a ceiling serving only the receivers homed on `worker`.
     With `state`, the relay runs as `relay serve` runs it: with its SRTP state on disk there
-    (the ledger of index reservations, relay/ledger.py)."""
+    (the ledger of index reservations, relay/ledger.py). `connected`: the ceilings send each
+    copy on a connected socket of the receiver's (bench/ceiling_relay.py --connected);
+    "ceiling_sendmmsg" never does; the relay's forms are RELAY_FORM_FLAGS'."""
     py = sys.executable
-    if target == "relay":
+    kind = base_target(target)
+    if kind == "relay":
         cmd = [
             py,
             "-m",
@@ -84,12 +118,15 @@ def relay_command(
             "--ready-file",
             str(ready),
         ]
+        if host != LOOPBACK:
+            cmd += ["--media-host", host]
+        cmd += RELAY_FORM_FLAGS.get(target, [])
         if state is not None:
             cmd += ["--state-file", str(state / f"worker-{worker or 0}.state")]
         if worker is not None:
             cmd += ["--index", str(worker), "--fanout", ",".join(fanout or [])]
         return cmd
-    if target in ("ceiling", "io_ceiling"):
+    if kind in ("ceiling", "io_ceiling"):
         cmd = [
             py,
             "-m",
@@ -101,11 +138,15 @@ def relay_command(
             "--ready-file",
             str(ready),
         ]
+        if host != LOOPBACK:
+            cmd += ["--host", host]
+        if connected and target != "ceiling_sendmmsg":
+            cmd += ["--connected"]
         if worker is not None:
             cmd += ["--worker", str(worker)]
-        return cmd + (["--no-crypto"] if target == "io_ceiling" else [])
-    if target in ("python", "python_uvloop"):
-        return [
+        return cmd + (["--no-crypto"] if kind == "io_ceiling" else [])
+    if kind in ("python", "python_uvloop"):
+        cmd = [
             py,
             "-m",
             "bench.pyrelay",
@@ -116,23 +157,35 @@ def relay_command(
             "--ready-file",
             str(ready),
             "--loop",
-            "uvloop" if target == "python_uvloop" else "asyncio",
+            "uvloop" if kind == "python_uvloop" else "asyncio",
         ]
+        return cmd + (["--host", host] if host != LOOPBACK else [])
     raise ValueError(f"unknown target {target!r}")
 
 
 class RelayGroup:
     """A target's processes: one, or with processes = W one per worker, worker i on port + 2i
-    (its routing table says whom it serves)."""
+    (its routing table says whom it serves). `host`, `connected`: as relay_command's; `wrap`
+    turns each command line into the one that runs it (bench/sendonly.py: inside the bench's
+    network namespace)."""
 
     def __init__(
-        self, target: str, table: Path, port: int, workdir: Path, processes: int = 1
+        self,
+        target: str,
+        table: Path,
+        port: int,
+        workdir: Path,
+        processes: int = 1,
+        *,
+        host: str = LOOPBACK,
+        connected: bool = False,
+        wrap: Callable[[Sequence[str]], list[str]] | None = None,
     ) -> None:
         self.target = target
         self.procs: list[subprocess.Popen[str]] = []
         fanout = (
             [f"ipc://{workdir}/fanout-{i}.sock" for i in range(processes)]
-            if processes > 1 and target == "relay"
+            if processes > 1 and base_target(target) == "relay"
             else None
         )
         readies = []
@@ -152,7 +205,11 @@ class RelayGroup:
                     worker=i if processes > 1 else None,
                     fanout=fanout,
                     state=state,
+                    host=host,
+                    connected=connected,
                 )
+                if wrap is not None:
+                    command = wrap(command)
                 self.procs.append(
                     lifecycle.spawn(
                         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

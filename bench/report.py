@@ -12,19 +12,29 @@ def print_report(r: dict[str, Any]) -> None:
         if r["scenario"] == "webinar"
         else f"meeting of {r['receivers']}"
     )
-    print(f"\n{shape}, {r['size']} B, {r['suite']}, {r['workers']} worker(s)")
+    send_only = r.get("path") == "send-only"
+    path = ", send-only path (out pps: copies the ifb device freed)" if send_only else ""
+    print(f"\n{shape}, {r['size']} B, {r['suite']}, {r['workers']} worker(s){path}")
+    w = 16 if send_only else 11  # room for ceiling_sendmmsg
     print(
-        f"{'':>11} {'out pps':>11} {'cores':>6} {'pps/core':>10} {'loss@80%':>9} "
+        f"{'':>{w}} {'out pps':>11} {'cores':>6} {'pps/core':>10} {'loss@80%':>9} "
         f"{'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'verified':>9}"
     )
     for name, x in rows:
         lat = x["latency_us"]
-        print(
-            f"{name:>11} {x['out_pps']:>11,.0f} {x['relay_cpu']:>6.2f} "
-            f"{x['out_pps_per_relay_core']:>10,.0f} {x['loss_ratio']:>9.4%} "
-            f"{lat['p50']:>8.0f} {lat['p99']:>8.0f} {lat['p999']:>9.0f} "
-            f"{x['verified_packets']:>9}"
+        # None on the send-only path: nothing receives there, so there is no latency.
+        p50, p99, p999 = (
+            (f"{lat['p50']:>8.0f}", f"{lat['p99']:>8.0f}", f"{lat['p999']:>9.0f}")
+            if lat is not None
+            else (f"{'-':>8}", f"{'-':>8}", f"{'-':>9}")
         )
+        print(
+            f"{name:>{w}} {x['out_pps']:>11,.0f} {x['relay_cpu']:>6.2f} "
+            f"{x['out_pps_per_relay_core']:>10,.0f} {x['loss_ratio']:>9.4%} "
+            f"{p50} {p99} {p999} {x['verified_packets']:>9}"
+        )
+    if send_only:
+        print("  latency: not measured on the send-only path (nothing receives the copies)")
     if r["workers"] > 1:
         print_per_worker(rows)
     for name, ratio in r.get("ratios", {}).items():

@@ -20,6 +20,12 @@ by it, so the sinks' counts per participant give each worker's output. The C cei
 as W processes too, each serving the receivers homed on it; with no path between them, the
 generator sends each of them a copy of every packet (counted once in in_pps): the ideal split,
 an upper bound for the relay. The Python baseline stays one process.
+
+With --path send-only (bench/sendonly.py) a webinar's relays run in a network namespace of the
+bench's own and send every copy to an ifb device, which frees it: "received" is the device's
+count, so only the send half of each copy is paid on the relay's core (on loopback the sinks'
+receive half runs on the same cores). Nothing receives, so there is no latency (None); the
+step at 80 % verifies a sample of the copies, captured at the device, instead.
 """
 
 from __future__ import annotations
@@ -38,8 +44,14 @@ from typing import Any
 
 import numpy as np
 
-from bench import _loadgen
-from bench.relays import RelayGroup, free_udp_port, free_udp_ports, process_cpu_seconds
+from bench import _loadgen, relays, sendonly
+from bench.relays import (
+    RelayGroup,
+    base_target,
+    free_udp_port,
+    free_udp_ports,
+    process_cpu_seconds,
+)
 from relay import wire
 from relay.srtp import SUITES, Session, SrtpError
 
@@ -52,8 +64,24 @@ RTX_VARIANT = "rtx_cache"  # the relay keeping every packet for retransmission: 
 VARIANTS = (WEBRTC_VARIANT, RTX_VARIANT)
 MEASURABLE_CPU = 0.05  # cores: below it, a ratio of figures per core is noise
 TARGETS = ("relay", "ceiling", "io_ceiling", "python", "python_uvloop")
+# The send-only path's (bench/sendonly.py): the ceilings send on a connected socket per
+# receiver, as the relay does by default; the C ceiling also in its sendmmsg form.
+SEND_ONLY_TARGETS = (
+    "relay",
+    "relay_sendmmsg",
+    "relay_connected",
+    "relay_connected_only",
+    "ceiling",
+    "ceiling_sendmmsg",
+    "io_ceiling",
+    "python",
+    "python_uvloop",
+)
+# The relay in its other ways of sending (bench/relays.py, FORMS): variants, not baselines.
+# relay_sendmmsg is the loop as it was before connected sockets and GSO: what they gain.
+SEND_ONLY_VARIANTS = ("relay_sendmmsg", "relay_connected", "relay_connected_only")
 # Targets that run one process per worker with --workers W (the others run one process).
-PER_WORKER_TARGETS = ("relay", "ceiling", "io_ceiling")
+PER_WORKER_TARGETS = ("relay", "ceiling", "io_ceiling", *relays.FORMS)
 
 
 @dataclass
@@ -73,6 +101,12 @@ class Scenario:
     # stream's retransmission cache (ext/rtx.pxi) and a receiver's first packet asks a
     # keyframe. Against the same stream declared audio: what the cache costs.
     video: bool = False
+    # "loopback" (sinks receive every copy) or "send-only" (bench/sendonly.py: a device frees
+    # every copy, so only the send half is paid).
+    path: str = "loopback"
+    # Packets the sender sends back to back, as a video frame's, at the same average rate
+    # (1: evenly spaced): what reaches the relay in one batch as a burst (ext/forward.pxi).
+    frame: int = 1
 
     @property
     def senders(self) -> int:
@@ -146,6 +180,9 @@ class Cast:
         )
 
     def address(self, i: int) -> tuple[str, int]:
+        s = self.scenario
+        if s.path == sendonly.PATH and i >= s.senders:
+            return sendonly.receiver_address(i), self.sink_port  # on the device's subnet
         return _loadgen.participant_address(i), self.sink_port
 
     def snapshot(self) -> wire.Snapshot:
@@ -217,6 +254,13 @@ class PacketSource:
             lengths[row] = len(data)
         self.number += count
         return slab, lengths, senders, first
+
+
+def schedule(start_ns: int, count: int, in_pps: float, frame: int) -> np.ndarray:
+    """When each of `count` packets is due: evenly at in_pps, or in frames of `frame`
+    packets due together at the frame's time (the same average rate)."""
+    due = (np.arange(count) // frame) * frame
+    return (start_ns + due * (1e9 / in_pps)).astype(np.int64)
 
 
 def rtp_packet(seq: int, ssrc: int, number: int, size: int) -> bytes:
@@ -296,13 +340,23 @@ class Bench:
         progress: Callable[[str], None],
         *,
         attach: Attached | None = None,
+        netns: sendonly.Namespace | None = None,
     ) -> None:
         """Start `target` on a routing table of its own, or with `attach`, drive a relay that
-        is already running (`relay demo`: a server whose participants joined over its API)."""
+        is already running (`relay demo`: a server whose participants joined over its API).
+        With `netns` (the send-only path): the relay and the generator's socket in it."""
         self.scenario = scenario
         self.target = target
         self.progress = progress
-        self.sock = attach.sock if attach is not None else sink_socket()
+        self.netns = netns
+        self.host = netns.host if netns is not None else "127.0.0.1"  # where the relay is
+        if attach is not None:
+            self.sock = attach.sock
+        elif netns is not None:
+            with netns.inside():  # the presenter reaches the relay over the namespace's lo
+                self.sock = sink_socket()
+        else:
+            self.sock = sink_socket()
         if attach is not None:
             self.cast = attach.cast
         else:
@@ -319,7 +373,8 @@ class Bench:
             self.port = (
                 free_udp_port() if self.processes == 1 else free_udp_ports(2 * self.processes)
             )
-            self.relay = RelayGroup(target, table, self.port, workdir, self.processes)
+            self.table, self.workdir = table, workdir
+            self.relay = self._start()
         self.sender_ports = self._sender_ports()
         self.homes = np.array(
             [scenario.home(i) if self.processes > 1 else 0 for i in range(scenario.participants)],
@@ -333,13 +388,32 @@ class Bench:
         self.unverified: set[int] = set()
         self.table = table
         self.workdir = workdir
+        self.device_check: dict[str, Any] | None = None  # send-only: bench/sendonly.py
+        self.queue_drops = 0  # send-only: what the device's queue dropped, all steps
+
+    def _start(self) -> RelayGroup:
+        """Start the target's processes (on the send-only path in the namespace, bound to the
+        device's address, the ceilings connected) and note the device's count then."""
+        netns = self.netns
+        group = RelayGroup(
+            self.target,
+            self.table,
+            self.port,
+            self.workdir,
+            self.processes,
+            host=self.host,
+            connected=netns is not None,
+            wrap=netns.wrap if netns is not None else None,
+        )
+        self._device_start = netns.device_packets() if netns is not None else 0
+        return group
 
     def _sender_ports(self) -> np.ndarray:
         """Where each sender's packets go: a row per sender, a column per copy."""
         s, w = self.scenario, self.processes
         if w == 1:
             ports = [[self.port]] * s.senders
-        elif self.target == "relay":
+        elif base_target(self.target) == "relay":
             # Each sender to its home worker, which passes the packet on to the others.
             ports = [[self.port + 2 * s.home(i)] for i in range(s.senders)]
         else:
@@ -350,6 +424,11 @@ class Bench:
     def close(self) -> dict[str, Any]:
         counters = self.relay.stop()
         self.sock.close()
+        if self.netns is not None:
+            # What the device counted over the relay's life against what the relay says it
+            # sent (its counters at stop): packets lost between would show here.
+            sent = self.netns.device_packets() - self._device_start
+            self.device_check = sendonly.counters_check(counters, sent)
         return counters
 
     def wait_idle(self, limit: float = 20.0) -> None:
@@ -370,24 +449,14 @@ class Bench:
         they do other work (bench/nodes.py: joins) must not."""
         s = self.scenario
         count = max(1, int(in_pps * seconds))
-        if self.target in ("ceiling", "io_ceiling") and (
-            max(self.source.seq) + count // s.senders + 1 > 0xFFFF
-        ):
-            # The ceilings keep no ROC (index = sequence number): give them fresh streams
-            # before any sender's sequence number would wrap.
-            self.relay.stop()
-            self.relay = RelayGroup(
-                self.target, self.table, self.port, self.workdir, self.processes
-            )
-            self.source.restart()
-            self.receiver_sessions.clear()
-        if settle:
-            self.wait_idle()
+        self._prepare(count, settle)
+        if self.netns is not None:
+            return self._step_send_only(in_pps, count, verify=keep_latency)
         self.loadgen.reset()
         self.loadgen.sink(0.1)  # swallow what an earlier step left in our socket
         slab, lengths, senders, first = self.source.make(count)
         start = _loadgen.monotonic_ns() + 50_000_000
-        at_ns = (start + np.arange(count) * (1e9 / in_pps)).astype(np.int64)
+        at_ns = schedule(start, count, in_pps, s.frame)
         sent_ns = np.zeros(count, np.int64)
         self.loadgen.reset(sample_every=max(1, count * s.fanout // 4000))
         ports = np.ascontiguousarray(self.sender_ports[senders])
@@ -438,10 +507,92 @@ class Bench:
         )
         return step
 
-    def _check_samples(self, step: Step, first: int, sent_ns: np.ndarray, keep: bool) -> None:
-        """Decrypt and check the sinks' samples. Samples of one stream can be far apart, so
-        the ROC comes from the generator's own count (unprotect_at), not from an estimate."""
-        for who, recv_ns, data in self.loadgen.samples():
+    def _prepare(self, count: int, settle: bool) -> None:
+        """Before a step of `count` packets: fresh ceilings if their sequence numbers would
+        wrap; with `settle`, wait until the relay is idle."""
+        s = self.scenario
+        if base_target(self.target) in ("ceiling", "io_ceiling") and (
+            max(self.source.seq) + count // s.senders + 1 > 0xFFFF
+        ):
+            # The ceilings keep no ROC (index = sequence number): give them fresh streams
+            # before any sender's sequence number would wrap.
+            self.relay.stop()
+            self.relay = self._start()
+            self.source.restart()
+            self.receiver_sessions.clear()
+        if settle:
+            self.wait_idle()
+
+    def _step_send_only(self, in_pps: float, count: int, verify: bool) -> Step:
+        """A step on the send-only path: out is what the device counted (every copy the relay
+        handed to it), loss against sent x fanout; with `verify`, a sample of the copies is
+        captured at the device and checked (bench/sendonly.py). No latency: nothing receives."""
+        s, netns = self.scenario, self.netns
+        assert netns is not None
+        self.loadgen.reset()
+        self.loadgen.sink(0.1)  # what the relay sent the presenter (RTCP), if anything
+        slab, lengths, senders, first = self.source.make(count)
+        capture = None
+        if verify:
+            with netns.inside():
+                capture = sendonly.Capture(netns.device, sendonly.sample_mask(count * s.fanout))
+        try:
+            ports = np.ascontiguousarray(self.sender_ports[senders])
+            device0, queue0 = netns.device_packets(), netns.queue_drops()
+            start = _loadgen.monotonic_ns() + 50_000_000
+            at_ns = schedule(start, count, in_pps, s.frame)
+            sent_ns = np.zeros(count, np.int64)
+            cpu0, wall0 = self.relay.cpu_each(), time.monotonic()
+            sent = self.loadgen.send(
+                slab, lengths, senders, at_ns, sent_ns, netns.host, ports=ports
+            )
+            time.sleep(0.25)  # what the relay still has queued
+            worker_cpu = [
+                (b - a) / max(time.monotonic() - wall0 - 0.05, 1e-3)
+                for a, b in zip(cpu0, self.relay.cpu_each(), strict=True)
+            ]
+            received = netns.device_packets() - device0
+            queue_drops = netns.queue_drops() - queue0
+            samples = capture.take() if capture is not None else []
+        finally:
+            if capture is not None:
+                capture.sock.close()
+        self.queue_drops += queue_drops
+        span = count / in_pps
+        late_us = (sent_ns[:sent] - at_ns[:sent]) / 1e3
+        expected = sent * s.fanout
+        step = Step(
+            in_pps=in_pps,
+            out_pps=received / span,
+            loss_ratio=max(0.0, 1 - received / expected) if expected else 1.0,
+            relay_cpu=sum(worker_cpu),
+            sent=sent,
+            received=received,
+            sender_late_us_p99=float(np.percentile(late_us, 99)) if sent else 0.0,
+            worker_out_pps=[received / span],
+            worker_cpu=worker_cpu,
+        )
+        self._check_samples(step, first, sent_ns, False, [(w, 0, d) for w, d in samples])
+        self.progress(
+            f"{self.target:>10}  offered {in_pps * s.fanout:>11,.0f} out pps  "
+            f"sent {step.out_pps:>11,.0f}  loss {step.loss_ratio:7.3%}  "
+            f"relay cpu {step.relay_cpu:4.2f}  verified {step.verified}"
+            + (f"  device queue dropped {queue_drops}" if queue_drops else "")
+        )
+        return step
+
+    def _check_samples(
+        self,
+        step: Step,
+        first: int,
+        sent_ns: np.ndarray,
+        keep: bool,
+        samples: list[tuple[int, int, bytes]] | None = None,
+    ) -> None:
+        """Decrypt and check the sinks' samples (or `samples`: (receiver, receive time,
+        packet)). Samples of one stream can be far apart, so the ROC comes from the
+        generator's own count (unprotect_at), not from an estimate."""
+        for who, recv_ns, data in self.loadgen.samples() if samples is None else samples:
             data = bytes(data)
             if 192 <= data[1] <= 223:
                 continue  # RTCP: the relay asking the presenter for a keyframe (video)
@@ -455,7 +606,7 @@ class Bench:
                 # The I/O ceiling forwards the sender's packets unchanged: its key opens them.
                 key = (
                     self.cast.uplinks[sender]
-                    if self.target == "io_ceiling"
+                    if base_target(self.target) == "io_ceiling"
                     else self.cast.downlinks[who]
                 )
                 session = self.receiver_sessions[(who, sender)] = Session(
@@ -513,7 +664,10 @@ def summarise(scenario: Scenario, best: Step, latency: Step) -> dict[str, Any]:
         "in_pps": round(best.in_pps, 1),
         "out_pps": round(best.out_pps, 1),
         "loss_ratio": latency.loss_ratio,
-        "latency_us": {
+        # None on the send-only path: nothing receives the copies, so none has an arrival.
+        "latency_us": None
+        if scenario.path == sendonly.PATH
+        else {
             "p50": float(np.percentile(lat, 50)),
             "p99": float(np.percentile(lat, 99)),
             "p999": float(np.percentile(lat, 99.9)),
@@ -545,6 +699,8 @@ def per_worker(scenario: Scenario, step: Step) -> list[dict[str, Any]]:
 
 def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     """Measure relay (and the baselines with compare) on one scenario."""
+    if scenario.path == sendonly.PATH:
+        return run_send_only(scenario, compare, progress)
     targets: list[tuple[str, str, Scenario]] = [
         (t, t, scenario) for t in (TARGETS if compare else ("relay",))
     ]
@@ -574,23 +730,9 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
                     else "; one process: no multi-worker form"
                 )
             progress(f"-- {name}: {shape} ({scenario.size} B, {scenario.suite}{how})")
-            bench = Bench(scenario, target, Path(tmp), progress)
-            try:
-                best, latency = bench.capacity()
-            finally:
-                counters = bench.close()
-            results[name] = summarise(scenario, best, latency) | {"relay_counters": counters}
+            results[name] = measure(scenario, target, Path(tmp), progress)
         scenario = targets[0][2]
-    report: dict[str, Any] = {
-        "scenario": scenario.name,
-        "suite": scenario.suite,
-        "size": scenario.size,
-        "workers": scenario.workers,
-        "receivers": scenario.receivers,
-        "duration_per_step": scenario.duration,
-        "rate": scenario.rate,
-        **{k: v for k, v in results["relay"].items()},
-    }
+    report: dict[str, Any] = {**describe(scenario), **results["relay"]}
     if compare:
         baselines = [name for name, _, _ in targets[1:] if name not in VARIANTS]
         report["baselines"] = {name: results[name] for name in baselines}
@@ -615,5 +757,95 @@ def run(scenario: Scenario, compare: bool, progress: Callable[[str], None]) -> d
                 round(viewers["out_pps_per_relay_core"] / sdes["out_pps_per_relay_core"], 3)
                 if measurable
                 else None
+            )
+    return report
+
+
+def describe(scenario: Scenario) -> dict[str, Any]:
+    """The scenario as a report's JSON begins (the send-only path also names its path)."""
+    return {
+        "scenario": scenario.name,
+        **({"path": scenario.path} if scenario.path == sendonly.PATH else {}),
+        "suite": scenario.suite,
+        "size": scenario.size,
+        "frame": scenario.frame,
+        "workers": scenario.workers,
+        "receivers": scenario.receivers,
+        "duration_per_step": scenario.duration,
+        "rate": scenario.rate,
+    }
+
+
+def measure(
+    scenario: Scenario,
+    target: str,
+    workdir: Path,
+    progress: Callable[[str], None],
+    netns: sendonly.Namespace | None = None,
+) -> dict[str, Any]:
+    """One target's capacity and figures (with `netns`, on the send-only path)."""
+    bench = Bench(scenario, target, workdir, progress, netns=netns)
+    try:
+        best, latency = bench.capacity()
+    finally:
+        counters = bench.close()
+    result = summarise(scenario, best, latency) | {"relay_counters": counters}
+    if bench.device_check is not None:
+        result["device_check"] = bench.device_check | {"queue_dropped": bench.queue_drops}
+        if bench.device_check["agree"] is False:
+            progress(
+                f"   {target}: the device counted {bench.device_check['device_packets']:,} "
+                f"copies, the relay says it sent {bench.device_check['relay_packets_out']:,}"
+            )
+    return result
+
+
+def run_send_only(
+    scenario: Scenario, compare: bool, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    """A webinar on the send-only path (bench/sendonly.py): every target in the bench's own
+    network namespace, its copies counted by the ifb device that frees them. With compare:
+    the relay as it sent before GSO (relay_sendmmsg) and with connected sockets, with GSO
+    and without (variants), the C ceiling connected and by sendmmsg, the I/O ceiling
+    (connected) and the Python relays."""
+    if scenario.name != "webinar" or scenario.workers != 1:
+        raise ValueError("the send-only path measures a webinar on one worker")
+    targets = list(SEND_ONLY_TARGETS if compare else ("relay",))
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp, sendonly.Namespace() as ns:
+        progress(
+            f"-- send-only path: namespace {ns.name}, relays at {ns.host}, copies to "
+            f"{ns.device} (ifb), which frees them"
+        )
+        for target in targets:
+            progress(
+                f"-- {target}: webinar 1 -> {scenario.receivers} ({scenario.size} B, "
+                f"{scenario.suite}; send-only)"
+            )
+            results[target] = measure(scenario, target, Path(tmp), progress, ns)
+        where = {"netns": ns.name, "device": ns.device, "relay_host": ns.host}
+    report: dict[str, Any] = {**describe(scenario), **where, **results["relay"]}
+    if compare:
+        baselines = [t for t in targets[1:] if t not in SEND_ONLY_VARIANTS]
+        report["baselines"] = {name: results[name] for name in baselines}
+        relay_out = results["relay"]["out_pps"]
+
+        def ratio(other: dict[str, Any] | None) -> float | None:
+            if other is None or not other["out_pps"]:
+                return None
+            return round(relay_out / other["out_pps"], 3)
+
+        report["ratios"] = {f"out_pps_vs_{name}": ratio(results[name]) for name in baselines}
+        # The relay's ways of sending against the loop as it was (relay_sendmmsg).
+        report["variants"] = {name: results[name] for name in SEND_ONLY_VARIANTS}
+        before = results["relay_sendmmsg"]
+        for name, form in (
+            ("relay", "gso"),
+            ("relay_connected", "connected_and_gso"),
+            ("relay_connected_only", "connected"),
+        ):
+            other = results[name]["out_pps"]
+            report["ratios"][f"{form}_vs_sendmmsg"] = (
+                round(other / before["out_pps"], 3) if before["out_pps"] else None
             )
     return report

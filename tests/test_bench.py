@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench import _loadgen, run
+from bench import _loadgen, run, sendonly
 
 
 def test_participant_addresses_are_distinct_loopback_addresses() -> None:
@@ -168,6 +172,9 @@ def test_bench_rejects_bad_arguments() -> None:
         ["webinar", "--workers", "0"],
         ["meeting", "--receivers", "1"],
         ["webinar", "--rate", "-5"],
+        # The send-only path is a webinar's, on one worker (refused before anything starts).
+        ["meeting", "--path", "send-only"],
+        ["webinar", "--path", "send-only", "--workers", "2"],
     ):
         done = subprocess.run(
             [sys.executable, "-m", "cli", "bench", *args],
@@ -347,3 +354,221 @@ def test_bench_joins_reports_the_arrival_of_an_audience(tmp_path: Path) -> None:
     assert set(report["rss_bytes"]) == {"control", "worker 0"}
     assert plot.stat().st_size > 0
     assert "joins/s" in done.stdout
+
+
+# --- --path send-only: the relays in a namespace of the bench's own, sending to an ifb device ---
+
+
+@functools.cache
+def _send_only_refused() -> str | None:
+    """Why this host cannot run the send-only path (not root, no ip, no ifb), or None."""
+    problem = sendonly.refusal()
+    if problem is None:
+        try:
+            with sendonly.Namespace():
+                pass
+        except (sendonly.Refused, RuntimeError) as exc:
+            problem = str(exc)
+    return problem
+
+
+needs_send_only = pytest.mark.skipif(
+    _send_only_refused() is not None, reason=f"send-only path: {_send_only_refused()}"
+)
+
+
+def _namespaces() -> set[str]:
+    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+
+
+def _bench_send_only(tmp_path: Path, *flags: str) -> tuple[dict, str, str]:
+    """`relay bench webinar --path send-only FLAGS`: (its JSON, stdout, its namespace's name),
+    having checked that it exited 0 and left no namespace behind."""
+    out = tmp_path / "send-only.json"
+    # The relay as it runs by default, whatever the environment asks of its workers.
+    env = {k: v for k, v in os.environ.items() if k not in ("RELAY_CONNECTED_SOCKETS", "RELAY_GSO")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "bench", "webinar", "--path", "send-only"]
+        + [*flags, "--json", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["netns"] == f"relaybench-{proc.pid}"
+    assert report["netns"] not in _namespaces()
+    return report, stdout, stderr
+
+
+@needs_send_only
+def test_send_only_counts_every_copy_at_the_device(tmp_path: Path) -> None:
+    """40 attendees at 100 packets a second: the device counts every copy (4,000 a second),
+    the relay's own count agrees, what went out decrypts with each receiver's key, and there
+    is no latency figure (nothing receives)."""
+    report, stdout, _ = _bench_send_only(
+        tmp_path, "--receivers", "40", "--rate", "100", "--duration", "0.5"
+    )
+    assert report["path"] == "send-only" and report["device"] == sendonly.DEVICE
+    assert report["loss_ratio"] == 0
+    step = report["capacity_step"]
+    assert step["received"] == step["sent"] * 40 and step["sent"] == 50
+    assert report["out_pps"] == pytest.approx(4000, rel=0.02)
+    assert report["latency_us"] is None
+    # 2,000 copies: under SAMPLES, so every one was captured at the device and checked.
+    assert report["verified_packets"] == step["received"]
+    check = report["device_check"]
+    assert check["agree"] is True and check["relay_packets_out"] == check["device_packets"]
+    assert check["queue_dropped"] == 0
+    assert "latency: not measured on the send-only path" in stdout
+
+
+@needs_send_only
+def test_send_only_compare_runs_both_forms_of_relay_and_ceiling(tmp_path: Path) -> None:
+    report, stdout, stderr = _bench_send_only(
+        tmp_path, "--receivers", "20", "--rate", "100", "--duration", "0.3", "--compare"
+    )
+    assert set(report["baselines"]) == {
+        "ceiling",
+        "ceiling_sendmmsg",
+        "io_ceiling",
+        "python",
+        "python_uvloop",
+    }
+    # The ceiling in its two forms: connected sockets (one per attendee) and sendmmsg.
+    assert report["baselines"]["ceiling"]["relay_counters"]["connected"] == 20
+    assert "connected" not in report["baselines"]["ceiling_sendmmsg"]["relay_counters"]
+    # The relay in its ways of sending: GSO on and connected sockets off (the relay itself),
+    # both off (relay_sendmmsg), connected with GSO and without; at a fixed rate under
+    # capacity all send everything.
+    variants = report["variants"]
+    assert set(variants) == {"relay_sendmmsg", "relay_connected", "relay_connected_only"}
+    assert report["relay_counters"]["connected_sockets"] == 0
+    assert variants["relay_sendmmsg"]["relay_counters"]["connected_sockets"] == 0
+    assert variants["relay_connected"]["relay_counters"]["connected_sockets"] == 20
+    assert variants["relay_connected_only"]["relay_counters"]["connected_sockets"] == 20
+    for form in ("connected_and_gso", "connected", "gso"):
+        assert report["ratios"][f"{form}_vs_sendmmsg"] == pytest.approx(1.0, rel=0.05)
+    figures = [report, *report["baselines"].values(), *variants.values()]
+    for figures_ in figures:
+        assert figures_["loss_ratio"] == 0
+        assert figures_["out_pps"] == pytest.approx(2000, rel=0.02)
+        assert figures_["verified_packets"] > 0 and figures_["latency_us"] is None
+        assert figures_["device_check"]["agree"] is True
+    for name in report["baselines"]:
+        assert report["ratios"][f"out_pps_vs_{name}"] == pytest.approx(1.0, rel=0.05)
+    assert "ceiling_sendmmsg" in stdout
+
+
+def test_send_only_refused_when_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert sendonly.refusal() == sendonly.REFUSED
+    with pytest.raises(sendonly.Refused, match="needs root"):
+        with sendonly.Namespace():
+            pass
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert "needs the `ip` command" in (sendonly.refusal() or "")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root to run the command as another user (setpriv)",
+)
+def test_send_only_as_another_user_says_why_in_one_line() -> None:
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    done = subprocess.run(
+        [*nobody, sys.executable, "-m", "cli", "bench", "webinar", "--path", "send-only"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == sendonly.REFUSED
+
+
+@needs_send_only
+def test_send_only_namespace_goes_when_the_device_cannot_be_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No ifb: refused (exit status 2 in `relay bench`), and the namespace made before it
+    is removed; one left by a bench that no longer runs is removed by the next."""
+    stale = f"{sendonly.NETNS_PREFIX}{_dead_pid()}"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    real = sendonly._ip
+
+    def no_ifb(*args: str) -> str:
+        if "ifb" in args:
+            raise RuntimeError("Error: Unknown device type.")
+        return real(*args)
+
+    monkeypatch.setattr(sendonly, "_ip", no_ifb)
+    namespace = sendonly.Namespace()
+    try:
+        with pytest.raises(sendonly.Refused, match="ifb"):
+            namespace.__enter__()
+    finally:
+        subprocess.run(["ip", "netns", "delete", stale], capture_output=True)
+    names = _namespaces()
+    assert namespace.name not in names and stale not in names
+
+
+def _dead_pid() -> int:
+    """A pid no process has now."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@needs_send_only
+def test_send_only_sigterm_removes_the_namespace(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "bench", "webinar", "--path", "send-only"]
+        # A capacity search of short steps: a signal is taken between two steps' sending.
+        + ["--receivers", "20", "--duration", "0.3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    name = f"relaybench-{proc.pid}"
+    try:
+        deadline = time.monotonic() + 30
+        while name not in _namespaces():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.5)  # into the measurement: the relay runs in it
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    assert name not in _namespaces()
+
+
+@needs_send_only
+def test_send_only_capture_keeps_the_sampled_sequence_numbers() -> None:
+    """The capture's filter keeps the copies whose RTP sequence number & mask is 0 and tells
+    whom each was for."""
+    assert sendonly.sample_mask(1_000) == 0
+    assert sendonly.sample_mask(2_000_000) == 511
+    with sendonly.Namespace() as ns:
+        with ns.inside():
+            capture = sendonly.Capture(ns.device, 0x3FF)
+            out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            out.bind((ns.host, 0))
+            for seq in range(3000):
+                rtp = bytes([0x80, 111, seq >> 8, seq & 0xFF]) + bytes(40)
+                out.sendto(rtp, (sendonly.receiver_address(seq % 7 + 1), 5000))
+            time.sleep(0.1)
+            got = [(who, int.from_bytes(data[2:4], "big")) for who, data in capture.take()]
+        finally:
+            out.close()
+        assert got == [(1, 0), (3, 1024), (5, 2048)]
+        assert ns.device_packets() == 3000
