@@ -27,10 +27,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """On the debug build, tests marked `release_only` are skipped. The debug pass is for the
     core's memory safety (AddressSanitizer, UBSan): it runs every test that sends packets
     through the core or calls it. Tests of the control plane alone (HTTP, storage, settings,
-    TLS, SDP, the client, process lifecycles), the web console and the dashboards, and a second
-    browser on a path a first one already takes through the core, run once, on the release
+    TLS, SDP, the client, process lifecycles, placement, join limits, hostile input), of
+    relay/stun.py and relay/ice.py (Python), the web console and the dashboards, a second
+    browser on a path a first one already takes through the core, ffmpeg (its packets take the
+    paths GStreamer's, rtpengine's and the WebRTC peers' do) and the video-loss run (its
+    paths run packet by packet in test_rtx and test_keyframes), run once, on the release
     build: again under the sanitizers they find nothing new, and cost CI minutes it must keep
-    under 20."""
+    under 20. The debug pass also runs every worker with connected per-receiver sockets
+    (RELAY_CONNECTED_SOCKETS, scripts/test), the release pass with its default, none: each
+    test runs on both ways of sending."""
     if not _core.DEBUG_BUILD:
         return
     skip = pytest.mark.skip(reason="release_only: the release pass runs it (tests/conftest.py)")

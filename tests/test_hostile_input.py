@@ -36,6 +36,8 @@ from tests.smtp_server import SmtpServer as MailSink
 from tests.smtp_server import smtp_server  # noqa: F401 (a fixture)
 from tests.test_api import OPERATOR, Api, bearer, error, run
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: API input checks, no packets
+
 PW = "Meeting-Pw-Sesame-42"
 
 

@@ -38,6 +38,8 @@ from relay.ice import (
 )
 from relay.stun import AttrType, StunClass
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: relay/ice.py: Python, not the core
+
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 PID = 7

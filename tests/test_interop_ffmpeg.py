@@ -36,7 +36,9 @@ from tests.test_serve import Serve, free_ports, start_serve, stop_serve
 
 pylibsrtp = pytest.importorskip("pylibsrtp")
 
-pytestmark = pytest.mark.interop
+# Release only (tests/conftest.py): ffmpeg's packets take the paths through the core that the
+# GStreamer, rtpengine and WebRTC peers' tests take under the sanitizers.
+pytestmark = [pytest.mark.interop, pytest.mark.release_only]
 
 FFMPEG, FFPROBE = shutil.which("ffmpeg"), shutil.which("ffprobe")
 SECONDS = 3

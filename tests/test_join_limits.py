@@ -13,6 +13,8 @@ import pytest
 from control.limits import JoinLimits
 from tests.test_api import OPERATOR, Api, run
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: control plane only, no packets
+
 REFUSED = [
     ("224.0.0.251:5004", "multicast"),
     ("[ff02::1]:5004", "multicast"),

@@ -20,6 +20,8 @@ from relay.vocabulary import Address, Mode, Role
 from relay.wire import Stream
 from tests.test_meetings import Harness
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: the store only, no packets
+
 NOW = 1_800_000_000.0
 
 

@@ -20,6 +20,8 @@ from control.trunks import new_trunk, trunk_ends, wanted_trunks
 from relay.vocabulary import Address, Mode, Role, Suite
 from relay.wire import Stream
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: pure functions of the control plane
+
 NOW = 1000.0
 SUITE = Suite.AES_CM_128_HMAC_SHA1_80
 

@@ -22,6 +22,8 @@ from relay import stun
 from relay.errors import RelayError, StunError
 from relay.stun import AttrType, StunClass
 
+pytestmark = pytest.mark.release_only  # tests/conftest.py: relay/stun.py: Python, not the core
+
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -29,7 +29,9 @@ import pytest
 from tests.test_interop_ffmpeg import tool_env, udp_port_pair, wait_bound
 from tests.test_serve import Serve, start_serve, stop_serve
 
-pytestmark = pytest.mark.interop
+# Release only (tests/conftest.py): the retransmission paths it drives run under the
+# sanitizers in tests/test_rtx.py and tests/test_keyframes.py, packet by packet.
+pytestmark = [pytest.mark.interop, pytest.mark.release_only]
 
 GST = shutil.which("gst-launch-1.0")
 CIPHER, AUTH = "aes-128-icm", "hmac-sha1-80"
