@@ -59,6 +59,7 @@ cdef extern from "ceiling_relay.h" nogil:
         CEILING_RELAY_SEND_ERRORS
         CEILING_RELAY_NCOUNTERS
     ceiling_relay* ceiling_relay_new(int fd, int crypto)
+    void ceiling_relay_set_gso(ceiling_relay* r, int on)
     void ceiling_relay_free(ceiling_relay* r)
     int ceiling_relay_add_receiver(ceiling_relay* r, const char* ip, uint16_t port,
                                    ceiling* protect, size_t tag_len)
@@ -98,13 +99,14 @@ cdef class CeilingRelay:
     cdef sig_atomic_t stop_flag
     cdef readonly bint crypto
 
-    def __init__(self, int fd, bint crypto=True):
+    def __init__(self, int fd, bint crypto=True, bint gso=True):
         if self.r != NULL:
             raise RuntimeError("already initialised")
         self.crypto = crypto
         self.r = ceiling_relay_new(fd, crypto)
         if self.r == NULL:
             raise MemoryError()
+        ceiling_relay_set_gso(self.r, gso)
 
     def __dealloc__(self):
         ceiling_relay_free(self.r)

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,12 @@
  * rounded to a cache line. */
 #define SEND_STRIDE (CEILING_RELAY_MAX_PACKET + 64)
 #define POLL_MS 100
+/* A receiver's copies of a burst as one message of several segments (UDP GSO), as the relay
+ * groups them (ext/batch.pxi, whose limits these are). */
+#define GSO_SEGMENTS_MAX 64
+#define GSO_SEGMENT_MAX 1452
+#define GSO_BYTES_MAX 65507
+#define GSO_CONTROL CMSG_SPACE(sizeof(uint16_t))
 
 struct receiver {
     struct sockaddr_in addr;
@@ -37,7 +44,7 @@ struct sender {
 };
 
 struct ceiling_relay {
-    int fd, crypto;
+    int fd, crypto, gso;
     struct receiver *rx;
     size_t nrx, cap_rx;
     struct sender *tx;
@@ -48,6 +55,13 @@ struct ceiling_relay {
     uint8_t *recv_buf, *send_buf;
     struct iovec recv_iov[RECV_BATCH], send_iov[SEND_BATCH];
     struct mmsghdr recv_msg[RECV_BATCH], send_msg[SEND_BATCH];
+    /* Per message: its segments' size, and room for its UDP_SEGMENT control message. */
+    uint16_t segment[SEND_BATCH], most[SEND_BATCH]; /* most: segments it may hold */
+    uint8_t control[SEND_BATCH][GSO_CONTROL];
+    /* This batch's packets that passed, unprotected: where, how long, whose. */
+    uint8_t *plain[RECV_BATCH];
+    size_t plain_len[RECV_BATCH];
+    const struct sender *from[RECV_BATCH];
 };
 
 static uint32_t load_be32(const uint8_t *p) {
@@ -89,6 +103,7 @@ ceiling_relay *ceiling_relay_new(int fd, int crypto) {
     if (!r) return NULL;
     r->fd = fd;
     r->crypto = crypto;
+    r->gso = 1;
     r->recv_buf = aligned_alloc(64, (size_t)RECV_BATCH * RECV_STRIDE);
     r->send_buf = aligned_alloc(64, (size_t)SEND_BATCH * SEND_STRIDE);
     if (!r->recv_buf || !r->send_buf || rehash(r, 4) != 0) {
@@ -105,12 +120,12 @@ ceiling_relay *ceiling_relay_new(int fd, int crypto) {
     }
     for (size_t i = 0; i < SEND_BATCH; i++) {
         r->send_iov[i].iov_base = r->send_buf + i * SEND_STRIDE;
-        r->send_msg[i].msg_hdr.msg_iov = &r->send_iov[i];
-        r->send_msg[i].msg_hdr.msg_iovlen = 1;
         r->send_msg[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
     }
     return r;
 }
+
+void ceiling_relay_set_gso(ceiling_relay *r, int on) { r->gso = on; }
 
 void ceiling_relay_free(ceiling_relay *r) {
     if (!r) return;
@@ -223,23 +238,39 @@ static size_t rtp_header_len(const uint8_t *p, size_t len) {
     return h <= len ? h : 0;
 }
 
-/* Sends send_msg[0..n). A refused packet is counted and skipped; a full socket buffer or device
- * queue (EAGAIN, ENOBUFS) drops the rest of the batch, as retrying packet by packet would cost a
- * system call each and most likely fail the same way. */
+/* Gives message m, if it has several segments, its UDP_SEGMENT control message. */
+static void segment(ceiling_relay *r, size_t m) {
+    struct msghdr *h = &r->send_msg[m].msg_hdr;
+    h->msg_control = NULL;
+    h->msg_controllen = 0;
+    if (h->msg_iovlen < 2) return;
+    h->msg_control = r->control[m];
+    h->msg_controllen = GSO_CONTROL;
+    struct cmsghdr *c = CMSG_FIRSTHDR(h);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    memcpy(CMSG_DATA(c), &r->segment[m], sizeof(uint16_t));
+}
+
+/* Sends send_msg[0..n), each copy of each counted. A refused message is counted and skipped;
+ * a full socket buffer or device queue (EAGAIN, ENOBUFS) drops the rest of the batch, as
+ * retrying would cost a system call each and most likely fail the same way. */
 static void flush(ceiling_relay *r, size_t n, uint64_t *out, uint64_t *errors) {
     size_t off = 0;
+    for (size_t m = 0; m < n; m++) segment(r, m);
     while (off < n) {
         int k = sendmmsg(r->fd, r->send_msg + off, (unsigned)(n - off), MSG_DONTWAIT);
         if (k > 0) {
+            for (size_t m = off; m < off + (size_t)k; m++) *out += r->send_msg[m].msg_hdr.msg_iovlen;
             off += (size_t)k;
-            *out += (uint64_t)k;
         } else if (k < 0 && errno == EINTR) {
             continue;
         } else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
-            *errors += n - off;
+            for (size_t m = off; m < n; m++) *errors += r->send_msg[m].msg_hdr.msg_iovlen;
             return;
         } else {
-            *errors += 1;
+            *errors += r->send_msg[off].msg_hdr.msg_iovlen;
             off += 1;
         }
     }
@@ -281,7 +312,10 @@ int ceiling_relay_run(ceiling_relay *r, volatile sig_atomic_t *stop, double dura
             break;
         }
         in += (uint64_t)got;
-        size_t queued = 0;
+        /* First every packet of the batch checked and unprotected, then each run of one
+         * sender's packets (a burst) fanned out receiver by receiver, as the relay does
+         * (ext/forward.pxi), so that a receiver's copies of it can leave as one message. */
+        int valid = 0;
         for (int i = 0; i < got; i++) {
             uint8_t *p = r->recv_buf + (size_t)i * RECV_STRIDE;
             size_t len = r->recv_msg[i].msg_len;
@@ -306,34 +340,64 @@ int ceiling_relay_run(ceiling_relay *r, volatile sig_atomic_t *stop, double dura
                 }
                 len = plain;
             }
+            r->plain[valid] = p;
+            r->plain_len[valid] = len;
+            r->from[valid] = s;
+            valid++;
+        }
+        size_t queued = 0, messages = 0;
+        for (int first = 0, end; first < valid; first = end) {
+            const struct sender *s = r->from[first];
+            for (end = first + 1; end < valid && r->from[end] == s; end++) {
+            }
             for (size_t k = 0; k < s->n; k++) {
                 const struct receiver *rx = &r->rx[s->receivers[k]];
-                uint8_t *q = r->send_buf + queued * SEND_STRIDE;
-                uint32_t q_len = (uint32_t)len;
-                memcpy(q, p, len);
-                if (crypto) ceiling_protect(rx->protect, q, SEND_STRIDE, &q_len, 1);
-                if (rx->fd >= 0) {
-                    /* Its own connected socket: the kernel keeps the route and addresses, so
-                     * this send() skips the lookup a sendmmsg message pays (the reason the
-                     * relay sends so, ext/connected.pxi). */
-                    ssize_t sent;
-                    do sent = send(rx->fd, q, q_len, MSG_DONTWAIT);
-                    while (sent < 0 && errno == EINTR);
-                    if (sent < 0)
-                        errors++;
-                    else
-                        out++;
-                    continue;
+                if (queued + (size_t)(end - first) > SEND_BATCH) {
+                    flush(r, messages, &out, &errors);
+                    queued = messages = 0;
                 }
-                r->send_iov[queued].iov_len = q_len;
-                r->send_msg[queued].msg_hdr.msg_name = (void *)&rx->addr;
-                if (++queued == SEND_BATCH) {
-                    flush(r, queued, &out, &errors);
-                    queued = 0;
+                int open = 0; /* a message of this receiver's that the next copy may join */
+                for (int i = first; i < end; i++) {
+                    uint8_t *q = r->send_buf + queued * SEND_STRIDE;
+                    uint32_t q_len = (uint32_t)r->plain_len[i];
+                    memcpy(q, r->plain[i], q_len);
+                    if (crypto) ceiling_protect(rx->protect, q, SEND_STRIDE, &q_len, 1);
+                    if (rx->fd >= 0) {
+                        /* Its own connected socket: the kernel keeps the route and addresses,
+                         * so this send() skips the lookup a sendmmsg message pays (the
+                         * relay's --connected-sockets, ext/connected.pxi). */
+                        ssize_t sent;
+                        do sent = send(rx->fd, q, q_len, MSG_DONTWAIT);
+                        while (sent < 0 && errno == EINTR);
+                        if (sent < 0)
+                            errors++;
+                        else
+                            out++;
+                        continue;
+                    }
+                    r->send_iov[queued].iov_len = q_len;
+                    struct msghdr *last = messages ? &r->send_msg[messages - 1].msg_hdr : NULL;
+                    if (open && q_len <= r->segment[messages - 1] &&
+                        last->msg_iovlen < r->most[messages - 1]) {
+                        last->msg_iovlen++;
+                        open = q_len == r->segment[messages - 1]; /* shorter: the last one */
+                    } else {
+                        struct msghdr *h = &r->send_msg[messages].msg_hdr;
+                        h->msg_name = (void *)&rx->addr;
+                        h->msg_iov = &r->send_iov[queued];
+                        h->msg_iovlen = 1;
+                        r->segment[messages] = (uint16_t)q_len;
+                        r->most[messages] = (uint16_t)(GSO_BYTES_MAX / (q_len ? q_len : 1));
+                        if (r->most[messages] > GSO_SEGMENTS_MAX)
+                            r->most[messages] = GSO_SEGMENTS_MAX;
+                        messages++;
+                        open = r->gso && q_len <= GSO_SEGMENT_MAX;
+                    }
+                    queued++;
                 }
             }
         }
-        if (queued) flush(r, queued, &out, &errors);
+        if (messages) flush(r, messages, &out, &errors);
     }
     counters[CEILING_RELAY_PACKETS_IN] += in;
     counters[CEILING_RELAY_PACKETS_OUT] += out;

@@ -35,6 +35,11 @@ enum {
 ceiling_relay *ceiling_relay_new(int fd, int crypto);
 void ceiling_relay_free(ceiling_relay *r);
 
+/* on = 0: every copy a message of its own; else (the default) a receiver's copies of a burst
+ * (consecutive packets of one sender in a receive batch), equal in size but the last, go as
+ * one message of several segments (UDP GSO), as the relay sends them (ext/batch.pxi). */
+void ceiling_relay_set_gso(ceiling_relay *r, int on);
+
 /* A receiver at ip:port (dotted IPv4, port in host order). protect is the context for its
  * downlink (NULL without crypto); the relay owns it from here on, even on failure.
  * tag_len is what protect adds. Returns the receiver's index, or -1 (bad address, no memory). */

@@ -1,7 +1,8 @@
 """The C relay ceilings as a process, for `relay bench --compare`.
 
     python -m bench.ceiling_relay --table FILE --port PORT [--host 127.0.0.1] [--no-crypto]
-                                  [--connected] [--worker K] [--duration S] [--ready-file PATH]
+                                  [--connected] [--no-gso] [--worker K] [--duration S]
+                                  [--ready-file PATH]
 
 Loads a routing table (relay.wire snapshot), derives the SRTP session keys, binds one UDP
 socket and runs bench/ceiling_relay.c without the GIL: recvmmsg -> unprotect with the sender's
@@ -14,7 +15,9 @@ multi-worker split, for `relay bench --workers W --compare`). With --connected e
 gets a UDP socket of its own, bound with SO_REUSEPORT to the same address and port and
 connected to it, and each copy leaves by send() on that socket instead of in the sendmmsg
 batch: the way the relay's own connected sockets send (ext/connected.pxi), which `relay bench
---path send-only` measures it against (bench/sendonly.py). The ready file gets this
+--path send-only` measures it against (bench/sendonly.py). A receiver's copies of a burst (one
+sender's consecutive packets in a receive batch) leave as one message of several segments (UDP
+GSO), as the relay sends them (ext/batch.pxi), unless --no-gso. The ready file gets this
 process's pid once the socket is bound. SIGTERM or SIGINT (or the duration) stops it; it then
 prints one JSON line with the counters.
 
@@ -136,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a connected socket per receiver, one send() per copy (not sendmmsg)",
     )
+    parser.add_argument(
+        "--no-gso",
+        action="store_true",
+        help="every copy a message of its own, not a receiver's copies of a burst as one (UDP GSO)",
+    )
     parser.add_argument("--worker", type=int, help="serve only the receivers homed on this worker")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds (0: until signal)")
     parser.add_argument("--ready-file", type=Path, help="gets the pid once the socket is bound")
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     lifecycle.bind_to_parent()  # never outlive the bench that started it
 
     sock = open_socket(args.host, args.port, reuseport=args.connected)
-    relay = _ceiling.CeilingRelay(sock.fileno(), not args.no_crypto)
+    relay = _ceiling.CeilingRelay(sock.fileno(), not args.no_crypto, gso=not args.no_gso)
     if args.connected:
         # A descriptor per receiver: as many as the hard limit allows.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -63,12 +63,19 @@ def free_udp_ports(count: int) -> int:
 # Targets that are another target in another way of sending (the send-only path compares
 # them, bench/sendonly.py): the relay as it sent before UDP GSO (a datagram per copy, one
 # sendmmsg per batch), with connected per-receiver sockets (ext/connected.pxi) with and
-# without GSO, and the C ceiling as it sends by default, by sendmmsg.
+# without GSO; and the C ceiling in the ways of the first two (its default is the relay's).
 FORMS = {
     "relay_sendmmsg": "relay",
     "relay_connected": "relay",
     "relay_connected_only": "relay",
     "ceiling_sendmmsg": "ceiling",
+    "ceiling_connected": "ceiling",
+}
+# The C ceiling's flags of each form (bench/ceiling_relay.py): by default it groups a burst's
+# copies (UDP GSO) from one unconnected socket, as the relay does by default.
+CEILING_FORM_FLAGS = {
+    "ceiling_sendmmsg": ["--no-gso"],
+    "ceiling_connected": ["--connected", "--no-gso"],
 }
 # The relay worker's flags of each form (relay/worker.py), whatever RELAY_CONNECTED_SOCKETS
 # and RELAY_GSO say; the relay itself runs as configured (its defaults, or those variables).
@@ -95,15 +102,13 @@ def relay_command(
     fanout: list[str] | None = None,
     state: Path | None = None,
     host: str = LOOPBACK,
-    connected: bool = False,
 ) -> list[str]:
     """The command line of one process of target, listening on host:port. With worker (one
     process of W): the relay's worker `worker`, passing packets to the others over the
     ZeroMQ endpoints `fanout`, or a ceiling serving only the receivers homed on `worker`.
     With `state`, the relay runs as `relay serve` runs it: with its SRTP state on disk there
-    (the ledger of index reservations, relay/ledger.py). `connected`: the ceilings send each
-    copy on a connected socket of the receiver's (bench/ceiling_relay.py --connected);
-    "ceiling_sendmmsg" never does; the relay's forms are RELAY_FORM_FLAGS'."""
+    (the ledger of index reservations, relay/ledger.py). The forms of the relay and the
+    ceiling (FORMS) add RELAY_FORM_FLAGS' and CEILING_FORM_FLAGS'."""
     py = sys.executable
     kind = base_target(target)
     if kind == "relay":
@@ -140,8 +145,7 @@ def relay_command(
         ]
         if host != LOOPBACK:
             cmd += ["--host", host]
-        if connected and target != "ceiling_sendmmsg":
-            cmd += ["--connected"]
+        cmd += CEILING_FORM_FLAGS.get(target, [])
         if worker is not None:
             cmd += ["--worker", str(worker)]
         return cmd + (["--no-crypto"] if kind == "io_ceiling" else [])
@@ -165,7 +169,7 @@ def relay_command(
 
 class RelayGroup:
     """A target's processes: one, or with processes = W one per worker, worker i on port + 2i
-    (its routing table says whom it serves). `host`, `connected`: as relay_command's; `wrap`
+    (its routing table says whom it serves). `host`: as relay_command's; `wrap`
     turns each command line into the one that runs it (bench/sendonly.py: inside the bench's
     network namespace)."""
 
@@ -178,7 +182,6 @@ class RelayGroup:
         processes: int = 1,
         *,
         host: str = LOOPBACK,
-        connected: bool = False,
         wrap: Callable[[Sequence[str]], list[str]] | None = None,
     ) -> None:
         self.target = target
@@ -206,7 +209,6 @@ class RelayGroup:
                     fanout=fanout,
                     state=state,
                     host=host,
-                    connected=connected,
                 )
                 if wrap is not None:
                     command = wrap(command)
