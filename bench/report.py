@@ -1,7 +1,12 @@
-"""The table `relay bench` prints for a webinar or meeting report (bench/run.py makes it)."""
+"""The table `relay bench` prints for a webinar or meeting report (bench/run.py makes it), and
+`python -m bench.report RUN.json ...`: each target's medians over several runs."""
 
 from __future__ import annotations
 
+import json
+import statistics
+import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -54,3 +59,39 @@ def print_per_worker(rows: list[tuple[str, dict[str, Any]]]) -> None:
         else:
             cells = "one process (the baseline has no multi-worker form)"
         print(f"{name:>11} {cells}")
+
+
+def medians(reports: list[dict[str, Any]]) -> None:
+    """Each target's median over several runs of one scenario (`relay bench ... --json` of
+    each): out pps, cores, out pps per core, and the median of each ratio."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for r in reports:
+        for name, x in [
+            ("relay", r),
+            *r.get("variants", {}).items(),
+            *r.get("baselines", {}).items(),
+        ]:
+            rows.setdefault(name, []).append(x)
+    first = reports[0]
+    print(
+        f"{first['scenario']} of {first['receivers']}, {first['size']} B, {first['suite']}, "
+        f"path {first.get('path', 'loopback')}: medians of {len(reports)} runs"
+    )
+    print(f"{'':>20} {'out pps':>11} {'cores':>6} {'pps/core':>10}  out pps of each run")
+    for name, xs in rows.items():
+        runs = ", ".join(f"{x['out_pps']:,.0f}" for x in xs)
+        print(
+            f"{name:>20} {statistics.median(x['out_pps'] for x in xs):>11,.0f} "
+            f"{statistics.median(x['relay_cpu'] for x in xs):>6.2f} "
+            f"{statistics.median(x['out_pps_per_relay_core'] for x in xs):>10,.0f}  {runs}"
+        )
+    for key in first.get("ratios", {}):
+        values = [r["ratios"][key] for r in reports if r["ratios"].get(key) is not None]
+        if values:
+            shown = ", ".join(f"{v:.2f}" for v in values)
+            print(f"  {key}: {statistics.median(values):.2f} (runs: {shown})")
+
+
+if __name__ == "__main__":
+    # python -m bench.report RUN.json ...: the medians of several runs of one scenario.
+    medians([json.loads(Path(name).read_text()) for name in sys.argv[1:]])
