@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -574,3 +575,30 @@ def test_send_only_capture_keeps_the_sampled_sequence_numbers() -> None:
             out.close()
         assert got == [(1, 0), (3, 1024), (5, 2048)]
         assert ns.device_packets() == 3000
+
+
+def test_report_prints_each_targets_median_over_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m bench.report RUN.json ...`: the median of each target's figures and each
+    ratio over the runs, with every run's out pps beside it."""
+    from bench import report
+
+    def run_of(relay: float, ceiling: float) -> dict[str, Any]:
+        def figures(out: float) -> dict[str, Any]:
+            return {"out_pps": out, "relay_cpu": 1.0, "out_pps_per_relay_core": out}
+
+        return {
+            "scenario": "webinar",
+            "receivers": 1000,
+            "size": 200,
+            "suite": "AES_CM_128_HMAC_SHA1_80",
+            **figures(relay),
+            "baselines": {"ceiling": figures(ceiling)},
+            "ratios": {"out_pps_vs_ceiling": relay / ceiling},
+        }
+
+    report.medians([run_of(500_000, 500_000), run_of(600_000, 400_000), run_of(700_000, 350_000)])
+    out = capsys.readouterr().out
+    assert "medians of 3 runs" in out
+    assert "relay     600,000" in out and "500,000, 600,000, 700,000" in out
+    assert "ceiling     400,000" in out
+    assert "out_pps_vs_ceiling: 1.50 (runs: 1.00, 1.50, 2.00)" in out
