@@ -73,6 +73,7 @@ def test_payload_round_trip_and_tamper() -> None:
         run.check_payload(packet[:-1] + b"\x01", 200)
 
 
+@pytest.mark.release_only  # tests/conftest.py: every target once more, on paths tested there
 def test_bench_compare_fixed_rate_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     plot = tmp_path / "bench.png"
@@ -428,6 +429,7 @@ def test_send_only_counts_every_copy_at_the_device(tmp_path: Path) -> None:
 
 
 @needs_send_only
+@pytest.mark.release_only  # tests/conftest.py: every target once more, on paths tested there
 def test_send_only_compare_runs_both_forms_of_relay_and_ceiling(tmp_path: Path) -> None:
     report, stdout, stderr = _bench_send_only(
         tmp_path, "--receivers", "20", "--rate", "100", "--duration", "0.3", "--compare"

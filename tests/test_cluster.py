@@ -193,10 +193,19 @@ def heard(p: Participant) -> int:
     return sum(1 for ssrc, _ in p.received if ssrc == PRESENTER_SSRC)
 
 
+SOL_PACKET = 263  # <linux/socket.h>
+PACKET_VNET_HDR = 15  # <linux/if_packet.h>: each frame comes after a virtio_net_hdr
+VNET_HDR = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, offset
+
+
 def sniff_one(dst: tuple[str, int], src_ip: str, limit: float, send: Any) -> bytes:
     """One RTP packet (payload type 111) sent to `dst` from `src_ip`, read off the loopback
-    device (AF_PACKET: root only), calling `send()` until one is seen."""
+    device (AF_PACKET: root only), calling `send()` until one is seen. A message of several
+    segments (UDP GSO: a receiver's copies of a burst, ext/batch.pxi) crosses loopback whole,
+    to be split where it is received: the frame's virtio_net_hdr gives the segments' size,
+    and the first segment is the packet."""
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    raw.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
     raw.bind(("lo", 0))
     raw.settimeout(0.05)
     deadline = time.monotonic() + limit
@@ -204,16 +213,19 @@ def sniff_one(dst: tuple[str, int], src_ip: str, limit: float, send: Any) -> byt
         while time.monotonic() < deadline:
             send()
             try:
-                frame = raw.recv(4096)
+                frame = raw.recv(65536 + VNET_HDR.size)
             except TimeoutError:
                 continue
-            ip = frame[14:]
+            _, gso_type, _, gso_size, _, _ = VNET_HDR.unpack_from(frame)
+            ip = frame[VNET_HDR.size + 14 :]
             if ip[9] != 17:  # UDP
                 continue
             ihl = (ip[0] & 0x0F) * 4
             source, target = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
             dport = struct.unpack("!H", ip[ihl + 2 : ihl + 4])[0]
             payload = bytes(ip[ihl + 8 :])
+            if gso_type:
+                payload = payload[:gso_size]
             rtp = len(payload) > 12 and payload[1] & 0x7F == 111  # not RTCP
             if source == src_ip and (target, dport) == dst and rtp:
                 return payload
