@@ -1,7 +1,9 @@
 /* See ceiling_relay.h. One thread, one socket, everything preallocated: the loop does no
  * allocation, creates no objects and makes two system calls per busy batch (recvmmsg and
- * sendmmsg), plus one sendmmsg per 1024 packets out. Connected (ceiling_relay_connect): one
- * send() per copy instead, on the receiver's own connected socket. */
+ * sendmmsg), plus one sendmmsg per 1024 copies out; a receiver's copies of a burst go as one
+ * message of several segments (UDP GSO) unless ceiling_relay_set_gso turned it off.
+ * Connected (ceiling_relay_connect): one send() per copy instead, on the receiver's own
+ * connected socket. */
 #include "ceiling_relay.h"
 
 #include <arpa/inet.h>

@@ -1,8 +1,10 @@
 /* The C ceiling for the whole relay: recvmmsg -> SRTP unprotect -> for each receiver: copy,
  * protect with its key -> sendmmsg, on one UDP socket, without the GIL. `relay bench --compare`
- * runs it with crypto ("ceiling") and without ("io_ceiling") next to the real relay; on the
- * send-only path (bench/sendonly.py) connected as well: one send() per copy on a socket of
- * each receiver's (ceiling_relay_connect), and the sendmmsg form as "ceiling_sendmmsg".
+ * runs it with crypto ("ceiling") and without ("io_ceiling") next to the real relay, both
+ * sending as the relay does by default (a burst's copies to one receiver as one UDP GSO
+ * message); on the send-only path (bench/sendonly.py) also a datagram per copy
+ * ("ceiling_sendmmsg", ceiling_relay_set_gso off) and one send() per copy on a socket of each
+ * receiver's ("ceiling_connected", ceiling_relay_connect).
  *
  * Deliberately minimal: no replay window, no ROC tracking (index = sequence number), no
  * address latching, no RTCP, no sequence rewriting, IPv4 only. Packets from SSRCs that were
