@@ -208,6 +208,23 @@ class LossyProxy(threading.Thread):
         self.sock.close()
 
 
+def watch(viewer: Page, seconds: float, step: float = 0.25) -> dict[str, Any]:
+    """The viewer's video stats after `seconds` of watching, with `stalled`: the seconds of
+    `step`-long slots in which it decoded no new frame. Chromium's own totalFreezesDuration is
+    kept, but not judged: it measures against the recent mean frame interval, so a viewer that
+    barely plays (a few frames after each keyframe) has a long mean and counts almost no
+    freeze."""
+    stalled = 0
+    frames = viewer.evaluate(STATS)["video"]["frames"]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(step)
+        now = viewer.evaluate(STATS)["video"]["frames"]
+        stalled += now == frames
+        frames = now
+    return viewer.evaluate(STATS)["video"] | {"stalled": stalled * step}
+
+
 # The core's path here (NACKs answered from the cache, keyframe requests merged) runs under
 # ASan in tests/test_video_loss.py, with ffmpeg and a lossy proxy; this browser's twenty
 # seconds of video add nothing there but CI minutes.
@@ -216,8 +233,8 @@ def test_retransmission_spares_a_viewer_behind_loss(browser: Browser, serve: Ser
     """A Chromium viewer behind a path that loses 5 % of its video, watching a Chromium
     presenter for ten seconds, twice: asking the relay for what it lost (the generic NACK
     offered and answered), then not (struck from its offer). getStats() must show its NACKs
-    answered: far fewer packets lost for good, less time frozen and more frames decoded than
-    without."""
+    answered: far fewer packets lost for good, less time without a new frame and more frames
+    decoded than without."""
     meeting, host_key = webinar(serve)
     presenter = page_at(browser, serve)
     connect(presenter, f"/v1/meetings/{meeting}/whip", host_key, publish=True)
@@ -237,8 +254,7 @@ def test_retransmission_spares_a_viewer_behind_loss(browser: Browser, serve: Ser
                 withoutNack=without_nack,
             )
             stats_until(viewer, playing)
-            time.sleep(10)
-            seen[run] = viewer.evaluate(STATS)["video"]
+            seen[run] = watch(viewer, 10.0)
         finally:
             viewer.close()
             proxy.stop()
@@ -247,8 +263,7 @@ def test_retransmission_spares_a_viewer_behind_loss(browser: Browser, serve: Ser
     assert kept["nacks"] > 0 and lost["nacks"] == 0, seen
     assert kept["lost"] < 0.5 * lost["lost"], seen
     assert kept["frames"] > 2 * lost["frames"], seen
-    # Freezes counted are noisy (a short one more or less); the time spent frozen less so.
-    assert kept["frozen"] < lost["frozen"], seen
+    assert kept["stalled"] < lost["stalled"], seen
     print(f"\nChromium behind 5 % loss, 10 s: {seen}")
     presenter.close()
 
