@@ -45,7 +45,7 @@ elif FUZZ:
 extensions = [
     Extension(
         "relay._core",
-        ["ext/_core.pyx"],
+        ["ext/_core.pyx", "ext/xsk.c"],
         include_dirs=["ext"],
         libraries=["crypto"],
         define_macros=macros,

@@ -63,11 +63,13 @@ def free_udp_ports(count: int) -> int:
 # Targets that are another target in another way of sending (the send-only path compares
 # them, bench/sendonly.py): the relay as it sent before UDP GSO (a datagram per copy, one
 # sendmmsg per batch), with connected per-receiver sockets (ext/connected.pxi) with and
-# without GSO; and the C ceiling in the ways of the first two (its default is the relay's).
+# without GSO, through AF_XDP frames on the bench's device (ext/xdp.pxi); and the C ceiling
+# in the ways of the first two (its default is the relay's).
 FORMS = {
     "relay_sendmmsg": "relay",
     "relay_connected": "relay",
     "relay_connected_only": "relay",
+    "relay_xdp": "relay",
     "ceiling_sendmmsg": "ceiling",
     "ceiling_connected": "ceiling",
 }
@@ -80,10 +82,12 @@ CEILING_FORM_FLAGS = {
 # The relay worker's flags of each form (relay/worker.py), whatever RELAY_CONNECTED_SOCKETS
 # and RELAY_GSO say; the relay itself runs as configured (its defaults, or those variables).
 CONNECTED = ["--connected-sockets", "100000"]
+XDP_DEVICE = "rbench0"  # the send-only path's device (bench/sendonly.py, DEVICE)
 RELAY_FORM_FLAGS = {
     "relay_sendmmsg": ["--connected-sockets", "0", "--no-gso"],
     "relay_connected": CONNECTED,
     "relay_connected_only": [*CONNECTED, "--no-gso"],
+    "relay_xdp": ["--connected-sockets", "0", "--xdp", XDP_DEVICE],
 }
 LOOPBACK = "127.0.0.1"
 

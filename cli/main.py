@@ -243,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="receivers per worker sent to from a socket connected to each, which skips the "
         "kernel's route lookup per copy; past N, from the media socket (default 0: none)",
     )
+    serve.add_argument(
+        "--xdp",
+        metavar="IFACE",
+        help="send copies to receivers reached through IFACE as frames through AF_XDP, past "
+        "the IP stack, worker i on the interface's queue i (needs root or CAP_NET_ADMIN and "
+        "CAP_NET_RAW; default: off)",
+    )
     serve.add_argument("--config", metavar="FILE", help="a TOML file of the same settings")
     serve.set_defaults(run=_serve)
 

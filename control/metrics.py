@@ -127,6 +127,14 @@ class RelayCollector(Collector):
                 "Sockets connected to a receiver (made), refused by the kernel (failed), and "
                 "receivers left without one at the limit (over_limit): ext/connected.pxi.",
             ),
+            (
+                "relay_xdp",
+                "xdp",
+                "outcome",
+                "The AF_XDP path (ext/xdp.pxi): copies sent as frames (frames), copies that found "
+                "its ring full (ring_full) and went from the media socket (fallbacks), the kernel "
+                "woken (wakeups) and how often it refused (wakeup_errors).",
+            ),
             ("relay_ice_checks", "ice", "outcome", "STUN checks on the media ports, by outcome."),
             (
                 "relay_webrtc_dropped",

@@ -27,6 +27,7 @@ variable (`RELAY_` and the setting's name in capitals), the TOML file (`--config
     node_name = "relay-1"         # this node among those on one database (default: host name)
     node_capacity = 20000         # participants it takes (default: 5,000 per worker)
     connected_sockets = 0         # receivers per worker sent to from a socket connected to each
+    xdp = "eth0"                  # copies to receivers through eth0 as AF_XDP frames ("": off)
 
 The API carries tokens, host keys, passwords and participants' SRTP keys, so it is served over
 HTTPS (`tls_cert` and `tls_key`, both or neither; control/tls.py checks them) or on a loopback
@@ -114,6 +115,9 @@ class Settings:
     # Receivers per worker sent to from a socket connected to each (ext/connected.pxi); 0: all
     # from the media socket.
     connected_sockets: int = CONNECTED_SOCKETS
+    # The interface whose receivers get their copies as AF_XDP frames (ext/xdp.pxi), each
+    # worker on the queue of its index; "": off.
+    xdp: str = ""
 
     @property
     def node(self) -> str:
@@ -175,6 +179,7 @@ NAMES = (
     "node_name",
     "node_capacity",
     "connected_sockets",
+    "xdp",
 )
 SIGNUP_RATE_MAX = 100_000  # a minute: above this, a throttle is no throttle
 
@@ -364,6 +369,15 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
                 f"got {value!r}"
             )
         return {name: sockets}
+    if name == "xdp":
+        # An interface name as Linux allows one (IFNAMSIZ less its terminator; no '/', ':' or
+        # space); whether it exists here, the workers find at start, with a clear error.
+        if not isinstance(value, str) or not re.fullmatch(r"[^/:\s]{0,15}", value):
+            raise SettingsError(
+                f"xdp ({where}) must be an interface name of at most 15 characters, or empty "
+                "for off"
+            )
+        return {name: value}
     if name == "node_capacity":
         count = _integer(value) or 0
         if not 1 <= count <= NODE_CAPACITY_MAX:

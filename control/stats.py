@@ -55,7 +55,8 @@ Counts = npt.NDArray[np.uint64]
 
 # Counters by label: drops by reason, what became of each packet a NACK named (ext/rtx.pxi),
 # copies sent grouped and groups refused (UDP GSO, ext/batch.pxi), connected sockets made,
-# refused and not made for the limit (ext/connected.pxi), and what a worker serving WebRTC
+# refused and not made for the limit (ext/connected.pxi), what the AF_XDP path did
+# (ext/xdp.pxi), and what a worker serving WebRTC
 # peers adds (relay/worker.py): ICE checks by outcome
 # (relay/ice.py), signalling refused and peers gone, by reason (relay/webrtc.py). All only
 # grow, as everything here must: a count that goes down means the worker started again.
@@ -64,6 +65,7 @@ LABELLED = (
     "rtx",
     "gso",
     "connect",
+    "xdp",
     "ice",
     "webrtc_dropped",
     "webrtc_ended",

@@ -7,8 +7,9 @@
 #   session.pxi   relay.srtp.Session: the per-packet Python API and its batch calls
 #   rtx.pxi       the retransmission cache a NACK is answered from, and the NACK's format
 #   connected.pxi connected per-receiver sockets: made, closed, and read through one epoll set
+#   xdp.pxi       the AF_XDP path: a transmit ring past the IP stack (xsk.c), and the hops
 #   table.pxi     RouteTable: meetings, participants, keys, addresses (changed between batches)
-#   batch.pxi     RecvBatch/SendBatch: recvmmsg and sendmmsg, the only system calls
+#   batch.pxi     RecvBatch/SendBatch: recvmmsg, sendmmsg, and frames for the AF_XDP ring
 #   demux.pxi     Aside: STUN and DTLS set aside for the worker's Python side (RFC 7983)
 #   fanout.pxi    Exports: the packets one worker passes to the others, and their format
 #   reports.pxi   receiver reports: loss, jitter and round-trip time per receiver
@@ -23,6 +24,7 @@ cdef extern from "debug.h":
 
 from libcrypto cimport OPENSSL_VERSION_TEXT
 from netio cimport *
+from xsk cimport *
 
 include "consts.pxi"
 include "srtp.pxi"
@@ -30,6 +32,7 @@ include "keys.pxi"
 include "session.pxi"
 include "rtx.pxi"
 include "connected.pxi"
+include "xdp.pxi"
 include "table.pxi"
 include "batch.pxi"
 include "demux.pxi"

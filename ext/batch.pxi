@@ -1,8 +1,9 @@
-# Batched UDP I/O: the only two system calls of the media path.
+# Batched UDP I/O: how the media path receives (recvmmsg) and sends.
 #
 # RecvBatch fills up to BATCH_MAX slots with one recvmmsg; SendBatch queues up to its capacity
 # of protected packets, each with its own destination, and sends them with sendmmsg, or, for
-# a receiver with a connected socket of its own (connected.pxi), with send() on that socket.
+# a receiver with a connected socket of its own (connected.pxi), with send() on that socket,
+# or, for a receiver with a hop on the AF_XDP path (xdp.pxi), as frames on its TX ring.
 # Both own their memory, allocated once. push() and items() let tests drive the loop without
 # sockets.
 
@@ -100,6 +101,7 @@ cdef class SendBatch:
     cdef uint32_t* seg_size      # per message: the size of every segment but the last
     cdef uint32_t* msg_bytes
     cdef bint* msg_closed        # its last segment was shorter: nothing more joins it
+    cdef bint* msg_framed        # it went out as frames on the AF_XDP path (xdp.pxi)
     cdef uint8_t* control        # per message: room for the UDP_SEGMENT control message
     cdef int capacity
     cdef int count               # slots queued
@@ -121,10 +123,11 @@ cdef class SendBatch:
         self.seg_size = <uint32_t*>malloc(capacity * sizeof(uint32_t))
         self.msg_bytes = <uint32_t*>malloc(capacity * sizeof(uint32_t))
         self.msg_closed = <bint*>malloc(capacity * sizeof(bint))
+        self.msg_framed = <bint*>calloc(capacity, sizeof(bint))
         self.control = <uint8_t*>calloc(capacity, GSO_CONTROL)
         if not (self.slab and self.lens and self.owners and self.names and self.namelens
                 and self.iov and self.msgs and self.conns and self.seg_size
-                and self.msg_bytes and self.msg_closed and self.control):
+                and self.msg_bytes and self.msg_closed and self.msg_framed and self.control):
             raise MemoryError()
         self.count = 0
         self.nmsgs = 0
@@ -142,6 +145,7 @@ cdef class SendBatch:
         free(self.seg_size)
         free(self.msg_bytes)
         free(self.msg_closed)
+        free(self.msg_framed)
         free(self.control)
 
     def __len__(self):
@@ -228,12 +232,18 @@ cdef class SendBatch:
         cdef int m = 0, end, n
         for end in range(self.nmsgs):
             self._segment(end)
+            self.msg_framed[end] = False
+        if t.xdp.xsk != NULL and t.xdp.routed:
+            self._frame(t)
         while m < self.nmsgs:
+            if self.msg_framed[m]:
+                m += 1
+                continue
             if self.conns[m] >= 0:
                 n = 1 if sendmsg(self.conns[m], &self.msgs[m].msg_hdr, 0) >= 0 else -1
             else:
                 end = m + 1
-                while end < self.nmsgs and self.conns[end] < 0:
+                while end < self.nmsgs and self.conns[end] < 0 and not self.msg_framed[end]:
                     end += 1
                 n = sendmmsg(fd, &self.msgs[m], <unsigned int>(end - m), 0)
             if n < 0:
@@ -252,6 +262,36 @@ cdef class SendBatch:
             m += n
         self.count = 0
         self.nmsgs = 0
+
+    cdef void _frame(self, RouteTable t) noexcept nogil:
+        """Every message for a receiver with a hop, as frames on the AF_XDP path (a segment
+        each), and the kernel woken once for all. A message the ring has no room for stays
+        for the media socket, from its first segment not framed."""
+        cdef int m, first, sent, segments
+        cdef relay_xsk_hop* hop
+        cdef msghdr* h
+        for m in range(self.nmsgs):
+            if self.conns[m] >= 0:
+                continue
+            h = &self.msgs[m].msg_hdr
+            first = <int>(h.msg_iov - self.iov)
+            hop = t.parts[self.owners[first]].hop
+            if hop == NULL:
+                continue
+            segments = <int>h.msg_iovlen
+            sent = 0
+            while sent < segments and relay_xsk_send(
+                    t.xdp.xsk, hop, &self.names[first + sent],
+                    self.slab + <size_t>(first + sent) * SLOT_SIZE, self.lens[first + sent]):
+                self._count_slot(t, first + sent)
+                sent += 1
+            if sent == segments:
+                self.msg_framed[m] = True
+            else:
+                t.xdp.fallbacks += <uint64_t>(segments - sent)
+                h.msg_iov += sent
+                h.msg_iovlen -= <size_t>sent
+        relay_xsk_wake(t.xdp.xsk)
 
     cdef void _send_apart(self, int fd, RouteTable t, int m) noexcept nogil:
         """Message m's segments, a datagram each."""

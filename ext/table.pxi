@@ -154,6 +154,7 @@ ctypedef struct Participant:
     socklen_t addr_len
     int conn_fd             # a socket connected to addr (connected.pxi); -1: none
     bint conn_tried         # one was tried for this addr: none is tried again until it moves
+    relay_xsk_hop* hop      # its frames' header on the AF_XDP path (xdp.pxi); NULL: none
     OutStream* out          # per stream slot of the meeting
     uint32_t out_cap
     uint32_t out_init       # slots of out[] set up (_init_out) so far
@@ -284,6 +285,7 @@ cdef class RouteTable:
     cdef uint32_t addrs_deleted
     cdef Counters stats
     cdef Connections conns          # the receivers' connected sockets (connected.pxi)
+    cdef XdpPath xdp                # the AF_XDP socket and the receivers' hops (xdp.pxi)
     cdef dict participant_slots     # participant id -> slot
     cdef dict meeting_slots         # meeting id -> slot
     cdef readonly bint durable
@@ -301,6 +303,7 @@ cdef class RouteTable:
     def __cinit__(self, bint durable=False):
         memset(&self.stats, 0, sizeof(Counters))
         conn_init(&self.conns)
+        xdp_init(&self.xdp)
         self.participant_slots = {}
         self.meeting_slots = {}
         self.durable = durable
@@ -322,6 +325,7 @@ cdef class RouteTable:
         free(self.queue)
         free(self.newly_latched)
         conn_stop(&self.conns)
+        xdp_stop(&self.xdp)
 
     def __len__(self):
         return len(self.participant_slots)
@@ -614,6 +618,7 @@ cdef class RouteTable:
         p.addr_len = 0
         conn_close(&self.conns, &p.conn_fd)
         p.conn_tried = False
+        xdp_forget(&self.xdp, &p.hop)
 
     def eject(self, uint32_t participant_id):
         """Stop media to and from a participant at once. Its packets count as 'ejected'."""
@@ -650,7 +655,22 @@ cdef class RouteTable:
             "connected_sockets": self.conns.open,
             "connect": {"made": self.conns.made, "failed": self.conns.failed,
                         "over_limit": self.conns.over_limit},
+            "xdp": self._xdp_counters(),
+            "xdp_on": self.xdp.xsk != NULL,
+            "xdp_routed": self.xdp.routed,
         }
+
+    cdef dict _xdp_counters(self):
+        """What the AF_XDP path did (xdp.pxi): copies put on its ring as frames, copies that
+        found it full, the kernel woken and how often it refused, and copies of receivers
+        with a hop that went from the media socket instead (the ring full)."""
+        cdef relay_xsk_stats none
+        cdef const relay_xsk_stats* s = &none
+        memset(&none, 0, sizeof(none))
+        if self.xdp.xsk != NULL:
+            s = relay_xsk_counters(self.xdp.xsk)
+        return {"frames": s.frames, "ring_full": s.ring_full, "wakeups": s.wakeups,
+                "wakeup_errors": s.wakeup_errors, "fallbacks": self.xdp.fallbacks}
 
     # -- connected sockets (connected.pxi) ---------------------------------------------------
 
@@ -667,6 +687,96 @@ cdef class RouteTable:
     def connected_fd(self):
         """The epoll set of the receivers' connected sockets; -1 while they are off."""
         return self.conns.epoll_fd
+
+    # -- the AF_XDP path (xdp.pxi) -----------------------------------------------------------
+
+    def xdp_open(self, unsigned ifindex, unsigned queue, unsigned frames=4096):
+        """Send through an AF_XDP socket on queue `queue` of interface `ifindex` (copy mode)
+        the copies of every receiver given a hop (xdp_route). OSError if the kernel refuses
+        (no AF_XDP, no such queue, another socket on it, not allowed): its message names the
+        step."""
+        cdef const char* stage = NULL
+        import os
+        if self.xdp.xsk != NULL:
+            raise ValueError("the AF_XDP path is already open")
+        self.xdp.xsk = relay_xsk_open(ifindex, queue, frames, &stage)
+        if self.xdp.xsk == NULL:
+            code = errno
+            raise OSError(code, f"AF_XDP {stage.decode()}: {os.strerror(code)}")
+
+    @property
+    def xdp_on(self):
+        return self.xdp.xsk != NULL
+
+    def xdp_unrouted(self):
+        """[(participant id, its address as a raw sockaddr)]: the receivers with a known
+        address and no hop. Raw, as relay/nexthop.py asks the kernel about it and xdp_route
+        takes it back: a thousand receivers' addresses are not worth parsing into text."""
+        cdef uint32_t i
+        cdef Participant* p
+        out = []
+        if self.xdp.xsk == NULL:
+            return out
+        for i in range(self.parts_cap):
+            p = &self.parts[i]
+            if p.meeting >= 0 and p.flags & PF_HAS_ADDRESS and p.hop == NULL:
+                out.append((p.id, (<const char*>&p.addr)[:p.addr_len]))
+        return out
+
+    def xdp_routed(self):
+        """[(participant id, its address as a raw sockaddr)]: the receivers with a hop."""
+        cdef uint32_t i
+        cdef Participant* p
+        out = []
+        for i in range(self.parts_cap):
+            p = &self.parts[i]
+            if p.meeting >= 0 and p.hop != NULL:
+                out.append((p.id, (<const char*>&p.addr)[:p.addr_len]))
+        return out
+
+    def xdp_route(self, uint32_t participant_id, bytes sockaddr not None,
+                  bytes dst_mac not None, bytes src_mac not None, bytes source not None,
+                  uint16_t src_port):
+        """Send the participant's copies as frames to `dst_mac` from `src_mac`, the address
+        `source` (packed: 4 bytes, or 16 for IPv6) and `src_port` (the media socket's), if it
+        still receives at `sockaddr` (as xdp_unrouted gave it): False, and nothing changed, if
+        its address moved meanwhile (or went)."""
+        cdef uint32_t slot = self._participant_slot(participant_id)
+        cdef Participant* p = &self.parts[slot]
+        cdef relay_xsk_hop* hop
+        cdef int family
+        if self.xdp.xsk == NULL:
+            raise ValueError("the AF_XDP path is not open")
+        if len(dst_mac) != 6 or len(src_mac) != 6:
+            raise ValueError("a MAC address is 6 bytes")
+        if len(source) not in (4, 16):
+            raise ValueError("a source address is 4 or 16 bytes")
+        family = AF_INET if len(source) == 4 else AF_INET6
+        if not (p.flags & PF_HAS_ADDRESS and len(sockaddr) <= sizeof(sockaddr_in6)
+                and table_same_address(p, <const char*>sockaddr, <socklen_t>len(sockaddr))):
+            return False
+        hop = <relay_xsk_hop*>malloc(sizeof(relay_xsk_hop))
+        if hop == NULL:
+            raise MemoryError()
+        relay_xsk_hop_init(hop, family, <const uint8_t*><const char*>dst_mac,
+                           <const uint8_t*><const char*>src_mac,
+                           <const uint8_t*><const char*>source, htons(src_port))
+        xdp_forget(&self.xdp, &p.hop)
+        p.hop = hop
+        self.xdp.routed += 1
+        # One way out per receiver: its frames, not a connected socket too (what it sends
+        # back then reaches the media socket again).
+        conn_close(&self.conns, &p.conn_fd)
+        p.conn_tried = True
+        return True
+
+    def xdp_unroute(self, uint32_t participant_id):
+        """Send the participant's copies from the media socket again (or a connected socket,
+        where those are on)."""
+        cdef Participant* p = &self.parts[self._participant_slot(participant_id)]
+        if p.hop != NULL:
+            xdp_forget(&self.xdp, &p.hop)
+            p.conn_tried = False
 
     # -- the ledger: reservations and what outlives the table ------------------------------
 
@@ -988,6 +1098,7 @@ cdef class RouteTable:
         srtp_context_free(p.up)
         srtp_context_free(p.down)
         conn_close(&self.conns, &p.conn_fd)
+        xdp_forget(&self.xdp, &p.hop)
         if p.streams != NULL:
             for i in range(p.nstreams):
                 free(p.streams[i].cache)
@@ -1357,13 +1468,17 @@ cdef void table_latch(RouteTable t, uint32_t slot, const void* sa, socklen_t n) 
     p.flags |= PF_HAS_ADDRESS
     conn_close(&t.conns, &p.conn_fd)    # connected to where it was
     p.conn_tried = False
+    xdp_forget(&t.xdp, &p.hop)          # framed for where it was
     table_addr_insert(t, slot)
     table_note_latched(t, p.id)
 
 
 cdef inline int table_receiver_socket(RouteTable t, Participant* p) noexcept nogil:
     """The socket connected to p's address, made at its first copy there (connected.pxi);
-    -1: none, its copies go out from the media socket."""
+    -1: none, its copies go out from the media socket (or, with a hop, as AF_XDP frames:
+    that path wins where both are on, xdp.pxi)."""
+    if p.hop != NULL:
+        return -1
     if p.conn_fd >= 0 or p.conn_tried or t.conns.epoll_fd < 0:
         return p.conn_fd
     p.conn_tried = True

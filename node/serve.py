@@ -284,6 +284,7 @@ class Server:
                 certificate=credentials.dtls_certificate(self.data_dir)[0],
                 keyframe_interval=settings.keyframe_interval,
                 connected_sockets=settings.connected_sockets,
+                xdp=settings.xdp,
             ),
             on_start=self._started,
         )

@@ -55,6 +55,7 @@ class SupervisorConfig:
     certificate: Path | None = None  # the node's DTLS certificate: workers connect WebRTC peers
     keyframe_interval: float | None = None  # seconds between keyframe requests to a stream
     connected_sockets: int | None = None  # receivers per worker with a connected socket
+    xdp: str = ""  # the interface of the AF_XDP path; each worker binds the queue of its index
     python: str = field(default=sys.executable)
 
 
@@ -123,6 +124,8 @@ class Supervisor:
             cmd += ["--keyframe-interval", repr(c.keyframe_interval)]
         if c.connected_sockets is not None:
             cmd += ["--connected-sockets", str(c.connected_sockets)]
+        if c.xdp:
+            cmd += ["--xdp", c.xdp, "--xdp-queue", str(index)]
         return cmd
 
     def start(self) -> None:

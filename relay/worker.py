@@ -26,6 +26,12 @@ socket of its own connected to it, bound to the media port too (ext/connected.px
 copies skip the kernel's route lookup; the worker raises its descriptor limit for them at
 start. It is off by default: measured on the send-only path it cost more than it saved
 (bench/RESULTS.md, "Connected sockets and GSO").
+
+With `--xdp IFACE`, copies to receivers reached through that interface leave through an
+AF_XDP socket on its queue `--xdp-queue` (default: the worker's index) as whole Ethernet frames,
+past the IP stack (ext/xdp.pxi, ext/xsk.h); the worker looks each receiver's next hop up in
+the kernel's tables (relay/nexthop.py) once a second until it has one, and every receiver's
+again every nexthop.REFRESH seconds. Receivers it finds no hop for stay on the socket path.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +53,10 @@ from typing import Any
 
 import zmq
 
-from relay import _core, ledger, lifecycle, recording, wire
+from relay import _core, ledger, lifecycle, nexthop, recording, wire
 from relay.certificate import Certificate
 from relay.logs import log_setup
+from relay.nexthop import LOOKUPS_PER_PASS, REFRESH, Hop, NextHops
 from relay.routes import RouteReplica
 from relay.webrtc import WebRtcPeers
 
@@ -71,6 +79,8 @@ SIGNALLING_PER_SECOND = 20_000
 CONNECTED_SOCKETS = 0
 CONNECTED_SOCKETS_MAX = 1_000_000
 DESCRIPTORS_SPARE = 256  # for everything else: ZeroMQ, the ledger, recordings, logs
+HOPS_INTERVAL = 1.0  # seconds between next-hop look-ups for receivers without one (AF_XDP)
+NO_HOP_RETRY = 5.0  # seconds before an address found without a hop is looked up again
 
 
 @dataclass
@@ -105,6 +115,10 @@ class WorkerConfig:
     connected_sockets: int = CONNECTED_SOCKETS
     # A receiver's copies of a burst as one message of several segments (ext/batch.pxi).
     gso: bool = True
+    # The interface whose receivers get their copies through AF_XDP (ext/xdp.pxi), and the
+    # queue of it this worker binds (None: its index); no interface: off.
+    xdp: str | None = None
+    xdp_queue: int | None = None
 
 
 def bind_udp(host: str, port: int, share: bool = False) -> socket.socket:
@@ -189,6 +203,14 @@ class Worker:
         ]
         if connected:
             self.table.connect_receivers(self.sockets[0].getsockname()[:2], connected)
+        self.hops: NextHops | None = None
+        self.no_hop: dict[bytes, float] = {}  # sockaddr -> when to look it up again
+        self.lookups: deque[tuple[int, bytes]] = deque()  # (receiver, sockaddr) to look up
+        self.hops_found: dict[bytes, Hop | None] = {}  # address -> its hop, until REFRESH
+        self.hops_due = 0.0
+        self.hops_refresh_due = 0.0
+        if config.xdp:
+            self._open_xdp(config.xdp)
         self.control: zmq.Socket[Any] | None = None
         self.stats: zmq.Socket[Any] | None = None
         if config.table is not None:
@@ -211,6 +233,64 @@ class Worker:
 
     def stop(self, *_: object) -> None:
         self.running = False
+
+    def _open_xdp(self, interface: str) -> None:
+        queue = self.config.index if self.config.xdp_queue is None else self.config.xdp_queue
+        self.hops = NextHops(interface, self.config.media_host)
+        try:
+            self.table.xdp_open(self.hops.ifindex, queue)
+        except OSError as exc:
+            self.hops.close()
+            raise OSError(
+                exc.errno, f"--xdp {interface}: queue {queue}: {exc.strerror or exc}"
+            ) from exc
+        log.info("AF_XDP path open on %s, queue %d", interface, queue)
+
+    def _route_receivers(self, now: float) -> None:
+        """Queue look-ups (AF_XDP): every HOPS_INTERVAL those of receivers without a hop;
+        every REFRESH seconds, every receiver's again (a neighbour's MAC moved, a route
+        changed). An address found without a hop waits NO_HOP_RETRY before its next."""
+        if now >= self.hops_due:
+            self.hops_due = now + HOPS_INTERVAL
+            # An address found without a hop is asked about again when its wait ends.
+            self.hops_found = {ip: hop for ip, hop in self.hops_found.items() if hop}
+            self.lookups.extend(
+                (pid, address)
+                for pid, address in self.table.xdp_unrouted()
+                if self.no_hop.get(address, 0.0) <= now
+            )
+            if now >= self.hops_refresh_due:
+                self.hops_refresh_due = now + REFRESH
+                self.lookups.extend(self.table.xdp_routed())
+                self.no_hop = {a: when for a, when in self.no_hop.items() if when > now}
+                self.hops_found.clear()
+        if self.lookups:
+            self._look_up(now)
+
+    def _look_up(self, now: float) -> None:
+        """At most LOOKUPS_PER_PASS queued look-ups: a large audience's never hold up the
+        media for long. Receivers behind one next hop share its answer until the refresh."""
+        assert self.hops is not None
+        port = self.sockets[0].getsockname()[1]
+        for _ in range(min(LOOKUPS_PER_PASS, len(self.lookups))):
+            pid, address = self.lookups.popleft()
+            ip = nexthop.sockaddr_ip(address)
+            if ip in self.hops_found:
+                hop = self.hops_found[ip]
+            else:
+                try:
+                    hop = self.hops_found[ip] = self.hops.resolve_packed(ip)
+                except OSError as exc:  # a netlink time-out: the next round asks again
+                    log.warning("next-hop look-up failed: %s", exc)
+                    return
+            try:
+                if hop is None:
+                    self.no_hop[address] = now + NO_HOP_RETRY
+                    self.table.xdp_unroute(pid)
+                else:
+                    self.table.xdp_route(pid, address, hop.dst_mac, hop.src_mac, hop.src, port)
+            except KeyError:
+                pass  # it left meanwhile
 
     def _recording(self, meeting: int, on: bool) -> None:
         """Open or close this worker's recording file of a meeting."""
@@ -347,6 +427,8 @@ class Worker:
                 self._take_snapshot_reply()
             if self.replica.needs_snapshot and self.config.snapshot and now >= self.snapshot_due:
                 self._ask_snapshot(now)
+            if self.hops is not None:
+                self._route_receivers(now)
             if now >= next_stats:
                 self._push_stats(now)
                 if self.webrtc is not None:
@@ -553,6 +635,8 @@ class Worker:
         }
 
     def close(self) -> None:
+        if self.hops is not None:
+            self.hops.close()
         if self.ledger is not None:
             self.ledger.close()
         for sock in self.sockets:
@@ -671,6 +755,20 @@ def parser() -> argparse.ArgumentParser:
         "as one message the kernel splits (UDP GSO); default: RELAY_GSO=0 says so",
     )
     parser.add_argument(
+        "--xdp",
+        metavar="IFACE",
+        default=os.environ.get("RELAY_XDP") or None,
+        help="send copies to receivers reached through IFACE as frames through an AF_XDP "
+        "socket, past the IP stack (copy mode; needs CAP_NET_RAW and CAP_NET_ADMIN or root); "
+        "default: RELAY_XDP, else off",
+    )
+    parser.add_argument(
+        "--xdp-queue",
+        type=int,
+        metavar="Q",
+        help="the interface's queue this worker's AF_XDP socket binds (default: --index)",
+    )
+    parser.add_argument(
         "--index", type=int, default=0, help="this worker's number among W (default 0)"
     )
     parser.add_argument(
@@ -713,6 +811,8 @@ def command(argv: Sequence[str]) -> int:
             keyframe_interval=args.keyframe_interval,
             connected_sockets=args.connected_sockets,
             gso=not args.no_gso,
+            xdp=args.xdp,
+            xdp_queue=args.xdp_queue,
         )
     )
 

@@ -36,12 +36,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     under 20. The debug pass also runs every worker with connected per-receiver sockets
     (RELAY_CONNECTED_SOCKETS, scripts/test), the release pass with its default, none: each
     test runs on both ways of sending."""
+    _longest_first(items)
     if not _core.DEBUG_BUILD:
         return
     skip = pytest.mark.skip(reason="release_only: the release pass runs it (tests/conftest.py)")
     for item in items:
         if item.get_closest_marker("release_only") is not None:
             item.add_marker(skip)
+
+
+# Modules that take longest (a minute or so each: a compile, three nodes, two browsers, a
+# thousand generated requests): scripts/test runs the suite on two pytest-xdist workers, a
+# module to a worker at a time (`--dist loadfile`), which start them first, so that neither
+# worker is left with one of them at the end while the other idles.
+LONGEST_FIRST = (
+    "tests/test_packaging.py",
+    "tests/test_cluster.py",
+    "tests/test_browsers.py",
+    "tests/test_schemathesis.py",
+    "tests/test_web_browsers.py",
+)
+
+
+def _longest_first(items: list[pytest.Item]) -> None:
+    """LONGEST_FIRST's modules ahead of the rest, each in its order (a stable sort: the same
+    on every worker, as pytest-xdist requires)."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -450,18 +450,31 @@ def test_send_only_compare_runs_both_forms_of_relay_and_ceiling(tmp_path: Path) 
     # both off (relay_sendmmsg), connected with GSO and without; at a fixed rate under
     # capacity all send everything.
     variants = report["variants"]
-    assert set(variants) == {"relay_sendmmsg", "relay_connected", "relay_connected_only"}
+    assert set(variants) == {
+        "relay_sendmmsg",
+        "relay_connected",
+        "relay_connected_only",
+        "relay_xdp",
+    }
     assert report["relay_counters"]["connected_sockets"] == 0
     assert variants["relay_sendmmsg"]["relay_counters"]["connected_sockets"] == 0
     assert variants["relay_connected"]["relay_counters"]["connected_sockets"] == 20
     assert variants["relay_connected_only"]["relay_counters"]["connected_sockets"] == 20
-    for form in ("connected_and_gso", "connected", "gso"):
+    # Through AF_XDP: every attendee given a hop (the presenter, on lo, is not), and the
+    # copies of the measured step (and the second warm-up step) as frames.
+    xdp = variants["relay_xdp"]["relay_counters"]
+    assert xdp["xdp_on"] and xdp["xdp_routed"] == 20
+    assert xdp["xdp"]["frames"] >= 20 * 30 and xdp["xdp"]["fallbacks"] == 0
+    assert report["relay_counters"]["xdp"]["frames"] == 0
+    for form in ("connected_and_gso", "connected", "gso", "xdp"):
         assert report["ratios"][f"{form}_vs_sendmmsg"] == pytest.approx(1.0, rel=0.05)
     figures = [report, *report["baselines"].values(), *variants.values()]
     for figures_ in figures:
         assert figures_["loss_ratio"] == 0
         assert figures_["out_pps"] == pytest.approx(2000, rel=0.02)
-        assert figures_["verified_packets"] > 0 and figures_["latency_us"] is None
+        assert figures_["latency_us"] is None
+        if figures_ is not variants["relay_xdp"]:  # frames skip the capture (bench/run.py)
+            assert figures_["verified_packets"] > 0
         assert figures_["device_check"]["agree"] is True
     for name in report["baselines"]:
         assert report["ratios"][f"out_pps_vs_{name}"] == pytest.approx(1.0, rel=0.05)
@@ -604,3 +617,16 @@ def test_report_prints_each_targets_median_over_runs(capsys: pytest.CaptureFixtu
     assert "relay     600,000" in out and "500,000, 600,000, 700,000" in out
     assert "ceiling     400,000" in out
     assert "out_pps_vs_ceiling: 1.50 (runs: 1.00, 1.50, 2.00)" in out
+
+
+def test_ways_refuses_a_target_it_does_not_know() -> None:
+    """`python -m bench.ways` (bench/RESULTS.md's send-only rounds) names the known targets."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ways", "--targets", "relay,relay_teleport"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "relay_teleport" in done.stderr and "relay_xdp" in done.stderr

@@ -259,6 +259,9 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("trusted_proxies", "10.0.0.1/8", "host bits set: the network is 10.0.0.0/8"),
     ("trusted_proxies", "0.0.0.0/0", "would trust every address"),
     ("trusted_proxies", "10.0.0.0/8,::/0", "would trust every address"),
+    ("xdp", "a-name-too-long-for-linux", "interface name of at most 15"),
+    ("xdp", "eth0/1", "interface name"),
+    ("xdp", "eth 0", "interface name"),
 ]
 
 
@@ -535,6 +538,23 @@ def test_serve_flags_reach_the_settings(tls_files: ServerFiles) -> None:
     args = parser.parse_args(["serve", "--api", "0.0.0.0:8080"])
     with pytest.raises(SettingsError, match="not a loopback address"):
         resolve(vars(args), environ={})
+
+
+def test_the_af_xdp_interface_reaches_every_worker() -> None:
+    """`relay serve --xdp IFACE` (or xdp = "IFACE"): each worker on the queue of its index."""
+    from cli.main import build_parser
+    from relay.supervisor import Supervisor, SupervisorConfig
+
+    args = build_parser().parse_args(["serve", "--xdp", "eth1", "--workers", "2"])
+    settings = resolve(vars(args), environ={})
+    assert settings.xdp == "eth1"
+    assert resolve({}, environ={}).xdp == ""  # off unless asked
+    supervisor = Supervisor(SupervisorConfig(workers=2, xdp=settings.xdp))
+    for index in range(2):
+        command = supervisor.command(index)
+        at = command.index("--xdp")
+        assert command[at : at + 4] == ["--xdp", "eth1", "--xdp-queue", str(index)]
+    assert "--xdp" not in Supervisor(SupervisorConfig(workers=1)).command(0)
 
 
 # --- the mail server and the sign-up throttle ---------------------------------------------------

@@ -76,7 +76,7 @@ class Party:
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self.sock.getsockname()
+        host, port = self.sock.getsockname()[:2]
         return str(host), int(port)
 
     def joined(self, *, address: bool, ssrcs: tuple[int, ...] = ()) -> wire.ParticipantJoined:

@@ -1,0 +1,129 @@
+"""Ways of sending side by side on the send-only path, round after round: `python -m
+bench.ways --targets relay_sendmmsg,relay,relay_xdp,ceiling --rounds 3` (root).
+
+`relay bench --path send-only --compare` runs every target once; comparing a few of them over
+several rounds, each round every target one after another in one namespace, is what a noisy
+host needs (bench/RESULTS.md quotes medians of rounds). Each target is measured as `relay
+bench` measures it (bench/run.py, `measure`: capacity within 0.1 % loss, the device's count
+checked against the relay's). Prints each result as it comes and, at the end, each target's
+median and its runs; `--json FILE` keeps every round's figures and the relay's counters.
+
+`--split OUT_PPS` measures instead, at that fixed rate, where each target's time per copy goes:
+its process's user and system CPU (/proc/PID/stat) over a 3-second step, divided by the copies
+the device counted: the relay's own work against the kernel's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import run, sendonly
+from bench.relays import RelayGroup
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ways", description=__doc__)
+    parser.add_argument("--targets", required=True, help="comma-separated: run.SEND_ONLY_TARGETS")
+    parser.add_argument("--receivers", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=200, help="RTP packet bytes before SRTP")
+    parser.add_argument("--frame", type=int, default=1, help="packets sent back to back")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="every round's figures")
+    parser.add_argument(
+        "--split", type=float, metavar="OUT_PPS", help="user and system CPU per copy at this rate"
+    )
+    args = parser.parse_args(argv)
+    targets = args.targets.split(",")
+    unknown = [t for t in targets if t not in run.SEND_ONLY_TARGETS]
+    if unknown:
+        parser.error(f"unknown targets {unknown}; known: {', '.join(run.SEND_ONLY_TARGETS)}")
+    if (why := sendonly.refusal()) is not None:
+        print(why, file=sys.stderr)
+        return 2
+    scenario = run.Scenario(
+        "webinar", args.receivers, size=args.size, path=sendonly.PATH, frame=args.frame
+    )
+    rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+    with tempfile.TemporaryDirectory(prefix="relay-ways-") as tmp, sendonly.Namespace() as ns:
+        for round_ in range(args.rounds):
+            for target in targets:
+                if args.split is not None:
+                    split = cpu_split(scenario, target, Path(tmp), ns, args.split)
+                    rounds[target].append(split)
+                    print(
+                        f"round {round_ + 1} {target}: user {split['user_us']:.3f} us, "
+                        f"system {split['system_us']:.3f} us a copy at "
+                        f"{split['out_pps']:,.0f} out pps (loss {split['loss_ratio']:.3%})",
+                        flush=True,
+                    )
+                    continue
+                result = run.measure(
+                    scenario, target, Path(tmp), lambda m: print(m, file=sys.stderr), ns
+                )
+                counters = result["relay_counters"]
+                rounds[target].append(
+                    {
+                        "out_pps": result["out_pps"],
+                        "relay_cpu": result["relay_cpu"],
+                        "verified_packets": result["verified_packets"],
+                        "device_check": result.get("device_check"),
+                        "xdp": counters.get("xdp"),
+                        "gso": counters.get("gso"),
+                    }
+                )
+                print(f"round {round_ + 1} {target}: {result['out_pps']:,.0f} out pps", flush=True)
+    for target, runs in rounds.items() if args.split is None else ():
+        figures = [r["out_pps"] for r in runs]
+        shown = ", ".join(f"{f:,.0f}" for f in figures)
+        print(f"{target:>16} median {statistics.median(figures):>11,.0f}  ({shown})")
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {"scenario": vars(args) | {"json": str(args.json)}, "rounds": rounds}, indent=1
+            )
+        )
+    return 0
+
+
+def _cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far (proc(5): utime, stime)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_split(
+    scenario: run.Scenario, target: str, workdir: Path, ns: sendonly.Namespace, out_pps: float
+) -> dict[str, Any]:
+    """One 3-second step of `target` at `out_pps` (after its warm-up, if it needs one): its
+    user and system CPU per copy, in microseconds."""
+    bench = run.Bench(scenario, target, workdir, lambda _m: None, netns=ns)
+    try:
+        if target in run.HOP_TARGETS:
+            bench.warm_hops()
+        assert isinstance(bench.relay, RelayGroup)
+        pid = bench.relay.procs[0].pid
+        user0, system0 = _cpu(pid)
+        step = bench.step(out_pps / scenario.fanout, 3.0)
+        user1, system1 = _cpu(pid)
+    finally:
+        bench.close()
+    copies = max(step.received, 1)
+    return {
+        "out_pps": step.out_pps,
+        "loss_ratio": step.loss_ratio,
+        "user_us": 1e6 * (user1 - user0) / copies,
+        "system_us": 1e6 * (system1 - system0) / copies,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+# The AF_XDP path (docs/ARCHITECTURE.md, "How copies leave the host"; xsk.h).
+#
+# With `relay serve --xdp IFACE`, a worker opens an AF_XDP socket on one queue of that
+# interface and sends a receiver's copies through it once it knows the receiver's hop: the
+# next hop's MAC and our own MAC and source address on that interface, which the worker's
+# Python side looks up in the kernel's routing and neighbour tables (relay/nexthop.py) and
+# hands over between batches (RouteTable.xdp_route). Until then, and for every receiver
+# whose route leaves through another interface or whose neighbour is unknown, copies go out
+# from the media socket as before: the socket's first copies are also what makes the kernel
+# resolve the neighbour. A receiver whose address moves loses its hop at once (table.pxi,
+# table_latch), so no frame follows it to where it was.
+#
+# Only the send half moves: what receivers send back still arrives on the media socket. Where
+# connected sockets (connected.pxi) are on too, a receiver with a hop has none: its copies
+# leave as frames, and its connected socket, if it had one, is closed when the hop comes.
+
+from libc.stdlib cimport free
+
+
+ctypedef struct XdpPath:
+    relay_xsk* xsk          # NULL: the path is off
+    uint32_t routed         # receivers with a hop
+    uint64_t fallbacks      # copies for a receiver with a hop sent from the socket instead
+
+
+cdef inline void xdp_init(XdpPath* x) noexcept nogil:
+    x.xsk = NULL
+    x.routed = 0
+    x.fallbacks = 0
+
+
+cdef inline void xdp_forget(XdpPath* x, relay_xsk_hop** hop) noexcept nogil:
+    """A receiver's hop, if it has one, forgotten: its address moved, went or it left."""
+    if hop[0] != NULL:
+        free(hop[0])
+        hop[0] = NULL
+        x.routed -= 1
+
+
+cdef inline void xdp_stop(XdpPath* x) noexcept nogil:
+    """After every receiver's hop is forgotten: the socket too."""
+    if x.xsk != NULL:
+        relay_xsk_close(x.xsk)
+        x.xsk = NULL

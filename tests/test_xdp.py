@@ -1,0 +1,358 @@
+"""The AF_XDP path (ext/xdp.pxi, ext/xsk.c, relay/nexthop.py) on a veth pair between two
+network namespaces this test makes: a worker in one with `--xdp`, a presenter and attendees in
+the other, real UDP sockets there that decrypt every copy.
+
+What arrives proves the frames right: the receiving kernel checks the IP header's and the UDP
+checksum of every datagram (veth hands the peer the frame as it was written) and drops a bad
+one. The worker's counters prove the path was taken. A receiver that moves loses its hop at
+once: nothing more goes to where it was.
+
+Needs root (namespaces; AF_XDP needs CAP_NET_RAW and CAP_NET_ADMIN), `ip` and a kernel with
+AF_XDP: skipped without them, unless RELAY_REQUIRE_XDP=1 makes that a failure.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay import nexthop, wire
+from tests.conftest import rtp
+from tests.test_worker import (
+    HOST_PID,
+    HOST_SSRC,
+    MEETING,
+    ROOT,
+    TIMEOUT,
+    Party,
+    host_packet,
+)
+
+CLONE_NEWNET = 0x40000000
+AF_XDP = 44
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, AF_XDP)"
+    if shutil.which("ip") is None:
+        return "needs iproute2's ip"
+    try:
+        socket.socket(AF_XDP, socket.SOCK_RAW, 0).close()
+    except OSError as exc:
+        return f"this kernel has no AF_XDP ({exc.strerror})"
+    return None
+
+
+if (why := _why_not()) is not None:
+    if os.environ.get("RELAY_REQUIRE_XDP") == "1":
+        raise RuntimeError(f"RELAY_REQUIRE_XDP=1, but the AF_XDP test cannot run: {why}")
+    pytest.skip(why, allow_module_level=True)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@contextmanager
+def inside(netns: str) -> Iterator[None]:
+    """This thread in network namespace `netns` (sockets made meanwhile stay in it)."""
+    with open("/proc/self/ns/net") as home, open(f"/var/run/netns/{netns}") as there:
+        if _libc.setns(there.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {netns}")
+        try:
+            yield
+        finally:
+            if _libc.setns(home.fileno(), CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back")
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@dataclass
+class Pair:
+    """Namespace `relay` holds interface `link` at `relay_ip`; `peers` holds the other end at
+    `peer_ip`."""
+
+    relay: str
+    peers: str
+    link: str
+    relay_ip: str
+    peer_ip: str
+
+
+@pytest.fixture(params=["ipv4", "ipv6"])
+def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
+    tag = f"{os.getpid() % 100000}{request.param[-1]}"
+    p = Pair(f"rxdp-r{tag}", f"rxdp-p{tag}", f"xr{tag}", "10.203.0.1", "10.203.0.2")
+    prefix = 24
+    if request.param == "ipv6":
+        p.relay_ip, p.peer_ip, prefix = "fd00:203::1", "fd00:203::2", 64
+    ip("netns", "add", p.relay)
+    try:
+        ip("netns", "add", p.peers)
+        ip(
+            "link",
+            "add",
+            p.link,
+            "netns",
+            p.relay,
+            "type",
+            "veth",
+            "peer",
+            "xp" + tag,
+            "netns",
+            p.peers,
+        )
+        extra = ["nodad"] if request.param == "ipv6" else []
+        ip("-n", p.relay, "addr", "add", f"{p.relay_ip}/{prefix}", "dev", p.link, *extra)
+        ip("-n", p.peers, "addr", "add", f"{p.peer_ip}/{prefix}", "dev", "xp" + tag, *extra)
+        for ns, dev in ((p.relay, p.link), (p.peers, "xp" + tag)):
+            ip("-n", ns, "link", "set", dev, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+        yield p
+    finally:
+        subprocess.run(["ip", "netns", "del", p.peers], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", p.relay], capture_output=True, check=False)
+
+
+def peer_socket(pair: Pair) -> socket.socket:
+    family = socket.AF_INET6 if ":" in pair.peer_ip else socket.AF_INET
+    with inside(pair.peers):
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind((pair.peer_ip, 0))
+    sock.settimeout(TIMEOUT)
+    return sock
+
+
+class XdpWebinar:
+    """A host and three attendees in the peers' namespace; the worker in the relay's."""
+
+    def __init__(self, pair: Pair, tmp: Path) -> None:
+        self.pair = pair
+        self.tmp = tmp
+        self.port = 41000
+        self.host = Party(HOST_PID, "host", sock=peer_socket(pair))
+        self.attendees = [Party(10 + i, "attendee", sock=peer_socket(pair)) for i in range(3)]
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self, *extra: str) -> None:
+        participants = [self.host.joined(address=False, ssrcs=(HOST_SSRC,))]
+        # The attendees declare an SSRC: a packet of theirs from an address the relay does not
+        # know is found by it, and moves them (tests/test_connected.py does the same).
+        participants += [a.joined(address=True, ssrcs=(0x7000 + a.pid,)) for a in self.attendees]
+        snapshot = wire.Snapshot(1, (wire.MeetingOpened(MEETING, "webinar"),), tuple(participants))
+        table = self.tmp / "table.json"
+        wire.save_snapshot(snapshot, table)
+        ready = self.tmp / "ready"
+        command = ["ip", "netns", "exec", self.pair.relay, sys.executable, "-m", "cli", "worker"]
+        command += ["--media-host", self.pair.relay_ip, "--media-port", str(self.port)]
+        command += ["--table", str(table), "--ready-file", str(ready), "--duration", "60"]
+        self.process = subprocess.Popen(
+            [*command, *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 15
+        while not ready.exists() or not ready.read_text():
+            if self.process.poll() is not None:
+                pytest.fail(f"worker exited: {self.process.communicate()}")
+            assert time.monotonic() < deadline, "worker did not become ready"
+            time.sleep(0.02)
+
+    def stop(self) -> dict[str, Any]:
+        assert self.process is not None
+        self.process.terminate()
+        out, err = self.process.communicate(timeout=TIMEOUT)
+        assert self.process.returncode == 0, err
+        counters: dict[str, Any] = __import__("json").loads(out.strip().splitlines()[-1])
+        return counters
+
+    def send(self, seqs: range, receivers: list[Party]) -> None:
+        """The host sends `seqs`; each of `receivers` decrypts every one, once, from the media
+        port."""
+        sent = []
+        for seq in seqs:
+            plain, packet = host_packet(self.host, seq)
+            sent.append(plain)
+            self.host.sock.sendto(packet, (self.pair.relay_ip, self.port))
+            if seq % 20 == 0:
+                time.sleep(0.002)
+        for attendee in receivers:
+            got = []
+            for _ in sent:
+                data, source = attendee.sock.recvfrom(4096)
+                assert source[:2] == (self.pair.relay_ip, self.port)
+                got.append(attendee.inp.unprotect(data))
+            assert sorted(got) == sorted(sent)
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate(timeout=TIMEOUT)
+        for party in (self.host, *self.attendees):
+            party.sock.close()
+
+
+@pytest.fixture
+def webinar(pair: Pair, tmp_path: Path) -> Iterator[XdpWebinar]:
+    w = XdpWebinar(pair, tmp_path)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def wait_for_hops(webinar: XdpWebinar) -> None:
+    """Send until the worker has looked up its receivers' hops (its first copies went from the media
+    socket, which made the kernel resolve the neighbour; the look-up runs once a second)."""
+    deadline = time.monotonic() + 10
+    seq = 1
+    while True:
+        webinar.send(range(seq, seq + 5), webinar.attendees)
+        seq += 5
+        with inside(webinar.pair.relay):
+            hops = nexthop.NextHops(webinar.pair.link)
+            known = hops.resolve(webinar.pair.peer_ip) is not None
+            hops.close()
+        if known:
+            break
+        assert time.monotonic() < deadline, "the kernel never resolved the peer's address"
+    time.sleep(nexthop.REFRESH / 10 + 1.2)  # a look-up round after the neighbour is known
+    webinar.send(range(seq, seq + 5), webinar.attendees)
+
+
+def ones_complement(data: bytes) -> int:
+    """RFC 1071's sum, folded and complemented, computed here independently of ext/xsk.c."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def check_frame(frame: bytes, pair: Pair, relay_port: int) -> bool:
+    """Whether `frame` is a UDP datagram from the relay's media port; if so, its checksums
+    must be right: the IPv4 header's (RFC 791), the UDP one over the pseudo-header (RFC 768;
+    RFC 8200 section 8.1)."""
+    ethertype = struct.unpack_from("!H", frame, 12)[0]
+    if ethertype == 0x0800:
+        ip, header = frame[14:], (frame[14] & 0xF) * 4
+        if ip[9] != socket.IPPROTO_UDP or ip[12:16] != socket.inet_aton(pair.relay_ip):
+            return False
+        assert ones_complement(ip[:header]) == 0, "IPv4 header checksum"
+        udp = ip[header : struct.unpack_from("!H", ip, 2)[0]]
+        pseudo = ip[12:20] + struct.pack("!BBH", 0, socket.IPPROTO_UDP, len(udp))
+    elif ethertype == 0x86DD:
+        ip = frame[14:]
+        if ip[6] != socket.IPPROTO_UDP or ip[8:24] != socket.inet_pton(
+            socket.AF_INET6, pair.relay_ip
+        ):
+            return False
+        udp = ip[40 : 40 + struct.unpack_from("!H", ip, 4)[0]]
+        pseudo = ip[8:40] + struct.pack("!IxxxB", len(udp), socket.IPPROTO_UDP)
+    else:
+        return False
+    if struct.unpack_from("!H", udp)[0] != relay_port:
+        return False
+    assert struct.unpack_from("!H", udp, 6)[0] != 0, "a UDP checksum is there"
+    assert ones_complement(pseudo + udp) == 0, "UDP checksum"
+    return True
+
+
+@pytest.mark.parametrize("connected", ["0", "64"])
+def test_copies_leave_as_frames_and_every_receiver_decrypts_them(
+    webinar: XdpWebinar, connected: str
+) -> None:
+    """With connected sockets on too (ext/connected.pxi), a receiver's first copies go from a
+    socket connected to it; once it has a hop, that socket is closed and its copies are
+    frames: one way out per receiver."""
+    webinar.start("--xdp", webinar.pair.link, "--connected-sockets", connected)
+    wait_for_hops(webinar)
+    with inside(webinar.pair.peers):
+        tap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    tap.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE: every frame kept
+    tap.bind(("xp" + webinar.pair.link[2:], 0))
+    tap.settimeout(0.5)
+    webinar.send(range(1000, 1300), webinar.attendees)
+    checked = 0
+    try:
+        while True:
+            checked += check_frame(tap.recv(4096), webinar.pair, webinar.port)
+    except TimeoutError:
+        tap.close()
+    assert checked == 3 * 300
+    counters = webinar.stop()
+    xdp = counters["xdp"]
+    assert counters["xdp_on"]
+    assert counters["xdp_routed"] == 4  # the attendees, and the host (it latched)
+    assert xdp["frames"] >= 3 * 300, xdp  # every copy of the last 300 went as a frame
+    assert xdp["ring_full"] == 0 and xdp["wakeup_errors"] == 0, xdp
+    assert set(counters["dropped"].values()) == {0}
+    assert counters["packets_out"] == 3 * counters["packets_in"]
+    assert counters["connected_sockets"] == 0  # closed as the hops came, if made
+    if connected != "0":
+        assert counters["connect"]["made"] >= 3
+
+
+def test_a_receiver_that_moves_loses_its_hop_and_nothing_follows_it(webinar: XdpWebinar) -> None:
+    webinar.start("--xdp", webinar.pair.link)
+    wait_for_hops(webinar)
+    mover = webinar.attendees[0]
+    old = mover.sock
+    mover.sock = peer_socket(webinar.pair)
+    try:
+        # An authenticated packet from the new socket moves it (ext/table.pxi, table_latch):
+        # an attendee's media goes nowhere, but it shows where it is.
+        media = mover.out.protect(rtp(1, ssrc=0x7000 + mover.pid))
+        mover.sock.sendto(media, (webinar.pair.relay_ip, webinar.port))
+        time.sleep(0.2)
+        webinar.send(range(2000, 2100), webinar.attendees)
+        old.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            old.recv(4096)  # nothing after the move went to where it was
+        time.sleep(1.5)  # the next look-up round gives it a hop at its new address
+        webinar.send(range(2100, 2200), webinar.attendees)
+    finally:
+        old.close()
+    counters = webinar.stop()
+    assert counters["xdp_routed"] == 4
+    assert counters["latched"] == 2  # the host's first packet, the mover's
+    assert counters["dropped"]["not_allowed"] == 1  # the mover's packet itself
+    assert sum(counters["dropped"].values()) == 1
+
+
+def test_a_queue_the_interface_lacks_is_a_clear_start_up_error(webinar: XdpWebinar) -> None:
+    with pytest.raises(pytest.fail.Exception, match=r"--xdp .*queue 7"):
+        webinar.start("--xdp", webinar.pair.link, "--xdp-queue", "7")
+
+
+def test_an_interface_that_is_not_there_is_a_clear_start_up_error(webinar: XdpWebinar) -> None:
+    with pytest.raises(pytest.fail.Exception, match="no interface 'nosuch0' here"):
+        webinar.start("--xdp", "nosuch0")
+
+
+def test_hops_only_for_destinations_through_the_interface(pair: Pair) -> None:
+    with inside(pair.relay):
+        hops = nexthop.NextHops(pair.link)
+        try:
+            loopback = "::1" if ":" in pair.relay_ip else "127.0.0.1"
+            assert hops.resolve(loopback) is None  # routed through lo
+            assert hops.resolve(pair.relay_ip) is None  # local
+            unreachable = "2001:db8::9" if ":" in pair.relay_ip else "192.0.2.9"
+            assert hops.resolve(unreachable) is None  # no route at all
+        finally:
+            hops.close()
