@@ -46,6 +46,7 @@ extensions = [
     Extension(
         "relay._core",
         ["ext/_core.pyx", "ext/xsk.c"],
+        depends=["ext/aes_ctr.h", "ext/xsk.h", "ext/relay_openssl.h"],
         include_dirs=["ext"],
         libraries=["crypto"],
         define_macros=macros,
@@ -55,6 +56,7 @@ extensions = [
     Extension(
         "bench._ceiling",
         ["bench/_ceiling.pyx", "bench/ceiling.c", "bench/ceiling_relay.c"],
+        depends=["ext/aes_ctr.h", "bench/ceiling.h", "bench/ceiling_relay.h"],
         include_dirs=["bench", "ext"],
         libraries=["crypto"],
         define_macros=macros,

@@ -1,7 +1,9 @@
-/* See ceiling.h. Plain C over OpenSSL EVP, keyed once, only the IV changes per packet;
- * HMAC-SHA1 from precomputed inner/outer SHA-1 states, as relay does. */
+/* See ceiling.h. Plain C over OpenSSL EVP, keyed once, only the IV changes per packet; AES-CM
+ * as AES-ECB over the packet's counter blocks (ext/aes_ctr.h) and HMAC-SHA1 from precomputed
+ * inner/outer SHA-1 states, as relay does. */
 #define OPENSSL_SUPPRESS_DEPRECATED 1
 #include "ceiling.h"
+#include "aes_ctr.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -32,8 +34,9 @@ ceiling *ceiling_new(int aead, const uint8_t *key, size_t key_len, const uint8_t
         EVP_CipherInit_ex(c->dec, cipher, NULL, key, NULL, 0);
     } else {
         uint8_t block[64] = {0};
-        EVP_CipherInit_ex(c->enc, key_len == 32 ? EVP_aes_256_ctr() : EVP_aes_128_ctr(), NULL,
+        EVP_CipherInit_ex(c->enc, key_len == 32 ? EVP_aes_256_ecb() : EVP_aes_128_ecb(), NULL,
                           key, NULL, 1);
+        EVP_CIPHER_CTX_set_padding(c->enc, 0);
         memcpy(block, auth_key, 20);
         for (int i = 0; i < 64; i++) block[i] ^= 0x36;
         SHA1_Init(&c->inner);
@@ -93,14 +96,14 @@ size_t ceiling_protect(ceiling *c, uint8_t *slab, size_t stride, uint32_t *lens,
         size_t len = lens[i], h = header_len(p);
         int outl;
         make_iv(c, p, iv);
-        EVP_CipherInit_ex(c->enc, NULL, NULL, NULL, iv, 1);
         if (c->aead) {
+            EVP_CipherInit_ex(c->enc, NULL, NULL, NULL, iv, 1);
             EVP_CipherUpdate(c->enc, NULL, &outl, p, (int)h);
             EVP_CipherUpdate(c->enc, p + h, &outl, p + h, (int)(len - h));
             EVP_CipherFinal_ex(c->enc, p + len, &outl);
             EVP_CIPHER_CTX_ctrl(c->enc, EVP_CTRL_AEAD_GET_TAG, 16, p + len);
         } else {
-            EVP_CipherUpdate(c->enc, p + h, &outl, p + h, (int)(len - h));
+            relay_ctr_xor(c->enc, iv, p + h, len - h);
             hmac(c, p, len, mac);
             memcpy(p + len, mac, c->tag_len);
         }
@@ -126,8 +129,7 @@ size_t ceiling_unprotect(ceiling *c, uint8_t *slab, size_t stride, uint32_t *len
         } else {
             hmac(c, p, len, mac);
             if (CRYPTO_memcmp(mac, p + len, c->tag_len) != 0) continue;
-            EVP_CipherInit_ex(c->enc, NULL, NULL, NULL, iv, 1);
-            EVP_CipherUpdate(c->enc, p + h, &outl, p + h, (int)(len - h));
+            relay_ctr_xor(c->enc, iv, p + h, len - h);
         }
         lens[i] = (uint32_t)len;
         done++;

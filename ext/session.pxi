@@ -453,7 +453,7 @@ def _aes_cm_keystream(bytes key not None, bytes iv not None, int length):
     memset(PyBytes_AS_STRING(out), 0, length)
     k.enc = EVP_CIPHER_CTX_new()
     try:
-        if EVP_CipherInit_ex(k.enc, srtp_ctr_cipher(len(key)), NULL, key, NULL, 1) != 1:
+        if srtp_ecb_ready(k.enc, key, len(key)) != 1:
             _raise_for(SRTP_ERR_CRYPTO, "keystream")
         _raise_if(srtp_ctr_xor(k.enc, iv, <uint8_t*>PyBytes_AS_STRING(out), length))
     finally:

@@ -29,7 +29,7 @@ ctypedef struct SrtpHmacPads:
 
 
 ctypedef struct SrtpKeys:
-    EVP_CIPHER_CTX* enc     # AES-CTR (both directions) or AES-GCM encrypt; NULL until used
+    EVP_CIPHER_CTX* enc     # AES-CM: AES-ECB, both directions (aes_ctr.h); GCM: encrypt
     EVP_CIPHER_CTX* dec     # AES-GCM decrypt; NULL until used, never for AES-CM
     SrtpHmacPads* pads      # AES-CM only; NULL until used
     uint8_t key[SRTP_MAX_KEY]       # session cipher key (key_len bytes)
@@ -152,13 +152,11 @@ cdef inline void srtp_hmac_sha1(const SrtpKeys* k, const uint8_t* data, size_t n
     SHA1_Final(mac, &c)
 
 
-cdef inline int srtp_ctr_xor(EVP_CIPHER_CTX* ctx, const uint8_t* iv,
+cdef inline int srtp_ctr_xor(EVP_CIPHER_CTX* ecb, const uint8_t* iv,
                              uint8_t* buf, size_t n) noexcept nogil:
-    """XOR n bytes in place with the AES-CTR keystream that starts at counter block iv."""
-    cdef int outl
-    if EVP_CipherInit_ex(ctx, NULL, NULL, NULL, iv, -1) != 1:
-        return SRTP_ERR_CRYPTO
-    if n and EVP_CipherUpdate(ctx, buf, &outl, buf, <int>n) != 1:
+    """XOR n bytes in place with the AES-CTR keystream that starts at counter block iv,
+    through `ecb`, the key's AES-ECB context (srtp_ecb_ready; why ECB: ext/aes_ctr.h)."""
+    if relay_ctr_xor(ecb, iv, buf, n) != 0:
         return SRTP_ERR_CRYPTO
     return SRTP_OK
 
@@ -210,11 +208,21 @@ cdef inline int srtp_gcm_open(EVP_CIPHER_CTX* ctx, const uint8_t* iv,
 # Keying on first use
 
 cdef const EVP_CIPHER* srtp_ctr_cipher(size_t key_len) noexcept nogil:
+    """OpenSSL's own CTR mode: the key derivation's (keys.pxi), one keystream per key."""
     return EVP_aes_256_ctr() if key_len == 32 else EVP_aes_128_ctr()
 
 
+cdef int srtp_ecb_ready(EVP_CIPHER_CTX* ctx, const uint8_t* key, size_t key_len) noexcept nogil:
+    """Key ctx for AES-ECB encryption without padding: what srtp_ctr_xor encrypts counter
+    blocks with. 1 on success, as OpenSSL's calls."""
+    cdef const EVP_CIPHER* cipher = EVP_aes_256_ecb() if key_len == 32 else EVP_aes_128_ecb()
+    if EVP_CipherInit_ex(ctx, cipher, NULL, key, NULL, 1) != 1:
+        return 0
+    return EVP_CIPHER_CTX_set_padding(ctx, 0)
+
+
 cdef int srtp_keys_ready(const SrtpContext* c, SrtpKeys* k, bint decrypt) noexcept nogil:
-    """Key what the next transform with k needs, once: the AES-CTR context and HMAC pads
+    """Key what the next transform with k needs, once: the AES-ECB context and HMAC pads
     (AES-CM), or the GCM context for this direction."""
     cdef const EVP_CIPHER* cipher
     cdef EVP_CIPHER_CTX** slot
@@ -237,8 +245,7 @@ cdef int srtp_keys_ready(const SrtpContext* c, SrtpKeys* k, bint decrypt) noexce
         return SRTP_OK
     k.pads = <SrtpHmacPads*>malloc(sizeof(SrtpHmacPads))
     k.enc = EVP_CIPHER_CTX_new()
-    if k.pads == NULL or k.enc == NULL or EVP_CipherInit_ex(
-            k.enc, srtp_ctr_cipher(c.key_len), NULL, k.key, NULL, 1) != 1:
+    if k.pads == NULL or k.enc == NULL or srtp_ecb_ready(k.enc, k.key, c.key_len) != 1:
         srtp_keys_release(k)
         return SRTP_ERR_CRYPTO
     # HMAC pads (RFC 2104): the auth key is shorter than SHA-1's 64-byte block.

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-import relay
-
-# RELAY_CORE_DIR=build/debug-lib runs the suite on the debug build (scripts/test does): its
-# relay/_core comes first on the package path, before the release build in the source tree.
-if os.environ.get("RELAY_CORE_DIR"):
-    relay.__path__.insert(0, str(Path(os.environ["RELAY_CORE_DIR"]).resolve() / "relay"))
-
-from relay import _core  # noqa: E402
+# RELAY_CORE_DIR=build/debug-lib runs the suite on the debug build (scripts/test does):
+# relay/__init__.py puts its relay/_core first, in this process and every one it starts.
+from relay import _core
 from tests.reference import srtp_ref  # noqa: E402
 
 ALL_SUITES = list(_core.SUITES)
@@ -37,6 +30,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     (RELAY_CONNECTED_SOCKETS, scripts/test), the release pass with its default, none: each
     test runs on both ways of sending."""
     _longest_first(items)
+    for item in items:
+        if item.nodeid.split("::", 1)[0] in TIMED:
+            item.add_marker(pytest.mark.timed)
     if not _core.DEBUG_BUILD:
         return
     skip = pytest.mark.skip(reason="release_only: the release pass runs it (tests/conftest.py)")
@@ -55,6 +51,23 @@ LONGEST_FIRST = (
     "tests/test_browsers.py",
     "tests/test_schemathesis.py",
     "tests/test_web_browsers.py",
+)
+
+
+# Modules whose tests hold the relay to a deadline or a rate measured on the wall clock (an
+# expel's effect within a second, a worker's restart gap, a stream's event, a browser's frames
+# under loss, a bench's steps): marked `timed`, they run in a pass of their own, one test at a
+# time (scripts/test), never beside another test's processes on the same two cores.
+TIMED = (
+    "tests/test_bench.py",
+    "tests/test_browsers.py",
+    "tests/test_lifecycle.py",
+    "tests/test_serve.py",
+    "tests/test_video_loss.py",
+    "tests/test_web.py",
+    "tests/test_web_browsers.py",
+    "tests/test_whip.py",
+    "tests/test_worker.py",
 )
 
 

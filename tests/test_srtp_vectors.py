@@ -55,6 +55,29 @@ def test_rfc3711_b2_aes_cm_keystream(counter: int, blocks: list[str]) -> None:
     assert _core._aes_cm_keystream(B2_KEY, iv, 48) == h("".join(blocks))
 
 
+@pytest.mark.parametrize("key_len", [16, 32])
+@pytest.mark.parametrize(
+    ("start", "length"),
+    [
+        (0, 1),
+        (0xFFFF - 2, 200),  # across the 16-bit boundary SRTP's counters never reach
+        (0xFFFFFFFF - 3, 1536),  # across a 32-bit boundary: the carry goes on, as in CTR
+        ((1 << 128) - 2, 100),  # across 2^128: back to zero
+        (12345, 1536 * 3 + 7),  # several of ext/aes_ctr.h's chunks and a partial block
+    ],
+)
+def test_the_aes_cm_keystream_is_aes_ctr(key_len: int, start: int, length: int) -> None:
+    """ext/aes_ctr.h writes counter blocks and encrypts them with AES-ECB: block for block,
+    what AES-CTR gives (NIST SP 800-38A 6.5), here from the `cryptography` package's OpenSSL
+    CTR mode, with the counter incremented as a 128-bit number wherever it starts."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = bytes(range(key_len))
+    iv = start.to_bytes(16, "big")
+    ctr = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
+    assert _core._aes_cm_keystream(key, iv, length) == ctr.update(bytes(length))
+
+
 # --- RFC 3711 Appendix B.3: key derivation -----------------------------------------------
 
 B3_KEY = h("E1F97A0D3E018BE0D64FA32C06DE4139")
