@@ -3,12 +3,13 @@
  *
  * Why not OpenSSL's CTR mode: every SRTP packet starts a keystream at a counter block of its
  * own, and with OpenSSL 3.0 setting a context's IV (EVP_CipherInit_ex with only the IV) goes
- * through the provider's parameters each time: it cost as much as the encryption of a 200-byte
- * packet (bench/RESULTS.md, "AF_XDP"). Here the counter blocks of a packet are written out and
- * encrypted with AES-ECB in one EVP_EncryptUpdate (OpenSSL's AES, AES-NI where the CPU has it),
- * and the result is XORed into the data: the same keystream, block for block, that CTR mode
- * gives: E(K, IV), E(K, IV + 1), ..., the counter block incremented as a 128-bit big-endian
- * number (tests/test_srtp*.py check it against RFC 3711's vectors and libsrtp). */
+ * through the provider's parameters each time: it cost more than the encryption of a 200-byte
+ * packet (bench/RESULTS.md, "AES-CM without a per-packet IV"). Here the counter blocks of a
+ * packet are written out and encrypted with AES-ECB in one EVP_EncryptUpdate (OpenSSL's AES,
+ * AES-NI where the CPU has it), and the result is XORed into the data: the same keystream,
+ * block for block, that CTR mode gives: E(K, IV), E(K, IV + 1), ..., the counter block
+ * incremented as a 128-bit big-endian number (tests/test_srtp_vectors.py checks it against
+ * RFC 3711's vectors and an independent AES-CTR; the rest of tests/test_srtp*.py, libsrtp). */
 #ifndef RELAY_AES_CTR_H
 #define RELAY_AES_CTR_H
 
