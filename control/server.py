@@ -24,7 +24,15 @@ outright, nothing committed is lost either: the parent starts it again, and it r
 routing state from the store while the workers keep forwarding.
 """
 
+# ruff: noqa: E402 (the imports after the binding below, on purpose)
 from __future__ import annotations
+
+# Bound to `relay serve` before the imports below, which take a second or more on a loaded
+# host: a server killed while this process is still importing must not leave it running on
+# for that long (relay/lifecycle.py). relay.lifecycle itself imports only the standard library.
+from relay import lifecycle
+
+_MANAGED = lifecycle.bind_to_parent() if __name__ == "__main__" else False
 
 import asyncio
 import json
@@ -51,7 +59,6 @@ from control.ratelimit import SignupThrottle
 from control.recordings import Recordings
 from control.settings import Settings, SettingsError, check_api
 from control.store import StoreError, open_store
-from relay import lifecycle
 from relay.logs import log_setup
 
 log = logging.getLogger("control.server")
@@ -185,7 +192,7 @@ async def run(
 
 
 def main() -> int:
-    managed = lifecycle.bind_to_parent()  # before the port: never outlive `relay serve`
+    managed = _MANAGED or lifecycle.bind_to_parent()  # never outlive `relay serve`
     log_setup()
     try:
         settings = Settings.from_json(json.loads(os.environ["RELAY_SERVE_SETTINGS"]))

@@ -265,3 +265,46 @@ def test_relay_bench_leaves_nothing_behind(tmp_path: Path, signo: int) -> None:
     time.sleep(delay)
     what = f"relay bench, {signal.Signals(signo).name} after {delay:.2f} s (seed {SEED})"
     interrupt_and_check(process, signo, log, tmp, [], [], what)
+
+
+def children_running(parent: int, module: str) -> list[int]:
+    """The pids of `parent`'s children whose command line names `module`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and module.encode() in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_the_control_plane_killed_with_serve_while_still_importing_ends_at_once(
+    tmp_path: Path,
+) -> None:
+    """`relay serve` SIGKILLed the moment its control plane's process exists: that process is
+    still importing (a second or more on a loaded host), and binds itself to its parent before
+    those imports (control/server.py), so it ends at once rather than when they are done."""
+    base = free_ports(4)
+    args = ["serve", "--data-dir", str(tmp_path / "data"), "--workers", "1"]
+    process = start(
+        [*args, "--api", f"127.0.0.1:{base + 4}", "--media-port", str(base)],
+        tmp_path,
+        tmp_path / "serve.log",
+    )
+    deadline = time.monotonic() + 30
+    while not (found := children_running(process.pid, "control.server")):
+        assert process.poll() is None and time.monotonic() < deadline, "no control plane"
+        time.sleep(0.002)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(10)
+    killed = time.monotonic()
+    while alive(found[0]) and time.monotonic() - killed < 5:
+        time.sleep(0.005)
+    outlived = time.monotonic() - killed
+    assert outlived < 0.5, f"the control plane outlived relay serve by {outlived:.2f} s"
+    assert wait_group_gone(process.pid, 1.5) == []
