@@ -134,7 +134,10 @@ cdef class Loadgen:
              int64_t[::1] sent_ns not None, str dest_ip, int dest_port=0,
              const int32_t[:, ::1] ports=None):
         """Send row i of slab from participant senders[i] to dest at time at_ns[i]
-        (CLOCK_MONOTONIC), writing when it actually left into sent_ns[i]. Returns the number
+        (CLOCK_MONOTONIC), writing when it actually left into sent_ns[i]: when the sendmmsg
+        that sent its last copy began (a time taken after the call returned would come after
+        the copy's arrival when this thread is preempted meanwhile, and make a latency below
+        zero on a busy host; this one counts the call's own time in). Returns the number
         of rows sent (every copy of them). Packets due together leave in one sendmmsg.
 
         dest is dest_ip:dest_port, or with ports (a row per packet, a column per copy)
@@ -152,7 +155,7 @@ cdef class Loadgen:
         cdef uint8_t control[BATCH][CONTROL]
         cdef cmsghdr* cm
         cdef in_pktinfo* info
-        cdef int64_t t, wait
+        cdef int64_t t, wait, began
         cdef timespec ts
         cdef int rc, sent = 0
         cdef uint32_t addr = htonl(_ipv4(dest_ip.encode()))
@@ -210,6 +213,7 @@ cdef class Loadgen:
                     if cc == copies:
                         cc = 0
                         j += 1
+                began = now_ns()
                 rc = sendmmsg(self.fd, msgs, <unsigned int>k, 0)
                 t = now_ns()
                 if rc <= 0:
@@ -219,7 +223,7 @@ cdef class Loadgen:
                 for _m in range(rc):
                     c += 1
                     if c == copies:
-                        sent_ns[i] = t
+                        sent_ns[i] = began
                         if row_ok:
                             sent += 1
                         row_ok = True

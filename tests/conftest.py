@@ -56,13 +56,18 @@ LONGEST_FIRST = (
 
 # Modules whose tests hold the relay to a deadline or a rate measured on the wall clock (an
 # expel's effect within a second, a worker's restart gap, a stream's event, a browser's frames
-# under loss, a bench's steps): marked `timed`, they run in a pass of their own, one test at a
-# time (scripts/test), never beside another test's processes on the same two cores.
+# under loss, a bench's steps, three nodes' 150,000 packets a second), or whose own traffic
+# would disturb those that do: marked `timed`, they run one test at a time (scripts/test),
+# never beside another test's processes on the same two cores.
 TIMED = (
     "tests/test_bench.py",
     "tests/test_browsers.py",
+    "tests/test_cluster.py",
     "tests/test_lifecycle.py",
+    "tests/test_nodes.py",
     "tests/test_serve.py",
+    "tests/test_serve_continuity.py",
+    "tests/test_supervisor.py",
     "tests/test_video_loss.py",
     "tests/test_web.py",
     "tests/test_web_browsers.py",

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = int(os.environ.get("RELAY_TEST_SEED", time.time_ns() % 100_000))
 
 
-def group_members(pgid: int) -> list[int]:
-    """The pids of the processes in process group `pgid` (zombies excluded: they hold nothing)."""
-    members = []
+def processes() -> Iterator[tuple[int, list[str], Path]]:
+    """Every process now: its pid, the fields of its /proc stat after its name (state, ppid,
+    pgrp, ...) and its /proc directory."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -42,10 +43,12 @@ def group_members(pgid: int) -> list[int]:
         except OSError:
             continue
         # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
+        yield int(entry.name), stat[stat.rindex(")") + 2 :].split(), entry
+
+
+def group_members(pgid: int) -> list[int]:
+    """The pids of the processes in process group `pgid` (zombies excluded: they hold nothing)."""
+    return [pid for pid, fields, _ in processes() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 def alive(pid: int) -> bool:
@@ -270,16 +273,14 @@ def test_relay_bench_leaves_nothing_behind(tmp_path: Path, signo: int) -> None:
 def children_running(parent: int, module: str) -> list[int]:
     """The pids of `parent`'s children whose command line names `module`."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for pid, fields, entry in processes():
+        if int(fields[1]) != parent:
             continue
         try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
+            if module.encode() in (entry / "cmdline").read_bytes():
+                found.append(pid)
         except OSError:
             continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and module.encode() in command:
-            found.append(int(entry.name))
     return found
 
 
