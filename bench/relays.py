@@ -288,6 +288,12 @@ def combine_counters(counters: list[dict[str, Any]]) -> dict[str, Any]:
 NOT_SUMMED = ("seconds", "senders")  # figures of each process, not counts to add up
 
 
-def process_cpu_seconds(pid: int) -> float:
+def process_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far (proc(5): utime, stime)."""
     fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields_[11]) / tick, int(fields_[12]) / tick
+
+
+def process_cpu_seconds(pid: int) -> float:
+    return sum(process_cpu_split(pid))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import run, sendonly
-from bench.relays import RelayGroup
+from bench.relays import RelayGroup, process_cpu_split
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,14 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process so far (proc(5): utime, stime)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
-
 def cpu_split(
     scenario: run.Scenario, target: str, workdir: Path, ns: sendonly.Namespace, out_pps: float
 ) -> dict[str, Any]:
@@ -111,9 +102,9 @@ def cpu_split(
             bench.warm_hops()
         assert isinstance(bench.relay, RelayGroup)
         pid = bench.relay.procs[0].pid
-        user0, system0 = _cpu(pid)
+        user0, system0 = process_cpu_split(pid)
         step = bench.step(out_pps / scenario.fanout, 3.0)
-        user1, system1 = _cpu(pid)
+        user1, system1 = process_cpu_split(pid)
     finally:
         bench.close()
     copies = max(step.received, 1)

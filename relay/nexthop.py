@@ -60,10 +60,6 @@ class Hop:
     src_mac: bytes
     src: bytes
 
-    @property
-    def src_ip(self) -> str:
-        return str(ipaddress.ip_address(self.src))
-
 
 def _attr(kind: int, value: bytes) -> bytes:
     length = ATTR.size + len(value)
