@@ -249,8 +249,10 @@ class Worker:
     def _route_receivers(self, now: float) -> None:
         """Queue look-ups (AF_XDP): every HOPS_INTERVAL those of receivers without a hop;
         every REFRESH seconds, every receiver's again (a neighbour's MAC moved, a route
-        changed). An address found without a hop waits NO_HOP_RETRY before its next."""
-        if now >= self.hops_due:
+        changed). An address found without a hop waits NO_HOP_RETRY before its next. A round
+        starts only once the last is done, so an audience larger than a second's look-ups is
+        never queued twice."""
+        if now >= self.hops_due and not self.lookups:
             self.hops_due = now + HOPS_INTERVAL
             # An address found without a hop is asked about again when its wait ends.
             self.hops_found = {ip: hop for ip, hop in self.hops_found.items() if hop}
