@@ -55,8 +55,8 @@ extensions = [
     ),
     Extension(
         "bench._ceiling",
-        ["bench/_ceiling.pyx", "bench/ceiling.c", "bench/ceiling_relay.c"],
-        depends=["ext/aes_ctr.h", "bench/ceiling.h", "bench/ceiling_relay.h"],
+        ["bench/_ceiling.pyx", "bench/ceiling.c", "bench/ceiling_relay.c", "ext/xsk.c"],
+        depends=["ext/aes_ctr.h", "ext/xsk.h", "bench/ceiling.h", "bench/ceiling_relay.h"],
         include_dirs=["bench", "ext"],
         libraries=["crypto"],
         define_macros=macros,

@@ -57,6 +57,8 @@ cdef extern from "ceiling_relay.h" nogil:
         CEILING_RELAY_PACKETS_OUT
         CEILING_RELAY_DROPPED
         CEILING_RELAY_SEND_ERRORS
+        CEILING_RELAY_XDP_FRAMES
+        CEILING_RELAY_XDP_FALLBACKS
         CEILING_RELAY_NCOUNTERS
     ceiling_relay* ceiling_relay_new(int fd, int crypto)
     void ceiling_relay_set_gso(ceiling_relay* r, int on)
@@ -66,6 +68,10 @@ cdef extern from "ceiling_relay.h" nogil:
     int ceiling_relay_add_sender(ceiling_relay* r, uint32_t ssrc, ceiling* unprotect,
                                  size_t tag_len, const uint32_t* receivers, size_t n)
     int ceiling_relay_connect(ceiling_relay* r, size_t index)
+    int ceiling_relay_xdp_open(ceiling_relay* r, unsigned ifindex, unsigned queue,
+                               const char** stage)
+    int ceiling_relay_set_hop(ceiling_relay* r, size_t index, const uint8_t* dst_mac,
+                              const uint8_t* src_mac, const uint8_t* src)
     # The header's stop is volatile; a plain pointer converts to it implicitly.
     int ceiling_relay_run(ceiling_relay* r, sig_atomic_t* stop, double duration_s,
                           uint64_t* counters)
@@ -156,6 +162,24 @@ cdef class CeilingRelay:
                 raise OSError(errno, "cannot connect a receiver's socket: "
                               f"{strerror(errno).decode()}")
 
+    def xdp_open(self, unsigned ifindex, unsigned queue=0):
+        """An AF_XDP socket on queue `queue` of interface `ifindex` (copy mode, ext/xsk.h) for
+        the copies of the receivers given a hop (set_hop). OSError if the kernel refuses."""
+        cdef const char* stage = NULL
+        if ceiling_relay_xdp_open(self.r, ifindex, queue, &stage) != 0:
+            step = stage.decode() if stage != NULL else "open"
+            raise OSError(errno, f"AF_XDP socket ({step}): {strerror(errno).decode()}")
+
+    def set_hop(self, size_t index, bytes dst_mac not None, bytes src_mac not None,
+                bytes src not None):
+        """Receiver `index`'s copies leave as frames from now on: the next hop's MAC, ours
+        and our IPv4 address on the interface (relay/nexthop.py's Hop)."""
+        if len(dst_mac) != 6 or len(src_mac) != 6 or len(src) != 4:
+            raise ValueError("MACs of 6 bytes and an IPv4 source of 4")
+        if ceiling_relay_set_hop(self.r, index, dst_mac, src_mac, src) != 0:
+            raise OSError(errno, f"cannot give receiver {index} a hop: "
+                          f"{strerror(errno).decode()}")
+
     def stop(self):
         """Makes run() return within 100 ms (callable from another thread)."""
         self.stop_flag = 1
@@ -185,4 +209,6 @@ cdef class CeilingRelay:
             "packets_out": counters[CEILING_RELAY_PACKETS_OUT],
             "dropped": counters[CEILING_RELAY_DROPPED],
             "send_errors": counters[CEILING_RELAY_SEND_ERRORS],
+            "xdp_frames": counters[CEILING_RELAY_XDP_FRAMES],
+            "xdp_fallbacks": counters[CEILING_RELAY_XDP_FALLBACKS],
         }

@@ -3,8 +3,11 @@
  * sendmmsg), plus one sendmmsg per 1024 copies out; a receiver's copies of a burst go as one
  * message of several segments (UDP GSO) unless ceiling_relay_set_gso turned it off.
  * Connected (ceiling_relay_connect): one send() per copy instead, on the receiver's own
- * connected socket. */
+ * connected socket. With a hop (ceiling_relay_set_hop): each copy a frame on the AF_XDP
+ * socket's ring, the kernel woken once per receive batch, as the relay's worker does
+ * (ext/xdp.pxi, ext/batch.pxi). */
 #include "ceiling_relay.h"
+#include "xsk.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,6 +38,7 @@ struct receiver {
     struct sockaddr_in addr;
     ceiling *protect;
     int fd; /* its connected socket (ceiling_relay_connect), or -1: the sendmmsg batch */
+    relay_xsk_hop *hop; /* its frames' header on the AF_XDP path, or NULL: a socket */
 };
 
 struct sender {
@@ -47,6 +51,7 @@ struct sender {
 
 struct ceiling_relay {
     int fd, crypto, gso;
+    relay_xsk *xsk; /* the AF_XDP socket (ceiling_relay_xdp_open), or NULL */
     struct receiver *rx;
     size_t nrx, cap_rx;
     struct sender *tx;
@@ -134,7 +139,9 @@ void ceiling_relay_free(ceiling_relay *r) {
     for (size_t i = 0; i < r->nrx; i++) {
         ceiling_free(r->rx[i].protect);
         if (r->rx[i].fd >= 0) close(r->rx[i].fd);
+        free(r->rx[i].hop);
     }
+    relay_xsk_close(r->xsk);
     for (size_t i = 0; i < r->ntx; i++) {
         ceiling_free(r->tx[i].unprotect);
         free(r->tx[i].receivers);
@@ -165,7 +172,7 @@ int ceiling_relay_add_receiver(ceiling_relay *r, const char *ip, uint16_t port,
         r->rx = rx;
         r->cap_rx = cap;
     }
-    r->rx[r->nrx] = (struct receiver){.addr = addr, .protect = protect, .fd = -1};
+    r->rx[r->nrx] = (struct receiver){.addr = addr, .protect = protect, .fd = -1, .hop = NULL};
     return (int)r->nrx++;
 }
 
@@ -230,6 +237,29 @@ int ceiling_relay_connect(ceiling_relay *r, size_t index) {
     return 0;
 }
 
+int ceiling_relay_xdp_open(ceiling_relay *r, unsigned ifindex, unsigned queue,
+                           const char **stage) {
+    if (r->xsk) return 0;
+    r->xsk = relay_xsk_open(ifindex, queue, 4096, stage); /* the relay's worker's size too */
+    return r->xsk ? 0 : -1;
+}
+
+int ceiling_relay_set_hop(ceiling_relay *r, size_t index, const uint8_t dst_mac[6],
+                          const uint8_t src_mac[6], const uint8_t src[4]) {
+    struct sockaddr_in local;
+    socklen_t local_len = sizeof local;
+    if (!r->xsk || index >= r->nrx) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (getsockname(r->fd, (struct sockaddr *)&local, &local_len) != 0) return -1;
+    relay_xsk_hop *hop = r->rx[index].hop ? r->rx[index].hop : malloc(sizeof *hop);
+    if (!hop) return -1;
+    relay_xsk_hop_init(hop, AF_INET, dst_mac, src_mac, src, local.sin_port);
+    r->rx[index].hop = hop;
+    return 0;
+}
+
 /* Length of a well-formed RTP header within len bytes (fixed part, CSRCs, extension), or 0. */
 static size_t rtp_header_len(const uint8_t *p, size_t len) {
     size_t h = 12 + 4 * (size_t)(p[0] & 0x0f);
@@ -286,7 +316,7 @@ static double now_s(void) {
 
 int ceiling_relay_run(ceiling_relay *r, volatile sig_atomic_t *stop, double duration_s,
                       uint64_t *counters) {
-    uint64_t in = 0, out = 0, dropped = 0, errors = 0;
+    uint64_t in = 0, out = 0, dropped = 0, errors = 0, frames = 0, fallbacks = 0;
     const double deadline = duration_s > 0 ? now_s() + duration_s : 0;
     const int crypto = r->crypto;
     int rc = 0;
@@ -347,7 +377,7 @@ int ceiling_relay_run(ceiling_relay *r, volatile sig_atomic_t *stop, double dura
             r->from[valid] = s;
             valid++;
         }
-        size_t queued = 0, messages = 0;
+        size_t queued = 0, messages = 0, framed = 0;
         for (int first = 0, end; first < valid; first = end) {
             const struct sender *s = r->from[first];
             for (end = first + 1; end < valid && r->from[end] == s; end++) {
@@ -364,6 +394,15 @@ int ceiling_relay_run(ceiling_relay *r, volatile sig_atomic_t *stop, double dura
                     uint32_t q_len = (uint32_t)r->plain_len[i];
                     memcpy(q, r->plain[i], q_len);
                     if (crypto) ceiling_protect(rx->protect, q, SEND_STRIDE, &q_len, 1);
+                    if (rx->hop) {
+                        /* A frame on the ring (its bytes copied into the UMEM), or, the ring
+                         * full, the sendmmsg batch as the relay falls back (ext/batch.pxi). */
+                        if (relay_xsk_send(r->xsk, rx->hop, &rx->addr, q, q_len)) {
+                            framed++;
+                            continue;
+                        }
+                        fallbacks++;
+                    }
                     if (rx->fd >= 0) {
                         /* Its own connected socket: the kernel keeps the route and addresses,
                          * so this send() skips the lookup a sendmmsg message pays (the
@@ -400,11 +439,18 @@ int ceiling_relay_run(ceiling_relay *r, volatile sig_atomic_t *stop, double dura
             }
         }
         if (messages) flush(r, messages, &out, &errors);
+        if (framed) {
+            relay_xsk_wake(r->xsk); /* once per receive batch, as the relay's flush does */
+            out += framed;
+            frames += framed;
+        }
     }
     counters[CEILING_RELAY_PACKETS_IN] += in;
     counters[CEILING_RELAY_PACKETS_OUT] += out;
     counters[CEILING_RELAY_DROPPED] += dropped;
     counters[CEILING_RELAY_SEND_ERRORS] += errors;
+    counters[CEILING_RELAY_XDP_FRAMES] += frames;
+    counters[CEILING_RELAY_XDP_FALLBACKS] += fallbacks;
     return rc;
 }
 

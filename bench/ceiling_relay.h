@@ -3,8 +3,10 @@
  * runs it with crypto ("ceiling") and without ("io_ceiling") next to the real relay, both
  * sending as the relay does by default (a burst's copies to one receiver as one UDP GSO
  * message); on the send-only path (bench/sendonly.py) also a datagram per copy
- * ("ceiling_sendmmsg", ceiling_relay_set_gso off) and one send() per copy on a socket of each
- * receiver's ("ceiling_connected", ceiling_relay_connect).
+ * ("ceiling_sendmmsg", ceiling_relay_set_gso off), one send() per copy on a socket of each
+ * receiver's ("ceiling_connected", ceiling_relay_connect), and each copy an Ethernet frame on
+ * an AF_XDP socket's ring ("ceiling_xdp", "io_ceiling_xdp": ceiling_relay_xdp_open and
+ * ceiling_relay_set_hop, the relay's own AF_XDP path's ext/xsk.c).
  *
  * Deliberately minimal: no replay window, no ROC tracking (index = sequence number), no
  * address latching, no RTCP, no sequence rewriting, IPv4 only. Packets from SSRCs that were
@@ -26,6 +28,9 @@ enum {
     CEILING_RELAY_PACKETS_OUT,
     CEILING_RELAY_DROPPED,     /* malformed, truncated, RTCP, unknown SSRC, failed auth */
     CEILING_RELAY_SEND_ERRORS, /* packets sendmmsg refused (EAGAIN, ENOBUFS, ...) */
+    CEILING_RELAY_XDP_FRAMES,  /* of the packets out, those put on the AF_XDP ring */
+    CEILING_RELAY_XDP_FALLBACKS, /* copies for a receiver with a hop that found the ring full
+                                  * and went in the sendmmsg batch instead */
     CEILING_RELAY_NCOUNTERS
 };
 
@@ -57,6 +62,20 @@ int ceiling_relay_add_receiver(ceiling_relay *r, const char *ip, uint16_t port,
  * ceiling_relay_free. Returns 0, or -1 with errno set (bad index; descriptors run out: raise
  * RLIMIT_NOFILE). */
 int ceiling_relay_connect(ceiling_relay *r, size_t index);
+
+/* Opens an AF_XDP socket on queue `queue` of interface `ifindex` (copy mode, ext/xsk.h) for
+ * the copies of every receiver given a hop. Returns 0, or -1 with errno set and *stage naming
+ * the step that failed. */
+int ceiling_relay_xdp_open(ceiling_relay *r, unsigned ifindex, unsigned queue,
+                           const char **stage);
+
+/* Receiver `index`'s copies leave as frames from then on: dst_mac the next hop's, src_mac and
+ * src (IPv4, network order) ours on the interface (relay/nexthop.py looks them up, as the
+ * relay's worker does); the source port is the relay socket's. A copy that finds the ring
+ * full goes in the sendmmsg batch instead (counted). Returns 0, or -1 with errno set (no
+ * AF_XDP socket, bad index, no memory). */
+int ceiling_relay_set_hop(ceiling_relay *r, size_t index, const uint8_t dst_mac[6],
+                          const uint8_t src_mac[6], const uint8_t src[4]);
 
 /* A sender's stream: packets with this SSRC are unprotected with `unprotect` (owned by the
  * relay from here on, even on failure; NULL without crypto, whose tag is tag_len bytes) and

@@ -1,8 +1,8 @@
 """The C relay ceilings as a process, for `relay bench --compare`.
 
     python -m bench.ceiling_relay --table FILE --port PORT [--host 127.0.0.1] [--no-crypto]
-                                  [--connected] [--no-gso] [--worker K] [--duration S]
-                                  [--ready-file PATH]
+                                  [--connected] [--no-gso] [--xdp IFACE] [--worker K]
+                                  [--duration S] [--ready-file PATH]
 
 Loads a routing table (relay.wire snapshot), derives the SRTP session keys, binds one UDP
 socket and runs bench/ceiling_relay.c without the GIL: recvmmsg -> unprotect with the sender's
@@ -17,7 +17,12 @@ connected to it, and each copy leaves by send() on that socket instead of in the
 batch: the way the relay's own connected sockets send (ext/connected.pxi), which `relay bench
 --path send-only` measures it against (bench/sendonly.py). A receiver's copies of a burst (one
 sender's consecutive packets in a receive batch) leave as one message of several segments (UDP
-GSO), as the relay sends them (ext/batch.pxi), unless --no-gso. The ready file gets this
+GSO), as the relay sends them (ext/batch.pxi), unless --no-gso. With --xdp IFACE each copy
+to a receiver whose next hop the kernel knows on IFACE leaves as an Ethernet frame on an
+AF_XDP socket's ring instead (ext/xsk.c, the relay's own `--xdp` path): before it is ready,
+the process sends each receiver one empty datagram from the relay socket (which makes the
+kernel resolve the neighbour, as the relay's first copies do) and looks the hops up over
+rtnetlink (relay/nexthop.py). The ready file gets this
 process's pid once the socket is bound. SIGTERM or SIGINT (or the duration) stops it; it then
 prints one JSON line with the counters.
 
@@ -40,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _ceiling
-from relay import lifecycle
+from relay import lifecycle, nexthop
 from relay._core import _kdf
 from relay.srtp import SUITES
 from relay.wire import ParticipantJoined, Snapshot, load_snapshot
@@ -71,11 +76,14 @@ def build(
     table: Snapshot,
     worker: int | None = None,
     connected: bool = False,
+    xdp: str | None = None,
+    sock: socket.socket | None = None,
 ) -> dict[str, int]:
     """Adds the table's receivers (with worker: those homed on it) and senders to relay;
     returns how many of each. `connected`: each receiver that sends nothing relayed gets a
     connected socket of its own (a sender's would take its packets, which only the relay
-    socket reads)."""
+    socket reads). `xdp`: an interface; each receiver whose next hop is on it gets its
+    copies as AF_XDP frames (route_frames; `sock` is the relay socket)."""
     modes = {m.meeting: m.mode for m in table.meetings}
     members: dict[int, list[ParticipantJoined]] = defaultdict(list)
     index: dict[int, int] = {}
@@ -103,7 +111,42 @@ def build(
     if connected:
         relay.connect(listening)
     sizes = {"receivers": len(index), "senders": senders}
+    if xdp is not None:
+        if sock is None:
+            raise ValueError("the AF_XDP form needs the relay socket")
+        addresses = {
+            i: q.address for q in table.participants if (i := index.get(q.participant)) is not None
+        }
+        sizes["xdp_routed"] = route_frames(relay, addresses, xdp, sock)
     return sizes | ({"connected": len(listening)} if connected else {})
+
+
+def route_frames(
+    relay: _ceiling.CeilingRelay,
+    addresses: dict[int, tuple[str, int] | None],
+    interface: str,
+    sock: socket.socket,
+) -> int:
+    """Opens the AF_XDP socket on `interface` and gives every receiver (index: address) whose
+    next hop the kernel resolves there a hop; how many got one. An empty datagram to each
+    first makes the kernel resolve its neighbour, as the relay's first copies from its socket
+    do (relay/worker.py); the rest stay on the socket."""
+    relay.xdp_open(socket.if_nametoindex(interface))
+    for address in addresses.values():
+        if address is not None:
+            sock.sendto(b"", address)
+    time.sleep(0.2)  # neighbours that need resolving (ARP, NDP) get a moment
+    hops = nexthop.NextHops(interface, sock.getsockname()[0])
+    routed = 0
+    try:
+        for index, address in addresses.items():
+            hop = hops.resolve(address[0]) if address is not None else None
+            if hop is not None:
+                relay.set_hop(index, hop.dst_mac, hop.src_mac, hop.src)
+                routed += 1
+    finally:
+        hops.close()
+    return routed
 
 
 def open_socket(host: str, port: int, reuseport: bool = False) -> socket.socket:
@@ -144,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="every copy a message of its own, not a receiver's copies of a burst as one (UDP GSO)",
     )
+    parser.add_argument(
+        "--xdp",
+        metavar="IFACE",
+        help="each copy an Ethernet frame on an AF_XDP socket on IFACE (root; copy mode)",
+    )
     parser.add_argument("--worker", type=int, help="serve only the receivers homed on this worker")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds (0: until signal)")
     parser.add_argument("--ready-file", type=Path, help="gets the pid once the socket is bound")
@@ -158,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
-        sizes = build(relay, load_snapshot(args.table), args.worker, args.connected)
+        sizes = build(relay, load_snapshot(args.table), args.worker, args.connected, args.xdp, sock)
     except OSError as exc:
         print(f"bench.ceiling_relay: {exc}", file=sys.stderr)
         return 1

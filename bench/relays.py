@@ -63,8 +63,8 @@ def free_udp_ports(count: int) -> int:
 # Targets that are another target in another way of sending (the send-only path compares
 # them, bench/sendonly.py): the relay as it sent before UDP GSO (a datagram per copy, one
 # sendmmsg per batch), with connected per-receiver sockets (ext/connected.pxi) with and
-# without GSO, through AF_XDP frames on the bench's device (ext/xdp.pxi); and the C ceiling
-# in the ways of the first two (its default is the relay's).
+# without GSO, through AF_XDP frames on the bench's device (ext/xdp.pxi); and the C ceilings
+# in those ways (their default is the relay's).
 FORMS = {
     "relay_sendmmsg": "relay",
     "relay_connected": "relay",
@@ -72,17 +72,21 @@ FORMS = {
     "relay_xdp": "relay",
     "ceiling_sendmmsg": "ceiling",
     "ceiling_connected": "ceiling",
+    "ceiling_xdp": "ceiling",
+    "io_ceiling_xdp": "io_ceiling",
 }
+XDP_DEVICE = "rbench0"  # the send-only path's device (bench/sendonly.py, DEVICE)
 # The C ceiling's flags of each form (bench/ceiling_relay.py): by default it groups a burst's
 # copies (UDP GSO) from one unconnected socket, as the relay does by default.
 CEILING_FORM_FLAGS = {
     "ceiling_sendmmsg": ["--no-gso"],
     "ceiling_connected": ["--connected", "--no-gso"],
+    "ceiling_xdp": ["--xdp", XDP_DEVICE],
+    "io_ceiling_xdp": ["--xdp", XDP_DEVICE],
 }
 # The relay worker's flags of each form (relay/worker.py), whatever RELAY_CONNECTED_SOCKETS
 # and RELAY_GSO say; the relay itself runs as configured (its defaults, or those variables).
 CONNECTED = ["--connected-sockets", "100000"]
-XDP_DEVICE = "rbench0"  # the send-only path's device (bench/sendonly.py, DEVICE)
 RELAY_FORM_FLAGS = {
     "relay_sendmmsg": ["--connected-sockets", "0", "--no-gso"],
     "relay_connected": CONNECTED,
@@ -106,13 +110,15 @@ def relay_command(
     fanout: list[str] | None = None,
     state: Path | None = None,
     host: str = LOOPBACK,
+    stats: str | None = None,
 ) -> list[str]:
     """The command line of one process of target, listening on host:port. With worker (one
     process of W): the relay's worker `worker`, passing packets to the others over the
     ZeroMQ endpoints `fanout`, or a ceiling serving only the receivers homed on `worker`.
     With `state`, the relay runs as `relay serve` runs it: with its SRTP state on disk there
-    (the ledger of index reservations, relay/ledger.py). The forms of the relay and the
-    ceiling (FORMS) add RELAY_FORM_FLAGS' and CEILING_FORM_FLAGS'."""
+    (the ledger of index reservations, relay/ledger.py). With `stats`, the relay's worker
+    pushes its counters there every second (bench/delay.py reads them). The forms of the relay
+    and the ceiling (FORMS) add RELAY_FORM_FLAGS' and CEILING_FORM_FLAGS'."""
     py = sys.executable
     kind = base_target(target)
     if kind == "relay":
@@ -134,6 +140,8 @@ def relay_command(
             cmd += ["--state-file", str(state / f"worker-{worker or 0}.state")]
         if worker is not None:
             cmd += ["--index", str(worker), "--fanout", ",".join(fanout or [])]
+        if stats is not None:
+            cmd += ["--stats", stats]
         return cmd
     if kind in ("ceiling", "io_ceiling"):
         cmd = [
@@ -175,7 +183,7 @@ class RelayGroup:
     """A target's processes: one, or with processes = W one per worker, worker i on port + 2i
     (its routing table says whom it serves). `host`: as relay_command's; `wrap`
     turns each command line into the one that runs it (bench/sendonly.py: inside the bench's
-    network namespace)."""
+    network namespace); `stats`: as relay_command's, for a group of one process."""
 
     def __init__(
         self,
@@ -187,6 +195,7 @@ class RelayGroup:
         *,
         host: str = LOOPBACK,
         wrap: Callable[[Sequence[str]], list[str]] | None = None,
+        stats: str | None = None,
     ) -> None:
         self.target = target
         self.procs: list[subprocess.Popen[str]] = []
@@ -213,6 +222,7 @@ class RelayGroup:
                     fanout=fanout,
                     state=state,
                     host=host,
+                    stats=stats,
                 )
                 if wrap is not None:
                     command = wrap(command)

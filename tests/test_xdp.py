@@ -356,3 +356,42 @@ def test_hops_only_for_destinations_through_the_interface(pair: Pair) -> None:
             assert hops.resolve(unreachable) is None  # no route at all
         finally:
             hops.close()
+
+
+def test_the_c_ceilings_af_xdp_form_sends_frames_every_receiver_decrypts(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """bench/ceiling_relay.py --xdp (`relay bench`'s ceiling_xdp): the C ceiling's copies as
+    frames through the same ext/xsk.c, each decrypted by its receiver, every one counted as a
+    frame. The ceiling is IPv4 only (bench/ceiling_relay.h)."""
+    if ":" in pair.relay_ip:
+        pytest.skip("the C ceiling is IPv4 only")
+    w = XdpWebinar(pair, tmp_path)
+    try:
+        participants = [w.host.joined(address=False, ssrcs=(HOST_SSRC,))]
+        participants += [a.joined(address=True) for a in w.attendees]
+        snapshot = wire.Snapshot(1, (wire.MeetingOpened(MEETING, "webinar"),), tuple(participants))
+        table, ready = tmp_path / "table.json", tmp_path / "ready"
+        wire.save_snapshot(snapshot, table)
+        command = ["ip", "netns", "exec", pair.relay, sys.executable, "-m", "bench.ceiling_relay"]
+        command += ["--table", str(table), "--host", pair.relay_ip, "--port", str(w.port)]
+        command += ["--xdp", pair.link, "--ready-file", str(ready), "--duration", "60"]
+        w.process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 15
+        while not ready.exists():
+            if w.process.poll() is not None:
+                pytest.fail(f"ceiling exited: {w.process.communicate()}")
+            assert time.monotonic() < deadline, "the ceiling did not become ready"
+            time.sleep(0.02)
+        for attendee in w.attendees:  # what made the kernel resolve the neighbour
+            assert attendee.sock.recv(4096) == b""
+        w.send(range(1, 301), w.attendees)
+        counters = w.stop()
+        assert counters["xdp_routed"] == 3, counters
+        assert counters["packets_in"] == 300
+        assert counters["xdp_frames"] == counters["packets_out"] == 3 * 300, counters
+        assert counters["xdp_fallbacks"] == 0 and counters["send_errors"] == 0, counters
+    finally:
+        w.close()
