@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import _loadgen, relays, sendonly
+from bench import _loadgen, delay, relays, sendonly
 from bench.relays import (
     RelayGroup,
     base_target,
@@ -77,7 +77,9 @@ SEND_ONLY_TARGETS = (
     "ceiling",
     "ceiling_connected",
     "ceiling_sendmmsg",
+    "ceiling_xdp",
     "io_ceiling",
+    "io_ceiling_xdp",
     "python",
     "python_uvloop",
 )
@@ -85,11 +87,14 @@ SEND_ONLY_TARGETS = (
 # relay_sendmmsg is the loop as it was before connected sockets and GSO: what they gain.
 SEND_ONLY_VARIANTS = ("relay_sendmmsg", "relay_connected", "relay_connected_only", "relay_xdp")
 # Targets whose receivers get their way out only after the worker looked their next hop up
-# (relay/worker.py, HOPS_INTERVAL): each is warmed up before it is measured. Their copies
-# leave as AF_XDP frames, which the kernel hands to the device's driver directly, past the
-# taps an AF_PACKET capture reads: the send-only path cannot sample them (verified_packets is
-# None); tests/test_xdp.py decrypts such frames on a veth pair, where a receiver gets them.
+# (relay/worker.py, HOPS_INTERVAL): each is warmed up before it is measured. (The C ceilings'
+# AF_XDP forms look their hops up before they are ready, bench/ceiling_relay.py.)
 HOP_TARGETS = ("relay_xdp",)
+# Targets whose copies leave as AF_XDP frames, which the kernel hands to the device's driver
+# directly, past the taps an AF_PACKET capture reads: the send-only path cannot sample them
+# (verified_packets is None); tests/test_xdp.py decrypts such frames on a veth pair, where a
+# receiver gets them.
+FRAME_TARGETS = ("relay_xdp", "ceiling_xdp", "io_ceiling_xdp")
 # Targets that run one process per worker with --workers W (the others run one process).
 PER_WORKER_TARGETS = ("relay", "ceiling", "io_ceiling", *relays.FORMS)
 
@@ -162,6 +167,9 @@ class Step:
     # Per relay process (worker): out pps of the receivers it serves, and its cores.
     worker_out_pps: list[float] = field(default_factory=list)
     worker_cpu: list[float] = field(default_factory=list)
+    # The relay's own count of how long this step's packets stayed in it (bench/delay.py):
+    # bucket upper edge -> packets; None where the target does not count it.
+    forward_delay: dict[str, int] | None = None
 
 
 # --- the routing table and the packets ----------------------------------------------------------
@@ -376,6 +384,10 @@ class Bench:
         table = workdir / f"{target}-table.json"
         self.relay: RelayGroup | Attached
         self.processes = 1 if attach is not None else scenario.processes(target)
+        # The relay's own forwarding delay (bench/delay.py), where one worker process runs.
+        self.delay_feed: delay.DelayFeed | None = None
+        if attach is None and base_target(target) == "relay" and self.processes == 1:
+            self.delay_feed = delay.DelayFeed(f"ipc://{workdir}/{target}-stats.sock")
         if attach is not None:
             self.port, self.relay = attach.port, attach
         else:
@@ -413,6 +425,7 @@ class Bench:
             self.processes,
             host=self.host,
             wrap=netns.wrap if netns is not None else None,
+            stats=self.delay_feed.endpoint if self.delay_feed is not None else None,
         )
         self._device_start = netns.device_packets() if netns is not None else 0
         return group
@@ -433,6 +446,8 @@ class Bench:
     def close(self) -> dict[str, Any]:
         counters = self.relay.stop()
         self.sock.close()
+        if self.delay_feed is not None:
+            self.delay_feed.close()
         if self.netns is not None:
             # What the device counted over the relay's life against what the relay says it
             # sent (its counters at stop): packets lost between would show here.
@@ -542,7 +557,7 @@ class Bench:
         self.loadgen.sink(0.1)  # what the relay sent the presenter (RTCP), if anything
         slab, lengths, senders, first = self.source.make(count)
         capture = None
-        if verify and self.target not in HOP_TARGETS:  # none to capture: see HOP_TARGETS
+        if verify and self.target not in FRAME_TARGETS:  # none to capture: see FRAME_TARGETS
             with netns.inside():
                 capture = sendonly.Capture(netns.device, sendonly.sample_mask(count * s.fanout))
         try:
@@ -643,13 +658,26 @@ class Bench:
         time.sleep(worker.HOPS_INTERVAL + 0.3)
         self.step(20_000 / self.scenario.fanout, 0.5)
 
+    def delay_step(self, in_pps: float, seconds: float, keep_latency: bool = False) -> Step:
+        """A step, with the relay's own count of how long its packets stayed in it where the
+        target keeps one: the difference of the worker's reports after it went idle and after
+        the step's last copies left (bench/delay.py)."""
+        if self.delay_feed is None:
+            return self.step(in_pps, seconds, keep_latency)
+        self.wait_idle()
+        before = self.delay_feed.histogram_after(time.monotonic())
+        result = self.step(in_pps, seconds, keep_latency, settle=False)
+        after = self.delay_feed.histogram_after(time.monotonic())
+        result.forward_delay = delay.difference(after, before)
+        return result
+
     def capacity(self) -> tuple[Step, Step]:
         """(the best step within the loss limit, the latency step at 80 % of it)."""
         s = self.scenario
         if self.target in HOP_TARGETS:
             self.warm_hops()
         if s.rate is not None:
-            fixed = self.step(s.rate * s.senders, s.duration, keep_latency=True)
+            fixed = self.delay_step(s.rate * s.senders, s.duration, keep_latency=True)
             return fixed, fixed
         rate = 20_000 / s.fanout  # in pps, all senders together: 20k out pps
         good: Step | None = None
@@ -674,12 +702,12 @@ class Bench:
                 f"{self.target}: loss above 0.1 % even at {rate * s.fanout:,.0f} out pps"
             )
         if self.netns is None:
-            latency = self.step(good.in_pps * LATENCY_LOAD, s.duration, keep_latency=True)
+            latency = self.delay_step(good.in_pps * LATENCY_LOAD, s.duration, keep_latency=True)
             return good, latency
         # Send-only: capturing the sample at the device costs the relay's core (the kernel
         # copies every transmitted packet to the capture), so the sample is checked in a
         # light step of its own, and the step at 80 % measures the relay alone.
-        latency = self.step(good.in_pps * LATENCY_LOAD, s.duration)
+        latency = self.delay_step(good.in_pps * LATENCY_LOAD, s.duration)
         check = self.step(good.in_pps * VERIFY_LOAD, s.duration, keep_latency=True)
         latency.verified += check.verified
         return good, latency
@@ -700,6 +728,10 @@ def summarise(scenario: Scenario, best: Step, latency: Step) -> dict[str, Any]:
             "p999": float(np.percentile(lat, 99.9)),
             "samples": len(latency.latencies_us),
         },
+        # How long packets stayed in the relay at the latency step, by its own count (bench/
+        # delay.py), and the serial fan-out floor: one packet's copies at capacity's pace.
+        "forward_delay_us": delay.summary(latency.forward_delay),
+        "fanout_floor_us": round(1e6 * scenario.fanout / best.out_pps, 1) if best.out_pps else None,
         "relay_cpu": round(best.relay_cpu, 3),
         "out_pps_per_relay_core": round(best.out_pps / max(best.relay_cpu, 1e-6), 1),
         "verified_packets": best.verified + (latency.verified if latency is not best else 0),
@@ -817,8 +849,8 @@ def measure(
     finally:
         counters = bench.close()
     result = summarise(scenario, best, latency) | {"relay_counters": counters}
-    if target in HOP_TARGETS and netns is not None:
-        result["verified_packets"] = None  # see HOP_TARGETS
+    if target in FRAME_TARGETS and netns is not None:
+        result["verified_packets"] = None  # see FRAME_TARGETS
     if bench.device_check is not None:
         result["device_check"] = bench.device_check | {"queue_dropped": bench.queue_drops}
         if bench.device_check["agree"] is False:
@@ -835,8 +867,9 @@ def run_send_only(
     """A webinar on the send-only path (bench/sendonly.py): every target in the bench's own
     network namespace, its copies counted by the ifb device that frees them. With compare:
     the relay as it sent before GSO (relay_sendmmsg) and with connected sockets, with GSO
-    and without (variants), the C ceiling in the relay's default way and in those of
-    relay_sendmmsg and relay_connected_only, the I/O ceiling and the Python relays."""
+    and without and through AF_XDP (variants), the C ceiling in the relay's default way and in
+    those of relay_sendmmsg, relay_connected_only and relay_xdp, the I/O ceiling in the
+    default way and through AF_XDP, and the Python relays."""
     if scenario.name != "webinar" or scenario.workers != 1:
         raise ValueError("the send-only path measures a webinar on one worker")
     targets = list(SEND_ONLY_TARGETS if compare else ("relay",))
@@ -878,4 +911,9 @@ def run_send_only(
             report["ratios"][f"{form}_vs_sendmmsg"] = (
                 round(other / before["out_pps"], 3) if before["out_pps"] else None
             )
+        # The AF_XDP path against the C ceiling sending the same way: the relay's own share.
+        frames = results["ceiling_xdp"]["out_pps"]
+        report["ratios"]["xdp_vs_ceiling_xdp"] = (
+            round(results["relay_xdp"]["out_pps"] / frames, 3) if frames else None
+        )
     return report

@@ -72,12 +72,27 @@ def main(argv: list[str] | None = None) -> int:
                         "out_pps": result["out_pps"],
                         "relay_cpu": result["relay_cpu"],
                         "verified_packets": result["verified_packets"],
+                        "forward_delay_us": result["forward_delay_us"],
+                        "fanout_floor_us": result["fanout_floor_us"],
                         "device_check": result.get("device_check"),
-                        "xdp": counters.get("xdp"),
+                        # the relay's AF_XDP counters, or the C ceiling's
+                        "xdp": counters.get("xdp")
+                        or {k: v for k, v in counters.items() if k.startswith("xdp_")},
                         "gso": counters.get("gso"),
                     }
                 )
-                print(f"round {round_ + 1} {target}: {result['out_pps']:,.0f} out pps", flush=True)
+                delays = result["forward_delay_us"]
+                print(
+                    f"round {round_ + 1} {target}: {result['out_pps']:,.0f} out pps"
+                    + (
+                        f"; at 80 %: forwarding delay p50 {delays['p50']:,.0f} us, p99 "
+                        f"{delays['p99']:,.0f} us (fan-out floor "
+                        f"{result['fanout_floor_us']:,.0f} us)"
+                        if delays
+                        else ""
+                    ),
+                    flush=True,
+                )
     for target, runs in rounds.items() if args.split is None else ():
         figures = [r["out_pps"] for r in runs]
         shown = ", ".join(f"{f:,.0f}" for f in figures)

@@ -27,6 +27,8 @@ HISTOGRAM_HELP = {
     "rr_loss": "Fraction lost, per receiver report block (RTCP RR, RFC 3550 section 6.4).",
     "rr_jitter": "Interarrival jitter receivers report, per report block.",
     "rr_rtt": "Round-trip time between the relay and a receiver, per report block.",
+    "forward_delay": "How long each relayed RTP packet stayed in the relay: from its arrival "
+    "in the media socket to the flush of its last copy (ext/delay.pxi).",
 }
 
 
@@ -83,9 +85,10 @@ class RelayCollector(Collector):
             "Generic NACKs (RFC 4585) receivers sent.",
             value=s.total("nacks"),
         )
-        # What receivers' reports say (ext/reports.pxi), one observation per report block.
-        sums = s.labelled("rr_sums")
-        for family, (name, sum_key, unit) in HISTOGRAMS.items():
+        # What receivers' reports say (ext/reports.pxi), one observation per report block, and
+        # how long each relayed packet stayed in the relay (ext/delay.pxi).
+        for family, (name, sums_family, sum_key, unit) in HISTOGRAMS.items():
+            sums = s.labelled(sums_family)
             counts = s.labelled(family)
             edges = sorted((k for k in counts if k != "+Inf"), key=float)
             cumulative, buckets = 0, []

@@ -41,12 +41,14 @@ RECEPTION = np.dtype(
     [("id", "<u4"), ("jitter_us", "<u4"), ("rtt_us", "<u4"), ("fraction", "u1"), ("pad", "V3")]
 )
 RTT_UNKNOWN = 0xFFFFFFFF
-# Histograms of what receiver reports say (ext/reports.pxi): family -> (metric, the sum's key
-# in rr_sums and what turns it into the metric's unit).
+# Histograms: of what receiver reports say (ext/reports.pxi), and of how long relayed packets
+# stayed in the relay (ext/delay.pxi). Family -> (metric, the family holding its sum, the sum's
+# key there, what turns the sum into the metric's unit).
 HISTOGRAMS = {
-    "rr_loss": ("relay_receiver_loss_ratio", "loss_ppm", 1e-6),
-    "rr_jitter": ("relay_receiver_jitter_seconds", "jitter_us", 1e-6),
-    "rr_rtt": ("relay_receiver_rtt_seconds", "rtt_us", 1e-6),
+    "rr_loss": ("relay_receiver_loss_ratio", "rr_sums", "loss_ppm", 1e-6),
+    "rr_jitter": ("relay_receiver_jitter_seconds", "rr_sums", "jitter_us", 1e-6),
+    "rr_rtt": ("relay_receiver_rtt_seconds", "rr_sums", "rtt_us", 1e-6),
+    "forward_delay": ("relay_forward_delay_seconds", "forward_sums", "delay_us", 1e-6),
 }
 
 Ids = npt.NDArray[np.uint32]
@@ -71,6 +73,7 @@ LABELLED = (
     "webrtc_ended",
     *HISTOGRAMS,
     "rr_sums",
+    "forward_sums",
 )
 
 

@@ -13,6 +13,7 @@
 #   demux.pxi     Aside: STUN and DTLS set aside for the worker's Python side (RFC 7983)
 #   fanout.pxi    Exports: the packets one worker passes to the others, and their format
 #   reports.pxi   receiver reports: loss, jitter and round-trip time per receiver
+#   delay.pxi     how long each relayed packet stayed in the relay, as a histogram
 #   forward.pxi   Forwarder: a packet from recvmmsg to sendmmsg, without the GIL
 # The debug build (RELAY_DEBUG=1, see setup.py) overrides the directives that setup.py passes.
 
@@ -38,6 +39,7 @@ include "batch.pxi"
 include "demux.pxi"
 include "fanout.pxi"
 include "reports.pxi"
+include "delay.pxi"
 include "forward.pxi"
 
 DEBUG_BUILD = bool(RELAY_DEBUG)

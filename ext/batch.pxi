@@ -12,9 +12,12 @@ from libc.string cimport memcmp
 
 @cython.final
 cdef class RecvBatch:
-    """Up to BATCH_MAX received datagrams with their source addresses."""
+    """Up to BATCH_MAX received datagrams with their source addresses, and when the kernel
+    received each (CLOCK_REALTIME seconds; 0 where the socket gives no timestamps: delay.pxi)."""
 
     cdef uint8_t* slab
+    cdef uint8_t* control
+    cdef double stamps[BATCH_MAX]
     cdef uint32_t lens[BATCH_MAX]
     cdef bint truncated[BATCH_MAX]
     cdef sockaddr_in6 names[BATCH_MAX]
@@ -25,12 +28,14 @@ cdef class RecvBatch:
 
     def __cinit__(self):
         self.slab = <uint8_t*>malloc(BATCH_MAX * SLOT_SIZE)
-        if self.slab == NULL:
+        self.control = <uint8_t*>malloc(BATCH_MAX * STAMP_CONTROL)
+        if self.slab == NULL or self.control == NULL:
             raise MemoryError()
         self.count = 0
 
     def __dealloc__(self):
         free(self.slab)
+        free(self.control)
 
     def __len__(self):
         return self.count
@@ -46,6 +51,8 @@ cdef class RecvBatch:
             self.msgs[i].msg_hdr.msg_iovlen = 1
             self.msgs[i].msg_hdr.msg_name = &self.names[i]
             self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
+            self.msgs[i].msg_hdr.msg_control = self.control + i * STAMP_CONTROL
+            self.msgs[i].msg_hdr.msg_controllen = STAMP_CONTROL
         n = recvmmsg(fd, self.msgs, BATCH_MAX, MSG_DONTWAIT, NULL)
         if n < 0:
             self.count = 0
@@ -57,6 +64,7 @@ cdef class RecvBatch:
             self.lens[i] = self.msgs[i].msg_len
             self.namelens[i] = self.msgs[i].msg_hdr.msg_namelen
             self.truncated[i] = (self.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0
+            self.stamps[i] = _received_at(&self.msgs[i].msg_hdr)
         self.count = n
         return n
 
@@ -75,10 +83,23 @@ cdef class RecvBatch:
         memset(&self.names[i], 0, sizeof(sockaddr_in6))
         memcpy(&self.names[i], <const char*>name, len(name))
         self.namelens[i] = <socklen_t>len(name)
+        self.stamps[i] = 0
         self.count += 1
 
     def clear(self):
         self.count = 0
+
+
+cdef inline double _received_at(msghdr* h) noexcept nogil:
+    """The kernel's receive timestamp of a datagram (SCM_TIMESTAMPNS) in seconds, or 0."""
+    cdef cmsghdr* c = CMSG_FIRSTHDR(h)
+    cdef timespec t
+    while c != NULL:
+        if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SCM_TIMESTAMPNS:
+            memcpy(&t, CMSG_DATA(c), sizeof(timespec))
+            return <double>t.tv_sec + 1e-9 * <double>t.tv_nsec
+        c = CMSG_NXTHDR(h, c)
+    return 0
 
 
 @cython.final

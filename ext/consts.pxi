@@ -67,6 +67,13 @@ cdef enum:
     RR_BUCKETS = 8          # histogram buckets of what receiver reports say (and +Inf)
     RTT_UNKNOWN = 0xFFFFFFFF
 
+# How long a packet stays in the relay (delay.pxi).
+cdef enum:
+    DELAY_BUCKETS = 22      # histogram buckets of the forwarding delay (and +Inf)
+    # Room per received datagram for its control messages (batch.pxi): the receive timestamp
+    # (SO_TIMESTAMPNS, a timespec: CMSG_SPACE(16) is 32) and slack for any other.
+    STAMP_CONTROL = 128
+
 # Seconds between keyframe requests passed to one stream's sender (forward.pxi); `relay serve
 # --keyframe-interval` sets it.
 cdef double KEYFRAME_INTERVAL = 0.5

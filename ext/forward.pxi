@@ -98,6 +98,11 @@ cdef class Forwarder:
     cdef const uint8_t* burst_plain[BATCH_MAX]
     cdef uint32_t burst_len[BATCH_MAX]
     cdef uint64_t burst_index[BATCH_MAX]
+    # When the kernel received the packet being forwarded, and each RTP packet of this batch
+    # that was relayed (delay.pxi): observed once the batch's copies have left.
+    cdef double stamp
+    cdef double relayed_at[BATCH_MAX]
+    cdef uint32_t nrelayed
 
     def __cinit__(self, RouteTable table not None, int send_slots=SEND_SLOTS):
         self.table = table
@@ -158,7 +163,19 @@ cdef class Forwarder:
             if n > 0:
                 self._forward_batch(self.rx, self.tx, fd, now)
                 self.tx.flush(fd, self.table)
+                self._observe_delays()
         return n
+
+    cdef void _observe_delays(self) noexcept nogil:
+        """How long each packet of the batch just sent stayed in the relay (delay.pxi)."""
+        cdef uint32_t i
+        cdef double sent_at
+        if self.nrelayed == 0:
+            return
+        sent_at = wall_clock()
+        for i in range(self.nrelayed):
+            delay_observe(self.stats, sent_at - self.relayed_at[i])
+        self.nrelayed = 0
 
     def run_connected(self, int fd, double now):
         """Receive what the receivers' connected sockets hold (connected.pxi: their reports,
@@ -244,9 +261,11 @@ cdef class Forwarder:
         cdef uint32_t n
         cdef Counters* c = self.stats
         self.now = now
+        self.nrelayed = 0
         for i in range(rx.count):
             pkt = rx.slab + <size_t>i * SLOT_SIZE
             n = rx.lens[i]
+            self.stamp = rx.stamps[i]
             c.packets_in += 1
             c.bytes_in += n
             if rx.truncated[i] or n > SLOT_SIZE - RELAY_OVERHEAD:
@@ -317,6 +336,9 @@ cdef class Forwarder:
             return
         keep_for_nacks(st, <uint32_t>p.up_fp, index, pkt, plain_len, self.now)
         self._burst_add(tx, fd, <uint32_t>slot, st.slot, pkt, plain_len, index)
+        if self.stamp > 0:
+            self.relayed_at[self.nrelayed] = self.stamp
+            self.nrelayed += 1
         if self.table.meetings[p.meeting].nremote or self.table.meetings[p.meeting].recording:
             self._export(EXPORT_RTP, p, st.ssrc, index, pkt, plain_len)
 

@@ -50,6 +50,10 @@ cdef extern from "<time.h>" nogil:
     struct timespec:
         time_t tv_sec
         long tv_nsec
+    ctypedef int clockid_t
+    enum:
+        CLOCK_REALTIME
+    int clock_gettime(clockid_t clock, timespec* t)
 
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -90,6 +94,8 @@ cdef extern from "<sys/socket.h>" nogil:
         SOCK_CLOEXEC
         SOL_SOCKET
         SO_REUSEPORT
+        SO_TIMESTAMPNS          # the kernel's receive time of each datagram, as a timespec
+        SCM_TIMESTAMPNS         # its control message (socket(7))
     int socket(int domain, int type, int protocol)
     int setsockopt(int fd, int level, int name, const void* value, socklen_t length)
     int bind(int fd, const sockaddr* address, socklen_t length)

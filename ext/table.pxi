@@ -209,6 +209,10 @@ ctypedef struct Counters:
     uint64_t rr_jitter[RR_BUCKETS + 1]
     uint64_t rr_rtt[RR_BUCKETS + 1]
     uint64_t rr_loss_sum_ppm, rr_jitter_sum_us, rr_rtt_sum_us
+    # Relayed packets by how long each stayed in the relay (delay.pxi): the same form, at the
+    # edges DELAY_EDGES, with the sum in microseconds.
+    uint64_t delay[DELAY_BUCKETS + 1]
+    uint64_t delay_sum_us
     uint64_t dropped[DROP_COUNT]
 
 
@@ -650,6 +654,7 @@ cdef class RouteTable:
             "nacks": c.nacks,
             "rtx": {RTX_NAMES[i]: c.rtx[i] for i in range(RTX_OUTCOMES)},
             **report_histograms(c),
+            **delay_histogram(c),
             "dropped": {DROP_NAMES[i]: c.dropped[i] for i in range(DROP_COUNT)},
             "gso": {"segments": c.gso_segments, "refused": c.gso_refused},
             "connected_sockets": self.conns.open,

@@ -142,6 +142,9 @@ def bind_udp(host: str, port: int, share: bool = False) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, force or plain, SOCKET_BUFFER)
         except (OSError, TypeError):
             sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
+    # Each datagram stamped with when the kernel received it: how long packets stay in the
+    # relay, the forwarding delay histogram (ext/delay.pxi).
+    sock.setsockopt(socket.SOL_SOCKET, _core.RECEIVE_TIMESTAMPS, 1)
     sock.bind((host, port))
     return sock
 

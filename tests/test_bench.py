@@ -426,6 +426,10 @@ def test_send_only_counts_every_copy_at_the_device(tmp_path: Path) -> None:
     assert check["agree"] is True and check["relay_packets_out"] == check["device_packets"]
     assert check["queue_dropped"] == 0
     assert "latency: not measured on the send-only path" in stdout
+    # What the relay says of itself instead: each packet's stay in it (bench/delay.py); and
+    # the fan-out floor, receivers / out pps (at a fixed rate, that rate's).
+    assert report["forward_delay_us"]["packets"] == 50
+    assert report["fanout_floor_us"] == pytest.approx(1e6 * 40 / report["out_pps"], rel=0.01)
 
 
 @needs_send_only
@@ -438,14 +442,25 @@ def test_send_only_compare_runs_both_forms_of_relay_and_ceiling(tmp_path: Path) 
         "ceiling",
         "ceiling_connected",
         "ceiling_sendmmsg",
+        "ceiling_xdp",
         "io_ceiling",
+        "io_ceiling_xdp",
         "python",
         "python_uvloop",
     }
-    # The ceiling in the relay's ways: connected sockets (one per attendee) only in one.
-    assert report["baselines"]["ceiling_connected"]["relay_counters"]["connected"] == 20
-    assert "connected" not in report["baselines"]["ceiling"]["relay_counters"]
-    assert "connected" not in report["baselines"]["ceiling_sendmmsg"]["relay_counters"]
+    # The ceiling in the relay's ways: connected sockets (one per attendee) only in one,
+    # frames through AF_XDP (every attendee given a hop, every copy a frame) in two.
+    baselines = report["baselines"]
+    assert baselines["ceiling_connected"]["relay_counters"]["connected"] == 20
+    assert "connected" not in baselines["ceiling"]["relay_counters"]
+    assert "connected" not in baselines["ceiling_sendmmsg"]["relay_counters"]
+    for name in ("ceiling_xdp", "io_ceiling_xdp"):
+        counters = baselines[name]["relay_counters"]
+        assert counters["xdp_routed"] == 20
+        assert counters["xdp_frames"] == counters["packets_out"] > 0, counters
+        assert counters["xdp_fallbacks"] == 0
+    assert baselines["ceiling"]["relay_counters"]["xdp_frames"] == 0
+    assert report["ratios"]["xdp_vs_ceiling_xdp"] == pytest.approx(1.0, rel=0.05)
     # The relay in its ways of sending: GSO on and connected sockets off (the relay itself),
     # both off (relay_sendmmsg), connected with GSO and without; at a fixed rate under
     # capacity all send everything.
@@ -473,11 +488,18 @@ def test_send_only_compare_runs_both_forms_of_relay_and_ceiling(tmp_path: Path) 
         assert figures_["loss_ratio"] == 0
         assert figures_["out_pps"] == pytest.approx(2000, rel=0.02)
         assert figures_["latency_us"] is None
-        if figures_ is not variants["relay_xdp"]:  # frames skip the capture (bench/run.py)
+        frames = (variants["relay_xdp"], baselines["ceiling_xdp"], baselines["io_ceiling_xdp"])
+        if all(figures_ is not f for f in frames):  # frames skip the capture (bench/run.py)
             assert figures_["verified_packets"] > 0
         assert figures_["device_check"]["agree"] is True
     for name in report["baselines"]:
         assert report["ratios"][f"out_pps_vs_{name}"] == pytest.approx(1.0, rel=0.05)
+    # The relay's own count of how long packets stayed in it (bench/delay.py): one per packet
+    # of the step, for the relay in each of its ways; none for the ceilings.
+    for figures_ in (report, *variants.values()):
+        assert figures_["forward_delay_us"]["packets"] == figures_["capacity_step"]["sent"]
+        assert 0 < figures_["forward_delay_us"]["p50"] <= figures_["forward_delay_us"]["p99"]
+    assert all(b["forward_delay_us"] is None for b in baselines.values())
     assert "ceiling_sendmmsg" in stdout
 
 
@@ -630,3 +652,21 @@ def test_ways_refuses_a_target_it_does_not_know() -> None:
     )
     assert done.returncode == 2
     assert "relay_teleport" in done.stderr and "relay_xdp" in done.stderr
+
+
+def test_forwarding_delay_quantiles_interpolate_within_their_bucket() -> None:
+    """bench/delay.py reads percentiles from the relay's histogram (ext/delay.pxi): counts
+    per bucket by upper edge, linear within a bucket, the +Inf bucket its lower edge."""
+    from bench import delay
+
+    counts = {"0.001": 50, "0.002": 40, "0.005": 10, "+Inf": 0}
+    assert delay.quantile(counts, 0.25) == pytest.approx(0.0005)
+    assert delay.quantile(counts, 0.7) == pytest.approx(0.0015)
+    assert delay.quantile(counts, 0.95) == pytest.approx(0.0035)
+    assert delay.quantile({"0.001": 0, "+Inf": 0}, 0.5) is None
+    assert delay.quantile({"0.001": 1, "+Inf": 9}, 0.99) == 0.001
+    assert delay.summary(counts) == {"p50": 1000.0, "p99": 4700.0, "p999": 4970.0, "packets": 100}
+    assert delay.difference({"0.001": 5, "+Inf": 1}, {"0.001": 2, "+Inf": 1}) == {
+        "0.001": 3,
+        "+Inf": 0,
+    }

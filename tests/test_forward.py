@@ -844,6 +844,58 @@ def test_send_error_and_packets_out_on_a_real_socket() -> None:
         assert relay.table.participant_counters()[good.pid][2:] == (1, len(packet))
 
 
+def forward_one(relay: Relay, media: socket.socket, client: socket.socket, packet: bytes) -> None:
+    client.sendto(packet, media.getsockname())
+    deadline = time.monotonic() + 5
+    while relay.forwarder.run_once(media.fileno(), time.monotonic()) == 0:
+        assert time.monotonic() < deadline, "the packet never reached the media socket"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("stamped", [True, False])
+def test_the_forwarding_delay_counts_each_relayed_packet_of_a_stamped_socket(
+    stamped: bool,
+) -> None:
+    """ext/delay.pxi: a relayed packet is counted once, from the kernel's receive timestamp to
+    its copies' flush (here: the test's own sleep before run_once, at least); one that fails
+    authentication is not; a socket without SO_TIMESTAMPNS gives no timestamps to count."""
+    relay = Relay(AES, "webinar")
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as media,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink,
+    ):
+        if stamped:
+            media.setsockopt(socket.SOL_SOCKET, _core.RECEIVE_TIMESTAMPS, 1)
+        for s in (media, client, sink):
+            s.bind(("127.0.0.1", 0))
+        host = relay.join(1, "host", [HOST_SSRC], given=False)
+        relay.join(11, "attendee", address=sink.getsockname())
+        _, packet = host.media(1)
+        client.sendto(packet, media.getsockname())
+        time.sleep(0.02)  # the packet waits in the socket: part of its delay
+        forward_one(relay, media, client, b"")  # an empty datagram rides along: malformed
+        forged = bytearray(host.media(2)[1])
+        forged[-1] ^= 1
+        forward_one(relay, media, client, bytes(forged))  # fails authentication
+        counters = relay.table.counters()
+        assert counters["packets_out"] == 1
+        assert counters["dropped"]["auth"] == 1
+        histogram = counters["forward_delay"]
+        assert list(histogram)[-1] == "+Inf"
+        assert [float(e) for e in list(histogram)[:-1]] == sorted(
+            float(e) for e in list(histogram)[:-1]
+        )
+        if not stamped:
+            assert sum(histogram.values()) == 0
+            assert counters["forward_sums"]["delay_us"] == 0
+            return
+        assert sum(histogram.values()) == 1
+        (edge,) = [e for e, n in histogram.items() if n]
+        assert edge == "+Inf" or float(edge) >= 0.02
+        assert 20_000 <= counters["forward_sums"]["delay_us"] < 5_000_000
+
+
 # --- 4. ROC ---------------------------------------------------------------------------------------
 
 

@@ -23,6 +23,9 @@ def report(
             "dropped": {"auth": dropped_auth, "replay": 0},
             "gso": {"segments": packets_in * 2, "refused": 0},
             "connect": {"made": 1, "failed": 0, "over_limit": 0},
+            # ext/delay.pxi: counts per bucket; the metric makes them cumulative
+            "forward_delay": {"0.001": packets_in, "0.002": 1, "+Inf": 0},
+            "forward_sums": {"delay_us": packets_in * 500 + 1500},
         },
         "participants": people or {},
     }
@@ -92,6 +95,10 @@ def test_metrics_text() -> None:
         'relay_gso_total{outcome="segments"} 20.0',
         'relay_gso_total{outcome="refused"} 0.0',
         'relay_connected_sockets_total{outcome="made"} 1.0',
+        'relay_forward_delay_seconds_bucket{le="0.001"} 10.0',
+        'relay_forward_delay_seconds_bucket{le="0.002"} 11.0',
+        'relay_forward_delay_seconds_bucket{le="+Inf"} 11.0',
+        "relay_forward_delay_seconds_sum 0.0065",
     ):
         assert line in text, line
     assert "participant" not in text.replace("relay_participants", "")
