@@ -4,8 +4,8 @@
  * message of several segments (UDP GSO) unless ceiling_relay_set_gso turned it off.
  * Connected (ceiling_relay_connect): one send() per copy instead, on the receiver's own
  * connected socket. With a hop (ceiling_relay_set_hop): each copy a frame on the AF_XDP
- * socket's ring, the kernel woken once per receive batch, as the relay's worker does
- * (ext/xdp.pxi, ext/batch.pxi). */
+ * socket's ring, the kernel woken every XDP_WAKE_EVERY frames and at the end of the receive
+ * batch, as the relay's worker does (ext/xdp.pxi, ext/batch.pxi). */
 #include "ceiling_relay.h"
 #include "xsk.h"
 
@@ -33,6 +33,10 @@
 #define GSO_SEGMENT_MAX 1452
 #define GSO_BYTES_MAX 65507
 #define GSO_CONTROL CMSG_SPACE(sizeof(uint16_t))
+/* Frames put on the AF_XDP ring between two wakes of the kernel: the relay's flush (SEND_FLUSH,
+ * ext/consts.pxi), so that the kernel copies each frame while it is still in cache, as it does
+ * the relay's. */
+#define XDP_WAKE_EVERY 256
 
 struct receiver {
     struct sockaddr_in addr;
@@ -398,7 +402,7 @@ int ceiling_relay_run(ceiling_relay *r, volatile sig_atomic_t *stop, double dura
                         /* A frame on the ring (its bytes copied into the UMEM), or, the ring
                          * full, the sendmmsg batch as the relay falls back (ext/batch.pxi). */
                         if (relay_xsk_send(r->xsk, rx->hop, &rx->addr, q, q_len)) {
-                            framed++;
+                            if (++framed % XDP_WAKE_EVERY == 0) relay_xsk_wake(r->xsk);
                             continue;
                         }
                         fallbacks++;
@@ -440,7 +444,7 @@ int ceiling_relay_run(ceiling_relay *r, volatile sig_atomic_t *stop, double dura
         }
         if (messages) flush(r, messages, &out, &errors);
         if (framed) {
-            relay_xsk_wake(r->xsk); /* once per receive batch, as the relay's flush does */
+            if (framed % XDP_WAKE_EVERY) relay_xsk_wake(r->xsk); /* what is left of the batch */
             out += framed;
             frames += framed;
         }

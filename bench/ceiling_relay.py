@@ -56,6 +56,7 @@ SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 SessionKeys = tuple[bool, bytes, bytes, bytes, int]
+RESOLVE_TRIES = 3  # rounds of datagrams before a receiver is left on the socket path
 
 
 def session_keys(suite: str, material: bytes) -> SessionKeys:
@@ -132,21 +133,23 @@ def route_frames(
     first makes the kernel resolve its neighbour, as the relay's first copies from its socket
     do (relay/worker.py); the rest stay on the socket."""
     relay.xdp_open(socket.if_nametoindex(interface))
-    for address in addresses.values():
-        if address is not None:
-            sock.sendto(b"", address)
-    time.sleep(0.2)  # neighbours that need resolving (ARP, NDP) get a moment
     hops = nexthop.NextHops(interface, sock.getsockname()[0])
-    routed = 0
+    waiting = {i: a for i, a in addresses.items() if a is not None}
     try:
-        for index, address in addresses.items():
-            hop = hops.resolve(address[0]) if address is not None else None
-            if hop is not None:
-                relay.set_hop(index, hop.dst_mac, hop.src_mac, hop.src)
-                routed += 1
+        for _ in range(RESOLVE_TRIES):  # a datagram the kernel dropped resolves nothing
+            for address in waiting.values():
+                sock.sendto(b"", address)
+            time.sleep(0.2)  # neighbours that need resolving (ARP, NDP) get a moment
+            for index, address in list(waiting.items()):
+                hop = hops.resolve(address[0])
+                if hop is not None:
+                    relay.set_hop(index, hop.dst_mac, hop.src_mac, hop.src)
+                    del waiting[index]
+            if not waiting:
+                break
     finally:
         hops.close()
-    return routed
+    return sum(a is not None for a in addresses.values()) - len(waiting)
 
 
 def open_socket(host: str, port: int, reuseport: bool = False) -> socket.socket:

@@ -11,6 +11,11 @@ median and its runs; `--json FILE` keeps every round's figures and the relay's c
 `--split OUT_PPS` measures instead, at that fixed rate, where each target's time per copy goes:
 its process's user and system CPU (/proc/PID/stat) over a 3-second step, divided by the copies
 the device counted: the relay's own work against the kernel's.
+
+`--at OUT_PPS,OUT_PPS,...` measures instead, at each of those fixed rates in turn, how long
+the relay's packets stayed in it (bench/delay.py: its worker's own histogram, from each
+packet's arrival in the media socket to its last copy's flush) over a 3-second step, with the
+step's loss and the relay's CPU: where each way of sending starts to keep a backlog.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import run, sendonly
+from bench import delay, run, sendonly
 from bench.relays import RelayGroup, process_cpu_split
 
 
@@ -38,7 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--split", type=float, metavar="OUT_PPS", help="user and system CPU per copy at this rate"
     )
+    parser.add_argument(
+        "--at",
+        metavar="OUT_PPS,...",
+        help="the forwarding delay at these fixed rates (the relay's targets only)",
+    )
     args = parser.parse_args(argv)
+    rates: list[float] = []
+    if args.at is not None:
+        if args.split is not None:
+            parser.error("--at and --split measure different things: one at a time")
+        try:
+            rates = [float(r) for r in args.at.split(",")]
+        except ValueError:
+            parser.error(f"--at takes out pps separated by commas, not {args.at!r}")
+        if not rates or min(rates) <= 0:
+            parser.error("--at takes rates above 0")
     targets = args.targets.split(",")
     unknown = [t for t in targets if t not in run.SEND_ONLY_TARGETS]
     if unknown:
@@ -53,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="relay-ways-") as tmp, sendonly.Namespace() as ns:
         for round_ in range(args.rounds):
             for target in targets:
+                if rates:
+                    rounds[target].append(
+                        {"at": delay_at(scenario, target, Path(tmp), ns, rates, round_ + 1)}
+                    )
+                    continue
                 if args.split is not None:
                     split = cpu_split(scenario, target, Path(tmp), ns, args.split)
                     rounds[target].append(split)
@@ -93,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     flush=True,
                 )
-    for target, runs in rounds.items() if args.split is None else ():
+    for target, runs in rounds.items() if args.split is None and not rates else ():
         figures = [r["out_pps"] for r in runs]
         shown = ", ".join(f"{f:,.0f}" for f in figures)
         print(f"{target:>16} median {statistics.median(figures):>11,.0f}  ({shown})")
@@ -104,6 +129,44 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     return 0
+
+
+def delay_at(
+    scenario: run.Scenario,
+    target: str,
+    workdir: Path,
+    ns: sendonly.Namespace,
+    rates: list[float],
+    round_: int,
+) -> list[dict[str, Any]]:
+    """One 3-second step of `target` at each of `rates` (out pps), after its warm-up if it
+    needs one: the forwarding delay's percentiles, loss and the relay's CPU at each."""
+    bench = run.Bench(scenario, target, workdir, lambda _m: None, netns=ns)
+    steps = []
+    try:
+        if target in run.HOP_TARGETS:
+            bench.warm_hops()
+        for out_pps in rates:
+            step = bench.delay_step(out_pps / scenario.fanout, 3.0)
+            figures = delay.summary(step.forward_delay)
+            steps.append(
+                {
+                    "out_pps": out_pps,
+                    "loss_ratio": step.loss_ratio,
+                    "relay_cpu": step.relay_cpu,
+                    "sender_late_us_p99": step.sender_late_us_p99,
+                    "forward_delay_us": figures,
+                }
+            )
+            shown = f"p50 {figures['p50']:,.0f} us, p99 {figures['p99']:,.0f} us" if figures else ""
+            print(
+                f"round {round_} {target} at {out_pps:,.0f} out pps: {shown}, loss "
+                f"{step.loss_ratio:.3%}, relay cpu {step.relay_cpu:.2f}",
+                flush=True,
+            )
+    finally:
+        bench.close()
+    return steps
 
 
 def cpu_split(

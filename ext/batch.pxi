@@ -254,8 +254,8 @@ cdef class SendBatch:
         for end in range(self.nmsgs):
             self._segment(end)
             self.msg_framed[end] = False
-        if t.xdp.xsk != NULL and t.xdp.routed:
-            self._frame(t)
+        if t.xdp.xsk != NULL and (t.xdp.routed or t.xdp.unwoken):
+            self._frame(t)      # and the kernel woken for the frames put on the ring since
         while m < self.nmsgs:
             if self.msg_framed[m]:
                 m += 1
@@ -285,9 +285,10 @@ cdef class SendBatch:
         self.nmsgs = 0
 
     cdef void _frame(self, RouteTable t) noexcept nogil:
-        """Every message for a receiver with a hop, as frames on the AF_XDP path (a segment
-        each), and the kernel woken once for all. A message the ring has no room for stays
-        for the media socket, from its first segment not framed."""
+        """Every message for a receiver with a hop (copies that found the ring full when they
+        were made, forward.pxi), as frames on the AF_XDP path (a segment each), and the kernel
+        woken once for all. A message the ring has no room for stays for the media socket,
+        from its first segment not framed."""
         cdef int m, first, sent, segments
         cdef relay_xsk_hop* hop
         cdef msghdr* h
@@ -312,7 +313,7 @@ cdef class SendBatch:
                 t.xdp.fallbacks += <uint64_t>(segments - sent)
                 h.msg_iov += sent
                 h.msg_iovlen -= <size_t>sent
-        relay_xsk_wake(t.xdp.xsk)
+        xdp_wake(&t.xdp)
 
     cdef void _send_apart(self, int fd, RouteTable t, int m) noexcept nogil:
         """Message m's segments, a datagram each."""

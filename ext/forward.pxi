@@ -539,10 +539,28 @@ cdef class Forwarder:
     cdef inline void _queue(self, SendBatch tx, uint32_t n, uint32_t r,
                             uint16_t port_be) noexcept nogil:
         """Queue the slot _slot() gave, now n bytes for receiver r: to its address, or to
-        another port of its host (port_be), from its connected socket where it has one."""
+        another port of its host (port_be), from its connected socket where it has one; for
+        a receiver with a hop on the AF_XDP path, onto its ring at once (xdp.pxi)."""
         cdef Participant* rp = &self.table.parts[r]
+        if rp.hop != NULL and port_be == 0 and self._frame_now(tx, n, rp):
+            return
         tx.commit_port(n, &rp.addr, rp.addr_len, <int32_t>r, port_be,
                        -1 if port_be else table_receiver_socket(self.table, rp))
+
+    cdef inline bint _frame_now(self, SendBatch tx, uint32_t n, Participant* rp) noexcept nogil:
+        """The copy in tx's next free slot (n bytes) as a frame on the AF_XDP ring, the slot
+        left free; False, with nothing done, when the ring is full (it is queued instead)."""
+        cdef XdpPath* x = &self.table.xdp
+        if not relay_xsk_send(x.xsk, rp.hop, &rp.addr, tx.slot(), n):
+            return False
+        self.stats.packets_out += 1
+        self.stats.bytes_out += n
+        rp.packets_out += 1
+        rp.bytes_out += n
+        x.unwoken += 1
+        if x.unwoken >= SEND_FLUSH:
+            xdp_wake(x)
+        return True
 
     cdef uint8_t* _slot(self, SendBatch tx, int fd) noexcept nogil:
         """A free send slot. With a socket, what is queued goes out every SEND_FLUSH packets,

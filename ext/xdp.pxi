@@ -10,6 +10,12 @@
 # resolve the neighbour. A receiver whose address moves loses its hop at once (table.pxi,
 # table_latch), so no frame follows it to where it was.
 #
+# A copy for a receiver with a hop goes onto the ring as soon as it is protected (forward.pxi,
+# _queue), straight from its send slot, which it then leaves free: no message is made of it,
+# and the kernel is woken every SEND_FLUSH frames and at each flush, as the socket path
+# sends. Copies that found the ring full are queued as before; the flush frames them if it
+# then has room (batch.pxi, _frame), or sends them from the socket.
+#
 # Only the send half moves: what receivers send back still arrives on the media socket. Where
 # connected sockets (connected.pxi) are on too, a receiver with a hop has none: its copies
 # leave as frames, and its connected socket, if it had one, is closed when the hop comes.
@@ -20,13 +26,21 @@ from libc.stdlib cimport free
 ctypedef struct XdpPath:
     relay_xsk* xsk          # NULL: the path is off
     uint32_t routed         # receivers with a hop
+    uint32_t unwoken        # frames put on the ring since the kernel was last woken
     uint64_t fallbacks      # copies for a receiver with a hop sent from the socket instead
 
 
 cdef inline void xdp_init(XdpPath* x) noexcept nogil:
     x.xsk = NULL
     x.routed = 0
+    x.unwoken = 0
     x.fallbacks = 0
+
+
+cdef inline void xdp_wake(XdpPath* x) noexcept nogil:
+    """The kernel woken for what the ring holds."""
+    relay_xsk_wake(x.xsk)
+    x.unwoken = 0
 
 
 cdef inline void xdp_forget(XdpPath* x, relay_xsk_hop** hop) noexcept nogil:
