@@ -9,7 +9,10 @@
 # socket (forward.pxi, Forwarder.run_once); packets whose copies wait for an index reservation
 # (forward.pxi, _park) are counted when their batch ends, before those copies leave. Both clocks
 # are CLOCK_REALTIME, the clock of the kernel's timestamps: a step of the wall clock between
-# them (rare; NTP slews rather than steps) shows as one odd observation, clamped at 0.
+# them (rare; NTP slews rather than steps) shows as one odd observation, clamped at 0. The
+# kernel stamps datagrams on arrival once any socket of the host has asked it to; in the
+# moment after the first asks (a host's first worker starting), a datagram is stamped when
+# read instead, and counts as having waited nothing.
 #
 # The histogram counts each packet once, in the bucket of the first of the edges below that it
 # does not pass (or +Inf), as the receiver reports' histograms do (reports.pxi): the metrics

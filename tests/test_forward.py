@@ -844,6 +844,31 @@ def test_send_error_and_packets_out_on_a_real_socket() -> None:
         assert relay.table.participant_counters()[good.pid][2:] == (1, len(packet))
 
 
+SCM_TIMESTAMPNS = _core.RECEIVE_TIMESTAMPS  # the control message has the option's number
+
+
+def timestamps_on(media: socket.socket, client: socket.socket) -> None:
+    """Until the host's receive timestamping is on (the kernel turns it on a moment after the
+    first socket asks), a datagram is stamped only when it is read: wait until one sent 20 ms
+    before it is read carries the time it arrived."""
+    deadline = time.monotonic() + 5
+    while True:
+        client.sendto(b"warm-up", media.getsockname())
+        time.sleep(0.02)
+        _, ancillary, _, _ = media.recvmsg(64, 64)
+        read_at = time.time()
+        stamps = [
+            d
+            for level, kind, d in ancillary
+            if (level, kind) == (socket.SOL_SOCKET, SCM_TIMESTAMPNS)
+        ]
+        assert stamps, "the socket gives no receive timestamps"
+        seconds, nanoseconds = struct.unpack("qq", stamps[0][:16])
+        if read_at - (seconds + nanoseconds / 1e9) >= 0.015:
+            return
+        assert time.monotonic() < deadline, "the kernel never stamped a datagram on arrival"
+
+
 def forward_all(relay: Relay, media: socket.socket, datagrams: int) -> None:
     """run_once() until the media socket has given it `datagrams` (loopback may deliver
     them a moment after sendto() returns)."""
@@ -874,6 +899,8 @@ def test_the_forwarding_delay_counts_each_relayed_packet_of_a_stamped_socket(
             s.bind(("127.0.0.1", 0))
         host = relay.join(1, "host", [HOST_SSRC], given=False)
         relay.join(11, "attendee", address=sink.getsockname())
+        if stamped:
+            timestamps_on(media, client)
         _, packet = host.media(1)
         client.sendto(packet, media.getsockname())
         time.sleep(0.02)  # the packet waits in the socket: part of its delay
