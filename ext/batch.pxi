@@ -254,7 +254,7 @@ cdef class SendBatch:
         for end in range(self.nmsgs):
             self._segment(end)
             self.msg_framed[end] = False
-        if t.xdp.xsk != NULL and (t.xdp.routed or t.xdp.unwoken):
+        if t.xdp.xsk != NULL and (t.xdp.routed or t.xdp.unwoken or t.xdp.queueing):
             self._frame(t)      # and the kernel woken for the frames put on the ring since
         while m < self.nmsgs:
             if self.msg_framed[m]:
@@ -313,7 +313,7 @@ cdef class SendBatch:
                 t.xdp.fallbacks += <uint64_t>(segments - sent)
                 h.msg_iov += sent
                 h.msg_iovlen -= <size_t>sent
-        xdp_wake(&t.xdp)
+        xdp_flushed(&t.xdp)
 
     cdef void _send_apart(self, int fd, RouteTable t, int m) noexcept nogil:
         """Message m's segments, a datagram each."""

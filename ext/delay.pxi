@@ -3,7 +3,8 @@
 # copies was handed back to the kernel (the end of the flush of the batch it came in). That
 # counts what queued in the socket ahead of it, which is where a relay that falls behind keeps
 # its backlog, and the whole fan-out to every receiver, which is the floor: for N receivers at
-# C copies a second it is at least N / C (bench/RESULTS.md, "Forwarding delay").
+# C copies a second it is at least N / C (bench/RESULTS.md, "Every way of sending against a C
+# ceiling sending the same way; how long packets stay").
 #
 # It is measured for each relayed RTP packet of a batch that recvmmsg read from the media
 # socket (forward.pxi, Forwarder.run_once); packets whose copies wait for an index reservation

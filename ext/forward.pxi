@@ -549,9 +549,13 @@ cdef class Forwarder:
 
     cdef inline bint _frame_now(self, SendBatch tx, uint32_t n, Participant* rp) noexcept nogil:
         """The copy in tx's next free slot (n bytes) as a frame on the AF_XDP ring, the slot
-        left free; False, with nothing done, when the ring is full (it is queued instead)."""
+        left free; False, with nothing done, when the ring is full or was since the last flush
+        (it is queued instead, behind the copies that found it full: xdp.pxi)."""
         cdef XdpPath* x = &self.table.xdp
+        if x.queueing:
+            return False
         if not relay_xsk_send(x.xsk, rp.hop, &rp.addr, tx.slot(), n):
+            x.queueing = True
             return False
         self.stats.packets_out += 1
         self.stats.bytes_out += n

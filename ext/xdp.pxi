@@ -13,8 +13,9 @@
 # A copy for a receiver with a hop goes onto the ring as soon as it is protected (forward.pxi,
 # _queue), straight from its send slot, which it then leaves free: no message is made of it,
 # and the kernel is woken every SEND_FLUSH frames and at each flush, as the socket path
-# sends. Copies that found the ring full are queued as before; the flush frames them if it
-# then has room (batch.pxi, _frame), or sends them from the socket.
+# sends. Once a copy finds the ring full, it and every copy after it are queued as before
+# until the flush, which frames them in order if the ring then has room (batch.pxi, _frame),
+# or sends them from the socket: a receiver's later copy never overtakes an earlier one.
 #
 # Only the send half moves: what receivers send back still arrives on the media socket. Where
 # connected sockets (connected.pxi) are on too, a receiver with a hop has none: its copies
@@ -27,6 +28,7 @@ ctypedef struct XdpPath:
     relay_xsk* xsk          # NULL: the path is off
     uint32_t routed         # receivers with a hop
     uint32_t unwoken        # frames put on the ring since the kernel was last woken
+    bint queueing           # a copy found the ring full: the rest queue until the flush
     uint64_t fallbacks      # copies for a receiver with a hop sent from the socket instead
 
 
@@ -34,6 +36,7 @@ cdef inline void xdp_init(XdpPath* x) noexcept nogil:
     x.xsk = NULL
     x.routed = 0
     x.unwoken = 0
+    x.queueing = False
     x.fallbacks = 0
 
 
@@ -41,6 +44,12 @@ cdef inline void xdp_wake(XdpPath* x) noexcept nogil:
     """The kernel woken for what the ring holds."""
     relay_xsk_wake(x.xsk)
     x.unwoken = 0
+
+
+cdef inline void xdp_flushed(XdpPath* x) noexcept nogil:
+    """After a flush framed what was queued, in order: copies may go straight on again."""
+    xdp_wake(x)
+    x.queueing = False
 
 
 cdef inline void xdp_forget(XdpPath* x, relay_xsk_hop** hop) noexcept nogil:
