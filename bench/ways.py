@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -125,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(
             json.dumps(
-                {"scenario": vars(args) | {"json": str(args.json)}, "rounds": rounds}, indent=1
+                {
+                    "scenario": vars(args) | {"json": str(args.json)},
+                    # how the relay ran where no flag of its form says (RELAY_GSO, RELAY_BUSY_POLL)
+                    "environment": {k: v for k, v in os.environ.items() if k.startswith("RELAY_")},
+                    "rounds": rounds,
+                },
+                indent=1,
             )
         )
     return 0

@@ -28,6 +28,7 @@ variable (`RELAY_` and the setting's name in capitals), the TOML file (`--config
     node_capacity = 20000         # participants it takes (default: 5,000 per worker)
     connected_sockets = 0         # receivers per worker sent to from a socket connected to each
     xdp = "eth0"                  # copies to receivers through eth0 as AF_XDP frames ("": off)
+    busy_poll = 500               # microseconds a worker polls without sleeping after media
 
 The API carries tokens, host keys, passwords and participants' SRTP keys, so it is served over
 HTTPS (`tls_cert` and `tls_key`, both or neither; control/tls.py checks them) or on a loopback
@@ -70,7 +71,7 @@ from typing import Any
 from control import proxies
 from control.mail import check_sender, parse_smtp_url
 from relay.errors import RelayError
-from relay.worker import CONNECTED_SOCKETS, CONNECTED_SOCKETS_MAX
+from relay.worker import BUSY_POLL_MAX_US, CONNECTED_SOCKETS, CONNECTED_SOCKETS_MAX
 
 __all__ = ["DEFAULT_DATA_DIR", "Settings", "SettingsError", "check_api", "resolve"]
 
@@ -118,6 +119,9 @@ class Settings:
     # The interface whose receivers get their copies as AF_XDP frames (ext/xdp.pxi), each
     # worker on the queue of its index; "": off.
     xdp: str = ""
+    # Microseconds a worker keeps polling its sockets without sleeping after a batch of media
+    # (relay/worker.py); 0: it sleeps at once.
+    busy_poll: int = 0
 
     @property
     def node(self) -> str:
@@ -180,6 +184,7 @@ NAMES = (
     "node_capacity",
     "connected_sockets",
     "xdp",
+    "busy_poll",
 )
 SIGNUP_RATE_MAX = 100_000  # a minute: above this, a throttle is no throttle
 
@@ -378,6 +383,14 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
                 "for off"
             )
         return {name: value}
+    if name == "busy_poll":
+        us = _integer(value)
+        if us is None or not 0 <= us <= BUSY_POLL_MAX_US:
+            raise SettingsError(
+                f"busy_poll ({where}) must be microseconds, 0..{BUSY_POLL_MAX_US} (0: off), "
+                f"got {value!r}"
+            )
+        return {name: us}
     if name == "node_capacity":
         count = _integer(value) or 0
         if not 1 <= count <= NODE_CAPACITY_MAX:

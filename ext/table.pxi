@@ -52,6 +52,9 @@ import struct as _struct
 #   b"A": the participant's address (fingerprint: `_address_fingerprint`) consented
 _RECORD = _struct.Struct("<c3xIIQIQ")
 LEDGER_RECORD_SIZE = _RECORD.size
+cdef enum:
+    RECORD_BYTES = 32           # _RECORD.size
+cdef uint64_t UNLIMITED_INDEX = 0xFFFFFFFFFFFFFFFF   # _UNLIMITED: a stream not reserved at all
 INDEX_RESERVE = RESERVE_RTP     # how far past its highest index a receiver's stream is reserved
 _UNLIMITED = 0xFFFFFFFFFFFFFFFF
 
@@ -61,6 +64,50 @@ def key_fingerprint(key):
     an earlier key (a promotion issues new keys) are not applied to the new one."""
     return int.from_bytes(_hashlib.blake2b(bytes(key), digest_size=8,
                                            person=b"relay-ledger").digest(), "little")
+
+
+cdef inline void _record_at(uint8_t* at, uint8_t kind, uint32_t meeting, uint32_t pid,
+                            uint64_t fp, uint32_t ssrc, uint64_t value) noexcept nogil:
+    """One record as _RECORD packs it, written in C: a thousand receivers' reservations fall
+    due together, and packing each through struct held the forwarding loop for milliseconds
+    (docs/ARCHITECTURE.md, "How long a packet stays in the relay")."""
+    cdef int i
+    at[0] = kind
+    at[1] = at[2] = at[3] = 0
+    for i in range(4):
+        at[4 + i] = <uint8_t>(meeting >> (8 * i))
+        at[8 + i] = <uint8_t>(pid >> (8 * i))
+        at[20 + i] = <uint8_t>(ssrc >> (8 * i))
+    for i in range(8):
+        at[12 + i] = <uint8_t>(fp >> (8 * i))
+        at[24 + i] = <uint8_t>(value >> (8 * i))
+
+
+cdef uint32_t _reservations(const Meeting* m, const Participant* p, bint asked,
+                            uint8_t* out) noexcept nogil:
+    """p's index reservations as O and C records at out (or only counted, if out is NULL):
+    those it asked for since the last commit (asked), or those already durable. How many."""
+    cdef uint32_t s, n = 0
+    cdef uint64_t value
+    for s in range(min(p.out_cap, m.nstreams)):
+        if asked:
+            value = p.out[s].wanted if p.out[s].wanted > p.out[s].limit else 0
+        else:
+            value = p.out[s].limit if p.out[s].limit < UNLIMITED_INDEX else 0
+        if value:
+            if out != NULL:
+                _record_at(out + RECORD_BYTES * n, c'O', m.id, p.id, p.down_fp,
+                           m.slot_ssrcs[s], value)
+            n += 1
+    if asked:
+        value = p.rtcp_wanted if p.rtcp_wanted > p.rtcp_limit else 0
+    else:
+        value = p.rtcp_limit if p.rtcp_limit < <uint32_t>0xFFFFFFFF else 0
+    if value:
+        if out != NULL:
+            _record_at(out + RECORD_BYTES * n, c'C', m.id, p.id, p.down_fp, 0, value)
+        n += 1
+    return n
 
 
 cdef inline void _index_restore(SrtpIndex* t, uint64_t highest) noexcept:
@@ -792,25 +839,27 @@ cdef class RouteTable:
     def ledger_pending(self):
         """The records of every reservation asked for since the last commit: the worker
         makes them durable, then calls ledger_commit()."""
-        cdef bytearray out = bytearray()
-        cdef uint32_t i, s
+        cdef uint32_t i, n = 0
         cdef Participant* p
         cdef Meeting* m
+        cdef bytes out
+        cdef uint8_t* at
+        consents = []
         for i in range(self.nqueue):
             p = self._queued(i)
-            if p == NULL:
-                continue
-            m = &self.meetings[p.meeting]
-            for s in range(min(p.out_cap, m.nstreams)):
-                if p.out[s].wanted > p.out[s].limit:
-                    out += _RECORD.pack(b"O", m.id, p.id, p.down_fp, m.slot_ssrcs[s],
-                                        p.out[s].wanted)
-            if p.rtcp_wanted > p.rtcp_limit:
-                out += _RECORD.pack(b"C", m.id, p.id, p.down_fp, 0, p.rtcp_wanted)
-            if p.flags & PF_CONSENT_NEW:
-                fp = _address_fingerprint(&p.addr, p.addr_len)
-                out += _RECORD.pack(b"A", m.id, p.id, fp, 0, 1)
-        return bytes(out)
+            if p != NULL:
+                m = &self.meetings[p.meeting]
+                n += _reservations(m, p, True, NULL)
+                if p.flags & PF_CONSENT_NEW:     # rare: once per address that consents
+                    fp = _address_fingerprint(&p.addr, p.addr_len)
+                    consents.append(_RECORD.pack(b"A", m.id, p.id, fp, 0, 1))
+        out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n * RECORD_BYTES)
+        at = <uint8_t*>PyBytes_AS_STRING(out)
+        for i in range(self.nqueue):
+            p = self._queued(i)
+            if p != NULL:
+                at += RECORD_BYTES * _reservations(&self.meetings[p.meeting], p, True, at)
+        return out + b"".join(consents) if consents else out
 
     def ledger_commit(self):
         """The records ledger_pending() gave are durable: their limits apply."""
@@ -839,28 +888,47 @@ cdef class RouteTable:
     def ledger_records(self):
         """Every durable reservation this table knows (its participants' and the ledger's):
         what a compacted ledger file holds."""
-        cdef bytearray out = bytearray()
-        cdef uint32_t i, s
+        cdef uint32_t i, n = 0
         cdef Participant* p
         cdef Meeting* m
+        cdef bytes out
+        cdef uint8_t* at
+        others = []
         for i in range(self.parts_cap):
             p = &self.parts[i]
             if p.meeting < 0 or p.flags & PF_REMOTE:
                 continue
             m = &self.meetings[p.meeting]
-            for s in range(min(p.out_cap, m.nstreams)):
-                if 0 < p.out[s].limit < _UNLIMITED:
-                    out += _RECORD.pack(b"O", m.id, p.id, p.down_fp, m.slot_ssrcs[s],
-                                        p.out[s].limit)
-            if 0 < p.rtcp_limit < 0xFFFFFFFF:
-                out += _RECORD.pack(b"C", m.id, p.id, p.down_fp, 0, p.rtcp_limit)
+            n += _reservations(m, p, False, NULL)
             if _consented_given(p):
-                out += _RECORD.pack(b"A", m.id, p.id, _address_fingerprint(&p.addr, p.addr_len),
-                                    0, 1)
+                others.append(_RECORD.pack(b"A", m.id, p.id,
+                                           _address_fingerprint(&p.addr, p.addr_len), 0, 1))
         for (kind, pid, fp, ssrc), (_, limit, meeting) in self.ledger.items():
             if kind != b"S" and 0 < limit < _UNLIMITED:
-                out += _RECORD.pack(kind, meeting, pid, fp, ssrc, limit)
-        return bytes(out)
+                others.append(_RECORD.pack(kind, meeting, pid, fp, ssrc, limit))
+        out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n * RECORD_BYTES)
+        at = <uint8_t*>PyBytes_AS_STRING(out)
+        for i in range(self.parts_cap):
+            p = &self.parts[i]
+            if p.meeting >= 0 and not p.flags & PF_REMOTE:
+                at += RECORD_BYTES * _reservations(&self.meetings[p.meeting], p, False, at)
+        return out + b"".join(others) if others else out
+
+    def ledger_live_bytes(self):
+        """The size ledger_records() would have, counted without building it (the worker asks
+        every second whether the ledger file is worth compacting)."""
+        cdef uint32_t i
+        cdef uint64_t n = 0
+        cdef Participant* p
+        for i in range(self.parts_cap):
+            p = &self.parts[i]
+            if p.meeting >= 0 and not p.flags & PF_REMOTE:
+                n += _reservations(&self.meetings[p.meeting], p, False, NULL)
+                n += _consented_given(p)
+        for (kind, _, _, _), (_, limit, _) in self.ledger.items():
+            if kind != b"S" and 0 < limit < _UNLIMITED:
+                n += 1
+        return n * RECORD_BYTES
 
     def stream_state(self):
         """Records (kind S) of the highest index received from each sender's stream, so that

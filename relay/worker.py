@@ -65,6 +65,7 @@ log = logging.getLogger("relay.worker")
 SOCKET_BUFFER = 8 << 20  # bytes: absorbs bursts of a large fan-out
 BATCHES_PER_WAKEUP = 64  # recvmmsg batches before control messages get a turn
 STATS_INTERVAL = 1.0  # seconds
+BUSY_POLL_MAX_US = 100_000  # --busy-poll: past a tenth of a second, spinning is just waste
 SNAPSHOT_TIMEOUT = 1.0  # seconds to wait for a snapshot reply
 SNAPSHOT_RETRY = 1.0  # seconds between snapshot requests while one is needed
 FANOUT_HWM = 10_000  # messages (batches) queued per peer before the PUB drops
@@ -119,6 +120,9 @@ class WorkerConfig:
     # queue of it this worker binds (None: its index); no interface: off.
     xdp: str | None = None
     xdp_queue: int | None = None
+    # Seconds the worker keeps polling its sockets without sleeping after a batch of media
+    # (docs/ARCHITECTURE.md, "How long a packet stays in the relay"); 0: it sleeps at once.
+    busy_poll: float = 0.0
 
 
 def bind_udp(host: str, port: int, share: bool = False) -> socket.socket:
@@ -380,10 +384,18 @@ class Worker:
         if self.config.ready_file:
             self.config.ready_file.write_text(str(os.getpid()))
         deadline = time.monotonic() + self.config.duration if self.config.duration else None
-        next_stats = time.monotonic() + STATS_INTERVAL
+        # The chores of each second, one per pass of the loop, a quarter of a second apart:
+        # with a thousand receivers each holds the media for up to a millisecond, and run
+        # together they held it for several, which the packets behind them waited out
+        # (docs/ARCHITECTURE.md, "How long a packet stays in the relay").
+        chores = (self._report, self._save_state, self._compact_ledger, self.table.maintain)
+        chore_next = 0
+        chore_due = time.monotonic() + STATS_INTERVAL / len(chores)
         forward = self.forwarder.run_once
+        busy_poll = self.config.busy_poll
+        spin_until = 0.0  # with busy_poll: poll without sleeping until then
         while self.running:
-            ready = dict(poller.poll(100))
+            ready = dict(poller.poll(0 if spin_until and time.monotonic() < spin_until else 100))
             now = time.monotonic()
             for sock in self.sockets:
                 if sock.fileno() in ready:
@@ -404,6 +416,8 @@ class Worker:
                             if n < 0:
                                 log.warning("recvmmsg failed: %s", os.strerror(-n))
                             break
+                    if busy_poll:  # from the end of the batch: a fan-out may outlast the spin
+                        spin_until = time.monotonic() + busy_poll
             if connected_fd in ready:
                 # What receivers send back (reports, consent checks) reaches their own
                 # sockets: rare beside the media, a batch from each ready one per wakeup.
@@ -434,14 +448,10 @@ class Worker:
                 self._ask_snapshot(now)
             if self.hops is not None:
                 self._route_receivers(now)
-            if now >= next_stats:
-                self._push_stats(now)
-                if self.webrtc is not None:
-                    self.forwarder.budget = SIGNALLING_PER_SECOND
-                self._save_state()
-                self._compact_ledger()
-                self.table.maintain()
-                next_stats = now + STATS_INTERVAL
+            if now >= chore_due:
+                chores[chore_next]()
+                chore_next = (chore_next + 1) % len(chores)
+                chore_due = now + STATS_INTERVAL / len(chores)
             if deadline is not None and now >= deadline:
                 break
         counters: dict[str, Any] = self.table.counters()
@@ -573,14 +583,17 @@ class Worker:
         if self.forwarder.waiting:
             self.forwarder.release(self.sockets[0].fileno())
 
+    def _report(self) -> None:
+        """The second's counters out; the second's budget of signalling in."""
+        self._push_stats(time.monotonic())
+        if self.webrtc is not None:
+            self.forwarder.budget = SIGNALLING_PER_SECOND
+
     def _compact_ledger(self) -> None:
-        if self.ledger is None:
-            return
-        live = self.table.ledger_records()
-        if not self.ledger.worth_compacting(len(live)):
+        if self.ledger is None or not self.ledger.worth_compacting(self.table.ledger_live_bytes()):
             return
         try:
-            self.ledger.compact(live)
+            self.ledger.compact(self.table.ledger_records())
         except OSError as exc:
             log.warning("ledger %s not compacted: %s", self.ledger.path, exc)
 
@@ -774,6 +787,15 @@ def parser() -> argparse.ArgumentParser:
         help="the interface's queue this worker's AF_XDP socket binds (default: --index)",
     )
     parser.add_argument(
+        "--busy-poll",
+        type=_busy_poll,
+        default=os.environ.get("RELAY_BUSY_POLL", "0"),
+        metavar="US",
+        help="after a batch of media, poll the sockets without sleeping for US microseconds "
+        f"(0..{BUSY_POLL_MAX_US}; default: RELAY_BUSY_POLL or 0): a worker that sleeps between "
+        "packets wakes with cold caches; one that spins keeps a core busy",
+    )
+    parser.add_argument(
         "--index", type=int, default=0, help="this worker's number among W (default 0)"
     )
     parser.add_argument(
@@ -782,6 +804,19 @@ def parser() -> argparse.ArgumentParser:
         help="every worker's ZeroMQ endpoint for packets passed between workers, in order",
     )
     return parser
+
+
+def _busy_poll(text: str) -> float:
+    """--busy-poll's microseconds, as the seconds WorkerConfig.busy_poll holds."""
+    try:
+        us = int(text)
+    except ValueError:
+        us = -1
+    if not 0 <= us <= BUSY_POLL_MAX_US:
+        raise argparse.ArgumentTypeError(
+            f"must be 0..{BUSY_POLL_MAX_US} microseconds, got {text!r}"
+        )
+    return us / 1e6
 
 
 def _connected_sockets(text: str) -> int:
@@ -818,6 +853,7 @@ def command(argv: Sequence[str]) -> int:
             gso=not args.no_gso,
             xdp=args.xdp,
             xdp_queue=args.xdp_queue,
+            busy_poll=args.busy_poll,
         )
     )
 

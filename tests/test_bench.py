@@ -430,6 +430,24 @@ def test_send_only_counts_every_copy_at_the_device(tmp_path: Path) -> None:
     # the fan-out floor, receivers / out pps (at a fixed rate, that rate's).
     assert report["forward_delay_us"]["packets"] == 50
     assert report["fanout_floor_us"] == pytest.approx(1e6 * 40 / report["out_pps"], rel=0.01)
+    assert step["kept_up"] is True and step["lag_s"] <= run.KEPT_UP_LAG
+
+
+@needs_send_only
+def test_a_send_only_step_the_relay_fell_behind_in_is_not_kept_up(tmp_path: Path) -> None:
+    """The Python relay offered far more than it forwards: when the sending ends it is
+    further behind than KEPT_UP_LAG, so the step does not count as within capacity whatever
+    it forwarded afterwards; a light step does."""
+    scenario = run.Scenario("webinar", 200, path=sendonly.PATH, duration=0.5)
+    with sendonly.Namespace() as ns:
+        bench = run.Bench(scenario, "python", tmp_path, lambda _line: None, netns=ns)
+        try:
+            light = bench.step(50, 0.5)  # 10,000 out pps
+            heavy = bench.step(2000, 0.5)  # 400,000 out pps: far past a Python relay
+        finally:
+            bench.close()
+    assert light.kept_up and light.lag_s <= run.KEPT_UP_LAG
+    assert not heavy.kept_up and heavy.lag_s > run.KEPT_UP_LAG
 
 
 @needs_send_only

@@ -351,3 +351,52 @@ def test_the_findings_scenario_expel_then_a_newcomer_with_the_same_ssrc(suite: s
     assert listener.receiver is not None
     for packet in before + after:
         listener.receiver.unprotect(packet)  # no ReplayError, every tag verifies
+
+
+def test_the_ledger_records_name_each_reservation_field_by_field() -> None:
+    """ledger_pending and ledger_records write their records in C (ext/table.pxi,
+    `_record_at`): read back here with struct alone, each names its receiver, the receiver's
+    key, the sender's SSRC and the limit, and ledger_live_bytes counts them without building
+    them."""
+    record = struct.Struct("<c3xIIQIQ")  # kind, meeting, participant, key fingerprint, SSRC, value
+    ledger = bytearray()
+    relay = Relay("AES_CM_128_HMAC_SHA1_80", ledger)
+    people = [Person(1, relay.suite, ("10.2.0.1", 5000), SSRCS[0])]
+    people += [Person(pid, relay.suite, (f"10.2.0.{pid}", 5000)) for pid in range(2, 40)]
+    for p in people:
+        p.new_keys()
+        relay.join(p)
+    sender = people[0]
+    assert sender.sender is not None
+    packet = sender.sender.protect(rtp(sender.seq, SSRCS[0], payload=b"x" * 40))
+    rx = _core.RecvBatch()
+    rx.push(packet, sender.address)
+    relay.forwarder.process(rx, relay.tx, 1.0)
+
+    pending = relay.table.ledger_pending()
+    assert len(pending) % record.size == 0
+    asked = {}
+    for off in range(0, len(pending), record.size):
+        kind, meeting, pid, fp, ssrc, value = record.unpack_from(pending, off)
+        assert meeting == MEETING
+        if kind == b"A":  # an address that consented: its fingerprint, not a key's
+            assert (ssrc, value) == (0, 1)
+            continue
+        assert fp == _core.key_fingerprint(people[pid - 1].downlink)
+        asked[kind, pid, ssrc] = value
+    for p in people[1:]:
+        # Each listener's stream of the sender's SSRC starts at the sender's sequence number,
+        # with ROC 0 (ext/table.pxi, `out_bind`), and is reserved INDEX_RESERVE past it.
+        assert asked[b"O", p.pid, SSRCS[0]] == sender.seq + _core.INDEX_RESERVE
+        assert asked[b"C", p.pid, 0] > 0  # and its SRTCP
+
+    relay.table.ledger_commit()
+    live = relay.table.ledger_records()
+    assert relay.table.ledger_live_bytes() == len(live)
+    durable = {}
+    for off in range(0, len(live), record.size):
+        kind, meeting, pid, fp, ssrc, value = record.unpack_from(live, off)
+        durable[kind, pid, ssrc] = value
+    assert {k: v for k, v in durable.items() if k[0] in (b"O", b"C")} == asked
+    # Nothing more is asked until the streams near their limits.
+    assert relay.table.ledger_pending() == b""

@@ -557,6 +557,29 @@ def test_the_af_xdp_interface_reaches_every_worker() -> None:
     assert "--xdp" not in Supervisor(SupervisorConfig(workers=1)).command(0)
 
 
+def test_busy_poll_reaches_every_worker_and_bad_values_are_refused() -> None:
+    """`relay serve --busy-poll US` (or busy_poll = US, RELAY_BUSY_POLL): each worker gets
+    it; off unless asked; a value that is not whole microseconds in range names the setting."""
+    from cli.main import build_parser
+    from relay.supervisor import Supervisor, SupervisorConfig
+
+    args = build_parser().parse_args(["serve", "--busy-poll", "1000", "--workers", "2"])
+    settings = resolve(vars(args), environ={})
+    assert settings.busy_poll == 1000
+    assert resolve({}, environ={}).busy_poll == 0
+    assert resolve({}, environ={"RELAY_BUSY_POLL": "250"}).busy_poll == 250
+    supervisor = Supervisor(SupervisorConfig(workers=2, busy_poll=settings.busy_poll))
+    for index in range(2):
+        command = supervisor.command(index)
+        at = command.index("--busy-poll")
+        assert command[at : at + 2] == ["--busy-poll", "1000"]
+    command = Supervisor(SupervisorConfig(workers=1)).command(0)
+    assert command[command.index("--busy-poll") + 1] == "0"  # said, whatever the environment
+    for bad in ("-1", "100001", "1.5", "soon"):
+        with pytest.raises(SettingsError, match=r"busy_poll \(RELAY_BUSY_POLL\) must be"):
+            resolve({}, environ={"RELAY_BUSY_POLL": bad})
+
+
 # --- the mail server and the sign-up throttle ---------------------------------------------------
 
 SMTP_URL = "smtps://relay%40example.org:Mail-Secret-Pw-91@mail.example.org:465"

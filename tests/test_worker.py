@@ -8,6 +8,7 @@ counters as one JSON line on stdout when it gets SIGTERM.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import socket
@@ -316,3 +317,42 @@ def test_srtcp_to_the_rtcp_port_from_another_port(webinar: Webinar) -> None:
     assert counters["latched"] == 1  # the SRTCP did not move the host's address
     assert counters["rtcp_terminated"] == 0
     assert set(counters["dropped"].values()) == {0}
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's user and system CPU so far (proc(5): utime, stime, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.release_only  # tests/conftest.py: the loop is Python; the core is not exercised
+@pytest.mark.parametrize("busy_poll_us", [0, 100_000])
+def test_busy_poll_spins_after_media_and_sleeps_once_it_ends(
+    webinar: Webinar, busy_poll_us: int
+) -> None:
+    """`--busy-poll US`: after a batch of media the worker polls without sleeping for US
+    microseconds, then sleeps again; without it, it sleeps at once. Either way it forwards."""
+    table = webinar.tmp / "table.json"
+    wire.save_snapshot(webinar.snapshot(), table)
+    process = webinar.start("--table", str(table), "--busy-poll", str(busy_poll_us))
+    time.sleep(0.3)
+    idle_before = cpu_seconds(process.pid)
+    time.sleep(0.5)
+    assert cpu_seconds(process.pid) - idle_before < 0.1  # asleep before any media
+    spent = 0.0
+    for seq in range(6):  # six packets, 0.4 s apart: each starts a spin
+        plain, packet = host_packet(webinar.host, seq)
+        before = cpu_seconds(process.pid)
+        webinar.to_relay(webinar.host, packet)
+        for attendee in webinar.attendees:
+            assert attendee.inp.unprotect(attendee.sock.recv(4096)) == plain
+        time.sleep(0.4)
+        spent += cpu_seconds(process.pid) - before
+    after = cpu_seconds(process.pid)
+    time.sleep(0.5)
+    assert cpu_seconds(process.pid) - after < 0.1  # asleep again once the spin ended
+    if busy_poll_us:
+        assert spent > 0.3  # six spins of 0.1 s: about 0.6 s of CPU
+    else:
+        assert spent < 0.2
+    webinar.stop(process)
