@@ -28,7 +28,9 @@ Every HEARTBEAT_S the node reads the nodes' rows (control/nodes.py). A node sile
 GONE_AFTER_S is gone (killed, or cut off): whichever node sees it first marks the
 participants homed there as having left then (`Store.mark_node_gone`, idempotent), each
 node forgets them and drops its trunk ends towards it. Its attendees join again, through any
-node's API, and are placed among the nodes that are up (control/placement.py).
+node's API, and are placed among the nodes that are up (control/placement.py). A look that
+comes more than LATE_WAKE_S after its beat judges no node gone: the watcher was held up
+itself (a busy loop, a stalled host), and every heartbeat would look as old as its delay.
 
 A node alone on its store (SQLite) has nobody to tell: `publish` only publishes.
 """
@@ -67,6 +69,7 @@ log = logging.getLogger("control.cluster")
 
 CHANNEL = "relay_changes"
 RESYNC_S = 10.0
+LATE_WAKE_S = 1.0  # a watcher this late past its beat judges no node gone (_watch)
 
 _PARTICIPANT_UPDATES = (wire.ParticipantLeft, wire.ParticipantEjected, wire.ParticipantMuted)
 
@@ -348,19 +351,27 @@ class Cluster:
     async def _watch(self) -> None:
         last_resync = time.monotonic()
         while True:
+            asleep = time.monotonic()
             await asyncio.sleep(HEARTBEAT_S)
+            # A watcher that wakes much later than it asked was held up itself (its loop busy,
+            # the whole host stalled): every other node's heartbeat then looks as old as that
+            # delay, and a verdict would be about its own stall. It reads the nodes but judges
+            # none gone until a look that comes on time.
+            on_time = time.monotonic() - asleep < HEARTBEAT_S + LATE_WAKE_S
             try:
-                await self.look()
+                await self.look(judge=on_time)
                 if time.monotonic() - last_resync >= RESYNC_S:
                     last_resync = time.monotonic()
                     await self.resync()
             except StoreError as exc:
                 log.error("nodes not read: %s", type(exc).__name__)
 
-    async def look(self) -> None:
-        """Read the nodes; let go of the participants of those gone."""
+    async def look(self, judge: bool = True) -> None:
+        """Read the nodes; with `judge`, let go of the participants of those gone."""
+        now = self.clock()  # before the read: the rows are at least this fresh
         self.nodes = {n.name: n for n in await self.store.list_nodes()}
-        now = self.clock()
+        if not judge:
+            return
         homes = {home for r in self.rooms.rosters().values() for home in r.nodes()}
         gone = {
             n for n in homes | set(self.nodes) if n != self.here and not up(self.nodes.get(n), now)

@@ -231,6 +231,15 @@ def _integer(value: object) -> int | None:
         return None
 
 
+def _up_to(name: str, value: object, where: str, top: int, zero: str, unit: str = "") -> int:
+    """A whole number 0..top, or a SettingsError naming the setting, where it came from and
+    what 0 means."""
+    number = _integer(value)
+    if number is None or not 0 <= number <= top:
+        raise SettingsError(f"{name} ({where}) must be {unit}0..{top} (0: {zero}), got {value!r}")
+    return number
+
+
 def _port(value: object, where: str, name: str, top: int = 65535) -> int:
     port = _integer(value) or -1
     if not 1 <= port <= top:
@@ -367,13 +376,7 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
             )
         return {name: value}
     if name == "connected_sockets":
-        sockets = _integer(value)
-        if sockets is None or not 0 <= sockets <= CONNECTED_SOCKETS_MAX:
-            raise SettingsError(
-                f"connected_sockets ({where}) must be 0..{CONNECTED_SOCKETS_MAX} (0: none), "
-                f"got {value!r}"
-            )
-        return {name: sockets}
+        return {name: _up_to(name, value, where, CONNECTED_SOCKETS_MAX, zero="none")}
     if name == "xdp":
         # An interface name as Linux allows one (IFNAMSIZ less its terminator; no '/', ':' or
         # space); whether it exists here, the workers find at start, with a clear error.
@@ -384,13 +387,9 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
             )
         return {name: value}
     if name == "busy_poll":
-        us = _integer(value)
-        if us is None or not 0 <= us <= BUSY_POLL_MAX_US:
-            raise SettingsError(
-                f"busy_poll ({where}) must be microseconds, 0..{BUSY_POLL_MAX_US} (0: off), "
-                f"got {value!r}"
-            )
-        return {name: us}
+        return {
+            name: _up_to(name, value, where, BUSY_POLL_MAX_US, zero="off", unit="microseconds, ")
+        }
     if name == "node_capacity":
         count = _integer(value) or 0
         if not 1 <= count <= NODE_CAPACITY_MAX:

@@ -808,25 +808,22 @@ def parser() -> argparse.ArgumentParser:
 
 def _busy_poll(text: str) -> float:
     """--busy-poll's microseconds, as the seconds WorkerConfig.busy_poll holds."""
-    try:
-        us = int(text)
-    except ValueError:
-        us = -1
-    if not 0 <= us <= BUSY_POLL_MAX_US:
-        raise argparse.ArgumentTypeError(
-            f"must be 0..{BUSY_POLL_MAX_US} microseconds, got {text!r}"
-        )
-    return us / 1e6
+    return _whole_up_to(text, BUSY_POLL_MAX_US) / 1e6
 
 
 def _connected_sockets(text: str) -> int:
+    return _whole_up_to(text, CONNECTED_SOCKETS_MAX)
+
+
+def _whole_up_to(text: str, top: int) -> int:
+    """A flag's whole number 0..top, or the error argparse shows beside the flag's name."""
     try:
-        count = int(text)
+        number = int(text)
     except ValueError:
-        count = -1
-    if not 0 <= count <= CONNECTED_SOCKETS_MAX:
-        raise argparse.ArgumentTypeError(f"must be 0..{CONNECTED_SOCKETS_MAX}, got {text!r}")
-    return count
+        number = -1
+    if not 0 <= number <= top:
+        raise argparse.ArgumentTypeError(f"must be 0..{top}, got {text!r}")
+    return number
 
 
 def command(argv: Sequence[str]) -> int:

@@ -434,3 +434,43 @@ def test_a_webinar_of_three_thousand_attendees_over_three_nodes(
         f"origin {many['latency']['origin']['p50_us']:.0f} µs, "
         f"other {many['latency']['other']['p50_us']:.0f} µs"
     )
+
+
+def test_a_look_that_comes_late_judges_no_node_gone() -> None:
+    """A watcher held up itself (its loop busy, the whole host stalled) sees every other
+    node's heartbeat as old as its own delay: such a look reads the nodes but lets nobody go;
+    a look on time lets go of a node that is really silent (control/cluster.py, `_watch`)."""
+    import asyncio
+
+    from control.cluster import Cluster
+    from control.nodes import GONE_AFTER_S
+    from control.store.rows import NodeRow
+
+    silent = NodeRow("n2", "token", "http://n2", "10.0.0.2", 40000, 1, 5000, 0, 0.0, 100.0, False)
+    marked: list[str] = []
+
+    class Store:
+        async def list_nodes(self) -> list[NodeRow]:
+            return [silent]
+
+        async def mark_node_gone(self, node: str, left_at: float) -> int:
+            marked.append(node)
+            return 0
+
+    class Rooms:
+        def rosters(self) -> dict[str, Any]:
+            return {}
+
+    clock = 100.0 + GONE_AFTER_S + 1
+    cluster = Cluster(
+        cast(Any, Store()),
+        cast(Any, Rooms()),
+        cast(Any, None),
+        cast(Any, None),
+        "n1",
+        clock=lambda: clock,
+    )
+    asyncio.run(cluster.look(judge=False))
+    assert cluster.nodes == {"n2": silent} and marked == []
+    asyncio.run(cluster.look())
+    assert marked == ["n2"]

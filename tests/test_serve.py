@@ -60,8 +60,24 @@ class Serve:
 
 def start_serve(data_dir: Path, workers: int = 2, *extra: str, base: int | None = None) -> Serve:
     """`relay serve` on free ports (or on `base`'s: media from base, the API after them),
-    once its banner says it is up."""
-    base = free_ports(2 * workers) if base is None else base
+    once its banner says it is up. Ports found free can be taken by another process before
+    the server binds them: on free ports it then tries again, on others, twice at most."""
+    if base is not None:
+        return _start_serve(data_dir, workers, extra, base)
+    for attempt in range(3):
+        try:
+            return _start_serve(data_dir, workers, extra, free_ports(2 * workers))
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(AssertionError):
+    """The server stopped at start because a port it was given was taken meanwhile."""
+
+
+def _start_serve(data_dir: Path, workers: int, extra: tuple[str, ...], base: int) -> Serve:
     api_port = base + 2 * workers
     log = data_dir.parent / f"{data_dir.name}-{time.monotonic_ns()}.log"
     out = log.open("w")
@@ -91,7 +107,8 @@ def start_serve(data_dir: Path, workers: int = 2, *extra: str, base: int | None 
     deadline = time.monotonic() + 60
     while "relay serve: API on" not in serve.output():
         if process.poll() is not None:
-            raise AssertionError(f"relay serve exited {process.returncode}:\n{serve.output()}")
+            error = PortTaken if "Address already in use" in serve.output() else AssertionError
+            raise error(f"relay serve exited {process.returncode}:\n{serve.output()}")
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"relay serve did not start:\n{serve.output()}")

@@ -216,6 +216,13 @@ def test_registration_in_the_page(browser: Browser, serve: Serve) -> None:
     # The host requires registration, approved by hand.
     host.check("#reg-enabled")
     host.select_option("#reg-approval", "manual")
+    # The meeting's live updates (here: locked, then unlocked) leave a form the host has
+    # not saved as the host left it.
+    host.click("#lock")
+    expect(host.locator("#lock")).to_have_text("Unlock")
+    host.click("#lock")
+    expect(host.locator("#lock")).to_have_text("Lock")
+    expect(host.locator("#reg-enabled")).to_be_checked()
     host.click("#registration-settings button")
     expect(host.locator("#reg-notice")).to_contain_text("Registration is required")
 

@@ -11,6 +11,9 @@ let key = relay.kept.get(KEPT);
 let live = null;
 let meeting = null;
 let auditDue = 0;
+// The registration form holds changes the host has not saved: the meeting's live updates
+// leave it alone until Save (they would undo a click made just before one arrives).
+let regEdited = false;
 
 function notice(text, kind = "error") { relay.say("notice", text, kind); }
 
@@ -94,9 +97,11 @@ function showMeeting(m) {
     m.locked ? "locked" : null, m.recording ? "recording" : null,
   ].filter(Boolean).join(" · ");
   const reg = m.registration;
-  document.getElementById("reg-enabled").checked = Boolean(reg && reg.enabled);
-  if (reg && ["manual", "automatic"].includes(reg.approval)) {
-    document.getElementById("reg-approval").value = reg.approval;
+  if (!regEdited) {
+    document.getElementById("reg-enabled").checked = Boolean(reg && reg.enabled);
+    if (reg && ["manual", "automatic"].includes(reg.approval)) {
+      document.getElementById("reg-approval").value = reg.approval;
+    }
   }
   refreshAudit();
 }
@@ -176,12 +181,17 @@ function showPeople({count, items}) {
 
 function regNotice(text, kind = "info") { relay.say("reg-notice", text, kind); }
 
-document.getElementById("registration-settings").addEventListener("submit", async (event) => {
+const regForm = document.getElementById("registration-settings");
+regForm.addEventListener("change", () => { regEdited = true; });
+regForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   const enabled = document.getElementById("reg-enabled").checked;
   const approval = document.getElementById("reg-approval").value;
   const saved = await act("Registration", "PUT", `${base}/registration`, {enabled, approval});
-  if (saved) regNotice(enabled ? "Registration is required to join." : "Registration is off.");
+  if (saved) {
+    regEdited = false;
+    regNotice(enabled ? "Registration is required to join." : "Registration is off.");
+  }
 });
 
 async function loadRegistrants() {
