@@ -11,8 +11,8 @@ local one, or a next hop whose MAC the kernel does not know (yet: the socket pat
 copies make it resolve one) gets no hop, and its copies stay on the socket path.
 
 The worker asks between batches, once a second for receivers without a hop, and again for
-all of them every REFRESH seconds, so a neighbour whose MAC changed is followed; at most
-LOOKUPS_PER_PASS at a time, so a large audience's look-ups never hold up its media. Addresses
+all of them every REFRESH seconds, so a neighbour whose MAC changed is followed; for at most
+LOOKUP_PASS_S at a time, so a large audience's look-ups never hold up its media. Addresses
 travel packed (as the kernel and the core hold them): parsing text is what a look-up would
 otherwise spend most of its time on.
 """
@@ -44,7 +44,10 @@ NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
 IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
 ATTR = struct.Struct("=HH")
 REFRESH = 10.0  # seconds between re-reading every receiver's hop
-LOOKUPS_PER_PASS = 64  # look-ups between two passes of the worker's loop (each some 20 us)
+# Seconds of look-ups between two passes of the worker's loop (each look-up some 25 us): 64 at
+# a time held the media for 1.5-2 ms, sixteen times over in each refresh of a thousand
+# receivers (bench/RESULTS.md, "What holds a packet up besides its fan-out").
+LOOKUP_PASS_S = 0.0002
 
 
 class NetlinkError(OSError):

@@ -56,7 +56,7 @@ import zmq
 from relay import _core, ledger, lifecycle, nexthop, recording, wire
 from relay.certificate import Certificate
 from relay.logs import log_setup
-from relay.nexthop import LOOKUPS_PER_PASS, REFRESH, Hop, NextHops
+from relay.nexthop import LOOKUP_PASS_S, REFRESH, Hop, NextHops
 from relay.routes import RouteReplica
 from relay.webrtc import WebRtcPeers
 
@@ -277,11 +277,13 @@ class Worker:
             self._look_up(now)
 
     def _look_up(self, now: float) -> None:
-        """At most LOOKUPS_PER_PASS queued look-ups: a large audience's never hold up the
-        media for long. Receivers behind one next hop share its answer until the refresh."""
+        """Queued look-ups for LOOKUP_PASS_S at most (one at least): a large audience's never
+        hold up the media for long. Receivers at one address share its answer until the
+        refresh."""
         assert self.hops is not None
         port = self.sockets[0].getsockname()[1]
-        for _ in range(min(LOOKUPS_PER_PASS, len(self.lookups))):
+        until = time.monotonic() + LOOKUP_PASS_S
+        while self.lookups:
             pid, address = self.lookups.popleft()
             ip = nexthop.sockaddr_ip(address)
             if ip in self.hops_found:
@@ -300,6 +302,8 @@ class Worker:
                     self.table.xdp_route(pid, address, hop.dst_mac, hop.src_mac, hop.src, port)
             except KeyError:
                 pass  # it left meanwhile
+            if time.monotonic() >= until:
+                return
 
     def _recording(self, meeting: int, on: bool) -> None:
         """Open or close this worker's recording file of a meeting."""
@@ -395,7 +399,13 @@ class Worker:
         busy_poll = self.config.busy_poll
         spin_until = 0.0  # with busy_poll: poll without sleeping until then
         while self.running:
-            ready = dict(poller.poll(0 if spin_until and time.monotonic() < spin_until else 100))
+            # Without media, the loop still comes round every 100 ms; every millisecond while
+            # look-ups wait (each pass does LOOKUP_PASS_S of them).
+            if spin_until and time.monotonic() < spin_until:
+                timeout = 0
+            else:
+                timeout = 1 if self.lookups else 100
+            ready = dict(poller.poll(timeout))
             now = time.monotonic()
             for sock in self.sockets:
                 if sock.fileno() in ready:
