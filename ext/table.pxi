@@ -841,24 +841,30 @@ cdef class RouteTable:
         makes them durable, then calls ledger_commit()."""
         cdef uint32_t i, n = 0
         cdef Participant* p
-        cdef Meeting* m
         cdef bytes out
         cdef uint8_t* at
-        consents = []
+        cdef uint8_t* end
+        # Counted, then written, with no Python in between: nothing can change the table
+        # meanwhile, so the writing fills exactly what the counting sized.
         for i in range(self.nqueue):
             p = self._queued(i)
             if p != NULL:
-                m = &self.meetings[p.meeting]
-                n += _reservations(m, p, True, NULL)
-                if p.flags & PF_CONSENT_NEW:     # rare: once per address that consents
-                    fp = _address_fingerprint(&p.addr, p.addr_len)
-                    consents.append(_RECORD.pack(b"A", m.id, p.id, fp, 0, 1))
+                n += _reservations(&self.meetings[p.meeting], p, True, NULL)
         out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n * RECORD_BYTES)
         at = <uint8_t*>PyBytes_AS_STRING(out)
+        end = at + <size_t>n * RECORD_BYTES
         for i in range(self.nqueue):
             p = self._queued(i)
             if p != NULL:
                 at += RECORD_BYTES * _reservations(&self.meetings[p.meeting], p, True, at)
+        if at != end:
+            raise RuntimeError("ledger records: counted and written differ")
+        consents = []   # rare: once per address that consents
+        for i in range(self.nqueue):
+            p = self._queued(i)
+            if p != NULL and p.flags & PF_CONSENT_NEW:
+                consents.append(_RECORD.pack(b"A", self.meetings[p.meeting].id, p.id,
+                                             _address_fingerprint(&p.addr, p.addr_len), 0, 1))
         return out + b"".join(consents) if consents else out
 
     def ledger_commit(self):
@@ -890,28 +896,32 @@ cdef class RouteTable:
         what a compacted ledger file holds."""
         cdef uint32_t i, n = 0
         cdef Participant* p
-        cdef Meeting* m
         cdef bytes out
         cdef uint8_t* at
-        others = []
+        cdef uint8_t* end
+        # Counted, then written, with no Python in between (as in ledger_pending).
         for i in range(self.parts_cap):
             p = &self.parts[i]
-            if p.meeting < 0 or p.flags & PF_REMOTE:
-                continue
-            m = &self.meetings[p.meeting]
-            n += _reservations(m, p, False, NULL)
-            if _consented_given(p):
-                others.append(_RECORD.pack(b"A", m.id, p.id,
-                                           _address_fingerprint(&p.addr, p.addr_len), 0, 1))
-        for (kind, pid, fp, ssrc), (_, limit, meeting) in self.ledger.items():
-            if kind != b"S" and 0 < limit < _UNLIMITED:
-                others.append(_RECORD.pack(kind, meeting, pid, fp, ssrc, limit))
+            if p.meeting >= 0 and not p.flags & PF_REMOTE:
+                n += _reservations(&self.meetings[p.meeting], p, False, NULL)
         out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n * RECORD_BYTES)
         at = <uint8_t*>PyBytes_AS_STRING(out)
+        end = at + <size_t>n * RECORD_BYTES
         for i in range(self.parts_cap):
             p = &self.parts[i]
             if p.meeting >= 0 and not p.flags & PF_REMOTE:
                 at += RECORD_BYTES * _reservations(&self.meetings[p.meeting], p, False, at)
+        if at != end:
+            raise RuntimeError("ledger records: counted and written differ")
+        others = []
+        for i in range(self.parts_cap):
+            p = &self.parts[i]
+            if p.meeting >= 0 and not p.flags & PF_REMOTE and _consented_given(p):
+                others.append(_RECORD.pack(b"A", self.meetings[p.meeting].id, p.id,
+                                           _address_fingerprint(&p.addr, p.addr_len), 0, 1))
+        for (kind, pid, fp, ssrc), (_, limit, meeting) in self.ledger.items():
+            if kind != b"S" and 0 < limit < _UNLIMITED:
+                others.append(_RECORD.pack(kind, meeting, pid, fp, ssrc, limit))
         return out + b"".join(others) if others else out
 
     def ledger_live_bytes(self):

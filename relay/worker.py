@@ -32,6 +32,12 @@ AF_XDP socket on its queue `--xdp-queue` (default: the worker's index) as whole 
 past the IP stack (ext/xdp.pxi, ext/xsk.h); the worker looks each receiver's next hop up in
 the kernel's tables (relay/nexthop.py) once a second until it has one, and every receiver's
 again every nexthop.REFRESH seconds. Receivers it finds no hop for stay on the socket path.
+
+With `--busy-poll US` (RELAY_BUSY_POLL), after each batch of media it keeps polling its
+sockets without sleeping for US microseconds: the next fan-out starts with warm caches, at
+the cost of a core spinning while traffic is steady. Its chores of each second (counters,
+stream state, the ledger's compaction, the address index) run one per pass of the loop, a
+quarter second apart (docs/ARCHITECTURE.md, "How long a packet stays in the relay").
 """
 
 from __future__ import annotations
