@@ -244,7 +244,8 @@ int ceiling_relay_connect(ceiling_relay *r, size_t index) {
 int ceiling_relay_xdp_open(ceiling_relay *r, unsigned ifindex, unsigned queue,
                            const char **stage) {
     if (r->xsk) return 0;
-    r->xsk = relay_xsk_open(ifindex, queue, 4096, stage); /* the relay's worker's size too */
+    /* the relay's worker's size, and its checksums where the bench sends (ifb, veth) */
+    r->xsk = relay_xsk_open(ifindex, queue, 4096, RELAY_XSK_CSUM_OFFLOAD, stage);
     return r->xsk ? 0 : -1;
 }
 

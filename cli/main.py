@@ -251,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         "CAP_NET_RAW; default: off)",
     )
     serve.add_argument(
+        "--xdp-checksum",
+        metavar="WHO",
+        help="who computes the AF_XDP frames' UDP checksums: offload (the device), relay (the "
+        "workers), kernel (in software) or auto (offload, except on a device whose AF_XDP "
+        "frames cannot ask for it; default)",
+    )
+    serve.add_argument(
         "--busy-poll",
         metavar="US",
         help="microseconds each worker keeps polling its sockets without sleeping after a "

@@ -136,7 +136,8 @@ class RelayCollector(Collector):
                 "outcome",
                 "The AF_XDP path (ext/xdp.pxi): copies sent as frames (frames), copies that found "
                 "its ring full (ring_full) and went from the media socket (fallbacks), the kernel "
-                "woken (wakeups) and how often it refused (wakeup_errors).",
+                "woken (wakeups) and how often it refused (wakeup_errors), frames it refused as "
+                "malformed (invalid).",
             ),
             ("relay_ice_checks", "ice", "outcome", "STUN checks on the media ports, by outcome."),
             (

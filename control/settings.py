@@ -28,6 +28,7 @@ variable (`RELAY_` and the setting's name in capitals), the TOML file (`--config
     node_capacity = 20000         # participants it takes (default: 5,000 per worker)
     connected_sockets = 0         # receivers per worker sent to from a socket connected to each
     xdp = "eth0"                  # copies to receivers through eth0 as AF_XDP frames ("": off)
+    xdp_checksum = "auto"         # who computes their UDP checksums: auto, offload, relay, kernel
     busy_poll = 500               # microseconds a worker polls without sleeping after media
 
 The API carries tokens, host keys, passwords and participants' SRTP keys, so it is served over
@@ -71,7 +72,7 @@ from typing import Any
 from control import proxies
 from control.mail import check_sender, parse_smtp_url
 from relay.errors import RelayError
-from relay.worker import BUSY_POLL_MAX_US, CONNECTED_SOCKETS, CONNECTED_SOCKETS_MAX
+from relay.worker import BUSY_POLL_MAX_US, CONNECTED_SOCKETS, CONNECTED_SOCKETS_MAX, XDP_CHECKSUMS
 
 __all__ = ["DEFAULT_DATA_DIR", "Settings", "SettingsError", "check_api", "resolve"]
 
@@ -119,6 +120,9 @@ class Settings:
     # The interface whose receivers get their copies as AF_XDP frames (ext/xdp.pxi), each
     # worker on the queue of its index; "": off.
     xdp: str = ""
+    # Who computes those frames' UDP checksums (relay/worker.py, xdp_checksum_for): "auto",
+    # "offload" (the device), "relay" (the worker) or "kernel" (in software).
+    xdp_checksum: str = "auto"
     # Microseconds a worker keeps polling its sockets without sleeping after a batch of media
     # (relay/worker.py); 0: it sleeps at once.
     busy_poll: int = 0
@@ -184,6 +188,7 @@ NAMES = (
     "node_capacity",
     "connected_sockets",
     "xdp",
+    "xdp_checksum",
     "busy_poll",
 )
 SIGNUP_RATE_MAX = 100_000  # a minute: above this, a throttle is no throttle
@@ -384,6 +389,12 @@ def _check(name: str, value: object, where: str) -> dict[str, Any]:
             raise SettingsError(
                 f"xdp ({where}) must be an interface name of at most 15 characters, or empty "
                 "for off"
+            )
+        return {name: value}
+    if name == "xdp_checksum":
+        if value not in XDP_CHECKSUMS:
+            raise SettingsError(
+                f"xdp_checksum ({where}) must be one of {', '.join(XDP_CHECKSUMS)}, not {value!r}"
             )
         return {name: value}
     if name == "busy_poll":

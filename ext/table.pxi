@@ -28,7 +28,11 @@
 #      back. A snapshot applied again closes and rebuilds every meeting the same way.
 #   4. Across a crash (durable tables: the worker's): an index at or above `limit` is never
 #      used. Limits rise only through ledger_commit(), after the records ledger_pending()
-#      returned are on disk (relay/worker.py appends and fdatasyncs them). A restarted worker
+#      returned are on disk (relay/worker.py appends and fdatasyncs them), and only to the
+#      values those records hold (`writing`): a stream that asks for more while they are
+#      written, which its packets do when the worker writes them beside the media, asks
+#      again in the next round (one round at a time; ledger_abort if the write failed).
+#      A restarted worker
 #      loads them, and each stream continues at its limit: above anything sent before, at most
 #      RESERVE_RTP past the receiver's last index, which its ROC estimate follows (< 2^15).
 #      A packet that would need more than the limit is parked (forward.pxi) until its
@@ -159,6 +163,7 @@ ctypedef struct OutStream:
     uint64_t next           # the lowest index not sent yet (0: a fresh stream)
     uint64_t limit          # indexes at or above it are not reserved durably
     uint64_t wanted         # the limit asked of the ledger, not yet durable
+    uint64_t writing        # the limit the ledger round in flight writes (0: none)
     uint64_t resend_from    # the first index of the present mapping: retransmissions (rtx.pxi)
     SrtpIndex tx            # indexes sent to this receiver: a repeat is refused
 
@@ -190,6 +195,7 @@ ctypedef struct Participant:
     uint32_t rtcp_tx_next   # SRTCP index of the next RTCP we send it
     uint32_t rtcp_limit     # SRTCP indexes at or above it are not reserved durably
     uint32_t rtcp_wanted
+    uint32_t rtcp_writing   # as OutStream.writing
     uint64_t down_fp        # key_fingerprint of the downlink and uplink master keys
     uint64_t up_fp
     SrtpContext* up         # unprotects what it sends; derived on its first packet
@@ -266,6 +272,7 @@ ctypedef struct Counters:
 ctypedef struct Queued:
     uint32_t slot           # participant slot waiting for a reservation
     uint32_t id             # its id then: a slot freed and taken again is not confused
+    bint consent            # the round in flight writes its address's consent record
 
 
 ROLE_NAMES = ("host", "panelist", "attendee")
@@ -344,6 +351,8 @@ cdef class RouteTable:
     cdef Queued* queue              # participants whose reservations wait for the ledger
     cdef uint32_t nqueue
     cdef uint32_t queue_cap
+    cdef uint32_t round_len         # queue[:round_len]: the ledger round in flight (its records)
+    cdef bint round_given           # ledger_pending gave a round not yet committed or aborted
     cdef uint32_t* newly_latched    # ids whose address became known since take_latched()
     cdef uint32_t nlatched
     cdef uint32_t latched_cap
@@ -714,15 +723,17 @@ cdef class RouteTable:
 
     cdef dict _xdp_counters(self):
         """What the AF_XDP path did (xdp.pxi): copies put on its ring as frames, copies that
-        found it full, the kernel woken and how often it refused, and copies of receivers
-        with a hop that went from the media socket instead (the ring full)."""
+        found it full, the kernel woken and how often it refused, frames it refused as
+        malformed, and copies of receivers with a hop that went from the media socket instead
+        (the ring full)."""
         cdef relay_xsk_stats none
         cdef const relay_xsk_stats* s = &none
         memset(&none, 0, sizeof(none))
         if self.xdp.xsk != NULL:
             s = relay_xsk_counters(self.xdp.xsk)
         return {"frames": s.frames, "ring_full": s.ring_full, "wakeups": s.wakeups,
-                "wakeup_errors": s.wakeup_errors, "fallbacks": self.xdp.fallbacks}
+                "wakeup_errors": s.wakeup_errors, "invalid": s.invalid,
+                "fallbacks": self.xdp.fallbacks}
 
     # -- connected sockets (connected.pxi) ---------------------------------------------------
 
@@ -742,16 +753,22 @@ cdef class RouteTable:
 
     # -- the AF_XDP path (xdp.pxi) -----------------------------------------------------------
 
-    def xdp_open(self, unsigned ifindex, unsigned queue, unsigned frames=4096):
+    def xdp_open(self, unsigned ifindex, unsigned queue, unsigned frames=4096,
+                 str checksum="offload"):
         """Send through an AF_XDP socket on queue `queue` of interface `ifindex` (copy mode)
-        the copies of every receiver given a hop (xdp_route). OSError if the kernel refuses
-        (no AF_XDP, no such queue, another socket on it, not allowed): its message names the
-        step."""
+        the copies of every receiver given a hop (xdp_route), their UDP checksums computed by
+        `checksum`: "offload" (the device; the relay where the kernel has no AF_XDP TX
+        metadata), "relay" or "kernel" (xsk.h, enum relay_xsk_checksum). OSError if the
+        kernel refuses (no AF_XDP, no such queue, another socket on it, not allowed, no TX
+        metadata for "kernel"): its message names the step."""
         cdef const char* stage = NULL
         import os
         if self.xdp.xsk != NULL:
             raise ValueError("the AF_XDP path is already open")
-        self.xdp.xsk = relay_xsk_open(ifindex, queue, frames, &stage)
+        if checksum not in XSK_CHECKSUMS:
+            raise ValueError(f"checksum: one of {', '.join(XSK_CHECKSUMS)}, not {checksum!r}")
+        self.xdp.xsk = relay_xsk_open(ifindex, queue, frames, XSK_CHECKSUMS.index(checksum),
+                                      &stage)
         if self.xdp.xsk == NULL:
             code = errno
             raise OSError(code, f"AF_XDP {stage.decode()}: {os.strerror(code)}")
@@ -759,6 +776,14 @@ cdef class RouteTable:
     @property
     def xdp_on(self):
         return self.xdp.xsk != NULL
+
+    @property
+    def xdp_checksum(self):
+        """Who computes the AF_XDP frames' UDP checksums ("offload", "relay" or "kernel");
+        None while the path is off."""
+        if self.xdp.xsk == NULL:
+            return None
+        return XSK_CHECKSUMS[relay_xsk_checksum(self.xdp.xsk)]
 
     def xdp_unrouted(self):
         """[(participant id, its address as a raw sockaddr)]: the receivers with a known
@@ -833,19 +858,32 @@ cdef class RouteTable:
     # -- the ledger: reservations and what outlives the table ------------------------------
 
     def reservations_waiting(self):
-        """Whether ledger_pending() has records to give (cheap: once per batch)."""
-        return self.nqueue > 0
+        """Whether ledger_pending() has records to give beyond the round in flight (cheap:
+        once per batch)."""
+        return self.nqueue > self.round_len
+
+    @property
+    def ledger_round_open(self):
+        """Whether a round's records were given (ledger_pending) and neither committed nor
+        aborted yet."""
+        return self.round_given
 
     def ledger_pending(self):
-        """The records of every reservation asked for since the last commit: the worker
-        makes them durable, then calls ledger_commit()."""
-        cdef uint32_t i, n = 0
+        """The records of every reservation asked for since the last round, which opens a
+        round: the worker makes them durable, then calls ledger_commit(), or ledger_abort()
+        if they could not be written. Until then the fast path goes on within the durable
+        limits, and what it asks for meanwhile waits for the next round. RuntimeError while
+        a round is open: one at a time."""
+        cdef uint32_t i, s, n = 0
         cdef Participant* p
         cdef bytes out
         cdef uint8_t* at
         cdef uint8_t* end
-        # Counted, then written, with no Python in between: nothing can change the table
-        # meanwhile, so the writing fills exactly what the counting sized.
+        if self.round_given:
+            raise RuntimeError("a ledger round is open: commit or abort it first")
+        # Counted, written, and the values written kept as each stream's `writing`, with no
+        # Python in between: nothing can change the table meanwhile, so the writing fills
+        # exactly what the counting sized, and the commit applies exactly what was written.
         for i in range(self.nqueue):
             p = self._queued(i)
             if p != NULL:
@@ -857,31 +895,83 @@ cdef class RouteTable:
             p = self._queued(i)
             if p != NULL:
                 at += RECORD_BYTES * _reservations(&self.meetings[p.meeting], p, True, at)
+                for s in range(min(p.out_cap, self.meetings[p.meeting].nstreams)):
+                    if p.out[s].wanted > p.out[s].limit:
+                        p.out[s].writing = p.out[s].wanted
+                if p.rtcp_wanted > p.rtcp_limit:
+                    p.rtcp_writing = p.rtcp_wanted
         if at != end:
             raise RuntimeError("ledger records: counted and written differ")
+        self.round_len = self.nqueue
+        self.round_given = True
         consents = []   # rare: once per address that consents
-        for i in range(self.nqueue):
+        for i in range(self.round_len):
             p = self._queued(i)
+            self.queue[i].consent = False
             if p != NULL and p.flags & PF_CONSENT_NEW:
                 consents.append(_RECORD.pack(b"A", self.meetings[p.meeting].id, p.id,
                                              _address_fingerprint(&p.addr, p.addr_len), 0, 1))
+                p.flags &= ~PF_CONSENT_NEW
+                self.queue[i].consent = True
         return out + b"".join(consents) if consents else out
 
     def ledger_commit(self):
-        """The records ledger_pending() gave are durable: their limits apply."""
-        cdef uint32_t i, s
+        """The records ledger_pending() gave are durable: the limits they hold apply. The
+        round's participants that asked for more meanwhile stay queued, ahead of those
+        queued since."""
+        cdef uint32_t i, s, kept = 0
         cdef Participant* p
-        for i in range(self.nqueue):
+        if not self.round_given:
+            raise RuntimeError("no ledger round is open")
+        for i in range(self.round_len):
             p = self._queued(i)
             if p == NULL:
                 continue
             for s in range(p.out_cap):
-                if p.out[s].wanted > p.out[s].limit:
-                    p.out[s].limit = p.out[s].wanted
-            if p.rtcp_wanted > p.rtcp_limit:
-                p.rtcp_limit = p.rtcp_wanted
-            p.flags &= ~(PF_QUEUED | PF_CONSENT_NEW)
-        self.nqueue = 0
+                if p.out[s].writing > p.out[s].limit:
+                    p.out[s].limit = p.out[s].writing
+                p.out[s].writing = 0
+            if p.rtcp_writing > p.rtcp_limit:
+                p.rtcp_limit = p.rtcp_writing
+            p.rtcp_writing = 0
+            if _wants_more(&self.meetings[p.meeting], p):
+                self.queue[kept] = self.queue[i]
+                self.queue[kept].consent = False
+                kept += 1
+            else:
+                p.flags &= ~PF_QUEUED
+        self._close_round(kept)
+
+    def ledger_abort(self):
+        """The records ledger_pending() gave could not be made durable: no limit rises, and
+        the round's participants stay queued for the next round, their consent with them."""
+        cdef uint32_t i, s
+        cdef Participant* p
+        if not self.round_given:
+            raise RuntimeError("no ledger round is open")
+        for i in range(self.round_len):
+            p = self._queued(i)
+            if p == NULL:
+                continue
+            for s in range(p.out_cap):
+                p.out[s].writing = 0
+            p.rtcp_writing = 0
+            if self.queue[i].consent:
+                p.flags |= PF_CONSENT_NEW
+                self.queue[i].consent = False
+        self.round_len = 0
+        self.round_given = False
+
+    cdef void _close_round(self, uint32_t kept):
+        """After a commit: queue[:kept] (the round's that still want more) and those queued
+        since, moved up behind them, are the queue."""
+        cdef uint32_t i
+        for i in range(self.round_len, self.nqueue):
+            self.queue[kept] = self.queue[i]
+            kept += 1
+        self.nqueue = kept
+        self.round_len = 0
+        self.round_given = False
 
     cdef Participant* _queued(self, uint32_t i):
         cdef Queued* q = &self.queue[i]
@@ -1484,6 +1574,16 @@ cdef int table_candidates(RouteTable t, const SsrcEntry** found, int k, const vo
     return n
 
 
+cdef inline bint _wants_more(const Meeting* m, const Participant* p) noexcept nogil:
+    """Whether p asks the ledger for more than is durable, or for its consent (what
+    _reservations would write)."""
+    cdef uint32_t s
+    for s in range(min(p.out_cap, m.nstreams)):
+        if p.out[s].wanted > p.out[s].limit:
+            return True
+    return p.rtcp_wanted > p.rtcp_limit or p.flags & PF_CONSENT_NEW
+
+
 cdef int table_queue(RouteTable t, uint32_t slot) noexcept nogil:
     """Put a participant in the reservation queue (ledger_pending reads it); 0, or -1 when
     out of memory (the reservation then waits for the next packet that asks)."""
@@ -1501,6 +1601,7 @@ cdef int table_queue(RouteTable t, uint32_t slot) noexcept nogil:
         t.queue_cap = cap
     t.queue[t.nqueue].slot = slot
     t.queue[t.nqueue].id = p.id
+    t.queue[t.nqueue].consent = False
     t.nqueue += 1
     p.flags |= PF_QUEUED
     return 0

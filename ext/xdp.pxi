@@ -24,6 +24,13 @@
 from libc.stdlib cimport free
 
 
+# Who computes a frame's UDP checksum, by enum relay_xsk_checksum's value (xsk.h).
+XSK_CHECKSUMS = ("offload", "relay", "kernel")
+assert (XSK_CHECKSUMS.index("offload"), XSK_CHECKSUMS.index("relay"),
+        XSK_CHECKSUMS.index("kernel")) == (RELAY_XSK_CSUM_OFFLOAD, RELAY_XSK_CSUM_RELAY,
+                                           RELAY_XSK_CSUM_KERNEL)
+
+
 ctypedef struct XdpPath:
     relay_xsk* xsk          # NULL: the path is off
     uint32_t routed         # receivers with a hop

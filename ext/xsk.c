@@ -28,6 +28,47 @@
 #define IP4_LEN 20u
 #define IP6_LEN 40u
 #define UDP_LEN 8u
+#define UDP_CHECK 6u        /* the checksum's offset in the UDP header */
+
+/* AF_XDP TX metadata, as the kernel's UAPI (linux/if_xdp.h, Linux 6.8; the flag that turns it
+ * on, Linux 6.11) has it: spelled out here, since the headers this builds against may be
+ * older than the kernel it runs on. The metadata lies just before the frame in its UMEM
+ * frame, and the descriptor's XDP_TX_METADATA option says it is there. */
+#ifndef XDP_UMEM_TX_SW_CSUM
+#define XDP_UMEM_TX_SW_CSUM (1u << 1)
+#endif
+#ifndef XDP_UMEM_TX_METADATA_LEN
+#define XDP_UMEM_TX_METADATA_LEN (1u << 2)
+#endif
+#ifndef XDP_TX_METADATA
+#define XDP_TX_METADATA (1u << 1)
+#endif
+#ifndef XDP_TXMD_FLAGS_CHECKSUM
+#define XDP_TXMD_FLAGS_CHECKSUM (1u << 1)
+#endif
+
+struct umem_registration {  /* struct xdp_umem_reg, with tx_metadata_len */
+    uint64_t addr;
+    uint64_t len;
+    uint32_t chunk_size;
+    uint32_t headroom;
+    uint32_t flags;
+    uint32_t tx_metadata_len;
+};
+
+struct tx_metadata {        /* struct xsk_tx_metadata: the checksum request is all we use */
+    uint64_t flags;
+    union {
+        struct {
+            uint16_t csum_start;    /* from the frame's start: the UDP header */
+            uint16_t csum_offset;   /* from there: the checksum field */
+            uint64_t launch_time;
+        } request;
+        struct {
+            uint64_t tx_timestamp;
+        } completion;
+    } u;
+};
 
 /* A ring the kernel shares with us: its two indexes (free-running, masked into the array). */
 typedef struct ring {
@@ -48,6 +89,8 @@ struct relay_xsk {
     uint32_t done_next;     /* our consumer index of the completion ring */
     uint64_t *spare;        /* frames not on the TX ring nor in the kernel's hands */
     uint32_t nspare;
+    uint32_t meta_len;      /* TX metadata before each frame: 0, or sizeof(struct tx_metadata) */
+    int checksum;           /* enum relay_xsk_checksum: who computes the UDP checksums */
     relay_xsk_stats stats;
 };
 
@@ -69,10 +112,42 @@ static int map_ring(int fd, ring *r, const struct xdp_ring_offset *off, size_t e
     return 0;
 }
 
-relay_xsk *relay_xsk_open(unsigned ifindex, unsigned queue, unsigned frames, const char **stage)
+/* Register the UMEM, with room for TX metadata before each frame where the checksums are
+ * not the relay's to compute. A kernel without TX metadata refuses the flag (EINVAL): then,
+ * where OFFLOAD was asked, the relay computes them after all. */
+static int register_umem(relay_xsk *x, int checksum)
+{
+    struct umem_registration reg;
+
+    memset(&reg, 0, sizeof(reg));
+    reg.addr = (uintptr_t)x->umem;
+    reg.len = x->umem_len;
+    reg.chunk_size = RELAY_XSK_FRAME;
+    if (checksum != RELAY_XSK_CSUM_RELAY) {
+        reg.flags = XDP_UMEM_TX_METADATA_LEN;
+        if (checksum == RELAY_XSK_CSUM_KERNEL)
+            reg.flags |= XDP_UMEM_TX_SW_CSUM;
+        reg.tx_metadata_len = sizeof(struct tx_metadata);
+        if (setsockopt(x->fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) == 0) {
+            x->meta_len = reg.tx_metadata_len;
+            x->checksum = checksum;
+            return 0;
+        }
+        if (errno != EINVAL || checksum == RELAY_XSK_CSUM_KERNEL)
+            return -1;
+        /* zeroed, not just unflagged: Linux 6.8-6.10 read tx_metadata_len without the flag */
+        reg.flags = 0;
+        reg.tx_metadata_len = 0;
+    }
+    x->meta_len = 0;
+    x->checksum = RELAY_XSK_CSUM_RELAY;
+    return setsockopt(x->fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg));
+}
+
+relay_xsk *relay_xsk_open(unsigned ifindex, unsigned queue, unsigned frames, int checksum,
+                          const char **stage)
 {
     relay_xsk *x = calloc(1, sizeof(*x));
-    struct xdp_umem_reg reg;
     struct xdp_mmap_offsets off;
     struct sockaddr_xdp at;
     socklen_t optlen = sizeof(off);
@@ -85,6 +160,12 @@ relay_xsk *relay_xsk_open(unsigned ifindex, unsigned queue, unsigned frames, con
     x->fd = -1;
     if (frames == 0 || (frames & (frames - 1)) != 0) {
         *stage = "frames (a power of two)";
+        errno = EINVAL;
+        goto fail;
+    }
+    if (checksum != RELAY_XSK_CSUM_OFFLOAD && checksum != RELAY_XSK_CSUM_RELAY
+            && checksum != RELAY_XSK_CSUM_KERNEL) {
+        *stage = "checksum (offload, relay or kernel)";
         errno = EINVAL;
         goto fail;
     }
@@ -103,12 +184,9 @@ relay_xsk *relay_xsk_open(unsigned ifindex, unsigned queue, unsigned frames, con
         x->umem = NULL;
         goto fail;
     }
-    memset(&reg, 0, sizeof(reg));
-    reg.addr = (uintptr_t)x->umem;
-    reg.len = x->umem_len;
-    reg.chunk_size = RELAY_XSK_FRAME;
-    *stage = "XDP_UMEM_REG";
-    if (setsockopt(x->fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) != 0)
+    *stage = checksum == RELAY_XSK_CSUM_KERNEL
+        ? "XDP_UMEM_REG (TX metadata: Linux 6.11 or later)" : "XDP_UMEM_REG";
+    if (register_umem(x, checksum) != 0)
         goto fail;
     *stage = "rings";
     if (setsockopt(x->fd, SOL_XDP, XDP_UMEM_FILL_RING, &fill, sizeof(fill)) != 0
@@ -163,7 +241,16 @@ void relay_xsk_close(relay_xsk *x)
 
 int relay_xsk_fd(const relay_xsk *x) { return x->fd; }
 
-const relay_xsk_stats *relay_xsk_counters(const relay_xsk *x) { return &x->stats; }
+int relay_xsk_checksum(const relay_xsk *x) { return x->checksum; }
+
+const relay_xsk_stats *relay_xsk_counters(relay_xsk *x)
+{
+    struct xdp_statistics st;
+    socklen_t len = sizeof(st);
+    if (getsockopt(x->fd, SOL_XDP, XDP_STATISTICS, &st, &len) == 0)
+        x->stats.invalid = st.tx_invalid_descs;
+    return &x->stats;
+}
 
 /* -- the ones' complement sum (RFC 1071) ---------------------------------------------------
  * Summed over the words as they lie in memory (a 64-bit accumulator of 32-bit words, folded at
@@ -245,13 +332,16 @@ void relay_xsk_hop_init(relay_xsk_hop *hop, int family, const uint8_t *dst_mac,
 
 /* -- a copy as a frame --------------------------------------------------------------------- */
 
-/* Our TX ring's free entries and, if none, the frames the kernel has finished with. */
+/* The frames the kernel has finished with, back among the spare ones. The completion ring
+ * gives each descriptor's address, past the TX metadata: its UMEM frame's start is that
+ * address rounded down. */
 static void take_back(relay_xsk *x)
 {
     uint32_t ready = load_acquire(x->done.producer), n = 0;
     const uint64_t *addrs = x->done.entries;
     while (x->done_next != ready) {
-        x->spare[x->nspare++] = addrs[x->done_next & (x->size - 1)];
+        x->spare[x->nspare++] = addrs[x->done_next & (x->size - 1)]
+                                & ~(uint64_t)(RELAY_XSK_FRAME - 1);
         x->done_next++;
         n++;
     }
@@ -285,12 +375,12 @@ int relay_xsk_send(relay_xsk *x, const relay_xsk_hop *hop, const void *to,
 {
     uint16_t port, udp_len = (uint16_t)(UDP_LEN + len), wire_len, csum;
     const uint8_t *dst = destination(hop->family, to, &port);
-    uint32_t addr_len = hop->family == AF_INET ? 4 : 16;
-    uint8_t *frame, *ip, *udp;
+    uint32_t addr_len = hop->family == AF_INET ? 4 : 16, options = 0;
+    uint8_t *chunk, *frame, *ip, *udp;
     struct xdp_desc *desc;
     uint64_t pseudo;
 
-    if (dst == NULL || hop->header_len + len > RELAY_XSK_FRAME)
+    if (dst == NULL || hop->header_len + len > RELAY_XSK_FRAME - x->meta_len)
         return 0;
     if (x->nspare == 0)
         take_back(x);
@@ -301,7 +391,8 @@ int relay_xsk_send(relay_xsk *x, const relay_xsk_hop *hop, const void *to,
             return 0;
         }
     }
-    frame = x->umem + x->spare[--x->nspare];
+    chunk = x->umem + x->spare[--x->nspare];
+    frame = chunk + x->meta_len;
     memcpy(frame, hop->header, hop->header_len);
     memcpy(frame + hop->header_len, data, len);
     ip = frame + ETH_LEN;
@@ -322,13 +413,25 @@ int relay_xsk_send(relay_xsk *x, const relay_xsk_hop *hop, const void *to,
     memcpy(udp + 4, &wire_len, 2);
     /* the pseudo-header: addresses, protocol, UDP length; the UDP header follows in the sum */
     pseudo = sum_words(dst, addr_len, (uint64_t)hop->sum + wire_len);
-    csum = relay_xsk_udp_checksum((uint32_t)fold(pseudo), udp, udp_len);
-    memcpy(udp + 6, &csum, 2);
+    if (x->meta_len) {
+        /* Offloaded: the field holds the pseudo-header's sum, not complemented, and the
+         * checksum is computed from the UDP header on, into the field, as for the kernel's
+         * own CHECKSUM_PARTIAL datagrams. */
+        struct tx_metadata *meta = (struct tx_metadata *)chunk;
+        meta->flags = XDP_TXMD_FLAGS_CHECKSUM;
+        meta->u.request.csum_start = (uint16_t)(udp - frame);
+        meta->u.request.csum_offset = UDP_CHECK;
+        options = XDP_TX_METADATA;
+        csum = fold(pseudo);
+    } else {
+        csum = relay_xsk_udp_checksum((uint32_t)fold(pseudo), udp, udp_len);
+    }
+    memcpy(udp + UDP_CHECK, &csum, 2);
 
     desc = (struct xdp_desc *)x->tx.entries + (x->tx_next & (x->size - 1));
     desc->addr = (uint64_t)(frame - x->umem);
     desc->len = hop->header_len + len;
-    desc->options = 0;
+    desc->options = options;
     x->tx_next++;
     x->stats.frames++;
     return 1;

@@ -26,6 +26,21 @@
 #define RELAY_XSK_FRAME 2048u           /* bytes per UMEM frame: one Ethernet frame each */
 #define RELAY_XSK_HEADROOM_MAX 62u      /* Ethernet 14 + IPv6 40 + UDP 8 */
 
+/* Who computes each frame's UDP checksum (relay_xsk_open's `checksum`).
+ *
+ * OFFLOAD: the device, as for the kernel's own UDP sockets. Each frame carries AF_XDP TX
+ *   metadata (Linux 6.11 or later, or a kernel with XDP_UMEM_TX_METADATA_LEN backported;
+ *   the kernel's Documentation/networking/xsk-tx-metadata.rst) asking for it from the UDP
+ *   header on, and the UDP checksum field holds the pseudo-header's sum, as the kernel's
+ *   CHECKSUM_PARTIAL wants. In copy mode the kernel hands the device an skb marked so; a
+ *   device without checksum offload gets it computed by the kernel before its driver sees it
+ *   (validate_xmit_skb). Where the kernel has no TX metadata, the relay computes it (RELAY).
+ * RELAY: the worker, over the whole datagram, before the frame goes on the ring.
+ * KERNEL: the kernel, in software, as it builds each skb (XDP_UMEM_TX_SW_CSUM): for checking
+ *   frames on a veth, where an offloaded checksum is never filled in, and for a device whose
+ *   offload cannot be trusted. Refused (EINVAL) by a kernel without TX metadata. */
+enum relay_xsk_checksum { RELAY_XSK_CSUM_OFFLOAD, RELAY_XSK_CSUM_RELAY, RELAY_XSK_CSUM_KERNEL };
+
 typedef struct relay_xsk relay_xsk;
 
 /* Where one receiver's frames go, and from where: the header every frame to it starts with.
@@ -46,15 +61,22 @@ typedef struct relay_xsk_stats {
     uint64_t ring_full;                 /* copies that found no free frame or ring slot */
     uint64_t wakeups;                   /* sendto() calls that woke the kernel */
     uint64_t wakeup_errors;             /* of them, refused (the device down, its queue full) */
+    uint64_t invalid;                   /* frames the kernel refused as malformed (XDP_STATISTICS) */
 } relay_xsk_stats;
 
 /* An AF_XDP socket on queue `queue` of interface `ifindex` in copy mode, with `frames` UMEM
- * frames (a power of two) and TX and completion rings as large: NULL on failure, with errno
- * set and *stage naming the step that failed (for the worker's log). */
-relay_xsk *relay_xsk_open(unsigned ifindex, unsigned queue, unsigned frames, const char **stage);
+ * frames (a power of two) and TX and completion rings as large, its frames' UDP checksums
+ * computed as `checksum` asks (enum relay_xsk_checksum): NULL on failure, with errno set and
+ * *stage naming the step that failed (for the worker's log). */
+relay_xsk *relay_xsk_open(unsigned ifindex, unsigned queue, unsigned frames, int checksum,
+                          const char **stage);
 void relay_xsk_close(relay_xsk *x);
 int relay_xsk_fd(const relay_xsk *x);
-const relay_xsk_stats *relay_xsk_counters(const relay_xsk *x);
+/* Who computes the UDP checksums: what was asked, or RELAY where OFFLOAD was asked of a
+ * kernel without TX metadata. */
+int relay_xsk_checksum(const relay_xsk *x);
+/* The counters, `invalid` read from the kernel now. */
+const relay_xsk_stats *relay_xsk_counters(relay_xsk *x);
 
 /* Fill a hop from its MACs (6 bytes each) and the source address and port (network order):
  * `src` is 4 bytes for AF_INET, 16 for AF_INET6. The destination address is not in the hop:

@@ -7,6 +7,10 @@ cdef extern from "xsk.h" nogil:
     enum:
         RELAY_XSK_FRAME
         RELAY_XSK_HEADROOM_MAX
+    enum:
+        RELAY_XSK_CSUM_OFFLOAD
+        RELAY_XSK_CSUM_RELAY
+        RELAY_XSK_CSUM_KERNEL
     ctypedef struct relay_xsk:
         pass
     ctypedef struct relay_xsk_hop:
@@ -18,11 +22,13 @@ cdef extern from "xsk.h" nogil:
         uint64_t ring_full
         uint64_t wakeups
         uint64_t wakeup_errors
-    relay_xsk* relay_xsk_open(unsigned ifindex, unsigned queue, unsigned frames,
+        uint64_t invalid
+    relay_xsk* relay_xsk_open(unsigned ifindex, unsigned queue, unsigned frames, int checksum,
                               const char** stage)
     void relay_xsk_close(relay_xsk* x)
     int relay_xsk_fd(const relay_xsk* x)
-    const relay_xsk_stats* relay_xsk_counters(const relay_xsk* x)
+    int relay_xsk_checksum(const relay_xsk* x)
+    const relay_xsk_stats* relay_xsk_counters(relay_xsk* x)
     void relay_xsk_hop_init(relay_xsk_hop* hop, int family, const uint8_t* dst_mac,
                             const uint8_t* src_mac, const uint8_t* src, uint16_t src_port)
     int relay_xsk_send(relay_xsk* x, const relay_xsk_hop* hop, const void* to,

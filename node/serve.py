@@ -285,6 +285,7 @@ class Server:
                 keyframe_interval=settings.keyframe_interval,
                 connected_sockets=settings.connected_sockets,
                 xdp=settings.xdp,
+                xdp_checksum=settings.xdp_checksum,
                 busy_poll=settings.busy_poll,
             ),
             on_start=self._started,

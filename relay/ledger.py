@@ -3,7 +3,10 @@ stream state (what senders were received up to, a convenience).
 
 The ledger makes a reservation durable before the fast path may use it (ext/table.pxi, "Never
 the same index twice"): the worker appends the records `RouteTable.ledger_pending()` gives,
-fdatasyncs them, and only then calls `RouteTable.ledger_commit()`. A worker that starts again
+fdatasyncs them, and only then calls `RouteTable.ledger_commit()` (or `ledger_abort()` if
+they could not be written); reservations asked for ahead of need are appended by the worker's
+ledger thread while the media goes on, one round at a time, and never beside a compaction.
+A worker that starts again
 (killed, or with the whole server) reads every ledger file of its directory before its first
 routing snapshot, so each receiver's streams continue above anything they may have been sent.
 A write is durable once fdatasync returns; a record cut short by a crash was never committed,
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -152,3 +157,53 @@ class Ledger:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class Writer:
+    """A thread of the ledger's own that appends a round of records (write, fdatasync) while
+    the worker's loop goes on, one round at a time. Handing a round over costs the loop some
+    15 µs (a queue put); an fdatasync on this project's disk 0.3 to 5 ms."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.busy = False  # a round handed over and not yet taken back (outcome)
+        self._rounds: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._outcomes: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (records := self._rounds.get()) is not None:
+            try:
+                self.ledger.append(records)
+            except BaseException as exc:  # handed to the loop, which decides
+                self._outcomes.put(exc)
+            else:
+                self._outcomes.put(None)
+
+    def write(self, records: bytes) -> None:
+        """Start appending `records`; the round's outcome comes from outcome()."""
+        if self.busy:
+            raise RuntimeError("a ledger round is already being written")
+        self.busy = True
+        self._rounds.put(records)
+
+    def outcome(self, wait: bool) -> tuple[bool, OSError | None]:
+        """Whether the round is written (waiting for it if `wait`), and the OSError that
+        kept it from the disk, if one did. Anything else the write raised is raised here."""
+        if not self.busy:
+            return True, None
+        try:
+            error = self._outcomes.get(block=wait)
+        except queue.Empty:
+            return False, None
+        self.busy = False
+        if error is None or isinstance(error, OSError):
+            return True, error
+        raise error
+
+    def close(self) -> None:
+        """Once the round being written, if any, is done: the thread ends."""
+        if self._thread.is_alive():
+            self._rounds.put(None)
+            self._thread.join()

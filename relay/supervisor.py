@@ -56,6 +56,7 @@ class SupervisorConfig:
     keyframe_interval: float | None = None  # seconds between keyframe requests to a stream
     connected_sockets: int | None = None  # receivers per worker with a connected socket
     xdp: str = ""  # the interface of the AF_XDP path; each worker binds the queue of its index
+    xdp_checksum: str = "auto"  # who computes the AF_XDP frames' UDP checksums
     busy_poll: int = 0  # microseconds a worker polls without sleeping after media; 0: off
     python: str = field(default=sys.executable)
 
@@ -126,7 +127,7 @@ class Supervisor:
         if c.connected_sockets is not None:
             cmd += ["--connected-sockets", str(c.connected_sockets)]
         if c.xdp:
-            cmd += ["--xdp", c.xdp, "--xdp-queue", str(index)]
+            cmd += ["--xdp", c.xdp, "--xdp-queue", str(index), "--xdp-checksum", c.xdp_checksum]
         # Always said: a worker would otherwise take RELAY_BUSY_POLL from the environment it
         # inherits, where the server's own setting may have come from a flag that overrides it.
         cmd += ["--busy-poll", str(c.busy_poll)]

@@ -11,8 +11,9 @@ Its command line is its own, `python -m relay.worker` (how the supervisor starts
 ENDPOINT` subscribes to numbered updates as the control plane will publish them.
 
 With `--state-file`, the worker keeps its SRTP state on disk beside it (relay/ledger.py): the
-ledger of index reservations, made durable before the fast path uses them, and the senders'
-stream state every second. Both are read back before the first routing snapshot, so a
+ledger of index reservations, made durable before the fast path uses them (those asked for
+ahead of need by a thread of its own, beside the media), and the senders' stream state every
+second. Both are read back before the first routing snapshot, so a
 restarted worker (or server) never sends a receiver an index it may have had.
 
 With `--certificate` (the node's DTLS certificate), it also connects WebRTC peers on its media
@@ -32,6 +33,7 @@ AF_XDP socket on its queue `--xdp-queue` (default: the worker's index) as whole 
 past the IP stack (ext/xdp.pxi, ext/xsk.h); the worker looks each receiver's next hop up in
 the kernel's tables (relay/nexthop.py) once a second until it has one, and every receiver's
 again every nexthop.REFRESH seconds. Receivers it finds no hop for stay on the socket path.
+`--xdp-checksum` says who computes the frames' UDP checksums (xdp_checksum_for).
 
 With `--busy-poll US` (RELAY_BUSY_POLL), after each batch of media it keeps polling its
 sockets without sleeping for US microseconds: the next fan-out starts with warm caches, at
@@ -88,6 +90,12 @@ CONNECTED_SOCKETS_MAX = 1_000_000
 DESCRIPTORS_SPARE = 256  # for everything else: ZeroMQ, the ledger, recordings, logs
 HOPS_INTERVAL = 1.0  # seconds between next-hop look-ups for receivers without one (AF_XDP)
 NO_HOP_RETRY = 5.0  # seconds before an address found without a hop is looked up again
+# Who computes the AF_XDP frames' UDP checksums (--xdp-checksum; ext/xsk.h says each way).
+XDP_CHECKSUMS = ("auto", "offload", "relay", "kernel")
+# Drivers that build an AF_XDP socket's skbs from its frames' pages (the kernel's
+# IFF_TX_SKB_NO_LINEAR) and so never read the TX metadata that asks for a checksum, up to
+# Linux 6.18 at least: their frames' checksums are the relay's to compute.
+XDP_NO_TX_METADATA = frozenset({"virtio_net"})
 
 
 @dataclass
@@ -126,6 +134,7 @@ class WorkerConfig:
     # queue of it this worker binds (None: its index); no interface: off.
     xdp: str | None = None
     xdp_queue: int | None = None
+    xdp_checksum: str = "auto"  # who computes the frames' UDP checksums: XDP_CHECKSUMS
     # Seconds the worker keeps polling its sockets without sleeping after a batch of media
     # (docs/ARCHITECTURE.md, "How long a packet stays in the relay"); 0: it sleeps at once.
     busy_poll: float = 0.0
@@ -168,6 +177,9 @@ class Worker:
         self.forwarder.gso = config.gso
         self.ledger: ledger.Ledger | None = None
         self.ledger_failing = False  # the last append failed: logged once until it works
+        # Reservations asked for ahead of need are written by the ledger's own thread while
+        # the media goes on (_reserve_ahead), a round at a time.
+        self.ledger_writer: ledger.Writer | None = None
         if config.state_file is not None:
             # Before any routing state: the joins it brings take up what these hold.
             directory = config.state_file.parent
@@ -177,6 +189,7 @@ class Worker:
                 log.info("SRTP state of earlier runs read: %d records", loaded)
             self.ledger = ledger.Ledger(config.state_file.with_suffix(".ledger"))
             self.ledger.open()
+            self.ledger_writer = ledger.Writer(self.ledger)
         self.running = True
         self.zmq: zmq.Context[Any] = zmq.Context.instance()
         self.peers_out: zmq.Socket[Any] | None = None  # PUB: our packets for other workers
@@ -249,15 +262,21 @@ class Worker:
 
     def _open_xdp(self, interface: str) -> None:
         queue = self.config.index if self.config.xdp_queue is None else self.config.xdp_queue
+        checksum = xdp_checksum_for(interface, self.config.xdp_checksum)
         self.hops = NextHops(interface, self.config.media_host)
         try:
-            self.table.xdp_open(self.hops.ifindex, queue)
+            self.table.xdp_open(self.hops.ifindex, queue, checksum=checksum)
         except OSError as exc:
             self.hops.close()
             raise OSError(
                 exc.errno, f"--xdp {interface}: queue {queue}: {exc.strerror or exc}"
             ) from exc
-        log.info("AF_XDP path open on %s, queue %d", interface, queue)
+        log.info(
+            "AF_XDP path open on %s, queue %d; UDP checksums: %s",
+            interface,
+            queue,
+            self.table.xdp_checksum,
+        )
 
     def _route_receivers(self, now: float) -> None:
         """Queue look-ups (AF_XDP): every HOPS_INTERVAL those of receivers without a hop;
@@ -424,8 +443,10 @@ class Worker:
                         n = forward(fd, now)
                         if self.webrtc is not None:
                             self._signalling(now)
-                        if self.table.reservations_waiting() or self.forwarder.waiting:
-                            self._reserve()  # before anything else can change the table
+                        if self.forwarder.waiting:
+                            self._reserve()  # packets wait for it: now, before anything else
+                        elif self.table.reservations_waiting():
+                            self._reserve_ahead()  # a stream half way through its margin
                         if self.peers_out is not None or self.recorders:
                             self._publish_exports()  # one message per meeting per batch
                         if n < 64:
@@ -442,8 +463,10 @@ class Worker:
                 self.forwarder.run_connected(self.sockets[0].fileno(), now)
                 if self.webrtc is not None:
                     self._signalling(now)
-                if self.table.reservations_waiting() or self.forwarder.waiting:
+                if self.forwarder.waiting:
                     self._reserve()
+                elif self.table.reservations_waiting():
+                    self._reserve_ahead()
                 if self.peers_out is not None or self.recorders:
                     self._publish_exports()
             if self._control_waiting():
@@ -464,12 +487,15 @@ class Worker:
                 self._ask_snapshot(now)
             if self.hops is not None:
                 self._route_receivers(now)
+            if self.ledger_writer is not None and self.ledger_writer.busy:
+                self._land(wait=False)
             if now >= chore_due:
                 chores[chore_next]()
                 chore_next = (chore_next + 1) % len(chores)
                 chore_due = now + STATS_INTERVAL / len(chores)
             if deadline is not None and now >= deadline:
                 break
+        self._land(wait=True)
         counters: dict[str, Any] = self.table.counters()
         counters["fanout_dropped"] = self.fanout_dropped
         counters["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -578,26 +604,71 @@ class Worker:
 
     def _reserve(self) -> None:
         """Make the reservations the table asks for durable, then let it use them, then
-        send what waited for them (ext/table.pxi, "Never the same index twice"). If the
-        ledger cannot be written, nothing is committed: what waited is dropped (counted as
-        unreserved) and the fast path goes on only within what is already durable."""
+        send what waited for them (ext/table.pxi, "Never the same index twice"), now: a
+        round written ahead that is still in flight lands first. If the ledger cannot be
+        written, nothing is committed: what waited is dropped (counted as unreserved) and
+        the fast path goes on only within what is already durable."""
+        if not self.table.reservations_waiting() and not self.forwarder.waiting:
+            return  # nothing new asks: a round in flight lands in its own time
+        self._land(wait=True)
         records = self.table.ledger_pending()
-        if self.ledger is not None:
-            if records:
-                try:
-                    self.ledger.append(records)
-                except OSError as exc:
-                    if not self.ledger_failing:
-                        log.error("ledger %s not written: %s", self.ledger.path, exc)
-                    self.ledger_failing = True
-                    self.forwarder.release(self.sockets[0].fileno())
-                    return
-                if self.ledger_failing:
-                    log.info("ledger %s written again", self.ledger.path)
-                    self.ledger_failing = False
+        if self.ledger is not None and records:
+            try:
+                self.ledger.append(records)
+            except OSError as exc:
+                self.table.ledger_abort()
+                self._ledger_failed(exc)
+                self.forwarder.release(self.sockets[0].fileno())
+                return
+            self._ledger_written()
         self.table.ledger_commit()
         if self.forwarder.waiting:
             self.forwarder.release(self.sockets[0].fileno())
+
+    def _reserve_ahead(self) -> None:
+        """Reservations no packet waits for yet (a stream half way through its margin of
+        INDEX_RESERVE indexes): written and fdatasynced by the ledger's thread while the media
+        goes on, and committed once they are on disk (_land). An fdatasync here takes 0.3 to
+        5 ms, which the packets behind it would otherwise wait out (docs/ARCHITECTURE.md, "How
+        long a packet stays in the relay"). One round at a time."""
+        writer = self.ledger_writer
+        if writer is not None and writer.busy:
+            self._land(wait=False)
+            if writer.busy:
+                return
+        records = self.table.ledger_pending()
+        if writer is None or not records:
+            self.table.ledger_commit()
+            return
+        writer.write(records)
+
+    def _land(self, wait: bool) -> None:
+        """The round in flight, if any and once written (waited for if `wait`): committed,
+        or aborted if the ledger could not be written (its reservations are asked for again
+        in the next round)."""
+        if self.ledger_writer is None or not self.ledger_writer.busy:
+            return
+        written, error = self.ledger_writer.outcome(wait)
+        if not written:
+            return
+        if error is not None:
+            self.table.ledger_abort()
+            self._ledger_failed(error)
+            return
+        self._ledger_written()
+        self.table.ledger_commit()
+
+    def _ledger_failed(self, exc: OSError) -> None:
+        assert self.ledger is not None
+        if not self.ledger_failing:
+            log.error("ledger %s not written: %s", self.ledger.path, exc)
+        self.ledger_failing = True
+
+    def _ledger_written(self) -> None:
+        if self.ledger_failing:
+            assert self.ledger is not None
+            log.info("ledger %s written again", self.ledger.path)
+            self.ledger_failing = False
 
     def _report(self) -> None:
         """The second's counters out; the second's budget of signalling in."""
@@ -608,6 +679,8 @@ class Worker:
     def _compact_ledger(self) -> None:
         if self.ledger is None or not self.ledger.worth_compacting(self.table.ledger_live_bytes()):
             return
+        # Never beside a round in flight: its records would go to the file being replaced.
+        self._land(wait=True)
         try:
             self.ledger.compact(self.table.ledger_records())
         except OSError as exc:
@@ -671,6 +744,8 @@ class Worker:
     def close(self) -> None:
         if self.hops is not None:
             self.hops.close()
+        if self.ledger_writer is not None:
+            self.ledger_writer.close()  # a round still being written, first
         if self.ledger is not None:
             self.ledger.close()
         for sock in self.sockets:
@@ -710,6 +785,31 @@ def descriptors_for(connected: int) -> int:
             connected,
         )
     return fits
+
+
+def xdp_checksum_for(interface: str, asked: str) -> str:
+    """Who computes the UDP checksums of the AF_XDP frames sent through `interface`, of
+    XDP_CHECKSUMS less "auto": "auto" is the device ("offload", as for the kernel's own UDP
+    sockets; ext/xsk.h), unless its driver never reads the TX metadata that asks for it, when
+    it is the relay. ValueError where the device cannot do what was asked."""
+    driver = interface_driver(interface)
+    if driver not in XDP_NO_TX_METADATA:
+        return "offload" if asked == "auto" else asked
+    if asked in ("auto", "relay"):
+        return "relay"
+    raise ValueError(
+        f"--xdp-checksum {asked}: {interface}'s driver ({driver}) sends AF_XDP frames without "
+        "their TX metadata, so nothing would compute their checksums; use relay (or auto)"
+    )
+
+
+def interface_driver(interface: str) -> str | None:
+    """The name of `interface`'s device driver as sysfs gives it; None for a virtual device
+    without one (veth, ifb, dummy) or where sysfs does not say."""
+    try:
+        return os.path.basename(os.readlink(f"/sys/class/net/{interface}/device/driver"))
+    except OSError:
+        return None
 
 
 def main(config: WorkerConfig) -> int:
@@ -803,6 +903,15 @@ def parser() -> argparse.ArgumentParser:
         help="the interface's queue this worker's AF_XDP socket binds (default: --index)",
     )
     parser.add_argument(
+        "--xdp-checksum",
+        choices=XDP_CHECKSUMS,
+        default=os.environ.get("RELAY_XDP_CHECKSUM", "auto"),
+        help="who computes the AF_XDP frames' UDP checksums: offload (the device, as for the "
+        "kernel's UDP sockets), relay (this worker), kernel (in software, as it builds each "
+        "skb), auto (offload, or relay where the device's driver ignores AF_XDP TX metadata); "
+        "default: RELAY_XDP_CHECKSUM or auto",
+    )
+    parser.add_argument(
         "--busy-poll",
         type=_busy_poll,
         default=os.environ.get("RELAY_BUSY_POLL", "0"),
@@ -866,6 +975,7 @@ def command(argv: Sequence[str]) -> int:
             gso=not args.no_gso,
             xdp=args.xdp,
             xdp_queue=args.xdp_queue,
+            xdp_checksum=args.xdp_checksum,
             busy_poll=args.busy_poll,
         )
     )

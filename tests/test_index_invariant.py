@@ -35,6 +35,9 @@ from relay.srtp import SUITES, Session, SrtpError
 from tests.conftest import rtp
 
 MEETING = 7
+# A ledger record (ext/table.pxi, _RECORD): kind, meeting, participant, key fingerprint, SSRC,
+# value.
+LEDGER_RECORD = struct.Struct("<c3xIIQIQ")
 SSRCS = (0x1111, 0x2222, 0x3333)  # few, so that they are declared again and again
 Address = tuple[str, int]
 
@@ -63,11 +66,14 @@ class Person:
 @dataclass
 class Relay:
     """One durable table with its forwarder, run as relay/worker.py runs it: reservations
-    made durable (here: appended to `ledger`) before the commit that lets them be used."""
+    made durable (here: appended to `ledger`) before the commit that lets them be used; those
+    no packet waits for yet written beside the media (a round in flight, `in_flight`, whose
+    records reach `ledger` only when it lands), those packets wait for at once."""
 
     suite: str
     ledger: bytearray
     restored: bytes = b""
+    in_flight: bytes | None = None
     table: _core.RouteTable = field(init=False)
     forwarder: _core.Forwarder = field(init=False)
     tx: _core.SendBatch = field(init=False)
@@ -94,16 +100,41 @@ class Relay:
             self.table.eject(p.pid)
 
     def reserve(self) -> None:
+        """relay/worker.py's _reserve: a round in flight lands first, then one now."""
+        self.land()
         self.ledger += self.table.ledger_pending()
         self.table.ledger_commit()
         self.forwarder.process_release(self.tx)
+
+    def reserve_ahead(self) -> None:
+        """relay/worker.py's _reserve_ahead: a round opened and left in flight."""
+        if self.in_flight is None:
+            records = self.table.ledger_pending()
+            if records:
+                self.in_flight = records
+            else:
+                self.table.ledger_commit()
+
+    def land(self, written: bool = True) -> None:
+        """The round in flight on disk and committed, or (not `written`) aborted."""
+        if self.in_flight is None:
+            return
+        if written:
+            self.ledger += self.in_flight
+            self.table.ledger_commit()
+        else:
+            self.table.ledger_abort()
+        self.in_flight = None
 
     def feed(self, datagrams: list[tuple[bytes, Address]]) -> list[tuple[bytes, Address]]:
         rx = _core.RecvBatch()
         for data, address in datagrams:
             rx.push(data, address)
         self.forwarder.process(rx, self.tx, 1.0)
-        self.reserve()
+        if self.forwarder.waiting:
+            self.reserve()
+        elif self.table.reservations_waiting():
+            self.reserve_ahead()
         out = self.tx.items()
         self.tx.clear()
         return out
@@ -123,6 +154,10 @@ class IndexInvariant(RuleBasedStateMachine):
         self.resent = 0
         self.rocs: dict[tuple[bytes, int], int] = {}  # the last ROC seen per key and SSRC
         self.emitted = 0
+        # (downlink key fingerprint, SSRC) -> the highest limit the ledger holds durably, as
+        # of `durable_read` bytes of it
+        self.durable: dict[tuple[int, int], int] = {}
+        self.durable_read = 0
 
     # -- who is there --
 
@@ -185,9 +220,15 @@ class IndexInvariant(RuleBasedStateMachine):
             self.relay.join(p)
         self.relay.reserve()
 
+    @rule(written=st.booleans())
+    def round_lands(self, written: bool) -> None:
+        """The round written beside the media is on disk (or could not be written)."""
+        self.relay.land(written)
+
     @rule(with_state=st.booleans())
     def crash(self, with_state: bool) -> None:
-        """The worker dies (kill -9) and starts again: only what was durable survives."""
+        """The worker dies (kill -9) and starts again: only what was durable survives, not
+        a round still in flight."""
         restored = bytes(self.ledger)
         if with_state:
             restored += self.relay.table.stream_state()
@@ -202,12 +243,14 @@ class IndexInvariant(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         count=st.integers(1, 40),
-        skip=st.sampled_from((0, 0, 0, 20000)),
+        skip=st.sampled_from((0, 0, 0, 2500, 20000)),
         lost=st.lists(st.integers(0, 40), max_size=6),
     )
     def send(self, data: st.DataObject, count: int, skip: int, lost: list[int]) -> None:
         """A sender sends `count` packets, after skipping `skip` sequence numbers (packets
-        lost on the way in: the sender's ROC moves on); then a receiver NACKs some of them
+        lost on the way in: the sender's ROC moves on; 2500 takes its receivers' streams past
+        half their margin, where their next reservation is written beside the media, and
+        20000 past it, where packets wait for one); then a receiver NACKs some of them
         (`lost`, counted back from its latest)."""
         senders = sorted(pid for pid, p in self.present.items() if p.ssrc is not None)
         p = self.present[data.draw(st.sampled_from(senders))]
@@ -251,6 +294,9 @@ class IndexInvariant(RuleBasedStateMachine):
         ssrc = struct.unpack("!I", packet[8:12])[0]
         seq = struct.unpack("!H", packet[2:4])[0]
         index = self._index(receiver.downlink, ssrc, seq, packet)
+        # table.pxi's invariant 4 itself: never an index the ledger does not hold durably.
+        limit = self._durable_limit(_core.key_fingerprint(receiver.downlink), ssrc)
+        assert index < limit, f"index {index} of SSRC {ssrc:#x} sent, durable only below {limit}"
         key = (receiver.downlink, ssrc, index)
         if key in self.used:  # only ever a retransmission: the same packet again
             assert self.used[key] == packet, f"index {index} of SSRC {ssrc:#x}: other bytes"
@@ -265,6 +311,19 @@ class IndexInvariant(RuleBasedStateMachine):
             receiver.receiver.unprotect(packet)  # as the receiver's own client would
         except SrtpError as exc:
             raise AssertionError(f"the receiver's client refused index {index}: {exc}") from None
+
+    def _durable_limit(self, fingerprint: int, ssrc: int) -> int:
+        """What the ledger file holds for a receiver's stream: the records appended since the
+        last look read in, the highest limit of each stream kept."""
+        for off in range(self.durable_read, len(self.ledger), LEDGER_RECORD.size):
+            kind, _meeting, _pid, fp, record_ssrc, value = LEDGER_RECORD.unpack_from(
+                self.ledger, off
+            )
+            if kind == b"O":
+                stream = (fp, record_ssrc)
+                self.durable[stream] = max(self.durable.get(stream, 0), value)
+        self.durable_read = len(self.ledger)
+        return self.durable.get((fingerprint, ssrc), 0)
 
     def _index(self, key: bytes, ssrc: int, seq: int, packet: bytes) -> int:
         """The index the packet was protected at, found with the key alone: the ROC whose
@@ -400,3 +459,85 @@ def test_the_ledger_records_name_each_reservation_field_by_field() -> None:
     assert {k: v for k, v in durable.items() if k[0] in (b"O", b"C")} == asked
     # Nothing more is asked until the streams near their limits.
     assert relay.table.ledger_pending() == b""
+
+
+def test_a_round_written_beside_the_media_commits_only_what_it_wrote() -> None:
+    """ext/table.pxi, invariant 4 with the worker's rounds in flight (relay/worker.py,
+    `_reserve_ahead`): packets sent while a round's records are being written ask for more;
+    its commit applies only the limits it wrote, and what was asked meanwhile is the next
+    round's. One round at a time; an aborted round raises nothing and is asked again, with
+    the consent it carried."""
+    record = LEDGER_RECORD
+    ledger = bytearray()
+    relay = Relay("AES_CM_128_HMAC_SHA1_80", ledger)
+    sender = Person(1, relay.suite, ("10.3.0.1", 5000), SSRCS[0])
+    listener = Person(2, relay.suite, ("10.3.0.2", 5000))
+    for p in (sender, listener):
+        p.new_keys()
+        relay.join(p)
+    relay.reserve()
+    assert sender.sender is not None
+
+    def send(count: int) -> int:
+        packets = []
+        for _ in range(count):
+            packet = sender.sender.protect(rtp(sender.seq & 0xFFFF, SSRCS[0]))
+            packets.append((packet, sender.address))
+            sender.seq += 1
+        return len(relay.feed(packets))
+
+    def limits(records: bytes) -> dict[bytes, int]:
+        return {
+            record.unpack_from(records, off)[0]: record.unpack_from(records, off)[5]
+            for off in range(0, len(records), record.size)
+            if record.unpack_from(records, off)[2] == listener.pid
+        }
+
+    first = sender.seq
+    assert send(1) == 1  # the stream's first packet waited for its reservation, made at once
+    assert relay.in_flight is None
+    assert limits(bytes(ledger))[b"O"] == first + _core.INDEX_RESERVE
+    # Past half the margin, the next reservation is a round of its own, left in flight.
+    sender.seq += _core.INDEX_RESERVE // 2
+    assert send(1) == 1
+    assert relay.in_flight is not None and relay.table.ledger_round_open
+    written = limits(relay.in_flight)[b"O"]
+    assert written == sender.seq - 1 + _core.INDEX_RESERVE
+    with pytest.raises(RuntimeError, match="a ledger round is open"):
+        relay.table.ledger_pending()
+    # Meanwhile the media goes on within what is durable, and asks for more.
+    assert send(5) == 5
+    assert relay.table.reservations_waiting() is False  # the listener waits in the round
+    relay.land()
+    assert not relay.table.ledger_round_open
+    assert relay.table.reservations_waiting()  # it asked for more than was written
+    nxt = relay.table.ledger_pending()
+    assert limits(nxt)[b"O"] == sender.seq - 1 + _core.INDEX_RESERVE > written
+    # Not written: nothing rises, and the same is asked again.
+    relay.table.ledger_abort()
+    assert limits(relay.table.ledger_records())[b"O"] == written
+    assert limits(relay.table.ledger_pending()) == limits(nxt)
+    relay.table.ledger_commit()
+    with pytest.raises(RuntimeError, match="no ledger round is open"):
+        relay.table.ledger_commit()
+
+
+def test_an_aborted_round_keeps_the_consent_it_carried() -> None:
+    """An address that consented is recorded once (ext/table.pxi, kind A): a round that
+    could not be written gives it again."""
+    relay = Relay("AES_CM_128_HMAC_SHA1_80", bytearray())
+    listener = Person(1, relay.suite, ("10.4.0.1", 5000))
+    listener.new_keys()
+    relay.join(listener)
+
+    def consents(records: bytes) -> int:
+        return sum(
+            LEDGER_RECORD.unpack_from(records, off)[0] == b"A"
+            for off in range(0, len(records), LEDGER_RECORD.size)
+        )
+
+    assert consents(relay.table.ledger_pending()) == 1
+    relay.table.ledger_abort()
+    assert consents(relay.table.ledger_pending()) == 1
+    relay.table.ledger_commit()
+    assert not relay.table.reservations_waiting()

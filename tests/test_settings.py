@@ -549,12 +549,35 @@ def test_the_af_xdp_interface_reaches_every_worker() -> None:
     settings = resolve(vars(args), environ={})
     assert settings.xdp == "eth1"
     assert resolve({}, environ={}).xdp == ""  # off unless asked
+    assert settings.xdp_checksum == "auto"
     supervisor = Supervisor(SupervisorConfig(workers=2, xdp=settings.xdp))
     for index in range(2):
         command = supervisor.command(index)
         at = command.index("--xdp")
-        assert command[at : at + 4] == ["--xdp", "eth1", "--xdp-queue", str(index)]
+        assert command[at : at + 6] == [
+            *("--xdp", "eth1", "--xdp-queue", str(index)),
+            *("--xdp-checksum", "auto"),
+        ]
     assert "--xdp" not in Supervisor(SupervisorConfig(workers=1)).command(0)
+
+
+def test_who_computes_the_af_xdp_checksums_reaches_every_worker() -> None:
+    """`relay serve --xdp-checksum WHO` (or xdp_checksum, RELAY_XDP_CHECKSUM): said to each
+    worker; anything but auto, offload, relay or kernel names the setting."""
+    from cli.main import build_parser
+    from relay.supervisor import Supervisor, SupervisorConfig
+
+    args = build_parser().parse_args(["serve", "--xdp", "eth1", "--xdp-checksum", "relay"])
+    settings = resolve(vars(args), environ={})
+    assert settings.xdp_checksum == "relay"
+    assert resolve({}, environ={"RELAY_XDP_CHECKSUM": "kernel"}).xdp_checksum == "kernel"
+    command = Supervisor(
+        SupervisorConfig(workers=1, xdp="eth1", xdp_checksum=settings.xdp_checksum)
+    ).command(0)
+    at = command.index("--xdp-checksum")
+    assert command[at : at + 2] == ["--xdp-checksum", "relay"]
+    with pytest.raises(SettingsError, match=r"xdp_checksum \(RELAY_XDP_CHECKSUM\) must be one"):
+        resolve({}, environ={"RELAY_XDP_CHECKSUM": "nic"})
 
 
 def test_busy_poll_reaches_every_worker_and_bad_values_are_refused() -> None:

@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -356,3 +357,80 @@ def test_busy_poll_spins_after_media_and_sleeps_once_it_ends(
     else:
         assert spent < 0.2
     webinar.stop(process)
+
+
+def test_a_reservation_ahead_of_need_is_written_beside_the_media(
+    webinar: Webinar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream half way through its margin asks for its next index reservation; the worker
+    writes and fdatasyncs it on the ledger's thread (relay/worker.py, `_reserve_ahead`) while
+    the media goes on, and commits it once it is on disk. Here the disk is held up: copies
+    keep flowing meanwhile, the file waits, and once the disk lets go the reservation is in
+    the file and in force. (The worker runs in a thread of this process, to hold its disk.)"""
+    from relay._core import INDEX_RESERVE
+    from relay.worker import Worker, WorkerConfig
+
+    table = webinar.tmp / "table.json"
+    wire.save_snapshot(webinar.snapshot(), table)
+    state = webinar.tmp / "worker.state"
+    worker = Worker(
+        WorkerConfig(media_port=webinar.port, table=table, state_file=state, duration=30)
+    )
+    assert worker.ledger is not None
+    ledger_file = worker.ledger.path
+    disk = threading.Event()
+    append = worker.ledger.append
+
+    def held_up(records: bytes) -> None:
+        assert disk.wait(10), "the disk was never let go"
+        append(records)
+
+    def send(seqs: range) -> None:
+        for seq in seqs:
+            webinar.to_relay(webinar.host, host_packet(webinar.host, seq)[1])
+
+    running = threading.Thread(target=worker.run)
+    running.start()
+    try:
+        send(range(100, 105))  # a stream's first packets wait for its reservation: made now
+        for attendee in webinar.attendees:
+            assert len(attendee.drain()) == 5
+        before = ledger_file.stat().st_size
+        monkeypatch.setattr(worker.ledger, "append", held_up)
+        half = 100 + INDEX_RESERVE // 2
+        send(range(half, half + 50))  # these ask for the next reservation
+        for attendee in webinar.attendees:
+            assert len(attendee.drain()) == 50
+        send(range(half + 50, half + 70))  # and these come while it is being written
+        for attendee in webinar.attendees:
+            assert len(attendee.drain()) == 20  # not one held up by the round in flight
+        assert ledger_file.stat().st_size == before  # its records are not on disk yet
+        disk.set()
+        deadline = time.monotonic() + TIMEOUT
+        while ledger_file.stat().st_size == before:
+            assert time.monotonic() < deadline, "the round never reached the file"
+            time.sleep(0.01)
+    finally:
+        disk.set()
+        worker.stop()
+        running.join(TIMEOUT)
+        worker.close()
+    assert not running.is_alive()
+    record = struct.Struct("<c3xIIQIQ")  # ext/table.pxi, _RECORD
+
+    def limits(data: bytes) -> dict[tuple[int, int], int]:
+        """(participant, SSRC) -> the highest limit of its O records in `data`."""
+        found: dict[tuple[int, int], int] = {}
+        for off in range(0, len(data), record.size):
+            kind, _meeting, pid, _fp, ssrc, value = record.unpack_from(data, off)
+            if kind == b"O":
+                found[pid, ssrc] = max(found.get((pid, ssrc), 0), value)
+        return found
+
+    written = limits(ledger_file.read_bytes()[8:])  # past the file's magic
+    in_force = limits(worker.table.ledger_records())
+    for attendee in webinar.attendees:
+        # The round written beside the media, asked for by the batch that opened it, is on
+        # disk and in force; what the packets after it asked for, the round after.
+        assert half + INDEX_RESERVE <= written[attendee.pid, HOST_SSRC] < half + 70 + INDEX_RESERVE
+        assert in_force[attendee.pid, HOST_SSRC] == written[attendee.pid, HOST_SSRC]

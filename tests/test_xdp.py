@@ -4,7 +4,11 @@ the other, real UDP sockets there that decrypt every copy.
 
 What arrives proves the frames right: the receiving kernel checks the IP header's and the UDP
 checksum of every datagram (veth hands the peer the frame as it was written) and drops a bad
-one. The worker's counters prove the path was taken. A receiver that moves loses its hop at
+one, and a tap in the peers' namespace recomputes both. Where the checksum is offloaded
+(`--xdp-checksum offload`), veth hands the frame over with it still to be filled in, as the
+kernel's own sockets' datagrams: the tap checks the pseudo-header's sum it is seeded with, and
+`--xdp-checksum kernel` has the kernel fill it in from that seed as a device would. The
+worker's counters prove the path was taken. A receiver that moves loses its hop at
 once: nothing more goes to where it was.
 
 Needs root (namespaces; AF_XDP needs CAP_NET_RAW and CAP_NET_ADMIN), `ip` and a kernel with
@@ -149,6 +153,7 @@ class XdpWebinar:
         self.host = Party(HOST_PID, "host", sock=peer_socket(pair))
         self.attendees = [Party(10 + i, "attendee", sock=peer_socket(pair)) for i in range(3)]
         self.process: subprocess.Popen[str] | None = None
+        self.log = ""  # the worker's log, once it stopped
 
     def start(self, *extra: str) -> None:
         participants = [self.host.joined(address=False, ssrcs=(HOST_SSRC,))]
@@ -177,6 +182,7 @@ class XdpWebinar:
         self.process.terminate()
         out, err = self.process.communicate(timeout=TIMEOUT)
         assert self.process.returncode == 0, err
+        self.log = err
         counters: dict[str, Any] = __import__("json").loads(out.strip().splitlines()[-1])
         return counters
 
@@ -244,10 +250,12 @@ def ones_complement(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def check_frame(frame: bytes, pair: Pair, relay_port: int) -> bool:
+def check_frame(frame: bytes, pair: Pair, relay_port: int, partial: bool = False) -> bool:
     """Whether `frame` is a UDP datagram from the relay's media port; if so, its checksums
     must be right: the IPv4 header's (RFC 791), the UDP one over the pseudo-header (RFC 768;
-    RFC 8200 section 8.1)."""
+    RFC 8200 section 8.1). A `partial` one (left for the device to compute) must hold the
+    pseudo-header's sum, folded and not complemented, which the device's checksum from the
+    UDP header on completes (the kernel's CHECKSUM_PARTIAL)."""
     ethertype = struct.unpack_from("!H", frame, 12)[0]
     if ethertype == 0x0800:
         ip, header = frame[14:], (frame[14] & 0xF) * 4
@@ -269,38 +277,84 @@ def check_frame(frame: bytes, pair: Pair, relay_port: int) -> bool:
     if struct.unpack_from("!H", udp)[0] != relay_port:
         return False
     assert struct.unpack_from("!H", udp, 6)[0] != 0, "a UDP checksum is there"
+    if partial:
+        seed = ~ones_complement(pseudo) & 0xFFFF
+        assert struct.unpack_from("!H", udp, 6)[0] == seed, "the pseudo-header's sum"
+        completed = ones_complement(udp) or 0xFFFF  # as the device computes it, over the seed
+        udp = udp[:6] + struct.pack("!H", completed) + udp[8:]
     assert ones_complement(pseudo + udp) == 0, "UDP checksum"
     return True
 
 
-@pytest.mark.parametrize("connected", ["0", "64"])
+# AF_XDP TX metadata, which lets a frame's UDP checksum be left to the device (ext/xsk.h):
+# Linux 6.11 and later.
+TX_METADATA = tuple(map(int, os.uname().release.split(".")[:2])) >= (6, 11)
+SOL_PACKET = 263  # linux/socket.h
+PACKET_AUXDATA = 8  # linux/if_packet.h: each frame's tpacket_auxdata as ancillary data
+TP_STATUS_CSUMNOTREADY = 1 << 3  # its checksum is left for the device (CHECKSUM_PARTIAL)
+
+
+def tap_frames(tap: socket.socket) -> Iterator[tuple[bytes, bool]]:
+    """Each frame the tap sees until it sees none for its time-out, and whether its checksum
+    was left for the device to compute."""
+    while True:
+        try:
+            frame, ancillary, _flags, _address = tap.recvmsg(4096, 64)
+        except TimeoutError:
+            return
+        status = [
+            struct.unpack_from("I", data)[0]
+            for level, kind, data in ancillary
+            if (level, kind) == (SOL_PACKET, PACKET_AUXDATA)
+        ]
+        assert len(status) == 1, ancillary
+        yield frame, bool(status[0] & TP_STATUS_CSUMNOTREADY)
+
+
+@pytest.mark.parametrize(
+    ("connected", "checksum"), [("0", "auto"), ("64", "kernel"), ("0", "relay")]
+)
 def test_copies_leave_as_frames_and_every_receiver_decrypts_them(
-    webinar: XdpWebinar, connected: str
+    webinar: XdpWebinar, connected: str, checksum: str
 ) -> None:
     """With connected sockets on too (ext/connected.pxi), a receiver's first copies go from a
     socket connected to it; once it has a hop, that socket is closed and its copies are
-    frames: one way out per receiver."""
-    webinar.start("--xdp", webinar.pair.link, "--connected-sockets", connected)
+    frames: one way out per receiver. Whoever computes the UDP checksums (on veth, auto is
+    the device: offload), they come out right. A kernel without AF_XDP TX metadata has the
+    relay compute them for auto, and refuses kernel at start."""
+    if checksum == "kernel" and not TX_METADATA:
+        with pytest.raises(pytest.fail.Exception, match=r"TX metadata: Linux 6\.11 or later"):
+            webinar.start("--xdp", webinar.pair.link, "--xdp-checksum", checksum)
+        return
+    webinar.start(
+        *("--xdp", webinar.pair.link, "--xdp-checksum", checksum),
+        *("--connected-sockets", connected),
+    )
     wait_for_hops(webinar)
     with inside(webinar.pair.peers):
         tap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
     tap.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE: every frame kept
+    tap.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
     tap.bind(("xp" + webinar.pair.link[2:], 0))
     tap.settimeout(0.5)
     webinar.send(range(1000, 1300), webinar.attendees)
+    offloaded = checksum == "auto" and TX_METADATA
     checked = 0
-    try:
-        while True:
-            checked += check_frame(tap.recv(4096), webinar.pair, webinar.port)
-    except TimeoutError:
-        tap.close()
+    for frame, partial in tap_frames(tap):
+        if check_frame(frame, webinar.pair, webinar.port, partial):
+            assert partial == offloaded, "left for the device exactly where offloaded"
+            checked += 1
+    tap.close()
     assert checked == 3 * 300
     counters = webinar.stop()
+    way = "offload" if offloaded else "relay" if checksum == "auto" else checksum
+    assert f"UDP checksums: {way}" in webinar.log
     xdp = counters["xdp"]
     assert counters["xdp_on"]
     assert counters["xdp_routed"] == 4  # the attendees, and the host (it latched)
     assert xdp["frames"] >= 3 * 300, xdp  # every copy of the last 300 went as a frame
     assert xdp["ring_full"] == 0 and xdp["wakeup_errors"] == 0, xdp
+    assert xdp["invalid"] == 0, xdp  # the kernel took every frame and its metadata
     assert set(counters["dropped"].values()) == {0}
     assert counters["packets_out"] == 3 * counters["packets_in"]
     assert counters["connected_sockets"] == 0  # closed as the hops came, if made
@@ -343,6 +397,33 @@ def test_a_queue_the_interface_lacks_is_a_clear_start_up_error(webinar: XdpWebin
 def test_an_interface_that_is_not_there_is_a_clear_start_up_error(webinar: XdpWebinar) -> None:
     with pytest.raises(pytest.fail.Exception, match="no interface 'nosuch0' here"):
         webinar.start("--xdp", "nosuch0")
+
+
+def test_who_computes_the_checksums_on_each_kind_of_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """auto is the device, unless its driver never reads AF_XDP TX metadata (virtio_net):
+    then the relay; asking such a device for offload or kernel is a clear error."""
+    from relay import worker
+
+    drivers = {"veth0": None, "eth0": "mlx5_core", "ens3": "virtio_net"}
+    monkeypatch.setattr(worker, "interface_driver", drivers.get)
+    assert worker.xdp_checksum_for("veth0", "auto") == "offload"
+    assert worker.xdp_checksum_for("eth0", "auto") == "offload"
+    assert worker.xdp_checksum_for("eth0", "kernel") == "kernel"
+    assert worker.xdp_checksum_for("eth0", "relay") == "relay"
+    assert worker.xdp_checksum_for("ens3", "auto") == "relay"
+    assert worker.xdp_checksum_for("ens3", "relay") == "relay"
+    for asked in ("offload", "kernel"):
+        with pytest.raises(ValueError, match=r"ens3's driver \(virtio_net\) sends AF_XDP"):
+            worker.xdp_checksum_for("ens3", asked)
+
+
+def test_a_virtual_device_has_no_driver_in_sysfs_and_a_missing_one_none() -> None:
+    from relay.worker import interface_driver
+
+    assert interface_driver("lo") is None
+    assert interface_driver("nosuch0") is None
 
 
 def test_hops_only_for_destinations_through_the_interface(pair: Pair) -> None:
