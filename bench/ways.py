@@ -31,6 +31,7 @@ from typing import Any
 
 from bench import delay, run, sendonly
 from bench.relays import RelayGroup, process_cpu_split
+from relay.srtp import SUITES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--receivers", type=int, default=1000)
     parser.add_argument("--size", type=int, default=200, help="RTP packet bytes before SRTP")
     parser.add_argument("--frame", type=int, default=1, help="packets sent back to back")
+    parser.add_argument(
+        "--suite", default="AES_CM_128_HMAC_SHA1_80", choices=list(SUITES), help="SRTP suite"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, help="every round's figures")
     parser.add_argument(
@@ -68,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         print(why, file=sys.stderr)
         return 2
     scenario = run.Scenario(
-        "webinar", args.receivers, size=args.size, path=sendonly.PATH, frame=args.frame
+        "webinar",
+        args.receivers,
+        size=args.size,
+        suite=args.suite,
+        path=sendonly.PATH,
+        frame=args.frame,
     )
     rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
     with tempfile.TemporaryDirectory(prefix="relay-ways-") as tmp, sendonly.Namespace() as ns:
