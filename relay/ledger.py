@@ -10,8 +10,9 @@ A worker that starts again
 (killed, or with the whole server) reads every ledger file of its directory before its first
 routing snapshot, so each receiver's streams continue above anything they may have been sent.
 A write is durable once fdatasync returns; a record cut short by a crash was never committed,
-so a torn tail is ignored. A damaged record anywhere else stops the worker: continuing could
-reuse an index.
+so a torn tail is ignored; a write the disk cut short while the worker lives (a full disk) is
+cut back at once, so no later round follows a partial record. A damaged record anywhere else
+stops the worker: continuing could reuse an index.
 
 The ledger only grows between compactions: once it holds many times the live records, it is
 rewritten with `RouteTable.ledger_records()` (a new file, fsync, rename, fsync of the
@@ -25,6 +26,7 @@ Both files: an 8-byte magic, then fixed-size records (table.pxi, `_RECORD`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -120,13 +122,22 @@ class Ledger:
             self.append(b"")
 
     def append(self, records: bytes) -> None:
-        """Write records and return once they are on disk. OSError if they may not be."""
+        """Write records and return once they are on disk. OSError if they may not be: the
+        file is then cut back to what it held before (as far as the disk lets it), so that a
+        write cut short (a full disk) never leaves part of a record for the next round to
+        follow, which would read as damage at the next start. What was cut was never
+        committed, so no index it reserved was used."""
         data = LEDGER_MAGIC + records if self.size == 0 else records
         view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        os.fdatasync(self.fd)
+        try:
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+            os.fdatasync(self.fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
+            raise
         self.size += len(data)
 
     def worth_compacting(self, live_bytes: int) -> bool:

@@ -77,3 +77,40 @@ def test_the_loop_need_not_wait_and_closing_waits_for_the_round(tmp_path: Path) 
     writer.close()  # returns once the round is on disk
     assert os.path.getsize(tmp_path / "w.ledger") == len(ledger.LEDGER_MAGIC) + 32
     book.close()
+
+
+def test_a_write_the_disk_cuts_short_leaves_no_part_of_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk takes part of a round and refuses the rest: the file is cut back, so the
+    next round's records follow whole ones and the next start reads every record (a partial
+    one in the middle would read as damage and stop the worker)."""
+    book = ledger.Ledger(tmp_path / "w.ledger")
+    book.open()
+    book.append(b"a" * ledger.RECORD_SIZE)
+    write = os.write
+    calls = []
+
+    def full_disk(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return write(fd, bytes(data)[:10])  # part of a record, then no space
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ledger.os, "write", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        book.append(b"b" * ledger.RECORD_SIZE)
+    monkeypatch.undo()
+    book.append(b"c" * ledger.RECORD_SIZE)
+    book.close()
+
+    class Loaded:
+        blob = b""
+
+        def ledger_load(self, blob: bytes) -> int:
+            self.blob = blob
+            return len(blob) // ledger.RECORD_SIZE
+
+    loaded = Loaded()
+    assert ledger.load_ledgers(tmp_path, loaded) == 2
+    assert loaded.blob == b"a" * ledger.RECORD_SIZE + b"c" * ledger.RECORD_SIZE
