@@ -92,9 +92,10 @@ HOPS_INTERVAL = 1.0  # seconds between next-hop look-ups for receivers without o
 NO_HOP_RETRY = 5.0  # seconds before an address found without a hop is looked up again
 # Who computes the AF_XDP frames' UDP checksums (--xdp-checksum; ext/xsk.h says each way).
 XDP_CHECKSUMS = ("auto", "offload", "relay", "kernel")
-# Drivers that build an AF_XDP socket's skbs from its frames' pages (the kernel's
-# IFF_TX_SKB_NO_LINEAR) and so never read the TX metadata that asks for a checksum, up to
-# Linux 6.18 at least: their frames' checksums are the relay's to compute.
+# Drivers that have the kernel build an AF_XDP socket's skbs from its frames' pages (the
+# kernel's IFF_TX_SKB_NO_LINEAR), a path on which the kernel read no TX metadata until late
+# 2025: which kernels do cannot be told from here, so their frames' checksums are the
+# relay's to compute, whatever the kernel.
 XDP_NO_TX_METADATA = frozenset({"virtio_net"})
 
 
@@ -790,8 +791,9 @@ def descriptors_for(connected: int) -> int:
 def xdp_checksum_for(interface: str, asked: str) -> str:
     """Who computes the UDP checksums of the AF_XDP frames sent through `interface`, of
     XDP_CHECKSUMS less "auto": "auto" is the device ("offload", as for the kernel's own UDP
-    sockets; ext/xsk.h), unless its driver never reads the TX metadata that asks for it, when
-    it is the relay. ValueError where the device cannot do what was asked."""
+    sockets; ext/xsk.h), unless the kernel may not read the TX metadata that asks for it on
+    that device's path (XDP_NO_TX_METADATA), when it is the relay. ValueError where the
+    device cannot do what was asked."""
     driver = interface_driver(interface)
     if driver not in XDP_NO_TX_METADATA:
         return "offload" if asked == "auto" else asked
@@ -799,7 +801,8 @@ def xdp_checksum_for(interface: str, asked: str) -> str:
         return "relay"
     raise ValueError(
         f"--xdp-checksum {asked}: {interface}'s driver ({driver}) sends AF_XDP frames without "
-        "their TX metadata, so nothing would compute their checksums; use relay (or auto)"
+        "their TX metadata on kernels before late 2025, so nothing would compute their "
+        "checksums; use relay (or auto)"
     )
 
 
@@ -908,7 +911,7 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("RELAY_XDP_CHECKSUM", "auto"),
         help="who computes the AF_XDP frames' UDP checksums: offload (the device, as for the "
         "kernel's UDP sockets), relay (this worker), kernel (in software, as it builds each "
-        "skb), auto (offload, or relay where the device's driver ignores AF_XDP TX metadata); "
+        "skb), auto (offload, or relay where the kernel may ignore the frames' TX metadata); "
         "default: RELAY_XDP_CHECKSUM or auto",
     )
     parser.add_argument(

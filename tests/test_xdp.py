@@ -402,8 +402,9 @@ def test_an_interface_that_is_not_there_is_a_clear_start_up_error(webinar: XdpWe
 def test_who_computes_the_checksums_on_each_kind_of_device(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """auto is the device, unless its driver never reads AF_XDP TX metadata (virtio_net):
-    then the relay; asking such a device for offload or kernel is a clear error."""
+    """auto is the device, unless the kernel may not read its frames' TX metadata (virtio_net,
+    relay/worker.py): then the relay; asking such a device for offload or kernel is a clear
+    error."""
     from relay import worker
 
     drivers = {"veth0": None, "eth0": "mlx5_core", "ens3": "virtio_net"}
