@@ -26,12 +26,14 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from bench import delay, run, sendonly
 from bench.relays import RelayGroup, process_cpu_split
 from relay.srtp import SUITES
+from relay.worker import FLAG_VARIABLES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,14 +139,20 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     "scenario": vars(args) | {"json": str(args.json)},
-                    # how the relay ran where no flag of its form says (RELAY_GSO, RELAY_BUSY_POLL)
-                    "environment": {k: v for k, v in os.environ.items() if k.startswith("RELAY_")},
+                    "environment": recorded_environment(os.environ),
                     "rounds": rounds,
                 },
                 indent=1,
             )
         )
     return 0
+
+
+def recorded_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """How the relay ran where no flag of its form says (RELAY_GSO, RELAY_BUSY_POLL, ...), and
+    which build of the core: those variables only, never the rest of RELAY_* (the operator
+    token, the keys and the mail password live there too)."""
+    return {name: environ[name] for name in (*FLAG_VARIABLES, "RELAY_CORE_DIR") if name in environ}
 
 
 def delay_at(

@@ -31,9 +31,9 @@
 #      returned are on disk (relay/worker.py appends and fdatasyncs them), and only to the
 #      values those records hold (`writing`): a stream that asks for more while they are
 #      written, which its packets do when the worker writes them beside the media, asks
-#      again in the next round (one round at a time; ledger_abort if the write failed).
-#      A restarted worker
-#      loads them, and each stream continues at its limit: above anything sent before, at most
+#      again in the next round (one round at a time; ledger_abort if the write failed). A
+#      restarted worker loads them, and each stream continues at its limit: above anything
+#      sent before, at most
 #      RESERVE_RTP past the receiver's last index, which its ROC estimate follows (< 2^15).
 #      A packet that would need more than the limit is parked (forward.pxi) until its
 #      reservation is durable, so a stream's first packet waits for one fdatasync, not lost.
@@ -87,10 +87,12 @@ cdef inline void _record_at(uint8_t* at, uint8_t kind, uint32_t meeting, uint32_
         at[24 + i] = <uint8_t>(value >> (8 * i))
 
 
-cdef uint32_t _reservations(const Meeting* m, const Participant* p, bint asked,
+cdef uint32_t _reservations(const Meeting* m, Participant* p, bint asked,
                             uint8_t* out) noexcept nogil:
     """p's index reservations as O and C records at out (or only counted, if out is NULL):
-    those it asked for since the last commit (asked), or those already durable. How many."""
+    those it asked for since the last round (asked), or those already durable. How many.
+    Asked ones written at out are what the round commits: each stream keeps the value its
+    record holds as `writing` (ledger_commit), from this one place."""
     cdef uint32_t s, n = 0
     cdef uint64_t value
     for s in range(min(p.out_cap, m.nstreams)):
@@ -102,6 +104,8 @@ cdef uint32_t _reservations(const Meeting* m, const Participant* p, bint asked,
             if out != NULL:
                 _record_at(out + RECORD_BYTES * n, c'O', m.id, p.id, p.down_fp,
                            m.slot_ssrcs[s], value)
+                if asked:
+                    p.out[s].writing = value
             n += 1
     if asked:
         value = p.rtcp_wanted if p.rtcp_wanted > p.rtcp_limit else 0
@@ -110,6 +114,8 @@ cdef uint32_t _reservations(const Meeting* m, const Participant* p, bint asked,
     if value:
         if out != NULL:
             _record_at(out + RECORD_BYTES * n, c'C', m.id, p.id, p.down_fp, 0, value)
+            if asked:
+                p.rtcp_writing = <uint32_t>value
         n += 1
     return n
 
@@ -874,15 +880,15 @@ cdef class RouteTable:
         if they could not be written. Until then the fast path goes on within the durable
         limits, and what it asks for meanwhile waits for the next round. RuntimeError while
         a round is open: one at a time."""
-        cdef uint32_t i, s, n = 0
+        cdef uint32_t i, n = 0
         cdef Participant* p
         cdef bytes out
         cdef uint8_t* at
         cdef uint8_t* end
         if self.round_given:
             raise RuntimeError("a ledger round is open: commit or abort it first")
-        # Counted, written, and the values written kept as each stream's `writing`, with no
-        # Python in between: nothing can change the table meanwhile, so the writing fills
+        # Counted, then written (each stream keeping the value written as its `writing`), with
+        # no Python in between: nothing can change the table meanwhile, so the writing fills
         # exactly what the counting sized, and the commit applies exactly what was written.
         for i in range(self.nqueue):
             p = self._queued(i)
@@ -895,11 +901,6 @@ cdef class RouteTable:
             p = self._queued(i)
             if p != NULL:
                 at += RECORD_BYTES * _reservations(&self.meetings[p.meeting], p, True, at)
-                for s in range(min(p.out_cap, self.meetings[p.meeting].nstreams)):
-                    if p.out[s].wanted > p.out[s].limit:
-                        p.out[s].writing = p.out[s].wanted
-                if p.rtcp_wanted > p.rtcp_limit:
-                    p.rtcp_writing = p.rtcp_wanted
         if at != end:
             raise RuntimeError("ledger records: counted and written differ")
         self.round_len = self.nqueue
@@ -1574,14 +1575,9 @@ cdef int table_candidates(RouteTable t, const SsrcEntry** found, int k, const vo
     return n
 
 
-cdef inline bint _wants_more(const Meeting* m, const Participant* p) noexcept nogil:
-    """Whether p asks the ledger for more than is durable, or for its consent (what
-    _reservations would write)."""
-    cdef uint32_t s
-    for s in range(min(p.out_cap, m.nstreams)):
-        if p.out[s].wanted > p.out[s].limit:
-            return True
-    return p.rtcp_wanted > p.rtcp_limit or p.flags & PF_CONSENT_NEW
+cdef inline bint _wants_more(const Meeting* m, Participant* p) noexcept nogil:
+    """Whether p asks the ledger for more than is durable, or for its consent."""
+    return _reservations(m, p, True, NULL) > 0 or p.flags & PF_CONSENT_NEW
 
 
 cdef int table_queue(RouteTable t, uint32_t slot) noexcept nogil:

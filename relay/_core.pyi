@@ -59,6 +59,7 @@ DROP_NAMES: tuple[str, ...]
 ROLE_NAMES: tuple[str, ...]
 LEDGER_RECORD_SIZE: int
 INDEX_RESERVE: int
+XSK_CHECKSUMS: tuple[str, ...]
 
 def key_fingerprint(key: Buffer) -> int: ...
 

@@ -5,10 +5,10 @@ The ledger makes a reservation durable before the fast path may use it (ext/tabl
 the same index twice"): the worker appends the records `RouteTable.ledger_pending()` gives,
 fdatasyncs them, and only then calls `RouteTable.ledger_commit()` (or `ledger_abort()` if
 they could not be written); reservations asked for ahead of need are appended by the worker's
-ledger thread while the media goes on, one round at a time, and never beside a compaction.
-A worker that starts again
-(killed, or with the whole server) reads every ledger file of its directory before its first
-routing snapshot, so each receiver's streams continue above anything they may have been sent.
+ledger thread (`Writer`) while the media goes on, one round at a time, and never beside a
+compaction. A worker that starts again (killed, or with the whole server) reads every ledger
+file of its directory before its first routing snapshot, so each receiver's streams continue
+above anything they may have been sent.
 A write is durable once fdatasync returns; a record cut short by a crash was never committed,
 so a torn tail is ignored; a write the disk cut short while the worker lives (a full disk) is
 cut back at once, so no later round follows a partial record. A damaged record anywhere else

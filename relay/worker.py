@@ -13,8 +13,8 @@ ENDPOINT` subscribes to numbered updates as the control plane will publish them.
 With `--state-file`, the worker keeps its SRTP state on disk beside it (relay/ledger.py): the
 ledger of index reservations, made durable before the fast path uses them (those asked for
 ahead of need by a thread of its own, beside the media), and the senders' stream state every
-second. Both are read back before the first routing snapshot, so a
-restarted worker (or server) never sends a receiver an index it may have had.
+second. Both are read back before the first routing snapshot, so a restarted worker (or
+server) never sends a receiver an index it may have had.
 
 With `--certificate` (the node's DTLS certificate), it also connects WebRTC peers on its media
 port: the core sets their STUN and DTLS aside (ext/demux.pxi, at most SIGNALLING_PER_SECOND),
@@ -90,8 +90,18 @@ CONNECTED_SOCKETS_MAX = 1_000_000
 DESCRIPTORS_SPARE = 256  # for everything else: ZeroMQ, the ledger, recordings, logs
 HOPS_INTERVAL = 1.0  # seconds between next-hop look-ups for receivers without one (AF_XDP)
 NO_HOP_RETRY = 5.0  # seconds before an address found without a hop is looked up again
-# Who computes the AF_XDP frames' UDP checksums (--xdp-checksum; ext/xsk.h says each way).
-XDP_CHECKSUMS = ("auto", "offload", "relay", "kernel")
+# The environment variables the worker's flags take their defaults from (parser): what
+# decides how a worker started without those flags runs (bench/ways.py records them).
+FLAG_VARIABLES = (
+    "RELAY_CONNECTED_SOCKETS",
+    "RELAY_GSO",
+    "RELAY_XDP",
+    "RELAY_XDP_CHECKSUM",
+    "RELAY_BUSY_POLL",
+)
+# Who computes the AF_XDP frames' UDP checksums (--xdp-checksum; ext/xsk.h says each way):
+# the core's ways, and "auto", which picks one of them for the device (xdp_checksum_for).
+XDP_CHECKSUMS = ("auto", *_core.XSK_CHECKSUMS)
 # Drivers that have the kernel build an AF_XDP socket's skbs from its frames' pages (the
 # kernel's IFF_TX_SKB_NO_LINEAR), a path on which the kernel read no TX metadata until late
 # 2025: which kernels do cannot be told from here, so their frames' checksums are the
@@ -907,8 +917,9 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--xdp-checksum",
-        choices=XDP_CHECKSUMS,
+        type=_xdp_checksum,
         default=os.environ.get("RELAY_XDP_CHECKSUM", "auto"),
+        metavar="WHO",
         help="who computes the AF_XDP frames' UDP checksums: offload (the device, as for the "
         "kernel's UDP sockets), relay (this worker), kernel (in software, as it builds each "
         "skb), auto (offload, or relay where the kernel may ignore the frames' TX metadata); "
@@ -937,6 +948,14 @@ def parser() -> argparse.ArgumentParser:
 def _busy_poll(text: str) -> float:
     """--busy-poll's microseconds, as the seconds WorkerConfig.busy_poll holds."""
     return _whole_up_to(text, BUSY_POLL_MAX_US) / 1e6
+
+
+def _xdp_checksum(text: str) -> str:
+    """--xdp-checksum's way, checked in RELAY_XDP_CHECKSUM too (argparse checks `choices`
+    only on the command line)."""
+    if text not in XDP_CHECKSUMS:
+        raise argparse.ArgumentTypeError(f"one of {', '.join(XDP_CHECKSUMS)}, not {text!r}")
+    return text
 
 
 def _connected_sockets(text: str) -> int:

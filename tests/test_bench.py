@@ -688,3 +688,24 @@ def test_forwarding_delay_quantiles_interpolate_within_their_bucket() -> None:
         "0.001": 3,
         "+Inf": 0,
     }
+
+
+def test_ways_records_how_the_relay_ran_and_no_secret() -> None:
+    """bench.ways' JSON keeps the variables the worker's flags default from, never the
+    operator token, keys or mail password that RELAY_* also holds."""
+    from bench.ways import recorded_environment
+
+    environ = {
+        "RELAY_BUSY_POLL": "1000",
+        "RELAY_XDP_CHECKSUM": "relay",
+        "RELAY_CORE_DIR": "build/old",
+        "RELAY_TOKEN": "operator-secret",
+        "RELAY_BOX_KEY": "a-key",
+        "RELAY_SMTP_URL": "smtps://u:password@mail.example.org",
+        "HOME": "/root",
+    }
+    assert recorded_environment(environ) == {
+        "RELAY_XDP_CHECKSUM": "relay",
+        "RELAY_BUSY_POLL": "1000",
+        "RELAY_CORE_DIR": "build/old",
+    }
